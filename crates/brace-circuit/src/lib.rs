@@ -1,0 +1,1 @@
+//! brace-circuit (under construction).

@@ -1,0 +1,1 @@
+//! brace-degrade (under construction).

@@ -1,0 +1,1 @@
+//! brace-failover (under construction).

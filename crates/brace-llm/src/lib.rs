@@ -1,0 +1,1 @@
+//! brace-llm (under construction).

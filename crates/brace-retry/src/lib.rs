@@ -1,0 +1,1 @@
+//! brace-retry (under construction).
