@@ -1,0 +1,208 @@
+//! [`LlmClassifier`]: what an LLM provider's outcome means for each layer.
+
+use std::error::Error;
+use std::time::Duration;
+
+use brace_core::classify::classify_error_with;
+use brace_core::{BoxError, Classify, Outcome, Verdict};
+use http::StatusCode;
+
+use crate::error::{LlmError, LlmErrorKind};
+
+const ALL_KINDS: [LlmErrorKind; 14] = [
+    LlmErrorKind::RateLimited,
+    LlmErrorKind::QuotaExhausted,
+    LlmErrorKind::Overloaded,
+    LlmErrorKind::Server,
+    LlmErrorKind::Timeout,
+    LlmErrorKind::Connect,
+    LlmErrorKind::Auth,
+    LlmErrorKind::BadRequest,
+    LlmErrorKind::ContextLengthExceeded,
+    LlmErrorKind::ContentFiltered,
+    LlmErrorKind::ModelNotFound,
+    LlmErrorKind::MalformedResponse,
+    LlmErrorKind::StreamInterrupted,
+    LlmErrorKind::Cancelled,
+];
+
+fn bit(kind: LlmErrorKind) -> u32 {
+    1 << ALL_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+fn set_of(predicate: fn(LlmErrorKind) -> bool) -> u32 {
+    ALL_KINDS
+        .iter()
+        .filter(|kind| predicate(**kind))
+        .fold(0, |set, kind| set | bit(*kind))
+}
+
+/// Classifies the outcomes of LLM provider services for every brace layer.
+///
+/// By default, per [`LlmErrorKind`]:
+///
+/// | kind | counts against a circuit | retried | fails over |
+/// |---|---|---|---|
+/// | rate limited, overloaded, server, timeout, connect, malformed response, stream interrupted | yes | yes (after Retry-After) | yes |
+/// | quota exhausted, auth | yes | no | yes |
+/// | context length exceeded, content filtered, model not found | no | no | yes |
+/// | bad request, cancelled | no | no | no |
+///
+/// Each column can be changed per kind. Errors that are not [`LlmError`]s are judged by
+/// [`brace_core::classify::classify_error`] (circuit open, retries exhausted, all providers
+/// failed, timeouts), looking inside wrapping errors for the `LlmError`.
+///
+/// ```
+/// use brace_core::{BoxError, Classify};
+/// use brace_llm::{ChatResponse, LlmClassifier, LlmError, LlmErrorKind};
+///
+/// let classifier = LlmClassifier::new();
+/// let err: BoxError = Box::new(LlmError::new(LlmErrorKind::ContextLengthExceeded, "too long"));
+/// let outcome = Classify::<ChatResponse, _>::classify(&classifier, Err(&err));
+/// assert!(outcome.is_ignored() && !outcome.is_retryable() && outcome.should_failover());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LlmClassifier {
+    failures: u32,
+    retryable: u32,
+    failover: u32,
+}
+
+impl Default for LlmClassifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LlmClassifier {
+    /// The default classification (see the table above).
+    pub fn new() -> Self {
+        Self {
+            failures: set_of(LlmErrorKind::counts_as_failure),
+            retryable: set_of(LlmErrorKind::is_retryable),
+            failover: set_of(LlmErrorKind::should_failover),
+        }
+    }
+
+    /// Whether errors of `kind` count against a circuit.
+    #[must_use]
+    pub fn count_as_failure(mut self, kind: LlmErrorKind, yes: bool) -> Self {
+        set(&mut self.failures, kind, yes);
+        self
+    }
+
+    /// Whether errors of `kind` are retried.
+    #[must_use]
+    pub fn retry_on(mut self, kind: LlmErrorKind, yes: bool) -> Self {
+        set(&mut self.retryable, kind, yes);
+        self
+    }
+
+    /// Whether errors of `kind` move on to another provider.
+    #[must_use]
+    pub fn failover_on(mut self, kind: LlmErrorKind, yes: bool) -> Self {
+        set(&mut self.failover, kind, yes);
+        self
+    }
+
+    /// The outcome of one provider error.
+    pub fn classify_llm_error(&self, err: &LlmError) -> Outcome {
+        let kind = bit(err.kind());
+        let verdict = if self.failures & kind != 0 {
+            Verdict::Failure
+        } else {
+            Verdict::Ignored
+        };
+        Outcome::failure()
+            .with_verdict(verdict)
+            .with_retryable(self.retryable & kind != 0)
+            .with_failover(self.failover & kind != 0)
+            .with_retry_after(err.retry_after())
+    }
+
+    /// The outcome of any error: an [`LlmError`] by kind, brace's own errors by
+    /// [`classify_error_with`], anything else as a transient failure.
+    pub fn classify_dyn_error(&self, err: &(dyn Error + 'static)) -> Outcome {
+        classify_error_with(err, &|err| {
+            err.downcast_ref::<LlmError>()
+                .map(|err| self.classify_llm_error(err))
+        })
+        .unwrap_or_else(Outcome::transient)
+    }
+}
+
+fn set(bits: &mut u32, kind: LlmErrorKind, yes: bool) {
+    if yes {
+        *bits |= bit(kind);
+    } else {
+        *bits &= !bit(kind);
+    }
+}
+
+impl<T> Classify<T, LlmError> for LlmClassifier {
+    fn classify(&self, result: Result<&T, &LlmError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::success(),
+            Err(err) => self.classify_llm_error(err),
+        }
+    }
+}
+
+impl<T> Classify<T, BoxError> for LlmClassifier {
+    fn classify(&self, result: Result<&T, &BoxError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::success(),
+            Err(err) => self.classify_dyn_error(&**err),
+        }
+    }
+}
+
+/// How a gateway answers a failed request: the status, and the `Retry-After` to send.
+///
+/// - An [`LlmError`] (also inside a `RetriesExhausted`) answers with its kind's status.
+/// - `AllProvidersFailed` answers 429 when every provider was rate-limited (with the shortest
+///   Retry-After among them), the status of the caller's own mistake when a provider refused
+///   the request itself, and 503 otherwise.
+/// - A circuit that is open answers 503 with its remaining wait; a deadline or timeout, 504.
+pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Duration>) {
+    use brace_core::{AllProvidersFailed, CircuitOpen, DeadlineExceeded, RetriesExhausted};
+
+    if let Some(err) = err.downcast_ref::<LlmError>() {
+        return (err.gateway_status(), err.retry_after());
+    }
+    if let Some(exhausted) = err.downcast_ref::<RetriesExhausted>() {
+        return gateway_status(exhausted.last_error());
+    }
+    if let Some(all) = err.downcast_ref::<AllProvidersFailed>() {
+        let statuses: Vec<_> = all
+            .failures()
+            .iter()
+            .map(|failure| gateway_status(&*failure.error))
+            .collect();
+        if !statuses.is_empty()
+            && statuses
+                .iter()
+                .all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        {
+            let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
+            return (StatusCode::TOO_MANY_REQUESTS, shortest);
+        }
+        if let Some((status, _)) = statuses.iter().find(|(status, _)| {
+            *status == StatusCode::BAD_REQUEST || *status == StatusCode::NOT_FOUND
+        }) && statuses
+            .iter()
+            .all(|(s, _)| s.is_client_error() || *s == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            return (*status, None);
+        }
+        let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
+        return (StatusCode::SERVICE_UNAVAILABLE, shortest);
+    }
+    if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+        return (StatusCode::SERVICE_UNAVAILABLE, open.retry_after());
+    }
+    if err.is::<DeadlineExceeded>() || err.is::<tower::timeout::error::Elapsed>() {
+        return (StatusCode::GATEWAY_TIMEOUT, None);
+    }
+    (StatusCode::BAD_GATEWAY, None)
+}

@@ -1,0 +1,466 @@
+//! [`ChatResponse`]: a whole completion or a stream of chunks, and who served it.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use crate::error::LlmError;
+use crate::types::{
+    ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, Extra, FinishReason, FunctionCall,
+    FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
+};
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Origin {
+    /// A provider generated it for this request.
+    #[default]
+    Provider,
+    /// It was served from the response cache.
+    Cache,
+    /// It is a configured static message: no provider was asked.
+    Static,
+}
+
+impl Origin {
+    /// `provider`, `cache` or `static`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider",
+            Self::Cache => "cache",
+            Self::Static => "static",
+        }
+    }
+}
+
+/// The degradation applied to a request before it was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Degradation {
+    /// The name of the level that answered (`full`, `reduced`, …).
+    pub level: Arc<str>,
+    /// The features removed from the request at that level (`tools`, `stream`, `images`,
+    /// `response_format`), and caps applied (`max_tokens`).
+    pub removed: Vec<&'static str>,
+}
+
+/// Who served a response and how.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseMeta {
+    /// The provider that answered (its configured name).
+    pub provider: Arc<str>,
+    /// The model that really answered.
+    pub model: String,
+    /// Where the answer came from.
+    pub origin: Origin,
+    /// The degradation level, if a degrade layer handled the request.
+    pub degradation: Option<Degradation>,
+}
+
+impl ResponseMeta {
+    /// Metadata for an answer from `provider`'s `model`.
+    pub fn new(provider: impl Into<Arc<str>>, model: impl Into<String>) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            origin: Origin::Provider,
+            degradation: None,
+        }
+    }
+}
+
+/// A streamed answer: chunks, or an error that ends the stream.
+///
+/// An `Err` item is how a stream says it broke: after an error no further item is
+/// meaningful, and a stream that ends without a finish reason and without an error has been
+/// cut (see [`StreamAccumulator::finish`]).
+pub struct ChatStream {
+    inner: Pin<Box<dyn Stream<Item = Result<ChatChunk, LlmError>> + Send>>,
+}
+
+impl ChatStream {
+    /// Wraps any stream of chunks.
+    pub fn new<S>(stream: S) -> Self
+    where
+        S: Stream<Item = Result<ChatChunk, LlmError>> + Send + 'static,
+    {
+        Self {
+            inner: Box::pin(stream),
+        }
+    }
+
+    /// A stream that yields the given items.
+    pub fn from_items(items: Vec<Result<ChatChunk, LlmError>>) -> Self {
+        Self::new(futures_util::stream::iter(items))
+    }
+}
+
+impl fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Result<ChatChunk, LlmError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// The body of a response: a whole completion or a stream.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// A whole completion.
+    Complete(ChatCompletion),
+    /// A stream of chunks.
+    Stream(ChatStream),
+}
+
+/// What a provider service returns: the answer and who served it.
+#[derive(Debug)]
+pub struct ChatResponse {
+    /// Who served it and how.
+    pub meta: ResponseMeta,
+    /// The answer.
+    pub body: ResponseBody,
+}
+
+impl ChatResponse {
+    /// A whole completion from `provider`; the model is taken from the completion.
+    pub fn complete(provider: impl Into<Arc<str>>, completion: ChatCompletion) -> Self {
+        Self {
+            meta: ResponseMeta::new(provider, completion.model.clone()),
+            body: ResponseBody::Complete(completion),
+        }
+    }
+
+    /// A stream from `provider`'s `model`.
+    pub fn stream(
+        provider: impl Into<Arc<str>>,
+        model: impl Into<String>,
+        stream: ChatStream,
+    ) -> Self {
+        Self {
+            meta: ResponseMeta::new(provider, model),
+            body: ResponseBody::Stream(stream),
+        }
+    }
+
+    /// `true` if the body is a stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.body, ResponseBody::Stream(_))
+    }
+
+    /// The completion, if the body is whole.
+    pub fn completion(&self) -> Option<&ChatCompletion> {
+        match &self.body {
+            ResponseBody::Complete(completion) => Some(completion),
+            ResponseBody::Stream(_) => None,
+        }
+    }
+
+    /// Turns the response into a whole completion, reading a stream to its end.
+    ///
+    /// # Errors
+    ///
+    /// The stream's error if it broke, or a [`LlmErrorKind::StreamInterrupted`] error if it
+    /// ended without a finish reason (a truncated answer is never returned as complete).
+    ///
+    /// [`LlmErrorKind::StreamInterrupted`]: crate::LlmErrorKind::StreamInterrupted
+    pub async fn into_completion(self) -> Result<ChatCompletion, LlmError> {
+        match self.body {
+            ResponseBody::Complete(completion) => Ok(completion),
+            ResponseBody::Stream(mut stream) => {
+                let mut accumulator = StreamAccumulator::new();
+                while let Some(chunk) =
+                    std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
+                {
+                    accumulator.push(&chunk?);
+                }
+                accumulator
+                    .finish()
+                    .map_err(|err| err.with_provider(self.meta.provider.clone()))
+            }
+        }
+    }
+}
+
+// ===== StreamAccumulator =====
+
+/// Builds a [`ChatCompletion`] from the chunks of a stream, as they pass.
+///
+/// Used to answer a non-streamed request from a streamed provider, to cache a streamed
+/// answer once it is complete, and to know what text has reached a caller when a stream
+/// breaks.
+#[derive(Debug, Default, Clone)]
+pub struct StreamAccumulator {
+    id: String,
+    model: String,
+    created: u64,
+    choices: Vec<ChoiceState>,
+    usage: Option<Usage>,
+    extra: Extra,
+    chunks: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ChoiceState {
+    role: Option<Role>,
+    content: String,
+    has_content: bool,
+    tool_calls: Vec<ToolCallState>,
+    finish_reason: Option<FinishReason>,
+    extra: Extra,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ToolCallState {
+    id: String,
+    kind: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+impl StreamAccumulator {
+    /// An empty accumulator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one chunk.
+    pub fn push(&mut self, chunk: &ChatChunk) {
+        self.chunks += 1;
+        if self.id.is_empty() {
+            self.id.clone_from(&chunk.id);
+            self.created = chunk.created;
+            self.extra.clone_from(&chunk.extra);
+        }
+        if !chunk.model.is_empty() {
+            self.model.clone_from(&chunk.model);
+        }
+        if let Some(usage) = &chunk.usage {
+            self.usage = Some(usage.clone());
+        }
+        for choice in &chunk.choices {
+            let index = choice.index as usize;
+            if self.choices.len() <= index {
+                self.choices.resize_with(index + 1, ChoiceState::default);
+            }
+            let state = &mut self.choices[index];
+            if let Some(role) = choice.delta.role {
+                state.role = Some(role);
+            }
+            if let Some(text) = &choice.delta.content {
+                state.content.push_str(text);
+                state.has_content = true;
+            }
+            for call in choice.delta.tool_calls.iter().flatten() {
+                let at = call.index as usize;
+                if state.tool_calls.len() <= at {
+                    state.tool_calls.resize_with(at + 1, ToolCallState::default);
+                }
+                let tool = &mut state.tool_calls[at];
+                if let Some(id) = &call.id {
+                    tool.id.clone_from(id);
+                }
+                if let Some(kind) = &call.kind {
+                    tool.kind = Some(kind.clone());
+                }
+                if let Some(function) = &call.function {
+                    if let Some(name) = &function.name {
+                        tool.name.push_str(name);
+                    }
+                    if let Some(arguments) = &function.arguments {
+                        tool.arguments.push_str(arguments);
+                    }
+                }
+            }
+            if choice.finish_reason.is_some() {
+                state.finish_reason.clone_from(&choice.finish_reason);
+            }
+        }
+    }
+
+    /// How many chunks were added.
+    pub fn chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// The text of the first choice so far.
+    pub fn text(&self) -> &str {
+        self.choices.first().map_or("", |choice| &choice.content)
+    }
+
+    /// `true` once any choice has a finish reason.
+    pub fn is_finished(&self) -> bool {
+        !self.choices.is_empty()
+            && self
+                .choices
+                .iter()
+                .all(|choice| choice.finish_reason.is_some())
+    }
+
+    /// `true` if any tool-call fragment has been seen.
+    pub fn has_tool_calls(&self) -> bool {
+        self.choices
+            .iter()
+            .any(|choice| !choice.tool_calls.is_empty())
+    }
+
+    /// The usage reported by the stream, if any.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// The completion the chunks add up to, whatever state the stream is in.
+    pub fn snapshot(&self) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: self
+                .choices
+                .iter()
+                .enumerate()
+                .map(|(index, state)| Choice {
+                    index: index as u32,
+                    message: Message {
+                        role: state.role.unwrap_or(Role::Assistant),
+                        content: (state.has_content || state.tool_calls.is_empty())
+                            .then(|| crate::types::Content::Text(state.content.clone())),
+                        name: None,
+                        tool_calls: (!state.tool_calls.is_empty()).then(|| {
+                            state
+                                .tool_calls
+                                .iter()
+                                .map(|call| ToolCall {
+                                    id: call.id.clone(),
+                                    kind: call.kind.clone().unwrap_or_else(|| "function".into()),
+                                    function: FunctionCall {
+                                        name: call.name.clone(),
+                                        arguments: call.arguments.clone(),
+                                    },
+                                })
+                                .collect()
+                        }),
+                        tool_call_id: None,
+                        extra: Extra::new(),
+                    },
+                    finish_reason: state.finish_reason.clone(),
+                    extra: state.extra.clone(),
+                })
+                .collect(),
+            usage: self.usage.clone(),
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// The whole completion, if the stream finished.
+    ///
+    /// # Errors
+    ///
+    /// A [`LlmErrorKind::StreamInterrupted`](crate::LlmErrorKind::StreamInterrupted) error if
+    /// no choice got a finish reason: the answer is truncated.
+    pub fn finish(self) -> Result<ChatCompletion, LlmError> {
+        if self.is_finished() {
+            Ok(self.snapshot())
+        } else {
+            Err(LlmError::new(
+                crate::LlmErrorKind::StreamInterrupted,
+                format!(
+                    "stream ended after {} chunk{} without a finish reason",
+                    self.chunks,
+                    if self.chunks == 1 { "" } else { "s" }
+                ),
+            ))
+        }
+    }
+}
+
+// ===== ChatCompletion -> chunks =====
+
+impl ChatCompletion {
+    /// The chunks a provider would have streamed for this completion: a role chunk, one
+    /// content (and tool-call) chunk and a finish chunk per choice, then a usage chunk if
+    /// `include_usage` and the completion has usage. Used to replay a cached answer as a
+    /// stream.
+    pub fn to_chunks(&self, include_usage: bool) -> Vec<ChatChunk> {
+        let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            extra: Extra::new(),
+        };
+        let choice = |index: u32, delta: Delta, finish_reason: Option<FinishReason>| ChunkChoice {
+            index,
+            delta,
+            finish_reason,
+            extra: Extra::new(),
+        };
+        let mut chunks = Vec::with_capacity(self.choices.len() * 3 + 1);
+        for c in &self.choices {
+            chunks.push(chunk(
+                vec![choice(
+                    c.index,
+                    Delta {
+                        role: Some(c.message.role),
+                        content: Some(String::new()),
+                        ..Delta::default()
+                    },
+                    None,
+                )],
+                None,
+            ));
+            let text = c.message.text();
+            let tool_calls = c.message.tool_calls.as_ref().map(|calls| {
+                calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, call)| ToolCallDelta {
+                        index: i as u32,
+                        id: Some(call.id.clone()),
+                        kind: Some(call.kind.clone()),
+                        function: Some(FunctionCallDelta {
+                            name: Some(call.function.name.clone()),
+                            arguments: Some(call.function.arguments.clone()),
+                        }),
+                    })
+                    .collect()
+            });
+            if !text.is_empty() || tool_calls.is_some() {
+                chunks.push(chunk(
+                    vec![choice(
+                        c.index,
+                        Delta {
+                            content: (!text.is_empty()).then_some(text),
+                            tool_calls,
+                            ..Delta::default()
+                        },
+                        None,
+                    )],
+                    None,
+                ));
+            }
+            chunks.push(chunk(
+                vec![choice(
+                    c.index,
+                    Delta::default(),
+                    Some(c.finish_reason.clone().unwrap_or(FinishReason::Stop)),
+                )],
+                None,
+            ));
+        }
+        if include_usage && let Some(usage) = &self.usage {
+            chunks.push(chunk(Vec::new(), Some(usage.clone())));
+        }
+        chunks
+    }
+}

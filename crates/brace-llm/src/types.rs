@@ -1,0 +1,937 @@
+//! The OpenAI chat-completions wire format: requests, messages, tools, completions, stream
+//! chunks and usage.
+//!
+//! Every type keeps the fields it does not model in an `extra` map, so a request or
+//! response from a real client or provider round-trips through brace without losing
+//! anything.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, Deserializer};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Fields a type does not model, kept as they came.
+pub type Extra = Map<String, Value>;
+
+// ===== ChatRequest =====
+
+/// A chat-completions request (`POST /v1/chat/completions`).
+///
+/// Cheap to clone: the conversation and the tool list are shared (`Arc`), so retries and
+/// failover copy only a few scalars. Reshaping a request (say, capping `max_tokens` or
+/// changing `model`) does not copy the conversation.
+///
+/// `extensions` carries per-request data that is not part of the wire format (a preferred
+/// provider, a deadline); it is never serialized.
+///
+/// ```
+/// use brace_llm::{ChatRequest, Message};
+///
+/// let request = ChatRequest::new("gpt-4o", vec![Message::user("Hello")]).with_max_tokens(64);
+/// let json = serde_json::to_value(&request).unwrap();
+/// assert_eq!(json["messages"][0]["content"], "Hello");
+/// assert_eq!(json["max_tokens"], 64);
+/// ```
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model asked for.
+    pub model: String,
+    /// The conversation so far.
+    pub messages: Arc<[Message]>,
+    /// The most tokens to generate (legacy name, still the most widely supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The most tokens to generate, reasoning included (newer name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// How many choices to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Streaming options (`include_usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Stop sequences: one string or several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Arc<[Tool]>>,
+    /// How the model should choose tools (`"auto"`, `"none"`, `"required"` or an object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// Structured-output format (`{"type": "json_object"}` or a JSON schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// Seed for sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// An end-user identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Every other field, kept as it came.
+    #[serde(flatten)]
+    pub extra: Extra,
+    /// Per-request data that is not part of the wire format.
+    #[serde(skip)]
+    pub extensions: http::Extensions,
+}
+
+impl fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatRequest")
+            .field("model", &self.model)
+            .field("messages", &self.messages.len())
+            .field("max_tokens", &self.max_tokens)
+            .field("temperature", &self.temperature)
+            .field("stream", &self.stream)
+            .field("tools", &self.tools.as_ref().map(|tools| tools.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ChatRequest {
+    /// Compares the wire content; `extensions` are not compared.
+    fn eq(&self, other: &Self) -> bool {
+        self.model == other.model
+            && self.messages == other.messages
+            && self.max_tokens == other.max_tokens
+            && self.max_completion_tokens == other.max_completion_tokens
+            && self.temperature == other.temperature
+            && self.top_p == other.top_p
+            && self.n == other.n
+            && self.stream == other.stream
+            && self.stream_options == other.stream_options
+            && self.stop == other.stop
+            && self.tools == other.tools
+            && self.tool_choice == other.tool_choice
+            && self.response_format == other.response_format
+            && self.seed == other.seed
+            && self.user == other.user
+            && self.extra == other.extra
+    }
+}
+
+impl ChatRequest {
+    /// A request for `model` with the given conversation.
+    pub fn new(model: impl Into<String>, messages: impl Into<Arc<[Message]>>) -> Self {
+        Self {
+            model: model.into(),
+            messages: messages.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets `max_tokens`.
+    #[must_use]
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Sets `temperature`.
+    #[must_use]
+    pub fn with_temperature(mut self, temperature: f64) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Asks for a streamed answer (or not).
+    #[must_use]
+    pub fn with_stream(mut self, stream: bool) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    /// Sets the tools the model may call.
+    #[must_use]
+    pub fn with_tools(mut self, tools: impl Into<Arc<[Tool]>>) -> Self {
+        self.tools = Some(tools.into());
+        self
+    }
+
+    /// `true` if the caller asked for a streamed answer.
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// `true` if the caller asked for a final usage chunk on a stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|options| options.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The effective output-token limit: `max_completion_tokens` if set, else `max_tokens`.
+    pub fn output_limit(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// `true` if any message carries an image.
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(Message::has_images)
+    }
+
+    /// `true` if tools are offered.
+    pub fn has_tools(&self) -> bool {
+        self.tools.as_ref().is_some_and(|tools| !tools.is_empty())
+    }
+
+    /// Checks what the wire format alone cannot: a model name, at least one message, and
+    /// sampling parameters in range. The message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.model.trim().is_empty() {
+            return Err("`model` must not be empty".into());
+        }
+        if self.messages.is_empty() {
+            return Err("`messages` must contain at least one message".into());
+        }
+        if let Some(temperature) = self.temperature
+            && !(0.0..=2.0).contains(&temperature)
+        {
+            return Err(format!(
+                "`temperature` must be between 0 and 2, got {temperature}"
+            ));
+        }
+        if let Some(top_p) = self.top_p
+            && !(0.0..=1.0).contains(&top_p)
+        {
+            return Err(format!("`top_p` must be between 0 and 1, got {top_p}"));
+        }
+        if self.n == Some(0) {
+            return Err("`n` must be at least 1".into());
+        }
+        if self.output_limit() == Some(0) {
+            return Err("`max_tokens` must be at least 1".into());
+        }
+        for (index, message) in self.messages.iter().enumerate() {
+            if message.role == Role::Tool && message.tool_call_id.is_none() {
+                return Err(format!(
+                    "`messages[{index}]`: a tool message needs `tool_call_id`"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streaming options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// Send a final chunk with the usage of the whole request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Stop sequences: one string or a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One stop sequence.
+    One(String),
+    /// Several stop sequences.
+    Many(Vec<String>),
+}
+
+impl Stop {
+    /// The stop sequences as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Self::One(one) => vec![one.clone()],
+            Self::Many(many) => many.clone(),
+        }
+    }
+}
+
+// ===== Message =====
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions from the application.
+    System,
+    /// Instructions from the application (newer models' name for `system`).
+    Developer,
+    /// The end user.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool's result.
+    Tool,
+    /// A function's result (deprecated form of `tool`).
+    Function,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Developer => "developer",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+            Self::Function => "function",
+        }
+    }
+}
+
+/// One message of the conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who wrote it.
+    pub role: Role,
+    /// Text or parts; absent on an assistant message that only calls tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// An optional participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tool calls made by the assistant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a tool message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Every other field (`refusal`, `audio`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Message {
+    /// A message with text content.
+    pub fn new(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: Some(Content::Text(text.into())),
+            name: None,
+            tool_calls: None,
+            tool_call_id: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// A system message.
+    pub fn system(text: impl Into<String>) -> Self {
+        Self::new(Role::System, text)
+    }
+
+    /// A user message.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::new(Role::User, text)
+    }
+
+    /// An assistant message.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, text)
+    }
+
+    /// A tool result answering the call `tool_call_id`.
+    pub fn tool(tool_call_id: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(tool_call_id.into()),
+            ..Self::new(Role::Tool, text)
+        }
+    }
+
+    /// The message's text: the content if it is text, or its text parts joined.
+    pub fn text(&self) -> String {
+        self.content.as_ref().map(Content::text).unwrap_or_default()
+    }
+
+    /// `true` if the message carries an image part.
+    pub fn has_images(&self) -> bool {
+        matches!(&self.content, Some(Content::Parts(parts)) if parts.iter().any(ContentPart::is_image))
+    }
+}
+
+/// A message's content: plain text or a list of parts (text, images, …).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Several parts.
+    Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    /// The text of the content; for parts, the text parts joined.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(text) => text.clone(),
+            Self::Parts(parts) => parts
+                .iter()
+                .filter_map(|part| match part {
+                    ContentPart::Text { text, .. } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+
+        impl<'de> de::Visitor<'de> for ContentVisitor {
+            type Value = Content;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Content, E> {
+                Ok(Content::Text(text.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Content, E> {
+                Ok(Content::Text(text))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(64));
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+/// One part of a multi-part message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContentPart {
+    /// A text part (`{"type": "text", "text": ...}`).
+    Text {
+        /// The text.
+        text: String,
+        /// Every other field (e.g. `cache_control`).
+        extra: Extra,
+    },
+    /// An image part (`{"type": "image_url", "image_url": {"url": ..., "detail": ...}}`); the
+    /// URL may be a `data:` URL.
+    ImageUrl {
+        /// The image.
+        image_url: ImageUrl,
+        /// Every other field.
+        extra: Extra,
+    },
+    /// A part of another type (audio, file, …), kept as it came.
+    Other(Value),
+}
+
+impl ContentPart {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Text {
+            text: text.into(),
+            extra: Extra::new(),
+        }
+    }
+
+    /// An image part.
+    pub fn image_url(url: impl Into<String>) -> Self {
+        Self::ImageUrl {
+            image_url: ImageUrl {
+                url: url.into(),
+                detail: None,
+                extra: Extra::new(),
+            },
+            extra: Extra::new(),
+        }
+    }
+
+    /// `true` for an image part.
+    pub fn is_image(&self) -> bool {
+        match self {
+            Self::ImageUrl { .. } => true,
+            Self::Text { .. } => false,
+            Self::Other(value) => value
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|kind| kind.contains("image")),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum KnownPart {
+    Text {
+        text: String,
+        #[serde(flatten)]
+        extra: Extra,
+    },
+    ImageUrl {
+        image_url: ImageUrl,
+        #[serde(flatten)]
+        extra: Extra,
+    },
+}
+
+impl Serialize for ContentPart {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum KnownPartRef<'a> {
+            Text {
+                text: &'a str,
+                #[serde(flatten)]
+                extra: &'a Extra,
+            },
+            ImageUrl {
+                image_url: &'a ImageUrl,
+                #[serde(flatten)]
+                extra: &'a Extra,
+            },
+        }
+        match self {
+            Self::Text { text, extra } => KnownPartRef::Text { text, extra }.serialize(serializer),
+            Self::ImageUrl { image_url, extra } => {
+                KnownPartRef::ImageUrl { image_url, extra }.serialize(serializer)
+            }
+            Self::Other(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentPart {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            return Err(de::Error::custom("a content part needs a string `type`"));
+        };
+        match kind {
+            "text" | "image_url" => match KnownPart::deserialize(value)
+                .map_err(de::Error::custom)?
+            {
+                KnownPart::Text { text, extra } => Ok(Self::Text { text, extra }),
+                KnownPart::ImageUrl { image_url, extra } => Ok(Self::ImageUrl { image_url, extra }),
+            },
+            _ => Ok(Self::Other(value)),
+        }
+    }
+}
+
+/// An image reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageUrl {
+    /// An `https:` or `data:` URL.
+    pub url: String,
+    /// `low`, `high` or `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+// ===== Tools =====
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Always `function` today.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function.
+    pub function: FunctionDefinition,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+impl Tool {
+    /// A function tool.
+    pub fn function(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters: Value,
+    ) -> Self {
+        Self {
+            kind: function_type(),
+            function: FunctionDefinition {
+                name: name.into(),
+                description: Some(description.into()),
+                parameters: Some(parameters),
+                extra: Extra::new(),
+            },
+        }
+    }
+}
+
+/// A function's name, description and JSON-schema parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDefinition {
+    /// The function's name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Its parameters, as a JSON schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// Every other field (`strict`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A call the model made to a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, echoed by the tool message that answers it.
+    pub id: String,
+    /// Always `function` today.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function called and its arguments.
+    pub function: FunctionCall,
+}
+
+/// A function name and its arguments, a JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function called.
+    pub name: String,
+    /// The arguments, as JSON text.
+    pub arguments: String,
+}
+
+// ===== ChatCompletion =====
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FinishReason {
+    /// A natural end or a stop sequence.
+    Stop,
+    /// The token limit.
+    Length,
+    /// The model called tools.
+    ToolCalls,
+    /// Content was filtered.
+    ContentFilter,
+    /// The model called a function (deprecated form).
+    FunctionCall,
+    /// Another reason, kept as it came.
+    Other(String),
+}
+
+impl FinishReason {
+    /// The wire name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+            Self::FunctionCall => "function_call",
+            Self::Other(other) => other,
+        }
+    }
+}
+
+impl From<&str> for FinishReason {
+    fn from(reason: &str) -> Self {
+        match reason {
+            "stop" => Self::Stop,
+            "length" => Self::Length,
+            "tool_calls" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            "function_call" => Self::FunctionCall,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl Serialize for FinishReason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FinishReason {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let reason = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::from(&*reason))
+    }
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Both.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// Every other field (`prompt_tokens_details`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Usage {
+    /// Usage from prompt and completion counts.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// A whole completion (`"object": "chat.completion"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    /// The completion's id.
+    pub id: String,
+    /// Always `chat.completion`.
+    #[serde(default = "completion_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// The model that answered.
+    pub model: String,
+    /// The choices.
+    pub choices: Vec<Choice>,
+    /// Token counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Every other field (`system_fingerprint`, `service_tier`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn completion_object() -> String {
+    "chat.completion".to_owned()
+}
+
+impl ChatCompletion {
+    /// A one-choice completion with an assistant text message.
+    pub fn new(
+        id: impl Into<String>,
+        model: impl Into<String>,
+        text: impl Into<String>,
+        finish_reason: FinishReason,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            object: completion_object(),
+            created: unix_now(),
+            model: model.into(),
+            choices: vec![Choice {
+                index: 0,
+                message: Message::assistant(text),
+                finish_reason: Some(finish_reason),
+                extra: Extra::new(),
+            }],
+            usage: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// The first choice's text.
+    pub fn text(&self) -> String {
+        self.choices
+            .first()
+            .map(|choice| choice.message.text())
+            .unwrap_or_default()
+    }
+}
+
+/// One choice of a completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The choice's index.
+    #[serde(default)]
+    pub index: u32,
+    /// The assistant's message.
+    pub message: Message,
+    /// Why the model stopped.
+    #[serde(default)]
+    pub finish_reason: Option<FinishReason>,
+    /// Every other field (`logprobs`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+// ===== ChatChunk =====
+
+/// One server-sent event of a streamed completion (`"object": "chat.completion.chunk"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunk {
+    /// The completion's id (the same on every chunk).
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// The model that answers.
+    #[serde(default)]
+    pub model: String,
+    /// The choices' deltas (empty on a usage-only chunk).
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    /// Usage, on the final chunk when asked for (`null` elsewhere).
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".to_owned()
+}
+
+impl ChatChunk {
+    /// A chunk with one choice carrying `delta`.
+    pub fn new(id: impl Into<String>, model: impl Into<String>, delta: Delta) -> Self {
+        Self {
+            id: id.into(),
+            object: chunk_object(),
+            created: unix_now(),
+            model: model.into(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: None,
+                extra: Extra::new(),
+            }],
+            usage: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// `true` if the chunk carries content or a tool-call delta: the point at which a stream
+    /// commits to the provider sending it. Role-only and empty chunks do not.
+    pub fn has_content(&self) -> bool {
+        self.choices.iter().any(|choice| choice.delta.has_content())
+    }
+
+    /// The finish reason of the first choice that has one.
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.choices
+            .iter()
+            .find_map(|choice| choice.finish_reason.as_ref())
+    }
+}
+
+/// One choice's delta in a chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    /// The choice's index.
+    #[serde(default)]
+    pub index: u32,
+    /// What this chunk adds.
+    #[serde(default)]
+    pub delta: Delta,
+    /// Set on the choice's last chunk.
+    #[serde(default)]
+    pub finish_reason: Option<FinishReason>,
+    /// Every other field (`logprobs`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// What one chunk adds to a choice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Set on the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// More text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tool-call fragments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Every other field (`refusal`, …).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Delta {
+    /// A text delta.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            content: Some(text.into()),
+            ..Self::default()
+        }
+    }
+
+    /// `true` if it carries text or a tool-call fragment.
+    pub fn has_content(&self) -> bool {
+        self.content.as_ref().is_some_and(|text| !text.is_empty())
+            || self
+                .tool_calls
+                .as_ref()
+                .is_some_and(|calls| !calls.is_empty())
+    }
+}
+
+/// A fragment of a tool call in a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which tool call this fragment belongs to.
+    #[serde(default)]
+    pub index: u32,
+    /// The call's id (first fragment only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Always `function` (first fragment only).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The function name and a piece of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+/// A piece of a streamed function call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    /// The function's name (first fragment only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// More of the arguments text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
