@@ -39,9 +39,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod anthropic;
 pub mod classify;
 pub mod error;
+pub mod gemini;
+pub mod openai;
+pub mod provider;
 pub mod response;
+pub mod sim;
+pub mod sse;
 pub mod types;
 
 pub use self::classify::{LlmClassifier, gateway_status};

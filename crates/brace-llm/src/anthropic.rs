@@ -1,0 +1,1 @@
+//! The anthropic provider client (being written).

@@ -1,0 +1,1 @@
+//! The gemini provider client (being written).

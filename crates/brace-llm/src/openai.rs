@@ -1,0 +1,1 @@
+//! The openai provider client (being written).

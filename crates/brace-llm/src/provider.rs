@@ -1,0 +1,1 @@
+//! Shared HTTP client plumbing for providers (being written).
