@@ -1,1 +1,96 @@
-//! brace-circuit (under construction).
+//! A circuit breaker for [tower] services: when a service keeps failing, stop sending it
+//! calls, fail them at once, and probe for recovery — with resilience4j's semantics and no
+//! lock on the hot path.
+//!
+//! [`CircuitBreakerLayer`] wraps any `Service<Req>`. Each outcome is judged by a classifier
+//! ([`brace_core::Classify`]): success, failure, or ignored. The breaker records successes
+//! and failures (and which calls were slow) in a sliding window — the last N calls or the
+//! last N seconds — and opens when, with at least `minimum_calls` recorded, the failure rate
+//! or the slow-call rate reaches its threshold. An open breaker fails calls at once with
+//! [`CircuitOpen`], which names the breaker and says how long until it may admit calls
+//! again. After the wait (which may grow on each re-open) it turns half-open and admits a
+//! few trial calls; their rates close it or open it again.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use brace_circuit::{CircuitBreakerLayer, CircuitOpen, CircuitState};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), brace_core::BoxError> {
+//! let layer = CircuitBreakerLayer::builder("flaky")
+//!     .consecutive_failures(3)
+//!     .wait_in_open(Duration::from_secs(30))
+//!     .build()?;
+//! let handle = layer.handle();
+//! let mut service = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) });
+//!
+//! for _ in 0..3 {
+//!     let err = service.ready().await?.call(()).await.unwrap_err();
+//!     assert!(err.is::<std::io::Error>());
+//! }
+//! assert_eq!(handle.state(), CircuitState::Open);
+//!
+//! let err = service.ready().await?.call(()).await.unwrap_err();
+//! let open = err.downcast_ref::<CircuitOpen>().unwrap();
+//! assert_eq!(open.name(), "flaky");
+//! assert!(open.retry_after().unwrap() <= Duration::from_secs(30));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What counts
+//!
+//! The default classifier, [`DefaultClassifier`](brace_core::DefaultClassifier), counts every
+//! `Err` as a failure (except another breaker's [`CircuitOpen`], which is ignored). For
+//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier) with
+//! [`CircuitBreakerLayer::with_classifier`]: 5xx (and 429, unless told otherwise) count as
+//! failures and other 4xx are ignored. brace-llm provides a classifier for LLM outcomes.
+//!
+//! # States
+//!
+//! Besides closed, open and half-open, a [`CircuitHandle`] can force the breaker open, disable
+//! it (admit and record nothing) or put it in metrics-only state (admit and record, never
+//! open). Every transition emits a [`StateTransition`] to a callback
+//! ([`Builder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
+//! [`CircuitRegistry`] lists breakers by name.
+//!
+//! # Details
+//!
+//! - A half-open trial call whose future is dropped gives its permit back and records
+//!   nothing.
+//! - A call admitted while closed that finishes after the breaker opened is recorded, but
+//!   neither re-trips the breaker nor extends its wait.
+//! - A transition to the current state emits nothing; closed never moves straight to
+//!   half-open.
+//! - Clones of the service, and every service the layer builds, share one breaker.
+//!
+//! [tower]: https://docs.rs/tower
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod config;
+mod error;
+mod event;
+pub mod future;
+mod handle;
+mod layer;
+mod registry;
+mod service;
+mod state;
+mod window;
+
+pub use self::config::{
+    Builder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
+};
+pub use self::error::{CircuitOpen, InvalidConfig};
+pub use self::event::StateTransition;
+pub use self::handle::{CircuitHandle, CircuitMetrics};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::registry::CircuitRegistry;
+pub use self::service::CircuitBreaker;
+pub use self::state::CircuitState;

@@ -1,0 +1,54 @@
+//! State-transition events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::state::CircuitState;
+
+/// A circuit breaker changed state.
+///
+/// Delivered to the callback set with
+/// [`Builder::on_transition`](crate::Builder::on_transition) and to every receiver from
+/// [`CircuitHandle::subscribe`](crate::CircuitHandle::subscribe). A transition to the state
+/// the breaker is already in is not a transition: it emits nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateTransition {
+    pub(crate) name: Arc<str>,
+    pub(crate) from: CircuitState,
+    pub(crate) to: CircuitState,
+    pub(crate) at: Instant,
+}
+
+impl StateTransition {
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The state it left.
+    pub fn from(&self) -> CircuitState {
+        self.from
+    }
+
+    /// The state it entered.
+    pub fn to(&self) -> CircuitState {
+        self.to
+    }
+
+    /// When.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
+
+impl fmt::Display for StateTransition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "circuit `{}` went from {} to {}",
+            self.name, self.from, self.to
+        )
+    }
+}

@@ -1,0 +1,90 @@
+//! [`CircuitBreaker`].
+
+use std::task::{Context, Poll};
+
+use brace_core::{BoxError, Classify, DefaultClassifier};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::handle::CircuitHandle;
+
+/// A circuit breaker around a service.
+///
+/// Each call asks the breaker for admission: a closed breaker admits it and records its
+/// outcome as the classifier judges it; an open one fails it at once with
+/// [`CircuitOpen`](crate::CircuitOpen) without calling the inner service.
+///
+/// `poll_ready` only asks the inner service: an open circuit does not make the service
+/// unready (that would stall callers that wait for readiness), it fails fast in `call`.
+///
+/// # Clone
+///
+/// Clones share the breaker (and clone the inner service and the classifier).
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S, C = DefaultClassifier> {
+    inner: S,
+    handle: CircuitHandle,
+    classifier: C,
+}
+
+impl<S> CircuitBreaker<S> {
+    /// Wraps `inner` in the breaker behind `handle`, with the [`DefaultClassifier`].
+    pub fn new(inner: S, handle: CircuitHandle) -> Self {
+        Self::with_classifier(inner, handle, DefaultClassifier)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Wraps `inner` in the breaker behind `handle`, judging outcomes with `classifier`.
+    pub fn with_classifier(inner: S, handle: CircuitHandle, classifier: C) -> Self {
+        Self {
+            inner,
+            handle,
+            classifier,
+        }
+    }
+
+    /// The breaker's handle.
+    pub fn handle(&self) -> &CircuitHandle {
+        &self.handle
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match self.handle.shared.acquire() {
+            Ok(permit) => {
+                ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+            }
+            Err(open) => ResponseFuture::rejected(open, self.classifier.clone()),
+        }
+    }
+}

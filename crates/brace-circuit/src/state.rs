@@ -1,0 +1,556 @@
+//! The state machine shared by every clone of a breaker.
+//!
+//! The state, its generation and the half-open permits left live in one atomic word, so the
+//! hot path of a closed breaker is one atomic load to admit a call and one window update to
+//! record it. Transitions take a lock (they are rare) and bump the generation: a call
+//! admitted under an older generation can never trip, re-open or close the breaker, and a
+//! half-open permit is always returned to the generation that issued it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use brace_core::{CircuitOpen, Verdict};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::config::{Settings, SlidingWindow};
+use crate::event::StateTransition;
+use crate::handle::CircuitMetrics;
+use crate::window::{CountWindow, Sample, TimeWindow, Totals, Window};
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Calls pass and are recorded; the breaker opens when the failure or slow-call rate
+    /// reaches its threshold.
+    Closed,
+    /// Calls fail at once with [`CircuitOpen`] until the wait is over.
+    Open,
+    /// A limited number of trial calls pass; their rates decide between closed and open.
+    HalfOpen,
+    /// Calls pass and nothing is recorded (set by hand).
+    Disabled,
+    /// Calls fail at once until the state is changed by hand.
+    ForcedOpen,
+    /// Calls pass and are recorded, but the breaker never opens (set by hand).
+    MetricsOnly,
+}
+
+impl CircuitState {
+    const ALL: [Self; 6] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::Disabled,
+        Self::ForcedOpen,
+        Self::MetricsOnly,
+    ];
+
+    /// The state's name in snake case, as it is serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+            Self::Disabled => "disabled",
+            Self::ForcedOpen => "forced_open",
+            Self::MetricsOnly => "metrics_only",
+        }
+    }
+
+    /// `true` in the states that admit calls without limit (closed, disabled, metrics-only).
+    pub fn allows_calls(self) -> bool {
+        matches!(self, Self::Closed | Self::Disabled | Self::MetricsOnly)
+    }
+
+    fn bits(self) -> u64 {
+        self as u64
+    }
+
+    fn from_bits(bits: u64) -> Self {
+        Self::ALL
+            .get(bits as usize)
+            .copied()
+            .unwrap_or(Self::Closed)
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ===== Word =====
+
+/// state (8 bits) | half-open permits left (16 bits) << 8 | generation (40 bits) << 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    const PERMIT_SHIFT: u32 = 8;
+    const GEN_SHIFT: u32 = 24;
+    const GEN_MASK: u64 = (1 << 40) - 1;
+
+    fn new(generation: u64, state: CircuitState, permits: u32) -> Self {
+        Self(
+            state.bits()
+                | (u64::from(permits) & 0xffff) << Self::PERMIT_SHIFT
+                | (generation & Self::GEN_MASK) << Self::GEN_SHIFT,
+        )
+    }
+
+    fn state(self) -> CircuitState {
+        CircuitState::from_bits(self.0 & 0xff)
+    }
+
+    fn permits(self) -> u32 {
+        ((self.0 >> Self::PERMIT_SHIFT) & 0xffff) as u32
+    }
+
+    fn generation(self) -> u64 {
+        self.0 >> Self::GEN_SHIFT
+    }
+
+    fn next_generation(self) -> u64 {
+        self.generation().wrapping_add(1) & Self::GEN_MASK
+    }
+
+    fn with_permits(self, permits: u32) -> Self {
+        Self::new(self.generation(), self.state(), permits)
+    }
+
+    fn same_state(self, other: Self) -> bool {
+        self.generation() == other.generation() && self.state() == other.state()
+    }
+}
+
+// ===== Shared =====
+
+/// One breaker: everything its handle, layer and services share.
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    settings: Settings,
+    minimum_calls: u64,
+    /// Every instant below is stored as nanoseconds since `base`.
+    base: Instant,
+    word: AtomicU64,
+    /// The window of closed and metrics-only states; kept while open so that the metrics say
+    /// why the breaker opened and so that calls admitted before the open are still counted.
+    closed: Window,
+    half_open: CountWindow,
+    open_until: AtomicU64,
+    half_open_until: AtomicU64,
+    not_permitted: AtomicU64,
+    transitions: Mutex<Transitions>,
+    events: broadcast::Sender<StateTransition>,
+}
+
+#[derive(Debug)]
+struct Transitions {
+    /// Consecutive opens since the breaker was last closed.
+    attempts: u32,
+    last: Instant,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The capacity of the event channel: a receiver that lags further behind misses events
+/// (and is told so by `RecvError::Lagged`).
+const EVENT_CAPACITY: usize = 64;
+
+impl Shared {
+    pub(crate) fn new(name: Arc<str>, settings: Settings) -> Self {
+        let now = Instant::now();
+        let closed = match settings.sliding_window {
+            SlidingWindow::Count(size) => Window::Count(CountWindow::new(size)),
+            SlidingWindow::Time(seconds) => Window::Time(TimeWindow::new(seconds)),
+        };
+        Self {
+            name,
+            minimum_calls: settings.effective_minimum_calls(),
+            half_open: CountWindow::new(settings.permitted_calls_in_half_open),
+            settings,
+            base: now,
+            word: AtomicU64::new(Word::new(0, CircuitState::Closed, 0).0),
+            closed,
+            open_until: AtomicU64::new(0),
+            half_open_until: AtomicU64::new(u64::MAX),
+            not_permitted: AtomicU64::new(0),
+            transitions: Mutex::new(Transitions {
+                attempts: 0,
+                last: now,
+            }),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+        }
+    }
+
+    fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn state(&self) -> CircuitState {
+        self.load().state()
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StateTransition> {
+        self.events.subscribe()
+    }
+
+    fn since_base(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.base)
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(self.since_base(now).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn after(&self, now: Instant, wait: Duration) -> u64 {
+        self.nanos(now)
+            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
+        self.not_permitted.fetch_add(1, Ordering::Relaxed);
+        CircuitOpen::new(self.name.clone(), retry_after)
+    }
+
+    fn exceeds(&self, totals: Totals, minimum_calls: u64) -> bool {
+        totals.calls >= minimum_calls
+            && (totals.failure_rate() >= self.settings.failure_rate_threshold
+                || totals.slow_rate() >= self.settings.slow_call_rate_threshold)
+    }
+
+    /// Asks to admit one call.
+    ///
+    /// `Ok(None)` admits a call that is not recorded (disabled state).
+    pub(crate) fn acquire(self: &Arc<Self>) -> Result<Option<Permit>, CircuitOpen> {
+        loop {
+            let word = self.load();
+            match word.state() {
+                CircuitState::Closed | CircuitState::MetricsOnly => {
+                    return Ok(Some(Permit::new(self, word, PermitKind::Closed)));
+                }
+                CircuitState::Disabled => return Ok(None),
+                CircuitState::ForcedOpen => return Err(self.reject(None)),
+                CircuitState::Open => {
+                    let now = Instant::now();
+                    let elapsed = self.nanos(now);
+                    let until = self.open_until.load(Ordering::Acquire);
+                    if elapsed < until {
+                        return Err(self.reject(Some(Duration::from_nanos(until - elapsed))));
+                    }
+                    self.try_transition(word, CircuitState::HalfOpen, now);
+                }
+                CircuitState::HalfOpen => {
+                    if self.settings.max_wait_in_half_open.is_some() {
+                        let now = Instant::now();
+                        if self.nanos(now) >= self.half_open_until.load(Ordering::Acquire) {
+                            self.try_transition(word, CircuitState::Open, now);
+                            continue;
+                        }
+                    }
+                    let permits = word.permits();
+                    if permits == 0 {
+                        return Err(self.reject(None));
+                    }
+                    let taken = word.with_permits(permits - 1);
+                    if self
+                        .word
+                        .compare_exchange_weak(word.0, taken.0, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Ok(Some(Permit::new(self, word, PermitKind::HalfOpen)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives a half-open permit back to the generation that issued it.
+    fn release(&self, generation: u64) {
+        loop {
+            let word = self.load();
+            if word.generation() != generation
+                || word.state() != CircuitState::HalfOpen
+                || word.permits() >= self.settings.permitted_calls_in_half_open
+            {
+                return;
+            }
+            let returned = word.with_permits(word.permits() + 1);
+            if self
+                .word
+                .compare_exchange_weak(word.0, returned.0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    fn complete(
+        self: &Arc<Self>,
+        generation: u64,
+        kind: PermitKind,
+        started: Instant,
+        verdict: Verdict,
+    ) {
+        if verdict == Verdict::Ignored {
+            if kind == PermitKind::HalfOpen {
+                self.release(generation);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let sample = Sample {
+            failed: verdict == Verdict::Failure,
+            slow: now.saturating_duration_since(started) > self.settings.slow_call_duration,
+        };
+        let word = self.load();
+        match kind {
+            PermitKind::Closed => {
+                let current = word.generation() == generation;
+                // The open that followed this call's closed state keeps its window.
+                let late = word.state() == CircuitState::Open
+                    && word.generation() == (generation.wrapping_add(1) & Word::GEN_MASK);
+                if !(current || late) {
+                    return;
+                }
+                let totals = self.closed.record(sample, self.since_base(now));
+                if current
+                    && word.state() == CircuitState::Closed
+                    && self.exceeds(totals, self.minimum_calls)
+                {
+                    self.try_transition(word, CircuitState::Open, now);
+                }
+            }
+            PermitKind::HalfOpen => {
+                if word.generation() != generation || word.state() != CircuitState::HalfOpen {
+                    return;
+                }
+                let totals = self.half_open.record(sample);
+                let permitted = u64::from(self.settings.permitted_calls_in_half_open);
+                if totals.calls >= permitted {
+                    let to = if self.exceeds(totals, permitted) {
+                        CircuitState::Open
+                    } else {
+                        CircuitState::Closed
+                    };
+                    self.try_transition(word, to, now);
+                }
+            }
+        }
+    }
+
+    /// Moves from `expected` (same generation and state) to `to`; does nothing if the
+    /// breaker has moved on since `expected` was read.
+    fn try_transition(self: &Arc<Self>, expected: Word, to: CircuitState, now: Instant) -> bool {
+        let mut transitions = self.transitions.lock();
+        let current = self.load();
+        if !current.same_state(expected) || current.state() == to {
+            return false;
+        }
+        self.enter(&mut transitions, current, to, now);
+        true
+    }
+
+    /// Moves to `to` by hand; nothing happens (and no event is emitted) if the breaker is
+    /// already there.
+    pub(crate) fn force(self: &Arc<Self>, to: CircuitState) {
+        let mut transitions = self.transitions.lock();
+        let current = self.load();
+        if current.state() != to {
+            self.enter(&mut transitions, current, to, Instant::now());
+        }
+    }
+
+    /// Closes the breaker and forgets every recorded call, the not-permitted count and the
+    /// wait growth. Calls in flight from before the reset are not recorded.
+    pub(crate) fn reset(self: &Arc<Self>) {
+        let mut transitions = self.transitions.lock();
+        let current = self.load();
+        let now = Instant::now();
+        if current.state() == CircuitState::Closed {
+            self.closed.reset();
+            self.not_permitted.store(0, Ordering::Relaxed);
+            transitions.attempts = 0;
+            let next = Word::new(current.next_generation(), CircuitState::Closed, 0);
+            self.word.store(next.0, Ordering::Release);
+        } else {
+            self.enter(&mut transitions, current, CircuitState::Closed, now);
+        }
+    }
+
+    /// Enters `to`; the caller holds the transition lock and has checked `to` differs from
+    /// the current state.
+    fn enter(
+        self: &Arc<Self>,
+        transitions: &mut Transitions,
+        current: Word,
+        to: CircuitState,
+        now: Instant,
+    ) {
+        let mut permits = 0;
+        let mut timer = None;
+        match to {
+            CircuitState::Open => {
+                transitions.attempts = transitions.attempts.saturating_add(1);
+                let wait = self.settings.wait_in_open.wait(transitions.attempts);
+                self.open_until
+                    .store(self.after(now, wait), Ordering::Release);
+                if self.settings.automatic_transition {
+                    timer = Some((now + wait, CircuitState::HalfOpen));
+                }
+            }
+            CircuitState::HalfOpen => {
+                self.half_open.reset();
+                permits = self.settings.permitted_calls_in_half_open;
+                let until = match self.settings.max_wait_in_half_open {
+                    Some(wait) => {
+                        timer = Some((now + wait, CircuitState::Open));
+                        self.after(now, wait)
+                    }
+                    None => u64::MAX,
+                };
+                self.half_open_until.store(until, Ordering::Release);
+            }
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                self.closed.reset();
+                self.not_permitted.store(0, Ordering::Relaxed);
+                transitions.attempts = 0;
+            }
+            CircuitState::Disabled | CircuitState::ForcedOpen => transitions.attempts = 0,
+        }
+        let next = Word::new(current.next_generation(), to, permits);
+        self.word.store(next.0, Ordering::Release);
+        transitions.last = now;
+
+        let event = StateTransition {
+            name: self.name.clone(),
+            from: current.state(),
+            to,
+            at: now,
+        };
+        if let Some(callback) = &self.settings.on_transition {
+            callback(&event);
+        }
+        // No receivers is not an error.
+        let _ = self.events.send(event);
+
+        if let Some((at, target)) = timer {
+            self.schedule(next, at, target);
+        }
+    }
+
+    /// Moves from `expected` to `to` at `at`, on a task of the current tokio runtime (if
+    /// there is one; otherwise the move happens on the next call).
+    fn schedule(self: &Arc<Self>, expected: Word, at: Instant, to: CircuitState) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(shared) = shared.upgrade() {
+                shared.try_transition(expected, to, Instant::now());
+            }
+        });
+    }
+
+    pub(crate) fn metrics(&self) -> CircuitMetrics {
+        let transitions = self.transitions.lock();
+        let now = Instant::now();
+        let word = self.load();
+        let (totals, minimum) = match word.state() {
+            CircuitState::HalfOpen => (
+                self.half_open.totals(),
+                u64::from(self.settings.permitted_calls_in_half_open),
+            ),
+            _ => (self.closed.totals(self.since_base(now)), self.minimum_calls),
+        };
+        let remaining_wait = match word.state() {
+            CircuitState::Open => Some(Duration::from_nanos(
+                self.open_until
+                    .load(Ordering::Acquire)
+                    .saturating_sub(self.nanos(now)),
+            )),
+            _ => None,
+        };
+        CircuitMetrics {
+            name: self.name.clone(),
+            state: word.state(),
+            failure_rate: (totals.calls >= minimum).then(|| totals.failure_rate()),
+            slow_call_rate: (totals.calls >= minimum).then(|| totals.slow_rate()),
+            buffered_calls: totals.calls,
+            failed_calls: totals.failed,
+            slow_calls: totals.slow,
+            not_permitted_calls: self.not_permitted.load(Ordering::Relaxed),
+            half_open_permits_left: (word.state() == CircuitState::HalfOpen)
+                .then(|| word.permits()),
+            consecutive_opens: transitions.attempts,
+            last_transition_at: transitions.last,
+            since_last_transition: now.saturating_duration_since(transitions.last),
+            remaining_wait,
+        }
+    }
+}
+
+// ===== Permit =====
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PermitKind {
+    Closed,
+    HalfOpen,
+}
+
+/// One admitted call. Recording it consumes the permit; dropping it unrecorded gives a
+/// half-open permit back.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+    generation: u64,
+    kind: PermitKind,
+    started: Instant,
+    /// Still owed an outcome: dropping it gives a half-open permit back.
+    armed: bool,
+}
+
+impl Permit {
+    fn new(shared: &Arc<Shared>, word: Word, kind: PermitKind) -> Self {
+        Self {
+            shared: shared.clone(),
+            generation: word.generation(),
+            kind,
+            started: Instant::now(),
+            armed: true,
+        }
+    }
+
+    /// Records the call's outcome.
+    pub(crate) fn complete(mut self, verdict: Verdict) {
+        self.armed = false;
+        self.shared
+            .complete(self.generation, self.kind, self.started, verdict);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.armed && self.kind == PermitKind::HalfOpen {
+            self.shared.release(self.generation);
+        }
+    }
+}
