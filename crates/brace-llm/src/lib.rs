@@ -43,6 +43,7 @@ pub mod anthropic;
 pub mod classify;
 pub mod error;
 pub mod gemini;
+pub mod guard;
 pub mod openai;
 pub mod provider;
 pub mod response;
