@@ -30,6 +30,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod classify;
+pub mod commit;
 pub mod degrade;
 pub mod duration;
 pub mod error;

@@ -1,0 +1,387 @@
+//! The response future of [`FailoverService`](crate::FailoverService).
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use brace_core::commit::Commit;
+use brace_core::{AllProvidersFailed, BoxError, Classify, ProviderFailure};
+use fastrand::Rng;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::select::{self, Tried, bit};
+use crate::service::Shared;
+
+pin_project! {
+    /// Response future of [`FailoverService`](crate::FailoverService): tries providers one
+    /// after another (or two at once while hedging) until one answers.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops every call in flight; nothing is recorded for them.
+    pub struct ResponseFuture<S, Req, C, K>
+    where
+        S: Service<Req>,
+        K: Commit<S::Response>,
+    {
+        shared: Arc<Shared<S, C, K>>,
+        request: Req,
+        preferred: Option<usize>,
+        rng: Rng,
+        tried: Tried,
+        hedged: bool,
+        failures: Vec<ProviderFailure>,
+        fallback: Option<S::Response>,
+        #[pin]
+        hedge_timer: Option<Sleep>,
+        #[pin]
+        primary: Attempt<S, Req, S::Future, K::Future>,
+        #[pin]
+        secondary: Attempt<S, Req, S::Future, K::Future>,
+    }
+}
+
+pin_project! {
+    /// One provider's share of a request: made ready, called, then committed.
+    #[project = AttemptProj]
+    enum Attempt<S, Req, F, CF> {
+        Idle,
+        Ready {
+            index: usize,
+            started: Instant,
+            service: S,
+            request: Option<Req>,
+        },
+        Calling {
+            index: usize,
+            started: Instant,
+            #[pin]
+            future: F,
+        },
+        Committing {
+            index: usize,
+            started: Instant,
+            #[pin]
+            future: CF,
+        },
+    }
+}
+
+/// How an attempt ended.
+struct Done<T> {
+    index: usize,
+    started: Instant,
+    result: Result<T, BoxError>,
+}
+
+impl<S, Req, C, K> ResponseFuture<S, Req, C, K>
+where
+    S: Service<Req>,
+    K: Commit<S::Response>,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared<S, C, K>>,
+        request: Req,
+        preferred: Option<usize>,
+        rng: Rng,
+    ) -> Self {
+        Self {
+            shared,
+            request,
+            preferred,
+            rng,
+            tried: 0,
+            hedged: false,
+            failures: Vec::new(),
+            fallback: None,
+            hedge_timer: None,
+            primary: Attempt::Idle,
+            secondary: Attempt::Idle,
+        }
+    }
+}
+
+impl<S, Req, C, K> Future for ResponseFuture<S, Req, C, K>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    Req: Clone,
+    C: Classify<S::Response, BoxError>,
+    K: Commit<S::Response>,
+    K::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let shared = &**this.shared;
+        loop {
+            if this.primary.is_idle() && this.secondary.is_idle() {
+                let first = *this.tried == 0;
+                let Some(index) = pick(shared, this.tried, *this.preferred, this.rng, first) else {
+                    this.hedge_timer.set(None);
+                    return Poll::Ready(match this.fallback.take() {
+                        Some(response) => Ok(response),
+                        None => Err(Box::new(AllProvidersFailed::new(mem::take(this.failures)))),
+                    });
+                };
+                this.primary
+                    .set(Attempt::start(shared, this.request, index));
+                if first
+                    && let Some(hedging) = &shared.hedging
+                    && let Some(delay) = hedging.delay()
+                {
+                    this.hedge_timer
+                        .set(Some(tokio::time::sleep_until(Instant::now() + delay)));
+                }
+            }
+
+            let mut settled = false;
+            for second in [false, true] {
+                let attempt = if second {
+                    this.secondary.as_mut()
+                } else {
+                    this.primary.as_mut()
+                };
+                if attempt.is_idle() {
+                    continue;
+                }
+                if let Poll::Ready(done) = attempt.poll_attempt(cx, &shared.commit) {
+                    settled = true;
+                    if let Some(output) = settle(shared, done, this.failures, this.fallback) {
+                        this.primary.set(Attempt::Idle);
+                        this.secondary.set(Attempt::Idle);
+                        this.hedge_timer.set(None);
+                        return Poll::Ready(output);
+                    }
+                }
+            }
+            if settled {
+                continue;
+            }
+
+            if let Some(timer) = this.hedge_timer.as_mut().as_pin_mut()
+                && timer.poll(cx).is_ready()
+            {
+                this.hedge_timer.set(None);
+                if !*this.hedged && !this.primary.is_idle() && this.secondary.is_idle() {
+                    *this.hedged = true;
+                    if let Some(hedging) = &shared.hedging
+                        && has_candidate(shared, *this.tried, this.rng)
+                        && hedging.withdraw()
+                        && let Some(index) =
+                            pick(shared, this.tried, *this.preferred, this.rng, false)
+                    {
+                        this.secondary
+                            .set(Attempt::start(shared, this.request, index));
+                        continue;
+                    }
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+/// Chooses the next provider and marks it tried. On the first pick, when every provider is
+/// unhealthy, the least-bad one is tried anyway.
+fn pick<S, C, K>(
+    shared: &Shared<S, C, K>,
+    tried: &mut Tried,
+    preferred: Option<usize>,
+    rng: &mut Rng,
+    first: bool,
+) -> Option<usize> {
+    let index = select::next(
+        &shared.providers,
+        &shared.health,
+        *tried,
+        preferred,
+        shared.selection,
+        rng,
+    )
+    .or_else(|| {
+        if first {
+            select::least_bad(shared.providers.len(), &shared.health, *tried)
+        } else {
+            None
+        }
+    })?;
+    *tried |= bit(index);
+    Some(index)
+}
+
+/// Whether a healthy untried provider is left (without consuming randomness the caller's
+/// pick will use).
+fn has_candidate<S, C, K>(shared: &Shared<S, C, K>, tried: Tried, rng: &Rng) -> bool {
+    let mut probe = rng.clone();
+    select::next(
+        &shared.providers,
+        &shared.health,
+        tried,
+        None,
+        shared.selection,
+        &mut probe,
+    )
+    .is_some()
+}
+
+/// Records how an attempt went and decides: `Some` ends the request, `None` moves on.
+fn settle<S, C, K, T>(
+    shared: &Shared<S, C, K>,
+    done: Done<T>,
+    failures: &mut Vec<ProviderFailure>,
+    fallback: &mut Option<T>,
+) -> Option<Result<T, BoxError>>
+where
+    C: Classify<T, BoxError>,
+{
+    let Done {
+        index,
+        started,
+        result,
+    } = done;
+    let latency = started.elapsed();
+    let outcome = shared.classifier.classify(result.as_ref());
+    let error = result
+        .as_ref()
+        .err()
+        .map(|err| &**err as &(dyn Error + 'static));
+    shared.health.record(index, &outcome, latency, error);
+    if outcome.is_success()
+        && let Some(hedging) = &shared.hedging
+    {
+        hedging.record(latency);
+    }
+    match result {
+        Ok(response) if outcome.should_failover() => {
+            *fallback = Some(response);
+            None
+        }
+        Err(err) if outcome.should_failover() => {
+            failures.push(ProviderFailure::new(
+                shared.providers[index].name.clone(),
+                err,
+            ));
+            None
+        }
+        result => Some(result),
+    }
+}
+
+// ===== impl Attempt =====
+
+impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
+    fn is_idle(&self) -> bool {
+        matches!(self, Attempt::Idle)
+    }
+
+    fn start<C, K>(shared: &Shared<S, C, K>, request: &Req, index: usize) -> Self
+    where
+        S: Clone,
+        Req: Clone,
+    {
+        Attempt::Ready {
+            index,
+            started: Instant::now(),
+            service: shared.services[index].clone(),
+            request: Some(request.clone()),
+        }
+    }
+
+    /// Drives the attempt: readiness of this provider only, the call, then the commit.
+    fn poll_attempt<K, T>(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        commit: &K,
+    ) -> Poll<Done<T>>
+    where
+        S: Service<Req, Response = T, Future = F>,
+        S::Error: Into<BoxError>,
+        F: Future<Output = Result<T, S::Error>>,
+        K: Commit<T, Future = CF>,
+        K::Error: Into<BoxError>,
+        CF: Future<Output = Result<T, K::Error>>,
+    {
+        loop {
+            let (index, started, result) = match self.as_mut().project() {
+                AttemptProj::Idle => return Poll::Pending,
+                AttemptProj::Ready {
+                    index,
+                    started,
+                    service,
+                    request,
+                } => {
+                    let (index, started) = (*index, *started);
+                    match ready!(service.poll_ready(cx)) {
+                        Ok(()) => {
+                            let request = request.take().expect("an attempt is called once");
+                            let future = service.call(request);
+                            self.set(Attempt::Calling {
+                                index,
+                                started,
+                                future,
+                            });
+                            continue;
+                        }
+                        Err(err) => (index, started, Err(err.into())),
+                    }
+                }
+                AttemptProj::Calling {
+                    index,
+                    started,
+                    future,
+                } => {
+                    let (index, started) = (*index, *started);
+                    match ready!(future.poll(cx)) {
+                        Ok(response) => {
+                            let future = commit.commit(response);
+                            self.set(Attempt::Committing {
+                                index,
+                                started,
+                                future,
+                            });
+                            continue;
+                        }
+                        Err(err) => (index, started, Err(err.into())),
+                    }
+                }
+                AttemptProj::Committing {
+                    index,
+                    started,
+                    future,
+                } => {
+                    let (index, started) = (*index, *started);
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    (index, started, result)
+                }
+            };
+            self.set(Attempt::Idle);
+            return Poll::Ready(Done {
+                index,
+                started,
+                result,
+            });
+        }
+    }
+}
+
+impl<S, Req, C, K> fmt::Debug for ResponseFuture<S, Req, C, K>
+where
+    S: Service<Req>,
+    K: Commit<S::Response>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("tried", &format_args!("{:#b}", self.tried))
+            .field("failures", &self.failures)
+            .field("hedged", &self.hedged)
+            .finish_non_exhaustive()
+    }
+}
