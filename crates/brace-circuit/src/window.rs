@@ -161,12 +161,16 @@ impl CountWindow {
         self.unpack(self.totals.load(Ordering::Acquire))
     }
 
+    /// Empties the window. Each slot is taken out the way a call replaces it (swap, then
+    /// subtract what it held), so a call recorded concurrently is either fully in the
+    /// emptied window or fully out of it: the totals never drift from the slots.
     pub(crate) fn reset(&self) {
+        let mut removed = 0u64;
         for slot in &*self.slots {
-            slot.store(0, Ordering::Relaxed);
+            removed = removed.wrapping_add(Self::packed(slot.swap(0, Ordering::Relaxed)));
         }
         self.cursor.store(0, Ordering::Relaxed);
-        self.totals.store(ZERO, Ordering::Release);
+        self.totals.fetch_sub(removed, Ordering::AcqRel);
     }
 }
 

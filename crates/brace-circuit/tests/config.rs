@@ -34,7 +34,7 @@ fn config_reads_every_field_with_humantime_or_second_durations() {
     assert_eq!(config.sliding_window, SlidingWindowKind::Time);
     assert_eq!(config.slow_call_duration, Some(Duration::from_millis(2500)));
     assert_eq!(config.wait_in_open, Some(Duration::from_secs(15)));
-    assert_eq!(config.max_wait_in_open, Some(Duration::from_secs(300)));
+    assert_eq!(config.max_wait_in_open, Some(Duration::from_mins(5)));
     CircuitBreakerLayer::from_config("a", &config).unwrap();
 }
 
@@ -42,7 +42,7 @@ fn config_reads_every_field_with_humantime_or_second_durations() {
 fn config_accepts_the_seed_failure_threshold_and_reset_timeout() {
     let config = parse(r#"{"failure_threshold": 5, "reset_timeout": 60}"#).unwrap();
     assert_eq!(config.failure_threshold, Some(5));
-    assert_eq!(config.wait_in_open, Some(Duration::from_secs(60)));
+    assert_eq!(config.wait_in_open, Some(Duration::from_mins(1)));
     CircuitBreakerLayer::from_config("seed", &config).unwrap();
 }
 

@@ -41,7 +41,9 @@ fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
 }
 
 /// Records every transition the callback sees as `(from, to)`.
-fn recording(builder: Builder) -> (Builder, Arc<Mutex<Vec<(CircuitState, CircuitState)>>>) {
+type Seen = Arc<Mutex<Vec<(CircuitState, CircuitState)>>>;
+
+fn recording(builder: Builder) -> (Builder, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let builder = builder.on_transition(move |event: &StateTransition| {
