@@ -1,1 +1,111 @@
-//! brace-retry (under construction).
+//! Retries for tower services: retry what is worth retrying, when it is worth retrying, and
+//! never turn an outage into a retry storm.
+//!
+//! [`RetryLayer`] wraps any `Service<Req>` whose requests can be cloned. After each attempt a
+//! classifier ([`brace_core::Classify`]) judges the outcome; the layer retries only what
+//! [`Outcome::is_retryable`](brace_core::Outcome::is_retryable) allows, and:
+//!
+//! - waits between attempts by a [`Backoff`]: constant, exponential, or exponential with
+//!   full or decorrelated jitter, capped — reproducible with a seeded generator;
+//! - honours the server's hint ([`Outcome::retry_after`](brace_core::Outcome::retry_after),
+//!   from `Retry-After` in seconds or as an HTTP date) up to a cap, and gives up at once
+//!   past it rather than sleep for minutes;
+//! - spends retries from a shared [`RetryBudget`] (tower's `TpsBudget`), so a fully failing
+//!   upstream sees at most about `(1 + ratio) ×` the offered load;
+//! - bounds each attempt with a timeout and the whole call with a deadline that no backoff
+//!   wait crosses;
+//! - reports each retry and each give-up to hooks, for tracing and metrics.
+//!
+//! When it gives up the error says so: a [`RetriesExhausted`] with the number of attempts,
+//! the [`GiveUpReason`] and the last error (its `source`, reachable by downcast). A failure
+//! the classifier does not retry — on the first attempt or later — is returned as it came.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use brace_core::BoxError;
+//! use brace_retry::{Backoff, RetryLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! # tokio::time::pause();
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = Arc::clone(&calls);
+//! // Fails twice, then answers.
+//! let flaky = tower::service_fn(move |name: &'static str| {
+//!     let n = counter.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         if n < 2 {
+//!             Err::<String, BoxError>("connection reset".into())
+//!         } else {
+//!             Ok(format!("hello, {name}"))
+//!         }
+//!     }
+//! });
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .max_retries(3)
+//!             .backoff(Backoff::exponential(
+//!                 Duration::from_millis(100),
+//!                 2.0,
+//!                 Duration::from_secs(2),
+//!             ))
+//!             .deadline(Duration::from_secs(10))
+//!             .build(),
+//!     )
+//!     .service(flaky);
+//!
+//! assert_eq!(service.oneshot("brace").await?, "hello, brace");
+//! assert_eq!(calls.load(Ordering::SeqCst), 3);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Configuration
+//!
+//! [`RetryConfig`] is the serde form (unknown fields are refused; durations as `250ms`,
+//! `30s` or seconds). The seed configuration's section deserializes as is:
+//!
+//! ```yaml
+//! max_retries: 2
+//! backoff: exponential
+//! on_error: [429, 500, 502, 503, timeout]
+//! ```
+//!
+//! `on_error` is an [`OnError`](on_error::OnError) classifier: see [`on_error`] for how it
+//! recognises status codes and errors, and how to teach it an error type of your own.
+//!
+//! # Where to put it
+//!
+//! Retry resends the same request to the same service. Over a circuit breaker, a
+//! [`CircuitOpen`](brace_core::CircuitOpen) is not retried by the default classifier (the
+//! breaker would refuse again); failing over to another provider is the failover layer's
+//! job. A request that cannot be cloned (a streaming body) cannot be retried: see
+//! [`Retry`]'s docs.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod backoff;
+mod budget;
+mod config;
+pub mod error;
+mod event;
+pub mod future;
+mod layer;
+pub mod on_error;
+mod policy;
+mod service;
+
+pub use self::backoff::{Backoff, BackoffKind};
+pub use self::budget::RetryBudget;
+pub use self::config::{BudgetConfig, RetryConfig};
+pub use self::error::{ConfigError, DeadlineExceeded, GiveUpReason, RetriesExhausted};
+pub use self::event::{GiveUpEvent, RetryEvent};
+pub use self::layer::{RetryLayer, RetryLayerBuilder};
+pub use self::service::Retry;

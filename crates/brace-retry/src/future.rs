@@ -1,0 +1,350 @@
+//! The [`ResponseFuture`] of [`Retry`](crate::Retry).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use brace_core::{BoxError, Classify, DeadlineExceeded, GiveUpReason, Outcome, RetriesExhausted};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower::timeout::error::Elapsed;
+use tower_service::Service;
+
+use crate::event::{GiveUpEvent, RetryEvent};
+use crate::policy::Policy;
+
+pin_project! {
+    /// The response future of [`Retry`](crate::Retry): sends the request, and again after a
+    /// wait for as long as the policy allows.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the attempt in flight (if any) and any wait; nothing is
+    /// left running. A retry already withdrawn from the budget is not refunded.
+    pub struct ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        // One timer, reset for each use: the attempt's time limit, the backoff wait, or the
+        // overall deadline while waiting for readiness.
+        #[pin]
+        timer: Option<Sleep>,
+        service: S,
+        // The copy to send next; `None` once no further attempt can be made.
+        request: Option<Req>,
+        policy: Arc<Policy<C>>,
+        attempts: u32,
+        previous_delay: Duration,
+        deadline: Option<Instant>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called {
+            #[pin]
+            future: F,
+        },
+        // Waiting out the backoff on `timer`.
+        Waiting,
+        // Polling the service ready for the next attempt.
+        Readying,
+    }
+}
+
+/// What an attempt came to.
+enum Attempt<T, E> {
+    Done(Result<T, E>),
+    TimedOut,
+}
+
+impl<S, Req, C> ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    Req: Clone,
+{
+    /// Sends the first attempt on `service`, which must be ready.
+    pub(crate) fn new(mut service: S, request: Req, policy: Arc<Policy<C>>) -> Self {
+        if let Some(budget) = &policy.budget {
+            budget.deposit();
+        }
+        let timed = policy.deadline.is_some() || policy.attempt_timeout.is_some();
+        let now = timed.then(Instant::now);
+        let deadline = now
+            .zip(policy.deadline)
+            .and_then(|(now, deadline)| now.checked_add(deadline));
+        let timer = now
+            .and_then(|now| attempt_limit(now, policy.attempt_timeout, deadline))
+            .map(sleep_until);
+        let (request, future) = if policy.max_retries == 0 {
+            (None, service.call(request))
+        } else {
+            (Some(request.clone()), service.call(request))
+        };
+        Self {
+            state: State::Called { future },
+            timer,
+            service,
+            request,
+            policy,
+            attempts: 1,
+            previous_delay: Duration::ZERO,
+            deadline,
+        }
+    }
+}
+
+/// When the attempt starting at `now` must end: its own limit or the deadline.
+fn attempt_limit(
+    now: Instant,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) -> Option<Instant> {
+    let own = timeout.and_then(|timeout| now.checked_add(timeout));
+    match (own, deadline) {
+        (Some(own), Some(deadline)) => Some(own.min(deadline)),
+        (own, deadline) => own.or(deadline),
+    }
+}
+
+fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
+    match timer.as_mut().as_pin_mut() {
+        Some(sleep) => sleep.reset(at),
+        None => timer.set(Some(sleep_until(at))),
+    }
+}
+
+fn fired(timer: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_pin_mut()
+        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+}
+
+fn deadline_exceeded<T, C>(policy: &Policy<C>) -> Poll<Result<T, BoxError>> {
+    let after = policy.deadline.unwrap_or_default();
+    Poll::Ready(Err(Box::new(DeadlineExceeded::new(after))))
+}
+
+impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Req: Clone,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let policy: &Policy<C> = this.policy;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let attempt = match future.poll(cx) {
+                        Poll::Ready(result) => Attempt::Done(result),
+                        Poll::Pending => {
+                            let timed =
+                                policy.attempt_timeout.is_some() || this.deadline.is_some();
+                            if !timed || !fired(this.timer.as_mut(), cx) {
+                                return Poll::Pending;
+                            }
+                            if this.deadline.is_some_and(|at| Instant::now() >= at) {
+                                return deadline_exceeded(policy);
+                            }
+                            Attempt::TimedOut
+                        }
+                    };
+                    let (outcome, result) = match attempt {
+                        Attempt::Done(result) => {
+                            let outcome = policy.classifier.classify(result.as_ref());
+                            (outcome, result.map_err(Into::into))
+                        }
+                        Attempt::TimedOut => {
+                            let outcome = if policy.retry_attempt_timeouts {
+                                Outcome::transient()
+                            } else {
+                                Outcome::failure()
+                            };
+                            (outcome, Err(Box::new(Elapsed::new()) as BoxError))
+                        }
+                    };
+                    let delay = match decide(
+                        policy,
+                        *this.attempts,
+                        this.previous_delay,
+                        *this.deadline,
+                        this.request.is_some(),
+                        outcome,
+                        result,
+                    ) {
+                        Ok(delay) => delay,
+                        Err(output) => return Poll::Ready(output),
+                    };
+                    if delay.is_zero() {
+                        this.state.set(State::Readying);
+                        if let Some(deadline) = *this.deadline {
+                            arm(this.timer.as_mut(), deadline);
+                        }
+                    } else {
+                        this.state.set(State::Waiting);
+                        arm(this.timer.as_mut(), Instant::now() + delay);
+                    }
+                }
+                StateProj::Waiting => {
+                    if let Some(sleep) = this.timer.as_mut().as_pin_mut() {
+                        ready!(sleep.poll(cx));
+                    }
+                    this.state.set(State::Readying);
+                    if let Some(deadline) = *this.deadline {
+                        arm(this.timer.as_mut(), deadline);
+                    }
+                }
+                StateProj::Readying => {
+                    match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                        Poll::Pending => {
+                            if this.deadline.is_some() && fired(this.timer.as_mut(), cx) {
+                                return deadline_exceeded(policy);
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                    *this.attempts += 1;
+                    let last_possible = *this.attempts > policy.max_retries;
+                    let request = if last_possible {
+                        this.request.take()
+                    } else {
+                        this.request.clone()
+                    }
+                    .expect("a retry is only scheduled while a request copy is kept");
+                    let future = this.service.call(request);
+                    this.state.set(State::Called { future });
+                    let timed = policy.attempt_timeout.is_some() || this.deadline.is_some();
+                    if timed
+                        && let Some(at) =
+                            attempt_limit(Instant::now(), policy.attempt_timeout, *this.deadline)
+                    {
+                        arm(this.timer.as_mut(), at);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After a failed or finished attempt: `Ok(delay)` to retry after `delay`, or `Err` with
+/// what the caller gets.
+fn decide<C, T>(
+    policy: &Policy<C>,
+    attempts: u32,
+    previous_delay: &mut Duration,
+    deadline: Option<Instant>,
+    can_retry: bool,
+    outcome: Outcome,
+    result: Result<T, BoxError>,
+) -> Result<Duration, Result<T, BoxError>> {
+    if !outcome.is_retryable() {
+        return Err(result);
+    }
+    if !can_retry || attempts > policy.max_retries {
+        return Err(give_up(
+            policy,
+            attempts,
+            GiveUpReason::MaxRetries,
+            outcome,
+            result,
+        ));
+    }
+    let hint = outcome.retry_after();
+    if let Some(hint) = hint
+        && hint > policy.max_retry_after
+    {
+        return Err(give_up(
+            policy,
+            attempts,
+            GiveUpReason::RetryAfterTooLong(hint),
+            outcome,
+            result,
+        ));
+    }
+    let backoff = policy.backoff_delay(attempts, *previous_delay);
+    let delay = hint.map_or(backoff, |hint| hint.max(backoff));
+    if let Some(deadline) = deadline
+        && Instant::now()
+            .checked_add(delay)
+            .is_none_or(|end| end >= deadline)
+    {
+        return Err(give_up(
+            policy,
+            attempts,
+            GiveUpReason::Deadline,
+            outcome,
+            result,
+        ));
+    }
+    if let Some(budget) = &policy.budget
+        && !budget.withdraw()
+    {
+        return Err(give_up(
+            policy,
+            attempts,
+            GiveUpReason::BudgetExhausted,
+            outcome,
+            result,
+        ));
+    }
+    *previous_delay = backoff;
+    if let Some(hook) = &policy.on_retry {
+        (hook.0)(&RetryEvent {
+            attempt: attempts,
+            delay,
+            outcome,
+            error: result.as_ref().err().map(|err| &**err),
+        });
+    }
+    Ok(delay)
+}
+
+fn give_up<C, T>(
+    policy: &Policy<C>,
+    attempts: u32,
+    reason: GiveUpReason,
+    outcome: Outcome,
+    result: Result<T, BoxError>,
+) -> Result<T, BoxError> {
+    if let Some(hook) = &policy.on_give_up {
+        (hook.0)(&GiveUpEvent {
+            attempts,
+            reason,
+            outcome,
+            error: result.as_ref().err().map(|err| &**err),
+        });
+    }
+    result.map_err(|last| Box::new(RetriesExhausted::new(attempts, reason, last)) as BoxError)
+}
+
+impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Called { .. } => "called",
+            State::Waiting => "waiting",
+            State::Readying => "readying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.attempts)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}

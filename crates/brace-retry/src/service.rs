@@ -1,0 +1,120 @@
+//! The [`Retry`] service.
+
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use brace_core::{BoxError, Classify, DefaultClassifier};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::layer::RetryLayer;
+use crate::policy::Policy;
+
+/// Retries failed calls to the inner service, as its [`RetryLayer`] says.
+///
+/// # Requests
+///
+/// The request type must be [`Clone`]: the layer keeps a copy of each request to send again
+/// (as tower's `Policy::clone_request` does, but as a bound rather than at run time, so a
+/// request type that cannot be retried is refused by the compiler instead of silently
+/// sent once). A request that is expensive to clone is best wrapped in an `Arc`; a
+/// streaming body cannot be retried and belongs below this layer. With `max_retries(0)`
+/// no copy is made.
+///
+/// # Clone
+///
+/// The inner service must be [`Clone`]: each response future owns the instance the first
+/// attempt was sent on and polls it ready again before every retry (use
+/// `tower::buffer::Buffer` to make any service cloneable). Clones of a `Retry` share its
+/// policy (budget, random generator, hooks).
+///
+/// # Errors
+///
+/// Errors are boxed ([`BoxError`]):
+///
+/// - a failure the classifier does not consider retryable is returned as it came (boxed),
+///   on the first attempt or a later one;
+/// - [`RetriesExhausted`](brace_core::RetriesExhausted) when the layer gives up on a
+///   retryable error (its source is the last attempt's error);
+/// - [`DeadlineExceeded`](brace_core::DeadlineExceeded) when the overall deadline cuts an
+///   attempt or a wait for readiness.
+///
+/// A *response* the classifier judged a retryable failure (an HTTP 503, say) is returned as
+/// the response when the layer gives up; the [`on_give_up`](crate::RetryLayerBuilder::on_give_up)
+/// hook says why.
+pub struct Retry<S, C = DefaultClassifier> {
+    inner: S,
+    policy: Arc<Policy<C>>,
+}
+
+impl<S> Retry<S> {
+    /// Retries `inner` with the defaults of [`RetryLayer::new`].
+    pub fn new(inner: S) -> Self {
+        tower_layer::Layer::layer(&RetryLayer::new(), inner)
+    }
+}
+
+impl<S, C> Retry<S, C> {
+    pub(crate) fn from_policy(inner: S, policy: Arc<Policy<C>>) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Takes the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C> Clone for Retry<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl<S, C, Req> Service<Req> for Retry<S, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, S::Error>,
+    Req: Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        // The instance made ready by `poll_ready` takes this call and goes with the future;
+        // a fresh clone stays here for the next `poll_ready`.
+        let clone = self.inner.clone();
+        let service = mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(service, request, Arc::clone(&self.policy))
+    }
+}
