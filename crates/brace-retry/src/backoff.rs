@@ -216,7 +216,10 @@ mod tests {
             assert!(samples.iter().all(|d| *d <= ceiling), "retry {retry}");
             // The draws spread over the range rather than sticking to one end.
             assert!(samples.iter().any(|d| *d < ceiling / 4), "retry {retry}");
-            assert!(samples.iter().any(|d| *d > ceiling * 3 / 4), "retry {retry}");
+            assert!(
+                samples.iter().any(|d| *d > ceiling * 3 / 4),
+                "retry {retry}"
+            );
         }
     }
 
@@ -228,7 +231,11 @@ mod tests {
             let mut previous = Duration::ZERO;
             for retry in 1..=10 {
                 let delay = backoff.delay(retry, previous, &mut rng);
-                let upper = (if previous.is_zero() { MS * 50 } else { previous } * 3)
+                let upper = (if previous.is_zero() {
+                    MS * 50
+                } else {
+                    previous
+                } * 3)
                     .min(MS * 5000);
                 assert!(delay >= MS * 50 && delay <= upper, "{delay:?} > {upper:?}");
                 previous = delay;

@@ -35,7 +35,7 @@ impl RetryBudget {
     /// rejected: `window` to 1s–60s, `ratio` to 0–1000 (NaN is 0), `min_per_second` below
     /// `i32::MAX`.
     pub fn with_window(window: Duration, ratio: f32, min_per_second: u32) -> Self {
-        let window = window.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let window = window.clamp(Duration::from_secs(1), Duration::from_mins(1));
         let ratio = if ratio.is_nan() {
             0.0
         } else {
@@ -103,8 +103,8 @@ mod tests {
         let budget = RetryBudget::with_window(Duration::ZERO, f32::NAN, u32::MAX);
         assert_eq!(budget.window(), Duration::from_secs(1));
         assert_eq!(budget.ratio(), 0.0);
-        let budget = RetryBudget::with_window(Duration::from_secs(3600), 1e9, 0);
-        assert_eq!(budget.window(), Duration::from_secs(60));
+        let budget = RetryBudget::with_window(Duration::from_hours(1), 1e9, 0);
+        assert_eq!(budget.window(), Duration::from_mins(1));
         assert_eq!(budget.ratio(), 1000.0);
         let budget = RetryBudget::new(-1.0, 0);
         assert_eq!(budget.ratio(), 0.0);

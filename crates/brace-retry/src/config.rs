@@ -153,7 +153,7 @@ impl RetryConfig {
                     budget.ratio
                 )));
             }
-            if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&budget.window) {
+            if !(Duration::from_secs(1)..=Duration::from_mins(1)).contains(&budget.window) {
                 return Err(ConfigError::new("budget.window must be between 1s and 60s"));
             }
             if budget.min_per_second >= i32::MAX as u32 {
@@ -217,7 +217,8 @@ mod tests {
 
     #[test]
     fn seed_retry_section_deserializes_as_is() {
-        let yaml = "max_retries: 2\nbackoff: exponential\non_error: [429, 500, 502, 503, timeout]\n";
+        let yaml =
+            "max_retries: 2\nbackoff: exponential\non_error: [429, 500, 502, 503, timeout]\n";
         let config: RetryConfig = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(config.max_retries, 2);
         assert_eq!(config.backoff, BackoffKind::Exponential);
@@ -251,7 +252,7 @@ budget: { ratio: 0.5, min_per_second: 2, window: 30s }
         let config: RetryConfig = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(config.base_delay, Duration::from_millis(250));
         assert_eq!(config.max_delay, Duration::from_secs(20));
-        assert_eq!(config.max_retry_after, Duration::from_secs(60));
+        assert_eq!(config.max_retry_after, Duration::from_mins(1));
         assert_eq!(config.attempt_timeout, Some(Duration::from_secs(5)));
         assert_eq!(config.deadline, Some(Duration::from_secs(90)));
         assert_eq!(
@@ -311,7 +312,7 @@ budget: { ratio: 0.5, min_per_second: 2, window: 30s }
         assert!(
             bad(RetryConfig {
                 budget: Some(BudgetConfig {
-                    window: Duration::from_secs(120),
+                    window: Duration::from_mins(2),
                     ..BudgetConfig::default()
                 }),
                 ..RetryConfig::default()

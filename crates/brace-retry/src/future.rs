@@ -150,8 +150,7 @@ where
                     let attempt = match future.poll(cx) {
                         Poll::Ready(result) => Attempt::Done(result),
                         Poll::Pending => {
-                            let timed =
-                                policy.attempt_timeout.is_some() || this.deadline.is_some();
+                            let timed = policy.attempt_timeout.is_some() || this.deadline.is_some();
                             if !timed || !fired(this.timer.as_mut(), cx) {
                                 return Poll::Pending;
                             }

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
-use crate::event::{GiveUpEvent, Hook, RetryEvent};
+use crate::event::{GiveUpEvent, Hook, OnGiveUp, OnRetry, RetryEvent};
 use crate::policy::Policy;
 use crate::service::Retry;
 
@@ -94,8 +94,8 @@ pub struct RetryLayerBuilder<C = DefaultClassifier> {
     retry_attempt_timeouts: bool,
     budget: Option<Arc<RetryBudget>>,
     seed: Option<u64>,
-    on_retry: Option<Hook<dyn Fn(&RetryEvent<'_>) + Send + Sync>>,
-    on_give_up: Option<Hook<dyn Fn(&GiveUpEvent<'_>) + Send + Sync>>,
+    on_retry: Option<OnRetry>,
+    on_give_up: Option<OnGiveUp>,
 }
 
 impl RetryLayerBuilder {

@@ -280,9 +280,8 @@ impl<B, E: 'static> Describe<http::Response<B>, E> for DescribeHttp {
     fn describe(&self, result: Result<&http::Response<B>, &E>) -> Option<Failure> {
         match result {
             Ok(response) if response.status().as_u16() >= 400 => Some(
-                Failure::new(ErrorClass::Status(response.status().as_u16())).with_retry_after(
-                    brace_core::retry_after::from_headers(response.headers()),
-                ),
+                Failure::new(ErrorClass::Status(response.status().as_u16()))
+                    .with_retry_after(brace_core::retry_after::from_headers(response.headers())),
             ),
             Ok(_) => None,
             Err(err) => Some(self.errors.describe_error(err)),
@@ -415,8 +414,18 @@ mod tests {
                 ErrorClass::Status(504)
             ]
         );
-        for bad in [r"[99]", r"[600]", r"[-1]", r#"["other"]"#, r#"["soon"]"#, r"[1.5]"] {
-            assert!(serde_json::from_str::<Vec<ErrorClass>>(bad).is_err(), "{bad}");
+        for bad in [
+            r"[99]",
+            r"[600]",
+            r"[-1]",
+            r#"["other"]"#,
+            r#"["soon"]"#,
+            r"[1.5]",
+        ] {
+            assert!(
+                serde_json::from_str::<Vec<ErrorClass>>(bad).is_err(),
+                "{bad}"
+            );
         }
         let text = serde_json::to_string(&seed_list()).unwrap();
         assert_eq!(text, r#"[429,500,502,503,"timeout"]"#);
