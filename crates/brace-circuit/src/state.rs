@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::config::{Settings, SlidingWindow};
 use crate::event::StateTransition;
 use crate::handle::CircuitMetrics;
-use crate::window::{CountWindow, Sample, TimeWindow, Totals, Window};
+use crate::window::{CountWindow, Padded, Sample, TimeWindow, Totals, Window};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -139,7 +139,10 @@ pub(crate) struct Shared {
     minimum_calls: u64,
     /// Every instant below is stored as nanoseconds since `base`.
     base: Instant,
-    word: AtomicU64,
+    /// Whether completing a call needs the clock (reading it is the costliest part of the
+    /// hot path): to time slow calls, or to find the bucket of a time window.
+    needs_clock: bool,
+    word: Padded<AtomicU64>,
     /// The window of closed and metrics-only states; kept while open so that the metrics say
     /// why the breaker opened and so that calls admitted before the open are still counted.
     closed: Window,
@@ -179,13 +182,16 @@ impl Shared {
             SlidingWindow::Count(size) => Window::Count(CountWindow::new(size)),
             SlidingWindow::Time(seconds) => Window::Time(TimeWindow::new(seconds)),
         };
+        let needs_clock =
+            settings.track_slow_calls || matches!(settings.sliding_window, SlidingWindow::Time(_));
         Self {
             name,
+            needs_clock,
             minimum_calls: settings.effective_minimum_calls(),
             half_open: CountWindow::new(settings.permitted_calls_in_half_open),
             settings,
             base: now,
-            word: AtomicU64::new(Word::new(0, CircuitState::Closed, 0).0),
+            word: Padded(AtomicU64::new(Word::new(0, CircuitState::Closed, 0).0)),
             closed,
             open_until: AtomicU64::new(0),
             half_open_until: AtomicU64::new(u64::MAX),
@@ -305,7 +311,7 @@ impl Shared {
         self: &Arc<Self>,
         generation: u64,
         kind: PermitKind,
-        started: Instant,
+        started: Option<Instant>,
         verdict: Verdict,
     ) {
         if verdict == Verdict::Ignored {
@@ -314,10 +320,16 @@ impl Shared {
             }
             return;
         }
-        let now = Instant::now();
+        let now = self.needs_clock.then(Instant::now);
+        let slow = match (started, now) {
+            (Some(started), Some(now)) => {
+                now.saturating_duration_since(started) > self.settings.slow_call_duration
+            }
+            _ => false,
+        };
         let sample = Sample {
             failed: verdict == Verdict::Failure,
-            slow: now.saturating_duration_since(started) > self.settings.slow_call_duration,
+            slow,
         };
         let word = self.load();
         match kind {
@@ -329,19 +341,27 @@ impl Shared {
                 if !(current || late) {
                     return;
                 }
-                let totals = self.closed.record(sample, self.since_base(now));
+                let elapsed = now.map_or(Duration::ZERO, |now| self.since_base(now));
+                let Some(totals) = self.closed.record(sample, elapsed) else {
+                    // Unchanged totals were judged when they were last changed.
+                    return;
+                };
                 if current
                     && word.state() == CircuitState::Closed
                     && self.exceeds(totals, self.minimum_calls)
                 {
-                    self.try_transition(word, CircuitState::Open, now);
+                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(Instant::now));
                 }
             }
             PermitKind::HalfOpen => {
                 if word.generation() != generation || word.state() != CircuitState::HalfOpen {
                     return;
                 }
-                let totals = self.half_open.record(sample);
+                // A half-open window is as long as the trials: no slot is ever reused.
+                let totals = self
+                    .half_open
+                    .record(sample)
+                    .unwrap_or_else(|| self.half_open.totals());
                 let permitted = u64::from(self.settings.permitted_calls_in_half_open);
                 if totals.calls >= permitted {
                     let to = if self.exceeds(totals, permitted) {
@@ -349,7 +369,7 @@ impl Shared {
                     } else {
                         CircuitState::Closed
                     };
-                    self.try_transition(word, to, now);
+                    self.try_transition(word, to, now.unwrap_or_else(Instant::now));
                 }
             }
         }
@@ -523,7 +543,8 @@ pub(crate) struct Permit {
     shared: Arc<Shared>,
     generation: u64,
     kind: PermitKind,
-    started: Instant,
+    /// When the call started, if slow calls are tracked.
+    started: Option<Instant>,
     /// Still owed an outcome: dropping it gives a half-open permit back.
     armed: bool,
 }
@@ -534,7 +555,7 @@ impl Permit {
             shared: shared.clone(),
             generation: word.generation(),
             kind,
-            started: Instant::now(),
+            started: shared.settings.track_slow_calls.then(Instant::now),
             armed: true,
         }
     }

@@ -58,19 +58,36 @@ impl Sample {
     }
 }
 
+/// Keeps a hot atomic on its own cache lines, so that writes to one do not slow down reads
+/// of another (128 bytes: adjacent-line prefetching pairs 64-byte lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// A sliding window of either kind.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per breaker; boxing would add an indirection per call
 pub(crate) enum Window {
     Count(CountWindow),
     Time(TimeWindow),
 }
 
 impl Window {
-    /// Records one call that finished `elapsed` after the breaker was created.
-    pub(crate) fn record(&self, sample: Sample, elapsed: Duration) -> Totals {
+    /// Records one call that finished `elapsed` after the breaker was created (a count
+    /// window ignores `elapsed`). Returns the new totals, or `None` if they did not change
+    /// (a count window replaced a call with one of the same kind).
+    pub(crate) fn record(&self, sample: Sample, elapsed: Duration) -> Option<Totals> {
         match self {
             Self::Count(window) => window.record(sample),
-            Self::Time(window) => window.record(sample, elapsed),
+            Self::Time(window) => Some(window.record(sample, elapsed)),
         }
     }
 
@@ -108,9 +125,9 @@ pub(crate) const MAX_COUNT_WINDOW: u32 = 1 << 19;
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    cursor: AtomicU64,
+    cursor: Padded<AtomicU64>,
     /// calls | failed << 21 | slow << 42, each biased by [`BIAS`].
-    totals: AtomicU64,
+    totals: Padded<AtomicU64>,
 }
 
 impl CountWindow {
@@ -119,8 +136,8 @@ impl CountWindow {
         let size = size.clamp(1, MAX_COUNT_WINDOW);
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            cursor: AtomicU64::new(0),
-            totals: AtomicU64::new(ZERO),
+            cursor: Padded(AtomicU64::new(0)),
+            totals: Padded(AtomicU64::new(ZERO)),
         }
     }
 
@@ -145,16 +162,21 @@ impl CountWindow {
         }
     }
 
-    pub(crate) fn record(&self, sample: Sample) -> Totals {
+    /// Records one call; `None` if the totals did not change (the call replaced one of the
+    /// same kind, as in a healthy steady state), which costs no write to shared totals.
+    pub(crate) fn record(&self, sample: Sample) -> Option<Totals> {
         let index = self.cursor.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
         let code = sample.code();
         let old = self.slots[index as usize].swap(code, Ordering::Relaxed);
+        if old == code {
+            return None;
+        }
         let delta = Self::packed(code).wrapping_sub(Self::packed(old));
         let totals = self
             .totals
             .fetch_add(delta, Ordering::AcqRel)
             .wrapping_add(delta);
-        self.unpack(totals)
+        Some(self.unpack(totals))
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -287,7 +309,7 @@ mod tests {
             }
         );
         window.record(OK);
-        let totals = window.record(OK);
+        let totals = window.record(OK).unwrap();
         assert_eq!(
             totals,
             Totals {
@@ -298,7 +320,11 @@ mod tests {
         );
         window.reset();
         assert_eq!(window.totals(), Totals::default());
-        assert_eq!(window.record(FAIL).failed, 1);
+        assert_eq!(window.record(FAIL).unwrap().failed, 1);
+        // The same kind of call replacing itself changes nothing.
+        let window = CountWindow::new(1);
+        assert!(window.record(OK).is_some());
+        assert_eq!(window.record(OK), None);
     }
 
     #[test]
