@@ -16,7 +16,7 @@ use crate::window::MAX_COUNT_WINDOW;
 pub enum SlidingWindow {
     /// The last N recorded calls.
     Count(u32),
-    /// The calls recorded in the last N seconds (one bucket per second).
+    /// The calls recorded in the last N seconds (one bucket per second; at most a day).
     Time(u32),
 }
 
@@ -135,6 +135,9 @@ impl Default for Settings {
     }
 }
 
+/// The longest time-based window, in seconds (a day).
+pub(crate) const MAX_TIME_WINDOW: u32 = 86_400;
+
 /// The largest number of trial calls in half-open state.
 pub(crate) const MAX_HALF_OPEN_PERMITS: u32 = u16::MAX as u32;
 
@@ -157,10 +160,10 @@ impl Settings {
                     "sliding_window_size must be between 1 and {MAX_COUNT_WINDOW} calls, got {size}"
                 )));
             }
-            SlidingWindow::Time(0) => {
-                return Err(InvalidConfig::new(
-                    "sliding_window_size must be at least 1 second",
-                ));
+            SlidingWindow::Time(seconds) if seconds == 0 || seconds > MAX_TIME_WINDOW => {
+                return Err(InvalidConfig::new(format!(
+                    "sliding_window_size must be between 1 and {MAX_TIME_WINDOW} seconds, got {seconds}"
+                )));
             }
             _ => {}
         }
@@ -395,7 +398,7 @@ pub enum SlidingWindowKind {
 pub struct CircuitBreakerConfig {
     /// `count` (default) or `time`.
     pub sliding_window: SlidingWindowKind,
-    /// Calls (count window, default 100) or seconds (time window).
+    /// Calls (count window) or seconds (time window, at most a day); 100 by default.
     pub sliding_window_size: Option<u32>,
     /// Calls needed before rates are evaluated (default 100).
     pub minimum_calls: Option<u32>,
@@ -413,7 +416,8 @@ pub struct CircuitBreakerConfig {
     pub wait_in_open: Option<Duration>,
     /// Growth of the wait on each consecutive re-open (none by default).
     pub wait_multiplier: Option<f64>,
-    /// Cap on the grown wait (default: ten times `wait_in_open`).
+    /// Cap on the grown wait (default: ten times `wait_in_open`); only with
+    /// `wait_multiplier`.
     #[serde(with = "brace_core::duration::option")]
     pub max_wait_in_open: Option<Duration>,
     /// Move to half-open by itself when the wait is over (default false: on the next call).
@@ -470,6 +474,11 @@ impl CircuitBreakerConfig {
         }
         if let Some(yes) = self.track_slow_calls {
             builder = builder.track_slow_calls(yes);
+        }
+        if self.max_wait_in_open.is_some() && self.wait_multiplier.is_none() {
+            return Err(InvalidConfig::new(
+                "max_wait_in_open caps a growing wait: it needs wait_multiplier",
+            ));
         }
         let wait = self.wait_in_open.unwrap_or(Duration::from_mins(1));
         builder = match self.wait_multiplier {

@@ -432,7 +432,8 @@ impl Shared {
                 self.open_until
                     .store(self.after(now, wait), Ordering::Release);
                 if self.settings.automatic_transition {
-                    timer = Some((now + wait, CircuitState::HalfOpen));
+                    // A wait too long to represent never ends by itself.
+                    timer = now.checked_add(wait).map(|at| (at, CircuitState::HalfOpen));
                 }
             }
             CircuitState::HalfOpen => {
@@ -440,7 +441,7 @@ impl Shared {
                 permits = self.settings.permitted_calls_in_half_open;
                 let until = match self.settings.max_wait_in_half_open {
                     Some(wait) => {
-                        timer = Some((now + wait, CircuitState::Open));
+                        timer = now.checked_add(wait).map(|at| (at, CircuitState::Open));
                         self.after(now, wait)
                     }
                     None => u64::MAX,

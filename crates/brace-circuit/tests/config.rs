@@ -55,6 +55,13 @@ fn config_rejects_unknown_fields_and_bad_durations() {
 }
 
 #[test]
+fn config_rejects_a_wait_cap_without_growth() {
+    let config = parse(r#"{"max_wait_in_open": "5m"}"#).unwrap();
+    let err = CircuitBreakerLayer::from_config("a", &config).unwrap_err();
+    assert!(err.to_string().contains("wait_multiplier"), "{err}");
+}
+
+#[test]
 fn config_rejects_failure_threshold_combined_with_window_settings() {
     let config = parse(r#"{"failure_threshold": 5, "minimum_calls": 10}"#).unwrap();
     let err = CircuitBreakerLayer::from_config("a", &config).unwrap_err();
@@ -70,6 +77,7 @@ fn out_of_range_settings_are_errors_not_panics() {
         CircuitBreakerLayer::builder("a").sliding_window(SlidingWindow::Count(0)),
         CircuitBreakerLayer::builder("a").sliding_window(SlidingWindow::Count(u32::MAX)),
         CircuitBreakerLayer::builder("a").sliding_window(SlidingWindow::Time(0)),
+        CircuitBreakerLayer::builder("a").sliding_window(SlidingWindow::Time(u32::MAX)),
         CircuitBreakerLayer::builder("a").minimum_calls(0),
         CircuitBreakerLayer::builder("a").permitted_calls_in_half_open(0),
         CircuitBreakerLayer::builder("a").permitted_calls_in_half_open(70_000),
@@ -99,6 +107,8 @@ fn huge_waits_saturate_instead_of_overflowing() {
     let layer = CircuitBreakerLayer::builder("a")
         .consecutive_failures(1)
         .exponential_wait(Duration::MAX, 1e300, Duration::MAX)
+        .automatic_transition(true)
+        .max_wait_in_half_open(Duration::MAX)
         .build()
         .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
