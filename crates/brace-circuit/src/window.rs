@@ -378,4 +378,57 @@ mod tests {
         assert_eq!(totals.failure_rate(), 25.0);
         assert_eq!(totals.slow_rate(), 50.0);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn count_window_matches_a_model_of_the_last_n_calls(
+            size in 1u32..20,
+            calls in proptest::collection::vec((0u8..3, proptest::bool::ANY), 0..200),
+            reset_at in proptest::option::of(0usize..200),
+        ) {
+            let window = CountWindow::new(size);
+            let mut model: Vec<Sample> = Vec::new();
+            for (i, (kind, slow)) in calls.into_iter().enumerate() {
+                if reset_at == Some(i) {
+                    window.reset();
+                    model.clear();
+                }
+                let sample = Sample { failed: kind == 0, slow };
+                window.record(sample);
+                model.push(sample);
+                let last = &model[model.len().saturating_sub(size as usize)..];
+                let expected = Totals {
+                    calls: last.len() as u64,
+                    failed: last.iter().filter(|s| s.failed).count() as u64,
+                    slow: last.iter().filter(|s| s.slow).count() as u64,
+                };
+                proptest::prop_assert_eq!(window.totals(), expected);
+            }
+        }
+
+        #[test]
+        fn time_window_matches_a_model_of_the_last_n_seconds(
+            seconds in 1u32..10,
+            calls in proptest::collection::vec((0u64..4, proptest::bool::ANY), 0..100),
+        ) {
+            let window = TimeWindow::new(seconds);
+            let mut now = 0;
+            let mut model: Vec<(u64, bool)> = Vec::new();
+            for (step, failed) in calls {
+                now += step;
+                window.record(Sample { failed, slow: false }, Duration::from_secs(now));
+                model.push((now, failed));
+                let recent: Vec<_> = model
+                    .iter()
+                    .filter(|(at, _)| at + u64::from(seconds) > now)
+                    .collect();
+                let totals = window.totals(Duration::from_secs(now));
+                proptest::prop_assert_eq!(totals.calls, recent.len() as u64);
+                proptest::prop_assert_eq!(
+                    totals.failed,
+                    recent.iter().filter(|(_, failed)| *failed).count() as u64
+                );
+            }
+        }
+    }
 }
