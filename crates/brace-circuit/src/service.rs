@@ -17,6 +17,22 @@ use crate::handle::CircuitHandle;
 /// `poll_ready` only asks the inner service: an open circuit does not make the service
 /// unready (that would stall callers that wait for readiness), it fails fast in `call`.
 ///
+/// # Errors
+///
+/// The inner service's errors, boxed, and [`CircuitOpen`](crate::CircuitOpen) when the
+/// breaker refuses the call. Its [`retry_after`](crate::CircuitOpen::retry_after) is the
+/// rest of the wait in open state; it is `None` when the breaker is forced open or when a
+/// half-open breaker has no trial permits left (the trials in flight decide when).
+///
+/// # Cost
+///
+/// Admitting a call in closed state is one atomic load; recording it is an atomic
+/// increment, a swap of the call's slot in the window and, only when the slot held a call of
+/// another kind, one atomic add to the window's totals. The future holds a reference to the
+/// breaker (one reference-count increment). Timing slow calls reads the clock twice per
+/// call; turn it off with [`track_slow_calls(false)`](crate::Builder::track_slow_calls)
+/// where the clock is slow.
+///
 /// # Clone
 ///
 /// Clones share the breaker (and clone the inner service and the classifier).
