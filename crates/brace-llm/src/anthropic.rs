@@ -1,1 +1,0 @@
-//! The anthropic provider client (being written).

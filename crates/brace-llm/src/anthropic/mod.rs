@@ -1,0 +1,13 @@
+//! Anthropic's Messages API (`POST /v1/messages`).
+//!
+//! The translation between the OpenAI chat format and Anthropic's is kept in pure
+//! functions, testable without a socket: [`encode_request`], [`decode_response`] and
+//! [`StreamState`] for streamed events.
+
+pub(crate) mod stream;
+pub(crate) mod translate;
+
+pub use self::stream::StreamState;
+pub use self::translate::{
+    RequestOptions, decode_response, encode_request, error_status, finish_reason, request_to_value,
+};

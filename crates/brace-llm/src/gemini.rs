@@ -1,1 +1,0 @@
-//! The gemini provider client (being written).
