@@ -54,19 +54,19 @@ pin_project! {
         Idle,
         Ready {
             index: usize,
-            started: Instant,
+            started: Option<Instant>,
             service: S,
             request: Option<Req>,
         },
         Calling {
             index: usize,
-            started: Instant,
+            started: Option<Instant>,
             #[pin]
             future: F,
         },
         Committing {
             index: usize,
-            started: Instant,
+            started: Option<Instant>,
             #[pin]
             future: CF,
         },
@@ -76,7 +76,7 @@ pin_project! {
 /// How an attempt ended.
 struct Done<T> {
     index: usize,
-    started: Instant,
+    started: Option<Instant>,
     result: Result<T, BoxError>,
 }
 
@@ -124,7 +124,9 @@ where
         loop {
             if this.primary.is_idle() && this.secondary.is_idle() {
                 let first = *this.tried == 0;
-                let Some(index) = pick(shared, this.tried, *this.preferred, this.rng, first) else {
+                let now = shared.timed.then(Instant::now);
+                let Some(index) = pick(shared, this.tried, *this.preferred, this.rng, first, now)
+                else {
                     this.hedge_timer.set(None);
                     return Poll::Ready(match this.fallback.take() {
                         Some(response) => Ok(response),
@@ -132,13 +134,14 @@ where
                     });
                 };
                 this.primary
-                    .set(Attempt::start(shared, this.request, index));
+                    .set(Attempt::start(shared, this.request, index, now));
                 if first
                     && let Some(hedging) = &shared.hedging
                     && let Some(delay) = hedging.delay()
                 {
-                    this.hedge_timer
-                        .set(Some(tokio::time::sleep_until(Instant::now() + delay)));
+                    this.hedge_timer.set(Some(tokio::time::sleep_until(
+                        now.unwrap_or_else(Instant::now) + delay,
+                    )));
                 }
             }
 
@@ -170,16 +173,17 @@ where
                 && timer.poll(cx).is_ready()
             {
                 this.hedge_timer.set(None);
+                let now = Some(Instant::now());
                 if !*this.hedged && !this.primary.is_idle() && this.secondary.is_idle() {
                     *this.hedged = true;
                     if let Some(hedging) = &shared.hedging
-                        && has_candidate(shared, *this.tried, this.rng)
+                        && has_candidate(shared, *this.tried, this.rng, now)
                         && hedging.withdraw()
                         && let Some(index) =
-                            pick(shared, this.tried, *this.preferred, this.rng, false)
+                            pick(shared, this.tried, *this.preferred, this.rng, false, now)
                     {
                         this.secondary
-                            .set(Attempt::start(shared, this.request, index));
+                            .set(Attempt::start(shared, this.request, index, now));
                         continue;
                     }
                 }
@@ -197,6 +201,7 @@ fn pick<S, C, K>(
     preferred: Option<usize>,
     rng: &mut Rng,
     first: bool,
+    now: Option<Instant>,
 ) -> Option<usize> {
     let index = select::next(
         &shared.providers,
@@ -205,6 +210,7 @@ fn pick<S, C, K>(
         preferred,
         shared.selection,
         rng,
+        now,
     )
     .or_else(|| {
         if first {
@@ -219,7 +225,12 @@ fn pick<S, C, K>(
 
 /// Whether a healthy untried provider is left (without consuming randomness the caller's
 /// pick will use).
-fn has_candidate<S, C, K>(shared: &Shared<S, C, K>, tried: Tried, rng: &Rng) -> bool {
+fn has_candidate<S, C, K>(
+    shared: &Shared<S, C, K>,
+    tried: Tried,
+    rng: &Rng,
+    now: Option<Instant>,
+) -> bool {
     let mut probe = rng.clone();
     select::next(
         &shared.providers,
@@ -228,6 +239,7 @@ fn has_candidate<S, C, K>(shared: &Shared<S, C, K>, tried: Tried, rng: &Rng) -> 
         None,
         shared.selection,
         &mut probe,
+        now,
     )
     .is_some()
 }
@@ -247,7 +259,7 @@ where
         started,
         result,
     } = done;
-    let latency = started.elapsed();
+    let latency = started.map(|started| started.elapsed());
     let outcome = shared.classifier.classify(result.as_ref());
     let error = result
         .as_ref()
@@ -256,6 +268,7 @@ where
     shared.health.record(index, &outcome, latency, error);
     if outcome.is_success()
         && let Some(hedging) = &shared.hedging
+        && let Some(latency) = latency
     {
         hedging.record(latency);
     }
@@ -282,14 +295,19 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
         matches!(self, Attempt::Idle)
     }
 
-    fn start<C, K>(shared: &Shared<S, C, K>, request: &Req, index: usize) -> Self
+    fn start<C, K>(
+        shared: &Shared<S, C, K>,
+        request: &Req,
+        index: usize,
+        now: Option<Instant>,
+    ) -> Self
     where
         S: Clone,
         Req: Clone,
     {
         Attempt::Ready {
             index,
-            started: Instant::now(),
+            started: now,
             service: shared.services[index].clone(),
             request: Some(request.clone()),
         }

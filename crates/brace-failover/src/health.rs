@@ -133,22 +133,12 @@ impl HealthTable {
         }
     }
 
-    /// Nanoseconds since the table was made, plus one so that 0 can mean "healthy".
-    pub(crate) fn now(&self) -> u64 {
-        self.ticks(Instant::now())
-    }
-
-    fn ticks(&self, at: Instant) -> u64 {
+    /// Nanoseconds from the table's creation to `at`, plus one so that 0 can mean
+    /// "healthy".
+    pub(crate) fn ticks(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos())
             .unwrap_or(u64::MAX - 1)
             .saturating_add(1)
-    }
-
-    pub(crate) fn is_healthy(&self, index: usize, now: u64) -> bool {
-        self.providers[index]
-            .unhealthy_until
-            .load(Ordering::Acquire)
-            <= now
     }
 
     /// When the provider's skip ends (0 when healthy): the least-bad provider has the
@@ -172,7 +162,7 @@ impl HealthTable {
         &self,
         index: usize,
         outcome: &Outcome,
-        latency: Duration,
+        latency: Option<Duration>,
         error: Option<&(dyn Error + 'static)>,
     ) {
         let health = &self.providers[index];
@@ -209,6 +199,9 @@ impl HealthTable {
                 }
             }
         }
+        let Some(latency) = latency else {
+            return;
+        };
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX - 1);
         let ewma = match health.latency_ns.load(Ordering::Relaxed) {
             NO_SAMPLE => sample,

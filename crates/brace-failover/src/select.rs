@@ -1,6 +1,9 @@
 //! Choosing the next provider to try.
 
+use std::cell::Cell;
+
 use fastrand::Rng;
+use tokio::time::Instant;
 
 use crate::config::Selection;
 use crate::health::HealthTable;
@@ -23,9 +26,23 @@ pub(crate) fn next(
     preferred: Option<usize>,
     selection: Selection,
     rng: &mut Rng,
+    now: Option<Instant>,
 ) -> Option<usize> {
-    let now = health.now();
-    let eligible = |i: usize| tried & bit(i) == 0 && health.is_healthy(i, now);
+    // The clock is read only if some provider is unhealthy.
+    let ticks = Cell::new(now.map(|now| health.ticks(now)));
+    let now = || {
+        ticks.get().unwrap_or_else(|| {
+            let now = health.ticks(Instant::now());
+            ticks.set(Some(now));
+            now
+        })
+    };
+    let eligible = |i: usize| {
+        tried & bit(i) == 0 && {
+            let until = health.unhealthy_until(i);
+            until == 0 || until <= now()
+        }
+    };
     if let Some(i) = preferred
         && eligible(i)
     {

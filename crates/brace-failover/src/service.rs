@@ -73,6 +73,8 @@ pub(crate) struct Shared<S, C, K> {
     pub(crate) health: Arc<HealthTable>,
     pub(crate) selection: Selection,
     pub(crate) hedging: Option<Hedging>,
+    /// Whether calls are timed (for the latency EWMA, latency-based selection, hedging).
+    pub(crate) timed: bool,
     pub(crate) classifier: C,
     pub(crate) commit: K,
 }
@@ -367,6 +369,12 @@ impl<S, C, K, P> Builder<S, C, K, P> {
             spawn(&runtime, &health, names, interval);
         }
         let rng = self.config.seed.map_or_else(Rng::new, Rng::with_seed);
+        let timed = self.config.health.track_latency
+            || self.config.hedge.is_some()
+            || matches!(
+                self.config.selection,
+                Selection::LeastLatency | Selection::PowerOfTwoChoices
+            );
         Ok(FailoverService {
             shared: Arc::new(Shared {
                 providers,
@@ -374,6 +382,7 @@ impl<S, C, K, P> Builder<S, C, K, P> {
                 health,
                 selection: self.config.selection,
                 hedging: self.config.hedge.map(Hedging::new),
+                timed,
                 classifier: self.classifier,
                 commit: self.commit,
             }),

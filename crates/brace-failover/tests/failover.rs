@@ -313,7 +313,7 @@ async fn preferred_provider_is_tried_first_when_healthy() {
         .provider(Provider::new("b", b).priority(5))
         .classifier(TestClassifier)
         .preference(preference)
-        .health(health(1, Duration::from_secs(60)))
+        .health(health(1, Duration::from_mins(1)))
         .build()
         .unwrap();
     let mut svc = tower::service_fn(move |_: String| {
@@ -407,7 +407,7 @@ async fn active_probe_brings_provider_back_before_recovery_time() {
         .provider(Provider::new("a", a.clone()))
         .provider(Provider::new("b", b).priority(1))
         .classifier(TestClassifier)
-        .health(health(1, Duration::from_secs(3600)))
+        .health(health(1, Duration::from_hours(1)))
         .probe(Duration::from_secs(5), probe)
         .build()
         .unwrap();
@@ -596,7 +596,7 @@ async fn least_bad_provider_is_tried_when_all_are_unhealthy() {
     });
     let mut svc = build(
         vec![Provider::new("a", a.clone()), Provider::new("b", b.clone())],
-        health(1, Duration::from_secs(60)),
+        health(1, Duration::from_mins(1)),
     );
     // Both fail and become unhealthy; b's recovery ends 10 s after a's.
     send(&mut svc).await.unwrap_err();
@@ -630,7 +630,7 @@ async fn never_polls_an_unhealthy_provider_ready() {
     let mut svc = FailoverService::builder()
         .provider(Provider::new("a", a))
         .provider(Provider::new("b", b).priority(1))
-        .health(health(1, Duration::from_secs(60)))
+        .health(health(1, Duration::from_mins(1)))
         .build()
         .unwrap();
 
@@ -833,5 +833,32 @@ async fn health_snapshot_counts_calls_errors_and_latency() {
     assert_eq!(
         health.errors_by_kind.iter().collect::<Vec<_>>(),
         [(&"bad_request", &1), (&"server", &1)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn untimed_service_keeps_no_latency_but_still_tracks_health() {
+    let log = new_log();
+    let a = Sim::new("a", &log, |_| Step::fail(Status::new(503)));
+    let b = Sim::new("b", &log, |_| Step::ok().after(Duration::from_millis(5)));
+    let mut svc = build(
+        vec![Provider::new("a", a), Provider::new("b", b).priority(1)],
+        HealthConfig {
+            track_latency: false,
+            ..health(1, Duration::from_secs(30))
+        },
+    );
+    send(&mut svc).await.unwrap();
+    send(&mut svc).await.unwrap();
+    let health = svc.health();
+    assert!(!health[0].healthy);
+    assert_eq!(health[0].calls, 1);
+    assert_eq!(health[1].latency_ewma, None);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    send(&mut svc).await.unwrap();
+    assert_eq!(
+        svc.health()[0].calls,
+        2,
+        "tried again after the recovery time"
     );
 }
