@@ -1,0 +1,293 @@
+//! [`GeminiClient`]: a tower service over Google's Gemini API.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Method, Request};
+use tower_service::Service;
+
+use super::stream::StreamState;
+use super::translate::{decode_response, encode_request};
+use crate::error::{LlmError, LlmErrorKind};
+use crate::provider::{
+    ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
+    Transport,
+};
+use crate::response::{ChatResponse, ChatStream, ResponseBody};
+use crate::sse::{self, DecodeError, Flow, SseDecoder, SseEvent};
+use crate::types::{ChatChunk, ChatRequest};
+
+/// Google's Gemini API base URL.
+pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+/// The environment variable the default configuration reads the key from.
+pub const API_KEY_ENV: &str = "GEMINI_API_KEY";
+
+/// A client for Google's Gemini API (`POST {base}/v1beta/models/{model}:generateContent`,
+/// or `:streamGenerateContent?alt=sse` for streams), as a
+/// `tower::Service<ChatRequest, Response = ChatResponse, Error = LlmError>`.
+///
+/// Requests in the OpenAI chat format are translated to Gemini's (see
+/// [`encode_request`]); answers, whole or streamed, come back as OpenAI-style completions
+/// and chunks. Every failure is an [`LlmError`] naming the provider: `RESOURCE_EXHAUSTED`
+/// is [`LlmErrorKind::RateLimited`] (with the `RetryInfo` delay), `UNAVAILABLE`
+/// [`LlmErrorKind::Overloaded`], a blocked prompt [`LlmErrorKind::ContentFiltered`].
+///
+/// The model in the URL is [`ProviderConfig::resolve_model`] of the requested one. The key
+/// goes in the `x-goog-api-key` header, marked sensitive — never in the URL — and neither
+/// `Debug` nor any error shows it.
+///
+/// # Example
+///
+/// ```
+/// use brace_llm::gemini::GeminiClient;
+/// use brace_llm::provider::ApiKey;
+///
+/// let config = GeminiClient::default_config()
+///     .with_api_key(ApiKey::new("AIzaSyD-secret-key"))
+///     .with_default_model("gemini-2.5-flash");
+/// let client = GeminiClient::new(config).unwrap();
+/// assert!(!format!("{client:?}").contains("secret"));
+/// ```
+///
+/// # Clone
+///
+/// Clones share the configuration, the connection pool and the statistics.
+#[derive(Clone)]
+pub struct GeminiClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ProviderConfig,
+    transport: Transport,
+    base: String,
+    headers: HeaderMap,
+}
+
+impl fmt::Debug for GeminiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeminiClient")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The model's name as it goes in the URL: `models/` dropped, and only characters a
+/// model name has (so a request cannot reach another path).
+fn model_path(model: &str) -> Result<&str, LlmError> {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    if model.is_empty()
+        || !model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(LlmError::new(
+            LlmErrorKind::BadRequest,
+            format!("`{model}` is not a valid Gemini model name"),
+        ));
+    }
+    Ok(model)
+}
+
+impl GeminiClient {
+    /// The default configuration: provider `gemini`, [`DEFAULT_BASE_URL`], the key from
+    /// [`API_KEY_ENV`].
+    pub fn default_config() -> ProviderConfig {
+        ProviderConfig::new("gemini", DEFAULT_BASE_URL).with_api_key_env(API_KEY_ENV)
+    }
+
+    /// A client from its configuration, on the shared connection pool.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] if the base URL is not an http(s) URL, the key's environment
+    /// variable is unset, or a header is invalid.
+    pub fn new(config: ProviderConfig) -> Result<Self, ConfigError> {
+        let transport = Transport::new(&config)?;
+        Self::with_transport(config, transport)
+    }
+
+    /// A client sending through `transport`.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_transport(config: ProviderConfig, transport: Transport) -> Result<Self, ConfigError> {
+        let base = config.checked_base_url()?;
+        let mut headers = config.header_map()?;
+        if let Some(key) = config.resolve_api_key()? {
+            headers.insert("x-goog-api-key", key.header_value("")?);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                base,
+                config,
+                transport,
+                headers,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProviderConfig {
+        &self.inner.config
+    }
+
+    /// The provider's name, as errors and responses carry it.
+    pub fn provider(&self) -> &Arc<str> {
+        self.inner.transport.provider()
+    }
+
+    /// Counters of malformed events skipped and streams interrupted.
+    pub fn stats(&self) -> &Arc<ProviderStats> {
+        self.inner.transport.stats()
+    }
+
+    /// The HTTP request [`call`](Service::call) sends for `request`, and the model it asks.
+    ///
+    /// # Errors
+    ///
+    /// A [`LlmErrorKind::BadRequest`] error if the request cannot be translated or the
+    /// model name is not one.
+    pub fn http_request(&self, request: &ChatRequest) -> Result<(Request<Bytes>, String), LlmError> {
+        let inner = &self.inner;
+        let model = model_path(inner.config.resolve_model(&request.model))?.to_owned();
+        let body = encode_request(request)?;
+        let (url, accept) = if request.is_stream() {
+            (
+                format!("{}/v1beta/models/{model}:streamGenerateContent?alt=sse", inner.base),
+                "text/event-stream",
+            )
+        } else {
+            (
+                format!("{}/v1beta/models/{model}:generateContent", inner.base),
+                "application/json",
+            )
+        };
+        let mut http = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .body(Bytes::from(body))
+            .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid request URL"))?;
+        *http.headers_mut() = inner.headers.clone();
+        http.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static(accept));
+        Ok((http, model))
+    }
+
+    /// An active health probe: reads the default model's description
+    /// (`GET {base}/v1beta/models/{model}`), which checks reachability, the key and the
+    /// model without generating tokens. With no default model it lists one model.
+    ///
+    /// # Errors
+    ///
+    /// The probe's failure as an [`LlmError`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the probe.
+    pub fn probe(&self) -> ProbeFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let url = match inner.config.default_model.as_deref() {
+                Some(model) => format!("{}/v1beta/models/{}", inner.base, model_path(model)?),
+                None => format!("{}/v1beta/models?pageSize=1", inner.base),
+            };
+            let mut request = Request::builder()
+                .method(Method::GET)
+                .uri(url)
+                .body(Bytes::new())
+                .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid probe URL"))?;
+            *request.headers_mut() = inner.headers.clone();
+            request.headers_mut().remove(CONTENT_TYPE);
+            let response = inner.transport.send(request).await?;
+            response.bytes().await.map(drop)
+        })
+    }
+}
+
+async fn respond(
+    response: HttpResponse,
+    model: String,
+    include_usage: bool,
+) -> Result<ChatResponse, LlmError> {
+    let provider = response.provider().clone();
+    if response.is_event_stream() {
+        let chunks = response.into_chunks(StreamState::new(model.clone(), include_usage));
+        let (model, stream) = sse::start(chunks, &model).await?;
+        return Ok(ChatResponse::stream(provider, model, stream));
+    }
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    let completion = decode_response(&body, &model)
+        .map_err(|err| err.with_provider(provider.clone()).with_status(status))?;
+    Ok(ChatResponse::complete(provider, completion))
+}
+
+impl Service<ChatRequest> for GeminiClient {
+    type Response = ChatResponse;
+    type Error = LlmError;
+    type Future = ResponseFuture;
+
+    /// Always ready: the connection pool queues requests itself, and every wait is bounded
+    /// by the configured timeouts.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        let provider = self.provider().clone();
+        let (http, model) = match self.http_request(&request) {
+            Ok(built) => built,
+            Err(err) => return ResponseFuture::error(err.with_provider(provider)),
+        };
+        let stream = request.is_stream();
+        let include_usage = request.wants_stream_usage();
+        let transport = self.inner.transport.clone();
+        ResponseFuture::new(async move {
+            let response = transport.send(http).await?;
+            let response = respond(response, model, include_usage).await?;
+            Ok(match response.body {
+                // A whole answer to a streamed request, replayed as chunks.
+                ResponseBody::Complete(completion) if stream => ChatResponse {
+                    meta: response.meta,
+                    body: ResponseBody::Stream(ChatStream::from_items(
+                        completion
+                            .to_chunks(include_usage)
+                            .into_iter()
+                            .map(Ok)
+                            .collect(),
+                    )),
+                },
+                body => ChatResponse {
+                    meta: response.meta,
+                    body,
+                },
+            })
+        })
+    }
+}
+
+// ===== StreamState as an SseDecoder =====
+
+impl SseDecoder for StreamState {
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+        match self.on_event(&event.data) {
+            Ok(chunk) => out.push(chunk),
+            Err(err) if err.kind() == LlmErrorKind::MalformedResponse => {
+                return Err(DecodeError::Malformed(err.message().to_owned()));
+            }
+            Err(err) => return Err(DecodeError::Fatal(err)),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, _saw_finish_reason: bool, out: &mut Vec<ChatChunk>) -> Result<(), LlmError> {
+        out.extend(StreamState::finish(self)?);
+        Ok(())
+    }
+}
