@@ -1,6 +1,7 @@
 //! A circuit breaker for [tower] services: when a service keeps failing, stop sending it
 //! calls, fail them at once, and probe for recovery — with resilience4j's semantics and no
-//! lock on the hot path.
+//! global lock: a closed breaker admits a call with one atomic load and records it in a
+//! lock-free count window (a time window holds its own lock for a few nanoseconds).
 //!
 //! [`CircuitBreakerLayer`] wraps any `Service<Req>`. Each outcome is judged by a classifier
 //! ([`brace_core::Classify`]): success, failure, or ignored. The breaker records successes
@@ -68,6 +69,9 @@
 //! - A transition to the current state emits nothing; closed never moves straight to
 //!   half-open.
 //! - Clones of the service, and every service the layer builds, share one breaker.
+//! - Timing calls to find slow ones reads the clock twice per call, the largest part of a
+//!   closed breaker's cost where the clock is slow; [`Builder::track_slow_calls`] turns it
+//!   off.
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
