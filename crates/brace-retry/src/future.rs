@@ -31,9 +31,9 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         // One timer, reset for each use: the attempt's time limit, the backoff wait, or the
-        // overall deadline while waiting for readiness.
-        #[pin]
-        timer: Option<Sleep>,
+        // overall deadline while waiting for readiness. Boxed, and only once needed, so
+        // that the success path without timeouts carries (and moves) a small future.
+        timer: Option<Pin<Box<Sleep>>>,
         service: S,
         // The copy to send next; `None` once no further attempt can be made.
         request: Option<Req>,
@@ -82,7 +82,7 @@ where
             .and_then(|(now, deadline)| now.checked_add(deadline));
         let timer = now
             .and_then(|now| attempt_limit(now, policy.attempt_timeout, deadline))
-            .map(sleep_until);
+            .map(|at| Box::pin(sleep_until(at)));
         let (request, future) = if policy.max_retries == 0 {
             (None, service.call(request))
         } else {
@@ -114,17 +114,17 @@ fn attempt_limit(
     }
 }
 
-fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Instant) {
-    match timer.as_mut().as_pin_mut() {
-        Some(sleep) => sleep.reset(at),
-        None => timer.set(Some(sleep_until(at))),
+fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
+    match timer {
+        Some(sleep) => sleep.as_mut().reset(at),
+        None => *timer = Some(Box::pin(sleep_until(at))),
     }
 }
 
-fn fired(timer: Pin<&mut Option<Sleep>>, cx: &mut Context<'_>) -> bool {
+fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
     timer
-        .as_pin_mut()
-        .is_some_and(|sleep| sleep.poll(cx).is_ready())
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
 }
 
 fn deadline_exceeded<T, C>(policy: &Policy<C>) -> Poll<Result<T, BoxError>> {
@@ -151,7 +151,7 @@ where
                         Poll::Ready(result) => Attempt::Done(result),
                         Poll::Pending => {
                             let timed = policy.attempt_timeout.is_some() || this.deadline.is_some();
-                            if !timed || !fired(this.timer.as_mut(), cx) {
+                            if !timed || !fired(this.timer, cx) {
                                 return Poll::Pending;
                             }
                             if this.deadline.is_some_and(|at| Instant::now() >= at) {
@@ -189,20 +189,20 @@ where
                     if delay.is_zero() {
                         this.state.set(State::Readying);
                         if let Some(deadline) = *this.deadline {
-                            arm(this.timer.as_mut(), deadline);
+                            arm(this.timer, deadline);
                         }
                     } else {
                         this.state.set(State::Waiting);
-                        arm(this.timer.as_mut(), Instant::now() + delay);
+                        arm(this.timer, Instant::now() + delay);
                     }
                 }
                 StateProj::Waiting => {
-                    if let Some(sleep) = this.timer.as_mut().as_pin_mut() {
-                        ready!(sleep.poll(cx));
+                    if let Some(sleep) = this.timer.as_mut() {
+                        ready!(sleep.as_mut().poll(cx));
                     }
                     this.state.set(State::Readying);
                     if let Some(deadline) = *this.deadline {
-                        arm(this.timer.as_mut(), deadline);
+                        arm(this.timer, deadline);
                     }
                 }
                 StateProj::Readying => {
@@ -210,7 +210,7 @@ where
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
                         Poll::Pending => {
-                            if this.deadline.is_some() && fired(this.timer.as_mut(), cx) {
+                            if this.deadline.is_some() && fired(this.timer, cx) {
                                 return deadline_exceeded(policy);
                             }
                             return Poll::Pending;
@@ -231,7 +231,7 @@ where
                         && let Some(at) =
                             attempt_limit(Instant::now(), policy.attempt_timeout, *this.deadline)
                     {
-                        arm(this.timer.as_mut(), at);
+                        arm(this.timer, at);
                     }
                 }
             }
