@@ -12,12 +12,17 @@ use tower_service::Service;
 use super::stream::StreamState;
 use super::translate::{RequestOptions, decode_response, encode_request};
 use crate::error::{LlmError, LlmErrorKind};
+use futures_util::StreamExt;
+use futures_util::stream::Map;
+
 use crate::provider::{
-    ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
+    BodyStream, ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
     Transport,
 };
 use crate::response::{ChatResponse, ChatStream};
-use crate::sse::{self, DecodeError, Flow, SseDecoder, SseEvent};
+use crate::sse::{
+    self, ChunkStream, DecodeError, Flow, MalformedEvents, SseDecoder, SseEvent, SseEvents,
+};
 use crate::types::{ChatChunk, ChatRequest};
 
 /// Anthropic's API base URL.
@@ -209,14 +214,58 @@ impl AnthropicClient {
     }
 }
 
+/// A body error while streaming: reqwest reports a connection cut mid-body as a decode
+/// error, but for a stream it means the stream broke.
+fn body_error_is_interruption(item: Result<Bytes, LlmError>) -> Result<Bytes, LlmError> {
+    item.map_err(|err| {
+        if err.kind() == LlmErrorKind::MalformedResponse {
+            let interrupted = LlmError::new(LlmErrorKind::StreamInterrupted, err.message());
+            match err.provider() {
+                Some(provider) => interrupted.with_provider(provider.to_owned()),
+                None => interrupted,
+            }
+        } else {
+            err
+        }
+    })
+}
+
+type EventChunks<D> = ChunkStream<
+    SseEvents<Map<BodyStream, fn(Result<Bytes, LlmError>) -> Result<Bytes, LlmError>>>,
+    D,
+>;
+
+/// The chunks of an event-stream response, decoded by `decoder`.
+pub(crate) fn event_chunks<D: SseDecoder>(
+    response: HttpResponse,
+    decoder: D,
+    policy: MalformedEvents,
+    stats: Arc<ProviderStats>,
+) -> EventChunks<D> {
+    let provider = response.provider().clone();
+    let body = response
+        .into_body_stream()
+        .map(body_error_is_interruption as fn(_) -> _);
+    ChunkStream::new(SseEvents::new(body), decoder)
+        .with_provider(provider)
+        .with_malformed_events(policy)
+        .with_stats(stats)
+}
+
 async fn respond(
     response: HttpResponse,
     model: String,
     include_usage: bool,
+    inner: &Inner,
 ) -> Result<ChatResponse, LlmError> {
     let provider = response.provider().clone();
     if response.is_event_stream() {
-        let chunks = response.into_chunks(StreamState::new(include_usage));
+        let chunks = event_chunks(
+            response,
+            StreamState::new(include_usage),
+            inner.config.malformed_events,
+            inner.transport.stats().clone(),
+        );
         let (model, stream) = sse::start(chunks, &model).await?;
         return Ok(ChatResponse::stream(provider, model, stream));
     }
@@ -265,10 +314,10 @@ impl Service<ChatRequest> for AnthropicClient {
         };
         let stream = request.is_stream();
         let include_usage = request.wants_stream_usage();
-        let transport = self.inner.transport.clone();
+        let inner = self.inner.clone();
         ResponseFuture::new(async move {
-            let response = transport.send(http).await?;
-            let response = respond(response, model, include_usage).await?;
+            let response = inner.transport.send(http).await?;
+            let response = respond(response, model, include_usage, &inner).await?;
             Ok(if stream {
                 as_stream(response, include_usage)
             } else {

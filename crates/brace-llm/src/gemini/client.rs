@@ -10,6 +10,7 @@ use http::{Method, Request};
 use tower_service::Service;
 
 use super::stream::StreamState;
+use crate::anthropic::client::event_chunks;
 use super::translate::{decode_response, encode_request};
 use crate::error::{LlmError, LlmErrorKind};
 use crate::provider::{
@@ -214,10 +215,16 @@ async fn respond(
     response: HttpResponse,
     model: String,
     include_usage: bool,
+    inner: &Inner,
 ) -> Result<ChatResponse, LlmError> {
     let provider = response.provider().clone();
     if response.is_event_stream() {
-        let chunks = response.into_chunks(StreamState::new(model.clone(), include_usage));
+        let chunks = event_chunks(
+            response,
+            StreamState::new(model.clone(), include_usage),
+            inner.config.malformed_events,
+            inner.transport.stats().clone(),
+        );
         let (model, stream) = sse::start(chunks, &model).await?;
         return Ok(ChatResponse::stream(provider, model, stream));
     }
@@ -247,10 +254,10 @@ impl Service<ChatRequest> for GeminiClient {
         };
         let stream = request.is_stream();
         let include_usage = request.wants_stream_usage();
-        let transport = self.inner.transport.clone();
+        let inner = self.inner.clone();
         ResponseFuture::new(async move {
-            let response = transport.send(http).await?;
-            let response = respond(response, model, include_usage).await?;
+            let response = inner.transport.send(http).await?;
+            let response = respond(response, model, include_usage, &inner).await?;
             Ok(match response.body {
                 // A whole answer to a streamed request, replayed as chunks.
                 ResponseBody::Complete(completion) if stream => ChatResponse {
