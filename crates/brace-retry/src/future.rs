@@ -71,18 +71,16 @@ where
     Req: Clone,
 {
     /// Sends the first attempt on `service`, which must be ready.
+    #[inline]
     pub(crate) fn new(mut service: S, request: Req, policy: Arc<Policy<C>>) -> Self {
         if let Some(budget) = &policy.budget {
             budget.deposit();
         }
-        let timed = policy.deadline.is_some() || policy.attempt_timeout.is_some();
-        let now = timed.then(Instant::now);
-        let deadline = now
-            .zip(policy.deadline)
-            .and_then(|(now, deadline)| now.checked_add(deadline));
-        let timer = now
-            .and_then(|now| attempt_limit(now, policy.attempt_timeout, deadline))
-            .map(|at| Box::pin(sleep_until(at)));
+        let (deadline, timer) = if policy.deadline.is_some() || policy.attempt_timeout.is_some() {
+            first_timer(policy.attempt_timeout, policy.deadline)
+        } else {
+            (None, None)
+        };
         let (request, future) = if policy.max_retries == 0 {
             (None, service.call(request))
         } else {
@@ -99,6 +97,19 @@ where
             deadline,
         }
     }
+}
+
+/// The overall deadline and the first attempt's timer, for a call starting now.
+#[cold]
+#[inline(never)]
+fn first_timer(
+    attempt_timeout: Option<Duration>,
+    deadline: Option<Duration>,
+) -> (Option<Instant>, Option<Pin<Box<Sleep>>>) {
+    let now = Instant::now();
+    let deadline = deadline.and_then(|deadline| now.checked_add(deadline));
+    let timer = attempt_limit(now, attempt_timeout, deadline).map(|at| Box::pin(sleep_until(at)));
+    (deadline, timer)
 }
 
 /// When the attempt starting at `now` must end: its own limit or the deadline.
@@ -141,6 +152,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let policy: &Policy<C> = this.policy;
@@ -174,6 +186,9 @@ where
                             (outcome, Err(Box::new(Elapsed::new()) as BoxError))
                         }
                     };
+                    if !outcome.is_retryable() {
+                        return Poll::Ready(result);
+                    }
                     let delay = match decide(
                         policy,
                         *this.attempts,
@@ -239,8 +254,10 @@ where
     }
 }
 
-/// After a failed or finished attempt: `Ok(delay)` to retry after `delay`, or `Err` with
-/// what the caller gets.
+/// After a retryable failure: `Ok(delay)` to retry after `delay`, or `Err` with what the
+/// caller gets.
+#[cold]
+#[inline(never)]
 fn decide<C, T>(
     policy: &Policy<C>,
     attempts: u32,
@@ -250,9 +267,6 @@ fn decide<C, T>(
     outcome: Outcome,
     result: Result<T, BoxError>,
 ) -> Result<Duration, Result<T, BoxError>> {
-    if !outcome.is_retryable() {
-        return Err(result);
-    }
     if !can_retry || attempts > policy.max_retries {
         return Err(give_up(
             policy,

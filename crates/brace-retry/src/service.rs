@@ -106,10 +106,12 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, C>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
         // The instance made ready by `poll_ready` takes this call and goes with the future;
         // a fresh clone stays here for the next `poll_ready`.

@@ -264,7 +264,7 @@ async fn retry_after_past_the_cap_gives_up_at_once() {
         .on_give_up(move |event| {
             seen.lock()
                 .unwrap()
-                .push((event.attempts(), event.reason()))
+                .push((event.attempts(), event.reason()));
         })
         .build();
     let start = Instant::now();
