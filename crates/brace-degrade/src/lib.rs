@@ -23,9 +23,11 @@
 //!
 //! # Caching
 //!
-//! Successful live responses fill the cache, keyed by the blake3 hash of the request's
-//! canonical form (so field order, whitespace, and fields that do not change the answer do
-//! not change the key). By default only *deterministic* requests are stored
+//! Successful live responses fill the cache, keyed by the blake3 hash of the canonical form
+//! of the request as the caller sent it, before any reshaping (so field order, whitespace,
+//! and fields that do not change the answer do not change the key). An answer from a lower
+//! level is stored under the caller's request too: served later from the cache, it is
+//! marked as cached, and its metadata still names the model that produced it. By default only *deterministic* requests are stored
 //! ([`Admit::Deterministic`]: for chat requests, temperature 0 and one choice), since caching
 //! a sampled answer would hand every later caller the same draw. A streamed response is
 //! stored once it completes, collected while it passes through, and replayed as a stream to
