@@ -125,6 +125,14 @@ fn attempt_limit(
     }
 }
 
+/// `delay` from now; a delay past what the clock can represent waits about a year instead.
+fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(Duration::from_hours(24 * 365)))
+        .unwrap_or(now)
+}
+
 fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
     match timer {
         Some(sleep) => sleep.as_mut().reset(at),
@@ -208,7 +216,7 @@ where
                         }
                     } else {
                         this.state.set(State::Waiting);
-                        arm(this.timer, Instant::now() + delay);
+                        arm(this.timer, after(delay));
                     }
                 }
                 StateProj::Waiting => {

@@ -39,7 +39,8 @@ use crate::policy::Policy;
 /// - [`RetriesExhausted`](brace_core::RetriesExhausted) when the layer gives up on a
 ///   retryable error (its source is the last attempt's error);
 /// - [`DeadlineExceeded`](brace_core::DeadlineExceeded) when the overall deadline cuts an
-///   attempt or a wait for readiness.
+///   attempt or a wait for readiness;
+/// - the inner service's own error if it fails to become ready for a retry.
 ///
 /// A *response* the classifier judged a retryable failure (an HTTP 503, say) is returned as
 /// the response when the layer gives up; the [`on_give_up`](crate::RetryLayerBuilder::on_give_up)

@@ -689,3 +689,18 @@ fn status_classifier_fits_the_layer_over_http_responses() {
     assert_classifier(&StatusClassifier::new());
     assert_classifier(&brace_retry::on_error::OnError::http([ErrorClass::Timeout]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_enormous_backoff_waits_without_panicking() {
+    let upstream = Upstream::new([boom(), ok()]);
+    let layer = RetryLayer::builder()
+        .backoff(Backoff::constant(Duration::MAX))
+        .no_budget()
+        .build();
+    let mut service = layer.layer(upstream.clone());
+    let mut response = tokio_test::task::spawn(service.ready().await.unwrap().call(1));
+    tokio_test::assert_pending!(response.poll());
+    tokio::time::advance(Duration::from_hours(24)).await;
+    tokio_test::assert_pending!(response.poll());
+    assert_eq!(upstream.calls(), 1);
+}
