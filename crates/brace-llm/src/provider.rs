@@ -739,7 +739,7 @@ impl HttpResponse {
     ///
     /// [`LlmErrorKind::Timeout`] past the call's timeout or the idle timeout,
     /// [`LlmErrorKind::MalformedResponse`] if the body is larger than
-    /// [`ProviderConfig::max_response_bytes`], and the transport's error if the connection
+    /// [`ProviderConfig::max_response_bytes`], and [`LlmErrorKind::StreamInterrupted`] if the connection
     /// breaks.
     ///
     /// # Cancel safety
@@ -765,9 +765,7 @@ impl HttpResponse {
                 }
                 Ok(Ok(None)) => return Ok(body.freeze()),
                 Ok(Err(err)) => {
-                    return Err(
-                        LlmError::from_reqwest(&err).with_provider(settings.provider.clone())
-                    );
+                    return Err(body_error(&err).with_provider(settings.provider.clone()));
                 }
                 Err(_) => {
                     return Err(self.transport.timeout_error("response body not complete"));
@@ -844,6 +842,24 @@ fn looks_like_error(body: &[u8]) -> bool {
         .is_some_and(|value| value.get("error").is_some())
 }
 
+/// A failure while reading a body that had started: the answer is cut, whatever reqwest
+/// calls it (it reports a connection dropped mid-body as a decode error).
+fn body_error(err: &reqwest::Error) -> LlmError {
+    let read = LlmError::from_reqwest(err);
+    if read.kind() == LlmErrorKind::Timeout {
+        return read;
+    }
+    let prefix = format!("{}: ", read.kind());
+    let detail = read
+        .message()
+        .strip_prefix(&prefix)
+        .unwrap_or(read.message());
+    LlmError::new(
+        LlmErrorKind::StreamInterrupted,
+        format!("the connection broke during the body: {detail}"),
+    )
+}
+
 // ===== BodyStream =====
 
 pin_project! {
@@ -887,7 +903,7 @@ impl Stream for BodyStream {
             Poll::Ready(Some(Err(err))) => {
                 *this.done = true;
                 return Poll::Ready(Some(Err(
-                    LlmError::from_reqwest(&err).with_provider(this.settings.provider.clone())
+                    body_error(&err).with_provider(this.settings.provider.clone())
                 )));
             }
             Poll::Ready(None) => {

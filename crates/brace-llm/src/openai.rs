@@ -1,1 +1,0 @@
-//! The openai provider client (being written).
