@@ -41,6 +41,7 @@
 
 pub mod anthropic;
 pub mod classify;
+pub mod commit;
 pub mod degrade;
 pub mod error;
 pub mod gemini;
