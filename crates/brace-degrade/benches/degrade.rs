@@ -72,6 +72,10 @@ fn bench(c: &mut Criterion) {
     parts.bench_function("cache_key_1KiB", |b| {
         b.iter(|| black_box(brace_degrade::CacheKey::of(black_box(&req))));
     });
+    let bytes = vec![b'x'; 1024];
+    parts.bench_function("blake3_1KiB", |b| {
+        b.iter(|| black_box(blake3::hash(black_box(&bytes))));
+    });
     let cache = cached_layer.cache().unwrap();
     let key = brace_degrade::CacheKey::of(&req).unwrap();
     parts.bench_function("cache_get", |b| {

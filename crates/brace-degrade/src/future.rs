@@ -209,7 +209,11 @@ where
                     let result = ready!(future.poll(cx));
                     let outcome = this.core.classifier.classify(result.as_ref());
                     let failed = outcome.is_failure() || outcome.should_failover();
-                    this.core.shared.record(*this.level, this.start, !failed);
+                    // The caller's own mistakes (ignored, not failing over) say nothing
+                    // about the level's health either way.
+                    if failed || outcome.is_success() {
+                        this.core.shared.record(*this.level, this.start, !failed);
+                    }
                     let degradation = Degradation {
                         level: this.core.shared.ladder.levels()[*this.level]
                             .name_arc()

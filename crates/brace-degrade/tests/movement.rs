@@ -217,6 +217,23 @@ async fn a_pinned_level_holds_against_failures_and_recovery() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_callers_own_errors_do_not_count_toward_recovery() {
+    let backend = Backend::new(Mode::Failing);
+    let classify = |result: Result<&Resp, &BoxError>| match result {
+        Ok(_) => brace_core::Outcome::success(),
+        Err(_) => brace_core::Outcome::ignored(),
+    };
+    let layer = layer().with_classifier(classify);
+    let handle = layer.handle();
+    handle.set("reduced").unwrap();
+    let mut svc = layer.layer(backend.service());
+    for _ in 0..12 {
+        assert!(ask(&mut svc, Req::new("q")).await.is_err());
+    }
+    assert_eq!(handle.level().name(), "reduced");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_probe_lets_the_next_request_probe() {
     let (mock, mut inner) = tower_test::mock::pair::<Req, Resp>();
     let layer = layer();
