@@ -60,8 +60,9 @@ pub enum Behavior {
         #[serde(default)]
         then: Box<Behavior>,
     },
-    /// Over HTTP: the connection is dropped after sending the status line and headers (`200`)
-    /// and `after_bytes` bytes of the answer. In process: a
+    /// Over HTTP: the connection is dropped — before any response if `after_bytes` is 0
+    /// (the client gets no status at all), else after `200`, the headers and `after_bytes`
+    /// bytes of the answer (the body never ends properly). In process: a
     /// [`Connect`](LlmErrorKind::Connect) error if `after_bytes` is 0, else
     /// [`StreamInterrupted`](LlmErrorKind::StreamInterrupted).
     Drop {

@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -52,6 +53,7 @@ use crate::error::LlmErrorKind;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use brace_llm::sim::{Behavior, SimConfig, SimHandle, SimServer};
+/// # let _ = rustls::crypto::ring::default_provider().install_default();
 ///
 /// let server = SimServer::start(SimHandle::new(SimConfig::new("sim-http"))).await.unwrap();
 /// let client = reqwest::Client::new();
@@ -364,16 +366,23 @@ fn malformed(body: Option<String>) -> Response {
     )
 }
 
-/// `200` and `prefix`, then the connection is dropped (the body never ends properly).
+/// The connection is dropped: with an empty `prefix` before the status line is sent (the
+/// client gets no response at all), else after `200`, the headers and `prefix` (the body
+/// never ends properly).
 fn dropped(prefix: Bytes) -> Response {
-    let items: Vec<Result<Bytes, io::Error>> = vec![
-        Ok(prefix),
-        Err(io::Error::new(
-            io::ErrorKind::ConnectionReset,
-            "simulated dropped connection",
-        )),
-    ];
-    let mut response = Response::new(Body::from_stream(futures_util::stream::iter(items)));
+    let stream = futures_util::stream::unfold(Some(prefix), |prefix| async move {
+        match prefix {
+            Some(prefix) if !prefix.is_empty() => Some((Ok(prefix), None)),
+            _ => {
+                if prefix.is_none() {
+                    flush_pause().await;
+                }
+                Some((Err(cut()), Some(Bytes::new())))
+            }
+        }
+    })
+    .take(2);
+    let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -420,7 +429,10 @@ fn sse_response(state: &AppState, format: WireFormat, plan: &ReplyPlan) -> Respo
                         (steps, shutdown, true),
                     ));
                 }
-                Step::Break => return Some((Err(cut()), (steps, shutdown, true))),
+                Step::Break => {
+                    flush_pause().await;
+                    return Some((Err(cut()), (steps, shutdown, true)));
+                }
                 Step::Stall => {
                     shutdown.cancelled().await;
                     return Some((Err(cut()), (steps, shutdown, true)));
@@ -437,6 +449,12 @@ fn sse_response(state: &AppState, format: WireFormat, plan: &ReplyPlan) -> Respo
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// Lets the server write what it has sent so far to the socket before it drops the
+/// connection, so the client sees the headers and the first bytes, then the cut.
+async fn flush_pause() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
 fn cut() -> io::Error {
