@@ -543,6 +543,7 @@ struct Settings {
     max_response_bytes: usize,
     malformed_events: MalformedEvents,
     stats: Arc<ProviderStats>,
+    secret: Option<ApiKey>,
 }
 
 impl fmt::Debug for Transport {
@@ -570,6 +571,9 @@ impl Transport {
 
     /// A transport for `config`'s provider on a given client (its connect timeout applies,
     /// not `config`'s).
+    ///
+    /// The provider's key (if `config` has one) is remembered only to mask it in error
+    /// messages, should a provider echo it back.
     pub fn with_client(config: &ProviderConfig, client: reqwest::Client) -> Self {
         Self {
             client,
@@ -580,6 +584,7 @@ impl Transport {
                 max_response_bytes: config.max_response_bytes,
                 malformed_events: config.malformed_events,
                 stats: Arc::new(ProviderStats::default()),
+                secret: config.resolve_api_key().ok().flatten(),
             }),
         }
     }
@@ -636,7 +641,9 @@ impl Transport {
         })?;
         let response = match tokio::time::timeout_at(deadline, self.client.execute(request)).await {
             Ok(Ok(response)) => response,
-            Ok(Err(err)) => return Err(LlmError::from_reqwest(&err).with_provider(provider)),
+            Ok(Err(err)) => {
+                return Err(self.scrub(LlmError::from_reqwest(&err).with_provider(provider)));
+            }
             Err(_) => return Err(self.timeout_error("no response")),
         };
         let status = response.status();
@@ -653,7 +660,14 @@ impl Transport {
         let body = read_capped(response, MAX_ERROR_BODY, body_deadline, &self.settings)
             .await
             .unwrap_or_else(|partial| partial);
-        Err(LlmError::from_response(status, &headers, &body).with_provider(provider))
+        Err(self.scrub(LlmError::from_response(status, &headers, &body).with_provider(provider)))
+    }
+
+    /// `err` with this provider's key masked in its message, should the provider have
+    /// echoed it back. Every error the transport and its streams produce is already
+    /// masked; use this on errors a client makes from a body itself.
+    pub fn scrub(&self, err: LlmError) -> LlmError {
+        scrub_secret(err, self.settings.secret.as_ref())
     }
 
     fn timeout_error(&self, what: &str) -> LlmError {
@@ -733,6 +747,11 @@ impl HttpResponse {
         &self.transport.settings.provider
     }
 
+    /// The transport that received this answer (to [`scrub`](Transport::scrub) errors).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
     /// Reads the whole body.
     ///
     /// # Errors
@@ -785,8 +804,10 @@ impl HttpResponse {
         let provider = self.provider().clone();
         let status = self.status();
         let headers = self.headers().clone();
+        let transport = self.transport.clone();
         let body = self.bytes().await?;
-        parse_json_body(&body, status, &headers).map_err(|err| err.with_provider(provider))
+        parse_json_body(&body, status, &headers)
+            .map_err(|err| transport.scrub(err.with_provider(provider)))
     }
 
     /// The body as a stream of pieces, each bounded by the idle timeout and all by the
@@ -810,6 +831,7 @@ impl HttpResponse {
             .with_provider(settings.provider.clone())
             .with_malformed_events(settings.malformed_events)
             .with_stats(settings.stats.clone())
+            .with_secret(settings.secret.clone())
     }
 }
 
@@ -858,6 +880,28 @@ fn body_error(err: &reqwest::Error) -> LlmError {
         LlmErrorKind::StreamInterrupted,
         format!("the connection broke during the body: {detail}"),
     )
+}
+
+/// `err` with `secret` masked in its message.
+pub(crate) fn scrub_secret(err: LlmError, secret: Option<&ApiKey>) -> LlmError {
+    let Some(secret) = secret.map(ApiKey::expose) else {
+        return err;
+    };
+    if secret.len() < 4 || !err.message().contains(secret) {
+        return err;
+    }
+    let mut out = LlmError::new(err.kind(), err.message().replace(secret, "[redacted]"))
+        .with_retry_after(err.retry_after());
+    if let Some(provider) = err.provider() {
+        out = out.with_provider(provider);
+    }
+    if let Some(status) = err.status() {
+        out = out.with_status(status);
+    }
+    if let Some(code) = err.code() {
+        out = out.with_code(code);
+    }
+    out
 }
 
 // ===== BodyStream =====

@@ -61,7 +61,7 @@ use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LlmError, LlmErrorKind};
-use crate::provider::ProviderStats;
+use crate::provider::{ApiKey, ProviderStats, scrub_secret};
 use crate::response::ChatStream;
 use crate::types::ChatChunk;
 
@@ -510,6 +510,7 @@ pin_project! {
         provider: Option<Arc<str>>,
         policy: MalformedEvents,
         stats: Option<Arc<ProviderStats>>,
+        secret: Option<ApiKey>,
     }
 }
 
@@ -540,6 +541,7 @@ impl<S, D> ChunkStream<S, D> {
             provider: None,
             policy: MalformedEvents::Skip,
             stats: None,
+            secret: None,
         }
     }
 
@@ -561,6 +563,14 @@ impl<S, D> ChunkStream<S, D> {
     #[must_use]
     pub fn with_stats(mut self, stats: Arc<ProviderStats>) -> Self {
         self.stats = Some(stats);
+        self
+    }
+
+    /// Masks `secret` in the messages of the errors the stream yields (should a provider
+    /// echo the key back in an error event).
+    #[must_use]
+    pub fn with_secret(mut self, secret: Option<ApiKey>) -> Self {
+        self.secret = secret;
         self
     }
 
@@ -608,6 +618,7 @@ where
                     (None, Some(provider)) => err.with_provider(provider.clone()),
                     _ => err,
                 };
+                let err = scrub_secret(err, this.secret.as_ref());
                 if *this.chunks > 0
                     && let Some(stats) = this.stats.as_ref()
                 {

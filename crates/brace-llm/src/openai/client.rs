@@ -83,10 +83,7 @@ impl OpenAiClient {
     /// # Errors
     ///
     /// A [`ConfigError`] if the configuration is invalid (see [`OpenAiWire::new`]).
-    pub fn with_transport(
-        config: OpenAiConfig,
-        transport: Transport,
-    ) -> Result<Self, ConfigError> {
+    pub fn with_transport(config: OpenAiConfig, transport: Transport) -> Result<Self, ConfigError> {
         Ok(Self {
             wire: Arc::new(OpenAiWire::new(config)?),
             transport,
@@ -187,6 +184,7 @@ impl Service<ChatRequest> for OpenAiClient {
 
 async fn read_completion(response: HttpResponse) -> Result<crate::ChatCompletion, LlmError> {
     let provider = response.provider().clone();
+    let transport = response.transport().clone();
     let body = response.bytes().await?;
-    parse_completion(&body).map_err(|err| err.with_provider(provider))
+    parse_completion(&body).map_err(|err| transport.scrub(err.with_provider(provider)))
 }
