@@ -88,8 +88,9 @@ impl DegradeHandle {
     }
 }
 
-/// Why the current level changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why the current level changed (serialized as `failures`, `recovered` or `manual`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Cause {
     /// Failures at the current level reached the threshold.
@@ -100,8 +101,8 @@ pub enum Cause {
     Manual,
 }
 
-/// The current level changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The current level changed (serializable, for an admin endpoint or an event log).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LevelChange {
     from: LevelRef,
     to: LevelRef,

@@ -171,8 +171,9 @@ impl From<Level> for LevelConfig {
     }
 }
 
-/// A level's position and name, as the handle and events report it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A level's position and name, as the handle and events report it (serialized as
+/// `{"index": 3, "name": "cached"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct LevelRef {
     index: usize,
     name: Arc<str>,

@@ -284,3 +284,27 @@ async fn concurrent_callers_during_level_changes_all_get_an_answer() {
     }
     mover.await.unwrap();
 }
+
+#[tokio::test]
+async fn manual_changes_are_reported_and_serialize_for_an_admin_endpoint() {
+    let layer = layer();
+    let handle = layer.handle();
+    let mut events = handle.subscribe();
+    assert_eq!(handle.pin("cached").unwrap().index(), 3);
+    handle.pin("cached").unwrap();
+    let change = events.try_recv().unwrap();
+    assert!(events.try_recv().is_err(), "no event when the level stays");
+    assert!(change.is_drop());
+    assert_eq!(
+        serde_json::to_value(&change).unwrap(),
+        serde_json::json!({
+            "from": { "index": 0, "name": "full" },
+            "to": { "index": 3, "name": "cached" },
+            "cause": "manual"
+        })
+    );
+    assert!(handle.set("nowhere").is_err());
+    handle.release();
+    assert!(!handle.is_pinned());
+    assert_eq!(handle.level().name(), "cached");
+}
