@@ -138,10 +138,9 @@ where
                 if first
                     && let Some(hedging) = &shared.hedging
                     && let Some(delay) = hedging.delay()
+                    && let Some(at) = now.unwrap_or_else(Instant::now).checked_add(delay)
                 {
-                    this.hedge_timer.set(Some(tokio::time::sleep_until(
-                        now.unwrap_or_else(Instant::now) + delay,
-                    )));
+                    this.hedge_timer.set(Some(tokio::time::sleep_until(at)));
                 }
             }
 

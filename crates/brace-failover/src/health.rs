@@ -141,6 +141,13 @@ impl HealthTable {
             .saturating_add(1)
     }
 
+    /// The clock reading at which a provider taken out at `now` comes back (saturating: a
+    /// recovery time too large for the clock means "never, short of a probe").
+    fn recovery_ends(&self, now: Instant) -> u64 {
+        now.checked_add(self.config.recovery_time)
+            .map_or(u64::MAX, |at| self.ticks(at))
+    }
+
     /// When the provider's skip ends (0 when healthy): the least-bad provider has the
     /// smallest.
     pub(crate) fn unhealthy_until(&self, index: usize) -> u64 {
@@ -194,7 +201,7 @@ impl HealthTable {
                 if self.trips(&state) {
                     state.window = 0;
                     state.window_len = 0;
-                    let until = self.ticks(now + self.config.recovery_time);
+                    let until = self.recovery_ends(now);
                     health.unhealthy_until.store(until, Ordering::Release);
                 }
             }
@@ -246,7 +253,7 @@ impl HealthTable {
         } else {
             state.probe_failures += 1;
             if health.unhealthy_until.load(Ordering::Acquire) != 0 {
-                let until = self.ticks(Instant::now() + self.config.recovery_time);
+                let until = self.recovery_ends(Instant::now());
                 health.unhealthy_until.store(until, Ordering::Release);
             }
         }

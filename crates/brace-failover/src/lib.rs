@@ -48,6 +48,28 @@
 //! provider's error in the order they were tried; [`brace_core::classify_error`] judges it
 //! (retryable only if every failure was, with the shortest Retry-After).
 //!
+//! # Pieces
+//!
+//! - [`Provider`]: a service plus its name, priority, weight, price and model.
+//! - [`Selection`]: ordered, weighted random, least latency (EWMA), power of two choices or
+//!   cheapest, among the healthy providers of the best priority.
+//! - [`Preference`]: a per-request preferred provider (a [`PreferredProvider`] extension, a
+//!   field, anything a `fn(&Req) -> Option<&str>` can read).
+//! - [`HealthConfig`]: passive health from real outcomes (consecutive failures, failure
+//!   rate over a window, latency EWMA); [`Builder::probe`] adds active checks.
+//! - [`HedgeConfig`]: a second provider after a fixed delay or a latency percentile,
+//!   bounded by a budget (tower's `TpsBudget`).
+//! - [`FailoverService::health`]: a [`ProviderHealth`] snapshot per provider.
+//!
+//! # With brace-llm
+//!
+//! brace-failover knows nothing of LLMs. An LLM gateway builds it over its provider stacks
+//! (boxed into one type with `BoxCloneService`) with `brace_llm::LlmClassifier` as the
+//! classifier, `brace_llm::commit::FirstContent` as the commit policy (so a stream that
+//! breaks before its first token fails over), a `fn(&ChatRequest) -> Option<&str>` reading
+//! a [`PreferredProvider`] from the request's extensions, and an [`ErrorKindFn`] naming
+//! `LlmError` kinds for the health snapshot.
+//!
 //! [`Outcome::should_failover`]: brace_core::Outcome::should_failover
 //! [`AllProvidersFailed`]: brace_core::AllProvidersFailed
 //! [`brace_core::classify_error`]: brace_core::classify::classify_error

@@ -35,6 +35,9 @@ where
     }
 }
 
+/// Longest probe interval: longer ones are clamped so the timer cannot overflow.
+const MAX_INTERVAL: Duration = Duration::from_hours(24 * 365);
+
 /// Probes every provider each `interval` until the health table is dropped (when the last
 /// clone of the service and the last in-flight call are gone).
 pub(crate) fn spawn<P: Probe>(
@@ -44,7 +47,7 @@ pub(crate) fn spawn<P: Probe>(
     interval: Duration,
     mut probe: P,
 ) {
-    let interval = interval.max(Duration::from_millis(1));
+    let interval = interval.clamp(Duration::from_millis(1), MAX_INTERVAL);
     let weak: Weak<HealthTable> = Arc::downgrade(table);
     let task = runtime.spawn(async move {
         let mut ticks = tokio::time::interval(interval);

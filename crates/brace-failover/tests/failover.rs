@@ -862,3 +862,37 @@ async fn untimed_service_keeps_no_latency_but_still_tracks_health() {
         "tried again after the recovery time"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn extreme_configuration_values_do_not_panic() {
+    let log = new_log();
+    let a = Sim::new("a", &log, |_| Step::fail(Status::new(503)));
+    let b = Sim::new("b", &log, |_| Step::ok());
+    let mut svc = FailoverService::builder()
+        .provider(Provider::new("a", a))
+        .provider(Provider::new("b", b).priority(1))
+        .classifier(TestClassifier)
+        .health(HealthConfig {
+            consecutive_failures: 1,
+            failure_rate: Some(f64::NAN),
+            window: 0,
+            min_calls: 0,
+            recovery_time: Duration::MAX,
+            latency_alpha: f64::NAN,
+            track_latency: true,
+        })
+        .hedge(HedgeConfig {
+            delay: Some(Duration::MAX),
+            percentile: f64::NAN,
+            min_samples: 0,
+            budget_ratio: f32::NAN,
+            budget_min_per_sec: u32::MAX,
+            budget_ttl: Duration::MAX,
+        })
+        .probe(Duration::MAX, |_: Arc<str>| async { Ok(()) })
+        .build()
+        .unwrap();
+    assert_eq!(send(&mut svc).await.unwrap(), "b");
+    assert_eq!(send(&mut svc).await.unwrap(), "b");
+    assert!(!svc.health()[0].healthy);
+}
