@@ -244,22 +244,28 @@ async fn gemini_stream_ends_with_a_finish_reason() {
         .iter()
         .map(|event| serde_json::from_str(&event.data).unwrap())
         .collect();
-    assert!(data[..3].iter().all(|d| d["candidates"][0]["finishReason"].is_null()));
+    assert!(
+        data[..3]
+            .iter()
+            .all(|d| d["candidates"][0]["finishReason"].is_null())
+    );
     assert_eq!(data[3]["candidates"][0]["finishReason"], "STOP");
     let text: String = data
         .iter()
-        .map(|d| d["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap())
+        .map(|d| {
+            d["candidates"][0]["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(text, "simulated answer to: hello sim");
 }
 
 #[tokio::test]
 async fn models_endpoint_lists_the_configured_model() {
-    let server = SimServer::start(SimHandle::new(
-        SimConfig::new("s").with_model("sim-large"),
-    ))
-    .await
-    .unwrap();
+    let server = SimServer::start(SimHandle::new(SimConfig::new("s").with_model("sim-large")))
+        .await
+        .unwrap();
     let body: Value = client(None)
         .get(format!("{}/v1/models", server.base_url()))
         .send()
@@ -296,7 +302,11 @@ async fn invalid_request_gets_the_providers_400() {
 async fn error_statuses_carry_each_providers_body_and_read_back_as_their_kind() {
     let client = client(None);
     let server = server(Behavior::succeed()).await;
-    for format in [WireFormat::OpenAi, WireFormat::Anthropic, WireFormat::Gemini] {
+    for format in [
+        WireFormat::OpenAi,
+        WireFormat::Anthropic,
+        WireFormat::Gemini,
+    ] {
         for kind in ALL_KINDS {
             let failure = Failure::new(kind);
             let Some(status) = failure.status_for(format) else {
@@ -317,7 +327,12 @@ async fn error_statuses_carry_each_providers_body_and_read_back_as_their_kind() 
             let status = response.status();
             let body = response.bytes().await.unwrap();
             let err = error_of(status, &headers, &body);
-            assert_eq!(err.kind(), kind, "{format:?}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                err.kind(),
+                kind,
+                "{format:?}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
 }
@@ -392,7 +407,11 @@ async fn hang_makes_the_client_time_out() {
 
 #[tokio::test]
 async fn slow_answer_makes_a_short_client_timeout_expire() {
-    let server = server(Behavior::delay(Duration::from_secs(30), Behavior::succeed())).await;
+    let server = server(Behavior::delay(
+        Duration::from_secs(30),
+        Behavior::succeed(),
+    ))
+    .await;
     let err = post(
         &client(Some(Duration::from_millis(150))),
         &server,
@@ -433,7 +452,11 @@ async fn connection_dropped_before_the_response_gives_no_status() {
 #[tokio::test]
 async fn truncated_and_malformed_json_fail_to_decode() {
     for behavior in [Behavior::truncated(), Behavior::malformed()] {
-        for format in [WireFormat::OpenAi, WireFormat::Anthropic, WireFormat::Gemini] {
+        for format in [
+            WireFormat::OpenAi,
+            WireFormat::Anthropic,
+            WireFormat::Gemini,
+        ] {
             let server = server(behavior.clone()).await;
             let response = post(&client(None), &server, format, false).await.unwrap();
             assert_eq!(response.status(), 200);
@@ -505,7 +528,11 @@ async fn first_token_delay_holds_content_after_the_headers() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let events = read_until_quiet(response, Duration::from_millis(150)).await;
-    assert_eq!(events.len(), 1, "only the role chunk before the first token");
+    assert_eq!(
+        events.len(),
+        1,
+        "only the role chunk before the first token"
+    );
     let chunk: ChatChunk = serde_json::from_str(&events[0].data).unwrap();
     assert!(!chunk.has_content());
 }
@@ -546,7 +573,12 @@ async fn malformed_event_sits_inside_an_otherwise_complete_stream() {
     let mut accumulator = StreamAccumulator::new();
     for (index, event) in events[..events.len() - 1].iter().enumerate() {
         let parsed = serde_json::from_str::<ChatChunk>(&event.data);
-        assert_eq!(parsed.is_err(), index == 10, "event {index}: {}", event.data);
+        assert_eq!(
+            parsed.is_err(),
+            index == 10,
+            "event {index}: {}",
+            event.data
+        );
         if let Ok(chunk) = parsed {
             accumulator.push(&chunk);
         }
@@ -556,11 +588,17 @@ async fn malformed_event_sits_inside_an_otherwise_complete_stream() {
 
 #[tokio::test]
 async fn in_band_error_event_in_each_format() {
-    for format in [WireFormat::OpenAi, WireFormat::Anthropic, WireFormat::Gemini] {
-        let server = server(Behavior::reply(Reply::new().with_fault(StreamFault::Error {
-            after: 1,
-            error: Failure::new(LlmErrorKind::Overloaded),
-        })))
+    for format in [
+        WireFormat::OpenAi,
+        WireFormat::Anthropic,
+        WireFormat::Gemini,
+    ] {
+        let server = server(Behavior::reply(Reply::new().with_fault(
+            StreamFault::Error {
+                after: 1,
+                error: Failure::new(LlmErrorKind::Overloaded),
+            },
+        )))
         .await;
         let response = post(&client(None), &server, format, true).await.unwrap();
         assert_eq!(response.status(), 200);
@@ -700,7 +738,10 @@ async fn shutdown_ends_hanging_requests() {
     server.shutdown().await;
     let outcome = request.await.unwrap();
     let err = outcome.unwrap_err();
-    assert!(!err.is_timeout(), "the request waited for its timeout: {err}");
+    assert!(
+        !err.is_timeout(),
+        "the request waited for its timeout: {err}"
+    );
 }
 
 #[tokio::test]
@@ -718,7 +759,10 @@ async fn binding_a_non_loopback_address_is_refused() {
 async fn gemini_unknown_method_is_not_found() {
     let server = server(Behavior::succeed()).await;
     let response = client(None)
-        .post(format!("{}/v1beta/models/{GEMINI_MODEL}:countTokens", server.base_url()))
+        .post(format!(
+            "{}/v1beta/models/{GEMINI_MODEL}:countTokens",
+            server.base_url()
+        ))
         .json(&json!({"contents": []}))
         .send()
         .await

@@ -64,12 +64,14 @@ async fn same_seed_gives_the_same_sequence_of_outcomes() {
 
 #[tokio::test(start_paused = true)]
 async fn reset_replays_the_same_outcomes_and_answers() {
-    let sim = SimProvider::new(SimConfig::new("s").with_seed(7).with_behavior(
-        Behavior::sequence(
-            [Behavior::fail(LlmErrorKind::RateLimited)],
-            Behavior::flaky(0.3, Behavior::fail(LlmErrorKind::Overloaded)),
-        ),
-    ));
+    let sim = SimProvider::new(
+        SimConfig::new("s")
+            .with_seed(7)
+            .with_behavior(Behavior::sequence(
+                [Behavior::fail(LlmErrorKind::RateLimited)],
+                Behavior::flaky(0.3, Behavior::fail(LlmErrorKind::Overloaded)),
+            )),
+    );
     let mut runs = Vec::new();
     for _ in 0..2 {
         let mut run = Vec::new();
@@ -117,7 +119,10 @@ async fn success_is_derived_from_the_request_with_usage_and_provider() {
     let usage = completion.usage.as_ref().unwrap();
     assert_eq!(usage.completion_tokens, 6); // one per word
     assert!(usage.prompt_tokens > 0);
-    assert_eq!(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
     assert_eq!(
         completion.choices[0].finish_reason,
         Some(brace_llm::FinishReason::Stop)
@@ -219,7 +224,7 @@ async fn delayed_call_is_pending_until_its_delay_passes() {
 #[tokio::test(start_paused = true)]
 async fn hang_never_answers() {
     let sim = sim(Behavior::hang());
-    let outcome = tokio::time::timeout(Duration::from_secs(3600), call(&sim, request("x"))).await;
+    let outcome = tokio::time::timeout(Duration::from_hours(1), call(&sim, request("x"))).await;
     assert!(outcome.is_err(), "a hanging provider answered");
     assert_eq!(sim.handle().stats().count("hang"), 1);
 }
@@ -271,10 +276,7 @@ async fn nested_sequences_keep_their_own_positions() {
     // Each call: delay 0, then the inner sequence advances once per call.
     let sim = sim(Behavior::delay(
         Duration::ZERO,
-        Behavior::sequence(
-            [Behavior::fail(LlmErrorKind::Server)],
-            Behavior::succeed(),
-        ),
+        Behavior::sequence([Behavior::fail(LlmErrorKind::Server)], Behavior::succeed()),
     ));
     assert!(call(&sim, request("x")).await.is_err());
     assert!(call(&sim, request("x")).await.is_ok());
@@ -316,10 +318,16 @@ async fn stream_sends_role_content_finish_and_usage_chunks() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(chunks.len(), 1 + 4 + 1 + 1);
-    assert_eq!(chunks[0].choices[0].delta.role, Some(brace_llm::Role::Assistant));
+    assert_eq!(
+        chunks[0].choices[0].delta.role,
+        Some(brace_llm::Role::Assistant)
+    );
     assert!(!chunks[0].has_content());
     assert!(chunks[1..5].iter().all(ChatChunk::has_content));
-    assert_eq!(chunks[5].finish_reason(), Some(&brace_llm::FinishReason::Stop));
+    assert_eq!(
+        chunks[5].finish_reason(),
+        Some(&brace_llm::FinishReason::Stop)
+    );
     assert!(chunks[6].choices.is_empty());
     assert_eq!(chunks[6].usage.as_ref().unwrap().completion_tokens, 4);
 }
@@ -370,7 +378,7 @@ async fn stream_stalls_after_n_chunks() {
     for _ in 0..3 {
         assert!(stream.next().await.unwrap().is_ok());
     }
-    let next = tokio::time::timeout(Duration::from_secs(3600), stream.next()).await;
+    let next = tokio::time::timeout(Duration::from_hours(1), stream.next()).await;
     assert!(next.is_err(), "a stalled stream sent something");
 }
 
@@ -418,10 +426,12 @@ async fn malformed_event_is_an_error_item_and_the_stream_goes_on() {
 
 #[tokio::test(start_paused = true)]
 async fn in_band_error_comes_before_the_first_content_chunk() {
-    let sim = sim(Behavior::reply(Reply::new().with_fault(StreamFault::Error {
-        after: 1,
-        error: Failure::new(LlmErrorKind::Overloaded),
-    })));
+    let sim = sim(Behavior::reply(Reply::new().with_fault(
+        StreamFault::Error {
+            after: 1,
+            error: Failure::new(LlmErrorKind::Overloaded),
+        },
+    )));
     let items = items(call(&sim, stream_request("x")).await.unwrap()).await;
     assert_eq!(items.len(), 2);
     assert!(!items[0].as_ref().unwrap().has_content());
@@ -495,7 +505,10 @@ fn unknown_error_kind_is_refused_with_the_known_names() {
     let err = serde_json::from_str::<Behavior>(r#"{"type": "fail", "kind": "exploded"}"#)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("exploded") && err.contains("rate_limited"), "{err}");
+    assert!(
+        err.contains("exploded") && err.contains("rate_limited"),
+        "{err}"
+    );
     let err = serde_json::from_str::<Behavior>(r#"{"type": "explode"}"#)
         .unwrap_err()
         .to_string();

@@ -547,13 +547,16 @@ mod tests {
                 crate::Message::user("what   is\nbrace?"),
             ],
         );
-        assert_eq!(derived_text(&request), "simulated answer to: what is brace?");
+        assert_eq!(
+            derived_text(&request),
+            "simulated answer to: what is brace?"
+        );
     }
 
     #[test]
     fn max_tokens_cuts_the_answer_with_length() {
-        let request = ChatRequest::new("m", vec![crate::Message::user("a b c d e")])
-            .with_max_tokens(2);
+        let request =
+            ChatRequest::new("m", vec![crate::Message::user("a b c d e")]).with_max_tokens(2);
         let plan = ReplyPlan::new(&Reply::default(), &request, None, 1);
         assert_eq!(plan.pieces.len(), 2);
         assert_eq!(plan.finish_reason, FinishReason::Length);

@@ -304,9 +304,9 @@ async fn answer(
             Some(status) => error_response(format, &failure, status),
             None => match failure.kind {
                 LlmErrorKind::MalformedResponse => malformed(None),
-                LlmErrorKind::StreamInterrupted => {
-                    dropped(Bytes::from_static(b"{\"id\":\"chatcmpl-sim\",\"choices\":["))
-                }
+                LlmErrorKind::StreamInterrupted => dropped(Bytes::from_static(
+                    b"{\"id\":\"chatcmpl-sim\",\"choices\":[",
+                )),
                 _ => dropped(Bytes::new()),
             },
         },

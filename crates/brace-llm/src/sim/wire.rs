@@ -71,7 +71,10 @@ pub(crate) fn parse_request(
                 .and_then(Value::as_array)
                 .ok_or("messages: Field required")?
             {
-                let text = message.get("content").map(anthropic_text).unwrap_or_default();
+                let text = message
+                    .get("content")
+                    .map(anthropic_text)
+                    .unwrap_or_default();
                 messages.push(match message.get("role").and_then(Value::as_str) {
                     Some("assistant") => Message::assistant(text),
                     _ => Message::user(text),
@@ -369,10 +372,9 @@ fn error_value(format: WireFormat, failure: &Failure) -> Value {
                 K::Auth => "authentication_error",
                 K::ModelNotFound => "not_found_error",
                 K::Timeout => "timeout_error",
-                K::BadRequest
-                | K::ContextLengthExceeded
-                | K::ContentFiltered
-                | K::Cancelled => "invalid_request_error",
+                K::BadRequest | K::ContextLengthExceeded | K::ContentFiltered | K::Cancelled => {
+                    "invalid_request_error"
+                }
                 _ => "api_error",
             };
             json!({"type": "error", "error": {"type": kind_name, "message": message}})
@@ -473,8 +475,8 @@ mod tests {
 
     #[test]
     fn requests_missing_fields_say_what_is_missing() {
-        let err = parse_request(WireFormat::Anthropic, br#"{"model":"c"}"#, None, false)
-            .unwrap_err();
+        let err =
+            parse_request(WireFormat::Anthropic, br#"{"model":"c"}"#, None, false).unwrap_err();
         assert!(err.contains("messages"), "{err}");
         let err = parse_request(WireFormat::Gemini, b"{}", Some("g"), false).unwrap_err();
         assert!(err.contains("contents"), "{err}");
