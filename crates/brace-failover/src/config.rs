@@ -128,6 +128,12 @@ pub struct FailoverConfig {
     /// Interval of active health checks, when a probe is set.
     #[serde(with = "brace_core::duration::option")]
     pub probe_interval: Option<Duration>,
+    /// How long a provider may stay unready (its `poll_ready` pending, e.g. a full
+    /// concurrency limit) before the request moves on to the next provider with a
+    /// [`NotReady`](crate::NotReady) error. `None` waits as long as the provider's own stack
+    /// does.
+    #[serde(with = "brace_core::duration::option")]
+    pub ready_timeout: Option<Duration>,
     /// Seed for the random choices (weighted selection, power of two choices), for
     /// reproducible runs. Random when `None`.
     pub seed: Option<u64>,

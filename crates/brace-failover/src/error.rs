@@ -1,8 +1,36 @@
-//! Errors of building a failover service. (A failed call returns
-//! [`AllProvidersFailed`](brace_core::AllProvidersFailed) or the provider's own error.)
+//! Errors of a failover service. A failed call returns
+//! [`AllProvidersFailed`](brace_core::AllProvidersFailed) or the provider's own error;
+//! [`NotReady`] is what a provider that stayed unready is charged with.
 
 use std::error::Error;
 use std::fmt;
+use std::time::Duration;
+
+/// A provider did not become ready within the
+/// [ready timeout](crate::FailoverConfig::ready_timeout); the request moved on.
+#[derive(Debug, Clone, Copy)]
+pub struct NotReady {
+    after: Duration,
+}
+
+impl NotReady {
+    pub(crate) fn new(after: Duration) -> Self {
+        Self { after }
+    }
+
+    /// How long the provider was waited for.
+    pub fn after(&self) -> Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for NotReady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "provider not ready after {}ms", self.after.as_millis())
+    }
+}
+
+impl Error for NotReady {}
 
 /// A failover service could not be built.
 #[derive(Debug)]

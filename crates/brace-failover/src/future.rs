@@ -7,6 +7,7 @@ use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use brace_core::commit::Commit;
 use brace_core::{AllProvidersFailed, BoxError, Classify, ProviderFailure};
@@ -15,6 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::error::NotReady;
 use crate::select::{self, Tried, bit};
 use crate::service::Shared;
 
@@ -57,6 +59,9 @@ pin_project! {
             started: Option<Instant>,
             service: S,
             request: Option<Req>,
+            // Armed the first time the provider is not ready, when a ready timeout is set.
+            #[pin]
+            deadline: Option<Sleep>,
         },
         Calling {
             index: usize,
@@ -154,7 +159,9 @@ where
                 if attempt.is_idle() {
                     continue;
                 }
-                if let Poll::Ready(done) = attempt.poll_attempt(cx, &shared.commit) {
+                if let Poll::Ready(done) =
+                    attempt.poll_attempt(cx, &shared.commit, shared.ready_timeout)
+                {
                     settled = true;
                     if let Some(output) = settle(shared, done, this.failures, this.fallback) {
                         this.primary.set(Attempt::Idle);
@@ -309,6 +316,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
             started: now,
             service: shared.services[index].clone(),
             request: Some(request.clone()),
+            deadline: None,
         }
     }
 
@@ -317,6 +325,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         commit: &K,
+        ready_timeout: Option<Duration>,
     ) -> Poll<Done<T>>
     where
         S: Service<Req, Response = T, Future = F>,
@@ -334,10 +343,11 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                     started,
                     service,
                     request,
+                    mut deadline,
                 } => {
                     let (index, started) = (*index, *started);
-                    match ready!(service.poll_ready(cx)) {
-                        Ok(()) => {
+                    match service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
                             let request = request.take().expect("an attempt is called once");
                             let future = service.call(request);
                             self.set(Attempt::Calling {
@@ -347,7 +357,24 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                             });
                             continue;
                         }
-                        Err(err) => (index, started, Err(err.into())),
+                        Poll::Ready(Err(err)) => (index, started, Err(err.into())),
+                        Poll::Pending => {
+                            let Some(timeout) = ready_timeout else {
+                                return Poll::Pending;
+                            };
+                            if deadline.is_none() {
+                                let at = Instant::now().checked_add(timeout);
+                                deadline.set(at.map(tokio::time::sleep_until));
+                            }
+                            let expired = deadline
+                                .as_pin_mut()
+                                .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                            if !expired {
+                                return Poll::Pending;
+                            }
+                            let err: BoxError = Box::new(NotReady::new(timeout));
+                            (index, started, Err(err))
+                        }
                     }
                 }
                 AttemptProj::Calling {

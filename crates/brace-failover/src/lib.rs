@@ -88,7 +88,7 @@ mod select;
 mod service;
 
 pub use self::config::{FailoverConfig, HealthConfig, HedgeConfig, Selection};
-pub use self::error::BuildError;
+pub use self::error::{BuildError, NotReady};
 pub use self::future::ResponseFuture;
 pub use self::health::{ErrorKindFn, ProviderHealth, default_error_kind};
 pub use self::preference::{FromExtensions, NoPreference, Preference, PreferredProvider};

@@ -48,8 +48,9 @@ const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// `poll_ready` is always ready: the provider a request goes to is only known in `call`,
 /// and waiting for every provider to be ready would let one stalled provider block them
 /// all (the head-of-line blocking tower's `Steer` warns about). Each attempt drives the
-/// readiness of the provider it calls, and only that one. Give each provider its own
-/// timeout or load shedding so that an overloaded one fails fast.
+/// readiness of the provider it calls, and only that one; with a
+/// [ready timeout](Builder::ready_timeout) a provider that stays unready is charged a
+/// [`NotReady`](crate::NotReady) error and the request moves on.
 ///
 /// # Provider types
 ///
@@ -73,6 +74,7 @@ pub(crate) struct Shared<S, C, K> {
     pub(crate) health: Arc<HealthTable>,
     pub(crate) selection: Selection,
     pub(crate) hedging: Option<Hedging>,
+    pub(crate) ready_timeout: Option<Duration>,
     /// Whether calls are timed (for the latency EWMA, latency-based selection, hedging).
     pub(crate) timed: bool,
     pub(crate) classifier: C,
@@ -265,6 +267,14 @@ impl<S, C, K, P> Builder<S, C, K, P> {
         self
     }
 
+    /// Moves a request on when its provider stays unready this long (see
+    /// [`FailoverConfig::ready_timeout`]).
+    #[must_use]
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.config.ready_timeout = Some(timeout);
+        self
+    }
+
     /// Seeds the random choices, for reproducible runs.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -383,6 +393,7 @@ impl<S, C, K, P> Builder<S, C, K, P> {
                 selection: self.config.selection,
                 hedging: self.config.hedge.map(Hedging::new),
                 timed,
+                ready_timeout: self.config.ready_timeout,
                 classifier: self.classifier,
                 commit: self.commit,
             }),

@@ -896,3 +896,43 @@ async fn extreme_configuration_values_do_not_panic() {
     assert_eq!(send(&mut svc).await.unwrap(), "b");
     assert!(!svc.health()[0].healthy);
 }
+
+#[tokio::test(start_paused = true)]
+async fn provider_that_stays_unready_is_left_after_the_ready_timeout() {
+    let (a, mut a_handle) = tower_test::mock::pair::<String, &'static str>();
+    let (b, mut b_handle) = tower_test::mock::pair::<String, &'static str>();
+    a_handle.allow(0);
+    b_handle.allow(1);
+    let svc = FailoverService::builder()
+        .provider(Provider::new("a", a))
+        .provider(Provider::new("b", b).priority(1))
+        .ready_timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let call = tokio::spawn(svc.clone().oneshot("hi".to_owned()));
+    let (_, reply) = b_handle.next_request().await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    reply.send_response("b");
+    assert_eq!(call.await.unwrap().unwrap(), "b");
+    let health = &svc.health()[0];
+    assert_eq!((health.failures, health.consecutive_failures), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unready_provider_everywhere_reports_not_ready() {
+    let (a, mut a_handle) = tower_test::mock::pair::<String, &'static str>();
+    a_handle.allow(0);
+    let svc = FailoverService::builder()
+        .provider(Provider::new("a", a))
+        .ready_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let err = svc.oneshot("hi".to_owned()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "all providers failed: [a: provider not ready after 1000ms]"
+    );
+    let all = err.downcast_ref::<AllProvidersFailed>().unwrap();
+    assert!(all.failures()[0].error.is::<brace_failover::NotReady>());
+}
