@@ -769,3 +769,104 @@ async fn gemini_unknown_method_is_not_found() {
         .unwrap();
     assert_eq!(response.status(), 404);
 }
+
+// ===== tool calls, conditions =====
+
+#[tokio::test]
+async fn tool_calls_in_each_format() {
+    use brace_llm::sim::ToolCallReply;
+
+    let server =
+        server(Behavior::reply(Reply::new().with_chunks(3).with_tool_call(
+            ToolCallReply::new("get_weather", r#"{"city":"Paris"}"#),
+        )))
+        .await;
+    let client = client(None);
+
+    let completion: ChatCompletion = post(&client, &server, WireFormat::OpenAi, false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let calls = completion.choices[0].message.tool_calls.clone().unwrap();
+    assert_eq!(calls[0].function.name, "get_weather");
+
+    let (events, _) = read_sse(
+        post(&client, &server, WireFormat::OpenAi, true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut accumulator = StreamAccumulator::new();
+    for event in &events[..events.len() - 1] {
+        accumulator.push(&serde_json::from_str(&event.data).unwrap());
+    }
+    let streamed = accumulator.finish().unwrap();
+    assert_eq!(
+        streamed.choices[0].message.tool_calls.as_ref().unwrap()[0]
+            .function
+            .arguments,
+        r#"{"city":"Paris"}"#
+    );
+
+    let anthropic: Value = post(&client, &server, WireFormat::Anthropic, false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["content"][0]["type"], "tool_use");
+    assert_eq!(anthropic["content"][0]["input"], json!({"city": "Paris"}));
+    assert_eq!(anthropic["stop_reason"], "tool_use");
+
+    let (events, _) = read_sse(
+        post(&client, &server, WireFormat::Anthropic, true)
+            .await
+            .unwrap(),
+    )
+    .await;
+    let partial: String = events
+        .iter()
+        .filter_map(|event| {
+            let data: Value = serde_json::from_str(&event.data).ok()?;
+            data.pointer("/delta/partial_json")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(partial, r#"{"city":"Paris"}"#);
+
+    let gemini: Value = post(&client, &server, WireFormat::Gemini, false)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        gemini["candidates"][0]["content"]["parts"][0]["functionCall"],
+        json!({"name": "get_weather", "args": {"city": "Paris"}})
+    );
+}
+
+#[tokio::test]
+async fn conditional_behaviour_set_through_the_control_endpoint() {
+    let server = server(Behavior::succeed()).await;
+    let client = client(None);
+    let set = client
+        .post(format!("{}/_sim/behavior", server.base_url()))
+        .body(r#"{"type": "when", "when": "stream", "then": {"type": "fail", "kind": "rate_limited", "retry_after": "1s"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let whole = post(&client, &server, WireFormat::OpenAi, false)
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    let streamed = post(&client, &server, WireFormat::OpenAi, true)
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 429);
+    assert_eq!(streamed.headers()["retry-after"], "1");
+}

@@ -514,3 +514,112 @@ fn unknown_error_kind_is_refused_with_the_known_names() {
         .to_string();
     assert!(err.contains("explode"), "{err}");
 }
+
+// ===== conditions, prefill, tool calls =====
+
+#[tokio::test(start_paused = true)]
+async fn when_picks_the_behaviour_by_the_request() {
+    use brace_llm::sim::Condition;
+
+    let sim = sim(Behavior::when(
+        Condition::Prefill,
+        Behavior::failure(
+            Failure::new(LlmErrorKind::BadRequest).with_message("prefill is not supported"),
+        ),
+    ));
+    assert!(call(&sim, request("x")).await.is_ok());
+    let prefill = ChatRequest::new("m", vec![Message::user("x"), Message::assistant("partial")]);
+    assert_eq!(
+        call(&sim, prefill).await.unwrap_err().kind(),
+        LlmErrorKind::BadRequest
+    );
+
+    let by_model = self::sim(Behavior::when(
+        Condition::Model("bad-model".into()),
+        Behavior::fail(LlmErrorKind::ModelNotFound),
+    ));
+    assert!(call(&by_model, request("x")).await.is_ok());
+    let mut bad = request("x");
+    bad.model = "bad-model".into();
+    assert_eq!(
+        call(&by_model, bad).await.unwrap_err().kind(),
+        LlmErrorKind::ModelNotFound
+    );
+
+    let streams_fail = self::sim(Behavior::when(
+        Condition::Stream,
+        Behavior::fail(LlmErrorKind::Server),
+    ));
+    assert!(call(&streams_fail, request("x")).await.is_ok());
+    assert!(call(&streams_fail, stream_request("x")).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefilled_continuation_adds_up_to_the_whole_answer() {
+    let broken = sim(Behavior::reply(
+        Reply::new()
+            .with_chunks(6)
+            .with_fault(StreamFault::Break { after: 4 }),
+    ));
+    let question = "explain circuit breakers";
+    let mut delivered = String::new();
+    for item in items(call(&broken, stream_request(question)).await.unwrap()).await {
+        match item {
+            Ok(chunk) => delivered.push_str(
+                chunk.choices[0]
+                    .delta
+                    .content
+                    .as_deref()
+                    .unwrap_or_default(),
+            ),
+            Err(_) => break,
+        }
+    }
+    assert!(!delivered.is_empty());
+
+    let other = sim(Behavior::succeed());
+    let continuation = ChatRequest::new(
+        "m",
+        vec![
+            Message::user(question),
+            Message::assistant(delivered.clone()),
+        ],
+    )
+    .with_stream(true);
+    let rest = call(&other, continuation)
+        .await
+        .unwrap()
+        .into_completion()
+        .await
+        .unwrap()
+        .text();
+    let whole = call(&other, request(question)).await.unwrap();
+    assert_eq!(delivered + &rest, whole.completion().unwrap().text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_call_replies_whole_and_streamed() {
+    use brace_llm::sim::ToolCallReply;
+
+    let sim = sim(Behavior::reply(Reply::new().with_chunks(3).with_tool_call(
+        ToolCallReply::new("get_weather", r#"{"city":"Paris"}"#),
+    )));
+    let whole = call(&sim, request("weather?")).await.unwrap();
+    let streamed = call(&sim, stream_request("weather?"))
+        .await
+        .unwrap()
+        .into_completion()
+        .await
+        .unwrap();
+    for completion in [whole.completion().unwrap(), &streamed] {
+        let choice = &completion.choices[0];
+        assert_eq!(
+            choice.finish_reason,
+            Some(brace_llm::FinishReason::ToolCalls)
+        );
+        let calls = choice.message.tool_calls.as_ref().unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].function.name, "get_weather");
+        assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
+    }
+}

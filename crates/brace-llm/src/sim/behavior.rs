@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::LlmErrorKind;
+use crate::types::{ChatRequest, Role};
 
 /// What a simulated provider does with each call.
 ///
@@ -59,6 +60,16 @@ pub enum Behavior {
         /// What to do once the steps are used up.
         #[serde(default)]
         then: Box<Behavior>,
+    },
+    /// Do `then` if the request meets `when`, else `otherwise` (by default, succeed).
+    When {
+        /// The condition on the request.
+        when: Condition,
+        /// What to do if it holds.
+        then: Box<Behavior>,
+        /// What to do otherwise.
+        #[serde(default)]
+        otherwise: Box<Behavior>,
     },
     /// Over HTTP: the connection is dropped — before any response if `after_bytes` is 0
     /// (the client gets no status at all), else after `200`, the headers and `after_bytes`
@@ -150,6 +161,15 @@ impl Behavior {
         }
     }
 
+    /// Do `then` for requests that meet `when`, else succeed.
+    pub fn when(when: Condition, then: Behavior) -> Self {
+        Self::When {
+            when,
+            then: Box::new(then),
+            otherwise: Box::default(),
+        }
+    }
+
     /// Drop the connection after `after_bytes` bytes of the answer.
     pub fn drop_connection(after_bytes: usize) -> Self {
         Self::Drop { after_bytes }
@@ -166,12 +186,75 @@ impl Behavior {
     }
 }
 
+/// A condition on the request, for [`Behavior::When`].
+///
+/// Serialized as a name (`"prefill"`, `"stream"`, `"tools"`, `"images"`) or `{"model":
+/// "name"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The conversation ends with an assistant message (a prefill to continue).
+    Prefill,
+    /// The request asks for a stream.
+    Stream,
+    /// The request offers tools.
+    Tools,
+    /// A message carries an image.
+    Images,
+    /// The request asks for this model.
+    Model(String),
+}
+
+impl Condition {
+    /// `true` if `request` meets the condition.
+    pub fn matches(&self, request: &ChatRequest) -> bool {
+        match self {
+            Self::Prefill => request
+                .messages
+                .last()
+                .is_some_and(|message| message.role == Role::Assistant),
+            Self::Stream => request.is_stream(),
+            Self::Tools => request.has_tools(),
+            Self::Images => request.has_images(),
+            Self::Model(model) => request.model == *model,
+        }
+    }
+}
+
+/// A tool call the simulated model makes instead of answering with text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallReply {
+    /// The function called.
+    pub name: String,
+    /// The arguments, a JSON text (streamed in [`Reply::chunks`] pieces).
+    #[serde(default = "empty_object")]
+    pub arguments: String,
+}
+
+fn empty_object() -> String {
+    "{}".to_owned()
+}
+
+impl ToolCallReply {
+    /// A call to `name` with `arguments` (JSON text).
+    pub fn new(name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
 /// A successful answer, and how it is streamed when the request asks for a stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Reply {
-    /// The answer's text; by default `simulated answer to: <the last user message>`.
+    /// The answer's text; by default `simulated answer to: <the last user message>`. When
+    /// the conversation ends with an assistant message that begins the answer (a prefill),
+    /// only the rest of the answer is sent, so the two add up to the whole.
     pub text: Option<String>,
+    /// Answer with this tool call (finish reason `tool_calls`) instead of text.
+    pub tool_call: Option<ToolCallReply>,
     /// The model named in the answer; by default the provider's configured model, else the
     /// requested one.
     pub model: Option<String>,
@@ -201,6 +284,13 @@ impl Reply {
     #[must_use]
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
+        self
+    }
+
+    /// Answers with a tool call instead of text.
+    #[must_use]
+    pub fn with_tool_call(mut self, tool_call: ToolCallReply) -> Self {
+        self.tool_call = Some(tool_call);
         self
     }
 

@@ -163,7 +163,7 @@ impl SimHandle {
         let behavior = Arc::clone(&state.behavior);
         let mut delay = Duration::ZERO;
         let mut path = Vec::new();
-        let action = resolve(&behavior, &mut path, &mut state, &mut delay);
+        let action = resolve(&behavior, request, &mut path, &mut state, &mut delay);
         state.stats.calls += 1;
         let call = state.stats.calls;
         *state
@@ -266,6 +266,7 @@ impl Resolved {
 /// indices from the root) so each `Sequence` node keeps its own position.
 fn resolve(
     behavior: &Behavior,
+    request: &ChatRequest,
     path: &mut Vec<u32>,
     state: &mut State,
     delay: &mut Duration,
@@ -280,7 +281,7 @@ fn resolve(
         Behavior::Delay { delay: wait, then } => {
             *delay = delay.saturating_add(*wait);
             path.push(0);
-            resolve(then, path, state, delay)
+            resolve(then, request, path, state, delay)
         }
         Behavior::Flaky {
             probability,
@@ -290,10 +291,23 @@ fn resolve(
             let draw = state.rng.f64();
             if draw < *probability {
                 path.push(0);
-                resolve(failure, path, state, delay)
+                resolve(failure, request, path, state, delay)
             } else {
                 path.push(1);
-                resolve(otherwise, path, state, delay)
+                resolve(otherwise, request, path, state, delay)
+            }
+        }
+        Behavior::When {
+            when,
+            then,
+            otherwise,
+        } => {
+            if when.matches(request) {
+                path.push(0);
+                resolve(then, request, path, state, delay)
+            } else {
+                path.push(1);
+                resolve(otherwise, request, path, state, delay)
             }
         }
         Behavior::Sequence { steps, then } => {
@@ -303,11 +317,11 @@ fn resolve(
             match steps.get(at) {
                 Some(step) => {
                     path.push(at as u32);
-                    resolve(step, path, state, delay)
+                    resolve(step, request, path, state, delay)
                 }
                 None => {
                     path.push(u32::MAX);
-                    resolve(then, path, state, delay)
+                    resolve(then, request, path, state, delay)
                 }
             }
         }
@@ -346,6 +360,9 @@ pub(crate) struct ReplyPlan {
     pub(crate) first_token_delay: Duration,
     pub(crate) chunk_delay: Duration,
     pub(crate) fault: Option<StreamFault>,
+    /// The tool call's id and function name, if the answer is a tool call (the pieces are
+    /// then its arguments).
+    pub(crate) tool_call: Option<(String, String)>,
 }
 
 impl ReplyPlan {
@@ -355,12 +372,23 @@ impl ReplyPlan {
         configured_model: Option<&str>,
         call: u64,
     ) -> Self {
-        let text = reply.text.clone().unwrap_or_else(|| derived_text(request));
-        let mut pieces = split_pieces(&text, reply.chunks);
+        let (mut pieces, default_finish) = match &reply.tool_call {
+            Some(call) => (
+                split_chars(&call.arguments, reply.chunks),
+                FinishReason::ToolCalls,
+            ),
+            None => {
+                let text = reply.text.clone().unwrap_or_else(|| derived_text(request));
+                (
+                    split_pieces(continuation(request, &text), reply.chunks),
+                    FinishReason::Stop,
+                )
+            }
+        };
         let mut finish_reason = reply
             .finish_reason
             .as_deref()
-            .map_or(FinishReason::Stop, FinishReason::from);
+            .map_or(default_finish, FinishReason::from);
         if let Some(limit) = request.output_limit()
             && reply.finish_reason.is_none()
             && pieces.len() > limit as usize
@@ -389,6 +417,10 @@ impl ReplyPlan {
             usage,
             stream: request.is_stream(),
             include_usage: request.wants_stream_usage(),
+            tool_call: reply
+                .tool_call
+                .as_ref()
+                .map(|tool| (format!("call_sim_{call}"), tool.name.clone())),
             first_token_delay: reply.first_token_delay,
             chunk_delay: reply.chunk_delay,
             fault: reply.fault.clone(),
@@ -419,6 +451,38 @@ fn derived_text(request: &ChatRequest) -> String {
         end -= 1;
     }
     format!("simulated answer to: {}", &last[..end])
+}
+
+/// The part of `text` still to send: when the conversation ends with an assistant message
+/// that `text` begins with (a prefill), the rest; else all of it.
+fn continuation<'a>(request: &ChatRequest, text: &'a str) -> &'a str {
+    let Some(last) = request.messages.last() else {
+        return text;
+    };
+    if last.role != Role::Assistant {
+        return text;
+    }
+    let prefill = last.text();
+    if prefill.is_empty() {
+        return text;
+    }
+    text.strip_prefix(prefill.as_str()).unwrap_or(text)
+}
+
+/// Splits `text` into `chunks` pieces of characters (one piece without `chunks`).
+fn split_chars(text: &str, chunks: Option<usize>) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let chunks = chunks.unwrap_or(1).clamp(1, chars.len().max(1));
+    let per = chars.len() / chunks;
+    let rest = chars.len() % chunks;
+    let mut pieces = Vec::with_capacity(chunks);
+    let mut at = 0;
+    for i in 0..chunks {
+        let take = per + usize::from(i < rest);
+        pieces.push(chars[at..at + take].iter().collect());
+        at += take;
+    }
+    pieces
 }
 
 /// Splits `text` into `chunks` pieces (one per word by default), padding with extra words
@@ -551,6 +615,27 @@ mod tests {
             derived_text(&request),
             "simulated answer to: what is brace?"
         );
+    }
+
+    #[test]
+    fn prefill_gets_the_rest_of_the_answer() {
+        let request = ChatRequest::new(
+            "m",
+            vec![
+                crate::Message::user("hello"),
+                crate::Message::assistant("simulated answer"),
+            ],
+        );
+        let plan = ReplyPlan::new(&Reply::default(), &request, None, 1);
+        assert_eq!(plan.text(), " to: hello");
+    }
+
+    #[test]
+    fn tool_call_arguments_split_into_pieces() {
+        let pieces = split_chars(r#"{"city":"Paris"}"#, Some(4));
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces.concat(), r#"{"city":"Paris"}"#);
+        assert_eq!(split_chars("", Some(3)), [""]);
     }
 
     #[test]

@@ -15,7 +15,10 @@ use super::behavior::{Behavior, SimConfig};
 use super::script::{Action, ReplyPlan, SimHandle, Step, timeline};
 use crate::error::{LlmError, LlmErrorKind};
 use crate::response::{ChatResponse, ChatStream};
-use crate::types::{ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Extra, Role};
+use crate::types::{
+    ChatChunk, ChatCompletion, ChatRequest, ChunkChoice, Delta, Extra, FunctionCall,
+    FunctionCallDelta, Role, ToolCall, ToolCallDelta,
+};
 
 /// A simulated LLM provider: a tower [`Service`] whose behaviour is scripted by a
 /// [`Behavior`](super::Behavior) and can be changed at run time through its [`SimHandle`].
@@ -202,6 +205,17 @@ pub(crate) fn completion(plan: &ReplyPlan) -> ChatCompletion {
     );
     completion.created = plan.created;
     completion.usage = Some(plan.usage.clone());
+    if let (Some((id, name)), Some(choice)) = (&plan.tool_call, completion.choices.first_mut()) {
+        choice.message.content = None;
+        choice.message.tool_calls = Some(vec![ToolCall {
+            id: id.clone(),
+            kind: "function".to_owned(),
+            function: FunctionCall {
+                name: name.clone(),
+                arguments: plan.text(),
+            },
+        }]);
+    }
     completion
 }
 
@@ -219,7 +233,25 @@ pub(crate) fn chunks(plan: &ReplyPlan) -> Vec<ChatChunk> {
         content: Some(String::new()),
         ..Delta::default()
     }));
-    chunks.extend(plan.pieces.iter().map(|piece| chunk(Delta::text(piece))));
+    match &plan.tool_call {
+        None => chunks.extend(plan.pieces.iter().map(|piece| chunk(Delta::text(piece)))),
+        Some((id, name)) => {
+            let call = |first: bool, arguments: &str| Delta {
+                tool_calls: Some(vec![ToolCallDelta {
+                    index: 0,
+                    id: first.then(|| id.clone()),
+                    kind: first.then(|| "function".to_owned()),
+                    function: Some(FunctionCallDelta {
+                        name: first.then(|| name.clone()),
+                        arguments: Some(arguments.to_owned()),
+                    }),
+                }]),
+                ..Delta::default()
+            };
+            chunks.push(chunk(call(true, "")));
+            chunks.extend(plan.pieces.iter().map(|piece| chunk(call(false, piece))));
+        }
+    }
     let mut finish = chunk(Delta::default());
     if let Some(choice) = finish.choices.first_mut() {
         choice.finish_reason = Some(plan.finish_reason.clone());

@@ -172,6 +172,32 @@ fn gemini_usage(plan: &ReplyPlan) -> Value {
     })
 }
 
+/// Anthropic's content block: the whole answer, or the empty block a stream starts with.
+fn anthropic_block(plan: &ReplyPlan, whole: bool) -> Value {
+    match &plan.tool_call {
+        Some((id, name)) => {
+            let input = if whole {
+                serde_json::from_str(&plan.text()).unwrap_or_else(|_| json!({}))
+            } else {
+                json!({})
+            };
+            json!({"type": "tool_use", "id": id.replace("call_", "toolu_"), "name": name, "input": input})
+        }
+        None => json!({"type": "text", "text": if whole { plan.text() } else { String::new() }}),
+    }
+}
+
+/// Gemini's part: `text`, or a whole function call.
+fn gemini_part(plan: &ReplyPlan, text: &str) -> Value {
+    match &plan.tool_call {
+        Some((_, name)) => json!({"functionCall": {
+            "name": name,
+            "args": serde_json::from_str::<Value>(text).unwrap_or_else(|_| json!({})),
+        }}),
+        None => json!({"text": text}),
+    }
+}
+
 /// The whole JSON answer of a plan in `format`.
 pub(crate) fn json_body(format: WireFormat, plan: &ReplyPlan) -> String {
     match format {
@@ -181,7 +207,7 @@ pub(crate) fn json_body(format: WireFormat, plan: &ReplyPlan) -> String {
             "type": "message",
             "role": "assistant",
             "model": plan.model,
-            "content": [{"type": "text", "text": plan.text()}],
+            "content": [anthropic_block(plan, true)],
             "stop_reason": anthropic_stop_reason(&plan.finish_reason),
             "stop_sequence": null,
             "usage": {
@@ -192,7 +218,7 @@ pub(crate) fn json_body(format: WireFormat, plan: &ReplyPlan) -> String {
         .to_string(),
         WireFormat::Gemini => json!({
             "candidates": [{
-                "content": {"parts": [{"text": plan.text()}], "role": "model"},
+                "content": {"parts": [gemini_part(plan, &plan.text())], "role": "model"},
                 "finishReason": gemini_finish_reason(&plan.finish_reason),
                 "index": 0,
             }],
@@ -234,16 +260,20 @@ pub(crate) fn stream_events(format: WireFormat, plan: &ReplyPlan) -> Vec<WireEve
                 WireEvent::new(
                     Some("content_block_start"),
                     &json!({"type": "content_block_start", "index": 0,
-                            "content_block": {"type": "text", "text": ""}}),
-                    false,
+                            "content_block": anthropic_block(plan, false)}),
+                    plan.tool_call.is_some(),
                 ),
                 WireEvent::new(Some("ping"), &json!({"type": "ping"}), false),
             ];
             events.extend(plan.pieces.iter().map(|piece| {
+                let delta = if plan.tool_call.is_some() {
+                    json!({"type": "input_json_delta", "partial_json": piece})
+                } else {
+                    json!({"type": "text_delta", "text": piece})
+                };
                 WireEvent::new(
                     Some("content_block_delta"),
-                    &json!({"type": "content_block_delta", "index": 0,
-                            "delta": {"type": "text_delta", "text": piece}}),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
                     !piece.is_empty(),
                 )
             }));
@@ -268,18 +298,26 @@ pub(crate) fn stream_events(format: WireFormat, plan: &ReplyPlan) -> Vec<WireEve
             events
         }
         WireFormat::Gemini => {
-            let last = plan.pieces.len().saturating_sub(1);
-            let pieces: Vec<&str> = if plan.pieces.is_empty() {
+            // Gemini sends a function call whole, in one event.
+            let whole;
+            let pieces: &[String] = if plan.tool_call.is_some() {
+                whole = [plan.text()];
+                &whole
+            } else {
+                &plan.pieces
+            };
+            let last = pieces.len().saturating_sub(1);
+            let pieces: Vec<&str> = if pieces.is_empty() {
                 vec![""]
             } else {
-                plan.pieces.iter().map(String::as_str).collect()
+                pieces.iter().map(String::as_str).collect()
             };
             pieces
                 .into_iter()
                 .enumerate()
                 .map(|(index, piece)| {
                     let mut candidate = json!({
-                        "content": {"parts": [{"text": piece}], "role": "model"},
+                        "content": {"parts": [gemini_part(plan, piece)], "role": "model"},
                         "index": 0,
                     });
                     if index == last {
@@ -294,7 +332,7 @@ pub(crate) fn stream_events(format: WireFormat, plan: &ReplyPlan) -> Vec<WireEve
                             "modelVersion": plan.model,
                             "responseId": plan.id,
                         }),
-                        !piece.is_empty(),
+                        !piece.is_empty() || plan.tool_call.is_some(),
                     )
                 })
                 .collect()
