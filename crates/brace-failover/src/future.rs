@@ -40,8 +40,9 @@ pin_project! {
         hedged: bool,
         failures: Vec<ProviderFailure>,
         fallback: Option<S::Response>,
-        #[pin]
-        hedge_timer: Option<Sleep>,
+        // Boxed so that the future stays small on the success path, where it is not used
+        // (as tower's rate limit boxes its `Sleep`).
+        hedge_timer: Option<Pin<Box<Sleep>>>,
         #[pin]
         primary: Attempt<S, Req, S::Future, K::Future>,
         #[pin]
@@ -60,8 +61,7 @@ pin_project! {
             service: S,
             request: Option<Req>,
             // Armed the first time the provider is not ready, when a ready timeout is set.
-            #[pin]
-            deadline: Option<Sleep>,
+            deadline: Option<Pin<Box<Sleep>>>,
         },
         Calling {
             index: usize,
@@ -132,7 +132,7 @@ where
                 let now = shared.timed.then(Instant::now);
                 let Some(index) = pick(shared, this.tried, *this.preferred, this.rng, first, now)
                 else {
-                    this.hedge_timer.set(None);
+                    *this.hedge_timer = None;
                     return Poll::Ready(match this.fallback.take() {
                         Some(response) => Ok(response),
                         None => Err(Box::new(AllProvidersFailed::new(mem::take(this.failures)))),
@@ -145,7 +145,7 @@ where
                     && let Some(delay) = hedging.delay()
                     && let Some(at) = now.unwrap_or_else(Instant::now).checked_add(delay)
                 {
-                    this.hedge_timer.set(Some(tokio::time::sleep_until(at)));
+                    *this.hedge_timer = Some(Box::pin(tokio::time::sleep_until(at)));
                 }
             }
 
@@ -166,7 +166,7 @@ where
                     if let Some(output) = settle(shared, done, this.failures, this.fallback) {
                         this.primary.set(Attempt::Idle);
                         this.secondary.set(Attempt::Idle);
-                        this.hedge_timer.set(None);
+                        *this.hedge_timer = None;
                         return Poll::Ready(output);
                     }
                 }
@@ -175,10 +175,10 @@ where
                 continue;
             }
 
-            if let Some(timer) = this.hedge_timer.as_mut().as_pin_mut()
-                && timer.poll(cx).is_ready()
+            if let Some(timer) = this.hedge_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
             {
-                this.hedge_timer.set(None);
+                *this.hedge_timer = None;
                 let now = Some(Instant::now());
                 if !*this.hedged && !this.primary.is_idle() && this.secondary.is_idle() {
                     *this.hedged = true;
@@ -343,7 +343,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                     started,
                     service,
                     request,
-                    mut deadline,
+                    deadline,
                 } => {
                     let (index, started) = (*index, *started);
                     match service.poll_ready(cx) {
@@ -364,11 +364,11 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                             };
                             if deadline.is_none() {
                                 let at = Instant::now().checked_add(timeout);
-                                deadline.set(at.map(tokio::time::sleep_until));
+                                *deadline = at.map(|at| Box::pin(tokio::time::sleep_until(at)));
                             }
                             let expired = deadline
-                                .as_pin_mut()
-                                .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                                .as_mut()
+                                .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
                             if !expired {
                                 return Poll::Pending;
                             }
