@@ -1,0 +1,106 @@
+//! Properties that hold whatever the providers answer.
+
+mod support;
+
+use std::time::Duration;
+
+use brace_core::{AllProvidersFailed, BoxError};
+use brace_failover::{FailoverService, HealthConfig, Provider, Selection};
+use proptest::prelude::*;
+use support::{Sim, Status, Step, TestClassifier, new_log};
+use tower::ServiceExt;
+
+const NAMES: [&str; 5] = ["p0", "p1", "p2", "p3", "p4"];
+
+fn step() -> impl Strategy<Value = Result<(), u16>> {
+    prop_oneof![
+        4 => Just(Ok(())),
+        2 => Just(Err(503)),
+        1 => Just(Err(429)),
+        1 => Just(Err(400)),
+    ]
+}
+
+fn selection() -> impl Strategy<Value = Selection> {
+    prop_oneof![
+        Just(Selection::Ordered),
+        Just(Selection::Weighted),
+        Just(Selection::LeastLatency),
+        Just(Selection::PowerOfTwoChoices),
+        Just(Selection::Cheapest),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn each_request_tries_each_provider_at_most_once_and_reports_what_happened(
+        scripts in prop::collection::vec(
+            (prop::collection::vec(step(), 1..6), 0u32..3, 0u32..4),
+            1..=5,
+        ),
+        selection in selection(),
+        seed in any::<u64>(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let log = new_log();
+            let providers: Vec<Provider<Sim>> = scripts
+                .iter()
+                .enumerate()
+                .map(|(i, (steps, priority, weight))| {
+                    let steps = steps.clone();
+                    let sim = Sim::new(NAMES[i], &log, move |n| match steps[n % steps.len()] {
+                        Ok(()) => Step::ok().after(Duration::from_millis(10)),
+                        Err(code) => Step::fail(Status::new(code)),
+                    });
+                    Provider::new(NAMES[i], sim)
+                        .priority(*priority)
+                        .weight(*weight)
+                        .price(f64::from(*weight), 1.0)
+                })
+                .collect();
+            let svc = FailoverService::builder()
+                .providers(providers)
+                .classifier(TestClassifier)
+                .selection(selection)
+                .seed(seed)
+                .health(HealthConfig {
+                    consecutive_failures: 2,
+                    recovery_time: Duration::from_secs(5),
+                    ..HealthConfig::default()
+                })
+                .build()
+                .unwrap();
+            for _ in 0..20 {
+                log.lock().clear();
+                let result: Result<&str, BoxError> = svc.clone().oneshot("q".to_owned()).await;
+                let called = log.lock().clone();
+                let mut unique = called.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                assert_eq!(unique.len(), called.len(), "a provider was called twice: {called:?}");
+                assert!(!called.is_empty(), "every request tries at least one provider");
+                match result {
+                    Ok(name) => assert_eq!(Some(&name), called.last()),
+                    Err(err) => {
+                        if let Some(all) = err.downcast_ref::<AllProvidersFailed>() {
+                            let names: Vec<&str> =
+                                all.failures().iter().map(|f| &*f.name).collect();
+                            assert_eq!(names, called);
+                        } else {
+                            let status = err.downcast_ref::<Status>().expect("a provider error");
+                            assert_eq!(status.code, 400, "only a bad request stops failover");
+                        }
+                    }
+                }
+                tokio::time::advance(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
