@@ -314,7 +314,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
         Attempt::Ready {
             index,
             started: now,
-            service: shared.services[index].clone(),
+            service: shared.services[index].lock().clone(),
             request: Some(request.clone()),
             deadline: None,
         }

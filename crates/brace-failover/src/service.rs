@@ -8,6 +8,7 @@ use std::time::Duration;
 use brace_core::commit::{Commit, Immediate};
 use brace_core::{BoxError, Classify, DefaultClassifier};
 use fastrand::Rng;
+use parking_lot::Mutex;
 use tower_service::Service;
 
 use crate::config::{FailoverConfig, HealthConfig, HedgeConfig, Selection};
@@ -56,7 +57,8 @@ const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 ///
 /// All providers share one service type `S`, so that the success path has no dynamic
 /// dispatch. Providers with different stacks are boxed into one type with
-/// `tower::util::BoxCloneService` (or `BoxCloneSyncService`).
+/// `tower::util::BoxCloneService`. `S` need not be `Sync`: the response future is `Send`
+/// when `S`, its future, the request, classifier and commit policy are.
 ///
 /// # Clone
 ///
@@ -70,7 +72,9 @@ pub struct FailoverService<S, C = DefaultClassifier, K = Immediate, P = NoPrefer
 /// What every clone of a service and every response future share.
 pub(crate) struct Shared<S, C, K> {
     pub(crate) providers: Vec<ProviderMeta>,
-    pub(crate) services: Vec<S>,
+    /// Each behind a lock that is only held to clone it, so that `S` need only be `Send`
+    /// (as `BoxCloneService` is) for the response future to be `Send`.
+    pub(crate) services: Vec<Mutex<S>>,
     pub(crate) health: Arc<HealthTable>,
     pub(crate) selection: Selection,
     pub(crate) hedging: Option<Hedging>,
@@ -154,11 +158,6 @@ impl<S, C, K, P> FailoverService<S, C, K, P> {
     /// The providers' names, in the order they were added.
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         self.shared.providers.iter().map(|meta| &*meta.name)
-    }
-
-    /// The provider services, in the order they were added.
-    pub fn get_ref(&self) -> &[S] {
-        &self.shared.services
     }
 
     /// The index of the provider named `name`.
@@ -388,7 +387,7 @@ impl<S, C, K, P> Builder<S, C, K, P> {
         Ok(FailoverService {
             shared: Arc::new(Shared {
                 providers,
-                services,
+                services: services.into_iter().map(Mutex::new).collect(),
                 health,
                 selection: self.config.selection,
                 hedging: self.config.hedge.map(Hedging::new),

@@ -111,3 +111,14 @@ async fn health_snapshot_serializes_for_a_health_endpoint() {
     assert_eq!(json[0]["errors_by_kind"], serde_json::json!({}));
     assert_eq!(json[1]["successes"], 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn boxed_providers_give_a_send_future_that_can_be_spawned() {
+    fn assert_send<T: Send + 'static>(_: &T) {}
+    // BoxCloneService is Send but not Sync.
+    let svc = failover(&[StatusCode::SERVICE_UNAVAILABLE, StatusCode::OK]);
+    let future = svc.oneshot(Request::new(String::new()));
+    assert_send(&future);
+    let response = tokio::spawn(future).await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
