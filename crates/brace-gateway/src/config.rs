@@ -1,0 +1,598 @@
+//! The gateway's YAML configuration.
+//!
+//! One file describes the providers, the layers and the routes. The seed configuration loads
+//! as written:
+//!
+//! ```
+//! let config = brace_gateway::GatewayConfig::from_yaml(r#"
+//! providers:
+//!   - name: anthropic
+//!     model: claude-sonnet-4-20250514
+//!     priority: 1
+//!   - name: openai
+//!     model: gpt-4o
+//!     priority: 2
+//!   - name: google
+//!     model: gemini-2.0-flash
+//!     priority: 3
+//! fallback:
+//!   on_error: [429, 500, 502, 503, timeout]
+//!   max_retries: 2
+//!   backoff: exponential
+//! "#).unwrap();
+//! assert_eq!(config.providers.len(), 3);
+//! assert_eq!(config.providers[2].kind(), brace_gateway::config::ProviderKind::Gemini);
+//! ```
+//!
+//! Unknown keys, wrong types and impossible values are rejected with the line and what is
+//! wrong.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use brace_llm::sim::Behavior;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawGatewayConfig")]
+pub struct GatewayConfig {
+    /// Where to listen (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// The providers, in no particular order (priority orders them).
+    pub providers: Vec<ProviderConfig>,
+    /// Retries (the seed's `fallback` section).
+    pub fallback: brace_retry::RetryConfig,
+    /// The circuit breaker put in front of each provider.
+    pub circuit_breaker: brace_circuit::CircuitBreakerConfig,
+    /// The degradation ladder.
+    pub degradation: brace_degrade::DegradeConfig,
+    /// The response cache (overrides `degradation.cache`).
+    pub cache: Option<brace_degrade::CacheConfig>,
+    /// How providers of equal priority are chosen.
+    pub selection: brace_failover::Selection,
+    /// Hedging across providers.
+    pub hedging: Option<brace_failover::HedgeConfig>,
+    /// Health tracking and active probes.
+    pub health: HealthConfig,
+    /// Admin endpoints.
+    pub admin: AdminConfig,
+    /// Routes from requested model names to providers.
+    pub routes: Vec<RouteConfig>,
+    /// HTTP server limits.
+    pub server: ServerConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayConfig {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    fallback: brace_retry::RetryConfig,
+    #[serde(default)]
+    circuit_breaker: brace_circuit::CircuitBreakerConfig,
+    #[serde(default)]
+    degradation: brace_degrade::DegradeConfig,
+    #[serde(default)]
+    cache: Option<brace_degrade::CacheConfig>,
+    #[serde(default)]
+    selection: brace_failover::Selection,
+    #[serde(default)]
+    hedging: Option<brace_failover::HedgeConfig>,
+    #[serde(default)]
+    health: HealthConfig,
+    #[serde(default)]
+    admin: AdminConfig,
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
+    #[serde(default)]
+    server: ServerConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl TryFrom<RawGatewayConfig> for GatewayConfig {
+    type Error = String;
+
+    fn try_from(raw: RawGatewayConfig) -> Result<Self, String> {
+        if raw.providers.is_empty() {
+            return Err("`providers` must list at least one provider".into());
+        }
+        let mut seen = HashMap::new();
+        for (index, provider) in raw.providers.iter().enumerate() {
+            if let Some(first) = seen.insert(provider.name.as_str(), index) {
+                return Err(format!(
+                    "providers[{index}]: the name `{}` is already used by providers[{first}]",
+                    provider.name
+                ));
+            }
+        }
+        for (index, route) in raw.routes.iter().enumerate() {
+            if route.providers.is_empty() {
+                return Err(format!(
+                    "routes[{index}] (`{}`): lists no provider",
+                    route.pattern
+                ));
+            }
+            for target in &route.providers {
+                if !seen.contains_key(target.name.as_str()) {
+                    return Err(format!(
+                        "routes[{index}] (`{}`): unknown provider `{}` (known: {})",
+                        route.pattern,
+                        target.name,
+                        raw.providers
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            listen: raw.listen,
+            providers: raw.providers,
+            fallback: raw.fallback,
+            circuit_breaker: raw.circuit_breaker,
+            degradation: raw.degradation,
+            cache: raw.cache,
+            selection: raw.selection,
+            hedging: raw.hedging,
+            health: raw.health,
+            admin: raw.admin,
+            routes: raw.routes,
+            server: raw.server,
+        })
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug)]
+pub struct ConfigError {
+    origin: String,
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl GatewayConfig {
+    /// Parses a YAML configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the line and what is wrong.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, "<config>")
+    }
+
+    /// Reads and parses a YAML file.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the line and what is wrong.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            origin: origin.clone(),
+            message: format!("cannot read: {err}"),
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|err| ConfigError {
+            origin: origin.to_owned(),
+            message: err.to_string(),
+        })
+    }
+
+    /// The embedded demo: three simulated providers in-process — a flaky primary, a slow
+    /// secondary and a steady local fallback — so failover, circuit breaking and degradation
+    /// can be seen with no API key.
+    pub fn demo() -> Self {
+        Self::from_yaml(DEMO_CONFIG).expect("the embedded demo configuration is valid")
+    }
+}
+
+/// The embedded demo configuration.
+pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI.
+    Openai,
+    /// Azure OpenAI.
+    Azure,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Google Gemini.
+    Gemini,
+    /// Any OpenAI-compatible server (Ollama, llama.cpp, vLLM, LM Studio).
+    OpenaiCompatible,
+    /// brace's simulated provider, in-process (or over HTTP when `base_url` is set).
+    Simulated,
+}
+
+impl ProviderKind {
+    fn infer(name: &str) -> Option<Self> {
+        let name = name.to_ascii_lowercase();
+        let has = |needle: &str| name.contains(needle);
+        if has("azure") {
+            Some(Self::Azure)
+        } else if has("openai") || has("gpt") {
+            Some(Self::Openai)
+        } else if has("anthropic") || has("claude") {
+            Some(Self::Anthropic)
+        } else if has("google") || has("gemini") {
+            Some(Self::Gemini)
+        } else if has("ollama") || has("llama") || has("local") || has("vllm") {
+            Some(Self::OpenaiCompatible)
+        } else if has("sim") {
+            Some(Self::Simulated)
+        } else {
+            None
+        }
+    }
+
+    /// The environment variable the provider's key is usually in.
+    pub fn default_key_env(self) -> Option<&'static str> {
+        match self {
+            Self::Openai => Some("OPENAI_API_KEY"),
+            Self::Azure => Some("AZURE_OPENAI_API_KEY"),
+            Self::Anthropic => Some("ANTHROPIC_API_KEY"),
+            Self::Gemini => Some("GEMINI_API_KEY"),
+            Self::OpenaiCompatible | Self::Simulated => None,
+        }
+    }
+}
+
+/// Price per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million input (prompt) tokens.
+    pub input: f64,
+    /// Per million output (completion) tokens.
+    pub output: f64,
+}
+
+/// One provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawProviderConfig")]
+pub struct ProviderConfig {
+    /// Its name, unique.
+    pub name: String,
+    kind: ProviderKind,
+    /// The model asked for there unless a route says otherwise.
+    pub model: String,
+    /// Lower is tried first (default 1).
+    pub priority: u32,
+    /// Relative weight among providers of the same priority (default 1).
+    pub weight: u32,
+    /// The API's base URL (default: the provider's public endpoint).
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key (default: the provider's usual one,
+    /// e.g. `OPENAI_API_KEY`; an empty string for a server that needs no key).
+    pub api_key_env: Option<String>,
+    /// Timeout of one call.
+    pub timeout: Duration,
+    /// Longest wait for the first streamed token.
+    pub first_token_timeout: Option<Duration>,
+    /// Longest silence between two streamed chunks.
+    pub stream_idle_timeout: Option<Duration>,
+    /// Whether the provider accepts an assistant prefill (stream continuation).
+    pub accepts_prefill: bool,
+    /// Price per million tokens.
+    pub price: Option<Price>,
+    /// Azure: the `api-version`.
+    pub api_version: Option<String>,
+    /// Simulated providers: how it behaves.
+    pub simulate: Option<Behavior>,
+    /// Simulated providers: the seed of their random choices.
+    pub seed: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProviderConfig {
+    name: String,
+    #[serde(default)]
+    kind: Option<ProviderKind>,
+    model: String,
+    #[serde(default = "one")]
+    priority: u32,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default = "default_timeout", with = "brace_core::duration")]
+    timeout: Duration,
+    #[serde(default, with = "brace_core::duration::option")]
+    first_token_timeout: Option<Duration>,
+    #[serde(default, with = "brace_core::duration::option")]
+    stream_idle_timeout: Option<Duration>,
+    #[serde(default)]
+    accepts_prefill: bool,
+    #[serde(default)]
+    price: Option<Price>,
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    simulate: Option<Behavior>,
+    #[serde(default)]
+    seed: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl TryFrom<RawProviderConfig> for ProviderConfig {
+    type Error = String;
+
+    fn try_from(raw: RawProviderConfig) -> Result<Self, String> {
+        let name = raw.name.trim().to_owned();
+        if name.is_empty() {
+            return Err("a provider's `name` must not be empty".into());
+        }
+        let kind = match raw.kind {
+            Some(kind) => kind,
+            None => ProviderKind::infer(&name).ok_or_else(|| {
+                format!(
+                    "provider `{name}`: cannot infer its kind from the name; set `kind` to one of \
+                     openai, azure, anthropic, gemini, openai-compatible, simulated"
+                )
+            })?,
+        };
+        if raw.model.trim().is_empty() {
+            return Err(format!("provider `{name}`: `model` must not be empty"));
+        }
+        if raw.weight == 0 {
+            return Err(format!("provider `{name}`: `weight` must be at least 1"));
+        }
+        if raw.timeout.is_zero() {
+            return Err(format!(
+                "provider `{name}`: `timeout` must be more than zero"
+            ));
+        }
+        if let Some(price) = raw.price
+            && (price.input < 0.0
+                || price.output < 0.0
+                || !price.input.is_finite()
+                || !price.output.is_finite())
+        {
+            return Err(format!(
+                "provider `{name}`: prices must be finite and not negative"
+            ));
+        }
+        if matches!(kind, ProviderKind::Azure | ProviderKind::OpenaiCompatible)
+            && raw.base_url.is_none()
+        {
+            return Err(format!(
+                "provider `{name}`: `base_url` is required for kind {kind:?}"
+            ));
+        }
+        if raw.simulate.is_some() && kind != ProviderKind::Simulated {
+            return Err(format!(
+                "provider `{name}`: `simulate` is only for kind simulated"
+            ));
+        }
+        Ok(Self {
+            name,
+            kind,
+            model: raw.model,
+            priority: raw.priority,
+            weight: raw.weight,
+            base_url: raw.base_url,
+            api_key_env: raw.api_key_env,
+            timeout: raw.timeout,
+            first_token_timeout: raw.first_token_timeout,
+            stream_idle_timeout: raw.stream_idle_timeout,
+            accepts_prefill: raw.accepts_prefill,
+            price: raw.price,
+            api_version: raw.api_version,
+            simulate: raw.simulate,
+            seed: raw.seed,
+        })
+    }
+}
+
+impl ProviderConfig {
+    /// The provider's kind, given or inferred from its name.
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    /// The environment variable the API key is read from: `api_key_env`, else the
+    /// provider's usual variable. An empty `api_key_env` means the server needs no key.
+    pub fn key_env(&self) -> Option<&str> {
+        match self.api_key_env.as_deref() {
+            Some("") => None,
+            Some(var) => Some(var),
+            None => self.kind.default_key_env(),
+        }
+    }
+}
+
+/// Health tracking: when a provider is skipped, when it comes back, and active probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often to probe each provider actively (off when absent).
+    #[serde(with = "brace_core::duration::option")]
+    pub probe_interval: Option<Duration>,
+    /// Failures in a row that make a provider unhealthy (0 turns the rule off).
+    pub consecutive_failures: u32,
+    /// Failure rate over recent calls that makes a provider unhealthy (0–1).
+    pub failure_rate: Option<f64>,
+    /// How long an unhealthy provider is skipped before it is tried again.
+    #[serde(with = "brace_core::duration")]
+    pub recovery_time: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        let defaults = brace_failover::HealthConfig::default();
+        Self {
+            probe_interval: None,
+            consecutive_failures: defaults.consecutive_failures,
+            failure_rate: defaults.failure_rate,
+            recovery_time: defaults.recovery_time,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The failover service's health settings.
+    pub fn to_failover(&self) -> brace_failover::HealthConfig {
+        brace_failover::HealthConfig {
+            consecutive_failures: self.consecutive_failures,
+            failure_rate: self.failure_rate,
+            recovery_time: self.recovery_time,
+            ..brace_failover::HealthConfig::default()
+        }
+    }
+}
+
+/// Admin endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The environment variable holding the admin token; when set (and the variable is
+    /// set), admin endpoints need `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+/// A route: requests whose `model` matches `pattern` go to these providers, in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// An exact model name or a glob with `*` (`fast-*`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// The providers, in order.
+    pub providers: Vec<RouteTarget>,
+    /// Continue a broken stream on the next provider (off by default).
+    #[serde(default)]
+    pub continuation: bool,
+}
+
+/// One provider of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    /// The provider's name.
+    pub name: String,
+    /// The model to ask for there (default: the provider's model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Forward the requested model name as is.
+    #[serde(default)]
+    pub passthrough: bool,
+}
+
+impl RouteConfig {
+    /// `true` if `model` matches the route's pattern.
+    pub fn matches(&self, model: &str) -> bool {
+        glob_match(&self.pattern, model)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let Some((first, rest)) = pattern.split_once('*') else {
+        return pattern == text;
+    };
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    let mut pieces: Vec<&str> = rest.split('*').collect();
+    let last = pieces.pop().unwrap_or_default();
+    for piece in pieces {
+        match remaining.find(piece) {
+            Some(at) => remaining = &remaining[at + piece.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+/// HTTP server limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest request body accepted (bytes; default 4 MiB).
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+    /// Deadline for a whole request (default 120 s).
+    #[serde(default = "default_deadline", with = "brace_core::duration")]
+    pub request_timeout: Duration,
+    /// How long in-flight requests get to finish on shutdown (default 30 s).
+    #[serde(default = "default_grace", with = "brace_core::duration")]
+    pub shutdown_grace: Duration,
+    /// Log as JSON lines.
+    #[serde(default)]
+    pub json_logs: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: default_body_limit(),
+            request_timeout: default_deadline(),
+            shutdown_grace: default_grace(),
+            json_logs: false,
+        }
+    }
+}
+
+fn default_body_limit() -> usize {
+    4 * 1024 * 1024
+}
+
+fn default_deadline() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_shells() {
+        assert!(glob_match("gpt-4o", "gpt-4o"));
+        assert!(!glob_match("gpt-4o", "gpt-4o-mini"));
+        assert!(glob_match("fast-*", "fast-chat"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_match("a*b*c", "a-x-c"));
+        assert!(!glob_match("fast-*", "slow-chat"));
+    }
+}

@@ -1,0 +1,320 @@
+//! `--demo`: drive traffic through a running gateway and show, live, what the stack does.
+//!
+//! The traffic runs in phases over the demo's duration, scripting the embedded simulated
+//! providers through their handles: normal (the primary is flaky), the primary goes down
+//! (its circuit opens and traffic moves to the secondary), every provider goes down (the
+//! degradation level drops to cached answers and the static message), and everything
+//! recovers (circuits close, the level climbs back).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use brace_llm::LlmErrorKind;
+use brace_llm::sim::Behavior;
+
+use crate::stack::Gateway;
+
+/// How the demo drives traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoOptions {
+    /// How long the traffic runs.
+    pub duration: Duration,
+    /// Requests per second.
+    pub rate: u32,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    errors: BTreeMap<u16, u64>,
+    by_provider: BTreeMap<String, u64>,
+    by_level: BTreeMap<String, u64>,
+    cache_hits: u64,
+    attempts: u64,
+    latency_ms: Vec<f64>,
+}
+
+const PROMPTS: [&str; 4] = [
+    "What is a circuit breaker?",
+    "Explain retries with jitter.",
+    "Why degrade instead of failing?",
+    "What is failover?",
+];
+
+/// Runs the demo against the gateway listening on `addr`.
+///
+/// # Errors
+///
+/// An error if the HTTP client cannot be built.
+pub async fn run(
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    options: DemoOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("http://{addr}/v1/chat/completions");
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let start = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / f64::from(options.rate.max(1)));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut redraw = tokio::time::interval(Duration::from_millis(250));
+    let tty = std::io::stdout().is_terminal();
+    let mut phase = Phase::Normal;
+    let mut last_line = Instant::now();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut n: usize = 0;
+
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= options.duration {
+            break;
+        }
+        let next = Phase::at(elapsed.as_secs_f64() / options.duration.as_secs_f64());
+        if next != phase {
+            phase = next;
+            phase.apply(&gateway);
+        }
+        tokio::select! {
+            _ = ticker.tick() => {
+                n += 1;
+                let body = serde_json::json!({
+                    "model": "demo",
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": PROMPTS[n % PROMPTS.len()]}],
+                });
+                let client = client.clone();
+                let url = url.clone();
+                let tally = tally.clone();
+                in_flight.spawn(async move {
+                    let sent = Instant::now();
+                    let response = client.post(&url).json(&body).send().await;
+                    let mut tally = tally.lock();
+                    tally.sent += 1;
+                    match response {
+                        Ok(response) if response.status().is_success() => {
+                            tally.ok += 1;
+                            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+                            *tally.by_provider.entry(header("x-brace-provider")).or_default() += 1;
+                            *tally.by_level.entry(header("x-brace-degradation")).or_default() += 1;
+                            if header("x-brace-cache") == "hit" {
+                                tally.cache_hits += 1;
+                            }
+                            tally.attempts += header("x-brace-attempts").parse::<u64>().unwrap_or(0);
+                            tally.latency_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        Ok(response) => *tally.errors.entry(response.status().as_u16()).or_default() += 1,
+                        Err(_) => *tally.errors.entry(0).or_default() += 1,
+                    }
+                });
+            }
+            _ = redraw.tick() => {
+                while in_flight.try_join_next().is_some() {}
+                let view = render(&gateway, &tally.lock(), elapsed, options.duration, phase);
+                if tty {
+                    print!("\x1b[2J\x1b[H{view}");
+                    let _ = std::io::stdout().flush();
+                } else if last_line.elapsed() >= Duration::from_secs(2) {
+                    last_line = Instant::now();
+                    println!("{}", view.lines().take(3).collect::<Vec<_>>().join(" | "));
+                }
+            }
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+    Phase::Recovered.apply(&gateway);
+    let tally = tally.lock();
+    if tty {
+        print!("\x1b[2J\x1b[H");
+    }
+    println!(
+        "{}",
+        render(
+            &gateway,
+            &tally,
+            options.duration,
+            options.duration,
+            Phase::Recovered
+        )
+    );
+    println!("{}", summary(&tally));
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Normal,
+    PrimaryDown,
+    AllDown,
+    Recovered,
+}
+
+impl Phase {
+    fn at(progress: f64) -> Self {
+        match progress {
+            p if p < 0.25 => Self::Normal,
+            p if p < 0.55 => Self::PrimaryDown,
+            p if p < 0.70 => Self::AllDown,
+            _ => Self::Recovered,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Normal => "normal: the primary fails one call in five",
+            Self::PrimaryDown => "the primary is down: its circuit opens, traffic fails over",
+            Self::AllDown => "every provider is down: answers degrade to cache and static",
+            Self::Recovered => "providers recovered: circuits close, the level climbs back",
+        }
+    }
+
+    fn apply(self, gateway: &Gateway) {
+        let down = || Behavior::fail(LlmErrorKind::Server);
+        let set = |name: &str, behavior: Behavior| {
+            if let Some(sim) = gateway.sim(name) {
+                sim.set_behavior(behavior);
+            }
+        };
+        let defaults: Vec<_> = gateway
+            .config
+            .providers
+            .iter()
+            .map(|p| (p.name.clone(), p.simulate.clone().unwrap_or_default()))
+            .collect();
+        match self {
+            Self::Normal | Self::Recovered => {
+                for (name, behavior) in defaults {
+                    set(&name, behavior);
+                }
+            }
+            Self::PrimaryDown => {
+                if let Some((name, _)) = defaults.first() {
+                    set(name, down());
+                }
+            }
+            Self::AllDown => {
+                for (name, _) in defaults {
+                    set(&name, down());
+                }
+            }
+        }
+    }
+}
+
+fn bar(done: f64, width: usize) -> String {
+    let filled = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+fn render(
+    gateway: &Gateway,
+    tally: &Tally,
+    elapsed: Duration,
+    total: Duration,
+    phase: Phase,
+) -> String {
+    let mut out = String::new();
+    let progress = elapsed.as_secs_f64() / total.as_secs_f64();
+    let level = gateway.degradation().level();
+    out.push_str(&format!(
+        "brace demo {} {:>3.0}%  {:.0}s/{:.0}s\n",
+        bar(progress, 40),
+        progress.min(1.0) * 100.0,
+        elapsed.as_secs_f64(),
+        total.as_secs_f64()
+    ));
+    out.push_str(&format!("phase: {}\n", phase.describe()));
+    out.push_str(&format!(
+        "requests: {} sent, {} ok, {} failed; degradation level: {}\n\n",
+        tally.sent,
+        tally.ok,
+        tally.errors.values().sum::<u64>(),
+        level.name()
+    ));
+    out.push_str(&format!(
+        "{:<16} {:>8} {:>10} {:>10} {:>8}\n",
+        "provider", "served", "circuit", "healthy", "fails"
+    ));
+    let health = gateway.health();
+    for provider in &gateway.config.providers {
+        let served = tally.by_provider.get(&provider.name).copied().unwrap_or(0);
+        let circuit = gateway
+            .circuit_state(&provider.name)
+            .map_or("-", |s| s.as_str());
+        let h = health.iter().find(|h| *h.name == *provider.name);
+        out.push_str(&format!(
+            "{:<16} {:>8} {:>10} {:>10} {:>8}\n",
+            provider.name,
+            served,
+            circuit,
+            h.map_or("-", |h| if h.healthy { "yes" } else { "no" }),
+            h.map_or(0, |h| h.failures),
+        ));
+    }
+    for (name, count) in &tally.by_provider {
+        if !gateway.has_provider(name) {
+            out.push_str(&format!("{name:<16} {count:>8}\n"));
+        }
+    }
+    out
+}
+
+fn summary(tally: &Tally) -> String {
+    let mut latencies = tally.latency_ms.clone();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if latencies.is_empty() {
+            0.0
+        } else {
+            latencies[((latencies.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let mut out = String::from("\nsummary\n");
+    out.push_str(&format!("{:<28} {:>10}\n", "requests sent", tally.sent));
+    out.push_str(&format!(
+        "{:<28} {:>9.1}%\n",
+        "answered",
+        if tally.sent == 0 {
+            0.0
+        } else {
+            tally.ok as f64 * 100.0 / tally.sent as f64
+        }
+    ));
+    out.push_str(&format!(
+        "{:<28} {:>10.2}\n",
+        "attempts per answer",
+        if tally.ok == 0 {
+            0.0
+        } else {
+            tally.attempts as f64 / tally.ok as f64
+        }
+    ));
+    out.push_str(&format!("{:<28} {:>10}\n", "cache hits", tally.cache_hits));
+    out.push_str(&format!("{:<28} {:>8.1}ms\n", "latency p50", pct(0.5)));
+    out.push_str(&format!("{:<28} {:>8.1}ms\n", "latency p99", pct(0.99)));
+    for (level, count) in &tally.by_level {
+        out.push_str(&format!(
+            "{:<28} {:>10}\n",
+            format!("answered at level {level}"),
+            count
+        ));
+    }
+    for (status, count) in &tally.errors {
+        let label = if *status == 0 {
+            "transport errors".to_owned()
+        } else {
+            format!("HTTP {status}")
+        };
+        out.push_str(&format!("{label:<28} {count:>10}\n"));
+    }
+    out
+}

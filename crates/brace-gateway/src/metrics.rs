@@ -1,0 +1,146 @@
+//! Prometheus metrics and log set-up.
+//!
+//! The gateway records through the [`metrics`] facade and renders `/metrics` itself from a
+//! process-wide Prometheus recorder (installed once; several gateways in one process share
+//! it, which is what tests do).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use brace_llm::{LlmError, Usage};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).ok()?;
+            // Another recorder may already be installed by the embedding application; then
+            // `/metrics` renders nothing and the application's recorder gets the data.
+            builder.install_recorder().ok()
+        })
+        .as_ref()
+}
+
+/// The gateway's metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    _private: (),
+}
+
+impl Metrics {
+    /// Installs the Prometheus recorder (once per process) and returns the recorder facade.
+    pub fn new() -> Self {
+        let _ = handle();
+        Self { _private: () }
+    }
+
+    /// A request to `endpoint` finished with `status` after `elapsed`.
+    pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+        metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!("brace_request_duration_seconds", "endpoint" => endpoint)
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// One attempt at `provider` finished with `outcome` (`ok` or an error kind).
+    pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
+        metrics::counter!("brace_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("brace_provider_latency_seconds", "provider" => provider.to_owned())
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// A request needed `attempts` attempts in all; more than one means it was retried or
+    /// failed over.
+    pub fn attempts(&self, attempts: u32) {
+        metrics::histogram!("brace_attempts_per_request").record(f64::from(attempts));
+        if attempts > 1 {
+            metrics::counter!("brace_requests_with_failover_or_retry_total").increment(1);
+        }
+    }
+
+    /// A request was served by `provider` (from cache or not).
+    pub fn served(&self, provider: &str, level: &str, cache_hit: bool) {
+        metrics::counter!("brace_served_total", "provider" => provider.to_owned(), "level" => level.to_owned())
+            .increment(1);
+        let name = if cache_hit {
+            "brace_cache_hits_total"
+        } else {
+            "brace_cache_misses_total"
+        };
+        metrics::counter!(name).increment(1);
+    }
+
+    /// Tokens used at `provider`, and their cost if priced (per million tokens).
+    pub fn tokens(&self, provider: &str, usage: &Usage, price: Option<crate::config::Price>) {
+        metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => "input")
+            .increment(usage.prompt_tokens);
+        metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => "output")
+            .increment(usage.completion_tokens);
+        if let Some(price) = price {
+            let cost = (usage.prompt_tokens as f64 * price.input
+                + usage.completion_tokens as f64 * price.output)
+                / 1_000_000.0;
+            // Counters are integers: cost is kept in micro-dollars.
+            metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())
+                .increment((cost * 1_000_000.0).round() as u64);
+        }
+    }
+
+    /// Time to the first streamed token at `provider`.
+    pub fn first_token(&self, provider: &str, elapsed: Duration) {
+        metrics::histogram!("brace_ttft_seconds", "provider" => provider.to_owned())
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// A stream from `provider` ended, cleanly or with an error.
+    pub fn stream_ended(&self, provider: &str, error: Option<&LlmError>) {
+        let outcome = error.map_or("complete", |err| err.kind().as_str());
+        metrics::counter!("brace_streams_total", "provider" => provider.to_owned(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    /// Sets a provider's circuit state gauge (0 closed, 1 half-open, 2 open, 3 other).
+    pub fn circuit_state(&self, provider: &str, state: f64) {
+        metrics::gauge!("brace_circuit_state", "provider" => provider.to_owned()).set(state);
+    }
+
+    /// Sets the degradation level gauge (0 = full).
+    pub fn degradation_level(&self, index: usize) {
+        metrics::gauge!("brace_degradation_level").set(index as f64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        handle().map_or_else(String::new, |handle| {
+            handle.run_upkeep();
+            handle.render()
+        })
+    }
+}
+
+/// Sets up logs: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or JSON lines.
+pub fn init_tracing(json: bool, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+
+    let default = if quiet {
+        "warn"
+    } else {
+        "info,tower_http=info"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

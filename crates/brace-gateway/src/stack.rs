@@ -1,0 +1,786 @@
+//! Building the stack from the configuration: for each request, degrade → route →
+//! failover → per-provider circuit breaker → retry → timeout → stream guard → provider
+//! client.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use http::HeaderMap;
+use serde_json::json;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
+use brace_core::BoxError;
+use brace_degrade::{DegradeHandle, DegradeLayer};
+use brace_failover::{FailoverService, PreferredProvider, Provider, ProviderHealth};
+use brace_llm::guard::StreamGuardLayer;
+use brace_llm::provider::ProviderConfig as ClientConfig;
+use brace_llm::sim::{SimConfig, SimHandle, SimProvider};
+use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind};
+use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
+
+use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// One service of the stack: what every layer is boxed into.
+pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
+
+/// Counts the provider attempts one request makes; the handler puts it in the request's
+/// extensions and every attempt adds one.
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(pub(crate) Arc<AtomicU32>);
+
+/// The stack could not be built from the configuration.
+#[derive(Debug)]
+pub struct BuildError(String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Error for BuildError {}
+
+fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> BuildError {
+    BuildError(format!("{context}: {err}"))
+}
+
+/// The gateway: the stack, and the handles the HTTP API reads and steers it through.
+pub struct Gateway {
+    /// The configuration it was built from.
+    pub config: GatewayConfig,
+    /// Metrics.
+    pub metrics: Metrics,
+    service: ChatService,
+    circuits: CircuitRegistry,
+    degrade: DegradeHandle,
+    health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync>,
+    sims: HashMap<String, SimHandle>,
+    admin_token: Option<String>,
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway")
+            .field("providers", &self.config.providers.len())
+            .field("routes", &self.config.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the whole stack.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the part of the configuration that cannot be used.
+    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, BuildError> {
+        Self::build_with_env(config, |var| std::env::var(var).ok())
+    }
+
+    /// Builds the whole stack, reading the admin token's variable through `env` instead of
+    /// the process environment (for tests and embedding applications).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_with_env(
+        config: GatewayConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Arc<Self>, BuildError> {
+        let metrics = Metrics::new();
+        let circuits = CircuitRegistry::new();
+        let mut sims = HashMap::new();
+        let mut stacks: HashMap<String, ChatService> = HashMap::new();
+        let mut probes: HashMap<String, ProbeFn> = HashMap::new();
+
+        for provider in &config.providers {
+            let (client, probe) = client_for(provider, &mut sims)?;
+            let stack = provider_stack(provider, client, &config, &circuits, &metrics)?;
+            stacks.insert(provider.name.clone(), stack);
+            probes.insert(provider.name.clone(), probe);
+        }
+        let probes = Arc::new(probes);
+
+        // The default route: every provider by priority, each asked for its own model.
+        let everyone: Vec<_> = config
+            .providers
+            .iter()
+            .map(|provider| {
+                let target = crate::config::RouteTarget {
+                    name: provider.name.clone(),
+                    model: None,
+                    passthrough: false,
+                };
+                (provider, target)
+            })
+            .collect();
+        let default_failover = failover_for(&everyone, &stacks, &config, &probes, false)?;
+        let health_source = default_failover.clone();
+        let health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync> =
+            Arc::new(move || health_source.health());
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let targets: Vec<_> = route
+                .providers
+                .iter()
+                .map(|target| {
+                    let provider = config
+                        .providers
+                        .iter()
+                        .find(|p| p.name == target.name)
+                        .expect("routes are checked against providers when the config is read");
+                    (provider, target.clone())
+                })
+                .collect();
+            let failover = failover_for(&targets, &stacks, &config, &probes, true)?;
+            routes.push((route.clone(), BoxCloneSyncService::new(failover)));
+        }
+        let router = Router {
+            routes: Arc::new(routes),
+            default: BoxCloneSyncService::new(default_failover),
+        };
+
+        let mut degrade_config = config.degradation.clone();
+        if let Some(cache) = &config.cache {
+            degrade_config.cache = cache.clone();
+        }
+        let degrade_layer = DegradeLayer::<ChatRequest>::from_config(&degrade_config)
+            .map_err(|err| build_error("degradation", err))?
+            .with_classifier(LlmClassifier::new());
+        let degrade = degrade_layer.handle();
+        let service =
+            BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
+
+        let admin_token = config
+            .admin
+            .token_env
+            .as_deref()
+            .and_then(|var| env(var))
+            .filter(|token| !token.is_empty());
+        if config.admin.token_env.is_some() && admin_token.is_none() {
+            tracing::warn!(
+                "admin.token_env is set but the variable is empty: admin endpoints are open"
+            );
+        }
+
+        Ok(Arc::new(Self {
+            config,
+            metrics,
+            service,
+            circuits,
+            degrade,
+            health,
+            sims,
+            admin_token,
+        }))
+    }
+
+    /// Sends a request through the whole stack, with the global deadline.
+    ///
+    /// # Errors
+    ///
+    /// The stack's failure, mapped to an HTTP answer.
+    pub async fn call(&self, mut request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
+        let attempts = Attempts::default();
+        request.extensions.insert(attempts.clone());
+        let start = Instant::now();
+        let deadline = self.config.server.request_timeout;
+        let result = tokio::time::timeout(deadline, self.service.clone().oneshot(request)).await;
+        let count = attempts.0.load(Ordering::Relaxed);
+        self.metrics.attempts(count);
+        match result {
+            Ok(Ok(response)) => {
+                let level = response
+                    .meta
+                    .degradation
+                    .as_ref()
+                    .map_or("full", |d| &*d.level)
+                    .to_owned();
+                self.metrics.served(
+                    &response.meta.provider,
+                    &level,
+                    response.meta.origin == brace_llm::Origin::Cache,
+                );
+                self.metrics.request("chat", 200, start.elapsed());
+                Ok((response, count))
+            }
+            Ok(Err(err)) => {
+                let api = ApiError::from_stack_error(&err);
+                tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
+                self.metrics
+                    .request("chat", api.status().as_u16(), start.elapsed());
+                Err(api)
+            }
+            Err(_) => {
+                let err: BoxError = Box::new(brace_core::DeadlineExceeded::new(deadline));
+                self.metrics.request("chat", 504, start.elapsed());
+                Err(ApiError::from_stack_error(&err))
+            }
+        }
+    }
+
+    /// The model named when a request does not name one.
+    pub fn default_model(&self) -> &str {
+        self.config
+            .providers
+            .iter()
+            .min_by_key(|p| p.priority)
+            .map_or("default", |p| p.model.as_str())
+    }
+
+    /// `true` if a provider has this name.
+    pub fn has_provider(&self, name: &str) -> bool {
+        self.config.providers.iter().any(|p| p.name == name)
+    }
+
+    /// Asks failover to try `provider` first for this request.
+    pub fn prefer(&self, request: &mut ChatRequest, provider: String) {
+        request.extensions.insert(PreferredProvider::new(provider));
+    }
+
+    /// Model ids for `GET /v1/models`: every route pattern without a wildcard and every
+    /// provider's model, with who serves it.
+    pub fn model_names(&self) -> Vec<(String, String)> {
+        let mut names: Vec<(String, String)> = Vec::new();
+        for route in &self.config.routes {
+            if !route.pattern.contains('*') {
+                names.push((route.pattern.clone(), "brace".to_owned()));
+            }
+        }
+        for provider in &self.config.providers {
+            if !names.iter().any(|(id, _)| *id == provider.model) {
+                names.push((provider.model.clone(), provider.name.clone()));
+            }
+        }
+        names
+    }
+
+    /// The simulated providers' handles, by name (to script them in demos and tests).
+    pub fn sim(&self, name: &str) -> Option<&SimHandle> {
+        self.sims.get(name)
+    }
+
+    /// The circuit breakers.
+    pub fn circuits(&self) -> &CircuitRegistry {
+        &self.circuits
+    }
+
+    /// The degradation handle.
+    pub fn degradation(&self) -> &DegradeHandle {
+        &self.degrade
+    }
+
+    /// Every provider's health, as the default route's failover service sees it.
+    pub fn health(&self) -> Vec<ProviderHealth> {
+        (self.health)()
+    }
+
+    /// A provider's circuit state, by name.
+    pub fn circuit_state(&self, provider: &str) -> Option<CircuitState> {
+        self.circuits.get(provider).map(|handle| handle.state())
+    }
+
+    /// `GET /v1/health`.
+    pub fn health_json(&self) -> serde_json::Value {
+        let health = self.health();
+        let providers: Vec<_> = health
+            .iter()
+            .map(|p| {
+                let circuit = self.circuit_state(&p.name);
+                let circuit_allows = circuit.is_none_or(CircuitState::allows_calls);
+                json!({
+                    "name": &*p.name,
+                    "model": p.model.as_deref(),
+                    "is_healthy": p.healthy && circuit_allows,
+                    "consecutive_failures": p.consecutive_failures,
+                    "last_failure": p.last_failure_ago.map(|ago| format!("{}s ago", ago.as_secs())),
+                    "latency_ewma_ms": p.latency_ewma.map(|l| l.as_secs_f64() * 1000.0),
+                    "calls": p.calls,
+                    "failures": p.failures,
+                    "circuit": circuit.map(CircuitState::as_str),
+                })
+            })
+            .collect();
+        let healthy = providers.iter().filter(|p| p["is_healthy"] == true).count();
+        let status = if healthy == providers.len() {
+            "healthy"
+        } else if healthy > 0 {
+            "degraded"
+        } else {
+            "unavailable"
+        };
+        let level = self.degrade.level();
+        json!({
+            "status": status,
+            "degradation": level.name(),
+            "providers": providers,
+        })
+    }
+
+    /// `GET /v1/circuits`.
+    pub fn circuits_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for handle in self.circuits.handles() {
+            let metrics = handle.metrics();
+            let state = handle.state();
+            self.metrics
+                .circuit_state(handle.name(), circuit_gauge(state));
+            let mut entry = serde_json::to_value(&metrics).unwrap_or_else(|_| json!({}));
+            if let Some(object) = entry.as_object_mut() {
+                object.insert("state".into(), json!(state.as_str()));
+                object.insert("failure_count".into(), json!(metrics.failed_calls));
+                object.insert(
+                    "last_failure".into(),
+                    json!(
+                        self.health()
+                            .iter()
+                            .find(|h| *h.name == *handle.name())
+                            .and_then(|h| h.last_failure_ago)
+                            .map(|ago| format!("{}s ago", ago.as_secs()))
+                    ),
+                );
+            }
+            map.insert(handle.name().to_owned(), entry);
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// The degradation state, for `GET`/`POST /v1/degradation/level`.
+    pub fn degradation_json(&self) -> serde_json::Value {
+        let level = self.degrade.level();
+        self.metrics.degradation_level(level.index());
+        json!({
+            "level": level.name(),
+            "index": level.index(),
+            "pinned": self.degrade.is_pinned(),
+            "levels": self.degrade.ladder().levels().iter().map(|l| l.name()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Pins the degradation level (`auto` releases the pin).
+    ///
+    /// # Errors
+    ///
+    /// A 400 `Invalid level: X` for an unknown level.
+    pub fn set_level(&self, level: &str) -> Result<(), ApiError> {
+        if level == "auto" {
+            self.degrade.release();
+            return Ok(());
+        }
+        self.degrade
+            .pin(level)
+            .map(|_| ())
+            .map_err(|_| ApiError::bad_request(format!("Invalid level: {level}")))
+    }
+
+    /// Checks the admin token, when one is configured.
+    ///
+    /// # Errors
+    ///
+    /// A 401 when the token is missing or wrong.
+    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.admin_token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                http::StatusCode::UNAUTHORIZED,
+                "invalid admin token",
+            )),
+            None => Err(ApiError::new(
+                http::StatusCode::UNAUTHORIZED,
+                "missing admin token: send `Authorization: Bearer <token>`",
+            )),
+        }
+    }
+}
+
+fn circuit_gauge(state: CircuitState) -> f64 {
+    match state {
+        CircuitState::Closed => 0.0,
+        CircuitState::HalfOpen => 1.0,
+        CircuitState::Open | CircuitState::ForcedOpen => 2.0,
+        _ => 3.0,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// ===== provider clients =====
+
+type LlmService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
+type ProbeFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), LlmError>> + Send>> + Send + Sync>;
+
+fn client_for(
+    provider: &ProviderConfig,
+    sims: &mut HashMap<String, SimHandle>,
+) -> Result<(LlmService, ProbeFn), BuildError> {
+    let name = provider.name.as_str();
+    let client_config = || {
+        let mut config = ClientConfig::new(
+            name,
+            provider
+                .base_url
+                .clone()
+                .unwrap_or_else(|| default_base_url(provider.kind()).to_owned()),
+        )
+        .with_default_model(provider.model.clone())
+        .with_timeout(provider.timeout);
+        if let Some(idle) = provider.stream_idle_timeout {
+            config = config.with_stream_idle_timeout(idle);
+        }
+        if let Some(var) = provider.key_env() {
+            config = config.with_api_key_env(var);
+        }
+        config
+    };
+    macro_rules! boxed {
+        ($client:expr) => {{
+            let client = $client;
+            let for_probe = client.clone();
+            let probe: ProbeFn = Arc::new(move || for_probe.probe());
+            Ok((BoxCloneSyncService::new(client), probe))
+        }};
+    }
+    let result: Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> =
+        match provider.kind() {
+            ProviderKind::Simulated if provider.base_url.is_none() => {
+                let sim = SimProvider::new(SimConfig {
+                    name: provider.name.clone(),
+                    model: Some(provider.model.clone()),
+                    seed: provider.seed,
+                    behavior: provider.simulate.clone().unwrap_or_default(),
+                });
+                sims.insert(provider.name.clone(), sim.handle().clone());
+                let probe: ProbeFn = Arc::new(|| Box::pin(async { Ok(()) }));
+                Ok((BoxCloneSyncService::new(sim), probe))
+            }
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => {
+                let api = if provider.kind() == ProviderKind::Openai {
+                    brace_llm::openai::OpenAiApi::default()
+                } else {
+                    brace_llm::openai::OpenAiApi::Compatible
+                };
+                keyed(provider, || {
+                    boxed!(brace_llm::openai::OpenAiClient::new(
+                        brace_llm::openai::OpenAiConfig::new(client_config(), api)
+                    )?)
+                })
+            }
+            ProviderKind::Azure => keyed(provider, || {
+                let api = brace_llm::openai::OpenAiApi::Azure {
+                    api_version: provider
+                        .api_version
+                        .clone()
+                        .unwrap_or_else(|| brace_llm::openai::DEFAULT_AZURE_API_VERSION.to_owned()),
+                };
+                boxed!(brace_llm::openai::OpenAiClient::new(
+                    brace_llm::openai::OpenAiConfig::new(client_config(), api)
+                )?)
+            }),
+            ProviderKind::Anthropic => keyed(provider, || {
+                boxed!(brace_llm::anthropic::AnthropicClient::new(client_config())?)
+            }),
+            ProviderKind::Gemini => keyed(provider, || {
+                boxed!(brace_llm::gemini::GeminiClient::new(client_config())?)
+            }),
+        };
+    result.map_err(|err| build_error(format!("provider `{name}`"), err))
+}
+
+/// Builds a keyed client; when its key is not in the environment the gateway still starts,
+/// and every call to that provider fails with a clear authentication error (so the others
+/// answer instead).
+fn keyed(
+    provider: &ProviderConfig,
+    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError>,
+) -> Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> {
+    if let Some(var) = provider.key_env()
+        && std::env::var(var).map_or(true, |key| key.trim().is_empty())
+    {
+        tracing::warn!(provider = %provider.name, env = var, "API key not set: calls to this provider will fail");
+        let message = format!("no API key: the environment variable {var} is not set");
+        let name: Arc<str> = provider.name.as_str().into();
+        let fail = {
+            let name = name.clone();
+            let message = message.clone();
+            tower::service_fn(move |_request: ChatRequest| {
+                let err =
+                    LlmError::new(LlmErrorKind::Auth, message.clone()).with_provider(name.clone());
+                async move { Err::<ChatResponse, _>(err) }
+            })
+        };
+        let probe: ProbeFn = Arc::new(move || {
+            let err =
+                LlmError::new(LlmErrorKind::Auth, message.clone()).with_provider(name.clone());
+            Box::pin(async move { Err(err) })
+        });
+        return Ok((BoxCloneSyncService::new(fail), probe));
+    }
+    build()
+}
+
+fn default_base_url(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Openai => brace_llm::openai::DEFAULT_BASE_URL,
+        ProviderKind::Anthropic => brace_llm::anthropic::DEFAULT_BASE_URL,
+        ProviderKind::Gemini => brace_llm::gemini::DEFAULT_BASE_URL,
+        ProviderKind::Azure | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => "",
+    }
+}
+
+// ===== one provider's stack =====
+
+fn provider_stack(
+    provider: &ProviderConfig,
+    client: LlmService,
+    config: &GatewayConfig,
+    circuits: &CircuitRegistry,
+    metrics: &Metrics,
+) -> Result<ChatService, BuildError> {
+    let context = || format!("provider `{}`", provider.name);
+
+    let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
+    if let Some(limit) = provider.first_token_timeout {
+        guard = guard.first_token_timeout(limit);
+    }
+    if let Some(limit) = provider.stream_idle_timeout {
+        guard = guard.idle_timeout(limit);
+    }
+    let ttft_metrics = metrics.clone();
+    guard =
+        guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
+
+    let retry = config
+        .fallback
+        .builder()
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
+        .classifier(OnError::with_describe(
+            config.fallback.on_error.iter().copied(),
+            DescribeErrors::with(describe_llm_error),
+        ))
+        .build();
+
+    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &config.circuit_breaker)
+        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
+        .with_classifier(LlmClassifier::new());
+    circuits.register(breaker.handle());
+
+    let instrument = Instrument {
+        provider: provider.name.as_str().into(),
+        metrics: metrics.clone(),
+        price: provider.price,
+    };
+    let stack = ServiceBuilder::new()
+        .layer(breaker)
+        .layer(retry)
+        .layer(tower::timeout::TimeoutLayer::new(provider.timeout))
+        .layer(guard)
+        .layer(tower::layer::layer_fn(move |inner| {
+            instrument.clone().wrap(inner)
+        }))
+        .service(client);
+    Ok(BoxCloneSyncService::new(stack))
+}
+
+/// What an `on_error` list entry an [`LlmError`] is: its status, or `timeout`, `connect`,
+/// `overloaded`; errors that retrying cannot fix are never in any list.
+fn describe_llm_error(err: &(dyn Error + 'static)) -> Option<Failure> {
+    let err = err.downcast_ref::<LlmError>()?;
+    let class = match err.kind() {
+        kind if !kind.is_retryable() => ErrorClass::Other,
+        LlmErrorKind::Timeout => ErrorClass::Timeout,
+        LlmErrorKind::Connect | LlmErrorKind::StreamInterrupted => ErrorClass::Connect,
+        LlmErrorKind::Overloaded if err.status().is_none() => ErrorClass::Overloaded,
+        LlmErrorKind::MalformedResponse => ErrorClass::Status(502),
+        _ => err.status().map_or(ErrorClass::Other, ErrorClass::Status),
+    };
+    Some(Failure::new(class).with_retry_after(err.retry_after()))
+}
+
+// ===== failover =====
+
+fn preferred(request: &ChatRequest) -> Option<&str> {
+    request
+        .extensions
+        .get::<PreferredProvider>()
+        .map(PreferredProvider::name)
+}
+
+fn failover_for(
+    targets: &[(&ProviderConfig, crate::config::RouteTarget)],
+    stacks: &HashMap<String, ChatService>,
+    config: &GatewayConfig,
+    probes: &Arc<HashMap<String, ProbeFn>>,
+    route_order: bool,
+) -> Result<
+    FailoverService<
+        ChatService,
+        LlmClassifier,
+        brace_core::commit::Immediate,
+        fn(&ChatRequest) -> Option<&str>,
+    >,
+    BuildError,
+> {
+    let mut builder = FailoverService::builder()
+        .classifier(LlmClassifier::new())
+        .preference(preferred as fn(&ChatRequest) -> Option<&str>)
+        .selection(config.selection)
+        .health(config.health.to_failover());
+    for (index, (provider, target)) in targets.iter().enumerate() {
+        let stack = stacks[&provider.name].clone();
+        let model = if target.passthrough {
+            None
+        } else {
+            Some(
+                target
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| provider.model.clone()),
+            )
+        };
+        let service = match model.clone() {
+            Some(model) => {
+                BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
+                    request.model.clone_from(&model);
+                    request
+                }))
+            }
+            None => stack,
+        };
+        let priority = if route_order {
+            index as u32
+        } else {
+            provider.priority
+        };
+        let mut entry = Provider::new(provider.name.as_str(), service)
+            .priority(priority)
+            .weight(provider.weight);
+        if let Some(model) = model {
+            entry = entry.model(model);
+        }
+        if let Some(price) = provider.price {
+            entry = entry.price(price.input, price.output);
+        }
+        builder = builder.provider(entry);
+    }
+    if let Some(hedge) = &config.hedging {
+        builder = builder.hedge(hedge.clone());
+    }
+    if let Some(interval) = config.health.probe_interval {
+        let probes = probes.clone();
+        builder = builder.probe(interval, move |name: Arc<str>| {
+            let probe = probes.get(&*name).cloned();
+            async move {
+                match probe {
+                    Some(probe) => probe().await.map_err(BoxError::from),
+                    None => Ok(()),
+                }
+            }
+        });
+    }
+    builder.build().map_err(|err| build_error("failover", err))
+}
+
+// ===== routing =====
+
+#[derive(Clone)]
+struct Router {
+    routes: Arc<Vec<(RouteConfig, ChatService)>>,
+    default: ChatService,
+}
+
+impl Service<ChatRequest> for Router {
+    type Response = ChatResponse;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Readiness is driven per route in `call` (the route is not known yet).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        let service = self
+            .routes
+            .iter()
+            .find(|(route, _)| route.matches(&request.model))
+            .map_or_else(|| self.default.clone(), |(_, service)| service.clone());
+        Box::pin(service.oneshot(request))
+    }
+}
+
+// ===== per-attempt instrumentation =====
+
+#[derive(Clone)]
+struct Instrument {
+    provider: Arc<str>,
+    metrics: Metrics,
+    price: Option<crate::config::Price>,
+}
+
+impl Instrument {
+    fn wrap(self, inner: LlmService) -> Instrumented {
+        Instrumented { inner, meta: self }
+    }
+}
+
+#[derive(Clone)]
+struct Instrumented {
+    inner: LlmService,
+    meta: Instrument,
+}
+
+impl Service<ChatRequest> for Instrumented {
+    type Response = ChatResponse;
+    type Error = LlmError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, LlmError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        if let Some(attempts) = request.extensions.get::<Attempts>() {
+            attempts.0.fetch_add(1, Ordering::Relaxed);
+        }
+        let meta = self.meta.clone();
+        let start = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let result = call.await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(err) => err.kind().as_str(),
+            };
+            meta.metrics
+                .attempt(&meta.provider, outcome, start.elapsed());
+            if let Ok(response) = &result
+                && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
+            {
+                meta.metrics.tokens(&meta.provider, usage, meta.price);
+            }
+            result
+        })
+    }
+}

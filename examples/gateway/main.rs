@@ -1,0 +1,105 @@
+//! Run with: `cargo run --release --example gateway`
+//!
+//! brace's whole stack behind an OpenAI-compatible API. With no arguments it serves an
+//! embedded demo — three simulated providers in-process (a flaky primary, a slow secondary
+//! and a steady local fallback) — on `127.0.0.1:8080`, so failover, circuit breaking and
+//! degradation can be seen with no API key.
+//!
+//! - `--config FILE`: load a YAML configuration (see the README).
+//! - `--listen ADDR`: override the address.
+//! - `--demo`: also drive traffic through the gateway for a while and show a live view of
+//!   requests per provider, errors, circuit states and the degradation level.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use brace_gateway::{Gateway, GatewayConfig};
+
+/// brace gateway: an OpenAI-compatible API that keeps answering when providers fail.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// A YAML configuration file (default: the embedded demo on simulated providers).
+    #[arg(long, env = "BRACE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The address to listen on (overrides the configuration's `listen`).
+    #[arg(long, env = "BRACE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Drive demo traffic through the gateway and show a live view, then exit.
+    #[arg(long)]
+    demo: bool,
+    /// How long the demo traffic runs.
+    #[arg(long, default_value = "20s", value_parser = brace_core::duration::parse)]
+    demo_duration: Duration,
+    /// Demo requests per second.
+    #[arg(long, default_value_t = 40)]
+    demo_rate: u32,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => match GatewayConfig::from_file(path) {
+            Ok(config) => config,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        },
+        None => GatewayConfig::demo(),
+    };
+    brace_gateway::metrics::init_tracing(config.server.json_logs, args.demo);
+    let listen = args.listen.unwrap_or(config.listen);
+    let gateway = match Gateway::build(config) {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (listener, addr) = match brace_gateway::bind(listen).await {
+        Ok(bound) => bound,
+        Err(err) => {
+            eprintln!("error: cannot listen on {listen}: {err}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    println!("brace gateway listening on http://{addr}");
+    println!("try:");
+    println!(
+        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+    );
+    println!("  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits");
+
+    if args.demo {
+        let server = tokio::spawn(brace_gateway::serve(
+            gateway.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        let options = brace_gateway::demo::DemoOptions {
+            duration: args.demo_duration,
+            rate: args.demo_rate,
+        };
+        let result = brace_gateway::demo::run(addr, gateway, options).await;
+        server.abort();
+        return match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
+    match brace_gateway::serve(gateway, listener, brace_gateway::shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
