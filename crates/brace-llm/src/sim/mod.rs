@@ -4,10 +4,11 @@
 //! - [`SimProvider`]: an in-process tower `Service<ChatRequest>` whose behaviour is
 //!   scripted by a [`Behavior`]: succeed (text derived from the request, usage counted),
 //!   fail with any [`LlmErrorKind`](crate::LlmErrorKind) (status, retry-after), wait then
-//!   act, hang, fail with a seeded probability, follow a sequence of outcomes, and stream
-//!   with faults ([`StreamFault`]: break, stall, invalid event, in-band error; a first-token
-//!   delay and a per-chunk delay in [`Reply`]). Waits use `tokio::time`, so they follow
-//!   paused time.
+//!   act, hang, fail with a seeded probability, follow a sequence of outcomes, act on a
+//!   [`Condition`] of the request (a prefill, a stream, tools, images, a model), answer with
+//!   a tool call ([`ToolCallReply`]), continue a prefilled answer, and stream with faults
+//!   ([`StreamFault`]: break, stall, invalid event, in-band error; a first-token delay and a
+//!   per-chunk delay in [`Reply`]). Waits use `tokio::time`, so they follow paused time.
 //! - [`SimServer`]: the same script served over HTTP on a loopback port, in the OpenAI,
 //!   Anthropic and Gemini wire formats, with every fault as real HTTP and a control endpoint
 //!   (`POST /_sim/behavior`, `GET /_sim/stats`) to change it at run time.
