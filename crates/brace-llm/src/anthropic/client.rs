@@ -12,17 +12,12 @@ use tower_service::Service;
 use super::stream::StreamState;
 use super::translate::{RequestOptions, decode_response, encode_request};
 use crate::error::{LlmError, LlmErrorKind};
-use futures_util::StreamExt;
-use futures_util::stream::Map;
-
 use crate::provider::{
-    BodyStream, ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
+    ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
     Transport,
 };
 use crate::response::{ChatResponse, ChatStream};
-use crate::sse::{
-    self, ChunkStream, DecodeError, Flow, MalformedEvents, SseDecoder, SseEvent, SseEvents,
-};
+use crate::sse::{self, DecodeError, Flow, SseDecoder, SseEvent};
 use crate::types::{ChatChunk, ChatRequest};
 
 /// Anthropic's API base URL.
@@ -148,7 +143,7 @@ impl AnthropicClient {
     }
 
     /// The provider's name, as errors and responses carry it.
-    pub fn provider(&self) -> &Arc<str> {
+    pub fn name(&self) -> &str {
         self.inner.transport.provider()
     }
 
@@ -214,44 +209,6 @@ impl AnthropicClient {
     }
 }
 
-/// A body error while streaming: reqwest reports a connection cut mid-body as a decode
-/// error, but for a stream it means the stream broke.
-fn body_error_is_interruption(item: Result<Bytes, LlmError>) -> Result<Bytes, LlmError> {
-    item.map_err(|err| {
-        if err.kind() == LlmErrorKind::MalformedResponse {
-            let interrupted = LlmError::new(LlmErrorKind::StreamInterrupted, err.message());
-            match err.provider() {
-                Some(provider) => interrupted.with_provider(provider.to_owned()),
-                None => interrupted,
-            }
-        } else {
-            err
-        }
-    })
-}
-
-type EventChunks<D> = ChunkStream<
-    SseEvents<Map<BodyStream, fn(Result<Bytes, LlmError>) -> Result<Bytes, LlmError>>>,
-    D,
->;
-
-/// The chunks of an event-stream response, decoded by `decoder`.
-pub(crate) fn event_chunks<D: SseDecoder>(
-    response: HttpResponse,
-    decoder: D,
-    policy: MalformedEvents,
-    stats: Arc<ProviderStats>,
-) -> EventChunks<D> {
-    let provider = response.provider().clone();
-    let body = response
-        .into_body_stream()
-        .map(body_error_is_interruption as fn(_) -> _);
-    ChunkStream::new(SseEvents::new(body), decoder)
-        .with_provider(provider)
-        .with_malformed_events(policy)
-        .with_stats(stats)
-}
-
 async fn respond(
     response: HttpResponse,
     model: String,
@@ -260,19 +217,17 @@ async fn respond(
 ) -> Result<ChatResponse, LlmError> {
     let provider = response.provider().clone();
     if response.is_event_stream() {
-        let chunks = event_chunks(
-            response,
-            StreamState::new(include_usage),
-            inner.config.malformed_events,
-            inner.transport.stats().clone(),
-        );
+        let chunks = response.into_chunks(StreamState::new(include_usage));
         let (model, stream) = sse::start(chunks, &model).await?;
         return Ok(ChatResponse::stream(provider, model, stream));
     }
     let status = response.status().as_u16();
     let body = response.bytes().await?;
-    let completion = decode_response(&body)
-        .map_err(|err| err.with_provider(provider.clone()).with_status(status))?;
+    let completion = decode_response(&body).map_err(|err| {
+        inner
+            .transport
+            .scrub(err.with_provider(provider.clone()).with_status(status))
+    })?;
     Ok(ChatResponse::complete(provider, completion))
 }
 
@@ -307,7 +262,7 @@ impl Service<ChatRequest> for AnthropicClient {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        let provider = self.provider().clone();
+        let provider = self.inner.transport.provider().clone();
         let (http, model) = match self.http_request(&request) {
             Ok(built) => built,
             Err(err) => return ResponseFuture::error(err.with_provider(provider)),

@@ -4,7 +4,7 @@
 //! format and Anthropic's is kept in pure functions, testable without a socket:
 //! [`encode_request`], [`decode_response`], and [`StreamState`] for streamed events.
 
-pub(crate) mod client;
+mod client;
 pub(crate) mod stream;
 pub(crate) mod translate;
 

@@ -10,7 +10,6 @@ use http::{Method, Request};
 use tower_service::Service;
 
 use super::stream::StreamState;
-use crate::anthropic::client::event_chunks;
 use super::translate::{decode_response, encode_request};
 use crate::error::{LlmError, LlmErrorKind};
 use crate::provider::{
@@ -139,7 +138,7 @@ impl GeminiClient {
     }
 
     /// The provider's name, as errors and responses carry it.
-    pub fn provider(&self) -> &Arc<str> {
+    pub fn name(&self) -> &str {
         self.inner.transport.provider()
     }
 
@@ -219,19 +218,17 @@ async fn respond(
 ) -> Result<ChatResponse, LlmError> {
     let provider = response.provider().clone();
     if response.is_event_stream() {
-        let chunks = event_chunks(
-            response,
-            StreamState::new(model.clone(), include_usage),
-            inner.config.malformed_events,
-            inner.transport.stats().clone(),
-        );
+        let chunks = response.into_chunks(StreamState::new(model.clone(), include_usage));
         let (model, stream) = sse::start(chunks, &model).await?;
         return Ok(ChatResponse::stream(provider, model, stream));
     }
     let status = response.status().as_u16();
     let body = response.bytes().await?;
-    let completion = decode_response(&body, &model)
-        .map_err(|err| err.with_provider(provider.clone()).with_status(status))?;
+    let completion = decode_response(&body, &model).map_err(|err| {
+        inner
+            .transport
+            .scrub(err.with_provider(provider.clone()).with_status(status))
+    })?;
     Ok(ChatResponse::complete(provider, completion))
 }
 
@@ -247,7 +244,7 @@ impl Service<ChatRequest> for GeminiClient {
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        let provider = self.provider().clone();
+        let provider = self.inner.transport.provider().clone();
         let (http, model) = match self.http_request(&request) {
             Ok(built) => built,
             Err(err) => return ResponseFuture::error(err.with_provider(provider)),
