@@ -105,14 +105,23 @@ fn parse_sse(text: &str) -> Vec<Sse> {
         .collect()
 }
 
-/// Reads SSE events until the body pauses for `quiet` (real time, loopback-short).
-async fn read_until_quiet(response: reqwest::Response, quiet: Duration) -> Vec<Sse> {
+/// Reads `expected` SSE events (failing after a generous bound if they do not come), then
+/// checks whether anything more arrives within `quiet` (real time, loopback-short).
+async fn read_then_quiet(
+    response: reqwest::Response,
+    expected: usize,
+    quiet: Duration,
+) -> (Vec<Sse>, bool) {
     let mut body = response.bytes_stream();
     let mut text = String::new();
-    while let Ok(Some(Ok(bytes))) = tokio::time::timeout(quiet, body.next()).await {
-        text.push_str(&String::from_utf8_lossy(&bytes));
+    while parse_sse(&text).len() < expected || !text.ends_with("\n\n") {
+        let next = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("the expected events did not come");
+        text.push_str(&String::from_utf8_lossy(&next.unwrap().unwrap()));
     }
-    parse_sse(&text)
+    let more = tokio::time::timeout(quiet, body.next()).await.is_ok();
+    (parse_sse(&text), more)
 }
 
 fn error_of(status: reqwest::StatusCode, headers: &http::HeaderMap, body: &[u8]) -> LlmError {
@@ -512,8 +521,9 @@ async fn stalled_stream_sends_n_events_then_nothing() {
     let response = post(&client(None), &server, WireFormat::OpenAi, true)
         .await
         .unwrap();
-    let events = read_until_quiet(response, Duration::from_millis(150)).await;
+    let (events, more) = read_then_quiet(response, 4, Duration::from_millis(150)).await;
     assert_eq!(events.len(), 4);
+    assert!(!more, "a stalled stream sent more");
     assert_eq!(server.handle().stats().count("stream_stall"), 1);
 }
 
@@ -527,12 +537,9 @@ async fn first_token_delay_holds_content_after_the_headers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let events = read_until_quiet(response, Duration::from_millis(150)).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "only the role chunk before the first token"
-    );
+    let (events, more) = read_then_quiet(response, 1, Duration::from_millis(150)).await;
+    assert!(!more, "content came before the first-token delay");
+    assert_eq!(events.len(), 1);
     let chunk: ChatChunk = serde_json::from_str(&events[0].data).unwrap();
     assert!(!chunk.has_content());
 }
@@ -731,10 +738,13 @@ async fn shutdown_ends_hanging_requests() {
             .await?;
         response.bytes().await
     });
-    while handle.calls() == 0 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while handle.calls() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the request did not reach the server");
     server.shutdown().await;
     let outcome = request.await.unwrap();
     let err = outcome.unwrap_err();
