@@ -880,3 +880,25 @@ async fn conditional_behaviour_set_through_the_control_endpoint() {
     assert_eq!(streamed.status(), 429);
     assert_eq!(streamed.headers()["retry-after"], "1");
 }
+
+#[tokio::test]
+async fn requests_in_each_format_are_recorded() {
+    let server = server(Behavior::succeed()).await;
+    let client = client(None);
+    for format in [
+        WireFormat::OpenAi,
+        WireFormat::Anthropic,
+        WireFormat::Gemini,
+    ] {
+        post(&client, &server, format, false).await.unwrap();
+        let request = server.handle().last_request().unwrap();
+        assert_eq!(request.messages.last().unwrap().text(), "hello sim");
+    }
+    let models: Vec<String> = server
+        .handle()
+        .requests()
+        .into_iter()
+        .map(|request| request.model)
+        .collect();
+    assert_eq!(models, ["gpt-4o", "claude-sonnet-4", GEMINI_MODEL]);
+}

@@ -623,3 +623,21 @@ async fn tool_call_replies_whole_and_streamed() {
         assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn recent_requests_are_kept_as_received() {
+    let sim = sim(Behavior::succeed());
+    for i in 0..40 {
+        call(&sim, request(&format!("question {i}")).with_max_tokens(64))
+            .await
+            .unwrap();
+    }
+    let requests = sim.handle().requests();
+    assert_eq!(requests.len(), 32);
+    assert_eq!(requests[0].messages[0].text(), "question 8");
+    let last = sim.handle().last_request().unwrap();
+    assert_eq!(last.messages[0].text(), "question 39");
+    assert_eq!(last.max_tokens, Some(64));
+    sim.handle().reset();
+    assert!(sim.handle().last_request().is_none());
+}

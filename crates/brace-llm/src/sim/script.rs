@@ -1,7 +1,7 @@
 //! The script's state: [`SimHandle`] (change the behaviour, read the counts) and the
 //! resolution of a [`Behavior`] into what one call does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +68,11 @@ struct State {
     rng: fastrand::Rng,
     positions: HashMap<Vec<u32>, usize>,
     stats: SimStats,
+    recent: VecDeque<ChatRequest>,
 }
+
+/// How many recent requests a [`SimHandle`] keeps.
+const RECENT: usize = 32;
 
 impl fmt::Debug for SimHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,6 +106,7 @@ impl SimHandle {
                     rng: fastrand::Rng::with_seed(config.seed),
                     positions: HashMap::new(),
                     stats: SimStats::default(),
+                    recent: VecDeque::with_capacity(RECENT),
                 }),
             }),
         }
@@ -140,11 +145,24 @@ impl SimHandle {
         self.shared.state.lock().stats.calls
     }
 
+    /// The most recent requests (up to 32), oldest first, as the provider received them (over
+    /// HTTP: read from the wire format into a [`ChatRequest`]; Anthropic and Gemini requests
+    /// keep only the model, the text of each message, `max_tokens` and `stream`).
+    pub fn requests(&self) -> Vec<ChatRequest> {
+        self.shared.state.lock().recent.iter().cloned().collect()
+    }
+
+    /// The most recent request, if any.
+    pub fn last_request(&self) -> Option<ChatRequest> {
+        self.shared.state.lock().recent.back().cloned()
+    }
+
     /// Starts over: counts to zero, sequences at their first step, the generator at its
-    /// seed. The behaviour stays.
+    /// seed, no recent requests. The behaviour stays.
     pub fn reset(&self) {
         let mut state = self.shared.state.lock();
         state.stats = SimStats::default();
+        state.recent.clear();
         state.positions.clear();
         state.rng = fastrand::Rng::with_seed(state.seed);
     }
@@ -166,6 +184,10 @@ impl SimHandle {
         let action = resolve(&behavior, request, &mut path, &mut state, &mut delay);
         state.stats.calls += 1;
         let call = state.stats.calls;
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(request.clone());
         *state
             .stats
             .outcomes
