@@ -29,7 +29,10 @@ fn client(server: &Server) -> AnthropicClient {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest::new("claude-sonnet-4-5", vec![Message::system("Be brief."), Message::user("Hi")])
+    ChatRequest::new(
+        "claude-sonnet-4-5",
+        vec![Message::system("Be brief."), Message::user("Hi")],
+    )
 }
 
 async fn call(server: &Server, request: ChatRequest) -> Result<brace_llm::ChatResponse, LlmError> {
@@ -49,7 +52,11 @@ fn assert_no_key(text: &str) {
 
 #[tokio::test]
 async fn sends_a_messages_request_with_headers_and_reads_the_answer() {
-    let server = Server::start(vec![Reply::json(200, fixture("anthropic/response_text.json"))]).await;
+    let server = Server::start(vec![Reply::json(
+        200,
+        fixture("anthropic/response_text.json"),
+    )])
+    .await;
     let response = call(&server, request()).await.unwrap();
     assert_eq!(&*response.meta.provider, "anthropic");
     assert_eq!(response.meta.model, "claude-sonnet-4-5-20250929");
@@ -71,7 +78,11 @@ async fn sends_a_messages_request_with_headers_and_reads_the_answer() {
 
 #[tokio::test]
 async fn maps_the_model_and_uses_the_configured_max_tokens() {
-    let server = Server::start(vec![Reply::json(200, fixture("anthropic/response_text.json"))]).await;
+    let server = Server::start(vec![Reply::json(
+        200,
+        fixture("anthropic/response_text.json"),
+    )])
+    .await;
     let client = client(&server).with_default_max_tokens(300);
     let mut request = request();
     request.model = "fast".into();
@@ -83,7 +94,11 @@ async fn maps_the_model_and_uses_the_configured_max_tokens() {
 
 #[tokio::test]
 async fn streams_tool_calls_as_chunks() {
-    let server = Server::start(vec![Reply::sse(&fixture("anthropic/stream_tool_use.sse"), End::Clean)]).await;
+    let server = Server::start(vec![Reply::sse(
+        &fixture("anthropic/stream_tool_use.sse"),
+        End::Clean,
+    )])
+    .await;
     let response = call(&server, request().with_stream(true)).await.unwrap();
     assert!(response.is_stream());
     assert_eq!(response.meta.model, "claude-sonnet-4-5-20250929");
@@ -103,7 +118,11 @@ async fn streams_tool_calls_as_chunks() {
 
 #[tokio::test]
 async fn a_whole_answer_to_a_streamed_request_is_replayed_as_a_stream() {
-    let server = Server::start(vec![Reply::json(200, fixture("anthropic/response_text.json"))]).await;
+    let server = Server::start(vec![Reply::json(
+        200,
+        fixture("anthropic/response_text.json"),
+    )])
+    .await;
     let response = call(&server, request().with_stream(true)).await.unwrap();
     assert!(response.is_stream());
     let completion = response.into_completion().await.unwrap();
@@ -130,11 +149,31 @@ async fn every_error_fixture_maps_to_its_kind_with_retry_after() {
 #[tokio::test]
 async fn gateway_errors_map_by_status() {
     let cases = [
-        (408, r#"{"type":"error","error":{"type":"timeout_error","message":"Request timed out"}}"#, LlmErrorKind::Timeout),
-        (502, "<html><body><h1>502 Bad Gateway</h1></body></html>", LlmErrorKind::Server),
-        (503, r#"{"type":"error","error":{"type":"api_error","message":"Service unavailable"}}"#, LlmErrorKind::Overloaded),
-        (504, r#"{"type":"error","error":{"type":"timeout_error","message":"Stream timeout"}}"#, LlmErrorKind::Timeout),
-        (529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#, LlmErrorKind::Overloaded),
+        (
+            408,
+            r#"{"type":"error","error":{"type":"timeout_error","message":"Request timed out"}}"#,
+            LlmErrorKind::Timeout,
+        ),
+        (
+            502,
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            LlmErrorKind::Server,
+        ),
+        (
+            503,
+            r#"{"type":"error","error":{"type":"api_error","message":"Service unavailable"}}"#,
+            LlmErrorKind::Overloaded,
+        ),
+        (
+            504,
+            r#"{"type":"error","error":{"type":"timeout_error","message":"Stream timeout"}}"#,
+            LlmErrorKind::Timeout,
+        ),
+        (
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            LlmErrorKind::Overloaded,
+        ),
     ];
     for (status, body, kind) in cases {
         let server = Server::start(vec![Reply::json(status, body)]).await;
@@ -170,7 +209,10 @@ async fn a_stream_that_stalls_times_out() {
     let response = call(&server, request().with_stream(true)).await.unwrap();
     let items = collect(response).await;
     assert!(items.iter().any(Result::is_ok));
-    assert_eq!(items.last().unwrap().as_ref().unwrap_err().kind(), LlmErrorKind::Timeout);
+    assert_eq!(
+        items.last().unwrap().as_ref().unwrap_err().kind(),
+        LlmErrorKind::Timeout
+    );
 }
 
 #[tokio::test]
@@ -186,10 +228,9 @@ async fn nothing_listening_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let client = AnthropicClient::new(
-        ProviderConfig::new("anthropic", base).with_api_key(ApiKey::new(KEY)),
-    )
-    .unwrap();
+    let client =
+        AnthropicClient::new(ProviderConfig::new("anthropic", base).with_api_key(ApiKey::new(KEY)))
+            .unwrap();
     let err = client.oneshot(request()).await.unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Connect);
 }
@@ -229,7 +270,11 @@ async fn a_stream_that_ends_before_message_stop_is_interrupted() {
 
 #[tokio::test]
 async fn an_error_event_in_a_stream_ends_it_with_overloaded() {
-    let server = Server::start(vec![Reply::sse(&fixture("anthropic/stream_error.sse"), End::Clean)]).await;
+    let server = Server::start(vec![Reply::sse(
+        &fixture("anthropic/stream_error.sse"),
+        End::Clean,
+    )])
+    .await;
     let response = call(&server, request().with_stream(true)).await.unwrap();
     let items = collect(response).await;
     let text: String = items
@@ -247,7 +292,9 @@ async fn an_error_event_in_a_stream_ends_it_with_overloaded() {
 async fn an_error_event_before_any_content_fails_the_call() {
     let body = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
     let server = Server::start(vec![Reply::sse(body, End::Clean)]).await;
-    let err = call(&server, request().with_stream(true)).await.unwrap_err();
+    let err = call(&server, request().with_stream(true))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Overloaded);
 }
 
@@ -276,7 +323,10 @@ async fn untranslatable_requests_fail_before_sending() {
     assistant.tool_calls = Some(vec![brace_llm::ToolCall {
         id: "t".into(),
         kind: "function".into(),
-        function: brace_llm::FunctionCall { name: "f".into(), arguments: "{".into() },
+        function: brace_llm::FunctionCall {
+            name: "f".into(),
+            arguments: "{".into(),
+        },
     }]);
     let err = client
         .ready()
@@ -293,7 +343,9 @@ async fn untranslatable_requests_fail_before_sending() {
 #[tokio::test]
 async fn no_api_key_in_debug_display_or_errors() {
     // A server that echoes the key back in its error message, as some proxies do.
-    let echo = format!(r#"{{"type":"error","error":{{"type":"authentication_error","message":"invalid x-api-key: {KEY}"}}}}"#);
+    let echo = format!(
+        r#"{{"type":"error","error":{{"type":"authentication_error","message":"invalid x-api-key: {KEY}"}}}}"#
+    );
     let server = Server::start(vec![Reply::json(401, echo), Reply::Drop, Reply::Hang]).await;
     let client = client(&server);
     assert_no_key(&format!("{client:?}"));
@@ -316,7 +368,10 @@ async fn a_missing_key_variable_is_a_config_error() {
     let config = ProviderConfig::new("anthropic", "http://127.0.0.1:9")
         .with_api_key_env("BRACE_TEST_ANTHROPIC_KEY_THAT_IS_NOT_SET");
     let err = AnthropicClient::new(config).unwrap_err();
-    assert!(err.to_string().contains("BRACE_TEST_ANTHROPIC_KEY_THAT_IS_NOT_SET"));
+    assert!(
+        err.to_string()
+            .contains("BRACE_TEST_ANTHROPIC_KEY_THAT_IS_NOT_SET")
+    );
     let err = AnthropicClient::new(ProviderConfig::new("anthropic", "ftp://x")).unwrap_err();
     assert!(err.to_string().contains("http"));
 }

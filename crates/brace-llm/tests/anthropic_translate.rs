@@ -62,7 +62,14 @@ fn full_request_translates_to_the_messages_format() {
 fn openai_only_fields_are_not_sent() {
     let request: ChatRequest = serde_json::from_str(&fixture("chat_request.json")).unwrap();
     let body = encode(&request);
-    for field in ["logprobs", "presence_penalty", "parallel_tool_calls", "user", "stop", "n"] {
+    for field in [
+        "logprobs",
+        "presence_penalty",
+        "parallel_tool_calls",
+        "user",
+        "stop",
+        "n",
+    ] {
         assert!(body.get(field).is_none(), "{field} leaked into {body}");
     }
 }
@@ -136,7 +143,10 @@ fn unknown_content_parts_pass_through_and_cache_control_is_kept() {
         extra.insert("cache_control".into(), json!({"type": "ephemeral"}));
     }
     let message = Message {
-        content: Some(Content::Parts(vec![text, ContentPart::Other(document.clone())])),
+        content: Some(Content::Parts(vec![
+            text,
+            ContentPart::Other(document.clone()),
+        ])),
         ..Message::user("")
     };
     let body = encode(&ChatRequest::new("claude", vec![message]));
@@ -157,16 +167,17 @@ fn bad_tool_arguments_and_non_base64_data_urls_are_bad_requests() {
             arguments: "{not json".into(),
         },
     }]);
-    let err = anthropic::encode_request(&ChatRequest::new("c", vec![assistant]), OPTIONS)
-        .unwrap_err();
+    let err =
+        anthropic::encode_request(&ChatRequest::new("c", vec![assistant]), OPTIONS).unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::BadRequest);
 
     let image = Message {
-        content: Some(Content::Parts(vec![ContentPart::image_url("data:image/png,rawbytes")])),
+        content: Some(Content::Parts(vec![ContentPart::image_url(
+            "data:image/png,rawbytes",
+        )])),
         ..Message::user("")
     };
-    let err =
-        anthropic::encode_request(&ChatRequest::new("c", vec![image]), OPTIONS).unwrap_err();
+    let err = anthropic::encode_request(&ChatRequest::new("c", vec![image]), OPTIONS).unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::BadRequest);
 
     let tool = Message {
@@ -211,7 +222,10 @@ fn tool_use_response_becomes_tool_calls_with_json_arguments() {
     assert_eq!(calls[0].kind, "function");
     assert_eq!(calls[0].function.name, "get_weather");
     let arguments: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
-    assert_eq!(arguments, json!({"location": "San Francisco, CA", "unit": "celsius"}));
+    assert_eq!(
+        arguments,
+        json!({"location": "San Francisco, CA", "unit": "celsius"})
+    );
 }
 
 #[test]
@@ -279,7 +293,11 @@ fn response_round_trips_through_the_openai_format() {
 fn text_stream_becomes_role_content_and_finish_chunks() {
     let (chunks, state) = replay(&sse_data(&fixture("stream_text.sse")), false);
     assert_eq!(chunks[0].choices[0].delta.role, Some(Role::Assistant));
-    assert!(chunks.iter().all(|chunk| chunk.id == "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"));
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk.id == "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY")
+    );
     assert!(chunks.iter().all(|chunk| chunk.model == "claude-opus-4-6"));
     let mut accumulator = StreamAccumulator::new();
     for chunk in &chunks {
@@ -289,7 +307,10 @@ fn text_stream_becomes_role_content_and_finish_chunks() {
     assert!(state.is_done());
     let completion = accumulator.finish().unwrap();
     assert_eq!(completion.text(), "Hello! How can I help today?");
-    assert_eq!(completion.choices[0].finish_reason, Some(FinishReason::Stop));
+    assert_eq!(
+        completion.choices[0].finish_reason,
+        Some(FinishReason::Stop)
+    );
     assert!(completion.usage.is_none(), "usage was not asked for");
     assert_eq!(state.usage().prompt_tokens, 25);
     assert_eq!(state.usage().completion_tokens, 15);
@@ -344,7 +365,9 @@ fn error_event_in_a_stream_is_an_overloaded_error() {
     let mut error = None;
     for data in &events {
         match state.on_event(data) {
-            Ok(Some(chunk)) => text.push_str(chunk.choices[0].delta.content.as_deref().unwrap_or("")),
+            Ok(Some(chunk)) => {
+                text.push_str(chunk.choices[0].delta.content.as_deref().unwrap_or(""));
+            }
             Ok(None) => {}
             Err(err) => error = Some(err),
         }

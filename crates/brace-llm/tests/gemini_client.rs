@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use brace_llm::gemini::GeminiClient;
 use brace_llm::provider::{ApiKey, ProviderConfig};
-use brace_llm::{ChatChunk, ChatRequest, FinishReason, LlmError, LlmErrorKind, Message, ResponseBody};
+use brace_llm::{
+    ChatChunk, ChatRequest, FinishReason, LlmError, LlmErrorKind, Message, ResponseBody,
+};
 use futures::StreamExt;
 use support::{End, Reply, Server, error_cases, fixture};
 use tower::ServiceExt;
@@ -29,7 +31,10 @@ fn client(server: &Server) -> GeminiClient {
 }
 
 fn request() -> ChatRequest {
-    ChatRequest::new("gemini-2.5-flash", vec![Message::system("Be brief."), Message::user("Hi")])
+    ChatRequest::new(
+        "gemini-2.5-flash",
+        vec![Message::system("Be brief."), Message::user("Hi")],
+    )
 }
 
 async fn call(server: &Server, request: ChatRequest) -> Result<brace_llm::ChatResponse, LlmError> {
@@ -59,7 +64,10 @@ async fn sends_generate_content_with_the_key_in_a_header() {
     );
     let seen = &server.requests()[0];
     assert_eq!(seen.method, "POST");
-    assert_eq!(seen.target, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(
+        seen.target,
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
     assert!(!seen.target.contains("key="));
     assert_eq!(seen.header("x-goog-api-key"), Some(KEY));
     let body = seen.json();
@@ -93,7 +101,11 @@ async fn a_model_name_that_is_not_one_is_refused_before_sending() {
 
 #[tokio::test]
 async fn streams_from_stream_generate_content_with_alt_sse() {
-    let server = Server::start(vec![Reply::sse(&fixture("gemini/stream_function_call.sse"), End::Clean)]).await;
+    let server = Server::start(vec![Reply::sse(
+        &fixture("gemini/stream_function_call.sse"),
+        End::Clean,
+    )])
+    .await;
     let mut request = request().with_stream(true);
     request.stream_options = Some(brace_llm::StreamOptions {
         include_usage: Some(true),
@@ -134,10 +146,26 @@ async fn every_error_fixture_maps_to_its_kind_with_retry_after() {
 #[tokio::test]
 async fn other_statuses_map_by_status_and_code() {
     let cases = [
-        (401, r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#, LlmErrorKind::Auth),
-        (408, r#"{"error":{"code":408,"message":"Request timeout","status":"DEADLINE_EXCEEDED"}}"#, LlmErrorKind::Timeout),
-        (413, r#"{"error":{"code":413,"message":"Request payload size exceeds the limit: 20971520 bytes.","status":"INVALID_ARGUMENT"}}"#, LlmErrorKind::BadRequest),
-        (502, "<html><title>Error 502 (Server Error)!!1</title></html>", LlmErrorKind::Server),
+        (
+            401,
+            r#"{"error":{"code":401,"message":"Request had invalid authentication credentials.","status":"UNAUTHENTICATED"}}"#,
+            LlmErrorKind::Auth,
+        ),
+        (
+            408,
+            r#"{"error":{"code":408,"message":"Request timeout","status":"DEADLINE_EXCEEDED"}}"#,
+            LlmErrorKind::Timeout,
+        ),
+        (
+            413,
+            r#"{"error":{"code":413,"message":"Request payload size exceeds the limit: 20971520 bytes.","status":"INVALID_ARGUMENT"}}"#,
+            LlmErrorKind::BadRequest,
+        ),
+        (
+            502,
+            "<html><title>Error 502 (Server Error)!!1</title></html>",
+            LlmErrorKind::Server,
+        ),
         (529, "overloaded", LlmErrorKind::Overloaded),
     ];
     for (status, body, kind) in cases {
@@ -161,7 +189,11 @@ async fn resource_exhausted_with_retry_after_header_is_rate_limited() {
 
 #[tokio::test]
 async fn a_blocked_prompt_is_content_filtered() {
-    let server = Server::start(vec![Reply::json(200, fixture("gemini/response_blocked.json"))]).await;
+    let server = Server::start(vec![Reply::json(
+        200,
+        fixture("gemini/response_blocked.json"),
+    )])
+    .await;
     let err = call(&server, request()).await.unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::ContentFiltered);
     assert_eq!(err.provider(), Some("gemini"));
@@ -182,7 +214,10 @@ async fn a_stream_that_stalls_times_out() {
     let response = call(&server, request().with_stream(true)).await.unwrap();
     let items = collect(response).await;
     assert!(items[0].is_ok());
-    assert_eq!(items.last().unwrap().as_ref().unwrap_err().kind(), LlmErrorKind::Timeout);
+    assert_eq!(
+        items.last().unwrap().as_ref().unwrap_err().kind(),
+        LlmErrorKind::Timeout
+    );
 }
 
 #[tokio::test]
@@ -229,7 +264,11 @@ async fn a_stream_that_ends_without_a_finish_reason_is_interrupted() {
 
 #[tokio::test]
 async fn an_error_object_in_a_stream_ends_it_rate_limited() {
-    let server = Server::start(vec![Reply::sse(&fixture("gemini/stream_error.sse"), End::Clean)]).await;
+    let server = Server::start(vec![Reply::sse(
+        &fixture("gemini/stream_error.sse"),
+        End::Clean,
+    )])
+    .await;
     let response = call(&server, request().with_stream(true)).await.unwrap();
     let items = collect(response).await;
     assert!(items[0].is_ok());

@@ -44,8 +44,7 @@ fn accumulate(chunks: &[ChatChunk]) -> StreamAccumulator {
 #[test]
 fn full_request_translates_to_the_generate_content_format() {
     let request: ChatRequest = serde_json::from_str(&fixture("chat_request.json")).unwrap();
-    let expected: Value =
-        serde_json::from_str(&fixture("generate_content_request.json")).unwrap();
+    let expected: Value = serde_json::from_str(&fixture("generate_content_request.json")).unwrap();
     assert_eq!(encode(&request), expected);
     let bytes = gemini::encode_request(&request).unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), expected);
@@ -123,7 +122,11 @@ fn tool_results_that_are_not_objects_are_wrapped() {
     }]);
     let request = ChatRequest::new(
         "gemini",
-        vec![Message::user("Go"), assistant, Message::tool("call_0", "plain text")],
+        vec![
+            Message::user("Go"),
+            assistant,
+            Message::tool("call_0", "plain text"),
+        ],
     );
     let body = encode(&request);
     assert_eq!(
@@ -149,14 +152,23 @@ fn text_response_skips_thoughts_and_maps_usage() {
         gemini::decode_response(fixture("response_text.json").as_bytes(), "gemini-x").unwrap();
     assert_eq!(completion.id, "mAitaLmkHPPlz7IPvtfUqQ4");
     assert_eq!(completion.model, "gemini-2.5-flash");
-    assert_eq!(completion.text(), "Cats are obligate carnivores: they need meat.");
+    assert_eq!(
+        completion.text(),
+        "Cats are obligate carnivores: they need meat."
+    );
     assert_eq!(completion.choices[0].message.role, Role::Assistant);
-    assert_eq!(completion.choices[0].finish_reason, Some(FinishReason::Stop));
+    assert_eq!(
+        completion.choices[0].finish_reason,
+        Some(FinishReason::Stop)
+    );
     let usage = completion.usage.unwrap();
     assert_eq!(usage.prompt_tokens, 9);
     // Thinking counts as completion, as OpenAI's reasoning tokens do.
     assert_eq!(usage.completion_tokens, 12 + 15);
-    assert_eq!(usage.extra["completion_tokens_details"]["reasoning_tokens"], 15);
+    assert_eq!(
+        usage.extra["completion_tokens_details"]["reasoning_tokens"],
+        15
+    );
 }
 
 #[test]
@@ -172,7 +184,10 @@ fn function_calls_become_tool_calls() {
     assert_eq!(calls[1].id, "call_1");
     assert_eq!(calls[1].function.name, "get_weather");
     let arguments: Value = serde_json::from_str(&calls[1].function.arguments).unwrap();
-    assert_eq!(arguments, json!({"location": "Tokyo, Japan", "unit": "celsius"}));
+    assert_eq!(
+        arguments,
+        json!({"location": "Tokyo, Japan", "unit": "celsius"})
+    );
 }
 
 #[test]
@@ -203,7 +218,8 @@ fn function_calls_round_trip_to_the_next_request() {
 
 #[test]
 fn a_blocked_prompt_is_content_filtered() {
-    let err = gemini::decode_response(fixture("response_blocked.json").as_bytes(), "m").unwrap_err();
+    let err =
+        gemini::decode_response(fixture("response_blocked.json").as_bytes(), "m").unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::ContentFiltered);
     assert_eq!(err.code(), Some("SAFETY"));
 }
@@ -267,14 +283,24 @@ fn text_stream_accumulates_to_the_whole_answer() {
         .collect();
     assert_eq!(chunks[0].choices[0].delta.role, Some(Role::Assistant));
     assert!(chunks[1].choices[0].delta.role.is_none());
-    assert!(chunks.iter().all(|chunk| chunk.id == "Qj8taL7VE5rkz7IPpMfc0Qk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|chunk| chunk.id == "Qj8taL7VE5rkz7IPpMfc0Qk")
+    );
     let usage_chunk = state.finish().unwrap().unwrap();
     assert!(usage_chunk.choices.is_empty());
     let mut accumulator = accumulate(&chunks);
     accumulator.push(&usage_chunk);
     let completion = accumulator.finish().unwrap();
-    assert_eq!(completion.text(), "The quick brown fox jumps over the lazy dog.");
-    assert_eq!(completion.choices[0].finish_reason, Some(FinishReason::Stop));
+    assert_eq!(
+        completion.text(),
+        "The quick brown fox jumps over the lazy dog."
+    );
+    assert_eq!(
+        completion.choices[0].finish_reason,
+        Some(FinishReason::Stop)
+    );
     let usage = completion.usage.unwrap();
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (8, 11));
 }
@@ -337,7 +363,10 @@ fn a_stream_without_a_finish_reason_is_interrupted() {
         LlmErrorKind::StreamInterrupted
     );
     assert_eq!(
-        StreamState::new("m", false).on_event("{oops").unwrap_err().kind(),
+        StreamState::new("m", false)
+            .on_event("{oops")
+            .unwrap_err()
+            .kind(),
         LlmErrorKind::MalformedResponse
     );
 }

@@ -105,7 +105,10 @@ impl AnthropicClient {
     /// # Errors
     ///
     /// As [`new`](Self::new).
-    pub fn with_transport(config: ProviderConfig, transport: Transport) -> Result<Self, ConfigError> {
+    pub fn with_transport(
+        config: ProviderConfig,
+        transport: Transport,
+    ) -> Result<Self, ConfigError> {
         let base = config.checked_base_url()?;
         let mut headers = config.header_map()?;
         if !headers.contains_key("anthropic-version") {
@@ -157,7 +160,10 @@ impl AnthropicClient {
     /// # Errors
     ///
     /// A [`LlmErrorKind::BadRequest`] error if the request cannot be translated.
-    pub fn http_request(&self, request: &ChatRequest) -> Result<(Request<Bytes>, String), LlmError> {
+    pub fn http_request(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(Request<Bytes>, String), LlmError> {
         let inner = &self.inner;
         let model = inner.config.resolve_model(&request.model).to_owned();
         let body = encode_request(
@@ -301,7 +307,11 @@ impl SseDecoder for StreamState {
         })
     }
 
-    fn finish(&mut self, _saw_finish_reason: bool, _out: &mut Vec<ChatChunk>) -> Result<(), LlmError> {
+    fn finish(
+        &mut self,
+        _saw_finish_reason: bool,
+        _out: &mut Vec<ChatChunk>,
+    ) -> Result<(), LlmError> {
         StreamState::finish(self)
     }
 }

@@ -13,6 +13,5 @@ pub use self::client::{
 };
 pub use self::stream::StreamState;
 pub use self::translate::{
-    RequestOptions, decode_response, encode_request, error_status, finish_reason,
-    request_to_value,
+    RequestOptions, decode_response, encode_request, error_status, finish_reason, request_to_value,
 };

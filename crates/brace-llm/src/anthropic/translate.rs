@@ -172,7 +172,7 @@ fn content_blocks<'a>(content: &'a Content, out: &mut Vec<Block<'a>>) -> Result<
                         }
                     }
                     ContentPart::ImageUrl { image_url, .. } => {
-                        out.push(image_block(&image_url.url)?)
+                        out.push(image_block(&image_url.url)?);
                     }
                     ContentPart::Other(value) => out.push(Block::Raw(value)),
                 }
@@ -438,6 +438,7 @@ enum ResponseBlock {
 }
 
 /// Anthropic's usage block.
+#[allow(clippy::struct_field_names)] // Anthropic's names.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub(crate) struct AnthropicUsage {
     #[serde(default)]

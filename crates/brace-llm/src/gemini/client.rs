@@ -115,7 +115,10 @@ impl GeminiClient {
     /// # Errors
     ///
     /// As [`new`](Self::new).
-    pub fn with_transport(config: ProviderConfig, transport: Transport) -> Result<Self, ConfigError> {
+    pub fn with_transport(
+        config: ProviderConfig,
+        transport: Transport,
+    ) -> Result<Self, ConfigError> {
         let base = config.checked_base_url()?;
         let mut headers = config.header_map()?;
         if let Some(key) = config.resolve_api_key()? {
@@ -124,9 +127,9 @@ impl GeminiClient {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         Ok(Self {
             inner: Arc::new(Inner {
-                base,
                 config,
                 transport,
+                base,
                 headers,
             }),
         })
@@ -153,13 +156,19 @@ impl GeminiClient {
     ///
     /// A [`LlmErrorKind::BadRequest`] error if the request cannot be translated or the
     /// model name is not one.
-    pub fn http_request(&self, request: &ChatRequest) -> Result<(Request<Bytes>, String), LlmError> {
+    pub fn http_request(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(Request<Bytes>, String), LlmError> {
         let inner = &self.inner;
         let model = model_path(inner.config.resolve_model(&request.model))?.to_owned();
         let body = encode_request(request)?;
         let (url, accept) = if request.is_stream() {
             (
-                format!("{}/v1beta/models/{model}:streamGenerateContent?alt=sse", inner.base),
+                format!(
+                    "{}/v1beta/models/{model}:streamGenerateContent?alt=sse",
+                    inner.base
+                ),
                 "text/event-stream",
             )
         } else {
@@ -290,7 +299,11 @@ impl SseDecoder for StreamState {
         Ok(Flow::Continue)
     }
 
-    fn finish(&mut self, _saw_finish_reason: bool, out: &mut Vec<ChatChunk>) -> Result<(), LlmError> {
+    fn finish(
+        &mut self,
+        _saw_finish_reason: bool,
+        out: &mut Vec<ChatChunk>,
+    ) -> Result<(), LlmError> {
         out.extend(StreamState::finish(self)?);
         Ok(())
     }

@@ -182,7 +182,7 @@ fn content_parts<'a>(content: &'a Content, out: &mut Vec<Part<'a>>) -> Result<()
                         }
                     }
                     ContentPart::ImageUrl { image_url, .. } => {
-                        out.push(image_part(&image_url.url)?)
+                        out.push(image_part(&image_url.url)?);
                     }
                     ContentPart::Other(value) => out.push(Part::Raw(value)),
                 }
@@ -476,6 +476,7 @@ pub(crate) struct PromptFeedback {
     pub(crate) block_reason_message: Option<String>,
 }
 
+#[allow(clippy::struct_field_names)] // Gemini's names.
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UsageMetadata {

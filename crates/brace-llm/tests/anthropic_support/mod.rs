@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -67,10 +68,7 @@ impl Reply {
 
     /// An event stream, one HTTP chunk per SSE event.
     pub fn sse(text: &str, end: End) -> Self {
-        let pieces = text
-            .split_inclusive("\n\n")
-            .map(str::to_owned)
-            .collect();
+        let pieces = text.split_inclusive("\n\n").map(str::to_owned).collect();
         Self::Chunked {
             content_type: "text/event-stream",
             pieces,
@@ -188,9 +186,12 @@ async fn serve(mut socket: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Seen>>>)
             headers,
             body,
         } => {
-            let mut out = format!("HTTP/1.1 {status} Status\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+            let mut out = format!(
+                "HTTP/1.1 {status} Status\r\ncontent-length: {}\r\nconnection: close\r\n",
+                body.len()
+            );
             for (name, value) in headers {
-                out.push_str(&format!("{name}: {value}\r\n"));
+                let _ = write!(out, "{name}: {value}\r\n");
             }
             out.push_str("\r\n");
             out.push_str(&body);
@@ -253,7 +254,10 @@ pub fn error_cases(provider: &str) -> Vec<ErrorCase> {
         .filter(|path| {
             path.file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("error_") && name.ends_with(".json"))
+                .is_some_and(|name| {
+                    name.starts_with("error_")
+                        && Path::new(name).extension().is_some_and(|ext| ext == "json")
+                })
         })
         .collect();
     entries.sort();
