@@ -294,3 +294,5 @@ impl ErrorCase {
         }
     }
 }
+
+pub mod sim;
