@@ -3,13 +3,13 @@
 //!
 //! A provider client (OpenAI, Anthropic, Gemini, …) is three parts:
 //!
-//! 1. pure functions that build an [`http::Request<Bytes>`] from a [`ChatRequest`] and read
-//!    the provider's answer back (testable without a socket);
+//! 1. pure functions that build an [`http::Request<Bytes>`] from a
+//!    [`ChatRequest`](crate::ChatRequest) and read the provider's answer back (testable
+//!    without a socket);
 //! 2. a [`Transport`] that sends the request on the shared pooled client, bounds every wait,
 //!    and turns every non-2xx answer and transport failure into an [`LlmError`] naming the
 //!    provider;
-//! 3. for streams, [`HttpResponse::into_chunks`] with a provider-specific
-//!    [`SseDecoder`](crate::sse::SseDecoder).
+//! 3. for streams, [`HttpResponse::into_chunks`] with a provider-specific [`SseDecoder`].
 //!
 //! # Timeouts
 //!

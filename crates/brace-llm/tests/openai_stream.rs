@@ -89,7 +89,10 @@ async fn chunks_arrive_before_the_last_is_sent() {
     assert!(error.is_none(), "{error:?}");
     assert_eq!(text(&rest), "lo");
     assert_eq!(
-        rest.last().unwrap().finish_reason().map(|r| r.as_str()),
+        rest.last()
+            .unwrap()
+            .finish_reason()
+            .map(brace_llm::FinishReason::as_str),
         Some("stop")
     );
     let seen = server.seen();

@@ -76,13 +76,53 @@ impl Default for OpenAiApi {
 /// assert_eq!(config.provider.resolve_model("gpt-4o"), "gpt4o-prod");
 /// ```
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "ConfigFile")]
 pub struct OpenAiConfig {
     /// Name, base URL, key, models, timeouts, extra headers.
-    #[serde(flatten)]
     pub provider: ProviderConfig,
-    /// The flavour of the API.
-    #[serde(flatten, default)]
+    /// The flavour of the API (`api` in a file; `openai` if absent).
     pub api: OpenAiApi,
+}
+
+/// What a configuration file holds: the provider's fields and the flavour's, side by side.
+#[derive(Deserialize)]
+struct ConfigFile {
+    #[serde(flatten)]
+    provider: ProviderConfig,
+    #[serde(default)]
+    api: ApiName,
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default = "default_api_version")]
+    api_version: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum ApiName {
+    #[default]
+    #[serde(rename = "openai")]
+    OpenAi,
+    Azure,
+    Compatible,
+}
+
+impl From<ConfigFile> for OpenAiConfig {
+    fn from(file: ConfigFile) -> Self {
+        let api = match file.api {
+            ApiName::OpenAi => OpenAiApi::OpenAi {
+                organization: file.organization,
+                project: file.project,
+            },
+            ApiName::Azure => OpenAiApi::Azure {
+                api_version: file.api_version,
+            },
+            ApiName::Compatible => OpenAiApi::Compatible,
+        };
+        Self::new(file.provider, api)
+    }
 }
 
 impl OpenAiConfig {

@@ -230,7 +230,8 @@ pub fn parse_completion(body: &[u8]) -> Result<ChatCompletion, LlmError> {
 /// anything else that is not a chunk is malformed.
 ///
 /// An error event's kind comes from its code (`rate_limit_exceeded` → rate limited,
-/// `overloaded_error` → overloaded, …) and is [`LlmErrorKind::Server`] otherwise.
+/// `overloaded_error` → overloaded, …), else from a message that says "overloaded", and is
+/// [`LlmErrorKind::Server`] otherwise.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenAiDecoder;
 
@@ -280,11 +281,19 @@ impl SseDecoder for OpenAiDecoder {
     }
 }
 
-/// An error object sent inside a stream: its kind from its code, or a server error. It has
-/// no HTTP status of its own (the stream's was 200).
+/// An error object sent inside a stream: its kind from its code, overloaded if its message
+/// says so (OpenAI's overload errors are `server_error`s whose message says "overloaded"),
+/// else a server error. It has no HTTP status of its own (the stream's was 200).
 fn stream_error(body: &[u8]) -> LlmError {
     let read = LlmError::from_response(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new(), body);
-    let mut err = LlmError::new(read.kind(), read.message()).with_retry_after(read.retry_after());
+    let kind = if read.kind() == LlmErrorKind::Server
+        && read.message().to_ascii_lowercase().contains("overloaded")
+    {
+        LlmErrorKind::Overloaded
+    } else {
+        read.kind()
+    };
+    let mut err = LlmError::new(kind, read.message()).with_retry_after(read.retry_after());
     if let Some(code) = read.code() {
         err = err.with_code(code);
     }

@@ -172,7 +172,10 @@ pub fn http(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
         body.len()
     );
     for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
     }
     out.push_str("\r\n");
     out.push_str(body);
