@@ -420,3 +420,43 @@ fn malformed_stream_events_are_errors() {
         );
     }
 }
+
+#[test]
+fn server_tool_blocks_and_their_input_are_skipped() {
+    let mut state = StreamState::new(false);
+    let events = [
+        r#"{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":3}}}"#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{\"query\": \"weather\"}"}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"web_search_tool_result","tool_use_id":"srvtoolu_1","content":[]}}"#,
+        r#"{"type":"content_block_stop","index":1}"#,
+    ];
+    let chunks: Vec<ChatChunk> = events
+        .iter()
+        .filter_map(|data| state.on_event(data).unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 1, "only the role chunk");
+    assert!(chunks.iter().all(|chunk| !chunk.has_content()));
+}
+
+proptest::proptest! {
+    #[test]
+    fn no_input_makes_decoding_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let _ = anthropic::decode_response(&body);
+        let _ = StreamState::new(true).on_event(&String::from_utf8_lossy(&body));
+    }
+
+    #[test]
+    fn truncated_samples_never_panic(cut in 0usize..2000) {
+        for sample in [fixture("response_text.json"), fixture("response_tool_use.json"), fixture("stream_tool_use.sse")] {
+            let end = sample.floor_char_boundary(cut.min(sample.len()));
+            let _ = anthropic::decode_response(&sample.as_bytes()[..end]);
+            let mut state = StreamState::new(true);
+            for data in sse_data(&sample[..end]) {
+                let _ = state.on_event(&data);
+            }
+            let _ = state.finish();
+        }
+    }
+}

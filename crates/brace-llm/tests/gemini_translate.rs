@@ -370,3 +370,24 @@ fn a_stream_without_a_finish_reason_is_interrupted() {
         LlmErrorKind::MalformedResponse
     );
 }
+
+proptest::proptest! {
+    #[test]
+    fn no_input_makes_decoding_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let _ = gemini::decode_response(&body, "m");
+        let _ = StreamState::new("m", true).on_event(&String::from_utf8_lossy(&body));
+    }
+
+    #[test]
+    fn truncated_samples_never_panic(cut in 0usize..2000) {
+        for sample in [fixture("response_text.json"), fixture("response_function_call.json"), fixture("stream_function_call.sse")] {
+            let end = sample.floor_char_boundary(cut.min(sample.len()));
+            let _ = gemini::decode_response(&sample.as_bytes()[..end], "m");
+            let mut state = StreamState::new("m", true);
+            for data in sse_data(&sample[..end]) {
+                let _ = state.on_event(&data);
+            }
+            let _ = state.finish();
+        }
+    }
+}

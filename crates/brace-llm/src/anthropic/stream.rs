@@ -120,6 +120,8 @@ pub struct StreamState {
     usage: AnthropicUsage,
     /// Content block index -> tool call index.
     tools: HashMap<u32, u32>,
+    /// Blocks of kinds brace does not turn into chunks (thinking, server tool use, …).
+    skipped_blocks: Vec<u32>,
     started: bool,
     finished: bool,
     stopped: bool,
@@ -230,12 +232,20 @@ impl StreamState {
                         None,
                     )))
                 }
-                StartBlock::Text { .. } | StartBlock::Other => Ok(None),
+                StartBlock::Other => {
+                    self.skipped_blocks.push(index);
+                    Ok(None)
+                }
+                StartBlock::Text { .. } => Ok(None),
             },
             Event::ContentBlockDelta { index, delta } => match delta {
                 BlockDelta::TextDelta { text } => Ok(Some(self.chunk(Delta::text(text), None))),
                 BlockDelta::InputJsonDelta { partial_json } => {
                     let Some(&call) = self.tools.get(&index) else {
+                        // A server tool's input (web search, …) is not the caller's.
+                        if self.skipped_blocks.contains(&index) {
+                            return Ok(None);
+                        }
                         return Err(LlmError::new(
                             LlmErrorKind::MalformedResponse,
                             format!(
