@@ -329,3 +329,27 @@ async fn concurrent_calls_share_the_pool_and_all_answer() {
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(server.seen().len(), 16);
 }
+
+#[tokio::test]
+async fn oversized_answer_is_refused_not_buffered() {
+    let server = Server::always(vec![Step::Write(http(200, &[], COMPLETION))]).await;
+    let mut config = server.config();
+    config.provider.max_response_bytes = 100;
+    let client = brace_llm::openai::OpenAiClient::new(config).unwrap();
+    let err = guard(client.oneshot(request(false))).await.unwrap_err();
+    assert_eq!(err.kind(), LlmErrorKind::MalformedResponse, "{err}");
+    assert!(err.message().contains("larger than 100 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn huge_error_body_is_read_only_up_to_the_cap() {
+    let body = format!(
+        r#"{{"error":{{"message":"{}","type":"server_error"}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let server = Server::always(vec![Step::Write(http(500, &[], &body))]).await;
+    let err = call_err(&server).await;
+    // The body is cut at the cap, so it is no longer JSON: the status decides the kind.
+    assert_eq!(err.kind(), LlmErrorKind::Server, "{}", err.kind());
+    assert!(err.message().len() < 64 * 1024);
+}
