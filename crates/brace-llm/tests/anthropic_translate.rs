@@ -157,6 +157,29 @@ fn unknown_content_parts_pass_through_and_cache_control_is_kept() {
 }
 
 #[test]
+fn a_cached_system_prompt_stays_in_blocks() {
+    let mut cached = ContentPart::text("Long shared instructions.");
+    if let ContentPart::Text { extra, .. } = &mut cached {
+        extra.insert("cache_control".into(), json!({"type": "ephemeral"}));
+    }
+    let system = Message {
+        content: Some(Content::Parts(vec![cached])),
+        ..Message::system("")
+    };
+    let request = ChatRequest::new(
+        "claude",
+        vec![system, Message::system("Be brief."), Message::user("Hi")],
+    );
+    assert_eq!(
+        encode(&request)["system"],
+        json!([
+            {"type": "text", "text": "Long shared instructions.", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Be brief."},
+        ])
+    );
+}
+
+#[test]
 fn bad_tool_arguments_and_non_base64_data_urls_are_bad_requests() {
     let mut assistant = Message::assistant("");
     assistant.tool_calls = Some(vec![brace_llm::ToolCall {

@@ -32,7 +32,7 @@ struct MessagesRequest<'a> {
     max_tokens: u32,
     messages: Vec<Turn<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system: Option<Cow<'a, str>>,
+    system: Option<System<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_sequences: Option<Vec<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +47,14 @@ struct MessagesRequest<'a> {
     stream: bool,
     #[serde(flatten)]
     extra: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum System<'a> {
+    Text(String),
+    /// Text blocks, when one carries `cache_control` (prompt caching).
+    Blocks(Vec<Block<'a>>),
 }
 
 #[derive(Serialize)]
@@ -182,6 +190,34 @@ fn content_blocks<'a>(content: &'a Content, out: &mut Vec<Block<'a>>) -> Result<
     Ok(())
 }
 
+/// The system prompt: its texts joined, or text blocks if one asks for caching.
+fn system_prompt(blocks: Vec<Block<'_>>) -> Option<System<'_>> {
+    if blocks.is_empty() {
+        return None;
+    }
+    let cached = blocks.iter().any(|block| {
+        matches!(
+            block,
+            Block::Known(KnownBlock::Text {
+                cache_control: Some(_),
+                ..
+            })
+        )
+    });
+    let texts: Vec<&str> = blocks
+        .iter()
+        .filter_map(|block| match block {
+            Block::Known(KnownBlock::Text { text, .. }) => Some(*text),
+            _ => None,
+        })
+        .collect();
+    if cached || texts.len() != blocks.len() {
+        Some(System::Blocks(blocks))
+    } else {
+        Some(System::Text(texts.join("\n\n")))
+    }
+}
+
 fn push_turn<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<'a>>) {
     match turns.last_mut() {
         // Anthropic wants user and assistant turns to alternate: consecutive messages of
@@ -225,14 +261,13 @@ fn build<'a>(
     request: &'a ChatRequest,
     options: RequestOptions<'a>,
 ) -> Result<MessagesRequest<'a>, LlmError> {
-    let mut system: Vec<String> = Vec::new();
+    let mut system: Vec<Block<'_>> = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::with_capacity(request.messages.len());
     for message in request.messages.iter() {
         match message.role {
             Role::System | Role::Developer => {
-                let text = message.text();
-                if !text.is_empty() {
-                    system.push(text);
+                if let Some(content) = &message.content {
+                    content_blocks(content, &mut system)?;
                 }
             }
             Role::User => {
@@ -336,11 +371,7 @@ fn build<'a>(
         model: options.model,
         max_tokens: request.output_limit().unwrap_or(options.default_max_tokens),
         messages: turns,
-        system: match system.len() {
-            0 => None,
-            1 => system.pop().map(Cow::Owned),
-            _ => Some(Cow::Owned(system.join("\n\n"))),
-        },
+        system: system_prompt(system),
         stop_sequences: request.stop.as_ref().map(|stop| match stop {
             crate::types::Stop::One(one) => vec![one.as_str()],
             crate::types::Stop::Many(many) => many.iter().map(String::as_str).collect(),
@@ -357,7 +388,8 @@ fn build<'a>(
 
 /// Encodes `request` as the JSON body of an Anthropic Messages request.
 ///
-/// System and developer messages are hoisted to `system`; tool results become
+/// System and developer messages are hoisted to `system` (their texts joined, or text
+/// blocks if one carries `cache_control`, for prompt caching); tool results become
 /// `tool_result` blocks in a user turn (consecutive ones merged); assistant tool calls
 /// become `tool_use` blocks; images become `base64` (from `data:` URLs) or `url` sources;
 /// `max_tokens` falls back on `options.default_max_tokens`; `temperature` is clamped to
