@@ -40,6 +40,12 @@ pub struct DegradeConfig {
     /// failure (cached and static levels are always tried). Default 1: a failure is retried
     /// once at the next level down.
     pub fallback_attempts: u32,
+    /// Whether a request whose levels all failed is answered by a static level below them
+    /// (default `true`, seed behaviour). With `false`, a static level answers only when it
+    /// is the current level (the ladder dropped there, or it is pinned); a failing request
+    /// otherwise gets its real error (say, a 429 with its Retry-After), so callers can back
+    /// off instead of receiving a placeholder.
+    pub fallback_to_static: bool,
     /// The response cache.
     pub cache: CacheConfig,
     /// Automatic movement of the current level.
@@ -52,6 +58,7 @@ impl Default for DegradeConfig {
             levels: None,
             start: None,
             fallback_attempts: 1,
+            fallback_to_static: true,
             cache: CacheConfig::default(),
             auto: AutoConfig::default(),
         }

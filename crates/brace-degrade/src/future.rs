@@ -167,6 +167,12 @@ where
                             *this.level += 1;
                         }
                         LevelKind::Static(message) => {
+                            if !this.core.fallback_to_static
+                                && *this.level != this.start.current
+                                && let Some(last) = this.last.take()
+                            {
+                                return Poll::Ready(last);
+                            }
                             let mut response = this.request.static_response(message);
                             degradation.origin = Origin::Static;
                             response.annotate(&degradation);

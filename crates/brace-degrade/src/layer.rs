@@ -25,6 +25,7 @@ pub(crate) struct Core<V, C> {
     pub(crate) cache: Option<ResponseCache<V>>,
     pub(crate) classifier: C,
     pub(crate) fallback_attempts: u32,
+    pub(crate) fallback_to_static: bool,
     pub(crate) admit: Admit,
 }
 
@@ -107,6 +108,7 @@ impl<R: Degradable> DegradeLayer<R> {
                 cache,
                 classifier: DefaultClassifier,
                 fallback_attempts: config.fallback_attempts,
+                fallback_to_static: config.fallback_to_static,
                 admit: config.cache.admit,
             }),
             _request: PhantomData,
@@ -123,6 +125,7 @@ impl<R: Degradable, C> DegradeLayer<R, C> {
                 cache: self.core.cache.clone(),
                 classifier,
                 fallback_attempts: self.core.fallback_attempts,
+                fallback_to_static: self.core.fallback_to_static,
                 admit: self.core.admit,
             }),
             _request: PhantomData,

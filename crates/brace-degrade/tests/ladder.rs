@@ -248,3 +248,23 @@ async fn a_ladder_without_a_static_level_returns_the_last_error() {
     let err = ask(&mut svc, Req::new("hello")).await.unwrap_err();
     assert!(err.is::<NoLevelAnswered>());
 }
+
+#[tokio::test]
+async fn without_fallback_to_static_a_failing_request_gets_its_real_error() {
+    let backend = Backend::new(Mode::Failing);
+    let config = DegradeConfig {
+        fallback_to_static: false,
+        ..support::config()
+    };
+    let layer = DegradeLayer::<Req>::from_config(&config).unwrap();
+    let mut svc = layer.clone().layer(backend.service());
+    let err = ask(&mut svc, Req::new("hello")).await.unwrap_err();
+    assert!(err.is::<support::BackendDown>(), "{err}");
+    assert_eq!(backend.calls(), 2, "the fallback level is still tried");
+
+    // Once the static level is the current one, it answers.
+    layer.handle().pin("offline").unwrap();
+    let resp = ask(&mut svc, Req::new("hello")).await.unwrap();
+    assert_eq!(resp.origin(), Origin::Static);
+    assert_eq!(backend.calls(), 2);
+}

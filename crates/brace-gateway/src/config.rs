@@ -78,7 +78,7 @@ struct RawGatewayConfig {
     #[serde(default)]
     circuit_breaker: brace_circuit::CircuitBreakerConfig,
     #[serde(default)]
-    degradation: brace_degrade::DegradeConfig,
+    degradation: DegradationConfig,
     #[serde(default)]
     cache: Option<brace_degrade::CacheConfig>,
     #[serde(default)]
@@ -142,7 +142,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             providers: raw.providers,
             fallback: raw.fallback,
             circuit_breaker: raw.circuit_breaker,
-            degradation: raw.degradation,
+            degradation: raw.degradation.into(),
             cache: raw.cache,
             selection: raw.selection,
             hedging: raw.hedging,
@@ -151,6 +151,48 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             routes: raw.routes,
             server: raw.server,
         })
+    }
+}
+
+/// The `degradation` section: brace-degrade's configuration, except that a request whose
+/// live levels all failed gets its real error (a 429 with Retry-After, a 503 listing each
+/// provider) rather than the static message, unless `fallback_to_static: true`. The static
+/// level still answers every request once the ladder has dropped to it (or it is pinned).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DegradationConfig {
+    levels: Option<Vec<brace_degrade::Level>>,
+    start: Option<String>,
+    fallback_attempts: u32,
+    fallback_to_static: bool,
+    cache: brace_degrade::CacheConfig,
+    auto: brace_degrade::AutoConfig,
+}
+
+impl Default for DegradationConfig {
+    fn default() -> Self {
+        let library = brace_degrade::DegradeConfig::default();
+        Self {
+            levels: library.levels,
+            start: library.start,
+            fallback_attempts: library.fallback_attempts,
+            fallback_to_static: false,
+            cache: library.cache,
+            auto: library.auto,
+        }
+    }
+}
+
+impl From<DegradationConfig> for brace_degrade::DegradeConfig {
+    fn from(config: DegradationConfig) -> Self {
+        Self {
+            levels: config.levels,
+            start: config.start,
+            fallback_attempts: config.fallback_attempts,
+            fallback_to_static: config.fallback_to_static,
+            cache: config.cache,
+            auto: config.auto,
+        }
     }
 }
 

@@ -29,6 +29,7 @@ fallback:
   max_retries: 1
   base_delay: 1ms
   max_delay: 2ms
+  max_retry_after: 1s
 circuit_breaker:
   sliding_window_size: 10
   minimum_calls: 4
@@ -213,7 +214,6 @@ async fn all_failed_is_503_listing_every_provider() {
             .unwrap()
             .set_behavior(Behavior::fail(LlmErrorKind::Server));
     }
-    gateway.degradation().pin("full").unwrap();
     let reply = send(&gateway, chat(&hello())).await;
     assert_eq!(
         reply.status,
@@ -239,7 +239,6 @@ async fn rate_limited_everywhere_is_429_with_the_shortest_retry_after() {
                 .with_retry_after(std::time::Duration::from_secs(secs)),
         ));
     }
-    gateway.degradation().pin("full").unwrap();
     let reply = send(&gateway, chat(&hello())).await;
     assert_eq!(
         reply.status,
@@ -252,7 +251,7 @@ async fn rate_limited_everywhere_is_429_with_the_shortest_retry_after() {
 }
 
 #[tokio::test]
-async fn when_everything_fails_the_ladder_still_answers_statically() {
+async fn when_everything_fails_the_static_level_answers_once_the_ladder_is_down_there() {
     let gateway = gateway(THREE_SIMS);
     for name in ["primary", "secondary", "local"] {
         gateway
@@ -260,7 +259,16 @@ async fn when_everything_fails_the_ladder_still_answers_statically() {
             .unwrap()
             .set_behavior(Behavior::fail(LlmErrorKind::Server));
     }
-    gateway.degradation().pin("minimal").unwrap();
+    // Without `fallback_to_static`, a failing request gets its real error...
+    let reply = send(&gateway, chat(&hello())).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    // ...and once the ladder is down at the static level, it answers every request.
+    gateway.degradation().pin("offline").unwrap();
     let reply = send(&gateway, chat(&hello())).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.header("x-brace-degradation"), "offline");

@@ -318,7 +318,7 @@ impl LlmError {
         let message = if detail.is_empty() {
             kind.to_string()
         } else {
-            format!("{kind}: {detail}")
+            detail
         };
         let mut out = Self::new(kind, message);
         out.status = err.status().map(|status| status.as_u16());
@@ -462,7 +462,10 @@ fn classify_response(status: StatusCode, parsed: &ProviderError) -> LlmErrorKind
     {
         return K::Auth;
     }
-    if code == "insufficient_quota" || parsed.kind.as_deref() == Some("insufficient_quota") {
+    if code == "insufficient_quota"
+        || code == "billing_error"
+        || parsed.kind.as_deref() == Some("insufficient_quota")
+    {
         return K::QuotaExhausted;
     }
     match code {
@@ -482,7 +485,9 @@ fn classify_response(status: StatusCode, parsed: &ProviderError) -> LlmErrorKind
         429 => K::RateLimited,
         401 | 403 => K::Auth,
         404 => K::ModelNotFound,
+        402 => K::QuotaExhausted,
         408 => K::Timeout,
+        499 => K::Cancelled,
         503 | 529 => K::Overloaded,
         504 => K::Timeout,
         500..=599 => K::Server,

@@ -202,7 +202,7 @@ fn every_provider_error_fixture_maps_to_its_kind() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 28);
+    assert_eq!(checked, 29);
 }
 
 fn error_from_case(case: &Value, now: SystemTime) -> LlmError {

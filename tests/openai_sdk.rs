@@ -1,0 +1,109 @@
+//! The official `openai` Python SDK as a real client of the gateway: plain and streamed
+//! completions, model listing, and the SDK's own typed errors for our 429, 503 and 400.
+//!
+//! The SDK lives in a virtual environment that `.ci/run` creates; its interpreter is given
+//! in `BRACE_PYTHON`. Without it the test says so and passes only outside CI (`CI` unset),
+//! so a developer without Python can still run the suite; in CI it must run.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brace::llm::LlmErrorKind;
+use brace::llm::sim::{Behavior, Failure};
+use brace_gateway::{Gateway, GatewayConfig};
+
+const CONFIG: &str = r"
+providers:
+  - name: primary
+    kind: simulated
+    model: sim-large
+  - name: secondary
+    kind: simulated
+    model: sim-small
+    priority: 2
+fallback:
+  max_retries: 0
+degradation:
+  auto:
+    enabled: false
+";
+
+fn python() -> Option<String> {
+    match std::env::var("BRACE_PYTHON") {
+        Ok(python) if !python.is_empty() => Some(python),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "BRACE_PYTHON must point at a Python with the openai SDK in CI"
+            );
+            eprintln!("BRACE_PYTHON is not set: skipping the openai SDK conformance test");
+            None
+        }
+    }
+}
+
+async fn run(python: &str, url: &str, scenario: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_client.py");
+    let python = python.to_owned();
+    let url = url.to_owned();
+    let scenario_name = scenario.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(url)
+            .arg(scenario_name)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    assert!(
+        output.status.success(),
+        "scenario {scenario} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_sdk_talks_to_the_gateway() {
+    let Some(python) = python() else { return };
+    let gateway: Arc<Gateway> = Gateway::build(GatewayConfig::from_yaml(CONFIG).unwrap()).unwrap();
+    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(brace_gateway::serve(
+        gateway.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!("http://{addr}");
+
+    run(&python, &url, "plain").await;
+    run(&python, &url, "stream").await;
+    run(&python, &url, "models").await;
+    run(&python, &url, "bad_request").await;
+
+    for (name, secs) in [("primary", 30), ("secondary", 7)] {
+        gateway.sim(name).unwrap().set_behavior(Behavior::failure(
+            Failure::new(LlmErrorKind::RateLimited).with_retry_after(Duration::from_secs(secs)),
+        ));
+    }
+    run(&python, &url, "rate_limited").await;
+
+    for name in ["primary", "secondary"] {
+        gateway
+            .sim(name)
+            .unwrap()
+            .set_behavior(Behavior::fail(LlmErrorKind::Server));
+    }
+    gateway.circuits().handles().iter().for_each(|h| h.reset());
+    run(&python, &url, "unavailable").await;
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
