@@ -375,3 +375,17 @@ async fn a_missing_key_variable_is_a_config_error() {
     let err = AnthropicClient::new(ProviderConfig::new("anthropic", "ftp://x")).unwrap_err();
     assert!(err.to_string().contains("http"));
 }
+
+#[tokio::test]
+async fn a_stream_to_a_whole_request_is_read_whole() {
+    let server = Server::start(vec![Reply::sse(
+        &fixture("anthropic/stream_text.sse"),
+        End::Clean,
+    )])
+    .await;
+    let response = call(&server, request()).await.unwrap();
+    assert_eq!(
+        response.completion().unwrap().text(),
+        "Hello! How can I help today?"
+    );
+}

@@ -315,3 +315,17 @@ async fn no_api_key_in_debug_display_urls_or_errors() {
         assert_no_key(&seen.target);
     }
 }
+
+#[tokio::test]
+async fn a_stream_to_a_whole_request_is_read_whole() {
+    let server = Server::start(vec![Reply::sse(
+        &fixture("gemini/stream_text.sse"),
+        End::Clean,
+    )])
+    .await;
+    let response = call(&server, request()).await.unwrap();
+    assert_eq!(
+        response.completion().unwrap().text(),
+        "The quick brown fox jumps over the lazy dog."
+    );
+}

@@ -279,11 +279,18 @@ impl Service<ChatRequest> for AnthropicClient {
         ResponseFuture::new(async move {
             let response = inner.transport.send(http).await?;
             let response = respond(response, model, include_usage, &inner).await?;
-            Ok(if stream {
-                as_stream(response, include_usage)
+            if stream {
+                Ok(as_stream(response, include_usage))
+            } else if response.is_stream() {
+                // A stream to a whole request (a proxy that forces streaming): read it whole.
+                let provider = response.meta.provider.clone();
+                Ok(ChatResponse::complete(
+                    provider,
+                    response.into_completion().await?,
+                ))
             } else {
-                response
-            })
+                Ok(response)
+            }
         })
     }
 }

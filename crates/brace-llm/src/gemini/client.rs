@@ -264,9 +264,9 @@ impl Service<ChatRequest> for GeminiClient {
         ResponseFuture::new(async move {
             let response = inner.transport.send(http).await?;
             let response = respond(response, model, include_usage, &inner).await?;
-            Ok(match response.body {
+            match response.body {
                 // A whole answer to a streamed request, replayed as chunks.
-                ResponseBody::Complete(completion) if stream => ChatResponse {
+                ResponseBody::Complete(completion) if stream => Ok(ChatResponse {
                     meta: response.meta,
                     body: ResponseBody::Stream(ChatStream::from_items(
                         completion
@@ -275,12 +275,24 @@ impl Service<ChatRequest> for GeminiClient {
                             .map(Ok)
                             .collect(),
                     )),
-                },
-                body => ChatResponse {
+                }),
+                // A stream to a whole request (a proxy that forces streaming): read it whole.
+                ResponseBody::Stream(chunks) if !stream => {
+                    let provider = response.meta.provider.clone();
+                    let whole = ChatResponse {
+                        meta: response.meta,
+                        body: ResponseBody::Stream(chunks),
+                    };
+                    Ok(ChatResponse::complete(
+                        provider,
+                        whole.into_completion().await?,
+                    ))
+                }
+                body => Ok(ChatResponse {
                     meta: response.meta,
                     body,
-                },
-            })
+                }),
+            }
         })
     }
 }
