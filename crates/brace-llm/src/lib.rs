@@ -42,6 +42,7 @@
 pub mod anthropic;
 pub mod classify;
 pub mod commit;
+pub mod continuation;
 pub mod degrade;
 pub mod error;
 pub mod gemini;
