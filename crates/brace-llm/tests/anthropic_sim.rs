@@ -6,7 +6,6 @@ mod anthropic_support;
 use std::time::Duration;
 
 use anthropic_support::sim::{self, sim};
-use brace_llm::LlmErrorKind;
 use brace_llm::anthropic::AnthropicClient;
 use brace_llm::provider::{ApiKey, ProviderConfig};
 use brace_llm::sim::Behavior;
@@ -30,10 +29,7 @@ async fn answers_whole_streamed_and_with_tools() {
 #[tokio::test(start_paused = true)]
 async fn every_scripted_failure_comes_back_as_its_kind() {
     let server = sim(Behavior::succeed()).await;
-    // Anthropic has no quota error: an exhausted quota comes as a 429 `rate_limit_error`.
-    let same_as =
-        |kind| (kind == LlmErrorKind::QuotaExhausted).then_some(LlmErrorKind::RateLimited);
-    sim::every_failure_kind(&server, &client(server.base_url()), "anthropic", same_as).await;
+    sim::every_failure_kind(&server, &client(server.base_url()), "anthropic", false).await;
 }
 
 #[tokio::test(start_paused = true)]
