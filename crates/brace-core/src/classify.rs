@@ -231,7 +231,8 @@ pub fn as_dyn_error<E: 'static>(err: &E) -> Option<&(dyn Error + 'static)> {
 /// - [`CircuitOpen`]: a failure that is not retried against the same breaker but may fail
 ///   over, carrying the breaker's remaining wait as its retry-after hint.
 /// - [`RetriesExhausted`]: the outcome of the last attempt, no longer retryable.
-/// - [`AllProvidersFailed`]: a failure, retryable only if every provider's was, with the
+/// - [`AllProvidersFailed`]: a failure if any provider's was, retryable only if every
+///   provider's was, failing over (to whatever is above) if any provider's did, with the
 ///   shortest retry-after among them.
 /// - [`DeadlineExceeded`]: a failure that is not retried (there is no time left).
 /// - `tower::timeout::error::Elapsed`: a transient failure.
@@ -285,7 +286,7 @@ fn classify_all_failed(
     let Some(first) = outcomes.next() else {
         return Outcome::failure();
     };
-    outcomes.fold(first.with_failover(false), |acc, next| {
+    outcomes.fold(first, |acc, next| {
         let retry_after = match (acc.retry_after(), next.retry_after()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -297,6 +298,7 @@ fn classify_all_failed(
         };
         acc.with_verdict(verdict)
             .with_retryable(acc.is_retryable() && next.is_retryable())
+            .with_failover(acc.should_failover() || next.should_failover())
             .with_retry_after(retry_after)
     })
 }
@@ -454,6 +456,18 @@ mod tests {
     }
 
     #[test]
+    fn all_failed_on_open_circuits_is_not_the_callers_fault() {
+        let all = AllProvidersFailed::new(vec![ProviderFailure::new(
+            "a",
+            Box::new(CircuitOpen::new("a", None)),
+        )]);
+        let outcome = classify_error(&all).unwrap();
+        // Not counted again by an outer breaker, but a layer above may still fall back.
+        assert!(outcome.should_failover());
+        assert!(!outcome.is_retryable());
+    }
+
+    #[test]
     fn all_failed_takes_shortest_retry_after_and_is_retryable_only_if_all_are() {
         let inner = |err: &(dyn Error + 'static)| {
             let text = err.to_string();
@@ -465,7 +479,7 @@ mod tests {
             ProviderFailure::new("b", "limited 4".into()),
         ]);
         let outcome = classify_error_with(&all, &inner).unwrap();
-        assert!(outcome.is_retryable() && !outcome.should_failover());
+        assert!(outcome.is_retryable() && outcome.should_failover());
         assert_eq!(outcome.retry_after(), Some(Duration::from_secs(4)));
 
         let mixed = AllProvidersFailed::new(vec![

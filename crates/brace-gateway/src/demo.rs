@@ -58,6 +58,7 @@ pub async fn run(
     gateway: Arc<Gateway>,
     options: DemoOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    brace_llm::provider::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
