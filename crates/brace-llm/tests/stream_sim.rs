@@ -173,6 +173,11 @@ async fn a_continuation_that_also_breaks_is_continued_again_within_the_attempt_b
     let (answer, error) = split(items(call(service, request()).await).await);
     assert!(error.is_none());
     assert_eq!(answer.finish().unwrap().text(), TEXT);
+    assert_eq!(
+        third.handle().calls(),
+        1,
+        "the second break went to the third provider"
+    );
 
     // With one attempt, the backup's own break is the stream's error.
     let s = setup(
@@ -520,4 +525,51 @@ async fn every_provider_failing_before_the_first_chunk_is_a_call_error() {
     );
     let err = s.continued().oneshot(request()).await.unwrap_err();
     assert!(err.is::<brace_core::AllProvidersFailed>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_end_without_finish_reason_is_a_break_even_without_a_guard() {
+    // A bare provider (no stream guard) whose stream just stops after some text.
+    let cut = sim(
+        "primary",
+        Behavior::reply(text_reply().with_fault(StreamFault::Break {
+            after: after_words(3),
+        })),
+    );
+    let bare = tower::util::BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .map_err(brace_core::BoxError::from)
+            .service(cut)
+            .map_response(|response: ChatResponse| {
+                use futures::StreamExt;
+                let brace_llm::ResponseBody::Stream(stream) = response.body else {
+                    return response;
+                };
+                // Drop the error item: the stream ends cleanly, mid-answer.
+                let clean = stream.take_while(|item| std::future::ready(item.is_ok()));
+                ChatResponse {
+                    meta: response.meta,
+                    body: brace_llm::ResponseBody::Stream(brace_llm::ChatStream::new(clean)),
+                }
+            }),
+    );
+    let backup = sim("backup", Behavior::reply(text_reply()));
+    let layer =
+        ContinuationLayer::new([
+            ContinuationTarget::new("backup", stack(backup.clone(), LIMITS)).accepts_prefill(true),
+        ]);
+    let (answer, error) =
+        split(items(call(layer.clone().layer(bare.clone()), request()).await).await);
+    assert!(error.is_none());
+    assert_eq!(answer.finish().unwrap().text(), TEXT);
+
+    // When the continuation fails too, the cut surfaces as an error, not a clean end.
+    backup
+        .handle()
+        .set_behavior(Behavior::fail(LlmErrorKind::Server));
+    let (answer, error) = split(items(call(layer.layer(bare), request()).await).await);
+    assert_whole_or_error(&answer, error.as_ref());
+    let error = error.unwrap();
+    assert_eq!(error.kind(), LlmErrorKind::StreamInterrupted);
+    assert_eq!(error.provider(), Some("primary"));
 }
