@@ -31,7 +31,7 @@ where
         .minimum_calls(4)
         .sliding_window(brace::circuit::SlidingWindow::Count(8))
         .failure_rate_threshold(50.0)
-        .wait_in_open(Duration::from_secs(60))
+        .wait_in_open(Duration::from_mins(1))
         .build()
         .unwrap()
         .with_classifier(LlmClassifier::new());

@@ -101,7 +101,9 @@ async fn the_official_openai_sdk_talks_to_the_gateway() {
             .unwrap()
             .set_behavior(Behavior::fail(LlmErrorKind::Server));
     }
-    gateway.circuits().handles().iter().for_each(|h| h.reset());
+    for handle in gateway.circuits().handles() {
+        handle.reset();
+    }
     run(&python, &url, "unavailable").await;
 
     let _ = stop.send(());

@@ -36,6 +36,7 @@ impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
             .field("cache", &self.cache)
             .field("classifier", &self.classifier)
             .field("fallback_attempts", &self.fallback_attempts)
+            .field("fallback_to_static", &self.fallback_to_static)
             .field("admit", &self.admit)
             .finish()
     }

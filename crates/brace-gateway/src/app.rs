@@ -54,14 +54,14 @@ fn parse_json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
                     format!(
                         "invalid request body: {}",
                         std::error::Error::source(err)
-                            .map_or_else(|| err.body_text(), |s| s.to_string())
+                            .map_or_else(|| err.body_text(), ToString::to_string)
                     )
                 }
                 JsonRejection::JsonSyntaxError(err) => {
                     format!(
                         "request body is not valid JSON: {}",
                         std::error::Error::source(err)
-                            .map_or_else(|| err.body_text(), |s| s.to_string())
+                            .map_or_else(|| err.body_text(), ToString::to_string)
                     )
                 }
                 JsonRejection::MissingJsonContentType(_) => {

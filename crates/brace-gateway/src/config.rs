@@ -388,7 +388,7 @@ fn one() -> u32 {
 }
 
 fn default_timeout() -> Duration {
-    Duration::from_secs(60)
+    Duration::from_mins(1)
 }
 
 impl TryFrom<RawProviderConfig> for ProviderConfig {
@@ -616,7 +616,7 @@ fn default_body_limit() -> usize {
 }
 
 fn default_deadline() -> Duration {
-    Duration::from_secs(120)
+    Duration::from_mins(2)
 }
 
 fn default_grace() -> Duration {

@@ -7,6 +7,7 @@
 //! recovers (circuits close, the level climbs back).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,25 +227,28 @@ fn render(
     let mut out = String::new();
     let progress = elapsed.as_secs_f64() / total.as_secs_f64();
     let level = gateway.degradation().level();
-    out.push_str(&format!(
-        "brace demo {} {:>3.0}%  {:.0}s/{:.0}s\n",
+    let _ = writeln!(
+        out,
+        "brace demo {} {:>3.0}%  {:.0}s/{:.0}s",
         bar(progress, 40),
         progress.min(1.0) * 100.0,
         elapsed.as_secs_f64(),
         total.as_secs_f64()
-    ));
-    out.push_str(&format!("phase: {}\n", phase.describe()));
-    out.push_str(&format!(
-        "requests: {} sent, {} ok, {} failed; degradation level: {}\n\n",
+    );
+    let _ = writeln!(out, "phase: {}", phase.describe());
+    let _ = writeln!(
+        out,
+        "requests: {} sent, {} ok, {} failed; degradation level: {}\n",
         tally.sent,
         tally.ok,
         tally.errors.values().sum::<u64>(),
         level.name()
-    ));
-    out.push_str(&format!(
-        "{:<16} {:>8} {:>10} {:>10} {:>8}\n",
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>8} {:>10} {:>10} {:>8}",
         "provider", "served", "circuit", "healthy", "fails"
-    ));
+    );
     let health = gateway.health();
     for provider in &gateway.config.providers {
         let served = tally.by_provider.get(&provider.name).copied().unwrap_or(0);
@@ -252,18 +256,19 @@ fn render(
             .circuit_state(&provider.name)
             .map_or("-", |s| s.as_str());
         let h = health.iter().find(|h| *h.name == *provider.name);
-        out.push_str(&format!(
-            "{:<16} {:>8} {:>10} {:>10} {:>8}\n",
+        let _ = writeln!(
+            out,
+            "{:<16} {:>8} {:>10} {:>10} {:>8}",
             provider.name,
             served,
             circuit,
             h.map_or("-", |h| if h.healthy { "yes" } else { "no" }),
             h.map_or(0, |h| h.failures),
-        ));
+        );
     }
     for (name, count) in &tally.by_provider {
         if !gateway.has_provider(name) {
-            out.push_str(&format!("{name:<16} {count:>8}\n"));
+            let _ = writeln!(out, "{name:<16} {count:>8}");
         }
     }
     out
@@ -280,34 +285,37 @@ fn summary(tally: &Tally) -> String {
         }
     };
     let mut out = String::from("\nsummary\n");
-    out.push_str(&format!("{:<28} {:>10}\n", "requests sent", tally.sent));
-    out.push_str(&format!(
-        "{:<28} {:>9.1}%\n",
+    let _ = writeln!(out, "{:<28} {:>10}", "requests sent", tally.sent);
+    let _ = writeln!(
+        out,
+        "{:<28} {:>9.1}%",
         "answered",
         if tally.sent == 0 {
             0.0
         } else {
             tally.ok as f64 * 100.0 / tally.sent as f64
         }
-    ));
-    out.push_str(&format!(
-        "{:<28} {:>10.2}\n",
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10.2}",
         "attempts per answer",
         if tally.ok == 0 {
             0.0
         } else {
             tally.attempts as f64 / tally.ok as f64
         }
-    ));
-    out.push_str(&format!("{:<28} {:>10}\n", "cache hits", tally.cache_hits));
-    out.push_str(&format!("{:<28} {:>8.1}ms\n", "latency p50", pct(0.5)));
-    out.push_str(&format!("{:<28} {:>8.1}ms\n", "latency p99", pct(0.99)));
+    );
+    let _ = writeln!(out, "{:<28} {:>10}", "cache hits", tally.cache_hits);
+    let _ = writeln!(out, "{:<28} {:>8.1}ms", "latency p50", pct(0.5));
+    let _ = writeln!(out, "{:<28} {:>8.1}ms", "latency p99", pct(0.99));
     for (level, count) in &tally.by_level {
-        out.push_str(&format!(
-            "{:<28} {:>10}\n",
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10}",
             format!("answered at level {level}"),
             count
-        ));
+        );
     }
     for (status, count) in &tally.errors {
         let label = if *status == 0 {
@@ -315,7 +323,7 @@ fn summary(tally: &Tally) -> String {
         } else {
             format!("HTTP {status}")
         };
-        out.push_str(&format!("{label:<28} {count:>10}\n"));
+        let _ = writeln!(out, "{label:<28} {count:>10}");
     }
     out
 }

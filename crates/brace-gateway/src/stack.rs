@@ -167,7 +167,7 @@ impl Gateway {
             .admin
             .token_env
             .as_deref()
-            .and_then(|var| env(var))
+            .and_then(&env)
             .filter(|token| !token.is_empty());
         if config.admin.token_env.is_some() && admin_token.is_none() {
             tracing::warn!(
@@ -365,7 +365,7 @@ impl Gateway {
             "level": level.name(),
             "index": level.index(),
             "pinned": self.degrade.is_pinned(),
-            "levels": self.degrade.ladder().levels().iter().map(|l| l.name()).collect::<Vec<_>>(),
+            "levels": self.degrade.ladder().levels().iter().map(brace_degrade::Level::name).collect::<Vec<_>>(),
         })
     }
 
@@ -620,6 +620,13 @@ fn describe_llm_error(err: &(dyn Error + 'static)) -> Option<Failure> {
 
 // ===== failover =====
 
+/// Picks the preferred provider out of a request's extensions.
+type PreferenceFn = fn(&ChatRequest) -> Option<&str>;
+
+/// The failover service of one route.
+type Failover =
+    FailoverService<ChatService, LlmClassifier, brace_core::commit::Immediate, PreferenceFn>;
+
 fn preferred(request: &ChatRequest) -> Option<&str> {
     request
         .extensions
@@ -633,18 +640,10 @@ fn failover_for(
     config: &GatewayConfig,
     probes: &Arc<HashMap<String, ProbeFn>>,
     route_order: bool,
-) -> Result<
-    FailoverService<
-        ChatService,
-        LlmClassifier,
-        brace_core::commit::Immediate,
-        fn(&ChatRequest) -> Option<&str>,
-    >,
-    BuildError,
-> {
+) -> Result<Failover, BuildError> {
     let mut builder = FailoverService::builder()
         .classifier(LlmClassifier::new())
-        .preference(preferred as fn(&ChatRequest) -> Option<&str>)
+        .preference(preferred as PreferenceFn)
         .selection(config.selection)
         .health(config.health.to_failover());
     for (index, (provider, target)) in targets.iter().enumerate() {
