@@ -10,7 +10,8 @@
 //!
 //! - its role-only and empty chunks are dropped (the caller already had a role chunk);
 //! - if it repeats the delivered text before going on (a provider that ignored the prefill
-//!   and restarted), that repeated prefix is stripped;
+//!   and restarted), that repeated prefix is stripped (a genuine continuation that happens
+//!   to begin with the whole delivered text is taken for such a repeat);
 //! - its chunks keep the original stream's `id` and `created`, so the caller sees one
 //!   answer; each chunk's `model` is the model that really produced it;
 //! - it ends with the target's finish reason and, if asked for, the target's usage;
@@ -33,6 +34,12 @@
 //! far) while attempts remain; otherwise its break is the stream's error.
 //!
 //! The layer is off unless added, and does nothing to whole (non-streamed) answers.
+//! [`ContinuationLayer::on_attempt`] reports each attempt (for metrics).
+//!
+//! # Cancel safety
+//!
+//! Dropping the response stream drops the stream being read and any continuation call in
+//! flight.
 //!
 //! [deadline]: ContinuationLayer::deadline
 //! [`max_attempts`]: ContinuationLayer::max_attempts
@@ -110,6 +117,24 @@ pub const DEFAULT_MAX_ATTEMPTS: usize = 2;
 /// The default [`ContinuationLayer::deadline`].
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// One continuation attempt, as reported to [`ContinuationLayer::on_attempt`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Attempt<'a> {
+    /// The provider whose stream broke.
+    pub broken: &'a str,
+    /// The target asked to continue.
+    pub target: &'a str,
+    /// How many bytes of text had reached the caller.
+    pub delivered: usize,
+    /// `true` if the target started (its continuation is being spliced); `false` if it
+    /// failed before its first content delta or the deadline passed.
+    pub started: bool,
+}
+
+/// Called after each continuation attempt.
+pub type AttemptHook = Arc<dyn Fn(&Attempt<'_>) + Send + Sync>;
+
 // ===== ContinuationTarget =====
 
 /// A provider a broken stream may be continued on: its name, its service, and whether it
@@ -175,6 +200,7 @@ pub struct ContinuationLayer<T> {
     targets: Arc<[ContinuationTarget<T>]>,
     max_attempts: usize,
     deadline: Duration,
+    on_attempt: Option<AttemptHook>,
 }
 
 impl<T> Clone for ContinuationLayer<T> {
@@ -183,6 +209,7 @@ impl<T> Clone for ContinuationLayer<T> {
             targets: Arc::clone(&self.targets),
             max_attempts: self.max_attempts,
             deadline: self.deadline,
+            on_attempt: self.on_attempt.clone(),
         }
     }
 }
@@ -193,6 +220,7 @@ impl<T> fmt::Debug for ContinuationLayer<T> {
             .field("targets", &self.targets)
             .field("max_attempts", &self.max_attempts)
             .field("deadline", &self.deadline)
+            .field("on_attempt", &self.on_attempt.is_some())
             .finish()
     }
 }
@@ -205,7 +233,16 @@ impl<T> ContinuationLayer<T> {
             targets: targets.into_iter().collect(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             deadline: DEFAULT_DEADLINE,
+            on_attempt: None,
         }
+    }
+
+    /// Calls `hook` after each continuation attempt (for metrics and logs: a failed attempt
+    /// is an attempt, not a completion).
+    #[must_use]
+    pub fn on_attempt(mut self, hook: impl Fn(&Attempt<'_>) + Send + Sync + 'static) -> Self {
+        self.on_attempt = Some(Arc::new(hook));
+        self
     }
 
     /// The most continuation requests made for one answer, over all its breaks (`0` turns
@@ -570,7 +607,16 @@ where
                 Arc::clone(&target.name),
                 &self.delivered,
             );
-            match tokio::time::timeout_at(deadline, call).await {
+            let outcome = tokio::time::timeout_at(deadline, call).await;
+            if let Some(hook) = &self.splice.config.on_attempt {
+                hook(&Attempt {
+                    broken: broke.as_deref().unwrap_or(&self.serving()),
+                    target: &target.name,
+                    delivered: self.delivered.len(),
+                    started: matches!(outcome, Ok(Ok(_))),
+                });
+            }
+            match outcome {
                 Ok(Ok(started)) => return Some(started),
                 Ok(Err(failure)) => tracing::debug!(
                     target = %target.name,

@@ -573,3 +573,40 @@ async fn a_clean_end_without_finish_reason_is_a_break_even_without_a_guard() {
     assert_eq!(error.kind(), LlmErrorKind::StreamInterrupted);
     assert_eq!(error.provider(), Some("primary"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_is_reported_whether_it_started_or_not() {
+    let s = setup(
+        Behavior::reply(text_reply().with_fault(StreamFault::Break {
+            after: after_words(5),
+        })),
+        Behavior::when(Condition::Prefill, Behavior::fail(LlmErrorKind::BadRequest)),
+    );
+    let third = sim("third", Behavior::reply(text_reply()));
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let service = ContinuationLayer::new([
+        ContinuationTarget::new("backup", s.stacks[1].1.clone()).accepts_prefill(true),
+        ContinuationTarget::new("third", stack(third, LIMITS)).accepts_prefill(true),
+    ])
+    .on_attempt(move |attempt| {
+        record.lock().push((
+            attempt.broken.to_owned(),
+            attempt.target.to_owned(),
+            attempt.delivered,
+            attempt.started,
+        ));
+    })
+    .layer(s.failover.clone());
+    let (answer, error) = split(items(call(service, request()).await).await);
+    assert!(error.is_none());
+    assert_eq!(answer.finish().unwrap().text(), TEXT);
+    let delivered = "one two three four five ".len();
+    assert_eq!(
+        *seen.lock(),
+        [
+            ("primary".to_owned(), "backup".to_owned(), delivered, false),
+            ("primary".to_owned(), "third".to_owned(), delivered, true),
+        ]
+    );
+}
