@@ -23,10 +23,23 @@ use stream_support::{
 };
 use tower::{Layer, ServiceExt};
 
-/// Limits in real time, short enough for a test and long enough for loopback.
-const LIMITS: Limits = Limits {
-    first_token: Duration::from_millis(400),
+/// A short idle limit in real time, for the provider whose stall is tested.
+const SHORT_IDLE: Limits = Limits {
     idle: Duration::from_millis(400),
+    ..GENEROUS
+};
+
+/// A short first-token limit in real time, for the provider whose slow start is tested.
+const SHORT_FIRST_TOKEN: Limits = Limits {
+    first_token: Duration::from_millis(400),
+    ..GENEROUS
+};
+
+/// Generous limits for providers that are meant to answer, so a loaded machine cannot make
+/// them miss a limit.
+const GENEROUS: Limits = Limits {
+    first_token: Duration::from_secs(10),
+    idle: Duration::from_secs(10),
     total: Duration::from_secs(20),
 };
 
@@ -93,14 +106,27 @@ struct Pair {
 
 /// An OpenAI-compatible primary and an Anthropic backup (which accepts a prefill).
 async fn pair(primary: Behavior, backup: Behavior, malformed: MalformedEvents) -> Pair {
+    pair_with(GENEROUS, primary, backup, malformed).await
+}
+
+/// As [`pair`], with the primary's stream guard limits.
+async fn pair_with(
+    limits: Limits,
+    primary: Behavior,
+    backup: Behavior,
+    malformed: MalformedEvents,
+) -> Pair {
     let primary_server = server("primary", primary).await;
     let backup_server = server("backup", backup).await;
     let stacks = vec![
         (
             "primary",
-            stack(openai("primary", &primary_server, malformed), LIMITS),
+            stack(openai("primary", &primary_server, malformed), limits),
         ),
-        ("backup", stack(anthropic("backup", &backup_server), LIMITS)),
+        (
+            "backup",
+            stack(anthropic("backup", &backup_server), GENEROUS),
+        ),
     ];
     Pair {
         primary: primary_server,
@@ -210,7 +236,8 @@ async fn prefill_rejected_over_http_surfaces_the_original_break() {
 #[tokio::test]
 async fn stall_over_http_ends_with_an_error_item_after_the_idle_limit() {
     bounded(async {
-        let p = pair(
+        let p = pair_with(
+            SHORT_IDLE,
             Behavior::reply(text_reply().with_fault(StreamFault::Stall {
                 after: after_words(3),
             })),
@@ -221,7 +248,7 @@ async fn stall_over_http_ends_with_an_error_item_after_the_idle_limit() {
         let response = call(p.failover()).await;
         let start = tokio::time::Instant::now();
         let (answer, error) = split(items(response).await);
-        assert!(start.elapsed() >= LIMITS.idle);
+        assert!(start.elapsed() >= SHORT_IDLE.idle);
         assert_whole_or_error(&answer, error.as_ref());
         let error = error.unwrap();
         assert_eq!(error.kind(), LlmErrorKind::StreamInterrupted);
@@ -233,7 +260,8 @@ async fn stall_over_http_ends_with_an_error_item_after_the_idle_limit() {
 #[tokio::test]
 async fn first_token_beyond_the_limit_over_http_fails_over() {
     bounded(async {
-        let p = pair(
+        let p = pair_with(
+            SHORT_FIRST_TOKEN,
             Behavior::reply(text_reply().with_first_token_delay(Duration::from_secs(30))),
             Behavior::reply(text_reply()),
             MalformedEvents::Skip,
@@ -242,7 +270,7 @@ async fn first_token_beyond_the_limit_over_http_fails_over() {
         let start = tokio::time::Instant::now();
         let response = call(p.failover()).await;
         assert!(
-            start.elapsed() >= LIMITS.first_token * 2,
+            start.elapsed() >= SHORT_FIRST_TOKEN.first_token * 2,
             "both attempts waited the limit"
         );
         assert_eq!(&*response.meta.provider, "backup");
@@ -268,7 +296,7 @@ async fn malformed_event_at_chunk_ten_is_skipped_and_counted_by_default() {
         .await;
         let client = openai("primary", &server, MalformedEvents::default());
         let stats = client.stats().clone();
-        let service = failover(&[("primary", stack(client, LIMITS))]);
+        let service = failover(&[("primary", stack(client, GENEROUS))]);
         let (answer, error) = split(items(call(service).await).await);
         assert!(error.is_none(), "{error:?}");
         let completion = answer.finish().unwrap();
@@ -289,7 +317,7 @@ async fn malformed_event_at_chunk_ten_fails_the_stream_under_the_strict_policy()
         .await;
         let client = openai("primary", &server, MalformedEvents::Fail);
         let stats = client.stats().clone();
-        let service = failover(&[("primary", stack(client, LIMITS))]);
+        let service = failover(&[("primary", stack(client, GENEROUS))]);
         let (answer, error) = split(items(call(service).await).await);
         assert_whole_or_error(&answer, error.as_ref());
         assert_eq!(error.unwrap().kind(), LlmErrorKind::MalformedResponse);
