@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# brace's loopback load and chaos benches, with LiteLLM's proxy as a peer, in one run.
+#
+#   bench/load.sh [OUT_DIR]
+#
+# Starts three instant simulated providers (crates/brace-bench simserver), the gateway
+# (release build of `examples/gateway`) in front of them as three OpenAI-compatible
+# providers, and — unless SKIP_LITELLM=1 — LiteLLM's proxy (installed into its own virtual
+# environment) with the same three providers and fallbacks. Then, on 127.0.0.1 only:
+#   1. open-loop fixed-rate load (RATES) and closed-loop maximum load, direct-to-sim vs
+#      through the gateway, interleaved so noise hits both alike; gateway CPU and RSS;
+#   2. 1000 concurrent slow streams (2 s each) through the gateway, for its peak RSS;
+#   3. chaos: primary failing 30% of requests, then dead; secondary called directly as the
+#      baseline; attempts per request from x-brace-attempts and from the providers' counts;
+#   4. the same load (at rates LiteLLM sustains) and chaos against LiteLLM.
+# Each result is one JSON line in OUT_DIR/results.jsonl; bench/report.py renders tables.
+#
+# Environment: DURATION (measured seconds per phase, default 5), RATES (default
+# "500 1000 2000 5000"), CHAOS_RATE (500), LITELLM_RATES (default "10 25 50"),
+# LITELLM_DURATION (10), LL_CHAOS_RATE (20), SKIP_LITELLM, LITELLM_VENV,
+# CARGO_TARGET_DIR. Every loop is bounded in count and time; every process started here is
+# stopped on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=${1:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
+DURATION=${DURATION:-5}
+RATES=${RATES:-"500 1000 2000 5000"}
+LITELLM_RATES=${LITELLM_RATES:-"10 25 50"}
+LITELLM_DURATION=${LITELLM_DURATION:-10}
+SKIP_LITELLM=${SKIP_LITELLM:-0}
+VENV=${LITELLM_VENV:-$CARGO_TARGET_DIR/litellm-venv}
+LITELLM_VERSION=1.104.0
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+# Waits (at most $2 tenths of a second) until file $1 matches pattern $3.
+wait_for() {
+    local file=$1 tries=$2 pattern=$3
+    for _ in $(seq "$tries"); do
+        grep -q "$pattern" "$file" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for '$pattern' in $file" >&2
+    return 1
+}
+
+log "building (release)"
+(cd "$ROOT" && cargo build --release -q -p brace-bench --bins && cargo build --release -q --example gateway)
+BIN=$CARGO_TARGET_DIR/release
+LOADGEN=$BIN/loadgen
+
+{
+    echo "date_utc: $(date -u +%FT%TZ)"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    echo "loadavg_before: $(cat /proc/loadavg)"
+    echo "kernel: $(uname -r)"
+} > "$OUT/machine.txt"
+
+# ---- simulated providers -----------------------------------------------------------------
+"$BIN/simserver" --names primary,secondary,tertiary --threads 2 --lifetime 3600 > "$OUT/sim.txt" 2>&1 &
+SIM_PID=$!
+PIDS+=("$SIM_PID")
+wait_for "$OUT/sim.txt" 100 '^tertiary '
+PRIMARY=$(awk '$1=="primary"{print $2}' "$OUT/sim.txt")
+SECONDARY=$(awk '$1=="secondary"{print $2}' "$OUT/sim.txt")
+TERTIARY=$(awk '$1=="tertiary"{print $2}' "$OUT/sim.txt")
+SIMS=("$PRIMARY" "$SECONDARY" "$TERTIARY")
+log "simulated providers: ${SIMS[*]} (pid $SIM_PID)"
+
+sim_behavior() { curl -sf -m 5 -X POST "$1/_sim/behavior" -H 'content-type: application/json' -d "$2" > /dev/null; }
+sim_reset() { for url in "${SIMS[@]}"; do curl -sf -m 5 -X POST "$url/_sim/reset" > /dev/null; done; }
+sim_calls() {
+    local total=0 calls
+    for url in "${SIMS[@]}"; do
+        calls=$(curl -sf -m 5 "$url/_sim/stats" | jq '.calls')
+        total=$((total + calls))
+    done
+    echo "$total"
+}
+sim_calls_of() { curl -sf -m 5 "$1/_sim/stats" | jq -c '{calls, outcomes}'; }
+
+# ---- the gateway -------------------------------------------------------------------------
+cat > "$OUT/gateway.yaml" <<EOF
+listen: 127.0.0.1:0
+providers:
+  - { name: primary, kind: openai-compatible, model: sim-model, priority: 1, base_url: "$PRIMARY/v1", api_key_env: "", timeout: 5s }
+  - { name: secondary, kind: openai-compatible, model: sim-model, priority: 2, base_url: "$SECONDARY/v1", api_key_env: "", timeout: 5s }
+  - { name: tertiary, kind: openai-compatible, model: sim-model, priority: 3, base_url: "$TERTIARY/v1", api_key_env: "", timeout: 5s }
+fallback:
+  on_error: [429, 500, 502, 503, timeout, connect]
+  max_retries: 1
+  backoff: exponential
+  base_delay: 1ms
+  max_delay: 5ms
+circuit_breaker:
+  sliding_window_size: 20
+  minimum_calls: 10
+  failure_rate_threshold: 50
+  wait_in_open: 60s
+  permitted_calls_in_half_open: 3
+health:
+  consecutive_failures: 3
+  recovery_time: 60s
+degradation:
+  auto:
+    enabled: false
+cache:
+  enabled: false
+EOF
+# start_gateway NAME: a fresh gateway (new circuit and health state); sets GW_PID, GATEWAY.
+start_gateway() {
+    if [ -n "${GW_PID:-}" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
+    "$BIN/examples/gateway" --config "$OUT/gateway.yaml" --listen 127.0.0.1:0 > "$OUT/gateway-$1.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    wait_for "$OUT/gateway-$1.log" 100 'listening on'
+    GATEWAY=$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-$1.log")
+    log "gateway ($1): $GATEWAY (pid $GW_PID)"
+}
+start_gateway load
+echo "gateway_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$GW_PID/status)" >> "$OUT/machine.txt"
+
+# run LABEL URL WATCH_PID loadgen-args... : one loadgen run, appended to results.jsonl.
+run() {
+    local label=$1 url=$2 pid=$3
+    shift 3
+    log "$label"
+    "$LOADGEN" --url "$url/v1/chat/completions" --label "$label" --watch-pid "$pid" \
+        --duration "$DURATION" "$@" >> "$RESULTS"
+}
+
+# ---- 1. load: direct vs gateway ----------------------------------------------------------
+run "warmup gateway" "$GATEWAY" "$GW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
+for rate in $RATES; do
+    run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
+    run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
+done
+for concurrency in 32; do
+    run "direct closed $concurrency" "$PRIMARY" "$SIM_PID" --mode closed --concurrency "$concurrency"
+    run "gateway closed $concurrency" "$GATEWAY" "$GW_PID" --mode closed --concurrency "$concurrency"
+done
+
+# ---- 2. 1000 concurrent streams (2 s each) -------------------------------------------------
+sim_behavior "$PRIMARY" '{"type":"succeed","chunks":20,"chunk_delay":"100ms"}'
+STREAMS=(--mode closed --concurrency 1000 --stream --timeout 20 --warmup 0 --duration 6)
+run "direct streams 1000" "$PRIMARY" "$SIM_PID" "${STREAMS[@]}"
+run "gateway streams 1000" "$GATEWAY" "$GW_PID" "${STREAMS[@]}"
+sim_behavior "$PRIMARY" '{"type":"succeed"}'
+
+# ---- 3. chaos through the gateway ----------------------------------------------------------
+CHAOS_RATE=${CHAOS_RATE:-500}
+chaos() { # chaos LABEL URL PID args...: a run with the providers' call counts around it
+    local label=$1
+    sim_reset
+    run "$@"
+    echo "{\"label\":\"$label\",\"provider_calls\":$(sim_calls),\"primary\":$(sim_calls_of "$PRIMARY"),\"secondary\":$(sim_calls_of "$SECONDARY")}" >> "$RESULTS"
+}
+chaos "direct secondary $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
+# Each chaos phase starts a fresh gateway, so no health or breaker state carries over.
+start_gateway flaky30
+sim_behavior "$PRIMARY" '{"type":"flaky","probability":0.3,"failure":{"type":"fail","kind":"server"}}'
+chaos "gateway flaky30 $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
+echo "gateway_circuits_after_flaky30: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
+start_gateway dead
+sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
+# The breaker opens within its first window, during the 1 s warm-up (not recorded).
+chaos "gateway dead $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
+echo "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
+chaos "direct secondary after $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
+sim_behavior "$PRIMARY" '{"type":"succeed"}'
+start_gateway peer
+
+# ---- 4. LiteLLM's proxy ------------------------------------------------------------------
+if [ "$SKIP_LITELLM" = 1 ]; then
+    echo "litellm: skipped (SKIP_LITELLM=1)" >> "$OUT/machine.txt"
+    echo "loadavg_after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
+    exit 0
+fi
+if [ ! -x "$VENV/bin/litellm" ]; then
+    log "installing litellm[proxy]==$LITELLM_VERSION into $VENV"
+    if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"; } > "$OUT/litellm-install.log" 2>&1; then
+        echo "litellm: install failed (see litellm-install.log)" >> "$OUT/machine.txt"
+        exit 0
+    fi
+fi
+echo "litellm: $("$VENV/bin/pip" show litellm 2>/dev/null | awk '/^Version/{print $2}')" >> "$OUT/machine.txt"
+echo "python: $("$VENV/bin/python" --version 2>&1)" >> "$OUT/machine.txt"
+
+LITELLM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+LITELLM_MASTER_KEY="sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export LITELLM_MASTER_KEY
+cat > "$OUT/litellm.yaml" <<EOF
+model_list:
+  - model_name: primary
+    litellm_params: { model: openai/sim-model, api_base: "$PRIMARY/v1", api_key: sk-sim }
+  - model_name: secondary
+    litellm_params: { model: openai/sim-model, api_base: "$SECONDARY/v1", api_key: sk-sim }
+  - model_name: tertiary
+    litellm_params: { model: openai/sim-model, api_base: "$TERTIARY/v1", api_key: sk-sim }
+router_settings:
+  num_retries: 1
+  retry_after: 0
+  allowed_fails: 3
+  cooldown_time: 60
+  fallbacks: [{ "primary": ["secondary", "tertiary"] }]
+litellm_settings:
+  num_retries: 1
+  request_timeout: 5
+  fallbacks: [{ "primary": ["secondary", "tertiary"] }]
+general_settings:
+  master_key: os.environ/LITELLM_MASTER_KEY
+EOF
+LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/litellm" --config "$OUT/litellm.yaml" \
+    --host 127.0.0.1 --port "$LITELLM_PORT" > "$OUT/litellm.log" 2>&1 &
+LL_PID=$!
+PIDS+=("$LL_PID")
+LITELLM=http://127.0.0.1:$LITELLM_PORT
+for _ in $(seq 600); do
+    curl -sf -m 2 "$LITELLM/health/liveliness" > /dev/null 2>&1 && break
+    kill -0 "$LL_PID" 2>/dev/null || break
+    sleep 0.2
+done
+if ! curl -sf -m 2 "$LITELLM/health/liveliness" > /dev/null 2>&1; then
+    echo "litellm: did not start (see litellm.log)" >> "$OUT/machine.txt"
+    exit 0
+fi
+log "litellm: $LITELLM (pid $LL_PID)"
+echo "litellm_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$LL_PID/status)" >> "$OUT/machine.txt"
+AUTH=(--header "Authorization: Bearer $LITELLM_MASTER_KEY" --model primary)
+
+DURATION=$LITELLM_DURATION
+run "warmup litellm" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode closed --concurrency 4 --warmup 0 --max-requests 200 > /dev/null
+for rate in $LITELLM_RATES; do
+    run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
+    run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
+    run "litellm open $rate" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode open --rate "$rate" --max-in-flight 512
+done
+for concurrency in 32; do
+    run "litellm closed $concurrency" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode closed --concurrency "$concurrency"
+    run "gateway closed $concurrency (again)" "$GATEWAY" "$GW_PID" --mode closed --concurrency "$concurrency"
+done
+
+LL_CHAOS_RATE=${LL_CHAOS_RATE:-20}
+chaos "direct secondary $LL_CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$LL_CHAOS_RATE"
+sim_behavior "$PRIMARY" '{"type":"flaky","probability":0.3,"failure":{"type":"fail","kind":"server"}}'
+chaos "litellm flaky30 $LL_CHAOS_RATE" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode open --rate "$LL_CHAOS_RATE" --max-in-flight 512
+sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
+chaos "litellm dead $LL_CHAOS_RATE" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode open --rate "$LL_CHAOS_RATE" --max-in-flight 512
+sim_behavior "$PRIMARY" '{"type":"succeed"}'
+echo "loadavg_after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
+log "done: $RESULTS"
