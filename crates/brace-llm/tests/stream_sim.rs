@@ -610,3 +610,17 @@ async fn each_attempt_is_reported_whether_it_started_or_not() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn continuation_over_failover_boxes_like_any_gateway_route() {
+    let s = setup(
+        Behavior::reply(text_reply().with_fault(StreamFault::Break {
+            after: after_words(5),
+        })),
+        Behavior::reply(text_reply()),
+    );
+    let route: Chat = tower::util::BoxCloneSyncService::new(s.continued());
+    let (answer, error) = split(items(call(route, request()).await).await);
+    assert!(error.is_none());
+    assert_eq!(answer.finish().unwrap().text(), TEXT);
+}
