@@ -108,6 +108,18 @@ impl Metrics {
             .increment(1);
     }
 
+    /// A broken stream from `broken` was handed to `target` to continue; `started` says
+    /// whether the continuation got going.
+    pub fn continuation(&self, broken: &str, target: &str, started: bool) {
+        metrics::counter!(
+            "brace_stream_continuations_total",
+            "broken" => broken.to_owned(),
+            "target" => target.to_owned(),
+            "outcome" => if started { "started" } else { "failed" },
+        )
+        .increment(1);
+    }
+
     /// Sets a provider's circuit state gauge (0 closed, 1 half-open, 2 open, 3 other).
     pub fn circuit_state(&self, provider: &str, state: f64) {
         metrics::gauge!("brace_circuit_state", "provider" => provider.to_owned()).set(state);

@@ -15,12 +15,13 @@ use http::HeaderMap;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{FailoverService, PreferredProvider, Provider, ProviderHealth};
+use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::provider::ProviderConfig as ClientConfig;
 use brace_llm::sim::{SimConfig, SimHandle, SimProvider};
@@ -125,7 +126,7 @@ impl Gateway {
                 (provider, target)
             })
             .collect();
-        let default_failover = failover_for(&everyone, &stacks, &config, &probes, false)?;
+        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &probes, false)?;
         let health_source = default_failover.clone();
         let health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync> =
             Arc::new(move || health_source.health());
@@ -144,8 +145,21 @@ impl Gateway {
                     (provider, target.clone())
                 })
                 .collect();
-            let failover = failover_for(&targets, &stacks, &config, &probes, true)?;
-            routes.push((route.clone(), BoxCloneSyncService::new(failover)));
+            let (failover, continuation_targets) =
+                failover_for(&targets, &stacks, &config, &probes, true)?;
+            let service: ChatService = if route.continuation {
+                let counter = metrics.clone();
+                BoxCloneSyncService::new(
+                    ContinuationLayer::new(continuation_targets)
+                        .on_attempt(move |attempt| {
+                            counter.continuation(attempt.broken, attempt.target, attempt.started);
+                        })
+                        .layer(failover),
+                )
+            } else {
+                BoxCloneSyncService::new(failover)
+            };
+            routes.push((route.clone(), service));
         }
         let router = Router {
             routes: Arc::new(routes),
@@ -444,7 +458,7 @@ fn client_for(
                 .clone()
                 .unwrap_or_else(|| default_base_url(provider.kind()).to_owned()),
         )
-        .with_default_model(provider.model.clone())
+        // No default model: every request names its model (the provider's or the route's).
         .with_timeout(provider.timeout);
         if let Some(idle) = provider.stream_idle_timeout {
             config = config.with_stream_idle_timeout(idle);
@@ -465,9 +479,10 @@ fn client_for(
     let result: Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
+                // It answers as the model it is asked for: the provider's, or the route's.
                 let sim = SimProvider::new(SimConfig {
                     name: provider.name.clone(),
-                    model: Some(provider.model.clone()),
+                    model: None,
                     seed: provider.seed,
                     behavior: provider.simulate.clone().unwrap_or_default(),
                 });
@@ -640,7 +655,8 @@ fn failover_for(
     config: &GatewayConfig,
     probes: &Arc<HashMap<String, ProbeFn>>,
     route_order: bool,
-) -> Result<Failover, BuildError> {
+) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
+    let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .classifier(LlmClassifier::new())
         .preference(preferred as PreferenceFn)
@@ -667,6 +683,10 @@ fn failover_for(
             }
             None => stack,
         };
+        continuation_targets.push(
+            ContinuationTarget::new(provider.name.as_str(), service.clone())
+                .accepts_prefill(provider.accepts_prefill),
+        );
         let priority = if route_order {
             index as u32
         } else {
@@ -698,7 +718,10 @@ fn failover_for(
             }
         });
     }
-    builder.build().map_err(|err| build_error("failover", err))
+    let failover = builder
+        .build()
+        .map_err(|err| build_error("failover", err))?;
+    Ok((failover, continuation_targets))
 }
 
 // ===== routing =====

@@ -556,3 +556,109 @@ async fn deterministic_answers_are_cached_and_served_at_the_cached_level() {
         first.json()["choices"][0]["message"]["content"]
     );
 }
+
+const ROUTED: &str = r"
+providers:
+  - name: primary
+    kind: simulated
+    model: big-model
+  - name: backup
+    kind: simulated
+    model: backup-model
+    accepts_prefill: true
+routes:
+  - match: fast-*
+    providers:
+      - name: backup
+        model: backup-fast
+  - match: exact-name
+    providers:
+      - name: primary
+        passthrough: true
+  - match: resilient
+    continuation: true
+    providers:
+      - name: primary
+      - name: backup
+fallback:
+  max_retries: 0
+degradation:
+  auto:
+    enabled: false
+";
+
+#[tokio::test]
+async fn routes_pick_providers_and_models_by_the_requested_model() {
+    let gateway = gateway(ROUTED);
+    let ask = |model: &str| {
+        chat(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+    };
+
+    let reply = send(&gateway, ask("fast-chat")).await;
+    assert_eq!(reply.header("x-brace-provider"), "backup");
+    assert_eq!(reply.header("x-brace-model"), "backup-fast");
+
+    let reply = send(&gateway, ask("exact-name")).await;
+    assert_eq!(reply.header("x-brace-provider"), "primary");
+    assert_eq!(
+        gateway
+            .sim("primary")
+            .unwrap()
+            .last_request()
+            .unwrap()
+            .model,
+        "exact-name"
+    );
+
+    // No route matches: every provider by priority, each asked for its own model.
+    let reply = send(&gateway, ask("something-else")).await;
+    assert_eq!(reply.header("x-brace-provider"), "primary");
+    assert_eq!(reply.header("x-brace-model"), "big-model");
+}
+
+#[tokio::test]
+async fn a_route_with_continuation_splices_a_broken_stream_into_one_whole_answer() {
+    let gateway = gateway(ROUTED);
+    gateway
+        .sim("primary")
+        .unwrap()
+        .set_behavior(Behavior::reply(
+            brace_llm::sim::Reply::new()
+                .with_text("one two three four five six seven eight")
+                .with_fault(brace_llm::sim::StreamFault::Break { after: 4 }),
+        ));
+    gateway.sim("backup").unwrap().set_behavior(Behavior::reply(
+        brace_llm::sim::Reply::new().with_text("one two three four five six seven eight"),
+    ));
+    let body = json!({"model": "resilient", "stream": true, "messages": [{"role": "user", "content": "count"}]});
+    let reply = send(&gateway, chat(&body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events: Vec<&str> = reply
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]", "{events:?}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>().join(" "),
+        "one two three four five six seven eight"
+    );
+    assert!(
+        chunks.iter().any(|c| c["x_brace_continued_by"] == "backup"),
+        "{chunks:?}"
+    );
+
+    // Without continuation the same break is an error event, never a clean end.
+    let body = json!({"model": "other", "stream": true, "messages": [{"role": "user", "content": "count"}]});
+    let reply = send(&gateway, chat(&body)).await;
+    assert!(!reply.body.contains("[DONE]"));
+    assert!(reply.body.contains("stream_interrupted"));
+}
