@@ -9,22 +9,7 @@ use http::StatusCode;
 
 use crate::error::{LlmError, LlmErrorKind};
 
-const ALL_KINDS: [LlmErrorKind; 14] = [
-    LlmErrorKind::RateLimited,
-    LlmErrorKind::QuotaExhausted,
-    LlmErrorKind::Overloaded,
-    LlmErrorKind::Server,
-    LlmErrorKind::Timeout,
-    LlmErrorKind::Connect,
-    LlmErrorKind::Auth,
-    LlmErrorKind::BadRequest,
-    LlmErrorKind::ContextLengthExceeded,
-    LlmErrorKind::ContentFiltered,
-    LlmErrorKind::ModelNotFound,
-    LlmErrorKind::MalformedResponse,
-    LlmErrorKind::StreamInterrupted,
-    LlmErrorKind::Cancelled,
-];
+const ALL_KINDS: [LlmErrorKind; 14] = LlmErrorKind::ALL;
 
 fn bit(kind: LlmErrorKind) -> u32 {
     1 << ALL_KINDS.iter().position(|k| *k == kind).unwrap_or(0)

@@ -51,6 +51,24 @@ pub enum LlmErrorKind {
 }
 
 impl LlmErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [LlmErrorKind; 14] = [
+        Self::RateLimited,
+        Self::QuotaExhausted,
+        Self::Overloaded,
+        Self::Server,
+        Self::Timeout,
+        Self::Connect,
+        Self::Auth,
+        Self::BadRequest,
+        Self::ContextLengthExceeded,
+        Self::ContentFiltered,
+        Self::ModelNotFound,
+        Self::MalformedResponse,
+        Self::StreamInterrupted,
+        Self::Cancelled,
+    ];
+
     /// A short snake_case name, as used in metrics and OpenAI-style error codes.
     pub fn as_str(self) -> &'static str {
         match self {

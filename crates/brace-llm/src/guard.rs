@@ -22,7 +22,6 @@
 //! # let _ = layer;
 //! ```
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +34,9 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use brace_core::commit::Commit;
+
+use crate::commit::FirstContent;
 use crate::error::{LlmError, LlmErrorKind};
 use crate::response::{ChatResponse, ChatStream, ResponseBody};
 use crate::types::{ChatChunk, ChatRequest};
@@ -150,75 +152,33 @@ where
         let start = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
-            let first_token_deadline = config.first_token_timeout.map(|limit| start + limit);
             let total_deadline = config.total_timeout.map(|limit| start + limit);
-            let response = match first_token_deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, call).await {
-                    Ok(result) => result?,
-                    Err(_) => return Err(first_token_elapsed(config.first_token_timeout)),
-                },
-                None => call.await?,
+            let commit_deadline = earliest(
+                config.first_token_timeout.map(|limit| start + limit),
+                total_deadline,
+            );
+            // The commit point is `FirstContent`'s: the first content or tool-call delta.
+            let committed = async move { FirstContent.commit(call.await?).await };
+            let response = match commit_deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, committed)
+                    .await
+                    .map_err(|_| {
+                        first_token_elapsed(config.first_token_timeout.or(config.total_timeout))
+                    })??,
+                None => committed.await?,
             };
             let ChatResponse { meta, body } = response;
-            let ResponseBody::Stream(mut stream) = body else {
+            let ResponseBody::Stream(stream) = body else {
                 return Ok(ChatResponse { meta, body });
             };
-            let provider = meta.provider.clone();
-            let with_provider = |err: LlmError| {
-                if err.provider().is_some() {
-                    err
-                } else {
-                    err.with_provider(provider.clone())
-                }
-            };
-
-            // Hold chunks back until the first content delta: the commit point.
-            let mut held: VecDeque<ChatChunk> = VecDeque::new();
-            loop {
-                let next = match earliest(first_token_deadline, total_deadline) {
-                    Some(deadline) => {
-                        match tokio::time::timeout_at(deadline, stream.next()).await {
-                            Ok(next) => next,
-                            Err(_) => {
-                                return Err(with_provider(first_token_elapsed(
-                                    config.first_token_timeout.or(config.total_timeout),
-                                )));
-                            }
-                        }
-                    }
-                    None => stream.next().await,
-                };
-                match next {
-                    Some(Ok(chunk)) => {
-                        let commits = chunk.has_content();
-                        let finished = chunk.finish_reason().is_some();
-                        held.push_back(chunk);
-                        if commits || finished {
-                            break;
-                        }
-                    }
-                    Some(Err(err)) => return Err(with_provider(err)),
-                    None => {
-                        return Err(with_provider(LlmError::new(
-                            LlmErrorKind::StreamInterrupted,
-                            format!(
-                                "stream ended before any content ({} chunk{} received)",
-                                held.len(),
-                                if held.len() == 1 { "" } else { "s" }
-                            ),
-                        )));
-                    }
-                }
-            }
             if let Some(hook) = &config.on_first_token {
-                hook(&provider, start.elapsed());
+                hook(&meta.provider, start.elapsed());
             }
             let guarded = Guarded {
-                held,
                 stream: Some(stream),
                 idle: config.idle_timeout,
                 total_deadline,
-                provider: provider.clone(),
+                provider: meta.provider.clone(),
                 finished: false,
             };
             Ok(ChatResponse {
@@ -247,7 +207,6 @@ fn first_token_elapsed(limit: Option<Duration>) -> LlmError {
 }
 
 struct Guarded {
-    held: VecDeque<ChatChunk>,
     stream: Option<ChatStream>,
     idle: Option<Duration>,
     total_deadline: Option<Instant>,
@@ -258,10 +217,6 @@ struct Guarded {
 impl Guarded {
     fn into_stream(self) -> impl futures_core::Stream<Item = Result<ChatChunk, LlmError>> + Send {
         futures_util::stream::unfold(self, |mut state| async move {
-            if let Some(chunk) = state.held.pop_front() {
-                state.finished |= chunk.finish_reason().is_some();
-                return Some((Ok(chunk), state));
-            }
             let mut stream = state.stream.take()?;
             let idle_deadline = state.idle.map(|idle| Instant::now() + idle);
             let deadline = earliest(idle_deadline, state.total_deadline);

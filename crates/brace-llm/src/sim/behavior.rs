@@ -480,22 +480,7 @@ pub enum WireFormat {
 }
 
 /// Every [`LlmErrorKind`], in declaration order.
-pub const ALL_KINDS: [LlmErrorKind; 14] = [
-    LlmErrorKind::RateLimited,
-    LlmErrorKind::QuotaExhausted,
-    LlmErrorKind::Overloaded,
-    LlmErrorKind::Server,
-    LlmErrorKind::Timeout,
-    LlmErrorKind::Connect,
-    LlmErrorKind::Auth,
-    LlmErrorKind::BadRequest,
-    LlmErrorKind::ContextLengthExceeded,
-    LlmErrorKind::ContentFiltered,
-    LlmErrorKind::ModelNotFound,
-    LlmErrorKind::MalformedResponse,
-    LlmErrorKind::StreamInterrupted,
-    LlmErrorKind::Cancelled,
-];
+pub const ALL_KINDS: [LlmErrorKind; 14] = LlmErrorKind::ALL;
 
 /// Reads an [`LlmErrorKind`] from its [`as_str`](LlmErrorKind::as_str) name (`rate_limited`,
 /// `server_error`, …) or the short forms `server`, `connect`, `auth`.
