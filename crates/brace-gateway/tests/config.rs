@@ -1,0 +1,139 @@
+//! The gateway's YAML configuration: the seed file loads as written, and every mistake is
+//! rejected at start with where it is and what is wrong.
+
+use std::time::Duration;
+
+use brace_gateway::GatewayConfig;
+use brace_gateway::config::ProviderKind;
+
+const SEED: &str = r"
+providers:
+  - name: anthropic
+    model: claude-sonnet-4-20250514
+    priority: 1
+  - name: openai
+    model: gpt-4o
+    priority: 2
+  - name: google
+    model: gemini-2.0-flash
+    priority: 3
+fallback:
+  on_error: [429, 500, 502, 503, timeout]
+  max_retries: 2
+  backoff: exponential
+";
+
+fn error(yaml: &str) -> String {
+    GatewayConfig::from_yaml(yaml).unwrap_err().to_string()
+}
+
+#[test]
+fn the_seed_configuration_loads_as_written() {
+    let config = GatewayConfig::from_yaml(SEED).unwrap();
+    let kinds: Vec<_> = config.providers.iter().map(|p| p.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            ProviderKind::Anthropic,
+            ProviderKind::Openai,
+            ProviderKind::Gemini
+        ]
+    );
+    assert_eq!(config.providers[1].key_env(), Some("OPENAI_API_KEY"));
+    assert_eq!(config.fallback.max_retries, 2);
+    assert_eq!(config.fallback.on_error.len(), 5);
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    // And it builds: providers without keys start, failing their calls clearly.
+    brace_gateway::Gateway::build(config).unwrap();
+}
+
+#[test]
+fn the_seed_circuit_breaker_settings_load() {
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}circuit_breaker:\n  failure_threshold: 5\n  reset_timeout: 60\n"
+    ))
+    .unwrap();
+    assert_eq!(config.circuit_breaker.failure_threshold, Some(5));
+    assert_eq!(
+        config.circuit_breaker.wait_in_open,
+        Some(Duration::from_mins(1))
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    let message = error(&format!("{SEED}retries: 3\n"));
+    assert!(message.contains("retries"), "{message}");
+    assert!(message.contains("line"), "{message}");
+
+    let message = error("providers:\n  - name: openai\n    model: gpt-4o\n    prority: 1\n");
+    assert!(message.contains("prority"), "{message}");
+    assert!(
+        message.contains("line 4") || message.contains("4:"),
+        "{message}"
+    );
+}
+
+#[test]
+fn wrong_types_and_impossible_values_are_explained() {
+    let message = error("providers:\n  - name: openai\n    model: gpt-4o\n    priority: high\n");
+    assert!(
+        message.contains("priority") || message.contains("high"),
+        "{message}"
+    );
+
+    let message = error("providers:\n  - name: openai\n    model: gpt-4o\n    timeout: -5s\n");
+    assert!(message.contains("duration"), "{message}");
+
+    let message = error("providers:\n  - name: openai\n    model: gpt-4o\n    weight: 0\n");
+    assert!(message.contains("weight"), "{message}");
+
+    let message = error("providers: []\n");
+    assert!(message.contains("at least one provider"), "{message}");
+
+    let message = error("providers:\n  - name: mystery\n    model: m\n");
+    assert!(message.contains("cannot infer its kind"), "{message}");
+
+    let message =
+        error("providers:\n  - name: openai\n    model: m\n  - name: openai\n    model: n\n");
+    assert!(message.contains("already used"), "{message}");
+
+    let message = error(&format!(
+        "{SEED}routes:\n  - match: fast-*\n    providers:\n      - name: nobody\n"
+    ));
+    assert!(message.contains("unknown provider `nobody`"), "{message}");
+}
+
+#[test]
+fn a_bad_file_is_named_in_the_error() {
+    let dir = std::env::temp_dir().join(format!("brace-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.yaml");
+    std::fs::write(
+        &path,
+        "providers:\n  - name: openai\n    model: [unclosed\n",
+    )
+    .unwrap();
+    let message = GatewayConfig::from_file(&path).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&path.display().to_string()),
+        "{message}"
+    );
+
+    let missing = dir.join("missing.yaml");
+    let message = GatewayConfig::from_file(&missing).unwrap_err().to_string();
+    assert!(message.contains("cannot read"), "{message}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_embedded_demo_configuration_is_valid() {
+    let config = GatewayConfig::demo();
+    assert_eq!(config.providers.len(), 3);
+    assert!(
+        config
+            .providers
+            .iter()
+            .all(|p| p.kind() == ProviderKind::Simulated)
+    );
+}
