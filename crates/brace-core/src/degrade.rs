@@ -137,6 +137,19 @@ impl Reshaped {
     pub fn is_nothing(&self) -> bool {
         self.removed.is_empty() && self.model.is_none() && self.max_tokens.is_none()
     }
+
+    /// What changed, by name: the removed features (`tools`, `stream`, `images`,
+    /// `response_format`), then `model` and `max_tokens` if they were changed.
+    pub fn changes(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.removed.names().chain(
+            [
+                (self.model.is_some(), "model"),
+                (self.max_tokens.is_some(), "max_tokens"),
+            ]
+            .into_iter()
+            .filter_map(|(changed, name)| changed.then_some(name)),
+        )
+    }
 }
 
 /// Where the answer to a request came from.

@@ -134,10 +134,16 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     if response.meta.origin == Origin::Static {
         put("x-brace-static", "true");
     }
-    if let Some(degradation) = &response.meta.degradation
-        && !degradation.removed.is_empty()
-    {
-        put("x-brace-removed", &degradation.removed.join(","));
+    if let Some(degradation) = &response.meta.degradation {
+        // What the level took away; a model change shows in `x-brace-model`.
+        let removed: Vec<_> = degradation
+            .reshaped
+            .changes()
+            .filter(|change| *change != "model")
+            .collect();
+        if !removed.is_empty() {
+            put("x-brace-removed", &removed.join(","));
+        }
     }
     headers
 }

@@ -30,7 +30,11 @@ fn error(yaml: &str) -> String {
 #[test]
 fn the_seed_configuration_loads_as_written() {
     let config = GatewayConfig::from_yaml(SEED).unwrap();
-    let kinds: Vec<_> = config.providers.iter().map(|p| p.kind()).collect();
+    let kinds: Vec<_> = config
+        .providers
+        .iter()
+        .map(brace_gateway::config::ProviderConfig::kind)
+        .collect();
     assert_eq!(
         kinds,
         [

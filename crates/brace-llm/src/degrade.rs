@@ -48,8 +48,7 @@ use pin_project_lite::pin_project;
 
 use crate::error::LlmError;
 use crate::response::{
-    ChatResponse, ChatStream, Degradation as MetaDegradation, Origin as MetaOrigin, ResponseBody,
-    ResponseMeta, StreamAccumulator,
+    ChatResponse, ChatStream, Origin as MetaOrigin, ResponseBody, ResponseMeta, StreamAccumulator,
 };
 use crate::types::{ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, Message};
 
@@ -253,14 +252,7 @@ impl DegradeResponse for ChatResponse {
             Origin::Cache => MetaOrigin::Cache,
             Origin::Static => MetaOrigin::Static,
         };
-        let mut removed: Vec<&'static str> = degradation.reshaped.removed.names().collect();
-        if degradation.reshaped.max_tokens.is_some() {
-            removed.push("max_tokens");
-        }
-        self.meta.degradation = Some(MetaDegradation {
-            level: degradation.level.clone(),
-            removed,
-        });
+        self.meta.degradation = Some(degradation.clone());
     }
 
     fn tee<F>(self, fill: F) -> Self
@@ -564,8 +556,8 @@ mod tests {
         let degradation = response.meta.degradation.unwrap();
         assert_eq!(&*degradation.level, "minimal");
         assert_eq!(
-            degradation.removed,
-            ["tools", "images", "response_format", "max_tokens"]
+            degradation.reshaped.changes().collect::<Vec<_>>(),
+            ["tools", "images", "response_format", "model", "max_tokens"]
         );
     }
 

@@ -36,15 +36,7 @@ impl Origin {
     }
 }
 
-/// The degradation applied to a request before it was answered.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Degradation {
-    /// The name of the level that answered (`full`, `reduced`, …).
-    pub level: Arc<str>,
-    /// The features removed from the request at that level (`tools`, `stream`, `images`,
-    /// `response_format`), and caps applied (`max_tokens`).
-    pub removed: Vec<&'static str>,
-}
+pub use brace_core::degrade::Degradation;
 
 /// Who served a response and how.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -55,7 +47,8 @@ pub struct ResponseMeta {
     pub model: String,
     /// Where the answer came from.
     pub origin: Origin,
-    /// The degradation level, if a degrade layer handled the request.
+    /// Which degradation level answered and what it changed, if a degrade layer handled the
+    /// request.
     pub degradation: Option<Degradation>,
 }
 
