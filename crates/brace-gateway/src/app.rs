@@ -94,7 +94,15 @@ async fn chat_completions(
         ResponseBody::Stream(chunks) => {
             let metrics = gateway.metrics.clone();
             let provider = response.meta.provider.clone();
+            let price = gateway.price_of(&provider);
+            // Cached and static answers cost no tokens.
+            let live = response.meta.origin == Origin::Provider;
             let events = crate::sse::events(chunks, move |outcome| {
+                if let Ok(Some(usage)) = outcome
+                    && live
+                {
+                    metrics.tokens(&provider, usage, price);
+                }
                 metrics.stream_ended(&provider, outcome.err());
             });
             headers.insert("cache-control", HeaderValue::from_static("no-cache"));

@@ -9,24 +9,28 @@ use std::convert::Infallible;
 use axum::response::sse::Event;
 use futures_util::{Stream, StreamExt, stream};
 
-use brace_llm::{ChatStream, LlmError};
+use brace_llm::{ChatStream, LlmError, Usage};
 
 use crate::error::ApiError;
 
-/// Turns a chat stream into SSE events. `on_end` is called once with the outcome when the
-/// stream ends (for metrics and logs); it is not called if the client goes away first.
+/// Turns a chat stream into SSE events. `on_end` is called once when the stream ends, with
+/// the usage the stream reported (if any) or the error that broke it (for metrics and
+/// logs); it is not called if the client goes away first.
 pub fn events<F>(chunks: ChatStream, on_end: F) -> impl Stream<Item = Result<Event, Infallible>>
 where
-    F: FnOnce(Result<(), &LlmError>) + Send + 'static,
+    F: FnOnce(Result<Option<&Usage>, &LlmError>) + Send + 'static,
 {
-    stream::unfold(Some((chunks, on_end)), |state| async move {
-        let (mut chunks, on_end) = state?;
+    stream::unfold(Some((chunks, on_end, None)), |state| async move {
+        let (mut chunks, on_end, mut usage) = state?;
         match chunks.next().await {
             Some(Ok(chunk)) => {
+                if chunk.usage.is_some() {
+                    usage.clone_from(&chunk.usage);
+                }
                 let event = Event::default()
                     .json_data(&chunk)
                     .unwrap_or_else(|_| Event::default().data("{}"));
-                Some((Ok(event), Some((chunks, on_end))))
+                Some((Ok(event), Some((chunks, on_end, usage))))
             }
             Some(Err(err)) => {
                 on_end(Err(&err));
@@ -35,7 +39,7 @@ where
                 Some((Ok(Event::default().data(body.to_string())), None))
             }
             None => {
-                on_end(Ok(()));
+                on_end(Ok(usage.as_ref()));
                 Some((Ok(Event::default().data("[DONE]")), None))
             }
         }

@@ -254,6 +254,15 @@ impl Gateway {
             .map_or("default", |p| p.model.as_str())
     }
 
+    /// A provider's price per million tokens, if configured.
+    pub fn price_of(&self, provider: &str) -> Option<crate::config::Price> {
+        self.config
+            .providers
+            .iter()
+            .find(|p| p.name == provider)
+            .and_then(|p| p.price)
+    }
+
     /// `true` if a provider has this name.
     pub fn has_provider(&self, name: &str) -> bool {
         self.config.providers.iter().any(|p| p.name == name)
