@@ -18,7 +18,8 @@
 # Environment: DURATION (measured seconds per phase, default 5), RATES (default
 # "500 1000 2000 5000"), CHAOS_RATE (500), LITELLM_RATES (default "10 25 50"),
 # LITELLM_DURATION (10), LL_CHAOS_RATE (20), SKIP_LITELLM, LITELLM_VENV,
-# CARGO_TARGET_DIR. Every loop is bounded in count and time; every process started here is
+# PHASES (default "load closed streams chaos litellm"), CARGO_TARGET_DIR. Every loop is
+# bounded in count and time; every process started here is
 # stopped on exit.
 set -euo pipefail
 
@@ -30,6 +31,8 @@ RATES=${RATES:-"500 1000 2000 5000"}
 LITELLM_RATES=${LITELLM_RATES:-"10 25 50"}
 LITELLM_DURATION=${LITELLM_DURATION:-10}
 SKIP_LITELLM=${SKIP_LITELLM:-0}
+PHASES=${PHASES:-"load closed streams chaos litellm"}
+has() { [[ " $PHASES " == *" $1 "* ]]; }
 VENV=${LITELLM_VENV:-$CARGO_TARGET_DIR/litellm-venv}
 LITELLM_VERSION=1.104.0
 mkdir -p "$OUT"
@@ -143,22 +146,31 @@ run() {
 }
 
 # ---- 1. load: direct vs gateway ----------------------------------------------------------
+if has load; then
 run "warmup gateway" "$GATEWAY" "$GW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
 for rate in $RATES; do
     run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
     run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
 done
+fi
+# A fresh gateway: an overloaded open-loop phase leaves connections and memory behind.
+if has closed; then
+start_gateway closed
 for concurrency in 32; do
     run "direct closed $concurrency" "$PRIMARY" "$SIM_PID" --mode closed --concurrency "$concurrency"
     run "gateway closed $concurrency" "$GATEWAY" "$GW_PID" --mode closed --concurrency "$concurrency"
 done
+fi
 
 # ---- 2. 1000 concurrent streams (2 s each) -------------------------------------------------
 sim_behavior "$PRIMARY" '{"type":"succeed","chunks":20,"chunk_delay":"100ms"}'
+if has streams; then
+start_gateway streams
 STREAMS=(--mode closed --concurrency 1000 --stream --timeout 20 --warmup 0 --duration 6)
 run "direct streams 1000" "$PRIMARY" "$SIM_PID" "${STREAMS[@]}"
 run "gateway streams 1000" "$GATEWAY" "$GW_PID" "${STREAMS[@]}"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
+fi
 
 # ---- 3. chaos through the gateway ----------------------------------------------------------
 CHAOS_RATE=${CHAOS_RATE:-500}
@@ -168,6 +180,7 @@ chaos() { # chaos LABEL URL PID args...: a run with the providers' call counts a
     run "$@"
     echo "{\"label\":\"$label\",\"provider_calls\":$(sim_calls),\"primary\":$(sim_calls_of "$PRIMARY"),\"secondary\":$(sim_calls_of "$SECONDARY")}" >> "$RESULTS"
 }
+if has chaos; then
 chaos "direct secondary $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
 # Each chaos phase starts a fresh gateway, so no health or breaker state carries over.
 start_gateway flaky30
@@ -176,15 +189,17 @@ chaos "gateway flaky30 $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CH
 echo "gateway_circuits_after_flaky30: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
 start_gateway dead
 sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
-# The breaker opens within its first window, during the 1 s warm-up (not recorded).
+# Health tracking (3 consecutive failures) or the breaker takes the primary out during the
+# 1 s warm-up, which is not recorded.
 chaos "gateway dead $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
 echo "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
 chaos "direct secondary after $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
+fi
 start_gateway peer
 
 # ---- 4. LiteLLM's proxy ------------------------------------------------------------------
-if [ "$SKIP_LITELLM" = 1 ]; then
+if [ "$SKIP_LITELLM" = 1 ] || ! has litellm; then
     echo "litellm: skipped (SKIP_LITELLM=1)" >> "$OUT/machine.txt"
     echo "loadavg_after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
     exit 0

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 /// Closed- or open-loop load against a chat completions endpoint on loopback.
 #[derive(Debug, Parser)]
-#[command(about)]
+#[command(about, args_override_self = true)]
 struct Args {
     /// The endpoint, e.g. `http://127.0.0.1:8080/v1/chat/completions` (loopback only).
     #[arg(long)]
