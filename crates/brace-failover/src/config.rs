@@ -24,7 +24,7 @@ pub enum Selection {
 
 /// Passive health tracking: when a provider is taken out of rotation and when it comes back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HealthConfig {
     /// Failures in a row that make a provider unhealthy. `0` disables the rule.
     pub consecutive_failures: u32,
@@ -62,7 +62,7 @@ impl Default for HealthConfig {
 
 /// When to send a request to a second provider while the first has not answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct HedgeConfig {
     /// Hedge after this fixed delay. When `None`, hedge after
     /// [`percentile`](Self::percentile) of recent latencies.
@@ -117,7 +117,7 @@ impl HedgeConfig {
 
 /// Everything about a failover service that is not its providers.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {
     /// How providers of equal priority are chosen.
     pub selection: Selection,
