@@ -144,8 +144,13 @@ fn the_embedded_demo_configuration_is_valid() {
 
 #[test]
 fn unknown_keys_inside_hedging_are_rejected_too() {
-    let message = error(&format!("{SEED}hedging:\n  delay: 200ms\n  percentle: 0.9\n"));
+    let message = error(&format!(
+        "{SEED}hedging:\n  delay: 200ms\n  percentle: 0.9\n"
+    ));
     assert!(message.contains("percentle"), "{message}");
     let config = GatewayConfig::from_yaml(&format!("{SEED}hedging:\n  delay: 200ms\n")).unwrap();
-    assert_eq!(config.hedging.unwrap().delay, Some(Duration::from_millis(200)));
+    assert_eq!(
+        config.hedging.unwrap().delay,
+        Some(Duration::from_millis(200))
+    );
 }
