@@ -286,6 +286,7 @@ async fn set_degradation_level(
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    gateway.refresh_gauges();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gateway.metrics.render(),

@@ -354,36 +354,40 @@ impl Gateway {
 
     /// `GET /v1/circuits`.
     pub fn circuits_json(&self) -> serde_json::Value {
+        let health = self.health();
         let mut map = serde_json::Map::new();
         for handle in self.circuits.handles() {
             let metrics = handle.metrics();
             let state = handle.state();
-            self.metrics
-                .circuit_state(handle.name(), circuit_gauge(state));
+            let last_failure = health
+                .iter()
+                .find(|h| *h.name == *handle.name())
+                .and_then(|h| h.last_failure_ago)
+                .map(|ago| format!("{}s ago", ago.as_secs()));
             let mut entry = serde_json::to_value(&metrics).unwrap_or_else(|_| json!({}));
             if let Some(object) = entry.as_object_mut() {
                 object.insert("state".into(), json!(state.as_str()));
                 object.insert("failure_count".into(), json!(metrics.failed_calls));
-                object.insert(
-                    "last_failure".into(),
-                    json!(
-                        self.health()
-                            .iter()
-                            .find(|h| *h.name == *handle.name())
-                            .and_then(|h| h.last_failure_ago)
-                            .map(|ago| format!("{}s ago", ago.as_secs()))
-                    ),
-                );
+                object.insert("last_failure".into(), json!(last_failure));
             }
             map.insert(handle.name().to_owned(), entry);
         }
         serde_json::Value::Object(map)
     }
 
+    /// Sets the gauges that mirror state rather than count events: each circuit's state and
+    /// the degradation level (called before `/metrics` renders).
+    pub fn refresh_gauges(&self) {
+        for handle in self.circuits.handles() {
+            self.metrics
+                .circuit_state(handle.name(), circuit_gauge(handle.state()));
+        }
+        self.metrics.degradation_level(self.degrade.level().index());
+    }
+
     /// The degradation state, for `GET`/`POST /v1/degradation/level`.
     pub fn degradation_json(&self) -> serde_json::Value {
         let level = self.degrade.level();
-        self.metrics.degradation_level(level.index());
         json!({
             "level": level.name(),
             "index": level.index(),

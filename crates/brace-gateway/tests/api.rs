@@ -453,6 +453,8 @@ async fn models_and_metrics_endpoints() {
     .await;
     assert_eq!(metrics.status, StatusCode::OK);
     for name in [
+        "brace_circuit_state",
+        "brace_degradation_level",
         "brace_requests_total",
         "brace_provider_attempts_total",
         "brace_provider_latency_seconds",
