@@ -664,3 +664,16 @@ async fn a_route_with_continuation_splices_a_broken_stream_into_one_whole_answer
     assert!(!reply.body.contains("[DONE]"));
     assert!(reply.body.contains("stream_interrupted"));
 }
+
+#[tokio::test]
+async fn a_request_past_the_global_deadline_is_504() {
+    let gateway = gateway(&format!("{THREE_SIMS}\nserver:\n  request_timeout: 150ms\n"));
+    for name in ["primary", "secondary", "local"] {
+        gateway.sim(name).unwrap().set_behavior(Behavior::hang());
+    }
+    let reply = send(&gateway, chat(&hello())).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], "deadline_exceeded");
+    assert_eq!(body["error"]["type"], "timeout_error");
+}
