@@ -667,7 +667,9 @@ async fn a_route_with_continuation_splices_a_broken_stream_into_one_whole_answer
 
 #[tokio::test]
 async fn a_request_past_the_global_deadline_is_504() {
-    let gateway = gateway(&format!("{THREE_SIMS}\nserver:\n  request_timeout: 150ms\n"));
+    let gateway = gateway(&format!(
+        "{THREE_SIMS}\nserver:\n  request_timeout: 150ms\n"
+    ));
     for name in ["primary", "secondary", "local"] {
         gateway.sim(name).unwrap().set_behavior(Behavior::hang());
     }
