@@ -96,7 +96,7 @@ async fn chat_completions(
             let provider = response.meta.provider.clone();
             let price = gateway.price_of(&provider);
             // Cached and static answers cost no tokens.
-            let live = response.meta.origin == Origin::Provider;
+            let live = response.meta.origin() == Origin::Live;
             let events = crate::sse::events(chunks, move |outcome| {
                 if let Ok(Some(usage)) = outcome
                     && live
@@ -133,13 +133,13 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     put("x-brace-degradation", level);
     put(
         "x-brace-cache",
-        if response.meta.origin == Origin::Cache {
+        if response.meta.origin() == Origin::Cache {
             "hit"
         } else {
             "miss"
         },
     );
-    if response.meta.origin == Origin::Static {
+    if response.meta.origin() == Origin::Static {
         put("x-brace-static", "true");
     }
     if let Some(degradation) = &response.meta.degradation {

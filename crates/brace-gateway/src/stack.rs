@@ -225,7 +225,7 @@ impl Gateway {
                 self.metrics.served(
                     &response.meta.provider,
                     &level,
-                    response.meta.origin == brace_llm::Origin::Cache,
+                    response.meta.origin() == brace_llm::Origin::Cache,
                 );
                 self.metrics.request("chat", 200, start.elapsed());
                 Ok((response, count))

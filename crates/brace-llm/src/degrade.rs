@@ -42,14 +42,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshaped, Shape};
+use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Reshaped, Shape};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use crate::error::LlmError;
-use crate::response::{
-    ChatResponse, ChatStream, Origin as MetaOrigin, ResponseBody, ResponseMeta, StreamAccumulator,
-};
+use crate::response::{ChatResponse, ChatStream, ResponseBody, ResponseMeta, StreamAccumulator};
 use crate::types::{ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, Message};
 
 /// The provider name on static answers: no provider was asked.
@@ -247,11 +245,6 @@ impl DegradeResponse for ChatResponse {
     type Cached = CachedChat;
 
     fn annotate(&mut self, degradation: &Degradation) {
-        self.meta.origin = match degradation.origin {
-            Origin::Live => MetaOrigin::Provider,
-            Origin::Cache => MetaOrigin::Cache,
-            Origin::Static => MetaOrigin::Static,
-        };
         self.meta.degradation = Some(degradation.clone());
     }
 
@@ -351,7 +344,7 @@ where
 mod tests {
     use std::sync::Mutex;
 
-    use brace_core::degrade::Features;
+    use brace_core::degrade::{Features, Origin};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -552,7 +545,7 @@ mod tests {
             origin: Origin::Live,
             reshaped,
         });
-        assert_eq!(response.meta.origin, MetaOrigin::Provider);
+        assert_eq!(response.meta.origin(), Origin::Live);
         let degradation = response.meta.degradation.unwrap();
         assert_eq!(&*degradation.level, "minimal");
         assert_eq!(

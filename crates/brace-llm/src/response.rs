@@ -13,30 +13,7 @@ use crate::types::{
     FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
 };
 
-/// Where an answer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Origin {
-    /// A provider generated it for this request.
-    #[default]
-    Provider,
-    /// It was served from the response cache.
-    Cache,
-    /// It is a configured static message: no provider was asked.
-    Static,
-}
-
-impl Origin {
-    /// `provider`, `cache` or `static`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Provider => "provider",
-            Self::Cache => "cache",
-            Self::Static => "static",
-        }
-    }
-}
-
-pub use brace_core::degrade::Degradation;
+pub use brace_core::degrade::{Degradation, Origin};
 
 /// Who served a response and how.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -45,20 +22,25 @@ pub struct ResponseMeta {
     pub provider: Arc<str>,
     /// The model that really answered.
     pub model: String,
-    /// Where the answer came from.
-    pub origin: Origin,
     /// Which degradation level answered and what it changed, if a degrade layer handled the
     /// request.
     pub degradation: Option<Degradation>,
 }
 
 impl ResponseMeta {
+    /// Where the answer came from: what the degradation layer recorded, and a live answer
+    /// when no degradation layer handled the request.
+    pub fn origin(&self) -> Origin {
+        self.degradation
+            .as_ref()
+            .map_or(Origin::Live, |degradation| degradation.origin)
+    }
+
     /// Metadata for an answer from `provider`'s `model`.
     pub fn new(provider: impl Into<Arc<str>>, model: impl Into<String>) -> Self {
         Self {
             provider: provider.into(),
             model: model.into(),
-            origin: Origin::Provider,
             degradation: None,
         }
     }
