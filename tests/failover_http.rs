@@ -96,7 +96,8 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
         .build()
         .unwrap();
 
-    let mut served = std::collections::HashMap::<String, usize>::new();
+    // Who answered, before and after the primary dies.
+    let mut served = std::collections::HashMap::<(bool, String), usize>::new();
     for i in 0..80 {
         if i == 25 {
             servers[0]
@@ -110,13 +111,32 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
                 .await
                 .expect("no request hangs")
                 .expect("every request is answered by some provider");
+        let provider = response.meta.provider.to_string();
         let completion = response.into_completion().await.expect("complete answer");
         assert!(completion.text().contains(&format!("question {i}")));
-        *served.entry(completion.model.clone()).or_default() += 0;
-        *served
-            .entry(String::from(if i < 25 { "before" } else { "after" }))
-            .or_default() += 1;
+        *served.entry((i >= 25, provider)).or_default() += 1;
     }
+    let count = |after: bool, provider: &str| {
+        served
+            .get(&(after, provider.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count(false, "anthropic"),
+        25,
+        "the healthy primary answers: {served:?}"
+    );
+    assert_eq!(
+        count(true, "anthropic"),
+        0,
+        "a dead primary answers nothing: {served:?}"
+    );
+    assert_eq!(
+        count(true, "gemini"),
+        55,
+        "the next priority takes over: {served:?}"
+    );
     assert_eq!(anthropic_circuit.state(), CircuitState::Open);
     let calls = servers[0].handle().calls();
     for _ in 0..10 {
