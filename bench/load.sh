@@ -8,15 +8,23 @@
 # providers, and — unless SKIP_LITELLM=1 — LiteLLM's proxy (installed into its own virtual
 # environment) with the same three providers and fallbacks. Then, on 127.0.0.1 only:
 #   1. open-loop fixed-rate load (RATES) and closed-loop maximum load, direct-to-sim vs
-#      through the gateway, interleaved so noise hits both alike; gateway CPU and RSS;
+#      through the gateway, interleaved so noise hits both alike; gateway CPU and RSS; at
+#      the target rate ROUND_RATE, ROUNDS alternations of direct then gateway (labels
+#      "direct open 1000 round N", "gateway open 1000 round N") so the added latency is
+#      a same-round difference repeated ROUNDS times, not one pair of runs;
 #   2. 1000 concurrent slow streams (2 s each) through the gateway, for its peak RSS;
 #   3. chaos: primary failing 30% of requests, then dead; secondary called directly as the
 #      baseline; attempts per request from x-brace-attempts and from the providers' counts;
+#      the dead-primary phase is ROUNDS alternations of "direct secondary R round N" and
+#      "gateway dead R round N" on one gateway (its health and breaker state carry over
+#      from round to round: the state after the primary was taken out is what is measured);
 #   4. the same load (at rates LiteLLM sustains) and chaos against LiteLLM.
 # Each result is one JSON line in OUT_DIR/results.jsonl; bench/report.py renders tables.
 #
 # Environment: DURATION (measured seconds per phase, default 5), RATES (default
-# "500 1000 2000 5000"), CHAOS_RATE (500), LITELLM_RATES (default "10 25 50"),
+# "500 1000 2000 5000"), ROUNDS (5; 0 turns the rounds off and measures ROUND_RATE once
+# like the other rates), ROUND_RATE (1000), ROUND_DURATION (measured seconds per round,
+# default 5, or DURATION if that is less), CHAOS_RATE (500), LITELLM_RATES (default "10 25 50"),
 # LITELLM_DURATION (10), LL_CHAOS_RATE (20), SKIP_LITELLM, LITELLM_VENV,
 # PHASES (default "load closed streams chaos litellm"), CARGO_TARGET_DIR. Every loop is
 # bounded in count and time; every process started here is
@@ -28,6 +36,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${1:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 DURATION=${DURATION:-5}
 RATES=${RATES:-"500 1000 2000 5000"}
+ROUNDS=${ROUNDS:-5}
+ROUND_RATE=${ROUND_RATE:-1000}
+ROUND_DURATION=${ROUND_DURATION:-$(awk -v d="$DURATION" 'BEGIN { print (d < 5 ? d : 5) }')}
 LITELLM_RATES=${LITELLM_RATES:-"10 25 50"}
 LITELLM_DURATION=${LITELLM_DURATION:-10}
 SKIP_LITELLM=${SKIP_LITELLM:-0}
@@ -137,6 +148,7 @@ start_gateway load
 echo "gateway_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$GW_PID/status)" >> "$OUT/machine.txt"
 
 # run LABEL URL WATCH_PID loadgen-args... : one loadgen run, appended to results.jsonl.
+# (Later flags win: a --duration in the arguments overrides DURATION.)
 run() {
     local label=$1 url=$2 pid=$3
     shift 3
@@ -144,13 +156,20 @@ run() {
     "$LOADGEN" --url "$url/v1/chat/completions" --label "$label" --watch-pid "$pid" \
         --duration "$DURATION" "$@" >> "$RESULTS"
 }
+echo "rounds: $ROUNDS at $ROUND_RATE req/s, ${ROUND_DURATION} s each (+1 s warm-up)" >> "$OUT/machine.txt"
 
 # ---- 1. load: direct vs gateway ----------------------------------------------------------
 if has load; then
 run "warmup gateway" "$GATEWAY" "$GW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
 for rate in $RATES; do
+    [ "$ROUNDS" -gt 0 ] && [ "$rate" = "$ROUND_RATE" ] && continue
     run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
     run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
+done
+# The target rate: rounds of direct then gateway, each round's pair back to back.
+for round in $(seq "$ROUNDS"); do
+    run "direct open $ROUND_RATE round $round" "$PRIMARY" "$SIM_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
+    run "gateway open $ROUND_RATE round $round" "$GATEWAY" "$GW_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
 done
 fi
 # A fresh gateway: an overloaded open-loop phase leaves connections and memory behind.
@@ -189,11 +208,19 @@ chaos "gateway flaky30 $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CH
 echo "gateway_circuits_after_flaky30: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
 start_gateway dead
 sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
-# Health tracking (3 consecutive failures) or the breaker takes the primary out during the
-# 1 s warm-up, which is not recorded.
-chaos "gateway dead $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
+# Take the primary out before the first round (health tracking after 3 consecutive failures,
+# or the breaker): 1 s at CHAOS_RATE, not recorded. Every round then measures the gateway
+# with the primary already out, on the same gateway; with health's 60 s recovery time the
+# gateway probes the dead primary again about once a minute, which the rounds include.
+run "prime gateway dead" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE" --warmup 0 --duration 1 > /dev/null
+for round in $(seq "$ROUNDS"); do
+    chaos "direct secondary $CHAOS_RATE round $round" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
+    chaos "gateway dead $CHAOS_RATE round $round" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
+done
+if [ "$ROUNDS" -eq 0 ]; then
+    chaos "gateway dead $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
+fi
 echo "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
-chaos "direct secondary after $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
 fi
 start_gateway peer

@@ -3,9 +3,19 @@
 measured in the same run).
 
     python3 bench/report.py OUT_DIR/results.jsonl
+
+Repeated rounds (labels ending in " round N": the target rate's direct/gateway pairs and the
+dead-primary chaos phase's secondary/gateway pairs) get a table of each round's added
+p50/p99 (gateway minus the direct run of the same round) for both latency definitions —
+from the intended send time (`latency`, no coordinated omission) and from the actual send
+(`service_latency`) — and a summary: the median across rounds and the min–max range.
 """
 import json
+import re
+import statistics
 import sys
+
+ROUND = re.compile(r"^(?P<base>.*) round (?P<n>\d+)$")
 
 
 def load(path):
@@ -27,8 +37,73 @@ def us(v):
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def lat(run, q):
-    return run["latency"][f"{q}_us"]
+def lat(run, q, key="latency"):
+    return run[key][f"{q}_us"]
+
+
+def has(run, key):
+    return isinstance(run.get(key), dict) and run[key].get("count", 0) > 0
+
+
+def lag(run):
+    """The generator's send lag as "p50 / p99 (n over 1 ms)", or n/a for older results."""
+    if not has(run, "send_lag"):
+        return "n/a"
+    s = run["send_lag"]
+    return f"{us(s['p50_us'])} / {us(s['p99_us'])} ({s.get('over_1ms', '?')} > 1 ms)"
+
+
+def rounds_of(runs, direct_base, gateway_base):
+    """[(n, direct run, gateway run)] for the rounds where both runs exist, by round."""
+    found = {}
+    for label, r in runs.items():
+        m = ROUND.match(label)
+        if m and m["base"] in (direct_base, gateway_base):
+            found.setdefault(int(m["n"]), {})[m["base"]] = r
+    return [(n, v[direct_base], v[gateway_base]) for n, v in sorted(found.items())
+            if direct_base in v and gateway_base in v]
+
+
+def spread(values):
+    """"median (min – max)" of a list of numbers, or n/a if it is empty."""
+    if not values:
+        return "n/a"
+    return f"**{statistics.median(values):+,.0f}** ({min(values):+,} … {max(values):+,})"
+
+
+def rounds_table(title, runs, direct_base, gateway_base):
+    rounds = rounds_of(runs, direct_base, gateway_base)
+    if not rounds:
+        return
+    print(f"\n### {title}: {len(rounds)} rounds, `{direct_base}` then `{gateway_base}`\n")
+    print("Added = gateway minus the direct run of the same round. \"From intended\": latency "
+          "measured from each request's intended send time (no coordinated omission); "
+          "\"service\": from the moment the request was actually sent.\n")
+    print("| round | direct p50 / p99 (µs) | gateway p50 / p99 (µs) | added p50 / p99, from intended "
+          "(µs) | added p50 / p99, service (µs) | send lag p50 / p99 (µs), direct | send lag p50 / p99 "
+          "(µs), gateway | errors (direct / gw) | gateway CPU |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    added = {k: [] for k in ("p50", "p99", "sp50", "sp99")}
+    for n, d, g in rounds:
+        a50, a99 = lat(g, "p50") - lat(d, "p50"), lat(g, "p99") - lat(d, "p99")
+        added["p50"].append(a50)
+        added["p99"].append(a99)
+        if has(d, "service_latency") and has(g, "service_latency"):
+            s50 = lat(g, "p50", "service_latency") - lat(d, "p50", "service_latency")
+            s99 = lat(g, "p99", "service_latency") - lat(d, "p99", "service_latency")
+            added["sp50"].append(s50)
+            added["sp99"].append(s99)
+            service = f"{s50:+,} / {s99:+,}"
+        else:
+            service = "n/a"
+        print(f"| {n} | {us(lat(d,'p50'))} / {us(lat(d,'p99'))} | {us(lat(g,'p50'))} / "
+              f"{us(lat(g,'p99'))} | {a50:+,} / {a99:+,} | {service} | {lag(d)} | {lag(g)} | "
+              f"{d['errors']} / {g['errors']} | {cpu(g)} |")
+    print(f"| **median (min … max)** | | | p50 {spread(added['p50'])}<br>p99 {spread(added['p99'])} "
+          f"| p50 {spread(added['sp50'])}<br>p99 {spread(added['sp99'])} | | | | |")
+    print(f"\nAdded p50 from intended: median {spread(added['p50'])} µs; added p99: median "
+          f"{spread(added['p99'])} µs; service-latency added p50: median {spread(added['sp50'])} µs, "
+          f"p99: median {spread(added['sp99'])} µs (over {len(rounds)} rounds; range min … max).")
 
 
 def rss_mib(run):
@@ -46,20 +121,28 @@ def main():
     runs, calls = load(sys.argv[1])
     rates = sorted({int(float(r["target_rate"])) for k, r in runs.items()
                     if k.startswith("gateway open")})
+    pairs = []  # (row name, direct, gateway): single runs, then each round of a repeated rate
+    for rate in rates:
+        d, g = runs.get(f"direct open {rate}"), runs.get(f"gateway open {rate}")
+        if d and g:
+            pairs.append((str(rate), d, g))
+        for n, d, g in rounds_of(runs, f"direct open {rate}", f"gateway open {rate}"):
+            pairs.append((f"{rate} (round {n})", d, g))
 
     print("### Open loop (fixed rate): gateway vs direct-to-sim\n")
     print("| rate (req/s) | direct p50 / p90 / p99 / max (µs) | gateway p50 / p90 / p99 / max (µs) "
           "| added p50 / p99 (µs) | gateway achieved (req/s) | errors (direct / gw) | dropped "
-          "| gateway CPU (of one core) | gateway peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for rate in rates:
-        d, g = runs.get(f"direct open {rate}"), runs.get(f"gateway open {rate}")
-        if not d or not g:
-            continue
+          "| gateway CPU (of one core) | gateway peak RSS (MiB) | send lag p50 / p99 (µs), direct; gateway |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row, d, g in pairs:
         q = lambda r: " / ".join(us(lat(r, x)) for x in ("p50", "p90", "p99", "max"))
-        print(f"| {rate} | {q(d)} | {q(g)} | {lat(g,'p50')-lat(d,'p50'):,} / "
+        print(f"| {row} | {q(d)} | {q(g)} | {lat(g,'p50')-lat(d,'p50'):,} / "
               f"{lat(g,'p99')-lat(d,'p99'):,} | {g['throughput_rps']:.0f} | {d['errors']} / "
-              f"{g['errors']} | {d['dropped']} / {g['dropped']} | {cpu(g)} | {rss_mib(g)} |")
+              f"{g['errors']} | {d['dropped']} / {g['dropped']} | {cpu(g)} | {rss_mib(g)} "
+              f"| {lag(d)}; {lag(g)} |")
+    for rate in rates:
+        rounds_table(f"Open loop at {rate} req/s, repeated", runs, f"direct open {rate}",
+                     f"gateway open {rate}")
 
     print("\n### Closed loop (maximum throughput)\n")
     print("| target | workers | throughput (req/s) | ratio to direct | p50 / p99 / max (µs) | errors "
@@ -90,11 +173,18 @@ def main():
           "| provider calls/request | p50 / p90 / p99 / max (µs) | added p50 / p99 vs direct (µs) "
           "| primary calls (outcomes) |")
     print("|---|---|---|---|---|---|---|---|")
+    chaos_rates = set()
     for label, r in runs.items():
         if not any(s in label for s in ("flaky30", "dead", "direct secondary")):
             continue
-        rate = label.split()[-1]
-        base = runs.get(f"direct secondary {rate}")
+        if label.startswith(("prime ", "warmup ")):  # not measured runs
+            continue
+        m = ROUND.match(label)
+        name, n = (m["base"], m["n"]) if m else (label, None)
+        rate = name.split()[-1]
+        chaos_rates.add(rate)
+        # The baseline: the direct run of the same round, or of the same rate.
+        base = runs.get(f"direct secondary {rate} round {n}" if n else f"direct secondary {rate}")
         c = calls.get(label, {})
         per = c.get("provider_calls", 0) / max(r["sent_total"], 1)
         att = r["attempts"]["mean"]
@@ -105,6 +195,9 @@ def main():
         prim = c.get("primary", {})
         print(f"| {label} | {r['sent_total']} | {100*r['success_rate']:.2f}% | {att} | {per:.3f} | "
               f"{q} | {added} | {prim.get('calls','')} {json.dumps(prim.get('outcomes',''))} |")
+    for rate in sorted(chaos_rates, key=lambda r: int(r) if r.isdigit() else 0):
+        rounds_table(f"Dead primary at {rate} req/s, repeated (one gateway, primary already out)",
+                     runs, f"direct secondary {rate}", f"gateway dead {rate}")
 
     ll = sorted({int(float(r["target_rate"])) for k, r in runs.items() if k.startswith("litellm open")})
     if ll:

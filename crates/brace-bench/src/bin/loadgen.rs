@@ -8,6 +8,17 @@
 //!   omission). `--max-in-flight` bounds the requests outstanding; a request that would go
 //!   over it is counted as `dropped`.
 //!
+//! Open-loop pacing: tokio's timer has millisecond granularity, so `sleep_until` would send
+//! each request 0–1 ms late and the requests in bursts at each millisecond tick. Instead a
+//! dedicated pacing thread (from tokio's blocking pool) sleeps with `std::thread::sleep`
+//! (high-resolution timers: tens of microseconds late) until each intended time and then
+//! hands the request to the runtime's workers; it never spins. Each request's actual send
+//! time is taken when a worker starts it, so the output has, besides `latency` (from the
+//! intended time), `service_latency` (from the actual send) and `send_lag` (actual −
+//! intended, with `over_1ms`, the number of requests more than 1 ms late): a reader can see
+//! whether the generator kept to its schedule. In the closed loop the two latencies are the
+//! same and `send_lag` is `null`.
+//!
 //! Every run is bounded by `--duration` (and `--max-requests`), each request by `--timeout`.
 //! With `--watch-pid` the CPU time and resident memory of another process (the gateway under
 //! test) are sampled. The result is one JSON object on stdout.
@@ -18,9 +29,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use brace_bench::{latency_histogram, procfs, record, summarize};
+use brace_bench::{Timings, intended_time, procfs, summarize};
 use clap::{Parser, ValueEnum};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -84,7 +94,7 @@ enum Mode {
 /// What the measured requests did.
 #[derive(Debug)]
 struct Tally {
-    latency: Histogram<u64>,
+    timings: Timings,
     ok: u64,
     errors: BTreeMap<String, u64>,
     attempts_sum: u64,
@@ -95,7 +105,7 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Self {
-            latency: latency_histogram(),
+            timings: Timings::new(),
             ok: 0,
             errors: BTreeMap::new(),
             attempts_sum: 0,
@@ -366,7 +376,9 @@ async fn run(args: &Args) -> Result<Value, String> {
         "error_kinds": tally.errors,
         "success_rate": if answered == 0 { 0.0 } else { tally.ok as f64 / answered as f64 },
         "throughput_rps": tally.ok as f64 / measured.max(1e-9),
-        "latency": summarize(&tally.latency),
+        "latency": summarize(&tally.timings.latency),
+        "service_latency": summarize(&tally.timings.service_latency),
+        "send_lag": (args.mode == Mode::Open).then(|| tally.timings.send_lag_summary()),
         "attempts": {
             "seen": tally.attempts_seen,
             "mean": if tally.attempts_seen == 0 { None } else {
@@ -378,15 +390,24 @@ async fn run(args: &Args) -> Result<Value, String> {
     }))
 }
 
-/// Records one answer if it was sent at or after `measure_from`.
-fn account(tally: &Mutex<Tally>, answer: &Answer, sent_at: Instant, measure_from: Instant) {
-    if sent_at < measure_from {
+/// Records one answer if its request was meant to be sent at or after `measure_from`;
+/// `intended` is when it was meant to be sent, `sent_at` when it actually was (the same in
+/// the closed loop).
+fn account(
+    tally: &Mutex<Tally>,
+    answer: &Answer,
+    intended: Instant,
+    sent_at: Instant,
+    measure_from: Instant,
+) {
+    if intended < measure_from {
         return;
     }
-    let micros = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let answered = Instant::now();
     let mut tally = tally
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tally.timings.record_send(intended, sent_at);
     if let Some(attempts) = answer.attempts {
         tally.attempts_seen += 1;
         tally.attempts_sum += attempts;
@@ -395,7 +416,7 @@ fn account(tally: &Mutex<Tally>, answer: &Answer, sent_at: Instant, measure_from
     match &answer.error {
         None => {
             tally.ok += 1;
-            record(&mut tally.latency, micros);
+            tally.timings.record_answer(intended, sent_at, answered);
         }
         Some(kind) => *tally.errors.entry(kind.clone()).or_default() += 1,
     }
@@ -428,7 +449,7 @@ async fn closed_loop(
             {
                 let sent_at = Instant::now();
                 let answer = target.send().await;
-                account(&tally, &answer, sent_at, measure_from);
+                account(&tally, &answer, sent_at, sent_at, measure_from);
                 sent += 1;
             }
             sent
@@ -441,8 +462,9 @@ async fn closed_loop(
     (sent, 0)
 }
 
-/// Requests at fixed intended times `start + i / rate` until `end`; each latency is measured
-/// from its intended time. Waits for the outstanding requests (each bounded by the timeout).
+/// Requests at fixed intended times `start + i / rate` until `end`, paced by a dedicated
+/// thread (see the crate docs); each latency is measured from its intended time and from its
+/// actual send. Waits for the outstanding requests (each bounded by the timeout).
 async fn open_loop(
     args: &Args,
     target: &Arc<Target>,
@@ -451,40 +473,86 @@ async fn open_loop(
     measure_from: Instant,
     end: Instant,
 ) -> (u64, u64) {
-    let interval = Duration::from_secs_f64(1.0 / args.rate);
-    let limit = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut sent = 0u64;
-    let mut dropped = 0u64;
-    let mut index: u32 = 0;
-    loop {
-        let intended = start + interval.saturating_mul(index);
-        if intended >= end || u64::from(index) >= args.max_requests {
-            break;
-        }
-        // Timers are coarse (about 1 ms): wake at or after the intended time, then send every
-        // request whose time has come.
-        tokio::time::sleep_until(intended).await;
-        index = index.saturating_add(1);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            if intended >= measure_from {
-                dropped += 1;
-            }
-            continue;
-        };
-        let target = target.clone();
-        let tally = tally.clone();
-        sent += 1;
-        tasks.spawn(async move {
-            let answer = target.send().await;
-            account(&tally, &answer, intended, measure_from);
-            drop(permit);
-        });
-        // Reap finished tasks so the set stays small.
-        while tasks.try_join_next().is_some() {}
-    }
+    let pacer = Pacer {
+        runtime: tokio::runtime::Handle::current(),
+        target: target.clone(),
+        tally: tally.clone(),
+        limit: Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1))),
+        rate: args.rate,
+        max_requests: args.max_requests,
+        start,
+        measure_from,
+        end,
+    };
+    let Ok((sent, dropped, mut tasks)) = tokio::task::spawn_blocking(move || pacer.run()).await
+    else {
+        return (0, 0);
+    };
     let drain = Duration::from_secs_f64(args.timeout) + Duration::from_secs(1);
     let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
     (sent, dropped)
+}
+
+/// The open loop's pacing thread: what it needs to start requests on the runtime.
+#[derive(Debug)]
+struct Pacer {
+    runtime: tokio::runtime::Handle,
+    target: Arc<Target>,
+    tally: Arc<Mutex<Tally>>,
+    limit: Arc<tokio::sync::Semaphore>,
+    rate: f64,
+    max_requests: u64,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+}
+
+impl Pacer {
+    /// Runs on a thread of its own (it blocks): sleeps until each intended time, then spawns
+    /// the request on the runtime. A request whose time has already come (the thread woke
+    /// late, or the rate is above what one wake-up per request allows) goes out at once.
+    /// Returns the requests sent and dropped and the set of request tasks.
+    fn run(self) -> (u64, u64, tokio::task::JoinSet<()>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut sent = 0u64;
+        let mut dropped = 0u64;
+        for index in 0..self.max_requests {
+            let Some(intended) = intended_time(self.start, self.rate, index) else {
+                break;
+            };
+            if intended >= self.end {
+                break;
+            }
+            // `std::thread::sleep` uses the kernel's high-resolution timers (nanosleep): it
+            // wakes tens of microseconds late, where tokio's timer wheel rounds up to the
+            // next millisecond.
+            let wait = intended.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+            let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+                if intended >= self.measure_from {
+                    dropped += 1;
+                }
+                continue;
+            };
+            let target = self.target.clone();
+            let tally = self.tally.clone();
+            let measure_from = self.measure_from;
+            sent += 1;
+            tasks.spawn_on(
+                async move {
+                    let sent_at = Instant::now();
+                    let answer = target.send().await;
+                    account(&tally, &answer, intended, sent_at, measure_from);
+                    drop(permit);
+                },
+                &self.runtime,
+            );
+            // Reap finished tasks so the set stays small.
+            while tasks.try_join_next().is_some() {}
+        }
+        (sent, dropped, tasks)
+    }
 }
