@@ -41,7 +41,9 @@ pin_project! {
         live_left: u32,
         reshaped: Reshaped,
         start: Start,
-        last: Option<Result<R::Response, BoxError>>,
+        // The last live level's failure, returned if no lower level answers. Boxed: only a
+        // failing request fills it, and inline it would grow every request's future.
+        last: Option<Box<Result<R::Response, BoxError>>>,
         core: Arc<Core<CachedOf<R>, C>>,
     }
 }
@@ -134,7 +136,7 @@ where
                     let ladder = &this.core.shared.ladder;
                     let Some(level) = ladder.get(*this.level) else {
                         return Poll::Ready(match this.last.take() {
-                            Some(last) => last,
+                            Some(last) => *last,
                             None => Err(NoLevelAnswered::new().into()),
                         });
                     };
@@ -171,7 +173,7 @@ where
                                 && *this.level != this.start.current
                                 && let Some(last) = this.last.take()
                             {
-                                return Poll::Ready(last);
+                                return Poll::Ready(*last);
                             }
                             let mut response = this.request.static_response(message);
                             degradation.origin = Origin::Static;
@@ -187,7 +189,7 @@ where
                         // A service that failed readiness is unusable: no more live levels.
                         this.core.shared.record(*this.level, this.start, false);
                         *this.svc_broken = true;
-                        *this.last = Some(Err(err.into()));
+                        *this.last = Some(Box::new(Err(err.into())));
                         *this.level += 1;
                         this.state.set(State::Route);
                         continue;
@@ -239,10 +241,10 @@ where
                                     &*this.request,
                                 )));
                             }
-                            *this.last = Some(Ok(response));
+                            *this.last = Some(Box::new(Ok(response)));
                         }
                         Err(err) if !failed => return Poll::Ready(Err(err.into())),
-                        Err(err) => *this.last = Some(Err(err.into())),
+                        Err(err) => *this.last = Some(Box::new(Err(err.into()))),
                     }
                     *this.level += 1;
                     this.state.set(State::Route);

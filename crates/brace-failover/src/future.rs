@@ -39,14 +39,17 @@ pin_project! {
         tried: Tried,
         hedged: bool,
         failures: Vec<ProviderFailure>,
-        fallback: Option<S::Response>,
+        // The last response failed over from (e.g. a 503 `Response`), returned if no other
+        // provider answers. Boxed: it is rare, and a response inline would grow the future.
+        fallback: Option<Box<S::Response>>,
         // Boxed so that the future stays small on the success path, where it is not used
         // (as tower's rate limit boxes its `Sleep`).
         hedge_timer: Option<Pin<Box<Sleep>>>,
         #[pin]
         primary: Attempt<S, Req, S::Future, K::Future>,
-        #[pin]
-        secondary: Attempt<S, Req, S::Future, K::Future>,
+        // The hedge's slot, boxed for the same reason: only a hedged request fills it, and
+        // an attempt inline would double the future's size (and every move of it).
+        secondary: Option<Pin<Box<Attempt<S, Req, S::Future, K::Future>>>>,
     }
 }
 
@@ -107,7 +110,7 @@ where
             fallback: None,
             hedge_timer: None,
             primary: Attempt::Idle,
-            secondary: Attempt::Idle,
+            secondary: None,
         }
     }
 }
@@ -127,14 +130,15 @@ where
         let mut this = self.project();
         let shared = &**this.shared;
         loop {
-            if this.primary.is_idle() && this.secondary.is_idle() {
+            let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
+            if this.primary.is_idle() && hedge_idle {
                 let first = *this.tried == 0;
                 let now = shared.timed.then(Instant::now);
                 let Some(index) = pick(shared, this.tried, *this.preferred, this.rng, first, now)
                 else {
                     *this.hedge_timer = None;
                     return Poll::Ready(match this.fallback.take() {
-                        Some(response) => Ok(response),
+                        Some(response) => Ok(*response),
                         None => Err(Box::new(AllProvidersFailed::new(mem::take(this.failures)))),
                     });
                 };
@@ -152,7 +156,10 @@ where
             let mut settled = false;
             for second in [false, true] {
                 let attempt = if second {
-                    this.secondary.as_mut()
+                    match this.secondary.as_mut() {
+                        Some(hedge) => hedge.as_mut(),
+                        None => continue,
+                    }
                 } else {
                     this.primary.as_mut()
                 };
@@ -165,7 +172,7 @@ where
                     settled = true;
                     if let Some(output) = settle(shared, done, this.failures, this.fallback) {
                         this.primary.set(Attempt::Idle);
-                        this.secondary.set(Attempt::Idle);
+                        *this.secondary = None;
                         *this.hedge_timer = None;
                         return Poll::Ready(output);
                     }
@@ -180,7 +187,8 @@ where
             {
                 *this.hedge_timer = None;
                 let now = Some(Instant::now());
-                if !*this.hedged && !this.primary.is_idle() && this.secondary.is_idle() {
+                let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
+                if !*this.hedged && !this.primary.is_idle() && hedge_idle {
                     *this.hedged = true;
                     if let Some(hedging) = &shared.hedging
                         && has_candidate(shared, *this.tried, this.rng, now)
@@ -188,8 +196,11 @@ where
                         && let Some(index) =
                             pick(shared, this.tried, *this.preferred, this.rng, false, now)
                     {
-                        this.secondary
-                            .set(Attempt::start(shared, this.request, index, now));
+                        let attempt = Attempt::start(shared, this.request, index, now);
+                        match this.secondary.as_mut() {
+                            Some(hedge) => hedge.as_mut().set(attempt),
+                            None => *this.secondary = Some(Box::pin(attempt)),
+                        }
                         continue;
                     }
                 }
@@ -255,7 +266,7 @@ fn settle<S, C, K, T>(
     shared: &Shared<S, C, K>,
     done: Done<T>,
     failures: &mut Vec<ProviderFailure>,
-    fallback: &mut Option<T>,
+    fallback: &mut Option<Box<T>>,
 ) -> Option<Result<T, BoxError>>
 where
     C: Classify<T, BoxError>,
@@ -280,7 +291,7 @@ where
     }
     match result {
         Ok(response) if outcome.should_failover() => {
-            *fallback = Some(response);
+            *fallback = Some(Box::new(response));
             None
         }
         Err(err) if outcome.should_failover() => {

@@ -1,0 +1,208 @@
+//! Instructions per call through each stack of `full_stack`, counted by valgrind's callgrind:
+//! a measure that does not move with the load on a shared machine, where wall time does.
+//!
+//! Each stack runs in a child process under valgrind twice, with a small and a large number
+//! of calls; the difference divided by the difference in calls is the cost of one call, with
+//! set-up, runtime start and valgrind's own start cancelled out. Instruction counts are not
+//! time (a cache miss or a long `memcpy` costs more than its count says), so read them
+//! next to `full_stack`'s wall times.
+//!
+//! Run with: `cargo bench -p brace-bench --bench instructions` (needs `valgrind` on `PATH`;
+//! prints a note and exits when it is missing).
+#![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod common;
+
+use std::process::Command;
+
+use brace_llm::ChatRequest;
+use brace_llm::ChatResponse;
+use common::{
+    Backend, brace_stack, failover_stack, gateway, one_call, provider_stack, request,
+    retry_timeout, timeout_only, tower_stack,
+};
+use tower::Service;
+
+/// The stacks, in the order of the table: name, what it is.
+const STACKS: &[(&str, &str)] = &[
+    ("bare", "bare simulated provider (baseline)"),
+    ("tower", "tower retry + timeout"),
+    ("timeout", "tower timeout"),
+    ("retry", "brace retry → timeout"),
+    ("breaker", "breaker → retry → timeout"),
+    ("failover", "failover (3) → breaker → retry → timeout"),
+    ("full", "degrade → failover (3) → breaker → retry → timeout"),
+    (
+        "gateway",
+        "the gateway's stack in-process (`Gateway::call`)",
+    ),
+    (
+        "full_one_retry",
+        "full stack, 1st attempt fails, retry answers (no budget)",
+    ),
+    (
+        "full_primary_open",
+        "full stack, primary's breaker open (secondary answers)",
+    ),
+];
+
+const FEW: u64 = 2_000;
+const MANY: u64 = 12_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--child") {
+        let stack = &args[at + 1];
+        let calls: u64 = args[at + 2].parse().expect("a number of calls");
+        child(stack, calls);
+        return;
+    }
+    // `cargo bench` passes `--bench`; a further free argument filters the stacks.
+    let filter = args
+        .iter()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .cloned();
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("instructions: valgrind is not installed; nothing measured");
+        return;
+    }
+    print_sizes();
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let mut bare = None;
+    println!("| stack | instructions per call | added over bare | ratio to bare |");
+    println!("|---|---|---|---|");
+    for &(name, what) in STACKS {
+        // The baseline is always measured: every row is read against it.
+        if name != "bare"
+            && filter
+                .as_deref()
+                .is_some_and(|filter| !name.contains(filter))
+        {
+            continue;
+        }
+        let few = count(&exe, name, FEW);
+        let many = count(&exe, name, MANY);
+        let per_call = many.saturating_sub(few) / (MANY - FEW);
+        let base = *bare.get_or_insert(per_call);
+        println!(
+            "| {what} | {per_call} | {:+} | {:.2}× |",
+            i128::from(per_call) - i128::from(base),
+            per_call as f64 / base as f64,
+        );
+    }
+}
+
+/// The size of each stack's response future: every move of a future (into an `async`
+/// block's state, into a layer's own future) copies this many bytes.
+fn print_sizes() {
+    fn size<S: Service<ChatRequest>>(mut service: S) -> usize {
+        std::mem::size_of_val(&service.call(request()))
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _guard = rt.enter();
+    println!("Response future sizes (bytes):");
+    println!("| stack | future size |");
+    println!("|---|---|");
+    for (what, bytes) in [
+        ("bare simulated provider", size(Backend::ok("bare"))),
+        ("tower retry + timeout", size(tower_stack(Backend::ok("t")))),
+        (
+            "brace retry → timeout",
+            size(retry_timeout(Backend::ok("r"))),
+        ),
+        (
+            "breaker → retry → timeout",
+            size(provider_stack("b", Backend::ok("b"), true).0),
+        ),
+        ("failover (3) → …", size(failover_stack())),
+        (
+            "degrade → failover (3) → …",
+            size(brace_stack(Backend::ok("p"), true, false).0),
+        ),
+    ] {
+        println!("| {what} | {bytes} |");
+    }
+    println!();
+}
+
+/// Instructions valgrind counted for `calls` calls through `stack` (start-up included).
+fn count(exe: &std::path::Path, stack: &str, calls: u64) -> u64 {
+    let output = Command::new("valgrind")
+        .args([
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--cache-sim=no",
+            "--branch-sim=no",
+        ])
+        .arg(exe)
+        .args(["--child", stack, &calls.to_string()])
+        .output()
+        .expect("valgrind runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "valgrind failed: {stderr}");
+    stderr
+        .lines()
+        .find_map(|line| line.split("Collected :").nth(1))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no instruction count in valgrind's output: {stderr}"))
+}
+
+/// Runs `calls` calls through `stack` on a current-thread runtime.
+fn child(stack: &str, calls: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _guard = rt.enter();
+    match stack {
+        "bare" => run(&rt, Backend::ok("bare"), calls),
+        "tower" => run(&rt, tower_stack(Backend::ok("tower")), calls),
+        "timeout" => run(&rt, timeout_only(Backend::ok("timeout")), calls),
+        "retry" => run(&rt, retry_timeout(Backend::ok("retry")), calls),
+        "breaker" => run(
+            &rt,
+            provider_stack("breaker", Backend::ok("b"), true).0,
+            calls,
+        ),
+        "failover" => run(&rt, failover_stack(), calls),
+        "full" => run(
+            &rt,
+            brace_stack(Backend::ok("primary"), true, false).0,
+            calls,
+        ),
+        "gateway" => {
+            let gateway = gateway();
+            rt.block_on(async {
+                for _ in 0..calls {
+                    std::hint::black_box(gateway.call(request()).await.expect("an answer"));
+                }
+            });
+        }
+        "full_one_retry" => {
+            let primary = Backend::failing_first_attempts("primary");
+            run(&rt, brace_stack(primary, false, false).0, calls);
+        }
+        "full_primary_open" => {
+            let (stack, primary) = brace_stack(Backend::ok("primary"), true, false);
+            primary.force_open();
+            run(&rt, stack, calls);
+        }
+        other => panic!("unknown stack {other}"),
+    }
+}
+
+fn run<S>(rt: &tokio::runtime::Runtime, mut service: S, calls: u64)
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        for _ in 0..calls {
+            one_call(&mut service).await;
+        }
+    });
+}
