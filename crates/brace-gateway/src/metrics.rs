@@ -4,10 +4,14 @@
 //! process-wide Prometheus recorder (installed once; several gateways in one process share
 //! it, which is what tests do).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 use brace_llm::{LlmError, Usage};
 
@@ -30,82 +34,213 @@ fn handle() -> Option<&'static PrometheusHandle> {
 }
 
 /// The gateway's metrics.
+///
+/// Recording goes through handles registered once per label set and kept here: the
+/// `metrics` macros build a key (allocating its labels) and look it up in the registry on
+/// every call, which cost more than the whole resilience stack per request.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    _private: (),
+    handles: Arc<Handles>,
+}
+
+/// Registered counters and histograms, by metric name and label values.
+#[derive(Debug, Default)]
+struct Handles {
+    counters: Memo<Counter>,
+    histograms: Memo<Histogram>,
+    /// `brace_requests_total` by endpoint and status (a number, kept apart so that looking
+    /// it up needs no string).
+    requests: RwLock<HashMap<(&'static str, u16), Counter>>,
+}
+
+/// Handles by metric name and up to two label values, found without allocating once
+/// created.
+struct Memo<T> {
+    map: RwLock<HashMap<&'static str, ByLabels<T>>>,
+}
+
+/// Handles by the first label value, then the second.
+type ByLabels<T> = HashMap<Box<str>, HashMap<Box<str>, T>>;
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Memo<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("metrics", &self.map.read().len())
+            .finish()
+    }
+}
+
+impl<T: Clone> Memo<T> {
+    /// The handle of `metric` with label values `a` and `b` (`""` when unused), registered
+    /// by `register` the first time.
+    fn get(&self, metric: &'static str, a: &str, b: &str, register: impl FnOnce() -> T) -> T {
+        if let Some(handle) = self
+            .map
+            .read()
+            .get(metric)
+            .and_then(|by_a| by_a.get(a))
+            .and_then(|by_b| by_b.get(b))
+        {
+            return handle.clone();
+        }
+        self.map
+            .write()
+            .entry(metric)
+            .or_default()
+            .entry(a.into())
+            .or_default()
+            .entry(b.into())
+            .or_insert_with(register)
+            .clone()
+    }
 }
 
 impl Metrics {
     /// Installs the Prometheus recorder (once per process) and returns the recorder facade.
     pub fn new() -> Self {
         let _ = handle();
-        Self { _private: () }
+        Self::default()
+    }
+
+    fn counter(
+        &self,
+        metric: &'static str,
+        a: &str,
+        b: &str,
+        register: impl FnOnce() -> Counter,
+    ) -> Counter {
+        self.handles.counters.get(metric, a, b, register)
+    }
+
+    fn histogram(
+        &self,
+        metric: &'static str,
+        a: &str,
+        register: impl FnOnce() -> Histogram,
+    ) -> Histogram {
+        self.handles.histograms.get(metric, a, "", register)
     }
 
     /// A request to `endpoint` finished with `status` after `elapsed`.
     pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
-        metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
-            .increment(1);
-        metrics::histogram!("brace_request_duration_seconds", "endpoint" => endpoint)
-            .record(elapsed.as_secs_f64());
+        let known = self
+            .handles
+            .requests
+            .read()
+            .get(&(endpoint, status))
+            .cloned();
+        let counter = known.unwrap_or_else(|| {
+            self.handles
+                .requests
+                .write()
+                .entry((endpoint, status))
+                .or_insert_with(|| {
+                    metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+                })
+                .clone()
+        });
+        counter.increment(1);
+        self.histogram(
+            "brace_request_duration_seconds",
+            endpoint,
+            || metrics::histogram!("brace_request_duration_seconds", "endpoint" => endpoint),
+        )
+        .record(elapsed.as_secs_f64());
     }
 
     /// One attempt at `provider` finished with `outcome` (`ok` or an error kind).
     pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
-        metrics::counter!("brace_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("brace_provider_latency_seconds", "provider" => provider.to_owned())
-            .record(elapsed.as_secs_f64());
+        self.counter("brace_provider_attempts_total", provider, outcome, || {
+            metrics::counter!("brace_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
+        })
+        .increment(1);
+        self.histogram("brace_provider_latency_seconds", provider, || {
+            metrics::histogram!("brace_provider_latency_seconds", "provider" => provider.to_owned())
+        })
+        .record(elapsed.as_secs_f64());
     }
 
     /// A request needed `attempts` attempts in all; more than one means it was retried or
     /// failed over.
     pub fn attempts(&self, attempts: u32) {
-        metrics::histogram!("brace_attempts_per_request").record(f64::from(attempts));
+        self.histogram("brace_attempts_per_request", "", || {
+            metrics::histogram!("brace_attempts_per_request")
+        })
+        .record(f64::from(attempts));
         if attempts > 1 {
-            metrics::counter!("brace_requests_with_failover_or_retry_total").increment(1);
+            self.counter(
+                "brace_requests_with_failover_or_retry_total",
+                "",
+                "",
+                || metrics::counter!("brace_requests_with_failover_or_retry_total"),
+            )
+            .increment(1);
         }
     }
 
     /// A request was served by `provider` (from cache or not).
     pub fn served(&self, provider: &str, level: &str, cache_hit: bool) {
-        metrics::counter!("brace_served_total", "provider" => provider.to_owned(), "level" => level.to_owned())
-            .increment(1);
+        self.counter("brace_served_total", provider, level, || {
+            metrics::counter!("brace_served_total", "provider" => provider.to_owned(), "level" => level.to_owned())
+        })
+        .increment(1);
         let name = if cache_hit {
             "brace_cache_hits_total"
         } else {
             "brace_cache_misses_total"
         };
-        metrics::counter!(name).increment(1);
+        self.counter(name, "", "", || metrics::counter!(name))
+            .increment(1);
     }
 
     /// Tokens used at `provider`, and their cost if priced (per million tokens).
     pub fn tokens(&self, provider: &str, usage: &Usage, price: Option<crate::config::Price>) {
-        metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => "input")
-            .increment(usage.prompt_tokens);
-        metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => "output")
-            .increment(usage.completion_tokens);
+        for (direction, tokens) in [
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            self.counter("brace_tokens_total", provider, direction, || {
+                metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => direction)
+            })
+            .increment(tokens);
+        }
         if let Some(price) = price {
             let cost = (usage.prompt_tokens as f64 * price.input
                 + usage.completion_tokens as f64 * price.output)
                 / 1_000_000.0;
             // Counters are integers: cost is kept in micro-dollars.
-            metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())
-                .increment((cost * 1_000_000.0).round() as u64);
+            self.counter("brace_cost_microdollars_total", provider, "", || {
+                metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())
+            })
+            .increment((cost * 1_000_000.0).round() as u64);
         }
     }
 
     /// Time to the first streamed token at `provider`.
     pub fn first_token(&self, provider: &str, elapsed: Duration) {
-        metrics::histogram!("brace_ttft_seconds", "provider" => provider.to_owned())
-            .record(elapsed.as_secs_f64());
+        self.histogram(
+            "brace_ttft_seconds",
+            provider,
+            || metrics::histogram!("brace_ttft_seconds", "provider" => provider.to_owned()),
+        )
+        .record(elapsed.as_secs_f64());
     }
 
     /// A stream from `provider` ended, cleanly or with an error.
     pub fn stream_ended(&self, provider: &str, error: Option<&LlmError>) {
         let outcome = error.map_or("complete", |err| err.kind().as_str());
-        metrics::counter!("brace_streams_total", "provider" => provider.to_owned(), "outcome" => outcome)
-            .increment(1);
+        self.counter("brace_streams_total", provider, outcome, || {
+            metrics::counter!("brace_streams_total", "provider" => provider.to_owned(), "outcome" => outcome)
+        })
+        .increment(1);
     }
 
     /// A broken stream from `broken` was handed to `target` to continue; `started` says
