@@ -294,3 +294,92 @@ pub fn init_tracing(json: bool, quiet: bool) {
         builder.try_init()
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series `line_start` (`name{labels}`) in the rendered exposition.
+    fn value(rendered: &str, line_start: &str) -> Option<f64> {
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(line_start))
+            .and_then(|rest| rest.trim().parse().ok())
+    }
+
+    #[test]
+    fn registered_handles_keep_each_label_set_apart() {
+        // The recorder is process-wide: these provider names are used by no other test.
+        let metrics = Metrics::new();
+        let other = metrics.clone();
+        for _ in 0..3 {
+            metrics.attempt("memo-a", "ok", Duration::from_millis(1));
+        }
+        metrics.attempt("memo-a", "server_error", Duration::from_millis(1));
+        other.attempt("memo-b", "ok", Duration::from_millis(1));
+        metrics.request("memo", 200, Duration::from_millis(1));
+        metrics.request("memo", 200, Duration::from_millis(1));
+        metrics.request("memo", 503, Duration::from_millis(1));
+        metrics.served("memo-a", "full", false);
+        metrics.served("memo-a", "reduced", false);
+        metrics.served("memo-a", "reduced", false);
+        let usage = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 5,
+            ..Usage::default()
+        };
+        metrics.tokens("memo-a", &usage, None);
+        metrics.tokens("memo-a", &usage, None);
+
+        let rendered = metrics.render();
+        if rendered.is_empty() {
+            // Another recorder owns the process: nothing to read back.
+            return;
+        }
+        let attempts = "brace_provider_attempts_total";
+        for (series, expected) in [
+            (
+                format!("{attempts}{{provider=\"memo-a\",outcome=\"ok\"}}"),
+                3.0,
+            ),
+            (
+                format!("{attempts}{{provider=\"memo-a\",outcome=\"server_error\"}}"),
+                1.0,
+            ),
+            (
+                format!("{attempts}{{provider=\"memo-b\",outcome=\"ok\"}}"),
+                1.0,
+            ),
+            (
+                "brace_requests_total{endpoint=\"memo\",status=\"200\"}".to_owned(),
+                2.0,
+            ),
+            (
+                "brace_requests_total{endpoint=\"memo\",status=\"503\"}".to_owned(),
+                1.0,
+            ),
+            (
+                "brace_served_total{provider=\"memo-a\",level=\"full\"}".to_owned(),
+                1.0,
+            ),
+            (
+                "brace_served_total{provider=\"memo-a\",level=\"reduced\"}".to_owned(),
+                2.0,
+            ),
+            (
+                "brace_tokens_total{provider=\"memo-a\",direction=\"input\"}".to_owned(),
+                14.0,
+            ),
+            (
+                "brace_tokens_total{provider=\"memo-a\",direction=\"output\"}".to_owned(),
+                10.0,
+            ),
+        ] {
+            assert_eq!(
+                value(&rendered, &series),
+                Some(expected),
+                "{series} in:\n{rendered}"
+            );
+        }
+    }
+}
