@@ -47,7 +47,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 pub use self::config::GatewayConfig;
 pub use self::error::ApiError;
@@ -56,9 +56,14 @@ pub use self::stack::Gateway;
 /// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests (streams included) finish within the configured grace period.
 ///
+/// Each connection speaks HTTP/1.1, or HTTP/2 when it opens with the HTTP/2 preface (prior
+/// knowledge). Idle keep-alive connections are closed as soon as `shutdown` resolves.
+///
 /// # Errors
 ///
-/// An I/O error from the listener.
+/// None at present: as in axum's own accept loop, a failed `accept` is logged and retried
+/// (after a second, for errors such as running out of file descriptors). The `Result` is
+/// kept so that a fatal listener error can be reported without an API change.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: TcpListener,
@@ -88,21 +93,110 @@ pub async fn serve(
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut stop_rx2 = stop_rx.clone();
-    tokio::select! {
-        result = server.into_future() => result,
-        () = async move {
-            let _ = stop_rx2.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping remaining connections");
-            Ok(())
+    // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
+    let (all_closed_tx, all_closed_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _remote)) => stream,
+                Err(err) => {
+                    accept_error(&err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            app.clone(),
+            stop_rx.clone(),
+            all_closed_rx.clone(),
+        ));
+    }
+    let _ = stop_tx.send(true);
+    drop(listener);
+    drop(all_closed_rx);
+    // Every connection finishes what it has in flight, within the grace period.
+    if tokio::time::timeout(grace, all_closed_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "shutdown grace period over; dropping remaining connections"
+        );
+    }
+    Ok(())
+}
+
+/// The HTTP/2 connection preface a client speaking HTTP/2 without TLS starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one connection until it closes, or until `stop` turns `true` and the requests in
+/// flight on it are answered.
+///
+/// HTTP/1.1 and HTTP/2 (prior knowledge) are both served. The first bytes are peeked, not
+/// read: a connection that does not open with the HTTP/2 preface goes straight to the HTTP/1
+/// server, whose read buffer then sees the request head whole. (Reading them through
+/// hyper-util's version detection hands HTTP/1 a 24-byte prefix first, which makes its
+/// 8 KiB read buffer grow to 16 KiB on every connection.)
+async fn serve_connection(
+    stream: TcpStream,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    closed: tokio::sync::watch::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+
+    let mut preface = [0u8; H2_PREFACE.len()];
+    let maybe_h2 = tokio::select! {
+        peeked = stream.peek(&mut preface) => match peeked {
+            Ok(n) => n > 0 && H2_PREFACE.starts_with(&preface[..n]),
+            // Let the HTTP/1 server meet the error (or the closed connection) itself.
+            Err(_) => false,
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return,
+    };
+    let mut builder = Builder::new(TokioExecutor::new());
+    if !maybe_h2 {
+        builder = builder.http1_only();
+    }
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::trace!(error = %err, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.wait_for(|stopped| *stopped), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
         }
     }
+    drop(closed);
+}
+
+/// What axum's own accept loop does with an accept error: a connection that failed before
+/// it was accepted is skipped; anything else (say, out of file descriptors) is logged and
+/// accepting pauses for a second.
+async fn accept_error(err: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "accept error");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its address.

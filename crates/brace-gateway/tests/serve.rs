@@ -1,0 +1,92 @@
+//! `brace_gateway::serve` on a real socket (127.0.0.1): the protocols it speaks and how it
+//! stops.
+
+use std::time::Duration;
+
+use brace_gateway::{Gateway, GatewayConfig};
+
+const ONE_SIM: &str = r"
+providers:
+  - name: primary
+    kind: simulated
+    model: sim-model
+    priority: 1
+degradation:
+  auto:
+    enabled: false
+server:
+  shutdown_grace: 60s
+";
+
+struct Served {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn serve() -> Served {
+    brace_llm::provider::install_crypto_provider();
+    let gateway = Gateway::build(GatewayConfig::from_yaml(ONE_SIM).unwrap()).unwrap();
+    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(brace_gateway::serve(gateway, listener, async move {
+        let _ = stopped.await;
+    }));
+    Served {
+        url: format!("http://{addr}"),
+        stop,
+        server,
+    }
+}
+
+async fn health(client: &reqwest::Client, url: &str) -> (reqwest::StatusCode, reqwest::Version) {
+    let response = client
+        .get(format!("{url}/v1/health"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.version())
+}
+
+#[tokio::test]
+async fn serves_http1_and_http2_prior_knowledge_on_the_same_port() {
+    let served = serve().await;
+    let http1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+
+    assert_eq!(
+        health(&http1, &served.url).await,
+        (reqwest::StatusCode::OK, reqwest::Version::HTTP_11)
+    );
+    assert_eq!(
+        health(&http2, &served.url).await,
+        (reqwest::StatusCode::OK, reqwest::Version::HTTP_2)
+    );
+    let _ = served.stop.send(());
+}
+
+#[tokio::test]
+async fn stopping_closes_idle_keep_alive_connections_without_waiting_for_the_grace_period() {
+    let served = serve().await;
+    let client = reqwest::Client::new();
+    // The connection stays open (keep-alive) after this answer.
+    assert_eq!(
+        health(&client, &served.url).await.0,
+        reqwest::StatusCode::OK
+    );
+
+    let _ = served.stop.send(());
+    // The grace period is 60 s: returning well before it means the idle connection was
+    // closed at once rather than waited for.
+    let result = tokio::time::timeout(Duration::from_secs(20), served.server)
+        .await
+        .expect("serve returned before the grace period")
+        .unwrap();
+    assert!(result.is_ok());
+}
