@@ -44,6 +44,25 @@ pub trait Commit<T> {
 
     /// Starts waiting for `response` to commit.
     fn commit(&self, response: T) -> Self::Future;
+
+    /// Commits `response` at once when there is nothing to wait for (a whole response),
+    /// and otherwise starts waiting as [`commit`](Commit::commit) does.
+    ///
+    /// A caller on the hot path uses this to skip creating and polling a future for the
+    /// common case. The default always waits; a policy that can decide without waiting
+    /// overrides it, with the same outcome as awaiting [`commit`](Commit::commit).
+    fn commit_now(&self, response: T) -> Commitment<T, Self::Error, Self::Future> {
+        Commitment::Later(self.commit(response))
+    }
+}
+
+/// What [`Commit::commit_now`] decided.
+#[derive(Debug)]
+pub enum Commitment<T, E, F> {
+    /// Decided at once: the committed response, or the error that broke it.
+    Now(Result<T, E>),
+    /// Not yet: the future resolves once the response commits.
+    Later(F),
 }
 
 /// Every response commits the moment it arrives: what non-streaming services want.
@@ -56,5 +75,35 @@ impl<T> Commit<T> for Immediate {
 
     fn commit(&self, response: T) -> Self::Future {
         ready(Ok(response))
+    }
+
+    fn commit_now(&self, response: T) -> Commitment<T, Infallible, Self::Future> {
+        Commitment::Now(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits for every response, deciding nothing at once (the trait's default).
+    struct Waits;
+
+    impl Commit<u32> for Waits {
+        type Error = Infallible;
+        type Future = Ready<Result<u32, Infallible>>;
+
+        fn commit(&self, response: u32) -> Self::Future {
+            ready(Ok(response))
+        }
+    }
+
+    #[test]
+    fn immediate_commits_now_and_the_default_waits() {
+        assert!(matches!(
+            Commit::<u32>::commit_now(&Immediate, 7),
+            Commitment::Now(Ok(7))
+        ));
+        assert!(matches!(Waits.commit_now(7), Commitment::Later(_)));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use brace_core::commit::Commit;
+use brace_core::commit::{Commit, Commitment};
 use brace_core::{AllProvidersFailed, BoxError, Classify, ProviderFailure};
 use fastrand::Rng;
 use pin_project_lite::pin_project;
@@ -395,15 +395,17 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                 } => {
                     let (index, started) = (*index, *started);
                     match ready!(future.poll(cx)) {
-                        Ok(response) => {
-                            let future = commit.commit(response);
-                            self.set(Attempt::Committing {
-                                index,
-                                started,
-                                future,
-                            });
-                            continue;
-                        }
+                        Ok(response) => match commit.commit_now(response) {
+                            Commitment::Now(result) => (index, started, result.map_err(Into::into)),
+                            Commitment::Later(future) => {
+                                self.set(Attempt::Committing {
+                                    index,
+                                    started,
+                                    future,
+                                });
+                                continue;
+                            }
+                        },
                         Err(err) => (index, started, Err(err.into())),
                     }
                 }

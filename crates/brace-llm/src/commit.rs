@@ -12,7 +12,7 @@
 //! commit policy and has no limits of its own.
 //!
 //! ```
-//! use brace_core::commit::Commit;
+//! use brace_core::commit::{Commit, Commitment};
 //! use brace_llm::commit::FirstContent;
 //! use brace_llm::{ChatChunk, ChatResponse, ChatStream, Delta, LlmError, LlmErrorKind};
 //!
@@ -39,7 +39,7 @@ use std::mem;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use brace_core::commit::Commit;
+use brace_core::commit::{Commit, Commitment};
 use futures_core::Stream;
 use futures_util::StreamExt;
 
@@ -67,6 +67,16 @@ impl Commit<ChatResponse> for FirstContent {
             body @ ResponseBody::Complete(_) => State::Committed(ChatResponse { meta, body }),
         };
         CommitFuture { state }
+    }
+
+    fn commit_now(
+        &self,
+        response: ChatResponse,
+    ) -> Commitment<ChatResponse, LlmError, CommitFuture> {
+        match response.body {
+            ResponseBody::Complete(_) => Commitment::Now(Ok(response)),
+            ResponseBody::Stream(_) => Commitment::Later(self.commit(response)),
+        }
     }
 }
 
@@ -252,5 +262,21 @@ mod tests {
             .await
             .unwrap();
         assert!(!response.is_stream());
+    }
+
+    #[test]
+    fn commit_now_decides_a_whole_completion_and_leaves_a_stream_waiting() {
+        let completion: ChatCompletion = serde_json::from_str(
+            r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[]}"#,
+        )
+        .unwrap();
+        match FirstContent.commit_now(ChatResponse::complete("p", completion)) {
+            Commitment::Now(Ok(response)) => assert!(!response.is_stream()),
+            other => panic!("a whole completion commits at once, got {other:?}"),
+        }
+        assert!(matches!(
+            FirstContent.commit_now(streamed(vec![Ok(role_only())])),
+            Commitment::Later(_)
+        ));
     }
 }

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use brace_core::commit::Commit;
+use brace_core::commit::{Commit, Commitment};
 
 use crate::commit::FirstContent;
 use crate::error::{LlmError, LlmErrorKind};
@@ -158,7 +158,12 @@ where
                 total_deadline,
             );
             // The commit point is `FirstContent`'s: the first content or tool-call delta.
-            let committed = async move { FirstContent.commit(call.await?).await };
+            let committed = async move {
+                match FirstContent.commit_now(call.await?) {
+                    Commitment::Now(result) => result,
+                    Commitment::Later(waiting) => waiting.await,
+                }
+            };
             let response = match commit_deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, committed)
                     .await
