@@ -19,7 +19,9 @@
 //! A [`ChunkStream`] never makes a truncated answer look complete:
 //!
 //! - the decoder says [`Flow::Done`] (OpenAI's `data: [DONE]`, Anthropic's `message_stop`):
-//!   the stream ends cleanly;
+//!   the stream ends cleanly, once the body has ended too (waited for at most 100 ms, and
+//!   only inside a tokio runtime; what follows the marker is dropped), so that the
+//!   connection can be reused rather than closed with an unread body;
 //! - the body ends without that, but a chunk carried a finish reason: the answer is whole
 //!   and the stream ends cleanly (see [`SseDecoder::finish`]);
 //! - the body ends with neither: one `Err` item of kind
@@ -504,6 +506,11 @@ pin_project! {
         scratch: Vec<ChatChunk>,
         error: Option<LlmError>,
         ended: bool,
+        // The end marker was seen; the body is read to its end (briefly) before the stream
+        // ends, so that its connection goes back to the pool.
+        draining: bool,
+        drained_events: u8,
+        drain_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
         saw_finish: bool,
         chunks: u64,
         skipped: u64,
@@ -535,6 +542,9 @@ impl<S, D> ChunkStream<S, D> {
             scratch: Vec::new(),
             error: None,
             ended: false,
+            draining: false,
+            drained_events: 0,
+            drain_deadline: None,
             saw_finish: false,
             chunks: 0,
             skipped: 0,
@@ -626,6 +636,34 @@ where
                 }
                 return Poll::Ready(Some(Err(err)));
             }
+            if *this.draining {
+                match this.events.as_mut().poll_next(cx) {
+                    // Whatever follows the end marker is not part of the answer.
+                    Poll::Ready(Some(Ok(_))) if *this.drained_events < MAX_DRAINED_EVENTS => {
+                        *this.drained_events += 1;
+                        continue;
+                    }
+                    Poll::Ready(_) => *this.draining = false,
+                    Poll::Pending => {
+                        if this.drain_deadline.is_none()
+                            && tokio::runtime::Handle::try_current().is_ok()
+                        {
+                            *this.drain_deadline =
+                                Some(Box::pin(tokio::time::sleep(DRAIN_AFTER_END)));
+                        }
+                        let waiting = this
+                            .drain_deadline
+                            .as_mut()
+                            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_pending());
+                        if waiting {
+                            return Poll::Pending;
+                        }
+                        *this.draining = false;
+                    }
+                }
+                *this.drain_deadline = None;
+                return Poll::Ready(None);
+            }
             if *this.ended {
                 return Poll::Ready(None);
             }
@@ -635,7 +673,10 @@ where
                     this.pending.extend(this.scratch.drain(..));
                     match result {
                         Ok(Flow::Continue) => {}
-                        Ok(Flow::Done) => *this.ended = true,
+                        Ok(Flow::Done) => {
+                            *this.ended = true;
+                            *this.draining = true;
+                        }
                         Err(DecodeError::Fatal(err)) => {
                             *this.ended = true;
                             *this.error = Some(err);
@@ -684,6 +725,13 @@ where
         }
     }
 }
+
+/// How long a stream waits, after its end marker, for the body to end (a server closes the
+/// body right after the marker; reading that end is what lets the connection be reused).
+const DRAIN_AFTER_END: Duration = Duration::from_millis(100);
+
+/// The most events read and dropped after the end marker.
+const MAX_DRAINED_EVENTS: u8 = 4;
 
 // ===== starting a stream =====
 
