@@ -92,6 +92,19 @@ pub async fn serve(
             )
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
     );
+    // Histogram samples pile up in the recorder until they are folded into buckets.
+    let upkeep = {
+        let metrics = gateway.metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(metrics::UPKEEP_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        })
+    };
+    let _stop_upkeep = AbortOnDrop(upkeep);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
     let (all_closed_tx, all_closed_rx) = tokio::sync::watch::channel(());
@@ -128,6 +141,15 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// Aborts a background task when dropped (when `serve` returns or is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The HTTP/2 connection preface a client speaking HTTP/2 without TLS starts with.

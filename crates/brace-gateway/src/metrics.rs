@@ -272,7 +272,21 @@ impl Metrics {
             handle.render()
         })
     }
+
+    /// Folds the histogram samples recorded since the last call into their buckets.
+    ///
+    /// The recorder keeps every sample until then: without a scrape of `/metrics` or a call
+    /// to this, memory grows with every request. [`serve`](crate::serve) calls it every
+    /// [`UPKEEP_INTERVAL`].
+    pub fn run_upkeep(&self) {
+        if let Some(handle) = handle() {
+            handle.run_upkeep();
+        }
+    }
 }
+
+/// How often [`serve`](crate::serve) runs [`Metrics::run_upkeep`].
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sets up logs: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or JSON lines.
 pub fn init_tracing(json: bool, quiet: bool) {
