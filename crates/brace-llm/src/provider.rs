@@ -422,6 +422,48 @@ impl ProviderConfig {
         }
         Ok(base.to_owned())
     }
+
+    /// [`checked_base_url`](Self::checked_base_url), parsed: parse it once, when a client is
+    /// built, and make each endpoint from it with [`endpoint`] (never printed: a URL is
+    /// kept out of every `Debug`, `Display` and error).
+    pub(crate) fn parsed_base_url(&self) -> Result<reqwest::Url, ConfigError> {
+        let base = self.checked_base_url()?;
+        reqwest::Url::parse(&base).map_err(|err| {
+            ConfigError::new(format!(
+                "base URL `{}` is not a valid URL: {err}",
+                redact_url(&base)
+            ))
+        })
+    }
+}
+
+/// `base` with `path` (which starts with `/`) appended to its path and `query` as its
+/// query. Only the path and the query are parsed: the scheme and host are copied, not
+/// processed again (no IDNA, no IP address formatting), so this is far cheaper than
+/// parsing the whole URL.
+pub(crate) fn endpoint(base: &reqwest::Url, path: &str, query: Option<&str>) -> reqwest::Url {
+    let mut url = base.clone();
+    let mut full = String::with_capacity(base.path().len() + path.len());
+    full.push_str(base.path().trim_end_matches('/'));
+    full.push_str(path);
+    url.set_path(&full);
+    url.set_query(query);
+    url.set_fragment(None);
+    url
+}
+
+/// A request to send with [`Transport::send_request`], from a URL parsed in advance (cloned,
+/// not parsed again), the headers, and the body.
+pub(crate) fn prepared_request(
+    method: http::Method,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: Bytes,
+) -> reqwest::Request {
+    let mut request = reqwest::Request::new(method, url);
+    *request.headers_mut() = headers;
+    *request.body_mut() = Some(body.into());
+    request
 }
 
 /// The URL with its query, fragment and any user info dropped, for messages.
@@ -604,6 +646,9 @@ impl Transport {
     ///
     /// The returned future is `Send + 'static` (it owns a clone of the transport).
     ///
+    /// The request's URL is parsed again on every call (reqwest wants a `Url`); the clients
+    /// of this crate parse theirs once and use [`send_request`](Self::send_request).
+    ///
     /// # Errors
     ///
     /// - a non-2xx answer: [`LlmError::from_response`] over its status, headers and body
@@ -623,22 +668,44 @@ impl Transport {
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
         let transport = self.clone();
         let deadline = Instant::now() + self.settings.timeout;
+        async move {
+            let request = reqwest::Request::try_from(request).map_err(|_| {
+                LlmError::new(
+                    LlmErrorKind::BadRequest,
+                    "the request could not be turned into an HTTP request",
+                )
+                .with_provider(transport.settings.provider.clone())
+            })?;
+            transport.send_until(request, deadline).await
+        }
+    }
+
+    /// [`send`](Self::send) for a request already in reqwest's form (its URL parsed in
+    /// advance, say once per client and cloned per request), with the same timeouts and
+    /// errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the request (its connection is closed, not reused).
+    pub fn send_request(
+        &self,
+        request: reqwest::Request,
+    ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
+        let transport = self.clone();
+        let deadline = Instant::now() + self.settings.timeout;
         async move { transport.send_until(request, deadline).await }
     }
 
     async fn send_until(
         self,
-        request: http::Request<Bytes>,
+        request: reqwest::Request,
         deadline: Instant,
     ) -> Result<HttpResponse, LlmError> {
         let provider = self.settings.provider.clone();
-        let request = reqwest::Request::try_from(request).map_err(|_| {
-            LlmError::new(
-                LlmErrorKind::BadRequest,
-                "the request could not be turned into an HTTP request",
-            )
-            .with_provider(provider.clone())
-        })?;
         let response = match tokio::time::timeout_at(deadline, self.client.execute(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => {

@@ -14,7 +14,7 @@ use super::translate::{RequestOptions, decode_response, encode_request};
 use crate::error::{LlmError, LlmErrorKind};
 use crate::provider::{
     ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
-    Transport,
+    Transport, endpoint, prepared_request,
 };
 use crate::response::{ChatResponse, ChatStream};
 use crate::sse::{self, DecodeError, Flow, SseDecoder, SseEvent};
@@ -68,7 +68,9 @@ struct Inner {
     config: ProviderConfig,
     transport: Transport,
     messages_url: String,
-    models_url: String,
+    /// The endpoints, parsed once (a request clones one). Never printed.
+    messages: reqwest::Url,
+    models: reqwest::Url,
     headers: HeaderMap,
     default_max_tokens: u32,
 }
@@ -110,6 +112,7 @@ impl AnthropicClient {
         transport: Transport,
     ) -> Result<Self, ConfigError> {
         let base = config.checked_base_url()?;
+        let parsed = config.parsed_base_url()?;
         let mut headers = config.header_map()?;
         if !headers.contains_key("anthropic-version") {
             headers.insert(
@@ -124,7 +127,8 @@ impl AnthropicClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 messages_url: format!("{base}/v1/messages"),
-                models_url: format!("{base}/v1/models?limit=1"),
+                messages: endpoint(&parsed, "/v1/messages", None),
+                models: endpoint(&parsed, "/v1/models", Some("limit=1")),
                 config,
                 transport,
                 headers,
@@ -164,6 +168,29 @@ impl AnthropicClient {
         &self,
         request: &ChatRequest,
     ) -> Result<(Request<Bytes>, String), LlmError> {
+        let (model, headers, body) = self.parts(request)?;
+        let mut http = Request::builder()
+            .method(Method::POST)
+            .uri(&self.inner.messages_url)
+            .body(body)
+            .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid request URL"))?;
+        *http.headers_mut() = headers;
+        Ok((http, model))
+    }
+
+    /// [`http_request`](Self::http_request) in reqwest's form, its URL the one parsed when
+    /// the client was built (cloned, not parsed again).
+    fn prepared_request(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(reqwest::Request, String), LlmError> {
+        let (model, headers, body) = self.parts(request)?;
+        let url = self.inner.messages.clone();
+        Ok((prepared_request(Method::POST, url, headers, body), model))
+    }
+
+    /// The model asked, the headers and the body of the request for `request`.
+    fn parts(&self, request: &ChatRequest) -> Result<(String, HeaderMap, Bytes), LlmError> {
         let inner = &self.inner;
         let model = inner.config.resolve_model(&request.model).to_owned();
         let body = encode_request(
@@ -178,15 +205,9 @@ impl AnthropicClient {
         } else {
             "application/json"
         };
-        let mut http = Request::builder()
-            .method(Method::POST)
-            .uri(&inner.messages_url)
-            .body(Bytes::from(body))
-            .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid request URL"))?;
-        *http.headers_mut() = inner.headers.clone();
-        http.headers_mut()
-            .insert(ACCEPT, HeaderValue::from_static(accept));
-        Ok((http, model))
+        let mut headers = inner.headers.clone();
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        Ok((model, headers, Bytes::from(body)))
     }
 
     /// An active health probe: lists one model (`GET {base}/v1/models?limit=1`), which
@@ -200,18 +221,16 @@ impl AnthropicClient {
     ///
     /// Dropping the future abandons the probe.
     pub fn probe(&self) -> ProbeFuture {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let mut request = Request::builder()
-                .method(Method::GET)
-                .uri(&inner.models_url)
-                .body(Bytes::new())
-                .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid probe URL"))?;
-            *request.headers_mut() = inner.headers.clone();
-            request.headers_mut().remove(CONTENT_TYPE);
-            let response = inner.transport.send(request).await?;
-            response.bytes().await.map(drop)
-        })
+        let mut headers = self.inner.headers.clone();
+        headers.remove(CONTENT_TYPE);
+        let request = prepared_request(
+            Method::GET,
+            self.inner.models.clone(),
+            headers,
+            Bytes::new(),
+        );
+        let send = self.inner.transport.send_request(request);
+        Box::pin(async move { send.await?.bytes().await.map(drop) })
     }
 }
 
@@ -269,7 +288,7 @@ impl Service<ChatRequest> for AnthropicClient {
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let provider = self.inner.transport.provider().clone();
-        let (http, model) = match self.http_request(&request) {
+        let (http, model) = match self.prepared_request(&request) {
             Ok(built) => built,
             Err(err) => return ResponseFuture::error(err.with_provider(provider)),
         };
@@ -277,7 +296,7 @@ impl Service<ChatRequest> for AnthropicClient {
         let include_usage = request.wants_stream_usage();
         let inner = self.inner.clone();
         ResponseFuture::new(async move {
-            let response = inner.transport.send(http).await?;
+            let response = inner.transport.send_request(http).await?;
             let response = respond(response, model, include_usage, &inner).await?;
             if stream {
                 Ok(as_stream(response, include_usage))
@@ -320,5 +339,36 @@ impl SseDecoder for StreamState {
         _out: &mut Vec<ChatChunk>,
     ) -> Result<(), LlmError> {
         StreamState::finish(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ApiKey;
+    use crate::types::Message;
+
+    #[test]
+    fn prepared_requests_match_built_ones() {
+        let config = ProviderConfig::new("anthropic", "http://127.0.0.1:9/")
+            .with_api_key(ApiKey::new("sk-ant-KEY123456"))
+            .with_default_model("claude-sonnet-4-5");
+        let client = AnthropicClient::new(config).unwrap();
+        for stream in [false, true] {
+            let request = ChatRequest::new("any", vec![Message::user("Hi")]).with_stream(stream);
+            let (built, model) = client.http_request(&request).unwrap();
+            let (prepared, prepared_model) = client.prepared_request(&request).unwrap();
+            assert_eq!(prepared.url().as_str(), built.uri().to_string());
+            assert_eq!(prepared.url().as_str(), "http://127.0.0.1:9/v1/messages");
+            assert_eq!(prepared.method(), built.method());
+            assert_eq!(prepared.headers(), built.headers());
+            let body = prepared.body().and_then(reqwest::Body::as_bytes).unwrap();
+            assert_eq!(body, built.body().as_ref());
+            assert_eq!(prepared_model, model);
+        }
+        assert_eq!(
+            client.inner.models.as_str(),
+            "http://127.0.0.1:9/v1/models?limit=1"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! [`GeminiClient`]: a tower service over Google's Gemini API.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +15,7 @@ use super::translate::{decode_response, encode_request};
 use crate::error::{LlmError, LlmErrorKind};
 use crate::provider::{
     ConfigError, HttpResponse, ProbeFuture, ProviderConfig, ProviderStats, ResponseFuture,
-    Transport,
+    Transport, endpoint, prepared_request,
 };
 use crate::response::{ChatResponse, ChatStream, ResponseBody};
 use crate::sse::{self, DecodeError, Flow, SseDecoder, SseEvent};
@@ -65,6 +66,73 @@ struct Inner {
     transport: Transport,
     base: String,
     headers: HeaderMap,
+    urls: Urls,
+}
+
+/// The endpoints, parsed once when the client is built (a request clones one: no parsing
+/// per call). Never printed.
+struct Urls {
+    /// The base, for a model the configuration does not name.
+    base: reqwest::Url,
+    /// `generateContent` and `streamGenerateContent?alt=sse` of each model the
+    /// configuration names (and that is a valid model name).
+    models: HashMap<String, (reqwest::Url, reqwest::Url)>,
+    /// The probe's URL; `None` if the default model is not a valid model name (the probe
+    /// then fails with that error).
+    probe: Option<reqwest::Url>,
+}
+
+impl Urls {
+    fn new(config: &ProviderConfig) -> Result<Self, ConfigError> {
+        let base = config.parsed_base_url()?;
+        let models = config
+            .models
+            .values()
+            .chain(config.default_model.as_ref())
+            .filter_map(|model| {
+                let path = model_path(model).ok()?;
+                let urls = (
+                    generate_url(&base, path, false),
+                    generate_url(&base, path, true),
+                );
+                Some((model.clone(), urls))
+            })
+            .collect();
+        let probe = match config.default_model.as_deref() {
+            Some(model) => model_path(model)
+                .ok()
+                .map(|path| endpoint(&base, &format!("/v1beta/models/{path}"), None)),
+            None => Some(endpoint(&base, "/v1beta/models", Some("pageSize=1"))),
+        };
+        Ok(Self {
+            base,
+            models,
+            probe,
+        })
+    }
+
+    /// The URL for `model` (as the configuration resolved it; `path` is its
+    /// [`model_path`]).
+    fn generate(&self, model: &str, path: &str, stream: bool) -> reqwest::Url {
+        match self.models.get(model) {
+            Some((whole, streamed)) => if stream { streamed } else { whole }.clone(),
+            None => generate_url(&self.base, path, stream),
+        }
+    }
+}
+
+/// `{base}/v1beta/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`.
+fn generate_url(base: &reqwest::Url, model: &str, stream: bool) -> reqwest::Url {
+    if stream {
+        let path = format!("/v1beta/models/{model}:streamGenerateContent");
+        endpoint(base, &path, Some("alt=sse"))
+    } else {
+        endpoint(
+            base,
+            &format!("/v1beta/models/{model}:generateContent"),
+            None,
+        )
+    }
 }
 
 impl fmt::Debug for GeminiClient {
@@ -125,12 +193,14 @@ impl GeminiClient {
             headers.insert("x-goog-api-key", key.header_value("")?);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let urls = Urls::new(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 transport,
                 base,
                 headers,
+                urls,
             }),
         })
     }
@@ -188,6 +258,29 @@ impl GeminiClient {
         Ok((http, model))
     }
 
+    /// [`http_request`](Self::http_request) in reqwest's form, its URL one parsed when the
+    /// client was built (cloned, not parsed again).
+    fn prepared_request(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<(reqwest::Request, String), LlmError> {
+        let inner = &self.inner;
+        let resolved = inner.config.resolve_model(&request.model);
+        let model = model_path(resolved)?.to_owned();
+        let body = encode_request(request)?;
+        let stream = request.is_stream();
+        let url = inner.urls.generate(resolved, &model, stream);
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut headers = inner.headers.clone();
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        let http = prepared_request(Method::POST, url, headers, Bytes::from(body));
+        Ok((http, model))
+    }
+
     /// An active health probe: reads the default model's description
     /// (`GET {base}/v1beta/models/{model}`), which checks reachability, the key and the
     /// model without generating tokens. With no default model it lists one model.
@@ -200,22 +293,22 @@ impl GeminiClient {
     ///
     /// Dropping the future abandons the probe.
     pub fn probe(&self) -> ProbeFuture {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let url = match inner.config.default_model.as_deref() {
-                Some(model) => format!("{}/v1beta/models/{}", inner.base, model_path(model)?),
-                None => format!("{}/v1beta/models?pageSize=1", inner.base),
-            };
-            let mut request = Request::builder()
-                .method(Method::GET)
-                .uri(url)
-                .body(Bytes::new())
-                .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid probe URL"))?;
-            *request.headers_mut() = inner.headers.clone();
-            request.headers_mut().remove(CONTENT_TYPE);
-            let response = inner.transport.send(request).await?;
-            response.bytes().await.map(drop)
-        })
+        let inner = &self.inner;
+        let url = match (&inner.urls.probe, inner.config.default_model.as_deref()) {
+            (Some(url), _) => url.clone(),
+            (None, model) => {
+                let err = match model_path(model.unwrap_or_default()) {
+                    Err(err) => err,
+                    Ok(_) => LlmError::new(LlmErrorKind::BadRequest, "invalid probe URL"),
+                };
+                return Box::pin(std::future::ready(Err(err)));
+            }
+        };
+        let mut headers = inner.headers.clone();
+        headers.remove(CONTENT_TYPE);
+        let request = prepared_request(Method::GET, url, headers, Bytes::new());
+        let send = inner.transport.send_request(request);
+        Box::pin(async move { send.await?.bytes().await.map(drop) })
     }
 }
 
@@ -254,7 +347,7 @@ impl Service<ChatRequest> for GeminiClient {
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let provider = self.inner.transport.provider().clone();
-        let (http, model) = match self.http_request(&request) {
+        let (http, model) = match self.prepared_request(&request) {
             Ok(built) => built,
             Err(err) => return ResponseFuture::error(err.with_provider(provider)),
         };
@@ -262,7 +355,7 @@ impl Service<ChatRequest> for GeminiClient {
         let include_usage = request.wants_stream_usage();
         let inner = self.inner.clone();
         ResponseFuture::new(async move {
-            let response = inner.transport.send(http).await?;
+            let response = inner.transport.send_request(http).await?;
             let response = respond(response, model, include_usage, &inner).await?;
             match response.body {
                 // A whole answer to a streamed request, replayed as chunks.
@@ -318,5 +411,75 @@ impl SseDecoder for StreamState {
     ) -> Result<(), LlmError> {
         out.extend(StreamState::finish(self)?);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ApiKey;
+    use crate::types::Message;
+
+    fn client(config: ProviderConfig) -> GeminiClient {
+        GeminiClient::new(config.with_api_key(ApiKey::new("AIza-KEY123456"))).unwrap()
+    }
+
+    #[test]
+    fn prepared_requests_match_built_ones_for_named_and_unnamed_models() {
+        let client = client(
+            ProviderConfig::new("gemini", "http://127.0.0.1:9/base/")
+                .with_model("fast", "models/gemini-2.5-flash"),
+        );
+        for (model, stream) in [
+            ("fast", false),
+            ("fast", true),
+            ("gemini-x", false),
+            ("gemini-x", true),
+        ] {
+            let request = ChatRequest::new(model, vec![Message::user("Hi")]).with_stream(stream);
+            let (built, model) = client.http_request(&request).unwrap();
+            let (prepared, prepared_model) = client.prepared_request(&request).unwrap();
+            assert_eq!(prepared.url().as_str(), built.uri().to_string());
+            assert_eq!(prepared.method(), built.method());
+            assert_eq!(prepared.headers(), built.headers());
+            let body = prepared.body().and_then(reqwest::Body::as_bytes).unwrap();
+            assert_eq!(body, built.body().as_ref());
+            assert_eq!(prepared_model, model);
+        }
+        let request = ChatRequest::new("fast", vec![]).with_stream(true);
+        assert_eq!(
+            client.prepared_request(&request).unwrap().0.url().as_str(),
+            "http://127.0.0.1:9/base/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        let bad = ChatRequest::new("../other", vec![]);
+        assert_eq!(
+            client.prepared_request(&bad).unwrap_err().kind(),
+            LlmErrorKind::BadRequest
+        );
+    }
+
+    #[test]
+    fn probe_urls_are_parsed_once_and_a_bad_default_model_is_kept_as_none() {
+        let listing = client(ProviderConfig::new("gemini", "http://127.0.0.1:9"));
+        assert_eq!(
+            listing.inner.urls.probe.as_ref().map(reqwest::Url::as_str),
+            Some("http://127.0.0.1:9/v1beta/models?pageSize=1")
+        );
+        let described = client(
+            ProviderConfig::new("gemini", "http://127.0.0.1:9")
+                .with_default_model("gemini-2.5-pro"),
+        );
+        assert_eq!(
+            described
+                .inner
+                .urls
+                .probe
+                .as_ref()
+                .map(reqwest::Url::as_str),
+            Some("http://127.0.0.1:9/v1beta/models/gemini-2.5-pro")
+        );
+        let bad =
+            client(ProviderConfig::new("gemini", "http://127.0.0.1:9").with_default_model("a/b"));
+        assert!(bad.inner.urls.probe.is_none());
     }
 }

@@ -118,12 +118,9 @@ impl OpenAiClient {
     ///
     /// Dropping the future abandons the probe.
     pub fn probe(&self) -> ProbeFuture {
-        let provider = self.wire.provider().clone();
-        let request = match self.wire.probe_request() {
-            Ok(request) => request,
-            Err(err) => return Box::pin(std::future::ready(Err(err.with_provider(provider)))),
-        };
-        let send = self.transport.send(request);
+        let send = self
+            .transport
+            .send_request(self.wire.prepared_probe_request());
         Box::pin(async move {
             send.await?.bytes().await?;
             Ok(())
@@ -142,14 +139,14 @@ impl Service<ChatRequest> for OpenAiClient {
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let provider = self.wire.provider().clone();
-        let http_request = match self.wire.chat_request(&request) {
+        let http_request = match self.wire.prepared_chat_request(&request) {
             Ok(http_request) => http_request,
             Err(err) => return ResponseFuture::error(err.with_provider(provider)),
         };
         let model = self.wire.resolve_model(&request.model).to_owned();
         let stream = request.is_stream();
         let include_usage = request.wants_stream_usage();
-        let send = self.transport.send(http_request);
+        let send = self.transport.send_request(http_request);
         ResponseFuture::new(async move {
             let response = send.await?;
             if stream && response.is_event_stream() {

@@ -1,5 +1,6 @@
 //! The pure part of the OpenAI client: requests built, answers read, no socket.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use http::{Method, Request, StatusCode};
 
 use super::config::{OpenAiApi, OpenAiConfig};
 use crate::error::{LlmError, LlmErrorKind};
-use crate::provider::{ConfigError, ProviderConfig};
+use crate::provider::{ConfigError, ProviderConfig, endpoint, prepared_request};
 use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use crate::types::{ChatChunk, ChatCompletion, ChatRequest};
 
@@ -23,6 +24,57 @@ pub struct OpenAiWire {
     api: OpenAiApi,
     base: String,
     headers: HeaderMap,
+    urls: Urls,
+}
+
+/// The endpoints, parsed once when the wire is made (a request clones one: no parsing per
+/// call). Never printed.
+#[derive(Clone)]
+struct Urls {
+    /// The chat-completions URL when it does not depend on the model (all but Azure).
+    chat: Option<reqwest::Url>,
+    /// Azure: the chat-completions URL of each deployment the configuration names.
+    deployments: HashMap<String, reqwest::Url>,
+    /// The base, for a deployment the configuration does not name.
+    base: reqwest::Url,
+    models: reqwest::Url,
+}
+
+impl Urls {
+    fn new(provider: &ProviderConfig, api: &OpenAiApi) -> Result<Self, ConfigError> {
+        let base = provider.parsed_base_url()?;
+        Ok(match api {
+            OpenAiApi::Azure { api_version } => {
+                let query = format!("api-version={}", percent_encode(api_version));
+                let deployments = provider
+                    .models
+                    .values()
+                    .chain(provider.default_model.as_ref())
+                    .map(|model| (model.clone(), azure_chat_url(&base, model, &query)))
+                    .collect();
+                Self {
+                    chat: None,
+                    deployments,
+                    models: endpoint(&base, "/openai/models", Some(&query)),
+                    base,
+                }
+            }
+            OpenAiApi::OpenAi { .. } | OpenAiApi::Compatible => Self {
+                chat: Some(endpoint(&base, "/chat/completions", None)),
+                deployments: HashMap::new(),
+                models: endpoint(&base, "/models", None),
+                base,
+            },
+        })
+    }
+}
+
+fn azure_chat_url(base: &reqwest::Url, model: &str, query: &str) -> reqwest::Url {
+    let path = format!(
+        "/openai/deployments/{}/chat/completions",
+        percent_encode(model)
+    );
+    endpoint(base, &path, Some(query))
 }
 
 impl fmt::Debug for OpenAiWire {
@@ -88,11 +140,13 @@ impl OpenAiWire {
             }
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let urls = Urls::new(&config.provider, &config.api)?;
         Ok(Self {
             provider: config.provider,
             api: config.api,
             base,
             headers,
+            urls,
         })
     }
 
@@ -149,6 +203,44 @@ impl OpenAiWire {
     pub fn chat_request(&self, request: &ChatRequest) -> Result<Request<Bytes>, LlmError> {
         let model = self.resolve_model(&request.model);
         let url = self.chat_url(model);
+        let (accept, body) = Self::chat_body(request, model)?;
+        self.build(Method::POST, &url, accept, body)
+    }
+
+    /// [`chat_request`](Self::chat_request) in reqwest's form, its URL one parsed when the
+    /// wire was made (cloned, not parsed again).
+    pub(crate) fn prepared_chat_request(
+        &self,
+        request: &ChatRequest,
+    ) -> Result<reqwest::Request, LlmError> {
+        let model = self.resolve_model(&request.model);
+        let (accept, body) = Self::chat_body(request, model)?;
+        let url = match (&self.urls.chat, &self.api) {
+            (Some(url), _) => url.clone(),
+            (None, OpenAiApi::Azure { api_version }) => match self.urls.deployments.get(model) {
+                Some(url) => url.clone(),
+                None => azure_chat_url(
+                    &self.urls.base,
+                    model,
+                    &format!("api-version={}", percent_encode(api_version)),
+                ),
+            },
+            (None, _) => endpoint(&self.urls.base, "/chat/completions", None),
+        };
+        let mut headers = self.headers.clone();
+        headers.insert(ACCEPT, accept);
+        Ok(prepared_request(Method::POST, url, headers, body))
+    }
+
+    /// [`probe_request`](Self::probe_request) in reqwest's form, its URL parsed in advance.
+    pub(crate) fn prepared_probe_request(&self) -> reqwest::Request {
+        let mut headers = self.headers.clone();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        prepared_request(Method::GET, self.urls.models.clone(), headers, Bytes::new())
+    }
+
+    /// The `Accept` header and the body for `request` sent to the provider model `model`.
+    fn chat_body(request: &ChatRequest, model: &str) -> Result<(HeaderValue, Bytes), LlmError> {
         let body = if model == request.model {
             serde_json::to_vec(request)
         } else {
@@ -167,7 +259,7 @@ impl OpenAiWire {
         } else {
             HeaderValue::from_static("application/json")
         };
-        self.build(Method::POST, &url, accept, Bytes::from(body))
+        Ok((accept, Bytes::from(body)))
     }
 
     /// The probe's HTTP request (see [`models_url`](Self::models_url)).
@@ -323,5 +415,70 @@ mod tests {
         assert_eq!(percent_encode("gpt-4o_v2.1~x"), "gpt-4o_v2.1~x");
         assert_eq!(percent_encode("a/b?c d"), "a%2Fb%3Fc%20d");
         assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
+    use crate::provider::ApiKey;
+    use crate::types::Message;
+
+    /// The parsed-once URL, method and headers of the request the client sends are those of
+    /// the public, string-built [`OpenAiWire::chat_request`].
+    fn assert_prepared_matches(wire: &OpenAiWire, model: &str, stream: bool) {
+        let request = ChatRequest::new(model, vec![Message::user("Hi")]).with_stream(stream);
+        let built = wire.chat_request(&request).unwrap();
+        let prepared = wire.prepared_chat_request(&request).unwrap();
+        assert_eq!(prepared.url().as_str(), built.uri().to_string());
+        assert_eq!(prepared.method(), built.method());
+        assert_eq!(prepared.headers(), built.headers());
+        let body = prepared.body().and_then(reqwest::Body::as_bytes).unwrap();
+        assert_eq!(body, built.body().as_ref());
+    }
+
+    #[test]
+    fn prepared_requests_match_built_ones_for_every_flavour() {
+        let openai = OpenAiWire::new(OpenAiConfig::openai(ApiKey::new("sk-KEY123456"))).unwrap();
+        assert_prepared_matches(&openai, "gpt-4o", false);
+        assert_prepared_matches(&openai, "gpt-4o", true);
+        let compatible = OpenAiWire::new(OpenAiConfig::compatible(
+            "local",
+            "http://127.0.0.1:8080/v1/",
+        ))
+        .unwrap();
+        assert_prepared_matches(&compatible, "llama", false);
+        let azure = OpenAiConfig::azure(
+            "https://res.openai.azure.com/",
+            ApiKey::new("azure-KEY123456"),
+            "2024-10-21",
+        )
+        .map_provider(|p| p.with_model("gpt-4o", "prod gpt/4o"));
+        let azure = OpenAiWire::new(azure).unwrap();
+        // A configured deployment (parsed once) and an unknown one (made from the base).
+        assert_prepared_matches(&azure, "gpt-4o", true);
+        assert_prepared_matches(&azure, "other?model é", false);
+        assert_eq!(
+            azure
+                .prepared_chat_request(&ChatRequest::new("gpt-4o", vec![]))
+                .unwrap()
+                .url()
+                .as_str(),
+            "https://res.openai.azure.com/openai/deployments/prod%20gpt%2F4o/chat/completions?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn prepared_probes_match_built_ones() {
+        let openai = OpenAiWire::new(OpenAiConfig::openai(ApiKey::new("sk-KEY123456"))).unwrap();
+        let azure = OpenAiWire::new(OpenAiConfig::azure(
+            "https://res.openai.azure.com",
+            ApiKey::new("azure-KEY123456"),
+            "2024-10-21",
+        ))
+        .unwrap();
+        for wire in [openai, azure] {
+            let built = wire.probe_request().unwrap();
+            let prepared = wire.prepared_probe_request();
+            assert_eq!(prepared.url().as_str(), built.uri().to_string());
+            assert_eq!(prepared.method(), built.method());
+            assert_eq!(prepared.headers(), built.headers());
+        }
     }
 }
