@@ -1,0 +1,147 @@
+//! The `full_stack` comparison with the stacks interleaved: every round times a short batch
+//! of calls through each stack in turn, and the cost of a stack is read as the median over
+//! rounds of its difference from the bare provider *in the same round*.
+//!
+//! On a shared virtual machine the speed of the CPU drifts by tens of percent over seconds;
+//! criterion measures one function after another, so a drift lands on one function and not
+//! the next. Pairing each stack with a baseline measured a few microseconds earlier cancels
+//! the drift that the two share.
+//!
+//! Run with: `cargo bench -p brace-bench --bench interleaved` (about 30 s; `ROUNDS` and
+//! `BATCH` in the environment change the defaults of 300 rounds of 2 000 calls).
+#![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+// Not every shared stack is timed here.
+#[allow(dead_code)]
+mod common;
+
+use std::time::Duration;
+
+use brace_llm::{ChatRequest, ChatResponse};
+use common::{
+    Backend, brace_stack, failover_stack, gateway, one_call, provider_stack, request,
+    retry_timeout, timeout_only, tower_stack,
+};
+use tokio::runtime::Runtime;
+use tokio::time::Instant;
+use tower::Service;
+
+/// Times `calls` calls through one stack.
+type Timed = Box<dyn FnMut(&Runtime, u64) -> Duration>;
+
+fn timed<S>(mut service: S) -> Timed
+where
+    S: Service<ChatRequest, Response = ChatResponse> + 'static,
+    S::Error: std::fmt::Debug,
+{
+    Box::new(move |rt, calls| {
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..calls {
+                one_call(&mut service).await;
+            }
+            start.elapsed()
+        })
+    })
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn quartiles(values: &mut [f64]) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[values.len() / 4], values[values.len() * 3 / 4])
+}
+
+fn main() {
+    let rounds = env_or("ROUNDS", 300).max(4);
+    let batch = env_or("BATCH", 2_000).max(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _guard = rt.enter();
+    let gateway = gateway();
+    let mut stacks: Vec<(&str, Timed)> = vec![
+        (
+            "bare simulated provider (baseline)",
+            timed(Backend::ok("bare")),
+        ),
+        (
+            "tower retry + timeout",
+            timed(tower_stack(Backend::ok("tower"))),
+        ),
+        ("tower timeout", timed(timeout_only(Backend::ok("timeout")))),
+        (
+            "brace retry → timeout",
+            timed(retry_timeout(Backend::ok("retry"))),
+        ),
+        (
+            "breaker → retry → timeout",
+            timed(provider_stack("breaker", Backend::ok("breaker"), true).0),
+        ),
+        (
+            "failover (3) → breaker → retry → timeout",
+            timed(failover_stack()),
+        ),
+        (
+            "degrade → failover (3) → breaker → retry → timeout (the full stack)",
+            timed(brace_stack(Backend::ok("primary"), true, false).0),
+        ),
+        (
+            "the gateway's stack in-process (`Gateway::call`)",
+            Box::new(move |rt: &Runtime, calls| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..calls {
+                        std::hint::black_box(gateway.call(request()).await.expect("an answer"));
+                    }
+                    start.elapsed()
+                })
+            }),
+        ),
+    ];
+    // Warm every stack up (caches, allocator, lazily built state) before measuring.
+    for (_, stack) in &mut stacks {
+        stack(&rt, batch);
+    }
+    let mut per_call: Vec<Vec<f64>> = vec![Vec::new(); stacks.len()];
+    for round in 0..rounds {
+        // Rotate the order each round so no stack always runs right after another.
+        let n = stacks.len();
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            let elapsed = (stacks[i].1)(&rt, batch);
+            per_call[i].push(elapsed.as_nanos() as f64 / batch as f64);
+        }
+    }
+    let base = per_call[0].clone();
+    println!("{rounds} rounds × {batch} calls per stack, interleaved; ns per call.\n");
+    println!(
+        "| stack | median ns/call | added over bare: median (p25 … p75) | median ratio to bare |"
+    );
+    println!("|---|---|---|---|");
+    for (i, (name, _)) in stacks.iter().enumerate() {
+        let mut own = per_call[i].clone();
+        let mut added: Vec<f64> = per_call[i].iter().zip(&base).map(|(a, b)| a - b).collect();
+        let mut ratio: Vec<f64> = per_call[i].iter().zip(&base).map(|(a, b)| a / b).collect();
+        let (low, high) = quartiles(&mut added);
+        println!(
+            "| {name} | {:.0} | {:+.0} ({:+.0} … {:+.0}) | {:.2}× |",
+            median(&mut own),
+            median(&mut added),
+            low,
+            high,
+            median(&mut ratio),
+        );
+    }
+}
