@@ -163,6 +163,15 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// server, whose read buffer then sees the request head whole. (Reading them through
 /// hyper-util's version detection hands HTTP/1 a 24-byte prefix first, which makes its
 /// 8 KiB read buffer grow to 16 KiB on every connection.)
+/// Sends every write at once: without `TCP_NODELAY`, Nagle's algorithm holds a small write
+/// (a streamed event, a response) while the previous one is unacknowledged — up to the
+/// peer's delayed-ACK time, 40 ms on Linux — a stall between streamed tokens.
+fn configure_socket(stream: &TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     app: axum::Router,
@@ -172,6 +181,7 @@ async fn serve_connection(
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
 
+    configure_socket(&stream);
     let mut preface = [0u8; H2_PREFACE.len()];
     let maybe_h2 = tokio::select! {
         peeked = stream.peek(&mut preface) => match peeked {
@@ -253,4 +263,21 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        drop(client);
+        assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
+        configure_socket(&accepted);
+        assert!(accepted.nodelay().unwrap());
+    }
 }
