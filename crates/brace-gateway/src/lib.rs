@@ -152,6 +152,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How long a connection may take to send a request head (its first byte included) before
+/// it is closed: hyper's own default for HTTP/1.
+const REQUEST_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The HTTP/2 connection preface a client speaking HTTP/2 without TLS starts with.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -178,20 +182,27 @@ async fn serve_connection(
     mut stop: tokio::sync::watch::Receiver<bool>,
     closed: tokio::sync::watch::Receiver<()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
 
     configure_socket(&stream);
     let mut preface = [0u8; H2_PREFACE.len()];
     let maybe_h2 = tokio::select! {
-        peeked = stream.peek(&mut preface) => match peeked {
-            Ok(n) => n > 0 && H2_PREFACE.starts_with(&preface[..n]),
+        peeked = tokio::time::timeout(REQUEST_HEAD_TIMEOUT, stream.peek(&mut preface)) => match peeked {
+            Ok(Ok(n)) => n > 0 && H2_PREFACE.starts_with(&preface[..n]),
             // Let the HTTP/1 server meet the error (or the closed connection) itself.
-            Err(_) => false,
+            Ok(Err(_)) => false,
+            // A connection that never sends a byte is not kept open forever.
+            Err(_) => return,
         },
         _ = stop.wait_for(|stopped| *stopped) => return,
     };
     let mut builder = Builder::new(TokioExecutor::new());
+    // The same bound on every request head that follows, idle keep-alive waits included.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT);
     if !maybe_h2 {
         builder = builder.http1_only();
     }
@@ -279,5 +290,35 @@ mod tests {
         assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
         configure_socket(&accepted);
         assert!(accepted.nodelay().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_is_closed_after_the_head_timeout() {
+        use tokio::io::AsyncReadExt;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mut client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (_closed_tx, closed) = tokio::sync::watch::channel(());
+        let served = tokio::spawn(serve_connection(
+            accepted,
+            axum::Router::new(),
+            stop,
+            closed,
+        ));
+        let started = tokio::time::Instant::now();
+        // The connection is closed from the server's side: the client reads end-of-stream.
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(
+            REQUEST_HEAD_TIMEOUT * 2,
+            client.as_mut().unwrap().read(&mut buf),
+        )
+        .await
+        .expect("closed within the bound");
+        assert_eq!(read.unwrap(), 0);
+        assert!(started.elapsed() >= REQUEST_HEAD_TIMEOUT);
+        served.await.unwrap();
     }
 }
