@@ -16,35 +16,11 @@ mod common;
 use std::process::Command;
 
 use brace_llm::ChatRequest;
-use brace_llm::ChatResponse;
 use common::{
-    Backend, brace_stack, failover_stack, gateway, one_call, provider_stack, request,
-    retry_timeout, timeout_only, tower_stack,
+    Backend, STACKS, brace_stack, build, failover_stack, provider_stack, request, retry_timeout,
+    tower_stack,
 };
 use tower::Service;
-
-/// The stacks, in the order of the table: name, what it is.
-const STACKS: &[(&str, &str)] = &[
-    ("bare", "bare simulated provider (baseline)"),
-    ("tower", "tower retry + timeout"),
-    ("timeout", "tower timeout"),
-    ("retry", "brace retry → timeout"),
-    ("breaker", "breaker → retry → timeout"),
-    ("failover", "failover (3) → breaker → retry → timeout"),
-    ("full", "degrade → failover (3) → breaker → retry → timeout"),
-    (
-        "gateway",
-        "the gateway's stack in-process (`Gateway::call`)",
-    ),
-    (
-        "full_one_retry",
-        "full stack, 1st attempt fails, retry answers (no budget)",
-    ),
-    (
-        "full_primary_open",
-        "full stack, primary's breaker open (secondary answers)",
-    ),
-];
 
 const FEW: u64 = 2_000;
 const MANY: u64 = 12_000;
@@ -158,51 +134,5 @@ fn child(stack: &str, calls: u64) {
         .build()
         .expect("a runtime");
     let _guard = rt.enter();
-    match stack {
-        "bare" => run(&rt, Backend::ok("bare"), calls),
-        "tower" => run(&rt, tower_stack(Backend::ok("tower")), calls),
-        "timeout" => run(&rt, timeout_only(Backend::ok("timeout")), calls),
-        "retry" => run(&rt, retry_timeout(Backend::ok("retry")), calls),
-        "breaker" => run(
-            &rt,
-            provider_stack("breaker", Backend::ok("b"), true).0,
-            calls,
-        ),
-        "failover" => run(&rt, failover_stack(), calls),
-        "full" => run(
-            &rt,
-            brace_stack(Backend::ok("primary"), true, false).0,
-            calls,
-        ),
-        "gateway" => {
-            let gateway = gateway();
-            rt.block_on(async {
-                for _ in 0..calls {
-                    std::hint::black_box(gateway.call(request()).await.expect("an answer"));
-                }
-            });
-        }
-        "full_one_retry" => {
-            let primary = Backend::failing_first_attempts("primary");
-            run(&rt, brace_stack(primary, false, false).0, calls);
-        }
-        "full_primary_open" => {
-            let (stack, primary) = brace_stack(Backend::ok("primary"), true, false);
-            primary.force_open();
-            run(&rt, stack, calls);
-        }
-        other => panic!("unknown stack {other}"),
-    }
-}
-
-fn run<S>(rt: &tokio::runtime::Runtime, mut service: S, calls: u64)
-where
-    S: Service<ChatRequest, Response = ChatResponse>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        for _ in 0..calls {
-            one_call(&mut service).await;
-        }
-    });
+    build(stack)(&rt, calls);
 }

@@ -11,39 +11,9 @@
 //! `BATCH` in the environment change the defaults of 300 rounds of 2 000 calls).
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-// Not every shared stack is timed here.
-#[allow(dead_code)]
 mod common;
 
-use std::time::Duration;
-
-use brace_llm::{ChatRequest, ChatResponse};
-use common::{
-    Backend, brace_stack, failover_stack, gateway, one_call, provider_stack, request,
-    retry_timeout, timeout_only, tower_stack,
-};
-use tokio::runtime::Runtime;
-use tokio::time::Instant;
-use tower::Service;
-
-/// Times `calls` calls through one stack.
-type Timed = Box<dyn FnMut(&Runtime, u64) -> Duration>;
-
-fn timed<S>(mut service: S) -> Timed
-where
-    S: Service<ChatRequest, Response = ChatResponse> + 'static,
-    S::Error: std::fmt::Debug,
-{
-    Box::new(move |rt, calls| {
-        rt.block_on(async {
-            let start = Instant::now();
-            for _ in 0..calls {
-                one_call(&mut service).await;
-            }
-            start.elapsed()
-        })
-    })
-}
+use common::{STACKS, build};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -70,46 +40,10 @@ fn main() {
         .build()
         .expect("a runtime");
     let _guard = rt.enter();
-    let gateway = gateway();
-    let mut stacks: Vec<(&str, Timed)> = vec![
-        (
-            "bare simulated provider (baseline)",
-            timed(Backend::ok("bare")),
-        ),
-        (
-            "tower retry + timeout",
-            timed(tower_stack(Backend::ok("tower"))),
-        ),
-        ("tower timeout", timed(timeout_only(Backend::ok("timeout")))),
-        (
-            "brace retry → timeout",
-            timed(retry_timeout(Backend::ok("retry"))),
-        ),
-        (
-            "breaker → retry → timeout",
-            timed(provider_stack("breaker", Backend::ok("breaker"), true).0),
-        ),
-        (
-            "failover (3) → breaker → retry → timeout",
-            timed(failover_stack()),
-        ),
-        (
-            "degrade → failover (3) → breaker → retry → timeout (the full stack)",
-            timed(brace_stack(Backend::ok("primary"), true, false).0),
-        ),
-        (
-            "the gateway's stack in-process (`Gateway::call`)",
-            Box::new(move |rt: &Runtime, calls| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..calls {
-                        std::hint::black_box(gateway.call(request()).await.expect("an answer"));
-                    }
-                    start.elapsed()
-                })
-            }),
-        ),
-    ];
+    let mut stacks: Vec<(&str, common::Timed)> = STACKS
+        .iter()
+        .map(|&(name, what)| (what, build(name)))
+        .collect();
     // Warm every stack up (caches, allocator, lazily built state) before measuring.
     for (_, stack) in &mut stacks {
         stack(&rt, batch);

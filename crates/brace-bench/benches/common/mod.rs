@@ -1,5 +1,7 @@
-//! The stacks the benchmarks compare, shared by `full_stack` (criterion, wall time) and
-//! `instructions` (instruction counts under valgrind).
+//! The stacks the benchmarks compare, shared by `full_stack` (criterion, wall time),
+//! `interleaved` (paired wall time) and `instructions` (instruction counts under valgrind).
+// Each bench uses a part of it.
+#![allow(dead_code)]
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
@@ -224,4 +226,89 @@ pub fn failover_stack() -> impl Service<ChatRequest, Response = ChatResponse, Er
         .provider(Provider::new("tertiary", provider("tertiary")).priority(3))
         .build()
         .unwrap()
+}
+
+/// Runs `calls` calls through one stack and returns how long they took.
+pub type Timed = Box<dyn FnMut(&tokio::runtime::Runtime, u64) -> Duration>;
+
+fn timed<S>(mut service: S) -> Timed
+where
+    S: Service<ChatRequest, Response = ChatResponse> + 'static,
+    S::Error: std::fmt::Debug,
+{
+    Box::new(move |rt, calls| {
+        rt.block_on(async {
+            let start = tokio::time::Instant::now();
+            for _ in 0..calls {
+                one_call(&mut service).await;
+            }
+            start.elapsed()
+        })
+    })
+}
+
+/// Every stack the `interleaved` and `instructions` benches compare, by name, with what it
+/// is; the first is the baseline.
+pub const STACKS: &[(&str, &str)] = &[
+    ("bare", "bare simulated provider (baseline)"),
+    ("tower", "tower retry + timeout"),
+    ("timeout", "tower timeout"),
+    ("retry", "brace retry → timeout"),
+    ("breaker", "breaker → retry → timeout"),
+    ("failover", "failover (3) → breaker → retry → timeout"),
+    (
+        "full",
+        "degrade → failover (3) → breaker → retry → timeout (the full stack)",
+    ),
+    (
+        "gateway",
+        "the gateway's stack in-process (`Gateway::call`)",
+    ),
+    (
+        "full_one_retry",
+        "full stack, 1st attempt fails, retry answers (no budget)",
+    ),
+    (
+        "full_primary_open",
+        "full stack, primary's breaker open (secondary answers)",
+    ),
+];
+
+/// Builds the stack called `name` in [`STACKS`] (inside a runtime context).
+///
+/// # Panics
+///
+/// On a name that is not in [`STACKS`].
+pub fn build(name: &str) -> Timed {
+    match name {
+        "bare" => timed(Backend::ok("bare")),
+        "tower" => timed(tower_stack(Backend::ok("tower"))),
+        "timeout" => timed(timeout_only(Backend::ok("timeout"))),
+        "retry" => timed(retry_timeout(Backend::ok("retry"))),
+        "breaker" => timed(provider_stack("breaker", Backend::ok("breaker"), true).0),
+        "failover" => timed(failover_stack()),
+        "full" => timed(brace_stack(Backend::ok("primary"), true, false).0),
+        "gateway" => {
+            let gateway = gateway();
+            Box::new(move |rt, calls| {
+                rt.block_on(async {
+                    let start = tokio::time::Instant::now();
+                    for _ in 0..calls {
+                        black_box(gateway.call(request()).await.expect("an answer"));
+                    }
+                    start.elapsed()
+                })
+            })
+        }
+        "full_one_retry" => {
+            let primary = Backend::failing_first_attempts("primary");
+            timed(brace_stack(primary, false, false).0)
+        }
+        "full_primary_open" => {
+            let (stack, primary) = brace_stack(Backend::ok("primary"), true, false);
+            primary.force_open();
+            timed(stack)
+        }
+        other => panic!("unknown stack {other}"),
+    }
 }
