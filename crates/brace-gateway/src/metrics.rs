@@ -4,8 +4,9 @@
 //! process-wide Prometheus recorder (installed once; several gateways in one process share
 //! it, which is what tests do).
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -57,6 +58,34 @@ struct Handles {
 /// created.
 struct Memo<T> {
     map: RwLock<HashMap<&'static str, ByLabels<T>>>,
+}
+
+/// The memo's maps. Their keys are metric names and label values the gateway chooses
+/// (provider and level names from its configuration, fixed outcome names), never input
+/// from a request, so a fast non-keyed hash is safe here; SipHash cost more per request
+/// than the rest of the lookup.
+type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<Fnv>>;
+
+/// FNV-1a, 64-bit.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Handles by the first label value, then the second.
