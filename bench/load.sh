@@ -12,7 +12,13 @@
 #      the target rate ROUND_RATE, ROUNDS alternations of direct then gateway (labels
 #      "direct open 1000 round N", "gateway open 1000 round N") so the added latency is
 #      a same-round difference repeated ROUNDS times, not one pair of runs;
-#   2. 1000 concurrent slow streams (2 s each) through the gateway, for its peak RSS;
+#   2. 1000 concurrent slow streams (2 s each) through the gateway, for its peak RSS: once
+#      with the gateway speaking HTTP/1.1 to the providers (one upstream connection per
+#      stream; labels "... streams 1000"), once with a second gateway configured
+#      `http2_prior_knowledge: true` for every provider (cleartext HTTP/2: the streams share
+#      one upstream connection, as they would over TLS with a real provider; labels
+#      "... streams 1000 h2"); the providers' count of calls by HTTP version is recorded
+#      beside each;
 #   3. chaos: primary failing 30% of requests, then dead; secondary called directly as the
 #      baseline; attempts per request from x-brace-attempts and from the providers' counts;
 #      the dead-primary phase is ROUNDS alternations of "direct secondary R round N" and
@@ -134,10 +140,14 @@ degradation:
 cache:
   enabled: false
 EOF
-# start_gateway NAME: a fresh gateway (new circuit and health state); sets GW_PID, GATEWAY.
+# The same gateway speaking cleartext HTTP/2 (prior knowledge) to its providers.
+sed 's/timeout: 5s }/timeout: 5s, http2_prior_knowledge: true }/' "$OUT/gateway.yaml" > "$OUT/gateway-h2.yaml"
+[ "$(grep -c 'http2_prior_knowledge: true' "$OUT/gateway-h2.yaml")" -eq 3 ] || { echo "gateway-h2.yaml: expected 3 providers with http2_prior_knowledge" >&2; exit 1; }
+# start_gateway NAME [CONFIG]: a fresh gateway (new circuit and health state) with CONFIG
+# (default gateway.yaml); sets GW_PID, GATEWAY.
 start_gateway() {
     if [ -n "${GW_PID:-}" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
-    "$BIN/examples/gateway" --config "$OUT/gateway.yaml" --listen 127.0.0.1:0 > "$OUT/gateway-$1.log" 2>&1 &
+    "$BIN/examples/gateway" --config "${2:-$OUT/gateway.yaml}" --listen 127.0.0.1:0 > "$OUT/gateway-$1.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
     wait_for "$OUT/gateway-$1.log" 100 'listening on'
@@ -184,10 +194,18 @@ fi
 # ---- 2. 1000 concurrent streams (2 s each) -------------------------------------------------
 sim_behavior "$PRIMARY" '{"type":"succeed","chunks":20,"chunk_delay":"100ms"}'
 if has streams; then
-start_gateway streams
 STREAMS=(--mode closed --concurrency 1000 --stream --timeout 20 --warmup 0 --duration 6)
-run "direct streams 1000" "$PRIMARY" "$SIM_PID" "${STREAMS[@]}"
-run "gateway streams 1000" "$GATEWAY" "$GW_PID" "${STREAMS[@]}"
+# streams LABEL URL PID: a streams run with the primary's calls by HTTP version beside it.
+streams() {
+    sim_reset
+    run "$@" "${STREAMS[@]}"
+    echo "{\"label\":\"$1\",\"provider_calls\":$(sim_calls),\"primary\":$(curl -sf -m 5 "$PRIMARY/_sim/stats" | jq -c '{calls, outcomes, http_versions}')}" >> "$RESULTS"
+}
+start_gateway streams
+streams "direct streams 1000" "$PRIMARY" "$SIM_PID"
+streams "gateway streams 1000" "$GATEWAY" "$GW_PID"
+start_gateway streams-h2 "$OUT/gateway-h2.yaml"
+streams "gateway streams 1000 h2" "$GATEWAY" "$GW_PID"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
 fi
 

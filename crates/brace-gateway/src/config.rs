@@ -340,6 +340,13 @@ pub struct ProviderConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// Whether the provider accepts an assistant prefill (stream continuation).
     pub accepts_prefill: bool,
+    /// Speak HTTP/2 to the provider from the first byte (default off). Over plain `http`
+    /// that is cleartext HTTP/2 (h2c), for upstreams known to speak it — an internal proxy,
+    /// another gateway, brace's simulated provider — so that the provider's calls share one
+    /// connection instead of taking one each; a server that only speaks HTTP/1.1 then fails
+    /// every call. Over `https`, HTTP/2 is negotiated anyway where the server offers it.
+    /// Only for providers reached over HTTP (not an in-process `simulated` one).
+    pub http2_prior_knowledge: bool,
     /// Price per million tokens.
     pub price: Option<Price>,
     /// Azure: the `api-version`.
@@ -373,6 +380,8 @@ struct RawProviderConfig {
     stream_idle_timeout: Option<Duration>,
     #[serde(default)]
     accepts_prefill: bool,
+    #[serde(default)]
+    http2_prior_knowledge: bool,
     #[serde(default)]
     price: Option<Price>,
     #[serde(default)]
@@ -441,6 +450,13 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
                 "provider `{name}`: `simulate` is only for kind simulated"
             ));
         }
+        if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
+            return Err(format!(
+                "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
+                 HTTP; this simulated provider runs in-process (set `base_url` to reach one \
+                 over HTTP)"
+            ));
+        }
         Ok(Self {
             name,
             kind,
@@ -453,6 +469,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             first_token_timeout: raw.first_token_timeout,
             stream_idle_timeout: raw.stream_idle_timeout,
             accepts_prefill: raw.accepts_prefill,
+            http2_prior_knowledge: raw.http2_prior_knowledge,
             price: raw.price,
             api_version: raw.api_version,
             simulate: raw.simulate,

@@ -472,7 +472,8 @@ fn client_for(
                 .unwrap_or_else(|| default_base_url(provider.kind()).to_owned()),
         )
         // No default model: every request names its model (the provider's or the route's).
-        .with_timeout(provider.timeout);
+        .with_timeout(provider.timeout)
+        .with_http2_prior_knowledge(provider.http2_prior_knowledge);
         if let Some(idle) = provider.stream_idle_timeout {
             config = config.with_stream_idle_timeout(idle);
         }

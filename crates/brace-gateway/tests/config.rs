@@ -154,3 +154,67 @@ fn unknown_keys_inside_hedging_are_rejected_too() {
         Some(Duration::from_millis(200))
     );
 }
+
+#[test]
+fn http2_prior_knowledge_is_a_provider_key_off_by_default() {
+    let config = GatewayConfig::from_yaml(
+        "providers:\n  - name: internal\n    kind: openai-compatible\n    model: m\n    \
+         base_url: http://127.0.0.1:4000/v1\n    http2_prior_knowledge: true\n  - name: openai\n    \
+         model: gpt-4o\n",
+    )
+    .unwrap();
+    assert!(config.providers[0].http2_prior_knowledge);
+    assert!(!config.providers[1].http2_prior_knowledge);
+}
+
+#[test]
+fn http2_prior_knowledge_must_be_a_boolean_for_a_provider_reached_over_http() {
+    let message = error(
+        "providers:\n  - name: internal\n    kind: openai-compatible\n    model: m\n    \
+         base_url: http://127.0.0.1:4000/v1\n    http2_prior_knowledge: always\n",
+    );
+    assert!(message.contains("boolean"), "{message}");
+    assert!(message.contains("line 6"), "{message}");
+
+    let message = error(
+        "providers:\n  - name: sim\n    kind: simulated\n    model: m\n    http2_prior_knowledge: true\n",
+    );
+    assert!(message.contains("`http2_prior_knowledge`"), "{message}");
+    assert!(message.contains("in-process"), "{message}");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_reaches_the_providers_client() {
+    use brace_llm::sim::{SimConfig, SimHandle, SimServer};
+    use brace_llm::{ChatRequest, Message};
+
+    brace_llm::provider::install_crypto_provider();
+    let h2 = SimServer::start(SimHandle::new(SimConfig::new("h2")))
+        .await
+        .unwrap();
+    let h1 = SimServer::start(SimHandle::new(SimConfig::new("h1")))
+        .await
+        .unwrap();
+    let yaml = |server: &SimServer, prior_knowledge: bool| {
+        format!(
+            "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+             api_key_env: ''\n    base_url: {}/v1\n    http2_prior_knowledge: {prior_knowledge}\n",
+            server.base_url()
+        )
+    };
+    for (server, prior_knowledge, version) in [(&h2, true, "HTTP/2.0"), (&h1, false, "HTTP/1.1")] {
+        let gateway = brace_gateway::Gateway::build(
+            GatewayConfig::from_yaml(&yaml(server, prior_knowledge)).unwrap(),
+        )
+        .unwrap();
+        let request = ChatRequest::new("m", vec![Message::user("hi")]);
+        tokio::time::timeout(Duration::from_secs(30), gateway.call(request))
+            .await
+            .expect("the gateway answered")
+            .unwrap();
+        let versions: Vec<_> = server.handle().stats().http_versions.into_iter().collect();
+        assert_eq!(versions, [(version.to_owned(), 1)]);
+    }
+    h2.shutdown().await;
+    h1.shutdown().await;
+}

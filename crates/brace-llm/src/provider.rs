@@ -23,6 +23,16 @@
 //!   far away);
 //! - an error body is read for at most [`ERROR_BODY_TIMEOUT`] and [`MAX_ERROR_BODY`] bytes.
 //!
+//! # HTTP versions
+//!
+//! Over `https`, HTTP/2 is negotiated with the server (ALPN) and used when it offers it (the
+//! public APIs of OpenAI, Anthropic and Gemini all do): every stream to that host is then
+//! multiplexed over few connections. Over plain `http`, a client speaks HTTP/1.1 (one
+//! connection per request in flight) unless the provider is configured with
+//! [`ProviderConfig::http2_prior_knowledge`], for upstreams known to speak cleartext HTTP/2
+//! (h2c): an internal proxy, another gateway, brace's [`SimServer`](crate::sim::SimServer).
+//! See [`ClientOptions`] for the HTTP/2 settings.
+//!
 //! # Secrets
 //!
 //! An [`ApiKey`] prints as `ApiKey([redacted])`, has no `Display`, and header values built
@@ -252,6 +262,16 @@ pub struct ProviderConfig {
     /// The largest successful (non-streamed) body accepted. Default 32 MiB.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Speak HTTP/2 from the first byte, without negotiating it ("prior knowledge"). Over
+    /// plain `http` this is cleartext HTTP/2 (h2c), for upstreams known to speak it (an
+    /// internal proxy, another gateway, brace's simulated provider): the provider's calls
+    /// are then multiplexed over one connection instead of taking one HTTP/1.1 connection
+    /// each. A server that speaks only HTTP/1.1 fails every call (a connection error), so
+    /// this is off by default. Over `https`, HTTP/2 is negotiated anyway; this only refuses
+    /// HTTP/1.1. Providers with and without it get different pooled clients (see
+    /// [`ClientOptions`]).
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -269,6 +289,7 @@ impl fmt::Debug for ProviderConfig {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("malformed_events", &self.malformed_events)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .finish()
     }
 }
@@ -289,6 +310,7 @@ impl ProviderConfig {
             headers: BTreeMap::new(),
             malformed_events: MalformedEvents::default(),
             max_response_bytes: default_max_response_bytes(),
+            http2_prior_knowledge: false,
         }
     }
 
@@ -353,6 +375,20 @@ impl ProviderConfig {
     pub fn with_malformed_events(mut self, policy: MalformedEvents) -> Self {
         self.malformed_events = policy;
         self
+    }
+
+    /// Speak HTTP/2 from the first byte (cleartext HTTP/2 over `http`): see
+    /// [`http2_prior_knowledge`](Self::http2_prior_knowledge).
+    #[must_use]
+    pub fn with_http2_prior_knowledge(mut self, enabled: bool) -> Self {
+        self.http2_prior_knowledge = enabled;
+        self
+    }
+
+    /// The options of the pooled client this provider's calls go through.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions::new(self.connect_timeout)
+            .with_http2_prior_knowledge(self.http2_prior_knowledge)
     }
 
     /// The provider model for a requested one: the mapping's entry, else `default_model`,
@@ -491,48 +527,166 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The process-wide pooled client for a connect timeout.
+/// How often a ping is sent on an HTTP/2 connection that has streams open but has received
+/// nothing for that long (see [`ClientOptions`]).
+pub const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a ping may go unanswered before its HTTP/2 connection is closed (see
+/// [`ClientOptions`]).
+pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a pooled client is built with: providers whose options are equal share one client
+/// (and its connections) through [`shared_client_with`].
 ///
-/// Every provider with the same connect timeout shares one connection pool (HTTP/1.1
-/// keep-alive, HTTP/2 where the server offers it). Redirects are not followed (an API answer
-/// is never a redirect, and following one could carry a key elsewhere); the system proxy
-/// settings apply.
+/// Every client built from options is the same apart from them: redirects are not followed
+/// (an API answer is never a redirect, and following one could carry a key elsewhere), the
+/// system proxy settings apply, `TCP_NODELAY` is set, idle connections are closed after 90 s.
+///
+/// # HTTP/2
+///
+/// Over `https`, HTTP/2 is used when the server offers it; with
+/// [`http2_prior_knowledge`](Self::http2_prior_knowledge) it is spoken from the first byte,
+/// over plain `http` too (h2c), and HTTP/1.1 is never used. Either way, many calls to one host
+/// share one connection, which changes what a failure of that connection costs, so HTTP/2
+/// connections carry a keep-alive ping:
+///
+/// - while a connection has streams open and has received nothing for
+///   [`HTTP2_KEEP_ALIVE_INTERVAL`], it is pinged; an answer not back within
+///   [`HTTP2_KEEP_ALIVE_TIMEOUT`] closes it, failing every stream on it at once (each an error
+///   the caller can retry or fail over) and taking it out of the pool. A peer host that
+///   vanished is already found by TCP keep-alive (reqwest's default: probes after 15 s of
+///   silence, every 15 s, three tries); the ping also finds a peer whose kernel still
+///   acknowledges but whose HTTP/2 server no longer answers (a wedged process). Without it,
+///   each call on such a connection fails only at its own idle or total timeout, and the
+///   pool keeps sending new calls to it: with HTTP/1.1 a dead connection holds one call,
+///   with HTTP/2 it holds all of them.
+/// - hyper only pings after a whole interval without receiving anything, so a stream that
+///   is sending tokens causes no ping; a slow model that is silent for minutes before its
+///   first token costs one small frame every 30 s. (The price while it is on: a lock and a
+///   clock read per received frame, to note the time.)
+/// - Idle connections are not pinged (some servers, gRPC's among them, close connections
+///   that ping without streams open); the pool closes them after 90 s.
+///
+/// Flow control keeps hyper's defaults (5 MiB per connection, 2 MiB per stream, granted as
+/// data is read, not allocated): LLM streams are a few bytes per token, far from any window,
+/// so an adaptive (BDP-probing) window would only add pings.
+///
+/// The number of concurrent streams on one connection is the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`: calls beyond it wait in the client for a stream to end,
+/// so a server meant to carry many long streams over one connection must allow them (brace's
+/// [`SimServer`](crate::sim::SimServer) allows 10 000).
+///
+/// ```
+/// use std::time::Duration;
+/// use brace_llm::provider::{ClientOptions, ProviderConfig};
+///
+/// let config = ProviderConfig::new("internal", "http://10.0.0.7:4000/v1")
+///     .with_http2_prior_knowledge(true);
+/// assert_eq!(
+///     config.client_options(),
+///     ClientOptions::new(Duration::from_secs(10)).with_http2_prior_knowledge(true),
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientOptions {
+    connect_timeout: Duration,
+    http2_prior_knowledge: bool,
+}
+
+impl ClientOptions {
+    /// Options with `connect_timeout` as the bound on opening a connection, and HTTP/2 only
+    /// where the server offers it over TLS.
+    pub fn new(connect_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            http2_prior_knowledge: false,
+        }
+    }
+
+    /// Speak HTTP/2 from the first byte: see [`ProviderConfig::http2_prior_knowledge`].
+    #[must_use]
+    pub fn with_http2_prior_knowledge(mut self, enabled: bool) -> Self {
+        self.http2_prior_knowledge = enabled;
+        self
+    }
+
+    /// The bound on opening a connection.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// `true` if HTTP/2 is spoken from the first byte.
+    pub fn http2_prior_knowledge(&self) -> bool {
+        self.http2_prior_knowledge
+    }
+}
+
+/// The process-wide pooled client for a connect timeout: [`shared_client_with`] with
+/// [`ClientOptions::new`]`(connect_timeout)`.
 ///
 /// # Errors
 ///
 /// A [`ConfigError`] if the TLS set-up fails (for example, no usable root certificates).
 pub fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
-    static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::new();
+    shared_client_with(ClientOptions::new(connect_timeout))
+}
+
+/// The process-wide pooled client for `options`.
+///
+/// Every provider with the same options shares one client and its connection pool (HTTP/1.1
+/// keep-alive, HTTP/2 where the server offers it or the options require it); providers with
+/// other options (another connect timeout, HTTP/2 prior knowledge or not) get another.
+///
+/// # Errors
+///
+/// A [`ConfigError`] if the TLS set-up fails (for example, no usable root certificates).
+pub fn shared_client_with(options: ClientOptions) -> Result<reqwest::Client, ConfigError> {
+    static CLIENTS: OnceLock<Mutex<HashMap<ClientOptions, reqwest::Client>>> = OnceLock::new();
     let clients = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut clients = clients.lock();
-    if let Some(client) = clients.get(&connect_timeout) {
+    if let Some(client) = clients.get(&options) {
         return Ok(client.clone());
     }
-    let client = build_client(connect_timeout)?;
-    clients.insert(connect_timeout, client.clone());
+    let client = build_client_with(options)?;
+    clients.insert(options, client.clone());
     Ok(client)
 }
 
 /// A new pooled client configured as [`shared_client`]'s (use it to give a provider a pool
-/// of its own).
+/// of its own): [`build_client_with`] with [`ClientOptions::new`]`(connect_timeout)`.
 ///
 /// # Errors
 ///
 /// A [`ConfigError`] if the TLS set-up fails.
 pub fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+    build_client_with(ClientOptions::new(connect_timeout))
+}
+
+/// A new pooled client for `options`, configured as [`shared_client_with`]'s (use it to give
+/// a provider a pool of its own, then [`Transport::with_client`]).
+///
+/// # Errors
+///
+/// A [`ConfigError`] if the TLS set-up fails.
+pub fn build_client_with(options: ClientOptions) -> Result<reqwest::Client, ConfigError> {
     install_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|err| {
-            ConfigError::new(format!(
-                "could not build the HTTP client: {}",
-                crate::error::redact_secrets(&err.without_url().to_string())
-            ))
-        })
+        .http2_keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+        .http2_keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
+        .http2_keep_alive_while_idle(false);
+    if options.http2_prior_knowledge {
+        builder = builder.http2_prior_knowledge();
+    }
+    builder.build().map_err(|err| {
+        ConfigError::new(format!(
+            "could not build the HTTP client: {}",
+            crate::error::redact_secrets(&err.without_url().to_string())
+        ))
+    })
 }
 
 // ===== ProviderStats =====
@@ -599,7 +753,9 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// A transport for `config`'s provider on the [`shared_client`] for its connect timeout.
+    /// A transport for `config`'s provider on the [`shared_client_with`] for its
+    /// [`client_options`](ProviderConfig::client_options) (its connect timeout, HTTP/2 prior
+    /// knowledge or not).
     ///
     /// # Errors
     ///
@@ -607,12 +763,12 @@ impl Transport {
     pub fn new(config: &ProviderConfig) -> Result<Self, ConfigError> {
         Ok(Self::with_client(
             config,
-            shared_client(config.connect_timeout)?,
+            shared_client_with(config.client_options())?,
         ))
     }
 
-    /// A transport for `config`'s provider on a given client (its connect timeout applies,
-    /// not `config`'s).
+    /// A transport for `config`'s provider on a given client (the client's connect timeout
+    /// and HTTP versions apply, not `config`'s).
     ///
     /// The provider's key (if `config` has one) is remembered only to mask it in error
     /// messages, should a provider echo it back.

@@ -679,7 +679,8 @@ async fn control_endpoint_changes_behaviour_at_run_time() {
         .unwrap();
     assert_eq!(
         stats,
-        json!({"calls": 2, "outcomes": {"success": 1, "overloaded": 1}})
+        json!({"calls": 2, "outcomes": {"success": 1, "overloaded": 1},
+               "http_versions": {"HTTP/1.1": 2}})
     );
 
     let invalid = client

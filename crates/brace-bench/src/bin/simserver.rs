@@ -1,7 +1,9 @@
 //! Instant simulated providers over HTTP on `127.0.0.1`, for the load benches.
 //!
 //! Starts one [`SimServer`] per name (each on a free port), prints `NAME URL` per line, then
-//! serves until SIGINT/SIGTERM or `--lifetime` elapses. Each server answers at once and can
+//! serves until SIGINT/SIGTERM or `--lifetime` elapses. Each port speaks HTTP/1.1 and
+//! cleartext HTTP/2 (prior knowledge, up to [`SimServer::MAX_CONCURRENT_STREAMS`] streams per
+//! connection); `GET /_sim/stats` counts the calls by HTTP version. Each server answers at once and can
 //! be steered through `POST /_sim/behavior` (e.g. to fail 30% of requests).
 //!
 //! `simserver --names primary,secondary,tertiary`

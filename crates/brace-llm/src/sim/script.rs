@@ -25,6 +25,11 @@ pub struct SimStats {
     pub calls: u64,
     /// Calls by outcome label.
     pub outcomes: BTreeMap<String, u64>,
+    /// Calls received over HTTP by a [`SimServer`](super::SimServer), by the request's HTTP
+    /// version (`HTTP/1.1`, `HTTP/2.0`): how the client reached it. Empty for calls made
+    /// in-process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub http_versions: BTreeMap<String, u64>,
 }
 
 impl SimStats {
@@ -175,9 +180,17 @@ impl SimHandle {
         state.positions.clear();
     }
 
-    /// Decides what the next call does, and counts it.
-    pub(crate) fn next_plan(&self, request: &ChatRequest) -> Plan {
+    /// Decides what the next call does, and counts it (under its HTTP version too, for a
+    /// call received over HTTP).
+    pub(crate) fn next_plan(&self, request: &ChatRequest, http: Option<http::Version>) -> Plan {
         let mut state = self.shared.state.lock();
+        if let Some(version) = http {
+            *state
+                .stats
+                .http_versions
+                .entry(format!("{version:?}"))
+                .or_insert(0) += 1;
+        }
         let behavior = Arc::clone(&state.behavior);
         let mut delay = Duration::ZERO;
         let mut path = Vec::new();

@@ -13,7 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, StatusCode, Version, header};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +48,16 @@ use crate::error::LlmErrorKind;
 /// answers, hangs (until the client gives up or the server shuts down), connections dropped
 /// after the headers and part of the body, truncated or invalid JSON, streams broken after N
 /// events without `[DONE]`, stalled streams, invalid events and in-band error events.
+///
+/// # HTTP versions
+///
+/// Each connection speaks HTTP/1.1 or cleartext HTTP/2 with prior knowledge (h2c: a client
+/// that opens with the HTTP/2 preface), on the same port. An HTTP/2 connection carries up to
+/// [`MAX_CONCURRENT_STREAMS`](Self::MAX_CONCURRENT_STREAMS) streams at once, so a load
+/// bench's thousand slow streams from one client fit on one connection. The version each
+/// call came over is counted in [`SimStats::http_versions`](super::SimStats::http_versions).
+/// A fault that drops the connection over HTTP/1.1 resets only its stream over HTTP/2
+/// (`RST_STREAM`), which a client sees as the same broken answer.
 ///
 /// Shut down by [`shutdown`](Self::shutdown) or by dropping it.
 ///
@@ -98,6 +112,12 @@ impl fmt::Debug for SimServer {
 }
 
 impl SimServer {
+    /// The most streams one HTTP/2 connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`), 10 000: ten times the load bench's thousand
+    /// concurrent streams. hyper's default, 200, would make a client that multiplexes a
+    /// thousand streams over one connection hold the other 800 back until streams end.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+
     /// Serves `handle`'s script on `127.0.0.1` at a free port.
     ///
     /// # Errors
@@ -127,15 +147,7 @@ impl SimServer {
             handle: handle.clone(),
             shutdown: shutdown.clone(),
         });
-        let signal = shutdown.clone();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { signal.cancelled().await })
-                .await;
-            if let Err(err) = served {
-                tracing::warn!(error = %err, "simulated provider stopped");
-            }
-        });
+        let task = tokio::spawn(serve(listener, app, shutdown.clone()));
         Ok(Self {
             addr,
             handle,
@@ -169,7 +181,8 @@ impl SimServer {
     }
 
     /// Stops accepting, ends hanging and stalled answers (their connections are dropped),
-    /// and waits (at most a second) for open connections to close.
+    /// asks every connection to close once its requests are answered (HTTP/2: `GOAWAY`), and
+    /// waits (at most a second) for open connections to close.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         if let Some(mut task) = self.task.take()
@@ -185,6 +198,59 @@ impl SimServer {
 impl Drop for SimServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Accepts connections until `shutdown`, serving each (HTTP/1.1 or h2c) on its own task;
+/// then asks them all to close gracefully and waits until they have.
+async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(SimServer::MAX_CONCURRENT_STREAMS);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    accept_error(&err, &shutdown).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::trace!(error = %err, "simulated provider connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// What to do after a failed accept: a connection that failed before it was accepted is
+/// skipped; anything else (say, out of file descriptors) is logged and accepting pauses for a
+/// second (or until shutdown), as axum's own accept loop does.
+async fn accept_error(err: &io::Error, shutdown: &CancellationToken) {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %err, "simulated provider: accept error");
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = shutdown.cancelled() => {}
     }
 }
 
@@ -209,16 +275,17 @@ fn app(state: AppState) -> Router {
 
 // ===== routes =====
 
-async fn openai(State(state): State<AppState>, body: Bytes) -> Response {
-    answer(&state, WireFormat::OpenAi, &body, None, false).await
+async fn openai(State(state): State<AppState>, version: Version, body: Bytes) -> Response {
+    answer(&state, version, WireFormat::OpenAi, &body, None, false).await
 }
 
-async fn anthropic(State(state): State<AppState>, body: Bytes) -> Response {
-    answer(&state, WireFormat::Anthropic, &body, None, false).await
+async fn anthropic(State(state): State<AppState>, version: Version, body: Bytes) -> Response {
+    answer(&state, version, WireFormat::Anthropic, &body, None, false).await
 }
 
 async fn gemini(
     State(state): State<AppState>,
+    version: Version,
     Path(target): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -232,7 +299,7 @@ async fn gemini(
         }
     };
     let model = target.split_once(':').map(|(model, _)| model);
-    answer(&state, WireFormat::Gemini, &body, model, stream).await
+    answer(&state, version, WireFormat::Gemini, &body, model, stream).await
 }
 
 async fn models(State(state): State<AppState>) -> Response {
@@ -278,6 +345,7 @@ async fn reset(State(state): State<AppState>) -> Response {
 
 async fn answer(
     state: &AppState,
+    version: Version,
     format: WireFormat,
     body: &[u8],
     model: Option<&str>,
@@ -290,7 +358,7 @@ async fn answer(
             return error_response(format, &failure, 400);
         }
     };
-    let plan = state.handle.next_plan(&request);
+    let plan = state.handle.next_plan(&request, Some(version));
     if plan.delay > Duration::ZERO {
         tokio::select! {
             () = tokio::time::sleep(plan.delay) => {}

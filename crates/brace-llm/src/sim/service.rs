@@ -106,7 +106,7 @@ impl Service<ChatRequest> for SimProvider {
     ///
     /// With a scripted delay, outside a tokio runtime with the time driver.
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        let plan = self.handle.next_plan(&request);
+        let plan = self.handle.next_plan(&request, None);
         let sleep = (plan.delay > Duration::ZERO).then(|| tokio::time::sleep(plan.delay));
         ResponseFuture {
             sleep,
