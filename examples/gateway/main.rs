@@ -9,6 +9,7 @@
 //! - `--listen ADDR`: override the address.
 //! - `--demo`: also drive traffic through the gateway for a while and show a live view of
 //!   requests per provider, errors, circuit states and the degradation level.
+//! - `--worker-threads N`: the number of tokio worker threads (default: one per CPU).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,11 +38,30 @@ struct Args {
     /// Demo requests per second.
     #[arg(long, default_value_t = 40)]
     demo_rate: u32,
+    /// Worker threads of the tokio runtime (default: one per CPU). On a machine the gateway
+    /// shares with other busy processes, fewer workers mean fewer cross-thread wake-ups per
+    /// request (see BENCHMARKS.md).
+    #[arg(long, env = "BRACE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = args.worker_threads {
+        runtime.worker_threads(usize::from(workers));
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> std::process::ExitCode {
     let config = match &args.config {
         Some(path) => match GatewayConfig::from_file(path) {
             Ok(config) => config,
