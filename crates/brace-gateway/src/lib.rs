@@ -40,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+mod request_id;
 pub mod sse;
 pub mod stack;
 
@@ -76,7 +77,7 @@ pub async fn serve(
                 http::header::AUTHORIZATION,
             ]))
             .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-                tower_http::request_id::MakeRequestUuid,
+                request_id::FastRequestId,
             ))
             .layer(
                 tower_http::trace::TraceLayer::new_for_http().make_span_with(

@@ -90,3 +90,42 @@ async fn stopping_closes_idle_keep_alive_connections_without_waiting_for_the_gra
         .unwrap();
     assert!(result.is_ok());
 }
+
+#[tokio::test]
+async fn a_request_without_an_id_gets_a_fresh_uuid_and_a_given_id_is_kept() {
+    let served = serve().await;
+    let client = reqwest::Client::new();
+    let id_of = |response: &reqwest::Response| {
+        response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = client
+        .get(format!("{}/v1/health", served.url))
+        .send()
+        .await
+        .unwrap();
+    let second = client
+        .get(format!("{}/v1/health", served.url))
+        .send()
+        .await
+        .unwrap();
+    let (first, second) = (id_of(&first), id_of(&second));
+    for id in [&first, &second] {
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert_eq!(id.as_bytes()[14], b'4', "version 4: {id}");
+    }
+    assert_ne!(first, second);
+
+    let given = client
+        .get(format!("{}/v1/health", served.url))
+        .header("x-request-id", "caller-chosen-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&given), "caller-chosen-id");
+    let _ = served.stop.send(());
+    served.server.await.unwrap().unwrap();
+}
