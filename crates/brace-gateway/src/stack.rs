@@ -25,7 +25,7 @@ use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::provider::ProviderConfig as ClientConfig;
 use brace_llm::sim::{SimConfig, SimHandle, SimProvider};
-use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind};
+use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
 use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
@@ -690,8 +690,9 @@ fn failover_for(
         };
         let service = match model.clone() {
             Some(model) => {
+                let model = ModelName::from(model);
                 BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
-                    request.model.clone_from(&model);
+                    request.model = model.clone();
                     request
                 }))
             }

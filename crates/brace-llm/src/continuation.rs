@@ -349,7 +349,7 @@ where
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         let splice = (request.is_stream()
-            && request.n.unwrap_or(1) <= 1
+            && request.options().n.unwrap_or(1) <= 1
             && self.config.is_active())
         .then(|| Splice {
             request: request.clone(),

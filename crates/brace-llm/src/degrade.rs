@@ -64,7 +64,7 @@ impl Degradable for ChatRequest {
         if let Some(model) = &shape.model
             && **model != *self.model
         {
-            model.as_ref().clone_into(&mut self.model);
+            self.model = model.into();
             reshaped.model = Some(model.clone());
         }
         if let Some(cap) = shape.max_tokens {
@@ -73,55 +73,51 @@ impl Degradable for ChatRequest {
         let allow = shape.allow;
         if !allow.tools {
             let mut had = self.tools.take().is_some_and(|tools| !tools.is_empty());
-            had |= self.tool_choice.take().is_some();
-            for field in TOOL_EXTRA_FIELDS {
-                had |= self.extra.remove(field).is_some();
+            let options = self.options();
+            if options.tool_choice.is_some()
+                || TOOL_EXTRA_FIELDS
+                    .iter()
+                    .any(|field| options.extra.contains_key(*field))
+            {
+                let options = self.options_mut();
+                had |= options.tool_choice.take().is_some();
+                for field in TOOL_EXTRA_FIELDS {
+                    had |= options.extra.remove(field).is_some();
+                }
             }
             reshaped.removed.tools = had;
         }
         if !allow.stream {
             reshaped.removed.stream = self.is_stream();
             self.stream = None;
-            self.stream_options = None;
+            if self.options().stream_options.is_some() {
+                self.options_mut().stream_options = None;
+            }
         }
         if !allow.images && self.has_images() {
             self.messages = self.messages.iter().map(without_images).collect();
             reshaped.removed.images = true;
         }
-        if !allow.response_format {
-            reshaped.removed.response_format = self.response_format.take().is_some();
+        if !allow.response_format && self.options().response_format.is_some() {
+            self.options_mut().response_format = None;
+            reshaped.removed.response_format = true;
         }
         reshaped
     }
 
     fn write_cache_key(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        // A shallow copy (the conversation and tools are shared) without the fields that do
-        // not change the answer. Struct fields serialize in declaration order and maps
-        // (serde_json's `Map`, a BTreeMap) in key order, so the text is canonical.
-        let view = ChatRequest {
-            model: self.model.clone(),
-            messages: self.messages.clone(),
-            max_tokens: self.max_tokens,
-            max_completion_tokens: self.max_completion_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            n: self.n,
-            stream: None,
-            stream_options: None,
-            stop: self.stop.clone(),
-            tools: self.tools.clone(),
-            tool_choice: self.tool_choice.clone(),
-            response_format: self.response_format.clone(),
-            seed: self.seed,
-            user: None,
-            extra: self.extra.clone(),
-            extensions: http::Extensions::new(),
-        };
+        // The request as written on the wire, without the fields that do not change the
+        // answer. Its fields are written in a fixed order and maps (serde_json's `Map`, a
+        // BTreeMap) in key order, so the text is canonical.
+        let mut view = self.wire();
+        view.stream = None;
+        view.stream_options = None;
+        view.user = None;
         serde_json::to_writer(out, &view).map_err(io::Error::other)
     }
 
     fn is_deterministic(&self) -> bool {
-        self.temperature == Some(0.0) && self.n.unwrap_or(1) <= 1
+        self.temperature == Some(0.0) && self.options().n.unwrap_or(1) <= 1
     }
 
     fn wants_stream(&self) -> bool {
@@ -171,7 +167,14 @@ fn cap_output(request: &mut ChatRequest, cap: u32) -> Option<u32> {
         }
     };
     lower(&mut request.max_tokens);
-    lower(&mut request.max_completion_tokens);
+    // Only a limit the cap lowers is written: writing copies options shared with other clones.
+    if request
+        .options()
+        .max_completion_tokens
+        .is_some_and(|limit| limit > cap)
+    {
+        lower(&mut request.options_mut().max_completion_tokens);
+    }
     if request.output_limit().is_none() {
         request.max_tokens = Some(cap);
     }
@@ -436,7 +439,11 @@ mod tests {
         assert_eq!(request.max_tokens, Some(1024));
         assert!(!request.has_images());
         assert_eq!(request.messages[1].text(), "What is in this picture?");
-        assert!(request.has_tools() && request.is_stream() && request.response_format.is_some());
+        assert!(
+            request.has_tools()
+                && request.is_stream()
+                && request.options().response_format.is_some()
+        );
         assert_eq!(reshaped.model.as_deref(), Some("claude-sonnet-4"));
         assert_eq!(reshaped.max_tokens, Some(1024));
         assert_eq!(reshaped.removed.names().collect::<Vec<_>>(), ["images"]);
@@ -452,10 +459,12 @@ mod tests {
         assert_eq!(request.model, "claude-haiku-4");
         assert_eq!(request.max_tokens, Some(100));
         assert_eq!(reshaped.max_tokens, None);
-        assert!(request.tools.is_none() && request.tool_choice.is_none());
-        assert!(!request.extra.contains_key("parallel_tool_calls"));
-        assert!(request.extra.contains_key("metadata"));
-        assert!(request.response_format.is_none());
+        assert!(request.tools.is_none());
+        let options = request.options();
+        assert!(options.tool_choice.is_none());
+        assert!(!options.extra.contains_key("parallel_tool_calls"));
+        assert!(options.extra.contains_key("metadata"));
+        assert!(options.response_format.is_none());
         assert!(request.is_stream(), "minimal still streams");
         assert_eq!(
             reshaped.removed.names().collect::<Vec<_>>(),
@@ -473,7 +482,7 @@ mod tests {
             },
             ..Shape::unchanged()
         });
-        assert!(!request.is_stream() && request.stream_options.is_none());
+        assert!(!request.is_stream() && request.options().stream_options.is_none());
         assert_eq!(reshaped.removed.names().collect::<Vec<_>>(), ["stream"]);
     }
 
@@ -489,9 +498,9 @@ mod tests {
     #[test]
     fn the_cap_applies_to_max_completion_tokens_too() {
         let mut request = ChatRequest::new("o3", vec![Message::user("hi")]);
-        request.max_completion_tokens = Some(5000);
+        request.options_mut().max_completion_tokens = Some(5000);
         request.reshape(&minimal());
-        assert_eq!(request.max_completion_tokens, Some(256));
+        assert_eq!(request.options().max_completion_tokens, Some(256));
         assert_eq!(request.max_tokens, None);
     }
 
@@ -512,7 +521,9 @@ mod tests {
         );
         let zero = base.clone().with_temperature(0.0);
         assert!(zero.is_deterministic());
-        assert!(!ChatRequest { n: Some(3), ..zero }.is_deterministic());
+        let mut three = zero.clone();
+        three.options_mut().n = Some(3);
+        assert!(!three.is_deterministic());
         assert!(!base.with_temperature(0.7).is_deterministic());
     }
 
@@ -713,8 +724,8 @@ mod tests {
             shuffled_json(&value, seed, &mut text);
             let mut reordered: ChatRequest = serde_json::from_str(&text).unwrap();
             reordered.stream = Some(stream);
-            reordered.stream_options = stream.then(Default::default);
-            reordered.user = user;
+            reordered.options_mut().stream_options = stream.then(Default::default);
+            reordered.options_mut().user = user;
             prop_assert_eq!(key(&plain), key(&reordered));
         }
 

@@ -60,7 +60,7 @@ pub use self::response::{
     ChatResponse, ChatStream, Degradation, Origin, ResponseBody, ResponseMeta, StreamAccumulator,
 };
 pub use self::types::{
-    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Content, ContentPart, Delta,
-    FinishReason, FunctionCall, FunctionCallDelta, FunctionDefinition, ImageUrl, Message, Role,
-    Stop, StreamOptions, Tool, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, ChatOptions, ChatRequest, Choice, ChunkChoice, Content, ContentPart,
+    Delta, FinishReason, FunctionCall, FunctionCallDelta, FunctionDefinition, ImageUrl, Message,
+    ModelName, Role, Stop, StreamOptions, Tool, ToolCall, ToolCallDelta, Usage,
 };

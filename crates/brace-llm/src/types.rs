@@ -1,12 +1,12 @@
 //! The OpenAI chat-completions wire format: requests, messages, tools, completions, stream
 //! chunks and usage.
 //!
-//! Every type keeps the fields it does not model in an `extra` map, so a request or
-//! response from a real client or provider round-trips through brace without losing
-//! anything.
+//! Every type keeps the fields it does not model in an `extra` map (a request in
+//! [`ChatOptions::extra`]), so a request or response from a real client or provider
+//! round-trips through brace without losing anything.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::de::{self, Deserializer};
 use serde::ser::Serializer;
@@ -20,71 +20,55 @@ pub type Extra = Map<String, Value>;
 
 /// A chat-completions request (`POST /v1/chat/completions`).
 ///
-/// Cheap to clone: the conversation and the tool list are shared (`Arc`), so retries and
-/// failover copy only a few scalars. Reshaping a request (say, capping `max_tokens` or
-/// changing `model`) does not copy the conversation.
+/// Small and cheap to clone, because retry, failover and degradation each keep a copy to
+/// send again and move it on every call: the model name, the conversation and the tool list
+/// are shared (`Arc`), and the parameters few requests set ([`ChatOptions`]: `top_p`,
+/// `stop`, `response_format`, `user`, the unknown fields, …) sit together behind one shared
+/// pointer. A clone copies a few scalars and increments reference counts; it never
+/// allocates (unless `extensions` holds something). Reshaping a request (capping
+/// `max_tokens`, changing `model`) copies nothing else; changing an option through
+/// [`options_mut`](Self::options_mut) copies the options once if another clone shares them.
+///
+/// The JSON form is OpenAI's, field for field: the options serialize as top-level fields,
+/// absent ones are left out, and fields brace does not model are kept in
+/// [`ChatOptions::extra`] and written back.
 ///
 /// `extensions` carries per-request data that is not part of the wire format (a preferred
 /// provider, a deadline); it is never serialized.
 ///
 /// ```
-/// use brace_llm::{ChatRequest, Message};
+/// use brace_llm::{ChatRequest, Message, Stop};
 ///
-/// let request = ChatRequest::new("gpt-4o", vec![Message::user("Hello")]).with_max_tokens(64);
+/// let mut request =
+///     ChatRequest::new("gpt-4o", vec![Message::user("Hello")]).with_max_tokens(64);
+/// request.options_mut().stop = Some(Stop::One("\n".into()));
+/// assert_eq!(request.model, "gpt-4o");
+///
 /// let json = serde_json::to_value(&request).unwrap();
 /// assert_eq!(json["messages"][0]["content"], "Hello");
 /// assert_eq!(json["max_tokens"], 64);
+/// assert_eq!(json["stop"], "\n");
+///
+/// let back: ChatRequest = serde_json::from_value(json).unwrap();
+/// assert_eq!(back, request);
 /// ```
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default)]
 pub struct ChatRequest {
     /// The model asked for.
-    pub model: String,
+    pub model: ModelName,
     /// The conversation so far.
     pub messages: Arc<[Message]>,
     /// The most tokens to generate (legacy name, still the most widely supported).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// The most tokens to generate, reasoning included (newer name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_completion_tokens: Option<u32>,
     /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f64>,
-    /// How many choices to generate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
     /// Stream the answer as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    /// Streaming options (`include_usage`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    /// Stop sequences: one string or several.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
     /// Tools the model may call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Arc<[Tool]>>,
-    /// How the model should choose tools (`"auto"`, `"none"`, `"required"` or an object).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
-    /// Structured-output format (`{"type": "json_object"}` or a JSON schema).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<Value>,
-    /// Seed for sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<i64>,
-    /// An end-user identifier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Every other field, kept as it came.
-    #[serde(flatten)]
-    pub extra: Extra,
+    /// The rarely set parameters; `None` (nothing allocated) until one is set.
+    options: Option<Arc<ChatOptions>>,
     /// Per-request data that is not part of the wire format.
-    #[serde(skip)]
     pub extensions: http::Extensions,
 }
 
@@ -107,25 +91,16 @@ impl PartialEq for ChatRequest {
         self.model == other.model
             && self.messages == other.messages
             && self.max_tokens == other.max_tokens
-            && self.max_completion_tokens == other.max_completion_tokens
             && self.temperature == other.temperature
-            && self.top_p == other.top_p
-            && self.n == other.n
             && self.stream == other.stream
-            && self.stream_options == other.stream_options
-            && self.stop == other.stop
             && self.tools == other.tools
-            && self.tool_choice == other.tool_choice
-            && self.response_format == other.response_format
-            && self.seed == other.seed
-            && self.user == other.user
-            && self.extra == other.extra
+            && self.options() == other.options()
     }
 }
 
 impl ChatRequest {
     /// A request for `model` with the given conversation.
-    pub fn new(model: impl Into<String>, messages: impl Into<Arc<[Message]>>) -> Self {
+    pub fn new(model: impl Into<ModelName>, messages: impl Into<Arc<[Message]>>) -> Self {
         Self {
             model: model.into(),
             messages: messages.into(),
@@ -161,6 +136,39 @@ impl ChatRequest {
         self
     }
 
+    /// Replaces the rarely set parameters (`top_p`, `stop`, `user`, unknown fields, …).
+    ///
+    /// ```
+    /// use brace_llm::{ChatRequest, Message, ChatOptions};
+    ///
+    /// let request = ChatRequest::new("gpt-4o", vec![Message::user("Hi")]).with_options(
+    ///     ChatOptions {
+    ///         seed: Some(7),
+    ///         ..ChatOptions::default()
+    ///     },
+    /// );
+    /// assert_eq!(request.options().seed, Some(7));
+    /// ```
+    #[must_use]
+    pub fn with_options(mut self, options: ChatOptions) -> Self {
+        self.options = (!options.is_empty()).then(|| Arc::new(options));
+        self
+    }
+
+    /// The rarely set parameters: `max_completion_tokens`, `top_p`, `n`, `stream_options`,
+    /// `stop`, `tool_choice`, `response_format`, `seed`, `user` and the unknown fields.
+    pub fn options(&self) -> &ChatOptions {
+        self.options
+            .as_deref()
+            .unwrap_or_else(|| ChatOptions::none())
+    }
+
+    /// The rarely set parameters, to change. Clones them first if another copy of the
+    /// request shares them (copy on write), so the other copies do not change.
+    pub fn options_mut(&mut self) -> &mut ChatOptions {
+        Arc::make_mut(self.options.get_or_insert_with(Arc::default))
+    }
+
     /// `true` if the caller asked for a streamed answer.
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
@@ -168,7 +176,8 @@ impl ChatRequest {
 
     /// `true` if the caller asked for a final usage chunk on a stream.
     pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options
+        self.options()
+            .stream_options
             .as_ref()
             .and_then(|options| options.include_usage)
             .unwrap_or(false)
@@ -176,7 +185,7 @@ impl ChatRequest {
 
     /// The effective output-token limit: `max_completion_tokens` if set, else `max_tokens`.
     pub fn output_limit(&self) -> Option<u32> {
-        self.max_completion_tokens.or(self.max_tokens)
+        self.options().max_completion_tokens.or(self.max_tokens)
     }
 
     /// `true` if any message carries an image.
@@ -192,6 +201,7 @@ impl ChatRequest {
     /// Checks what the wire format alone cannot: a model name, at least one message, and
     /// sampling parameters in range. The message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        let options = self.options();
         if self.model.trim().is_empty() {
             return Err("`model` must not be empty".into());
         }
@@ -205,12 +215,12 @@ impl ChatRequest {
                 "`temperature` must be between 0 and 2, got {temperature}"
             ));
         }
-        if let Some(top_p) = self.top_p
+        if let Some(top_p) = options.top_p
             && !(0.0..=1.0).contains(&top_p)
         {
             return Err(format!("`top_p` must be between 0 and 1, got {top_p}"));
         }
-        if self.n == Some(0) {
+        if options.n == Some(0) {
             return Err("`n` must be at least 1".into());
         }
         if self.output_limit() == Some(0) {
@@ -224,6 +234,398 @@ impl ChatRequest {
             }
         }
         Ok(())
+    }
+
+    /// The request as it is written on the wire, borrowed.
+    pub(crate) fn wire(&self) -> WireRequest<'_> {
+        let options = self.options();
+        WireRequest {
+            model: &self.model,
+            messages: &self.messages,
+            max_tokens: self.max_tokens,
+            max_completion_tokens: options.max_completion_tokens,
+            temperature: self.temperature,
+            top_p: options.top_p,
+            n: options.n,
+            stream: self.stream,
+            stream_options: options.stream_options.as_ref(),
+            stop: options.stop.as_ref(),
+            tools: self.tools.as_deref(),
+            tool_choice: options.tool_choice.as_ref(),
+            response_format: options.response_format.as_ref(),
+            seed: options.seed,
+            user: options.user.as_deref(),
+            extra: UnknownFields(&options.extra),
+        }
+    }
+}
+
+impl Serialize for ChatRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ChatRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = OwnedWireRequest::deserialize(deserializer)?;
+        let options = ChatOptions {
+            max_completion_tokens: wire.max_completion_tokens,
+            top_p: wire.top_p,
+            n: wire.n,
+            stream_options: wire.stream_options,
+            stop: wire.stop,
+            tool_choice: wire.tool_choice,
+            response_format: wire.response_format,
+            seed: wire.seed,
+            user: wire.user,
+            extra: wire.extra,
+        };
+        Ok(Self {
+            model: wire.model,
+            messages: wire.messages,
+            max_tokens: wire.max_tokens,
+            temperature: wire.temperature,
+            stream: wire.stream,
+            tools: wire.tools,
+            options: None,
+            extensions: http::Extensions::new(),
+        }
+        .with_options(options))
+    }
+}
+
+/// The names of the fields [`ChatRequest`] models; an unknown field by one of these names
+/// (set by hand in [`ChatOptions::extra`]) is never written, so no field is written twice.
+const REQUEST_FIELDS: [&str; 15] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "stream_options",
+    "stop",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "user",
+];
+
+/// A [`ChatRequest`] as written on the wire: every field at the top level, in the order
+/// brace has always written them (the degradation cache key depends on a stable order).
+#[derive(Serialize)]
+pub(crate) struct WireRequest<'a> {
+    pub(crate) model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) stream_options: Option<&'a StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<&'a str>,
+    #[serde(flatten)]
+    extra: UnknownFields<'a>,
+}
+
+/// The unknown fields, without any that carries a modelled field's name.
+struct UnknownFields<'a>(&'a Extra);
+
+impl Serialize for UnknownFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.0
+                .iter()
+                .filter(|(name, _)| !REQUEST_FIELDS.contains(&name.as_str())),
+        )
+    }
+}
+
+/// A [`ChatRequest`] as read from the wire (named `ChatRequest` so error messages are too).
+#[derive(Deserialize)]
+#[serde(rename = "ChatRequest")]
+struct OwnedWireRequest {
+    model: ModelName,
+    messages: Arc<[Message]>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    tools: Option<Arc<[Tool]>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+/// The parameters of a [`ChatRequest`] that few requests set, kept together behind one
+/// shared pointer so that copying a request stays cheap (see [`ChatRequest::options`] and
+/// [`ChatRequest::options_mut`]). On the wire they are top-level fields of the request.
+///
+/// Its `Debug` shows which options are set and the numeric ones, never `user`, stop
+/// sequences, schemas or unknown fields' values.
+#[derive(Clone, Default, PartialEq)]
+pub struct ChatOptions {
+    /// The most tokens to generate, reasoning included (newer name for `max_tokens`).
+    pub max_completion_tokens: Option<u32>,
+    /// Nucleus sampling.
+    pub top_p: Option<f64>,
+    /// How many choices to generate.
+    pub n: Option<u32>,
+    /// Streaming options (`include_usage`).
+    pub stream_options: Option<StreamOptions>,
+    /// Stop sequences: one string or several.
+    pub stop: Option<Stop>,
+    /// How the model should choose tools (`"auto"`, `"none"`, `"required"` or an object).
+    pub tool_choice: Option<Value>,
+    /// Structured-output format (`{"type": "json_object"}` or a JSON schema).
+    pub response_format: Option<Value>,
+    /// Seed for sampling.
+    pub seed: Option<i64>,
+    /// An end-user identifier.
+    pub user: Option<String>,
+    /// Every other field of the request, kept as it came. An entry named like a modelled
+    /// field (`model`, `top_p`, …) is not written: the modelled field is.
+    pub extra: Extra,
+}
+
+impl ChatOptions {
+    /// Options with nothing set, shared by every request that sets none.
+    fn none() -> &'static Self {
+        static NONE: LazyLock<ChatOptions> = LazyLock::new(ChatOptions::default);
+        &NONE
+    }
+
+    /// `true` if no option is set and there are no unknown fields.
+    pub fn is_empty(&self) -> bool {
+        let Self {
+            max_completion_tokens,
+            top_p,
+            n,
+            stream_options,
+            stop,
+            tool_choice,
+            response_format,
+            seed,
+            user,
+            extra,
+        } = self;
+        max_completion_tokens.is_none()
+            && top_p.is_none()
+            && n.is_none()
+            && stream_options.is_none()
+            && stop.is_none()
+            && tool_choice.is_none()
+            && response_format.is_none()
+            && seed.is_none()
+            && user.is_none()
+            && extra.is_empty()
+    }
+}
+
+impl fmt::Debug for ChatOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatOptions")
+            .field("max_completion_tokens", &self.max_completion_tokens)
+            .field("top_p", &self.top_p)
+            .field("n", &self.n)
+            .field("stream_options", &self.stream_options.is_some())
+            .field("stop", &self.stop.is_some())
+            .field("tool_choice", &self.tool_choice.is_some())
+            .field("response_format", &self.response_format.is_some())
+            .field("seed", &self.seed)
+            .field("user", &self.user.is_some())
+            .field("extra", &self.extra.len())
+            .finish()
+    }
+}
+
+/// A model name, cheap to clone: a shared string (`Arc<str>`), so copying a request for a
+/// retry or another provider does not allocate.
+///
+/// It reads as a `&str` (it dereferences to `str`), compares with `&str` and `String`, and
+/// is made from either. On the wire it is a JSON string.
+///
+/// ```
+/// use brace_llm::ModelName;
+///
+/// let model = ModelName::from("gpt-4o-mini");
+/// assert_eq!(model, "gpt-4o-mini");
+/// assert!(model.starts_with("gpt-4o"));
+/// assert_eq!(model.clone().as_str(), "gpt-4o-mini");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ModelName(Arc<str>);
+
+impl ModelName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for ModelName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ModelName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ModelName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for ModelName {
+    fn from(name: &str) -> Self {
+        Self(name.into())
+    }
+}
+
+impl From<&String> for ModelName {
+    fn from(name: &String) -> Self {
+        Self(name.as_str().into())
+    }
+}
+
+impl From<String> for ModelName {
+    fn from(name: String) -> Self {
+        Self(name.into())
+    }
+}
+
+impl From<Box<str>> for ModelName {
+    fn from(name: Box<str>) -> Self {
+        Self(name.into())
+    }
+}
+
+impl From<Arc<str>> for ModelName {
+    fn from(name: Arc<str>) -> Self {
+        Self(name)
+    }
+}
+
+impl From<&Arc<str>> for ModelName {
+    fn from(name: &Arc<str>) -> Self {
+        Self(Arc::clone(name))
+    }
+}
+
+impl From<&ModelName> for ModelName {
+    fn from(name: &ModelName) -> Self {
+        name.clone()
+    }
+}
+
+impl From<ModelName> for Arc<str> {
+    fn from(name: ModelName) -> Self {
+        name.0
+    }
+}
+
+impl From<ModelName> for String {
+    fn from(name: ModelName) -> Self {
+        name.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for ModelName {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for ModelName {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for ModelName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<ModelName> for str {
+    fn eq(&self, other: &ModelName) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<ModelName> for &str {
+    fn eq(&self, other: &ModelName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl PartialEq<ModelName> for String {
+    fn eq(&self, other: &ModelName) -> bool {
+        **self == *other.0
     }
 }
 

@@ -79,7 +79,7 @@ fn max_tokens_falls_back_on_the_configured_default() {
     let request = ChatRequest::new("claude", vec![Message::user("Hi")]);
     assert_eq!(encode(&request)["max_tokens"], 4096);
     let mut request = request.with_max_tokens(10);
-    request.max_completion_tokens = Some(20);
+    request.options_mut().max_completion_tokens = Some(20);
     assert_eq!(encode(&request)["max_tokens"], 20);
 }
 
@@ -120,12 +120,12 @@ fn tool_choice_maps_each_openai_form() {
     for (choice, expected) in cases {
         let mut request =
             ChatRequest::new("claude", vec![Message::user("Hi")]).with_tools(tools.clone());
-        request.tool_choice = Some(choice);
+        request.options_mut().tool_choice = Some(choice);
         assert_eq!(encode(&request)["tool_choice"], expected);
     }
     // Without tools, tool_choice means nothing and is not sent.
     let mut request = ChatRequest::new("claude", vec![Message::user("Hi")]);
-    request.tool_choice = Some(json!("auto"));
+    request.options_mut().tool_choice = Some(json!("auto"));
     assert!(encode(&request).get("tool_choice").is_none());
 }
 

@@ -107,7 +107,7 @@ async fn streams_from_stream_generate_content_with_alt_sse() {
     )])
     .await;
     let mut request = request().with_stream(true);
-    request.stream_options = Some(brace_llm::StreamOptions {
+    request.options_mut().stream_options = Some(brace_llm::StreamOptions {
         include_usage: Some(true),
         extra: serde_json::Map::new(),
     });

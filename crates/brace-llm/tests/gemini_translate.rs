@@ -53,9 +53,9 @@ fn full_request_translates_to_the_generate_content_format() {
 #[test]
 fn response_format_n_and_seed_go_in_generation_config() {
     let mut request = ChatRequest::new("gemini", vec![Message::user("List three colours")]);
-    request.n = Some(2);
-    request.seed = Some(7);
-    request.response_format = Some(json!({
+    request.options_mut().n = Some(2);
+    request.options_mut().seed = Some(7);
+    request.options_mut().response_format = Some(json!({
         "type": "json_schema",
         "json_schema": {"name": "colours", "schema": {"type": "array", "items": {"type": "string"}}}
     }));
@@ -69,9 +69,9 @@ fn response_format_n_and_seed_go_in_generation_config() {
             "responseSchema": {"type": "array", "items": {"type": "string"}},
         })
     );
-    request.response_format = Some(json!({"type": "json_object"}));
-    request.n = None;
-    request.seed = None;
+    request.options_mut().response_format = Some(json!({"type": "json_object"}));
+    request.options_mut().n = None;
+    request.options_mut().seed = None;
     assert_eq!(
         encode(&request)["generationConfig"],
         json!({"responseMimeType": "application/json"})
@@ -101,7 +101,7 @@ fn tool_choice_becomes_function_calling_config() {
     ] {
         let mut request =
             ChatRequest::new("gemini", vec![Message::user("Hi")]).with_tools(tools.clone());
-        request.tool_choice = Some(choice);
+        request.options_mut().tool_choice = Some(choice);
         assert_eq!(
             encode(&request)["toolConfig"]["functionCallingConfig"],
             expected

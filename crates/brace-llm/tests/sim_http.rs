@@ -895,7 +895,7 @@ async fn requests_in_each_format_are_recorded() {
         let request = server.handle().last_request().unwrap();
         assert_eq!(request.messages.last().unwrap().text(), "hello sim");
     }
-    let models: Vec<String> = server
+    let models: Vec<_> = server
         .handle()
         .requests()
         .into_iter()

@@ -306,7 +306,7 @@ async fn behaviour_changes_at_run_time_for_every_clone() {
 async fn stream_sends_role_content_finish_and_usage_chunks() {
     let sim = sim(Behavior::reply(Reply::new().with_chunks(4)));
     let mut request = stream_request("tell me a story");
-    request.stream_options = Some(StreamOptions {
+    request.options_mut().stream_options = Some(StreamOptions {
         include_usage: Some(true),
         ..StreamOptions::default()
     });

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use brace_core::Classify;
 use brace_llm::{
     ChatChunk, ChatCompletion, ChatRequest, ChatResponse, ChatStream, Content, ContentPart,
-    FinishReason, LlmClassifier, LlmError, LlmErrorKind, Role, StreamAccumulator,
+    FinishReason, LlmClassifier, LlmError, LlmErrorKind, Message, ModelName, Role, Stop,
+    StreamAccumulator,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
@@ -62,8 +63,8 @@ fn full_request_round_trips_with_unknown_fields_kept() {
     assert!(request.is_stream());
     assert!(request.wants_stream_usage());
     assert_eq!(request.output_limit(), Some(600));
-    assert_eq!(request.extra["logprobs"], true);
-    assert_eq!(request.extra["reasoning_effort"], "medium");
+    assert_eq!(request.options().extra["logprobs"], true);
+    assert_eq!(request.options().extra["reasoning_effort"], "medium");
     let Some(Content::Parts(parts)) = &request.messages[1].content else {
         panic!("expected parts");
     };
@@ -77,6 +78,190 @@ fn full_request_round_trips_with_unknown_fields_kept() {
         Some("call_abc123")
     );
     assert_eq!(request.validate(), Ok(()));
+}
+
+/// A request with every modelled field set and three unknown ones, written as brace writes
+/// it: compact, fields in brace's order, unknown fields last in key order.
+const EVERY_FIELD: &str = concat!(
+    r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}],"#,
+    r#""max_tokens":512,"max_completion_tokens":600,"temperature":0.7,"top_p":0.9,"n":2,"#,
+    r#""stream":true,"stream_options":{"include_usage":true,"chunk_size":4},"#,
+    r#""stop":["\n\nUser:"],"#,
+    r#""tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"#,
+    r#""tool_choice":"auto","response_format":{"type":"json_object"},"seed":42,"#,
+    r#""user":"user-1234","logprobs":true,"metadata":{"session":"abc"},"#,
+    r#""reasoning_effort":"medium"}"#,
+);
+
+#[test]
+fn request_with_every_field_round_trips_byte_for_byte() {
+    let request: ChatRequest = serde_json::from_str(EVERY_FIELD).unwrap();
+    assert_eq!(request.max_tokens, Some(512));
+    assert_eq!(request.temperature, Some(0.7));
+    let options = request.options();
+    assert_eq!(options.max_completion_tokens, Some(600));
+    assert_eq!(options.top_p, Some(0.9));
+    assert_eq!(options.n, Some(2));
+    assert_eq!(options.seed, Some(42));
+    assert_eq!(options.user.as_deref(), Some("user-1234"));
+    assert_eq!(options.stop, Some(Stop::Many(vec!["\n\nUser:".into()])));
+    assert_eq!(
+        options.extra.keys().collect::<Vec<_>>(),
+        ["logprobs", "metadata", "reasoning_effort"],
+        "only the unknown fields are kept apart"
+    );
+
+    let text = serde_json::to_string(&request).unwrap();
+    assert_eq!(text, EVERY_FIELD);
+    assert_eq!(
+        serde_json::to_value(&request).unwrap(),
+        serde_json::from_str::<Value>(EVERY_FIELD).unwrap()
+    );
+    let again: ChatRequest = serde_json::from_str(&text).unwrap();
+    assert_eq!(again, request);
+}
+
+/// `ChatRequest` as it was declared before its rarely set fields moved behind a pointer (the
+/// same field types, all flat): the reference for its wire format.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FlatChatRequest {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stream_options: Option<brace_llm::StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<brace_llm::Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, Value>,
+}
+
+#[test]
+fn request_fixtures_serialize_exactly_as_the_flat_layout_did() {
+    for path in [
+        "openai/request_full.json",
+        "anthropic/chat_request.json",
+        "gemini/chat_request.json",
+    ] {
+        let json = fixture(path);
+        let request: ChatRequest = serde_json::from_str(&json).unwrap();
+        let flat: FlatChatRequest = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            serde_json::to_string(&flat).unwrap(),
+            "{path}"
+        );
+    }
+    let minimal = ChatRequest::new("m", vec![Message::user("hi")]);
+    assert_eq!(
+        serde_json::to_string(&minimal).unwrap(),
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        "absent fields are left out"
+    );
+}
+
+#[test]
+fn unknown_field_named_like_a_known_one_is_not_written_twice() {
+    let mut request = ChatRequest::new("gpt-4o", vec![Message::user("hi")]).with_max_tokens(5);
+    let extra = &mut request.options_mut().extra;
+    extra.insert("model".into(), "other".into());
+    extra.insert("max_tokens".into(), 9.into());
+    extra.insert("user".into(), "someone".into());
+    extra.insert("logprobs".into(), true.into());
+    let text = serde_json::to_string(&request).unwrap();
+    assert_eq!(
+        text,
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"logprobs":true}"#
+    );
+}
+
+#[test]
+fn clones_share_options_until_one_changes_them() {
+    let original: ChatRequest = serde_json::from_str(EVERY_FIELD).unwrap();
+    let mut copy = original.clone();
+    assert!(std::ptr::eq(original.options(), copy.options()));
+    assert!(std::sync::Arc::ptr_eq(&original.messages, &copy.messages));
+    assert_eq!(original.model.as_ptr(), copy.model.as_ptr());
+
+    copy.options_mut().seed = Some(1);
+    copy.options_mut().extra.remove("logprobs");
+    assert!(!std::ptr::eq(original.options(), copy.options()));
+    assert_eq!(original.options().seed, Some(42));
+    assert!(original.options().extra.contains_key("logprobs"));
+    assert_eq!(copy.options().seed, Some(1));
+    assert_ne!(copy, original);
+}
+
+#[test]
+fn request_without_options_equals_one_with_emptied_options() {
+    let plain = ChatRequest::new("gpt-4o", vec![Message::user("hi")]);
+    let mut emptied = plain.clone();
+    emptied.options_mut().seed = Some(3);
+    emptied.options_mut().seed = None;
+    assert!(emptied.options().is_empty());
+    assert_eq!(plain, emptied);
+    assert_eq!(
+        serde_json::to_string(&plain).unwrap(),
+        serde_json::to_string(&emptied).unwrap()
+    );
+}
+
+#[test]
+fn chat_request_stays_small() {
+    // Retry, failover and degradation each keep the request in their response futures and
+    // move it on every call: every byte here is copied several times per call. 96 bytes on a
+    // 64-bit target: model, messages and tools (16 each), temperature (16), max_tokens (8),
+    // stream, the options pointer and extensions (8 each).
+    let size = std::mem::size_of::<ChatRequest>();
+    assert!(size <= 96, "ChatRequest grew to {size} bytes");
+}
+
+#[test]
+fn request_debug_shows_no_content() {
+    let request: ChatRequest = serde_json::from_str(EVERY_FIELD).unwrap();
+    let debug = format!("{request:?} {:?}", request.options());
+    for secret in ["Hi", "user-1234", "User:", "session", "json_object", "abc"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("gpt-4o"), "{debug}");
+}
+
+#[test]
+fn model_name_reads_and_compares_as_a_string() {
+    let model = ModelName::from("gpt-4o-mini");
+    assert_eq!(model, "gpt-4o-mini");
+    assert_eq!("gpt-4o-mini", model);
+    assert_eq!(model, String::from("gpt-4o-mini"));
+    assert!(model.starts_with("gpt-4o"));
+    assert_eq!(model.to_string(), "gpt-4o-mini");
+    assert_eq!(format!("{model:?}"), r#""gpt-4o-mini""#);
+    assert_eq!(serde_json::to_string(&model).unwrap(), r#""gpt-4o-mini""#);
+    let back: ModelName = serde_json::from_str(r#""gpt-4o-mini""#).unwrap();
+    assert_eq!(back, model);
+    let mut names = std::collections::HashSet::new();
+    names.insert(model);
+    assert!(names.contains("gpt-4o-mini"));
 }
 
 #[test]

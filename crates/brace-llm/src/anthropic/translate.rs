@@ -261,6 +261,7 @@ fn build<'a>(
     request: &'a ChatRequest,
     options: RequestOptions<'a>,
 ) -> Result<MessagesRequest<'a>, LlmError> {
+    let params = request.options();
     let mut system: Vec<Block<'_>> = Vec::new();
     let mut turns: Vec<Turn<'_>> = Vec::with_capacity(request.messages.len());
     for message in request.messages.iter() {
@@ -335,13 +336,13 @@ fn build<'a>(
                 })
                 .collect()
         });
-    let parallel = request
+    let parallel = params
         .extra
         .get("parallel_tool_calls")
         .and_then(Value::as_bool);
     let tool_choice = tools
         .as_ref()
-        .and(request.tool_choice.as_ref())
+        .and(params.tool_choice.as_ref())
         .and_then(|choice| tool_choice(choice, parallel))
         .or_else(|| {
             (tools.is_some() && parallel == Some(false))
@@ -350,11 +351,11 @@ fn build<'a>(
 
     let mut extra = Map::new();
     for key in PASS_THROUGH {
-        if let Some(value) = request.extra.get(key) {
+        if let Some(value) = params.extra.get(key) {
             extra.insert(key.to_owned(), value.clone());
         }
     }
-    if let Some(user) = &request.user
+    if let Some(user) = &params.user
         && !extra.contains_key("metadata")
     {
         extra.insert("metadata".into(), serde_json::json!({"user_id": user}));
@@ -372,13 +373,13 @@ fn build<'a>(
         max_tokens: request.output_limit().unwrap_or(options.default_max_tokens),
         messages: turns,
         system: system_prompt(system),
-        stop_sequences: request.stop.as_ref().map(|stop| match stop {
+        stop_sequences: params.stop.as_ref().map(|stop| match stop {
             crate::types::Stop::One(one) => vec![one.as_str()],
             crate::types::Stop::Many(many) => many.iter().map(String::as_str).collect(),
         }),
         // Anthropic's range is 0..=1, OpenAI's 0..=2.
         temperature: request.temperature.map(|t| t.clamp(0.0, 1.0)),
-        top_p: request.top_p,
+        top_p: params.top_p,
         tools,
         tool_choice,
         stream: request.is_stream(),

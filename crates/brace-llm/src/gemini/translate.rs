@@ -240,6 +240,7 @@ fn tool_config(choice: &Value) -> Option<Value> {
 }
 
 fn build(request: &ChatRequest) -> Result<GenerateContentRequest<'_>, LlmError> {
+    let options = request.options();
     let mut system: Vec<Part<'_>> = Vec::new();
     let mut contents: Vec<GeminiContent<'_>> = Vec::with_capacity(request.messages.len());
     // Gemini answers a function call by name; OpenAI by call id.
@@ -313,10 +314,10 @@ fn build(request: &ChatRequest) -> Result<GenerateContentRequest<'_>, LlmError> 
         });
     let tool_config = tools
         .as_ref()
-        .and(request.tool_choice.as_ref())
+        .and(options.tool_choice.as_ref())
         .and_then(tool_config);
 
-    let (response_mime_type, response_schema) = match &request.response_format {
+    let (response_mime_type, response_schema) = match &options.response_format {
         Some(format) => match format.get("type").and_then(Value::as_str) {
             Some("json_object") => (Some("application/json"), None),
             Some("json_schema") => (
@@ -332,7 +333,7 @@ fn build(request: &ChatRequest) -> Result<GenerateContentRequest<'_>, LlmError> 
 
     let mut extra = Map::new();
     for key in PASS_THROUGH {
-        if let Some(value) = request.extra.get(key) {
+        if let Some(value) = options.extra.get(key) {
             extra.insert(key.to_owned(), value.clone());
         }
     }
@@ -348,16 +349,16 @@ fn build(request: &ChatRequest) -> Result<GenerateContentRequest<'_>, LlmError> 
         generation_config: GenerationConfig {
             max_output_tokens: request.output_limit(),
             temperature: request.temperature,
-            top_p: request.top_p,
-            top_k: request.extra.get("top_k"),
-            stop_sequences: request.stop.as_ref().map(|stop| match stop {
+            top_p: options.top_p,
+            top_k: options.extra.get("top_k"),
+            stop_sequences: options.stop.as_ref().map(|stop| match stop {
                 Stop::One(one) => vec![one.as_str()],
                 Stop::Many(many) => many.iter().map(String::as_str).collect(),
             }),
-            candidate_count: request.n,
-            seed: request.seed,
-            presence_penalty: request.extra.get("presence_penalty"),
-            frequency_penalty: request.extra.get("frequency_penalty"),
+            candidate_count: options.n,
+            seed: options.seed,
+            presence_penalty: options.extra.get("presence_penalty"),
+            frequency_penalty: options.extra.get("frequency_penalty"),
             response_mime_type,
             response_schema,
         },

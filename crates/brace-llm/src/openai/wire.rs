@@ -241,14 +241,9 @@ impl OpenAiWire {
 
     /// The `Accept` header and the body for `request` sent to the provider model `model`.
     fn chat_body(request: &ChatRequest, model: &str) -> Result<(HeaderValue, Bytes), LlmError> {
-        let body = if model == request.model {
-            serde_json::to_vec(request)
-        } else {
-            let mut request = request.clone();
-            model.clone_into(&mut request.model);
-            serde_json::to_vec(&request)
-        }
-        .map_err(|err| {
+        let mut wire = request.wire();
+        wire.model = model;
+        let body = serde_json::to_vec(&wire).map_err(|err| {
             LlmError::new(
                 LlmErrorKind::BadRequest,
                 format!("the request cannot be serialized: {err}"),

@@ -441,7 +441,7 @@ impl ReplyPlan {
             .model
             .clone()
             .or_else(|| configured_model.map(str::to_owned))
-            .unwrap_or_else(|| request.model.clone());
+            .unwrap_or_else(|| request.model.to_string());
         Self {
             call,
             id: format!("chatcmpl-sim-{call}"),

@@ -91,7 +91,7 @@ pub const TEXT: &str = "one two three four five six seven eight nine ten eleven 
 pub fn request() -> ChatRequest {
     let mut request =
         ChatRequest::new("m", vec![Message::user("count to twelve")]).with_stream(true);
-    request.stream_options = Some(brace_llm::StreamOptions {
+    request.options_mut().stream_options = Some(brace_llm::StreamOptions {
         include_usage: Some(true),
         ..Default::default()
     });
