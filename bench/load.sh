@@ -29,7 +29,8 @@
 #
 # Environment: DURATION (measured seconds per phase, default 5), RATES (default
 # "500 1000 2000 5000"), ROUNDS (5; 0 turns the rounds off and measures ROUND_RATE once
-# like the other rates), ROUND_RATE (1000), ROUND_DURATION (measured seconds per round,
+# like the other rates), ROUND_RATE (1000), ROUND_WORKERS (1: a second gateway with that many
+# tokio workers joins the rounds; empty turns it off), ROUND_DURATION (measured seconds per round,
 # default 5, or DURATION if that is less), CHAOS_RATE (500), LITELLM_RATES (default "10 25 50"),
 # LITELLM_DURATION (10), LL_CHAOS_RATE (20), SKIP_LITELLM, LITELLM_VENV,
 # PHASES (default "load closed streams chaos litellm"), CARGO_TARGET_DIR. Every loop is
@@ -44,6 +45,7 @@ DURATION=${DURATION:-5}
 RATES=${RATES:-"500 1000 2000 5000"}
 ROUNDS=${ROUNDS:-5}
 ROUND_RATE=${ROUND_RATE:-1000}
+ROUND_WORKERS=${ROUND_WORKERS-1}
 ROUND_DURATION=${ROUND_DURATION:-$(awk -v d="$DURATION" 'BEGIN { print (d < 5 ? d : 5) }')}
 LITELLM_RATES=${LITELLM_RATES:-"10 25 50"}
 LITELLM_DURATION=${LITELLM_DURATION:-10}
@@ -176,11 +178,27 @@ for rate in $RATES; do
     run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
     run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
 done
-# The target rate: rounds of direct then gateway, each round's pair back to back.
+# The target rate: rounds of direct then gateway, each round's runs back to back. With
+# ROUND_WORKERS set, a second gateway started with `--worker-threads $ROUND_WORKERS` runs
+# in the same rounds, third ("gateway-${ROUND_WORKERS}w open ... round N").
+if [ "$ROUNDS" -gt 0 ] && [ -n "$ROUND_WORKERS" ]; then
+    "$BIN/examples/gateway" --config "$OUT/gateway.yaml" --listen 127.0.0.1:0 \
+        --worker-threads "$ROUND_WORKERS" > "$OUT/gateway-workers.log" 2>&1 &
+    GWW_PID=$!
+    PIDS+=("$GWW_PID")
+    wait_for "$OUT/gateway-workers.log" 100 'listening on'
+    GATEWAY_W=$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-workers.log")
+    log "gateway (--worker-threads $ROUND_WORKERS): $GATEWAY_W (pid $GWW_PID)"
+    run "warmup gateway-w" "$GATEWAY_W" "$GWW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
+fi
 for round in $(seq "$ROUNDS"); do
     run "direct open $ROUND_RATE round $round" "$PRIMARY" "$SIM_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
     run "gateway open $ROUND_RATE round $round" "$GATEWAY" "$GW_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
+    if [ -n "${GWW_PID:-}" ]; then
+        run "gateway-${ROUND_WORKERS}w open $ROUND_RATE round $round" "$GATEWAY_W" "$GWW_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
+    fi
 done
+if [ -n "${GWW_PID:-}" ]; then kill "$GWW_PID" 2>/dev/null || true; wait "$GWW_PID" 2>/dev/null || true; fi
 fi
 # A fresh gateway: an overloaded open-loop phase leaves connections and memory behind.
 if has closed; then

@@ -143,6 +143,13 @@ def main():
     for rate in rates:
         rounds_table(f"Open loop at {rate} req/s, repeated", runs, f"direct open {rate}",
                      f"gateway open {rate}")
+        # The same rounds through a gateway started with --worker-threads N (load.sh's
+        # ROUND_WORKERS), if the run had one.
+        for label in sorted({m.group("base") for m in map(ROUND.match, runs) if m}):
+            if re.fullmatch(rf"gateway-\d+w open {rate}", label):
+                workers = label.split("-")[1].split("w")[0]
+                rounds_table(f"Open loop at {rate} req/s, repeated, gateway with "
+                             f"--worker-threads {workers}", runs, f"direct open {rate}", label)
 
     print("\n### Closed loop (maximum throughput)\n")
     print("| target | workers | throughput (req/s) | ratio to direct | p50 / p99 / max (µs) | errors "
