@@ -580,7 +580,7 @@ pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// use std::time::Duration;
 /// use brace_llm::provider::{ClientOptions, ProviderConfig};
 ///
-/// let config = ProviderConfig::new("internal", "http://10.0.0.7:4000/v1")
+/// let config = ProviderConfig::new("internal", "http://127.0.0.1:4000/v1")
 ///     .with_http2_prior_knowledge(true);
 /// assert_eq!(
 ///     config.client_options(),
