@@ -148,13 +148,26 @@ sed 's/timeout: 5s }/timeout: 5s, http2_prior_knowledge: true }/' "$OUT/gateway.
 # start_gateway NAME [CONFIG]: a fresh gateway (new circuit and health state) with CONFIG
 # (default gateway.yaml); sets GW_PID, GATEWAY.
 start_gateway() {
-    if [ -n "${GW_PID:-}" ]; then kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true; fi
-    "$BIN/examples/gateway" --config "${2:-$OUT/gateway.yaml}" --listen 127.0.0.1:0 > "$OUT/gateway-$1.log" 2>&1 &
-    GW_PID=$!
-    PIDS+=("$GW_PID")
-    wait_for "$OUT/gateway-$1.log" 100 'listening on'
-    GATEWAY=$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-$1.log")
-    log "gateway ($1): $GATEWAY (pid $GW_PID)"
+    stop_pid "${GW_PID:-}"
+    launch_gateway "$1" "${2:-$OUT/gateway.yaml}"
+    GW_PID=$LAUNCHED_PID
+    GATEWAY=$LAUNCHED_URL
+}
+# launch_gateway NAME CONFIG [GATEWAY-ARGS...]: starts a gateway, waits until it listens;
+# sets LAUNCHED_PID and LAUNCHED_URL.
+launch_gateway() {
+    local name=$1 config=$2
+    shift 2
+    "$BIN/examples/gateway" --config "$config" --listen 127.0.0.1:0 "$@" > "$OUT/gateway-$name.log" 2>&1 &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+    wait_for "$OUT/gateway-$name.log" 100 'listening on'
+    LAUNCHED_URL=$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-$name.log")
+    log "gateway ($name): $LAUNCHED_URL (pid $LAUNCHED_PID)"
+}
+# stop_pid PID: stops a process started here (nothing if PID is empty).
+stop_pid() {
+    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
 }
 start_gateway load
 echo "gateway_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$GW_PID/status)" >> "$OUT/machine.txt"
@@ -182,13 +195,9 @@ done
 # ROUND_WORKERS set, a second gateway started with `--worker-threads $ROUND_WORKERS` runs
 # in the same rounds, third ("gateway-${ROUND_WORKERS}w open ... round N").
 if [ "$ROUNDS" -gt 0 ] && [ -n "$ROUND_WORKERS" ]; then
-    "$BIN/examples/gateway" --config "$OUT/gateway.yaml" --listen 127.0.0.1:0 \
-        --worker-threads "$ROUND_WORKERS" > "$OUT/gateway-workers.log" 2>&1 &
-    GWW_PID=$!
-    PIDS+=("$GWW_PID")
-    wait_for "$OUT/gateway-workers.log" 100 'listening on'
-    GATEWAY_W=$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-workers.log")
-    log "gateway (--worker-threads $ROUND_WORKERS): $GATEWAY_W (pid $GWW_PID)"
+    launch_gateway "workers-$ROUND_WORKERS" "$OUT/gateway.yaml" --worker-threads "$ROUND_WORKERS"
+    GWW_PID=$LAUNCHED_PID
+    GATEWAY_W=$LAUNCHED_URL
     run "warmup gateway-w" "$GATEWAY_W" "$GWW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
 fi
 for round in $(seq "$ROUNDS"); do
@@ -198,7 +207,7 @@ for round in $(seq "$ROUNDS"); do
         run "gateway-${ROUND_WORKERS}w open $ROUND_RATE round $round" "$GATEWAY_W" "$GWW_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
     fi
 done
-if [ -n "${GWW_PID:-}" ]; then kill "$GWW_PID" 2>/dev/null || true; wait "$GWW_PID" 2>/dev/null || true; fi
+stop_pid "${GWW_PID:-}"
 fi
 # A fresh gateway: an overloaded open-loop phase leaves connections and memory behind.
 if has closed; then
@@ -259,14 +268,14 @@ fi
 echo "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
 fi
-start_gateway peer
 
 # ---- 4. LiteLLM's proxy ------------------------------------------------------------------
 if [ "$SKIP_LITELLM" = 1 ] || ! has litellm; then
-    echo "litellm: skipped (SKIP_LITELLM=1)" >> "$OUT/machine.txt"
+    echo "litellm: skipped (SKIP_LITELLM=1 or not in PHASES)" >> "$OUT/machine.txt"
     echo "loadavg_after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
     exit 0
 fi
+start_gateway peer
 if [ ! -x "$VENV/bin/litellm" ]; then
     log "installing litellm[proxy]==$LITELLM_VERSION into $VENV"
     if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"; } > "$OUT/litellm-install.log" 2>&1; then
