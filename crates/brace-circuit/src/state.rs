@@ -14,7 +14,7 @@ use std::time::Duration;
 use brace_core::{CircuitOpen, FailureClass, Outcome, Verdict};
 use parking_lot::Mutex;
 use serde::Serialize;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicU32};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     open_until: AtomicU64,
     half_open_until: AtomicU64,
     not_permitted: AtomicU64,
+    /// Failures in a row in closed state, for the consecutive-failures rule.
+    consecutive: AtomicU32,
     /// The class of the last recorded failure (an index into `FailureClass::ALL`).
     last_failure: AtomicU8,
     /// The class of the failure that opened the breaker, `NO_CAUSE` when forced open.
@@ -235,6 +237,7 @@ impl Shared {
             open_until: AtomicU64::new(0),
             half_open_until: AtomicU64::new(u64::MAX),
             not_permitted: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
             last_failure: AtomicU8::new(NO_CAUSE),
             open_cause: AtomicU8::new(NO_CAUSE),
             transitions: Mutex::new(Transitions {
@@ -425,6 +428,12 @@ impl Shared {
                 if !(current || late) {
                     return;
                 }
+                if current
+                    && self.consecutive_trips(sample.failed)
+                    && word.state() == CircuitState::Closed
+                {
+                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(Instant::now));
+                }
                 let elapsed = now.map_or(Duration::ZERO, |now| self.since_base(now));
                 let Some(totals) = self.closed.record(sample, elapsed) else {
                     // Unchanged totals were judged when they were last changed.
@@ -459,6 +468,22 @@ impl Shared {
         }
     }
 
+    /// Counts a closed-state call for the consecutive-failures rule; `true` when it trips.
+    fn consecutive_trips(&self, failed: bool) -> bool {
+        let Some(limit) = self.settings.consecutive_failures else {
+            return false;
+        };
+        if failed {
+            self.consecutive.fetch_add(1, Ordering::Relaxed) + 1 >= limit
+        } else {
+            // Only a write when there is a run to end: successes stay read-only.
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            false
+        }
+    }
+
     /// Moves from `expected` (same generation and state) to `to`; does nothing if the
     /// breaker has moved on since `expected` was read.
     fn try_transition(self: &Arc<Self>, expected: Word, to: CircuitState, now: Instant) -> bool {
@@ -489,6 +514,7 @@ impl Shared {
         let now = Instant::now();
         if current.state() == CircuitState::Closed {
             self.closed.reset();
+            self.consecutive.store(0, Ordering::Relaxed);
             self.not_permitted.store(0, Ordering::Relaxed);
             transitions.attempts = 0;
             let next = Word::new(current.next_generation(), CircuitState::Closed, 0);
@@ -535,6 +561,7 @@ impl Shared {
                 self.half_open_until.store(until, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
+                self.consecutive.store(0, Ordering::Relaxed);
                 self.closed.reset();
                 self.not_permitted.store(0, Ordering::Relaxed);
                 transitions.attempts = 0;

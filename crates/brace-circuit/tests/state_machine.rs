@@ -754,3 +754,42 @@ async fn a_successful_probe_moves_an_open_circuit_to_half_open_early() {
     assert!(!h.handle.try_half_open());
     assert_eq!(h.handle.state(), CircuitState::ForcedOpen);
 }
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_and_the_failure_rate_work_side_by_side() {
+    // A window of 10 calls (5 needed) at 50 %, plus 3 failures in a row.
+    let layer = || {
+        CircuitBreakerLayer::builder("both")
+            .sliding_window(SlidingWindow::Count(10))
+            .minimum_calls(5)
+            .failure_rate_threshold(50.0)
+            .consecutive_failures(3)
+    };
+    // Three in a row open it before the window has its minimum.
+    let mut h = harness(layer());
+    h.calls(3, || Call::Fail).await;
+    assert_eq!(h.handle.state(), CircuitState::Open);
+
+    // Alternating failures never make three in a row, but reach the 50 % rate.
+    let mut h = harness(layer());
+    for _ in 0..2 {
+        h.call(Call::Fail).await.unwrap_err();
+        h.call(Call::Ok).await.unwrap();
+    }
+    assert_eq!(h.handle.state(), CircuitState::Closed);
+    h.call(Call::Fail).await.unwrap_err();
+    assert_eq!(h.handle.state(), CircuitState::Open, "3 of 5 failed");
+
+    // A success ends the run: two, a success, two more stay closed (window below min).
+    let mut h = harness(
+        CircuitBreakerLayer::builder("run")
+            .minimum_calls(100)
+            .consecutive_failures(3),
+    );
+    h.calls(2, || Call::Fail).await;
+    h.call(Call::Ok).await.unwrap();
+    h.calls(2, || Call::Fail).await;
+    assert_eq!(h.handle.state(), CircuitState::Closed);
+    h.call(Call::Fail).await.unwrap_err();
+    assert_eq!(h.handle.state(), CircuitState::Open);
+}

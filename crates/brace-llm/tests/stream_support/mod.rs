@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use brace_core::BoxError;
 use brace_core::commit::Immediate;
-use brace_failover::{FailoverService, HealthConfig, Provider};
+use brace_failover::{FailoverService, Provider};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{
     ChatChunk, ChatRequest, ChatResponse, LlmClassifier, LlmError, Message, ResponseBody,
@@ -73,12 +73,8 @@ where
 
 /// Failover across `providers`, in the given order.
 pub fn failover(providers: &[(&str, Chat)]) -> Failover {
-    let mut builder = FailoverService::builder()
-        .classifier(LlmClassifier::new())
-        .health(HealthConfig {
-            consecutive_failures: 100,
-            ..HealthConfig::default()
-        });
+    // No circuits: every provider is always tried.
+    let mut builder = FailoverService::builder().classifier(LlmClassifier::new());
     for (priority, (name, service)) in providers.iter().enumerate() {
         builder = builder.provider(Provider::new(*name, service.clone()).priority(priority as u32));
     }
