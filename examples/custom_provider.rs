@@ -13,16 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use brace::BoxError;
 use brace::circuit::{CircuitBreakerLayer, CircuitHandle};
-use brace::core::BoxError;
 use brace::failover::{FailoverService, Provider};
 use brace::llm::guard::StreamGuardLayer;
-use brace::llm::sim::{Behavior, SimConfig, SimProvider};
 use brace::llm::{
     ChatCompletion, ChatRequest, ChatResponse, ChatStream, FinishReason, LlmClassifier, LlmError,
     LlmErrorKind, Message,
 };
 use brace::retry::{Backoff, RetryLayer};
+use brace::sim::{Behavior, SimConfig, SimProvider};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 

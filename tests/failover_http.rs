@@ -3,16 +3,16 @@
 
 use std::time::Duration;
 
+use brace::BoxError;
 use brace::circuit::{CircuitBreakerLayer, CircuitState};
-use brace::core::BoxError;
 use brace::failover::{FailoverService, Provider};
-use brace::llm::anthropic::AnthropicClient;
-use brace::llm::gemini::GeminiClient;
-use brace::llm::openai::{OpenAiClient, OpenAiConfig};
-use brace::llm::provider::ProviderConfig;
-use brace::llm::sim::{Behavior, SimConfig, SimHandle, SimServer};
 use brace::llm::{ChatRequest, ChatResponse, LlmClassifier, LlmErrorKind, Message};
+use brace::providers::anthropic::AnthropicClient;
+use brace::providers::gemini::GeminiClient;
+use brace::providers::openai::{OpenAiClient, OpenAiConfig};
+use brace::providers::provider::ProviderConfig;
 use brace::retry::{Backoff, RetryLayer};
+use brace::sim::{Behavior, SimConfig, SimHandle, SimServer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -79,7 +79,7 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
         "local",
         OpenAiClient::new(OpenAiConfig::new(
             config("local", format!("{}/v1", servers[2].base_url())),
-            brace::llm::openai::OpenAiApi::Compatible,
+            brace::providers::openai::OpenAiApi::Compatible,
         ))
         .unwrap(),
     );

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use brace_llm::sim::Behavior;
+use brace_sim::Behavior;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]

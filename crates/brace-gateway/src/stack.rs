@@ -26,10 +26,10 @@ use brace_failover::{
 };
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
-use brace_llm::provider::ProviderConfig as ClientConfig;
-use brace_llm::sim::{SimConfig, SimHandle, SimProvider};
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
+use brace_providers::provider::ProviderConfig as ClientConfig;
 use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
+use brace_sim::{SimConfig, SimHandle, SimProvider};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
 use crate::error::ApiError;
@@ -522,7 +522,7 @@ fn client_for(
             Ok((BoxCloneSyncService::new(client), probe))
         }};
     }
-    let result: Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> =
+    let result: Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
                 // It answers as the model it is asked for: the provider's, or the route's.
@@ -538,32 +538,33 @@ fn client_for(
             }
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => {
                 let api = if provider.kind() == ProviderKind::Openai {
-                    brace_llm::openai::OpenAiApi::default()
+                    brace_providers::openai::OpenAiApi::default()
                 } else {
-                    brace_llm::openai::OpenAiApi::Compatible
+                    brace_providers::openai::OpenAiApi::Compatible
                 };
                 keyed(provider, || {
-                    boxed!(brace_llm::openai::OpenAiClient::new(
-                        brace_llm::openai::OpenAiConfig::new(client_config(), api)
+                    boxed!(brace_providers::openai::OpenAiClient::new(
+                        brace_providers::openai::OpenAiConfig::new(client_config(), api)
                     )?)
                 })
             }
             ProviderKind::Azure => keyed(provider, || {
-                let api = brace_llm::openai::OpenAiApi::Azure {
-                    api_version: provider
-                        .api_version
-                        .clone()
-                        .unwrap_or_else(|| brace_llm::openai::DEFAULT_AZURE_API_VERSION.to_owned()),
+                let api = brace_providers::openai::OpenAiApi::Azure {
+                    api_version: provider.api_version.clone().unwrap_or_else(|| {
+                        brace_providers::openai::DEFAULT_AZURE_API_VERSION.to_owned()
+                    }),
                 };
-                boxed!(brace_llm::openai::OpenAiClient::new(
-                    brace_llm::openai::OpenAiConfig::new(client_config(), api)
+                boxed!(brace_providers::openai::OpenAiClient::new(
+                    brace_providers::openai::OpenAiConfig::new(client_config(), api)
                 )?)
             }),
             ProviderKind::Anthropic => keyed(provider, || {
-                boxed!(brace_llm::anthropic::AnthropicClient::new(client_config())?)
+                boxed!(brace_providers::anthropic::AnthropicClient::new(
+                    client_config()
+                )?)
             }),
             ProviderKind::Gemini => keyed(provider, || {
-                boxed!(brace_llm::gemini::GeminiClient::new(client_config())?)
+                boxed!(brace_providers::gemini::GeminiClient::new(client_config())?)
             }),
         };
     result.map_err(|err| build_error(format!("provider `{name}`"), err))
@@ -574,8 +575,8 @@ fn client_for(
 /// answer instead).
 fn keyed(
     provider: &ProviderConfig,
-    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError>,
-) -> Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> {
+    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError>,
+) -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> {
     if let Some(var) = provider.key_env()
         && std::env::var(var).map_or(true, |key| key.trim().is_empty())
     {
@@ -603,9 +604,9 @@ fn keyed(
 
 fn default_base_url(kind: ProviderKind) -> &'static str {
     match kind {
-        ProviderKind::Openai => brace_llm::openai::DEFAULT_BASE_URL,
-        ProviderKind::Anthropic => brace_llm::anthropic::DEFAULT_BASE_URL,
-        ProviderKind::Gemini => brace_llm::gemini::DEFAULT_BASE_URL,
+        ProviderKind::Openai => brace_providers::openai::DEFAULT_BASE_URL,
+        ProviderKind::Anthropic => brace_providers::anthropic::DEFAULT_BASE_URL,
+        ProviderKind::Gemini => brace_providers::gemini::DEFAULT_BASE_URL,
         ProviderKind::Azure | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => "",
     }
 }
