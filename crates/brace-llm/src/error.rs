@@ -503,26 +503,19 @@ fn classify_response(status: StatusCode, parsed: &ProviderError) -> LlmErrorKind
 /// Says what an unexpected status was and, for a redirect, where it pointed (bounded, with
 /// control characters dropped: it comes from the upstream).
 fn unexpected_status_message(status: StatusCode, headers: &HeaderMap) -> String {
-    let mut message = format!("unexpected HTTP status {}", status.as_u16());
-    if let Some(reason) = status.canonical_reason() {
-        message.push(' ');
-        message.push_str(reason);
+    if !status.is_redirection() {
+        return "not a status an API answers with".to_owned();
     }
-    if status.is_redirection() {
-        if let Some(location) = headers
-            .get(http::header::LOCATION)
-            .and_then(|value| value.to_str().ok())
-        {
-            let location: String = location
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect();
-            message.push_str(" to ");
-            message.push_str(&location);
-        }
-        message.push_str(": redirects are not followed — check the provider's base_url");
+    let mut message = String::from("redirect not followed");
+    if let Some(location) = headers
+        .get(http::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+    {
+        message.push_str(" (to ");
+        message.extend(location.chars().filter(|c| !c.is_control()).take(200));
+        message.push(')');
     }
+    message.push_str(" — check the provider's base_url");
     message
 }
 
