@@ -26,7 +26,6 @@ use brace_llm::guard::StreamGuardLayer;
 use brace_llm::provider::ProviderConfig as ClientConfig;
 use brace_llm::sim::{SimConfig, SimHandle, SimProvider};
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
-use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
 use crate::error::ApiError;
@@ -602,13 +601,8 @@ fn provider_stack(
 
     let retry = config
         .fallback
-        .builder()
-        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
-        .classifier(OnError::with_describe(
-            config.fallback.on_error.iter().copied(),
-            DescribeErrors::with(describe_llm_error),
-        ))
-        .build();
+        .layer(LlmClassifier::new())
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?;
 
     let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &config.circuit_breaker)
         .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
@@ -630,21 +624,6 @@ fn provider_stack(
         }))
         .service(client);
     Ok(BoxCloneSyncService::new(stack))
-}
-
-/// What an `on_error` list entry an [`LlmError`] is: its status, or `timeout`, `connect`,
-/// `overloaded`; errors that retrying cannot fix are never in any list.
-fn describe_llm_error(err: &(dyn Error + 'static)) -> Option<Failure> {
-    let err = err.downcast_ref::<LlmError>()?;
-    let class = match err.kind() {
-        kind if !kind.is_retryable() => ErrorClass::Other,
-        LlmErrorKind::Timeout => ErrorClass::Timeout,
-        LlmErrorKind::Connect | LlmErrorKind::StreamInterrupted => ErrorClass::Connect,
-        LlmErrorKind::Overloaded if err.status().is_none() => ErrorClass::Overloaded,
-        LlmErrorKind::MalformedResponse => ErrorClass::Status(502),
-        _ => err.status().map_or(ErrorClass::Other, ErrorClass::Status),
-    };
-    Some(Failure::new(class).with_retry_after(err.retry_after()))
 }
 
 // ===== failover =====

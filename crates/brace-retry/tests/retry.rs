@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use brace_core::{BoxError, CircuitOpen, Classify, Outcome, StatusClassifier};
-use brace_retry::on_error::ErrorClass;
+use brace_core::on_error::{ErrorMatch, OnError};
+use brace_core::{
+    BoxError, CircuitOpen, Classify, DefaultClassifier, FailureClass, Outcome, StatusClassifier,
+};
 use brace_retry::{
     Backoff, DeadlineExceeded, GiveUpReason, RetriesExhausted, RetryBudget, RetryConfig, RetryLayer,
 };
@@ -393,7 +395,7 @@ async fn seed_on_error_list_retries_timeouts_but_not_unlisted_errors() {
         ok(),
     ]);
     let response = config
-        .layer()
+        .layer(DefaultClassifier)
         .unwrap()
         .layer(timeouts.clone())
         .oneshot(1)
@@ -407,7 +409,7 @@ async fn seed_on_error_list_retries_timeouts_but_not_unlisted_errors() {
         ok(),
     ]);
     let err = config
-        .layer()
+        .layer(DefaultClassifier)
         .unwrap()
         .layer(refused.clone())
         .oneshot(1)
@@ -419,11 +421,11 @@ async fn seed_on_error_list_retries_timeouts_but_not_unlisted_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn http_on_error_list_retries_listed_statuses_only() {
-    let classes = [ErrorClass::Status(503)];
+    let list = [ErrorMatch::Status(503)];
     let run = |code: u16| async move {
         let upstream = Upstream::new([Step::Status(code, None), ok()]);
         RetryLayer::builder()
-            .classifier(brace_retry::on_error::OnError::http(classes))
+            .classifier(OnError::new(list, StatusClassifier::new()))
             .build()
             .layer(upstream.clone())
             .oneshot(1)
@@ -687,7 +689,10 @@ fn status_classifier_fits_the_layer_over_http_responses() {
     // A compile-time check that the shared classifiers plug in.
     fn assert_classifier<C: Classify<Response, BoxError>>(_: &C) {}
     assert_classifier(&StatusClassifier::new());
-    assert_classifier(&brace_retry::on_error::OnError::http([ErrorClass::Timeout]));
+    assert_classifier(&OnError::new(
+        [ErrorMatch::Class(FailureClass::Timeout)],
+        StatusClassifier::new(),
+    ));
 }
 
 #[tokio::test(start_paused = true)]
