@@ -37,6 +37,7 @@ pub mod deadline;
 pub mod degrade;
 pub mod duration;
 pub mod error;
+pub mod exclude;
 pub mod on_error;
 pub mod retry_after;
 

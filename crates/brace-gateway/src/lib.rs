@@ -51,7 +51,7 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
 pub use self::config::GatewayConfig;
-pub use self::error::ApiError;
+pub use self::error::{ApiError, gateway_status};
 pub use self::stack::Gateway;
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting and lets

@@ -12,9 +12,9 @@ use axum::body::Body;
 use brace_core::on_error::OnError;
 use brace_core::{BoxError, Classify, FailureClass, RetriesExhausted};
 use brace_gateway::{Gateway, GatewayConfig, app::router};
-use brace_llm::sim::{Behavior, Failure};
 use brace_llm::{ChatResponse, LlmClassifier, LlmError, LlmErrorKind};
 use brace_retry::RetryConfig;
+use brace_sim::{Behavior, Failure};
 use http::{Request, StatusCode};
 use serde_json::json;
 use tokio::time::Instant;
@@ -208,5 +208,55 @@ fn fallback_retry_counts_and_class_sections_are_checked_when_the_config_loads() 
             .class_policy(FailureClass::RateLimited)
             .and_then(|policy| policy.get_max_retries()),
         Some(4)
+    );
+}
+
+#[test]
+fn a_provider_may_override_a_class_section_and_inherits_the_rest() {
+    let config = GatewayConfig::from_yaml(
+        "\
+providers:
+  - name: strict
+    kind: simulated
+    model: m
+    fallback:
+      max_retries: 1
+      rate_limited: { max_retries: 2 }
+  - name: plain
+    kind: simulated
+    model: m
+fallback:
+  max_retries: 3
+  rate_limited: { max_retries: 6, base_delay: 1s }
+  timeout: { max_retries: 0 }
+",
+    )
+    .unwrap();
+    let retries = |name: &str, class| {
+        let provider = config.providers.iter().find(|p| p.name == name).unwrap();
+        let fallback = config.fallback_for(provider).unwrap();
+        fallback
+            .class_policy(class)
+            .map_or(fallback.max_retries, |policy| {
+                policy.get_max_retries().unwrap()
+            })
+    };
+    assert_eq!(retries("plain", FailureClass::RateLimited), 6);
+    assert_eq!(retries("plain", FailureClass::Server), 3);
+    // The provider's section replaces the global one for that class...
+    assert_eq!(retries("strict", FailureClass::RateLimited), 2);
+    // ...keeps the global sections it does not name, and its own top level applies.
+    assert_eq!(retries("strict", FailureClass::Timeout), 0);
+    assert_eq!(retries("strict", FailureClass::Server), 1);
+
+    let message = GatewayConfig::from_yaml(
+        "providers:\n  - name: p\n    kind: simulated\n    model: m\n    fallback:\n      server: { max_retries: 99 }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("provider `p`")
+            && message.contains("server.max_retries must be at most 20"),
+        "{message}"
     );
 }
