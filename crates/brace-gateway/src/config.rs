@@ -108,6 +108,9 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
         if raw.providers.is_empty() {
             return Err("`providers` must list at least one provider".into());
         }
+        raw.fallback
+            .validate()
+            .map_err(|err| format!("fallback: {err}"))?;
         let mut seen = HashMap::new();
         for (index, provider) in raw.providers.iter().enumerate() {
             if let Some(first) = seen.insert(provider.name.as_str(), index) {

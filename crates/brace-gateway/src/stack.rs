@@ -28,7 +28,6 @@ use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
 use brace_providers::provider::ProviderConfig as ClientConfig;
-use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
@@ -668,17 +667,11 @@ fn provider_stack(
     guard =
         guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
 
-    let fallback = config
+    let retry = config
         .fallback_for(provider)
-        .map_err(|err| build_error(context(), err))?;
-    let retry = fallback
-        .builder()
-        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
-        .classifier(OnError::with_describe(
-            fallback.on_error.iter().copied(),
-            DescribeErrors::with(describe_llm_error),
-        ))
-        .build();
+        .map_err(|err| build_error(context(), err))?
+        .layer(LlmClassifier::new())
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?;
 
     let breaker_config = config
         .circuit_breaker_for(provider)
@@ -705,21 +698,6 @@ fn provider_stack(
         }))
         .service(client);
     Ok((BoxCloneSyncService::new(stack), handle))
-}
-
-/// What an `on_error` list entry an [`LlmError`] is: its status, or `timeout`, `connect`,
-/// `overloaded`; errors that retrying cannot fix are never in any list.
-fn describe_llm_error(err: &(dyn Error + 'static)) -> Option<Failure> {
-    let err = err.downcast_ref::<LlmError>()?;
-    let class = match err.kind() {
-        kind if !kind.is_retryable() => ErrorClass::Other,
-        LlmErrorKind::Timeout => ErrorClass::Timeout,
-        LlmErrorKind::Connect | LlmErrorKind::StreamInterrupted => ErrorClass::Connect,
-        LlmErrorKind::Overloaded if err.status().is_none() => ErrorClass::Overloaded,
-        LlmErrorKind::MalformedResponse => ErrorClass::Status(502),
-        _ => err.status().map_or(ErrorClass::Other, ErrorClass::Status),
-    };
-    Some(Failure::new(class).with_retry_after(err.retry_after()))
 }
 
 // ===== failover =====
