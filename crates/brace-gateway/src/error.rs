@@ -10,6 +10,12 @@ use serde_json::json;
 
 use brace_core::BoxError;
 
+/// The longest `Retry-After` the gateway ever sends, whatever an upstream said.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_hours(24);
+
+/// The `Retry-After` of a request shed because the gateway or a provider is at its limit.
+pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// An error answer: a status, an OpenAI-shaped body, and an optional `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -51,10 +57,34 @@ impl ApiError {
         self
     }
 
-    /// Maps a failure of the stack to its answer (see [`brace_llm::gateway_status`]).
+    /// A 503 for a request shed at a limit: `Retry-After` one second, code `overloaded`.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            .with_code("overloaded")
+            .with_retry_after(Some(SHED_RETRY_AFTER))
+    }
+
+    /// Caps the `Retry-After` at `max` (it is always capped at [`MAX_RETRY_AFTER`]).
+    #[must_use]
+    pub fn clamp_retry_after(mut self, max: Duration) -> Self {
+        self.retry_after = self.retry_after.map(|wait| wait.min(max));
+        self
+    }
+
+    /// The `Retry-After` to send, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after.map(|wait| wait.min(MAX_RETRY_AFTER))
+    }
+
+    /// Maps a failure of the stack to its answer (see [`brace_llm::gateway_status`]); a
+    /// provider's bulkhead that shed the request (`tower::load_shed::error::Overloaded`)
+    /// makes a 503 say `Retry-After: 1`.
     pub fn from_stack_error(err: &BoxError) -> Self {
         let err: &(dyn Error + 'static) = &**err;
-        let (status, retry_after) = brace_llm::gateway_status(err);
+        let (status, mut retry_after) = brace_llm::gateway_status(err);
+        if status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_none() && was_shed(err) {
+            retry_after = Some(SHED_RETRY_AFTER);
+        }
         let code = code_for(err);
         let mut api = Self::new(status, brace_llm::error::redact_secrets(&err.to_string()))
             .with_retry_after(retry_after);
@@ -84,6 +114,18 @@ impl ApiError {
     }
 }
 
+/// `true` if a bulkhead shed the call (on any provider, for failover's combined error).
+fn was_shed(err: &(dyn Error + 'static)) -> bool {
+    use tower::load_shed::error::Overloaded;
+    if let Some(all) = err.downcast_ref::<brace_core::AllProvidersFailed>() {
+        return all
+            .failures()
+            .iter()
+            .any(|failure| failure.error.is::<Overloaded>());
+    }
+    brace_core::error::find::<Overloaded>(err).is_some()
+}
+
 fn code_for(err: &(dyn Error + 'static)) -> Option<String> {
     use brace_core::error::find;
     if let Some(llm) = find::<brace_llm::LlmError>(err)
@@ -100,12 +142,15 @@ fn code_for(err: &(dyn Error + 'static)) -> Option<String> {
     if find::<brace_core::DeadlineExceeded>(err).is_some() {
         return Some("deadline_exceeded".to_owned());
     }
+    if find::<tower::load_shed::error::Overloaded>(err).is_some() {
+        return Some("overloaded".to_owned());
+    }
     None
 }
 
 fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 404 | 413 | 422 => "invalid_request_error",
+        400 | 404 | 405 | 408 | 413 | 415 | 422 => "invalid_request_error",
         401 | 403 => "authentication_error",
         429 => "rate_limit_error",
         504 => "timeout_error",
@@ -116,7 +161,7 @@ fn error_type(status: StatusCode) -> &'static str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(wait) = self.retry_after {
+        if let Some(wait) = self.retry_after() {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -133,3 +178,56 @@ impl std::fmt::Display for ApiError {
 }
 
 impl Error for ApiError {}
+
+/// Puts every error answer in OpenAI's shape, the framework's own included: a 405 for a
+/// wrong method, a rejected query or body, anything answered as plain text. Answers that
+/// are already JSON, and successes, pass as they are.
+pub(crate) async fn openai_shape(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is not worth echoing.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        format!("method {method} is not allowed here (allowed: {allowed})")
+    } else if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let api = ApiError::new(status, message);
+    let mut shaped = api.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    for (name, value) in &parts.headers {
+        shaped.headers_mut().entry(name).or_insert(value.clone());
+    }
+    shaped
+}
