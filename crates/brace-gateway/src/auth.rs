@@ -256,12 +256,15 @@ impl ClientKeys {
         if self.file.is_none() {
             return std::future::pending().await;
         }
-        let mut every = tokio::time::interval(self.reload_interval);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every.tick().await;
+        // Listening for SIGHUP from the first poll on.
         #[cfg(unix)]
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut every = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.reload_interval,
+            self.reload_interval,
+        );
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             #[cfg(unix)]
             let signal = async {

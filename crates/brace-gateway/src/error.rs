@@ -187,6 +187,8 @@ pub(crate) async fn openai_shape(
     next: axum::middleware::Next,
 ) -> Response {
     let method = request.method().clone();
+    // `Uri` clones share its bytes.
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -208,12 +210,11 @@ pub(crate) async fn openai_shape(
         .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
         .unwrap_or_default();
     let message = if status == StatusCode::METHOD_NOT_ALLOWED {
-        let allowed = parts
-            .headers
-            .get(header::ALLOW)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        format!("method {method} is not allowed here (allowed: {allowed})")
+        // The router adds the `Allow` header itself, after this.
+        format!(
+            "method {method} is not allowed for {}; the `Allow` header lists those that are",
+            uri.path()
+        )
     } else if text.is_empty() {
         status
             .canonical_reason()
