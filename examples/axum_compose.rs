@@ -3,7 +3,7 @@
 //! Compose brace into your own axum app: a `POST /ask` route (`{"question": "..."}` →
 //! `{"answer", "provider", "model"}`) whose handler calls a boxed tower stack — failover over
 //! two simulated providers, each behind its own circuit breaker and retry — and turns the
-//! stack's errors into HTTP answers with `brace::llm::gateway_status` (503 when every
+//! stack's errors into HTTP answers with `brace_gateway::gateway_status` (503 when every
 //! provider failed, 429 with `Retry-After` when every provider is rate-limited, …).
 //!
 //! It listens on `127.0.0.1:3000`, or on the address in `BRACE_EXAMPLE_LISTEN`.
@@ -19,13 +19,13 @@ use serde::{Deserialize, Serialize};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+use brace::BoxError;
 use brace::circuit::CircuitBreakerLayer;
-use brace::core::BoxError;
 use brace::failover::{FailoverService, Provider};
 use brace::llm::guard::StreamGuardLayer;
-use brace::llm::sim::{Behavior, SimConfig, SimProvider};
 use brace::llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, Message};
 use brace::retry::{Backoff, RetryLayer};
+use brace::sim::{Behavior, SimConfig, SimProvider};
 
 /// The whole resilient stack, boxed: cheap to clone, `Send + Sync`, usable as axum state.
 pub(crate) type Llm = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
@@ -134,7 +134,7 @@ struct ErrorBody {
 
 impl IntoResponse for AskError {
     fn into_response(self) -> Response {
-        let (status, retry_after) = brace::llm::gateway_status(&*self.0);
+        let (status, retry_after) = brace_gateway::gateway_status(&*self.0);
         let body = ErrorBody {
             error: self.0.to_string(),
         };

@@ -1,30 +1,37 @@
 //! brace keeps an LLM-backed application answering when its model providers fail.
 //!
-//! This facade re-exports brace's crates, each behind a feature of the same name (all on by
-//! default):
+//! This facade re-exports brace's crates, each behind a feature of the same name:
 //!
 //! | feature | crate | what it gives |
 //! |---|---|---|
-//! | — | [`core`] | `BoxError`, the `Classify` trait and `Outcome`, the shared errors |
-//! | `circuit` | [`circuit`] | `CircuitBreakerLayer` |
-//! | `retry` | [`retry`] | `RetryLayer` |
-//! | `degrade` | [`degrade`] | `DegradeLayer` |
-//! | `failover` | [`failover`] | `FailoverService` |
-//! | `llm` | [`llm`] | chat types, `LlmError`, provider clients, the simulated provider |
+//! | — | brace-core, at the top level | [`BoxError`], the [`Classify`] trait and [`Outcome`], the shared errors ([`CircuitOpen`], [`RetriesExhausted`], …) |
+//! | `circuit` (default) | [`circuit`] | `CircuitBreakerLayer` |
+//! | `retry` (default) | [`retry`] | `RetryLayer` |
+//! | `degrade` (default) | [`degrade`] | `DegradeLayer` |
+//! | `failover` (default) | [`failover`] | `FailoverService` |
+//! | `llm` (default) | [`llm`] | chat types, `LlmError` and `LlmClassifier`, the stream guard and continuation layers |
+//! | `providers` (default) | [`providers`] | the OpenAI, Azure, Anthropic, Gemini and OpenAI-compatible clients over reqwest |
+//! | `sim` (default) | [`sim`] | the simulated provider, in-process and over HTTP |
+//!
+//! The generic layers (`circuit`, `retry`, `degrade`, `failover`) know nothing of LLMs;
+//! `llm`, `providers` and `sim` are what brace knows about them.
 //!
 //! # Example
 //!
 //! ```
-//! use brace::core::{Classify, DefaultClassifier, Outcome};
+//! use brace::{Classify, DefaultClassifier, Outcome};
 //!
-//! let outcome = DefaultClassifier.classify(Ok::<_, &brace::core::BoxError>(&()));
+//! let outcome = DefaultClassifier.classify(Ok::<_, &brace::BoxError>(&()));
 //! assert_eq!(outcome, Outcome::success());
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+// brace-core's items at the top level (a module named `core` would shadow `::core`). An
+// explicit re-export below (`degrade`) takes precedence over brace-core's module of the
+// same name, whose items brace-degrade re-exports.
 #[doc(inline)]
-pub use brace_core as core;
+pub use brace_core::*;
 
 #[cfg(feature = "circuit")]
 #[doc(inline)]
@@ -45,3 +52,11 @@ pub use brace_failover as failover;
 #[cfg(feature = "llm")]
 #[doc(inline)]
 pub use brace_llm as llm;
+
+#[cfg(feature = "providers")]
+#[doc(inline)]
+pub use brace_providers as providers;
+
+#[cfg(feature = "sim")]
+#[doc(inline)]
+pub use brace_sim as sim;

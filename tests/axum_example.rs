@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use brace::llm::LlmErrorKind;
-use brace::llm::sim::{Behavior, SimConfig, SimProvider};
+use brace::sim::{Behavior, SimConfig, SimProvider};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

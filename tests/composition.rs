@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use brace::circuit::{CircuitBreakerLayer, CircuitState};
-use brace::core::{BoxError, CircuitOpen, RetriesExhausted};
-use brace::llm::sim::{Behavior, SimConfig, SimProvider};
 use brace::llm::{ChatRequest, LlmClassifier, LlmError, LlmErrorKind, Message};
 use brace::retry::{Backoff, RetryLayer};
+use brace::sim::{Behavior, SimConfig, SimProvider};
+use brace::{BoxError, CircuitOpen, RetriesExhausted};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 fn request() -> ChatRequest {

@@ -3,16 +3,16 @@
 
 use std::time::Duration;
 
+use brace::BoxError;
 use brace::circuit::{CircuitBreakerLayer, CircuitState};
-use brace::core::BoxError;
-use brace::failover::{FailoverService, HealthConfig, Provider};
-use brace::llm::anthropic::AnthropicClient;
-use brace::llm::gemini::GeminiClient;
-use brace::llm::openai::{OpenAiClient, OpenAiConfig};
-use brace::llm::provider::ProviderConfig;
-use brace::llm::sim::{Behavior, SimConfig, SimHandle, SimServer};
+use brace::failover::{FailoverService, Provider};
 use brace::llm::{ChatRequest, ChatResponse, LlmClassifier, LlmErrorKind, Message};
+use brace::providers::anthropic::AnthropicClient;
+use brace::providers::gemini::GeminiClient;
+use brace::providers::openai::{OpenAiClient, OpenAiConfig};
+use brace::providers::provider::ProviderConfig;
 use brace::retry::{Backoff, RetryLayer};
+use brace::sim::{Behavior, SimConfig, SimHandle, SimServer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -71,28 +71,35 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
         "anthropic",
         AnthropicClient::new(config("anthropic", servers[0].base_url())).unwrap(),
     );
-    let (gemini, _) = protect(
+    let (gemini, gemini_circuit) = protect(
         "gemini",
         GeminiClient::new(config("gemini", servers[1].base_url())).unwrap(),
     );
-    let (local, _) = protect(
+    let (local, local_circuit) = protect(
         "local",
         OpenAiClient::new(OpenAiConfig::new(
             config("local", format!("{}/v1", servers[2].base_url())),
-            brace::llm::openai::OpenAiApi::Compatible,
+            brace::providers::openai::OpenAiApi::Compatible,
         ))
         .unwrap(),
     );
     let failover = FailoverService::builder()
         .classifier(LlmClassifier::new())
-        .provider(Provider::new("anthropic", anthropic).priority(0))
-        .provider(Provider::new("gemini", gemini).priority(1))
-        .provider(Provider::new("local", local).priority(2))
-        .health(HealthConfig {
-            consecutive_failures: 0,
-            failure_rate: None,
-            ..HealthConfig::default()
-        })
+        .provider(
+            Provider::new("anthropic", anthropic)
+                .priority(0)
+                .circuit(anthropic_circuit.clone()),
+        )
+        .provider(
+            Provider::new("gemini", gemini)
+                .priority(1)
+                .circuit(gemini_circuit),
+        )
+        .provider(
+            Provider::new("local", local)
+                .priority(2)
+                .circuit(local_circuit),
+        )
         .build()
         .unwrap();
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brace::llm::LlmErrorKind;
-use brace::llm::sim::{Behavior, Reply, SimConfig, SimHandle, SimServer};
+use brace::sim::{Behavior, Reply, SimConfig, SimHandle, SimServer};
 use brace_gateway::{Gateway, GatewayConfig};
 use futures_util::StreamExt;
 use serde_json::{Value, json};

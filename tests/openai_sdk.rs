@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brace::llm::LlmErrorKind;
-use brace::llm::sim::{Behavior, Failure};
+use brace::sim::{Behavior, Failure};
 use brace_gateway::{Gateway, GatewayConfig};
 
 const CONFIG: &str = r"

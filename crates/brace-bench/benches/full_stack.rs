@@ -24,8 +24,8 @@ mod common;
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 
-use brace_llm::sim::{SimConfig, SimProvider};
 use brace_llm::{ChatRequest, ChatResponse};
+use brace_sim::{SimConfig, SimProvider};
 use common::{
     Backend, brace_stack, failover_stack, gateway, one_call, provider_stack, request,
     retry_timeout, timeout_only, tower_stack,

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use brace_llm::LlmErrorKind;
-use brace_llm::sim::Behavior;
+use brace_sim::Behavior;
 
 use crate::stack::Gateway;
 
@@ -59,7 +59,7 @@ pub async fn run(
     gateway: Arc<Gateway>,
     options: DemoOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    brace_llm::provider::install_crypto_provider();
+    brace_providers::provider::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;

@@ -16,6 +16,61 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_hours(24);
 /// The `Retry-After` of a request shed because the gateway or a provider is at its limit.
 pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// How a gateway answers a failed request: the status, and the `Retry-After` to send.
+///
+/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status.
+/// - `AllProvidersFailed` answers 429 when every provider was rate-limited (with the shortest
+///   Retry-After among them), the status of the caller's own mistake when a provider refused
+///   the request itself, and 503 otherwise.
+/// - A circuit that is open answers 503 with its remaining wait; a deadline or timeout, 504.
+/// - A full bulkhead or load shedder (`tower::load_shed::error::Overloaded`) answers 503 with
+///   `Retry-After` [`SHED_RETRY_AFTER`].
+pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Duration>) {
+    use brace_core::{AllProvidersFailed, CircuitOpen, DeadlineExceeded, RetriesExhausted};
+
+    if let Some(err) = err.downcast_ref::<brace_llm::LlmError>() {
+        return (err.gateway_status(), err.retry_after());
+    }
+    if let Some(exhausted) = err.downcast_ref::<RetriesExhausted>() {
+        return gateway_status(exhausted.last_error());
+    }
+    if let Some(all) = err.downcast_ref::<AllProvidersFailed>() {
+        let statuses: Vec<_> = all
+            .failures()
+            .iter()
+            .map(|failure| gateway_status(&*failure.error))
+            .collect();
+        if !statuses.is_empty()
+            && statuses
+                .iter()
+                .all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
+        {
+            let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
+            return (StatusCode::TOO_MANY_REQUESTS, shortest);
+        }
+        if let Some((status, _)) = statuses.iter().find(|(status, _)| {
+            *status == StatusCode::BAD_REQUEST || *status == StatusCode::NOT_FOUND
+        }) && statuses
+            .iter()
+            .all(|(s, _)| s.is_client_error() || *s == StatusCode::SERVICE_UNAVAILABLE)
+        {
+            return (*status, None);
+        }
+        let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
+        return (StatusCode::SERVICE_UNAVAILABLE, shortest);
+    }
+    if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+        return (StatusCode::SERVICE_UNAVAILABLE, open.retry_after());
+    }
+    if err.is::<DeadlineExceeded>() || err.is::<tower::timeout::error::Elapsed>() {
+        return (StatusCode::GATEWAY_TIMEOUT, None);
+    }
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Some(SHED_RETRY_AFTER));
+    }
+    (StatusCode::BAD_GATEWAY, None)
+}
+
 /// An error answer: a status, an OpenAI-shaped body, and an optional `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -76,15 +131,10 @@ impl ApiError {
         self.retry_after.map(|wait| wait.min(MAX_RETRY_AFTER))
     }
 
-    /// Maps a failure of the stack to its answer (see [`brace_llm::gateway_status`]); a
-    /// provider's bulkhead that shed the request (`tower::load_shed::error::Overloaded`)
-    /// makes a 503 say `Retry-After: 1`.
+    /// Maps a failure of the stack to its answer (see [`gateway_status`]).
     pub fn from_stack_error(err: &BoxError) -> Self {
         let err: &(dyn Error + 'static) = &**err;
-        let (status, mut retry_after) = brace_llm::gateway_status(err);
-        if status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_none() && was_shed(err) {
-            retry_after = Some(SHED_RETRY_AFTER);
-        }
+        let (status, retry_after) = gateway_status(err);
         let code = code_for(err);
         let mut api = Self::new(status, brace_llm::error::redact_secrets(&err.to_string()))
             .with_retry_after(retry_after);
@@ -112,18 +162,6 @@ impl ApiError {
             }
         })
     }
-}
-
-/// `true` if a bulkhead shed the call (on any provider, for failover's combined error).
-fn was_shed(err: &(dyn Error + 'static)) -> bool {
-    use tower::load_shed::error::Overloaded;
-    if let Some(all) = err.downcast_ref::<brace_core::AllProvidersFailed>() {
-        return all
-            .failures()
-            .iter()
-            .any(|failure| failure.error.is::<Overloaded>());
-    }
-    brace_core::error::find::<Overloaded>(err).is_some()
 }
 
 fn code_for(err: &(dyn Error + 'static)) -> Option<String> {

@@ -50,6 +50,6 @@ pub mod sse;
 pub mod stack;
 
 pub use self::config::GatewayConfig;
-pub use self::error::ApiError;
+pub use self::error::{ApiError, gateway_status};
 pub use self::server::{bind, serve, shutdown_signal};
 pub use self::stack::Gateway;

@@ -17,16 +17,19 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
+use brace_circuit::CircuitHandle;
 use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
-use brace_failover::{FailoverService, PreferredProvider, Provider, ProviderHealth};
+use brace_failover::{
+    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry,
+};
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
-use brace_llm::provider::ProviderConfig as ClientConfig;
-use brace_llm::sim::{SimConfig, SimHandle, SimProvider};
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
+use brace_providers::provider::ProviderConfig as ClientConfig;
 use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
+use brace_sim::{SimConfig, SimHandle, SimProvider};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
 use crate::error::ApiError;
@@ -64,8 +67,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     service: ChatService,
     circuits: CircuitRegistry,
+    providers: ProviderRegistry,
     degrade: DegradeHandle,
-    health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync>,
     sims: HashMap<String, SimHandle>,
     admin: crate::admin::AdminAuth,
     keys: Option<Arc<crate::auth::ClientKeys>>,
@@ -103,8 +106,11 @@ impl Gateway {
     ) -> Result<Arc<Self>, BuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
+        // One record per provider, shared by every route and the default route: its
+        // breaker, latency, counters and active check.
+        let providers = ProviderRegistry::with_error_kind(llm_error_kind);
         let mut sims = HashMap::new();
-        let mut stacks: HashMap<String, ChatService> = HashMap::new();
+        let mut stacks: HashMap<String, (ChatService, CircuitHandle)> = HashMap::new();
         let mut probes: HashMap<String, ProbeFn> = HashMap::new();
 
         for provider in &config.providers {
@@ -113,7 +119,6 @@ impl Gateway {
             stacks.insert(provider.name.clone(), stack);
             probes.insert(provider.name.clone(), probe);
         }
-        let probes = Arc::new(probes);
 
         // The default route: every provider by priority, each asked for its own model.
         let everyone: Vec<_> = config
@@ -128,10 +133,7 @@ impl Gateway {
                 (provider, target)
             })
             .collect();
-        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &probes, false)?;
-        let health_source = default_failover.clone();
-        let health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync> =
-            Arc::new(move || health_source.health());
+        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &providers, false)?;
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -148,7 +150,7 @@ impl Gateway {
                 })
                 .collect();
             let (failover, continuation_targets) =
-                failover_for(&targets, &stacks, &config, &probes, true)?;
+                failover_for(&targets, &stacks, &config, &providers, true)?;
             let service: ChatService = if route.continuation {
                 let counter = metrics.clone();
                 BoxCloneSyncService::new(
@@ -167,6 +169,21 @@ impl Gateway {
             routes: Arc::new(routes),
             default: BoxCloneSyncService::new(default_failover),
         };
+        // One active check per provider, however many routes use it.
+        if let Some(interval) = config.health.probe_interval {
+            let probes = Arc::new(probes);
+            providers
+                .probe(interval, &move |name: Arc<str>| {
+                    let probe = probes.get(&*name).cloned();
+                    async move {
+                        match probe {
+                            Some(probe) => probe().await.map_err(BoxError::from),
+                            None => Ok(()),
+                        }
+                    }
+                })
+                .map_err(|err| build_error("health.probe_interval", err))?;
+        }
 
         let mut degrade_config = config.degradation.clone();
         if let Some(cache) = &config.cache {
@@ -193,8 +210,8 @@ impl Gateway {
             metrics,
             service,
             circuits,
+            providers,
             degrade,
-            health,
             sims,
             admin,
             keys,
@@ -255,6 +272,11 @@ impl Gateway {
             .map_or("default", |p| p.model.as_str())
     }
 
+    /// The provider registry: one record per provider, shared by every route.
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
+    }
+
     /// A provider's price per million tokens, if configured.
     pub fn price_of(&self, provider: &str) -> Option<crate::config::Price> {
         self.config
@@ -306,9 +328,19 @@ impl Gateway {
         &self.degrade
     }
 
-    /// Every provider's health, as the default route's failover service sees it.
+    /// Every provider's health, from the registry (all routes' traffic), with its
+    /// configured model and priority.
     pub fn health(&self) -> Vec<ProviderHealth> {
-        (self.health)()
+        self.config
+            .providers
+            .iter()
+            .filter_map(|provider| {
+                let mut health = self.providers.get(&provider.name)?.health();
+                health.model = Some(provider.model.as_str().into());
+                health.priority = Some(provider.priority);
+                Some(health)
+            })
+            .collect()
     }
 
     /// A provider's circuit state, by name.
@@ -322,18 +354,18 @@ impl Gateway {
         let providers: Vec<_> = health
             .iter()
             .map(|p| {
-                let circuit = self.circuit_state(&p.name);
-                let circuit_allows = circuit.is_none_or(CircuitState::allows_calls);
                 json!({
                     "name": &*p.name,
                     "model": p.model.as_deref(),
-                    "is_healthy": p.healthy && circuit_allows,
+                    "is_healthy": p.healthy,
+                    "retry_in_s": p.unhealthy_for.map(|wait| wait.as_secs_f64()),
                     "consecutive_failures": p.consecutive_failures,
                     "last_failure": p.last_failure_ago.map(|ago| format!("{}s ago", ago.as_secs())),
                     "latency_ewma_ms": p.latency_ewma.map(|l| l.as_secs_f64() * 1000.0),
                     "calls": p.calls,
+                    "successes": p.successes,
                     "failures": p.failures,
-                    "circuit": circuit.map(CircuitState::as_str),
+                    "circuit": p.circuit.map(CircuitState::as_str),
                 })
             })
             .collect();
@@ -483,7 +515,7 @@ fn client_for(
             Ok((BoxCloneSyncService::new(client), probe))
         }};
     }
-    let result: Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> =
+    let result: Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
                 // It answers as the model it is asked for: the provider's, or the route's.
@@ -499,32 +531,33 @@ fn client_for(
             }
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => {
                 let api = if provider.kind() == ProviderKind::Openai {
-                    brace_llm::openai::OpenAiApi::default()
+                    brace_providers::openai::OpenAiApi::default()
                 } else {
-                    brace_llm::openai::OpenAiApi::Compatible
+                    brace_providers::openai::OpenAiApi::Compatible
                 };
                 keyed(provider, || {
-                    boxed!(brace_llm::openai::OpenAiClient::new(
-                        brace_llm::openai::OpenAiConfig::new(client_config(), api)
+                    boxed!(brace_providers::openai::OpenAiClient::new(
+                        brace_providers::openai::OpenAiConfig::new(client_config(), api)
                     )?)
                 })
             }
             ProviderKind::Azure => keyed(provider, || {
-                let api = brace_llm::openai::OpenAiApi::Azure {
-                    api_version: provider
-                        .api_version
-                        .clone()
-                        .unwrap_or_else(|| brace_llm::openai::DEFAULT_AZURE_API_VERSION.to_owned()),
+                let api = brace_providers::openai::OpenAiApi::Azure {
+                    api_version: provider.api_version.clone().unwrap_or_else(|| {
+                        brace_providers::openai::DEFAULT_AZURE_API_VERSION.to_owned()
+                    }),
                 };
-                boxed!(brace_llm::openai::OpenAiClient::new(
-                    brace_llm::openai::OpenAiConfig::new(client_config(), api)
+                boxed!(brace_providers::openai::OpenAiClient::new(
+                    brace_providers::openai::OpenAiConfig::new(client_config(), api)
                 )?)
             }),
             ProviderKind::Anthropic => keyed(provider, || {
-                boxed!(brace_llm::anthropic::AnthropicClient::new(client_config())?)
+                boxed!(brace_providers::anthropic::AnthropicClient::new(
+                    client_config()
+                )?)
             }),
             ProviderKind::Gemini => keyed(provider, || {
-                boxed!(brace_llm::gemini::GeminiClient::new(client_config())?)
+                boxed!(brace_providers::gemini::GeminiClient::new(client_config())?)
             }),
         };
     result.map_err(|err| build_error(format!("provider `{name}`"), err))
@@ -535,8 +568,8 @@ fn client_for(
 /// answer instead).
 fn keyed(
     provider: &ProviderConfig,
-    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError>,
-) -> Result<(LlmService, ProbeFn), brace_llm::provider::ConfigError> {
+    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError>,
+) -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> {
     if let Some(var) = provider.key_env()
         && std::env::var(var).map_or(true, |key| key.trim().is_empty())
     {
@@ -564,9 +597,9 @@ fn keyed(
 
 fn default_base_url(kind: ProviderKind) -> &'static str {
     match kind {
-        ProviderKind::Openai => brace_llm::openai::DEFAULT_BASE_URL,
-        ProviderKind::Anthropic => brace_llm::anthropic::DEFAULT_BASE_URL,
-        ProviderKind::Gemini => brace_llm::gemini::DEFAULT_BASE_URL,
+        ProviderKind::Openai => brace_providers::openai::DEFAULT_BASE_URL,
+        ProviderKind::Anthropic => brace_providers::anthropic::DEFAULT_BASE_URL,
+        ProviderKind::Gemini => brace_providers::gemini::DEFAULT_BASE_URL,
         ProviderKind::Azure | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => "",
     }
 }
@@ -579,7 +612,7 @@ fn provider_stack(
     config: &GatewayConfig,
     circuits: &CircuitRegistry,
     metrics: &Metrics,
-) -> Result<ChatService, BuildError> {
+) -> Result<(ChatService, CircuitHandle), BuildError> {
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -593,20 +626,26 @@ fn provider_stack(
     guard =
         guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
 
-    let retry = config
-        .fallback
+    let fallback = config
+        .fallback_for(provider)
+        .map_err(|err| build_error(context(), err))?;
+    let retry = fallback
         .builder()
         .map_err(|err| build_error(format!("{}: fallback", context()), err))?
         .classifier(OnError::with_describe(
-            config.fallback.on_error.iter().copied(),
+            fallback.on_error.iter().copied(),
             DescribeErrors::with(describe_llm_error),
         ))
         .build();
 
-    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &config.circuit_breaker)
+    let breaker_config = config
+        .circuit_breaker_for(provider)
+        .map_err(|err| build_error(context(), err))?;
+    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &breaker_config)
         .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
         .with_classifier(LlmClassifier::new());
-    circuits.register(breaker.handle());
+    let handle = breaker.handle();
+    circuits.register(handle.clone());
 
     let instrument = Instrument {
         provider: provider.name.as_str().into(),
@@ -629,7 +668,7 @@ fn provider_stack(
         .layer(tower::timeout::TimeoutLayer::new(provider.timeout))
         .layer(guard)
         .service(client);
-    Ok(BoxCloneSyncService::new(stack))
+    Ok((BoxCloneSyncService::new(stack), handle))
 }
 
 /// What an `on_error` list entry an [`LlmError`] is: its status, or `timeout`, `connect`,
@@ -665,19 +704,19 @@ fn preferred(request: &ChatRequest) -> Option<&str> {
 
 fn failover_for(
     targets: &[(&ProviderConfig, crate::config::RouteTarget)],
-    stacks: &HashMap<String, ChatService>,
+    stacks: &HashMap<String, (ChatService, CircuitHandle)>,
     config: &GatewayConfig,
-    probes: &Arc<HashMap<String, ProbeFn>>,
+    registry: &ProviderRegistry,
     route_order: bool,
 ) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
+        .registry(registry.clone())
         .classifier(LlmClassifier::new())
         .preference(preferred as PreferenceFn)
-        .selection(config.selection)
-        .health(config.health.to_failover());
+        .selection(config.selection);
     for (index, (provider, target)) in targets.iter().enumerate() {
-        let stack = stacks[&provider.name].clone();
+        let (stack, circuit) = stacks[&provider.name].clone();
         let model = if target.passthrough {
             None
         } else {
@@ -709,34 +748,31 @@ fn failover_for(
         };
         let mut entry = Provider::new(provider.name.as_str(), service)
             .priority(priority)
-            .weight(provider.weight);
+            .weight(provider.weight)
+            .circuit(circuit);
         if let Some(model) = model {
             entry = entry.model(model);
         }
         if let Some(price) = provider.price {
-            entry = entry.price(price.input, price.output);
+            entry = entry.cost(price.input + price.output);
         }
         builder = builder.provider(entry);
     }
     if let Some(hedge) = &config.hedging {
         builder = builder.hedge(hedge.clone());
     }
-    if let Some(interval) = config.health.probe_interval {
-        let probes = probes.clone();
-        builder = builder.probe(interval, move |name: Arc<str>| {
-            let probe = probes.get(&*name).cloned();
-            async move {
-                match probe {
-                    Some(probe) => probe().await.map_err(BoxError::from),
-                    None => Ok(()),
-                }
-            }
-        });
-    }
     let failover = builder
         .build()
         .map_err(|err| build_error("failover", err))?;
     Ok((failover, continuation_targets))
+}
+
+/// Names `LlmError` kinds (and brace's own errors) for the per-kind counters.
+fn llm_error_kind(err: &(dyn Error + 'static)) -> &'static str {
+    match brace_core::error::find::<LlmError>(err) {
+        Some(err) => err.kind().as_str(),
+        None => brace_failover::default_error_kind(err),
+    }
 }
 
 // ===== routing =====

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use brace_gateway::{Gateway, GatewayConfig, app::router};
 use brace_llm::LlmErrorKind;
-use brace_llm::sim::{Behavior, Failure};
+use brace_sim::{Behavior, Failure};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -504,9 +504,9 @@ async fn a_stream_broken_after_commit_ends_with_an_error_event_and_no_done() {
         .sim("primary")
         .unwrap()
         .set_behavior(Behavior::reply(
-            brace_llm::sim::Reply::new()
+            brace_sim::Reply::new()
                 .with_chunks(6)
-                .with_fault(brace_llm::sim::StreamFault::Break { after: 3 }),
+                .with_fault(brace_sim::StreamFault::Break { after: 3 }),
         ));
     let mut body = hello();
     body["stream"] = json!(true);
@@ -528,8 +528,8 @@ async fn a_stream_that_fails_before_its_first_token_fails_over() {
     gateway
         .sim("primary")
         .unwrap()
-        .set_behavior(Behavior::reply(brace_llm::sim::Reply::new().with_fault(
-            brace_llm::sim::StreamFault::Error {
+        .set_behavior(Behavior::reply(brace_sim::Reply::new().with_fault(
+            brace_sim::StreamFault::Error {
                 after: 1,
                 error: Failure::new(LlmErrorKind::Overloaded),
             },
@@ -625,12 +625,12 @@ async fn a_route_with_continuation_splices_a_broken_stream_into_one_whole_answer
         .sim("primary")
         .unwrap()
         .set_behavior(Behavior::reply(
-            brace_llm::sim::Reply::new()
+            brace_sim::Reply::new()
                 .with_text("one two three four five six seven eight")
-                .with_fault(brace_llm::sim::StreamFault::Break { after: 4 }),
+                .with_fault(brace_sim::StreamFault::Break { after: 4 }),
         ));
     gateway.sim("backup").unwrap().set_behavior(Behavior::reply(
-        brace_llm::sim::Reply::new().with_text("one two three four five six seven eight"),
+        brace_sim::Reply::new().with_text("one two three four five six seven eight"),
     ));
     let body = json!({"model": "resilient", "stream": true, "messages": [{"role": "user", "content": "count"}]});
     let reply = send(&gateway, chat(&body)).await;

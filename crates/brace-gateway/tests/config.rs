@@ -185,10 +185,10 @@ fn http2_prior_knowledge_must_be_a_boolean_for_a_provider_reached_over_http() {
 
 #[tokio::test]
 async fn http2_prior_knowledge_reaches_the_providers_client() {
-    use brace_llm::sim::{SimConfig, SimHandle, SimServer};
     use brace_llm::{ChatRequest, Message};
+    use brace_sim::{SimConfig, SimHandle, SimServer};
 
-    brace_llm::provider::install_crypto_provider();
+    brace_providers::provider::install_crypto_provider();
     let h2 = SimServer::start(SimHandle::new(SimConfig::new("h2")))
         .await
         .unwrap();

@@ -142,7 +142,7 @@ fn an_unset_admin_token_variable_refuses_to_start() {
 
 #[tokio::test]
 async fn over_a_real_loopback_socket_admin_calls_without_a_section_go_through() {
-    brace_llm::provider::install_crypto_provider();
+    brace_providers::provider::install_crypto_provider();
     let gateway = build(&format!("listen: 0.0.0.0:8080\n{ONE_SIM}"), &[]);
     // Configured for every interface, but served on 127.0.0.1: the real listener counts.
     let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
@@ -344,7 +344,7 @@ async fn the_keys_file_is_read_again_on_sighup() {
 
 #[tokio::test]
 async fn client_keys_over_a_real_socket_none_wrong_and_listed() {
-    brace_llm::provider::install_crypto_provider();
+    brace_providers::provider::install_crypto_provider();
     let gateway = build(&format!("{ONE_SIM}{KEYS}"), &[("CLIENT_KEYS", "sk-listed")]);
     let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
         .await

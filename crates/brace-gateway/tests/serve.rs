@@ -25,7 +25,7 @@ struct Served {
 }
 
 async fn serve() -> Served {
-    brace_llm::provider::install_crypto_provider();
+    brace_providers::provider::install_crypto_provider();
     let gateway = Gateway::build(GatewayConfig::from_yaml(ONE_SIM).unwrap()).unwrap();
     let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
         .await

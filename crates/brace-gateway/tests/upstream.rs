@@ -92,7 +92,7 @@ async fn hostile_upstream() -> String {
 }
 
 async fn behind_hostile_upstream(server: &str) -> Arc<Gateway> {
-    brace_llm::provider::install_crypto_provider();
+    brace_providers::provider::install_crypto_provider();
     let base_url = hostile_upstream().await;
     let yaml = format!(
         "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \

@@ -1,11 +1,9 @@
 //! [`LlmClassifier`]: what an LLM provider's outcome means for each layer.
 
 use std::error::Error;
-use std::time::Duration;
 
 use brace_core::classify::classify_error_with;
-use brace_core::{BoxError, Classify, Outcome, Verdict};
-use http::StatusCode;
+use brace_core::{BoxError, Classify, FailureClass, Outcome, Verdict};
 
 use crate::error::{LlmError, LlmErrorKind};
 
@@ -98,7 +96,25 @@ impl LlmClassifier {
         } else {
             Verdict::Ignored
         };
+        let (class, status) = match err.kind() {
+            LlmErrorKind::RateLimited => (FailureClass::RateLimited, err.status()),
+            LlmErrorKind::Overloaded => (FailureClass::Overloaded, err.status()),
+            LlmErrorKind::Server => (FailureClass::Server, err.status()),
+            // Read as a bad gateway, whatever status the body came with.
+            LlmErrorKind::MalformedResponse => (FailureClass::Server, Some(502)),
+            LlmErrorKind::Timeout => (FailureClass::Timeout, err.status()),
+            LlmErrorKind::Connect | LlmErrorKind::StreamInterrupted => {
+                (FailureClass::Connect, err.status())
+            }
+            _ => (FailureClass::Other, err.status()),
+        };
         Outcome::failure()
+            .with_class(class)
+            // A prompt that does not fit may fit with a smaller `max_tokens`.
+            .with_reshaping_may_help(
+                class.reshaping_may_help() || err.kind() == LlmErrorKind::ContextLengthExceeded,
+            )
+            .with_status(status)
             .with_verdict(verdict)
             .with_retryable(self.retryable & kind != 0)
             .with_failover(self.failover & kind != 0)
@@ -140,54 +156,4 @@ impl<T> Classify<T, BoxError> for LlmClassifier {
             Err(err) => self.classify_dyn_error(&**err),
         }
     }
-}
-
-/// How a gateway answers a failed request: the status, and the `Retry-After` to send.
-///
-/// - An [`LlmError`] (also inside a `RetriesExhausted`) answers with its kind's status.
-/// - `AllProvidersFailed` answers 429 when every provider was rate-limited (with the shortest
-///   Retry-After among them), the status of the caller's own mistake when a provider refused
-///   the request itself, and 503 otherwise.
-/// - A circuit that is open answers 503 with its remaining wait; a deadline or timeout, 504.
-pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Duration>) {
-    use brace_core::{AllProvidersFailed, CircuitOpen, DeadlineExceeded, RetriesExhausted};
-
-    if let Some(err) = err.downcast_ref::<LlmError>() {
-        return (err.gateway_status(), err.retry_after());
-    }
-    if let Some(exhausted) = err.downcast_ref::<RetriesExhausted>() {
-        return gateway_status(exhausted.last_error());
-    }
-    if let Some(all) = err.downcast_ref::<AllProvidersFailed>() {
-        let statuses: Vec<_> = all
-            .failures()
-            .iter()
-            .map(|failure| gateway_status(&*failure.error))
-            .collect();
-        if !statuses.is_empty()
-            && statuses
-                .iter()
-                .all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
-        {
-            let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
-            return (StatusCode::TOO_MANY_REQUESTS, shortest);
-        }
-        if let Some((status, _)) = statuses.iter().find(|(status, _)| {
-            *status == StatusCode::BAD_REQUEST || *status == StatusCode::NOT_FOUND
-        }) && statuses
-            .iter()
-            .all(|(s, _)| s.is_client_error() || *s == StatusCode::SERVICE_UNAVAILABLE)
-        {
-            return (*status, None);
-        }
-        let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
-        return (StatusCode::SERVICE_UNAVAILABLE, shortest);
-    }
-    if let Some(open) = err.downcast_ref::<CircuitOpen>() {
-        return (StatusCode::SERVICE_UNAVAILABLE, open.retry_after());
-    }
-    if err.is::<DeadlineExceeded>() || err.is::<tower::timeout::error::Elapsed>() {
-        return (StatusCode::GATEWAY_TIMEOUT, None);
-    }
-    (StatusCode::BAD_GATEWAY, None)
 }

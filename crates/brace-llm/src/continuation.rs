@@ -50,7 +50,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! use brace_llm::continuation::{ContinuationLayer, ContinuationTarget, continued_by};
-//! use brace_llm::sim::{Behavior, Reply, SimProvider, StreamFault};
+//! use brace_sim::{Behavior, Reply, SimProvider, StreamFault};
 //! use brace_llm::{ChatRequest, Message, ResponseBody, StreamAccumulator};
 //! use futures_util::StreamExt;
 //! use tower::{Layer, ServiceExt};

@@ -312,37 +312,6 @@ impl LlmError {
         err
     }
 
-    /// Reads a transport error from reqwest into a `Timeout`, `Connect`,
-    /// `StreamInterrupted` or `MalformedResponse` error. reqwest's errors can include the
-    /// URL, which is dropped (an Azure or Gemini URL may hold a key).
-    pub fn from_reqwest(err: &reqwest::Error) -> Self {
-        let kind = if err.is_timeout() {
-            LlmErrorKind::Timeout
-        } else if err.is_connect() {
-            LlmErrorKind::Connect
-        } else if err.is_decode() {
-            LlmErrorKind::MalformedResponse
-        } else if err.is_body() {
-            LlmErrorKind::StreamInterrupted
-        } else {
-            LlmErrorKind::Connect
-        };
-        let mut detail = String::new();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            detail = cause.to_string();
-            source = cause.source();
-        }
-        let message = if detail.is_empty() {
-            kind.to_string()
-        } else {
-            detail
-        };
-        let mut out = Self::new(kind, message);
-        out.status = err.status().map(|status| status.as_u16());
-        out
-    }
-
     /// The HTTP status a gateway answers with.
     pub fn gateway_status(&self) -> StatusCode {
         self.kind.gateway_status()

@@ -1,4 +1,4 @@
-//! What brace knows about LLMs.
+//! What brace knows about LLMs, without an HTTP stack.
 //!
 //! - [`ChatRequest`], [`Message`], [`Tool`], [`ChatCompletion`], [`ChatChunk`], [`Usage`]: the
 //!   OpenAI chat-completions wire format, with unknown fields kept so nothing is lost in
@@ -10,8 +10,16 @@
 //! - [`LlmClassifier`]: what each kind of failure means to brace's layers (count against a
 //!   circuit, retry, fail over), as a [`brace_core::Classify`].
 //!
+//! - [`commit`], [`guard::StreamGuardLayer`] and [`continuation::ContinuationLayer`]: a
+//!   streamed answer's commit point, its time limits, and its continuation on another
+//!   provider after a break.
+//! - [`degrade`]: [`ChatRequest`] and [`ChatResponse`] as the degradation layer's request and
+//!   response.
+//!
 //! brace-llm depends on no brace layer, and no layer depends on it: the layers are generic
-//! and take an [`LlmClassifier`] (or any other classifier).
+//! and take an [`LlmClassifier`] (or any other classifier). The provider clients over HTTP
+//! are in `brace-providers`, the simulated provider in `brace-sim`; both build on these
+//! types.
 //!
 //! # Example
 //!
@@ -39,22 +47,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-pub mod anthropic;
 pub mod classify;
 pub mod commit;
 pub mod continuation;
 pub mod degrade;
 pub mod error;
-pub mod gemini;
 pub mod guard;
-pub mod openai;
-pub mod provider;
 pub mod response;
-pub mod sim;
-pub mod sse;
 pub mod types;
 
-pub use self::classify::{LlmClassifier, gateway_status};
+pub use self::classify::LlmClassifier;
 pub use self::error::{LlmError, LlmErrorKind};
 pub use self::response::{
     ChatResponse, ChatStream, Degradation, Origin, ResponseBody, ResponseMeta, StreamAccumulator,

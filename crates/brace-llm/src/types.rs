@@ -236,8 +236,23 @@ impl ChatRequest {
         Ok(())
     }
 
-    /// The request as it is written on the wire, borrowed.
-    pub(crate) fn wire(&self) -> WireRequest<'_> {
+    /// The request as it is written on the wire (the OpenAI chat-completions body), borrowed:
+    /// what `serde_json::to_vec(&request)` writes, without a copy of the request, and with
+    /// [`WireRequest::with_model`] to name another model.
+    ///
+    /// ```
+    /// use brace_llm::{ChatRequest, Message};
+    ///
+    /// let request = ChatRequest::new("fast", vec![Message::user("Hi")]);
+    /// let body = serde_json::to_value(request.wire().with_model("gpt-4o-mini")).unwrap();
+    /// assert_eq!(body["model"], "gpt-4o-mini");
+    /// assert_eq!(body, {
+    ///     let mut same = serde_json::to_value(&request).unwrap();
+    ///     same["model"] = "gpt-4o-mini".into();
+    ///     same
+    /// });
+    /// ```
+    pub fn wire(&self) -> WireRequest<'_> {
         let options = self.options();
         WireRequest {
             model: &self.model,
@@ -317,8 +332,10 @@ const REQUEST_FIELDS: [&str; 15] = [
 
 /// A [`ChatRequest`] as written on the wire: every field at the top level, in the order
 /// brace has always written them (the degradation cache key depends on a stable order).
-#[derive(Serialize)]
-pub(crate) struct WireRequest<'a> {
+///
+/// Made by [`ChatRequest::wire`]; it only serializes.
+#[derive(Debug, Serialize)]
+pub struct WireRequest<'a> {
     pub(crate) model: &'a str,
     messages: &'a [Message],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -351,7 +368,17 @@ pub(crate) struct WireRequest<'a> {
     extra: UnknownFields<'a>,
 }
 
+impl<'a> WireRequest<'a> {
+    /// The same request for the model `model` (a provider's own name for the requested one).
+    #[must_use]
+    pub fn with_model(mut self, model: &'a str) -> Self {
+        self.model = model;
+        self
+    }
+}
+
 /// The unknown fields, without any that carries a modelled field's name.
+#[derive(Debug)]
 struct UnknownFields<'a>(&'a Extra);
 
 impl Serialize for UnknownFields<'_> {

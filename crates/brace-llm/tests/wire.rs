@@ -476,7 +476,7 @@ fn classification_follows_the_kind_table() {
 }
 
 #[test]
-fn gateway_status_maps_all_failed_to_429_or_503() {
+fn all_failed_classification_waits_for_the_soonest_provider() {
     use brace_core::{AllProvidersFailed, CircuitOpen, ProviderFailure, RetriesExhausted};
 
     let limited = |secs| {
@@ -495,21 +495,8 @@ fn gateway_status_maps_all_failed_to_429_or_503() {
                 limited(7),
             )),
         ),
+        ProviderFailure::new("c", Box::new(CircuitOpen::new("c", None))),
     ]);
-    assert_eq!(
-        brace_llm::gateway_status(&all_limited),
-        (StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(7)))
-    );
     let classified = LlmClassifier::new().classify_dyn_error(&all_limited);
     assert_eq!(classified.retry_after(), Some(Duration::from_secs(7)));
-
-    let mixed = AllProvidersFailed::new(vec![
-        ProviderFailure::new("a", limited(30)),
-        ProviderFailure::new("b", Box::new(CircuitOpen::new("b", None))),
-        ProviderFailure::new("c", Box::new(LlmError::new(LlmErrorKind::Server, "boom"))),
-    ]);
-    assert_eq!(
-        brace_llm::gateway_status(&mixed).0,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
 }

@@ -15,9 +15,9 @@ use brace_core::BoxError;
 use brace_degrade::{DegradeConfig, DegradeLayer};
 use brace_failover::{FailoverService, Provider};
 use brace_gateway::{Gateway, GatewayConfig};
-use brace_llm::sim::{SimConfig, SimProvider};
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, Message};
 use brace_retry::{Backoff, RetryLayer};
+use brace_sim::{SimConfig, SimProvider};
 use futures_util::future::Either;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -54,7 +54,7 @@ impl Backend {
 impl Service<ChatRequest> for Backend {
     type Response = ChatResponse;
     type Error = LlmError;
-    type Future = Either<Ready<Result<ChatResponse, LlmError>>, brace_llm::sim::ResponseFuture>;
+    type Future = Either<Ready<Result<ChatResponse, LlmError>>, brace_sim::ResponseFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
         self.sim.poll_ready(cx)

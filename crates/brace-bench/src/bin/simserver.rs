@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use brace_llm::sim::{SimConfig, SimHandle, SimServer};
+use brace_sim::{SimConfig, SimHandle, SimServer};
 use clap::Parser;
 
 /// Instant simulated LLM providers on 127.0.0.1.

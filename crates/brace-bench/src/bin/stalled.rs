@@ -136,7 +136,10 @@ async fn main() {
     let mut statuses = std::collections::BTreeMap::<String, usize>::new();
     for end in &ended {
         *statuses
-            .entry(end.status.map_or_else(|| "none".to_owned(), |s| s.to_string()))
+            .entry(
+                end.status
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string()),
+            )
             .or_default() += 1;
     }
     let afters: Vec<f64> = ended.iter().map(|end| end.after.as_secs_f64()).collect();
