@@ -168,8 +168,29 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             routes: raw.routes,
             server: raw.server,
         };
+        let levels: Vec<String> = config
+            .degradation
+            .ladder()
+            .map_err(|err| format!("degradation: {err}"))?
+            .levels()
+            .iter()
+            .map(|level| level.name().to_owned())
+            .collect();
         for provider in &config.providers {
             let name = &provider.name;
+            for (level, model) in &provider.models {
+                if !levels.contains(level) {
+                    return Err(format!(
+                        "provider `{name}`: models: unknown degradation level `{level}` (levels: {})",
+                        levels.join(", ")
+                    ));
+                }
+                if model.trim().is_empty() {
+                    return Err(format!(
+                        "provider `{name}`: models.{level} must not be empty"
+                    ));
+                }
+            }
             let breaker = config.circuit_breaker_for(provider)?;
             brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
                 .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
@@ -523,6 +544,10 @@ pub struct ProviderConfig {
     pub simulate: Option<Behavior>,
     /// Simulated providers: the seed of their random choices.
     pub seed: u64,
+    /// The model to ask this provider for at a degradation level below the top, by level
+    /// name (`{reduced: gpt-4o-mini, minimal: gpt-4o-mini}`). It wins over the level's own
+    /// `model` and the route's; a level not listed asks for the provider's usual model.
+    pub models: HashMap<String, String>,
     /// This provider's own circuit-breaker keys, laid over the global `circuit_breaker`
     /// section (see [`GatewayConfig::circuit_breaker_for`]).
     pub circuit_breaker: Option<serde_json::Value>,
@@ -566,6 +591,8 @@ struct RawProviderConfig {
     simulate: Option<Behavior>,
     #[serde(default)]
     seed: u64,
+    #[serde(default)]
+    models: HashMap<String, String>,
     #[serde(default)]
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
@@ -667,6 +694,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             api_version: raw.api_version,
             simulate: raw.simulate,
             seed: raw.seed,
+            models: raw.models,
             circuit_breaker: raw.circuit_breaker,
             fallback: raw.fallback,
         })

@@ -72,6 +72,7 @@ pub struct Gateway {
     sims: HashMap<String, SimHandle>,
     admin: crate::admin::AdminAuth,
     keys: Option<Arc<crate::auth::ClientKeys>>,
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Gateway {
@@ -215,6 +216,7 @@ impl Gateway {
             sims,
             admin,
             keys,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -228,7 +230,12 @@ impl Gateway {
         request.extensions.insert(attempts.clone());
         let start = Instant::now();
         let deadline = self.config.server.request_timeout;
-        let result = tokio::time::timeout(deadline, self.service.clone().oneshot(request)).await;
+        // One deadline for the whole request: every layer below reads what is left of it
+        // (retry backoffs, failover, hedges, each attempt's timeout), and the degradation
+        // layer answers from cache or the static level just before it, when it can.
+        let call =
+            brace_core::deadline::within(start + deadline, self.service.clone().oneshot(request));
+        let result = tokio::time::timeout(deadline, call).await;
         let count = attempts.0.load(Ordering::Relaxed);
         self.metrics.attempts(count);
         match result {
@@ -260,6 +267,34 @@ impl Gateway {
                 self.metrics.request("chat", 504, start.elapsed());
                 Err(ApiError::from_stack_error(&err))
             }
+        }
+    }
+
+    /// Marks the gateway as shutting down: `/readyz` answers 503 from now on, so a load
+    /// balancer stops sending it traffic while in-flight requests finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the gateway should get traffic: not while it shuts down, nor while no
+    /// provider can be tried (every circuit refusing calls).
+    ///
+    /// # Errors
+    ///
+    /// Why it is not ready.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down");
+        }
+        let any = self
+            .providers
+            .entries()
+            .iter()
+            .any(|entry| entry.admission().admits());
+        if any {
+            Ok(())
+        } else {
+            Err("no provider can be tried: every circuit is open")
         }
     }
 
@@ -665,7 +700,8 @@ fn provider_stack(
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
-        .layer(tower::timeout::TimeoutLayer::new(provider.timeout))
+        // Each attempt's timeout, cut short by the request's deadline when that comes first.
+        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
         .layer(guard)
         .service(client);
     Ok((BoxCloneSyncService::new(stack), handle))
@@ -727,15 +763,37 @@ fn failover_for(
                     .unwrap_or_else(|| provider.model.clone()),
             )
         };
-        let service = match model.clone() {
-            Some(model) => {
+        let per_level: Arc<HashMap<String, ModelName>> = Arc::new(
+            provider
+                .models
+                .iter()
+                .map(|(level, model)| (level.clone(), ModelName::from(model.as_str())))
+                .collect(),
+        );
+        let service = match (model.clone(), per_level.is_empty()) {
+            (Some(model), true) => {
                 let model = ModelName::from(model);
                 BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
                     request.model = model.clone();
                     request
                 }))
             }
-            None => stack,
+            (None, true) => stack,
+            // A model of its own for a degradation level wins over the level's and the
+            // route's.
+            (model, false) => {
+                let model = model.map(ModelName::from);
+                BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
+                    let at_level = request
+                        .extensions
+                        .get::<brace_llm::degrade::DegradationLevel>()
+                        .and_then(|level| per_level.get(&*level.0));
+                    if let Some(model) = at_level.or(model.as_ref()) {
+                        request.model = model.clone();
+                    }
+                    request
+                }))
+            }
         };
         continuation_targets.push(
             ContinuationTarget::new(provider.name.as_str(), service.clone())
@@ -898,7 +956,8 @@ impl Drop for AttemptRecord {
 fn attempt_outcome(err: &(dyn Error + 'static)) -> &'static str {
     if let Some(err) = brace_core::error::find::<LlmError>(err) {
         err.kind().as_str()
-    } else if err.is::<tower::timeout::error::Elapsed>() {
+    } else if err.is::<tower::timeout::error::Elapsed>() || err.is::<brace_core::DeadlineExceeded>()
+    {
         LlmErrorKind::Timeout.as_str()
     } else {
         "error"

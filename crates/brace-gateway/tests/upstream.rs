@@ -431,10 +431,10 @@ degradation:
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_attempt_dropped_by_the_global_deadline_is_counted_as_cancelled() {
+async fn an_attempt_cut_by_the_global_deadline_is_counted_as_a_timeout() {
     let yaml = r"
 providers:
-  - name: dropped-by-deadline
+  - name: cut-by-deadline
     kind: simulated
     model: m
     timeout: 1h
@@ -455,7 +455,45 @@ server:
     assert_eq!(
         series(
             &metrics,
-            "brace_provider_attempts_total{provider=\"dropped-by-deadline\",outcome=\"cancelled\"}"
+            "brace_provider_attempts_total{provider=\"cut-by-deadline\",outcome=\"timeout\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_dropped_when_the_caller_goes_away_is_counted_as_cancelled() {
+    let yaml = r"
+providers:
+  - name: dropped-by-caller
+    kind: simulated
+    model: m
+    timeout: 1h
+    simulate: {type: hang}
+degradation:
+  auto:
+    enabled: false
+";
+    let gateway = Gateway::build(GatewayConfig::from_yaml(yaml).unwrap()).unwrap();
+    let call = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { send(&gateway, chat("m", false)).await.status }
+    });
+    // Until the provider has the call in hand.
+    while gateway.sim("dropped-by-caller").unwrap().stats().calls == 0 {
+        tokio::task::yield_now().await;
+    }
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let metrics = gateway.metrics.render();
+    if metrics.is_empty() {
+        return;
+    }
+    assert_eq!(
+        series(
+            &metrics,
+            "brace_provider_attempts_total{provider=\"dropped-by-caller\",outcome=\"cancelled\"}"
         ),
         Some(1.0),
         "{metrics}"
