@@ -69,7 +69,8 @@ pub struct Gateway {
     providers: ProviderRegistry,
     degrade: DegradeHandle,
     sims: HashMap<String, SimHandle>,
-    admin_token: Option<String>,
+    admin: crate::admin::AdminAuth,
+    keys: Option<Arc<crate::auth::ClientKeys>>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -92,8 +93,9 @@ impl Gateway {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
-    /// Builds the whole stack, reading the admin token's variable through `env` instead of
-    /// the process environment (for tests and embedding applications).
+    /// Builds the whole stack, reading the admin token's and the client keys' variables
+    /// through `env` instead of the process environment (for tests and embedding
+    /// applications).
     ///
     /// # Errors
     ///
@@ -194,17 +196,14 @@ impl Gateway {
         let service =
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
 
-        let admin_token = config
-            .admin
-            .token_env
-            .as_deref()
-            .and_then(&env)
-            .filter(|token| !token.is_empty());
-        if config.admin.token_env.is_some() && admin_token.is_none() {
-            tracing::warn!(
-                "admin.token_env is set but the variable is empty: admin endpoints are open"
-            );
-        }
+        let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
+            .map_err(BuildError)?;
+        let keys = config
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
+            .transpose()
+            .map_err(BuildError)?;
 
         Ok(Arc::new(Self {
             config,
@@ -214,7 +213,8 @@ impl Gateway {
             providers,
             degrade,
             sims,
-            admin_token,
+            admin,
+            keys,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -254,7 +254,8 @@ impl Gateway {
                 Ok((response, count))
             }
             Ok(Err(err)) => {
-                let api = ApiError::from_stack_error(&err);
+                let api = ApiError::from_stack_error(&err)
+                    .clamp_retry_after(self.config.server.max_retry_after);
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
@@ -478,30 +479,26 @@ impl Gateway {
             .map_err(|_| ApiError::bad_request(format!("Invalid level: {level}")))
     }
 
-    /// Checks the admin token, when one is configured.
+    /// Lets a request to a mutating admin endpoint through, or says why not (see
+    /// [`admin`](crate::admin)); `listening` is the address the request came in on (default:
+    /// the configured `listen`).
     ///
     /// # Errors
     ///
-    /// A 401 when the token is missing or wrong.
-    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.admin_token else {
-            return Ok(());
-        };
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                "invalid admin token",
-            )),
-            None => Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                "missing admin token: send `Authorization: Bearer <token>`",
-            )),
-        }
+    /// 401 when a token is configured and missing or wrong; 403 when none is configured and
+    /// the gateway does not listen on a loopback address.
+    pub fn authorize_admin(
+        &self,
+        headers: &HeaderMap,
+        listening: Option<std::net::SocketAddr>,
+    ) -> Result<(), ApiError> {
+        self.admin
+            .authorize(headers, listening.unwrap_or(self.config.listen))
+    }
+
+    /// The client keys, when the configuration has an `auth` section.
+    pub fn client_keys(&self) -> Option<&Arc<crate::auth::ClientKeys>> {
+        self.keys.as_ref()
     }
 }
 
@@ -512,10 +509,6 @@ fn circuit_gauge(state: CircuitState) -> f64 {
         CircuitState::Open | CircuitState::ForcedOpen => 2.0,
         _ => 3.0,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ===== provider clients =====
@@ -687,15 +680,22 @@ fn provider_stack(
         metrics: metrics.clone(),
         price: provider.price,
     };
+    // The bulkhead is outermost: a call it sheds reaches neither the breaker nor an attempt.
+    // Attempts are counted outside the timeout and the stream guard, so that an attempt
+    // they cut is counted with its outcome.
+    let bulkhead = provider.max_in_flight.map(|limit| {
+        crate::limits::BulkheadLayer::new(provider.name.as_str(), limit, metrics.clone())
+    });
     let stack = ServiceBuilder::new()
+        .option_layer(bulkhead)
         .layer(breaker)
         .layer(retry)
-        // Each attempt's timeout, cut short by the request's deadline when that comes first.
-        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
-        .layer(guard)
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
+        // Each attempt's timeout, cut short by the request's deadline when that comes first.
+        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
+        .layer(guard)
         .service(client);
     Ok((BoxCloneSyncService::new(stack), handle))
 }
@@ -849,47 +849,95 @@ struct Instrument {
 }
 
 impl Instrument {
-    fn wrap(self, inner: LlmService) -> Instrumented {
+    fn wrap<S>(self, inner: S) -> Instrumented<S> {
         Instrumented { inner, meta: self }
     }
 }
 
+/// Counts and times every attempt, with its outcome: `ok`, an error kind (`timeout` for one
+/// the timeout layer or the stream guard cut), or `cancelled` for one dropped before it
+/// ended (a hedge that lost, a caller gone, the global deadline).
 #[derive(Clone)]
-struct Instrumented {
-    inner: LlmService,
+struct Instrumented<S> {
+    inner: S,
     meta: Instrument,
 }
 
-impl Service<ChatRequest> for Instrumented {
+impl<S> Service<ChatRequest> for Instrumented<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
     type Response = ChatResponse;
-    type Error = LlmError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, LlmError>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         if let Some(attempts) = request.extensions.get::<Attempts>() {
             attempts.0.fetch_add(1, Ordering::Relaxed);
         }
-        let meta = self.meta.clone();
-        let start = Instant::now();
+        let mut attempt = AttemptRecord {
+            meta: Some(self.meta.clone()),
+            start: Instant::now(),
+        };
         let call = self.inner.call(request);
         Box::pin(async move {
-            let result = call.await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(err) => err.kind().as_str(),
-            };
-            meta.metrics
-                .attempt(&meta.provider, outcome, start.elapsed());
-            if let Ok(response) = &result
-                && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
-            {
-                meta.metrics.tokens(&meta.provider, usage, meta.price);
-            }
+            let result = call.await.map_err(Into::into);
+            attempt.finish(&result);
             result
         })
+    }
+}
+
+/// Records one attempt when it ends, or as `cancelled` if it is dropped first.
+struct AttemptRecord {
+    meta: Option<Instrument>,
+    start: Instant,
+}
+
+impl AttemptRecord {
+    fn finish(&mut self, result: &Result<ChatResponse, BoxError>) {
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(err) => attempt_outcome(&**err),
+        };
+        meta.metrics
+            .attempt(&meta.provider, outcome, self.start.elapsed());
+        if let Ok(response) = result
+            && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
+        {
+            meta.metrics.tokens(&meta.provider, usage, meta.price);
+        }
+    }
+}
+
+impl Drop for AttemptRecord {
+    fn drop(&mut self) {
+        if let Some(meta) = self.meta.take() {
+            meta.metrics.attempt(
+                &meta.provider,
+                LlmErrorKind::Cancelled.as_str(),
+                self.start.elapsed(),
+            );
+        }
+    }
+}
+
+fn attempt_outcome(err: &(dyn Error + 'static)) -> &'static str {
+    if let Some(err) = brace_core::error::find::<LlmError>(err) {
+        err.kind().as_str()
+    } else if err.is::<tower::timeout::error::Elapsed>() || err.is::<brace_core::DeadlineExceeded>()
+    {
+        LlmErrorKind::Timeout.as_str()
+    } else {
+        "error"
     }
 }
