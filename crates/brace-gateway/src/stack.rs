@@ -24,7 +24,7 @@ use brace_failover::{FailoverService, PreferredProvider, Provider, ProviderHealt
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
-use brace_providers::provider::ProviderConfig as ClientConfig;
+use brace_providers::ClientConfig;
 use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
@@ -490,7 +490,7 @@ fn client_for(
             Ok((BoxCloneSyncService::new(client), probe))
         }};
     }
-    let result: Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> =
+    let result: Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
                 // It answers as the model it is asked for: the provider's, or the route's.
@@ -543,8 +543,8 @@ fn client_for(
 /// answer instead).
 fn keyed(
     provider: &ProviderConfig,
-    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError>,
-) -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> {
+    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError>,
+) -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> {
     if let Some(var) = provider.key_env()
         && std::env::var(var).map_or(true, |key| key.trim().is_empty())
     {
