@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use brace::BoxError;
 use brace::circuit::{CircuitBreakerLayer, CircuitHandle};
-use brace::failover::{FailoverService, HealthConfig, Provider};
+use brace::failover::{FailoverService, Provider};
 use brace::llm::guard::StreamGuardLayer;
 use brace::llm::{
     ChatCompletion, ChatRequest, ChatResponse, ChatStream, FinishReason, LlmClassifier, LlmError,
@@ -165,17 +165,20 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let (primary, circuit) = protect("inhouse", inhouse.clone())?;
-    let (secondary, _) = protect("sim-fallback", fallback.clone())?;
+    let (secondary, fallback_circuit) = protect("sim-fallback", fallback.clone())?;
+    // Each provider's circuit breaker alone decides when to stop calling it.
     let llm = FailoverService::builder()
         .classifier(LlmClassifier::new())
-        .provider(Provider::new("inhouse", primary).priority(0))
-        .provider(Provider::new("sim-fallback", secondary).priority(1))
-        // Let the circuit breaker alone decide when to stop calling the in-house model.
-        .health(HealthConfig {
-            consecutive_failures: 0,
-            failure_rate: None,
-            ..HealthConfig::default()
-        })
+        .provider(
+            Provider::new("inhouse", primary)
+                .priority(0)
+                .circuit(circuit.clone()),
+        )
+        .provider(
+            Provider::new("sim-fallback", secondary)
+                .priority(1)
+                .circuit(fallback_circuit),
+        )
         .build()?;
 
     println!("in-house model up:");

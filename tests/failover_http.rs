@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use brace::BoxError;
 use brace::circuit::{CircuitBreakerLayer, CircuitState};
-use brace::failover::{FailoverService, HealthConfig, Provider};
+use brace::failover::{FailoverService, Provider};
 use brace::llm::{ChatRequest, ChatResponse, LlmClassifier, LlmErrorKind, Message};
 use brace::providers::anthropic::AnthropicClient;
 use brace::providers::gemini::GeminiClient;
@@ -71,11 +71,11 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
         "anthropic",
         AnthropicClient::new(config("anthropic", servers[0].base_url())).unwrap(),
     );
-    let (gemini, _) = protect(
+    let (gemini, gemini_circuit) = protect(
         "gemini",
         GeminiClient::new(config("gemini", servers[1].base_url())).unwrap(),
     );
-    let (local, _) = protect(
+    let (local, local_circuit) = protect(
         "local",
         OpenAiClient::new(OpenAiConfig::new(
             config("local", format!("{}/v1", servers[2].base_url())),
@@ -85,14 +85,21 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
     );
     let failover = FailoverService::builder()
         .classifier(LlmClassifier::new())
-        .provider(Provider::new("anthropic", anthropic).priority(0))
-        .provider(Provider::new("gemini", gemini).priority(1))
-        .provider(Provider::new("local", local).priority(2))
-        .health(HealthConfig {
-            consecutive_failures: 0,
-            failure_rate: None,
-            ..HealthConfig::default()
-        })
+        .provider(
+            Provider::new("anthropic", anthropic)
+                .priority(0)
+                .circuit(anthropic_circuit.clone()),
+        )
+        .provider(
+            Provider::new("gemini", gemini)
+                .priority(1)
+                .circuit(gemini_circuit),
+        )
+        .provider(
+            Provider::new("local", local)
+                .priority(2)
+                .circuit(local_circuit),
+        )
         .build()
         .unwrap();
 

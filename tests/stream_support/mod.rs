@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use brace::BoxError;
 use brace::commit::Immediate;
-use brace::failover::{FailoverService, HealthConfig, Provider};
+use brace::failover::{FailoverService, Provider};
 use brace::llm::guard::StreamGuardLayer;
 use brace::llm::{
     ChatChunk, ChatRequest, ChatResponse, LlmClassifier, LlmError, Message, ResponseBody,
@@ -73,12 +73,8 @@ where
 
 /// Failover across `providers`, in the given order.
 pub fn failover(providers: &[(&str, Chat)]) -> Failover {
-    let mut builder = FailoverService::builder()
-        .classifier(LlmClassifier::new())
-        .health(HealthConfig {
-            consecutive_failures: 100,
-            ..HealthConfig::default()
-        });
+    // No circuits: every provider is always tried.
+    let mut builder = FailoverService::builder().classifier(LlmClassifier::new());
     for (priority, (name, service)) in providers.iter().enumerate() {
         builder = builder.provider(Provider::new(*name, service.clone()).priority(priority as u32));
     }

@@ -92,6 +92,8 @@ pub(crate) struct Settings {
     pub(crate) automatic_transition: bool,
     pub(crate) permitted_calls_in_half_open: u32,
     pub(crate) max_wait_in_half_open: Option<Duration>,
+    /// Open after this many failures in a row, whatever the window's rates.
+    pub(crate) consecutive_failures: Option<u32>,
     pub(crate) on_transition: Option<Callback>,
 }
 
@@ -111,6 +113,7 @@ impl fmt::Debug for Settings {
                 &self.permitted_calls_in_half_open,
             )
             .field("max_wait_in_half_open", &self.max_wait_in_half_open)
+            .field("consecutive_failures", &self.consecutive_failures)
             .field("on_transition", &self.on_transition.as_ref().map(|_| ".."))
             .finish()
     }
@@ -130,6 +133,7 @@ impl Default for Settings {
             automatic_transition: false,
             permitted_calls_in_half_open: 10,
             max_wait_in_half_open: None,
+            consecutive_failures: None,
             on_transition: None,
         }
     }
@@ -169,6 +173,11 @@ impl Settings {
         }
         if self.minimum_calls == 0 {
             return Err(InvalidConfig::new("minimum_calls must be at least 1"));
+        }
+        if self.consecutive_failures == Some(0) {
+            return Err(InvalidConfig::new(
+                "consecutive_failures (failure_threshold) must be at least 1",
+            ));
         }
         if self.permitted_calls_in_half_open == 0
             || self.permitted_calls_in_half_open > MAX_HALF_OPEN_PERMITS
@@ -228,6 +237,8 @@ impl Settings {
 pub struct Builder {
     name: Arc<str>,
     settings: Settings,
+    /// Whether `permitted_calls_in_half_open` was set (so `consecutive_failures` keeps it).
+    half_open_set: bool,
 }
 
 impl Builder {
@@ -235,6 +246,7 @@ impl Builder {
         Self {
             name: name.into(),
             settings: Settings::default(),
+            half_open_set: false,
         }
     }
 
@@ -309,6 +321,7 @@ impl Builder {
 
     /// How many trial calls half-open state admits before it decides.
     pub fn permitted_calls_in_half_open(mut self, calls: u32) -> Self {
+        self.half_open_set = true;
         self.settings.permitted_calls_in_half_open = calls;
         self
     }
@@ -320,14 +333,18 @@ impl Builder {
         self
     }
 
-    /// The simple consecutive-failures breaker: open after `failures` failures in a row
-    /// (a count window of `failures` calls, all of which must fail), and admit one trial
-    /// call after the wait.
+    /// Also opens after `failures` failures in a row, whatever the window's rates say (the
+    /// seed's `failure_threshold`, Envoy's `consecutive_5xx`): a provider that fails every
+    /// call is taken out after `failures` calls, not after `minimum_calls`. A success resets
+    /// the count. The two rules work side by side: a failure rate over the window catches a
+    /// provider failing often, this catches one failing every time.
+    ///
+    /// Unless set otherwise, half-open state then admits a single trial call.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.settings.sliding_window = SlidingWindow::Count(failures);
-        self.settings.minimum_calls = failures;
-        self.settings.failure_rate_threshold = 100.0;
-        self.settings.permitted_calls_in_half_open = 1;
+        self.settings.consecutive_failures = Some(failures);
+        if !self.half_open_set {
+            self.settings.permitted_calls_in_half_open = 1;
+        }
         self
     }
 
@@ -367,8 +384,8 @@ pub enum SlidingWindowKind {
 ///
 /// Durations are humantime text (`500ms`, `30s`, `5m`) or a number of seconds. The seed
 /// configuration's `failure_threshold: 5` and `reset_timeout: 60` are accepted: the first is
-/// the consecutive-failures shorthand ([`Builder::consecutive_failures`]) and cannot be
-/// combined with the window settings, the second is another name for `wait_in_open`.
+/// the consecutive-failures rule ([`Builder::consecutive_failures`]), which works beside the
+/// window's failure rate, the second is another name for `wait_in_open`.
 ///
 /// # Example
 ///
@@ -427,7 +444,9 @@ pub struct CircuitBreakerConfig {
     /// Longest time in half-open state before opening again (default: no limit).
     #[serde(with = "brace_core::duration::option")]
     pub max_wait_in_half_open: Option<Duration>,
-    /// The seed's consecutive-failures shorthand.
+    /// Open after this many failures in a row, beside the window's rates (the seed's
+    /// `failure_threshold`; also accepted as `consecutive_failures`).
+    #[serde(alias = "consecutive_failures")]
     pub failure_threshold: Option<u32>,
 }
 
@@ -440,16 +459,6 @@ impl CircuitBreakerConfig {
     pub fn to_builder(&self, name: impl Into<Arc<str>>) -> Result<Builder, InvalidConfig> {
         let mut builder = Builder::new(name);
         if let Some(failures) = self.failure_threshold {
-            if self.sliding_window_size.is_some()
-                || self.minimum_calls.is_some()
-                || self.failure_rate_threshold.is_some()
-                || self.sliding_window != SlidingWindowKind::Count
-            {
-                return Err(InvalidConfig::new(
-                    "failure_threshold (consecutive failures) cannot be combined with \
-                     sliding_window, sliding_window_size, minimum_calls or failure_rate_threshold",
-                ));
-            }
             builder = builder.consecutive_failures(failures);
         }
         if let Some(size) = self.sliding_window_size {

@@ -66,7 +66,7 @@ where
             KindProj::Called { future } => {
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = this.permit.take() {
-                    permit.complete(this.classifier.classify(result.as_ref()).verdict());
+                    permit.complete(&this.classifier.classify(result.as_ref()));
                 }
                 Poll::Ready(result.map_err(Into::into))
             }

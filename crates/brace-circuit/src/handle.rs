@@ -8,7 +8,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::event::StateTransition;
-use crate::state::{CircuitState, Shared};
+use crate::state::{Admission, CircuitState, Shared};
 
 /// A handle on one circuit breaker, shared with every service the breaker's layer built.
 ///
@@ -48,6 +48,20 @@ impl CircuitHandle {
     /// call moves it to half-open (or the timer does, with automatic transition).
     pub fn state(&self) -> CircuitState {
         self.shared.state()
+    }
+
+    /// Whether a call would be admitted now, read without admitting one (nothing is counted,
+    /// no permit is taken): what a failover service asks before choosing a provider, so a
+    /// provider whose circuit is open is skipped without a call.
+    pub fn admission(&self) -> Admission {
+        self.shared.admission()
+    }
+
+    /// Moves an open breaker to half-open now, before its wait is over, so the next calls
+    /// are its trials: what a successful active health check does. Returns whether it
+    /// moved (only an `Open` breaker does; forced states are left alone).
+    pub fn try_half_open(&self) -> bool {
+        self.shared.try_half_open()
     }
 
     /// A snapshot of the breaker's metrics.

@@ -97,4 +97,4 @@ pub use self::handle::{CircuitHandle, CircuitMetrics};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::registry::CircuitRegistry;
 pub use self::service::CircuitBreaker;
-pub use self::state::CircuitState;
+pub use self::state::{Admission, CircuitState};

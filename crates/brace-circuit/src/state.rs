@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use brace_core::{CircuitOpen, Verdict};
+use brace_core::{CircuitOpen, FailureClass, Outcome, Verdict};
 use parking_lot::Mutex;
 use serde::Serialize;
+use std::sync::atomic::{AtomicU8, AtomicU32};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -150,6 +151,12 @@ pub(crate) struct Shared {
     open_until: AtomicU64,
     half_open_until: AtomicU64,
     not_permitted: AtomicU64,
+    /// Failures in a row in closed state, for the consecutive-failures rule.
+    consecutive: AtomicU32,
+    /// The class of the last recorded failure (an index into `FailureClass::ALL`).
+    last_failure: AtomicU8,
+    /// The class of the failure that opened the breaker, `NO_CAUSE` when forced open.
+    open_cause: AtomicU8,
     transitions: Mutex<Transitions>,
     events: broadcast::Sender<StateTransition>,
 }
@@ -168,6 +175,40 @@ impl fmt::Debug for Shared {
             .field("state", &self.state())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+/// No failure class recorded.
+const NO_CAUSE: u8 = u8::MAX;
+
+fn class_bits(class: FailureClass) -> u8 {
+    FailureClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .map_or(NO_CAUSE, |i| i as u8)
+}
+
+fn class_from_bits(bits: u8) -> Option<FailureClass> {
+    FailureClass::ALL.get(usize::from(bits)).copied()
+}
+
+/// Whether a breaker would admit a call now, as [`CircuitHandle::admission`](crate::CircuitHandle::admission) reads it without
+/// taking a permit.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Calls pass (closed, disabled, metrics-only).
+    Admit,
+    /// The next call would be a half-open trial: the open wait is over, or the breaker is
+    /// half-open with trial permits left.
+    Trial,
+    /// Calls are refused, and why.
+    Reject(CircuitOpen),
+}
+
+impl Admission {
+    /// `true` unless calls are refused.
+    pub fn admits(&self) -> bool {
+        !matches!(self, Self::Reject(_))
     }
 }
 
@@ -196,6 +237,9 @@ impl Shared {
             open_until: AtomicU64::new(0),
             half_open_until: AtomicU64::new(u64::MAX),
             not_permitted: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            last_failure: AtomicU8::new(NO_CAUSE),
+            open_cause: AtomicU8::new(NO_CAUSE),
             transitions: Mutex::new(Transitions {
                 attempts: 0,
                 last: now,
@@ -231,7 +275,45 @@ impl Shared {
 
     fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
         self.not_permitted.fetch_add(1, Ordering::Relaxed);
-        CircuitOpen::new(self.name.clone(), retry_after)
+        self.refusal(retry_after)
+    }
+
+    fn refusal(&self, retry_after: Option<Duration>) -> CircuitOpen {
+        let cause = match self.state() {
+            CircuitState::ForcedOpen => None,
+            _ => class_from_bits(self.open_cause.load(Ordering::Relaxed)),
+        };
+        CircuitOpen::new(self.name.clone(), retry_after).with_cause(cause)
+    }
+
+    /// Whether a call would be admitted now, without admitting one (nothing is counted).
+    pub(crate) fn admission(&self) -> Admission {
+        let word = self.load();
+        match word.state() {
+            CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::Disabled => {
+                Admission::Admit
+            }
+            CircuitState::ForcedOpen => Admission::Reject(self.refusal(None)),
+            CircuitState::Open => {
+                let elapsed = self.nanos(Instant::now());
+                let until = self.open_until.load(Ordering::Acquire);
+                if elapsed < until {
+                    Admission::Reject(self.refusal(Some(Duration::from_nanos(until - elapsed))))
+                } else {
+                    Admission::Trial
+                }
+            }
+            CircuitState::HalfOpen if word.permits() > 0 => Admission::Trial,
+            CircuitState::HalfOpen => Admission::Reject(self.refusal(None)),
+        }
+    }
+
+    /// Moves an open breaker to half-open now, before its wait is over (an active health
+    /// check found the service up). Returns whether it moved.
+    pub(crate) fn try_half_open(self: &Arc<Self>) -> bool {
+        let word = self.load();
+        word.state() == CircuitState::Open
+            && self.try_transition(word, CircuitState::HalfOpen, Instant::now())
     }
 
     fn exceeds(&self, totals: Totals, minimum_calls: u64) -> bool {
@@ -312,8 +394,9 @@ impl Shared {
         generation: u64,
         kind: PermitKind,
         started: Option<Instant>,
-        verdict: Verdict,
+        outcome: &Outcome,
     ) {
+        let verdict = outcome.verdict();
         if verdict == Verdict::Ignored {
             if kind == PermitKind::HalfOpen {
                 self.release(generation);
@@ -331,6 +414,10 @@ impl Shared {
             failed: verdict == Verdict::Failure,
             slow,
         };
+        if sample.failed {
+            self.last_failure
+                .store(class_bits(outcome.class()), Ordering::Relaxed);
+        }
         let word = self.load();
         match kind {
             PermitKind::Closed => {
@@ -340,6 +427,12 @@ impl Shared {
                     && word.generation() == (generation.wrapping_add(1) & Word::GEN_MASK);
                 if !(current || late) {
                     return;
+                }
+                if current
+                    && self.consecutive_trips(sample.failed)
+                    && word.state() == CircuitState::Closed
+                {
+                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(Instant::now));
                 }
                 let elapsed = now.map_or(Duration::ZERO, |now| self.since_base(now));
                 let Some(totals) = self.closed.record(sample, elapsed) else {
@@ -375,6 +468,22 @@ impl Shared {
         }
     }
 
+    /// Counts a closed-state call for the consecutive-failures rule; `true` when it trips.
+    fn consecutive_trips(&self, failed: bool) -> bool {
+        let Some(limit) = self.settings.consecutive_failures else {
+            return false;
+        };
+        if failed {
+            self.consecutive.fetch_add(1, Ordering::Relaxed) + 1 >= limit
+        } else {
+            // Only a write when there is a run to end: successes stay read-only.
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            false
+        }
+    }
+
     /// Moves from `expected` (same generation and state) to `to`; does nothing if the
     /// breaker has moved on since `expected` was read.
     fn try_transition(self: &Arc<Self>, expected: Word, to: CircuitState, now: Instant) -> bool {
@@ -405,6 +514,7 @@ impl Shared {
         let now = Instant::now();
         if current.state() == CircuitState::Closed {
             self.closed.reset();
+            self.consecutive.store(0, Ordering::Relaxed);
             self.not_permitted.store(0, Ordering::Relaxed);
             transitions.attempts = 0;
             let next = Word::new(current.next_generation(), CircuitState::Closed, 0);
@@ -427,6 +537,8 @@ impl Shared {
         let mut timer = None;
         match to {
             CircuitState::Open => {
+                self.open_cause
+                    .store(self.last_failure.load(Ordering::Relaxed), Ordering::Relaxed);
                 transitions.attempts = transitions.attempts.saturating_add(1);
                 let wait = self.settings.wait_in_open.wait(transitions.attempts);
                 self.open_until
@@ -449,6 +561,7 @@ impl Shared {
                 self.half_open_until.store(until, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
+                self.consecutive.store(0, Ordering::Relaxed);
                 self.closed.reset();
                 self.not_permitted.store(0, Ordering::Relaxed);
                 transitions.attempts = 0;
@@ -562,10 +675,10 @@ impl Permit {
     }
 
     /// Records the call's outcome.
-    pub(crate) fn complete(mut self, verdict: Verdict) {
+    pub(crate) fn complete(mut self, outcome: &Outcome) {
         self.armed = false;
         self.shared
-            .complete(self.generation, self.kind, self.started, verdict);
+            .complete(self.generation, self.kind, self.started, outcome);
     }
 }
 

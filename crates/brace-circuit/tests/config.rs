@@ -62,10 +62,13 @@ fn config_rejects_a_wait_cap_without_growth() {
 }
 
 #[test]
-fn config_rejects_failure_threshold_combined_with_window_settings() {
-    let config = parse(r#"{"failure_threshold": 5, "minimum_calls": 10}"#).unwrap();
-    let err = CircuitBreakerLayer::from_config("a", &config).unwrap_err();
-    assert!(err.to_string().contains("failure_threshold"), "{err}");
+fn config_takes_failure_threshold_beside_window_settings() {
+    let config = parse(r#"{"consecutive_failures": 5, "minimum_calls": 10}"#).unwrap();
+    assert_eq!(config.failure_threshold, Some(5));
+    CircuitBreakerLayer::from_config("a", &config).unwrap();
+    let zero = parse(r#"{"failure_threshold": 0}"#).unwrap();
+    let err = CircuitBreakerLayer::from_config("a", &zero).unwrap_err();
+    assert!(err.to_string().contains("at least 1"), "{err}");
 }
 
 #[test]

@@ -674,3 +674,122 @@ async fn consecutive_failures_mode_opens_on_the_nth_failure_in_a_row_and_probes_
         "one trial call decides"
     );
 }
+
+// ===== admission without a call, early half-open, what opened it =====
+
+#[tokio::test(start_paused = true)]
+async fn admission_is_read_without_taking_a_permit_or_counting() {
+    use brace_circuit::Admission;
+
+    let mut h = harness(builder());
+    assert!(matches!(h.handle.admission(), Admission::Admit));
+    trip(&mut h).await;
+    let Admission::Reject(open) = h.handle.admission() else {
+        panic!("an open breaker refuses");
+    };
+    assert_eq!(open.retry_after(), Some(5 * SECOND));
+    assert_eq!(
+        h.handle.metrics().not_permitted_calls,
+        0,
+        "a peek is not a call"
+    );
+
+    advance(5 * SECOND).await;
+    assert!(matches!(h.handle.admission(), Admission::Trial));
+    // Still open until a call (or the timer) moves it: the peek changed nothing.
+    assert_eq!(h.handle.state(), CircuitState::Open);
+    h.call(Call::Ok).await.unwrap();
+    assert_eq!(h.handle.state(), CircuitState::HalfOpen);
+    // One of two trial permits is left.
+    assert!(matches!(h.handle.admission(), Admission::Trial));
+    let (_tx, rx) = oneshot::channel();
+    let mut pending = h.service.clone();
+    let held = tokio::spawn(async move { pending.ready().await?.call(Call::Wait(rx)).await });
+    tokio::task::yield_now().await;
+    assert!(
+        matches!(h.handle.admission(), Admission::Reject(_)),
+        "no permit left while the last trial is in flight"
+    );
+    held.abort();
+
+    h.handle.force_open();
+    let Admission::Reject(forced) = h.handle.admission() else {
+        panic!("forced open refuses");
+    };
+    assert_eq!(forced.retry_after(), None);
+    assert_eq!(
+        forced.cause(),
+        None,
+        "forced open was not caused by failures"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_says_what_opened_it() {
+    let mut h = harness(builder());
+    h.calls(3, || Call::RateLimited).await;
+    assert_eq!(h.handle.state(), CircuitState::Open);
+    let open = open_error(h.call(Call::Ok).await);
+    assert_eq!(open.cause(), Some(brace_core::FailureClass::RateLimited));
+    assert!(open.to_string().contains("rate limited"), "{open}");
+
+    let mut h = harness(builder());
+    trip(&mut h).await;
+    let open = open_error(h.call(Call::Ok).await);
+    assert_eq!(open.cause(), Some(brace_core::FailureClass::Server));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_probe_moves_an_open_circuit_to_half_open_early() {
+    let mut h = harness(builder());
+    trip(&mut h).await;
+    advance(SECOND).await;
+    assert!(h.handle.try_half_open());
+    assert_eq!(h.handle.state(), CircuitState::HalfOpen);
+    h.calls(2, || Call::Ok).await;
+    assert_eq!(h.handle.state(), CircuitState::Closed);
+    // Only an open breaker moves: closed and forced states are left alone.
+    assert!(!h.handle.try_half_open());
+    h.handle.force_open();
+    assert!(!h.handle.try_half_open());
+    assert_eq!(h.handle.state(), CircuitState::ForcedOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_and_the_failure_rate_work_side_by_side() {
+    // A window of 10 calls (5 needed) at 50 %, plus 3 failures in a row.
+    let layer = || {
+        CircuitBreakerLayer::builder("both")
+            .sliding_window(SlidingWindow::Count(10))
+            .minimum_calls(5)
+            .failure_rate_threshold(50.0)
+            .consecutive_failures(3)
+    };
+    // Three in a row open it before the window has its minimum.
+    let mut h = harness(layer());
+    h.calls(3, || Call::Fail).await;
+    assert_eq!(h.handle.state(), CircuitState::Open);
+
+    // Alternating failures never make three in a row, but reach the 50 % rate.
+    let mut h = harness(layer());
+    for _ in 0..2 {
+        h.call(Call::Fail).await.unwrap_err();
+        h.call(Call::Ok).await.unwrap();
+    }
+    assert_eq!(h.handle.state(), CircuitState::Closed);
+    h.call(Call::Fail).await.unwrap_err();
+    assert_eq!(h.handle.state(), CircuitState::Open, "3 of 5 failed");
+
+    // A success ends the run: two, a success, two more stay closed (window below min).
+    let mut h = harness(
+        CircuitBreakerLayer::builder("run")
+            .minimum_calls(100)
+            .consecutive_failures(3),
+    );
+    h.calls(2, || Call::Fail).await;
+    h.call(Call::Ok).await.unwrap();
+    h.calls(2, || Call::Fail).await;
+    assert_eq!(h.handle.state(), CircuitState::Closed);
+    h.call(Call::Fail).await.unwrap_err();
+    assert_eq!(h.handle.state(), CircuitState::Open);
+}

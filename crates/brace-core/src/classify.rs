@@ -7,6 +7,99 @@ use std::time::Duration;
 use crate::BoxError;
 use crate::error::{AllProvidersFailed, CircuitOpen, DeadlineExceeded, RetriesExhausted};
 
+/// What kind of failure an outcome is, in terms every layer can act on without knowing the
+/// service: retry policies per class, `on_error` lists, the status a gateway answers with,
+/// and why a circuit opened.
+///
+/// A classifier sets it ([`Outcome::with_class`]); the classifiers in this crate derive it
+/// from HTTP statuses and brace's own errors, `brace_llm::LlmClassifier` from its error
+/// kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The service refused because the caller sent too much (HTTP 429): waiting helps,
+    /// a smaller request does not.
+    RateLimited,
+    /// The service said it is too busy right now (HTTP 503, 529).
+    Overloaded,
+    /// The call took too long (HTTP 408, 504, a timeout layer).
+    Timeout,
+    /// The connection could not be made or broke (refused, reset, a stream cut short).
+    Connect,
+    /// The service failed (other 5xx, a malformed answer).
+    Server,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+impl FailureClass {
+    /// Every class, in a fixed order.
+    pub const ALL: [FailureClass; 6] = [
+        Self::RateLimited,
+        Self::Overloaded,
+        Self::Timeout,
+        Self::Connect,
+        Self::Server,
+        Self::Other,
+    ];
+
+    /// The class's name in snake case (`rate_limited`, `overloaded`, `timeout`, `connect`,
+    /// `server`, `other`), as configuration spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Server => "server",
+            Self::Other => "other",
+        }
+    }
+
+    /// Parses a class name (see [`as_str`](Self::as_str)); `rate_limit` and `rate-limited`
+    /// are accepted too.
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.trim().to_ascii_lowercase().replace('-', "_");
+        match name.as_str() {
+            "rate_limited" | "rate_limit" => Some(Self::RateLimited),
+            "overloaded" => Some(Self::Overloaded),
+            "timeout" => Some(Self::Timeout),
+            "connect" => Some(Self::Connect),
+            "server" => Some(Self::Server),
+            "other" => Some(Self::Other),
+            _ => None,
+        }
+    }
+
+    /// The class an HTTP status code falls in: 429 rate limited; 503 and 529 overloaded;
+    /// 408 and 504 timeout; any other 5xx server; anything else other.
+    pub const fn of_status(status: u16) -> Self {
+        match status {
+            429 => Self::RateLimited,
+            503 | 529 => Self::Overloaded,
+            408 | 504 => Self::Timeout,
+            500..=599 => Self::Server,
+            _ => Self::Other,
+        }
+    }
+
+    /// `true` if a smaller or simpler request may succeed where this failure happened (a
+    /// timeout, an overloaded server): what a degradation ladder's lower level can change.
+    /// A rate limit, a refused connection, a server error or anything else is not changed
+    /// by reshaping the request (a classifier may say otherwise for failures it knows, with
+    /// [`Outcome::with_reshaping_may_help`]).
+    pub const fn reshaping_may_help(self) -> bool {
+        matches!(self, Self::Timeout | Self::Overloaded)
+    }
+}
+
+impl std::fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a call's outcome means for the circuit it went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
@@ -30,11 +123,18 @@ pub enum Verdict {
 /// - [`should_failover`](Outcome::should_failover): may the request be sent to another service
 ///   instead (failover)?
 /// - [`retry_after`](Outcome::retry_after): did the service say how long to wait?
+/// - [`class`](Outcome::class) and [`status`](Outcome::status): what kind of failure it
+///   was, for policies per class and `on_error` lists.
+/// - [`reshaping_may_help`](Outcome::reshaping_may_help): may a reshaped (smaller, simpler)
+///   request succeed where this one failed (a degradation ladder's lower level)?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
     verdict: Verdict,
     retryable: bool,
     failover: bool,
+    reshapable: bool,
+    class: FailureClass,
+    status: Option<u16>,
     retry_after: Option<Duration>,
 }
 
@@ -44,6 +144,9 @@ impl Outcome {
         verdict: Verdict::Success,
         retryable: false,
         failover: false,
+        reshapable: false,
+        class: FailureClass::Other,
+        status: None,
         retry_after: None,
     };
 
@@ -59,6 +162,9 @@ impl Outcome {
             verdict: Verdict::Failure,
             retryable: true,
             failover: true,
+            reshapable: false,
+            class: FailureClass::Other,
+            status: None,
             retry_after: None,
         }
     }
@@ -70,6 +176,9 @@ impl Outcome {
             verdict: Verdict::Failure,
             retryable: false,
             failover: true,
+            reshapable: false,
+            class: FailureClass::Other,
+            status: None,
             retry_after: None,
         }
     }
@@ -81,6 +190,9 @@ impl Outcome {
             verdict: Verdict::Ignored,
             retryable: false,
             failover: false,
+            reshapable: false,
+            class: FailureClass::Other,
+            status: None,
             retry_after: None,
         }
     }
@@ -103,6 +215,32 @@ impl Outcome {
     #[must_use]
     pub const fn with_failover(mut self, failover: bool) -> Self {
         self.failover = failover;
+        self
+    }
+
+    /// Returns this outcome with its failure class replaced; unless set with
+    /// [`with_reshaping_may_help`](Self::with_reshaping_may_help), whether a reshaped request
+    /// may help follows the class ([`FailureClass::reshaping_may_help`]).
+    #[must_use]
+    pub const fn with_class(mut self, class: FailureClass) -> Self {
+        self.class = class;
+        self.reshapable = class.reshaping_may_help();
+        self
+    }
+
+    /// Returns this outcome with the HTTP status it carried (for `on_error` lists that name
+    /// status codes).
+    #[must_use]
+    pub const fn with_status(mut self, status: Option<u16>) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Returns this outcome saying whether a reshaped request may succeed where this one
+    /// failed (set it after [`with_class`](Self::with_class), which resets it).
+    #[must_use]
+    pub const fn with_reshaping_may_help(mut self, yes: bool) -> Self {
+        self.reshapable = yes;
         self
     }
 
@@ -146,6 +284,23 @@ impl Outcome {
     /// How long the service asked the caller to wait before trying again, if it said.
     pub const fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// What kind of failure this was ([`FailureClass::Other`] for a success or an unknown
+    /// failure).
+    pub const fn class(&self) -> FailureClass {
+        self.class
+    }
+
+    /// The HTTP status the failure carried, if any.
+    pub const fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// `true` if a reshaped request (a smaller, simpler one, as a degradation ladder's lower
+    /// level sends) may succeed where this one failed.
+    pub const fn reshaping_may_help(&self) -> bool {
+        self.reshapable && !self.is_success()
     }
 }
 
@@ -234,7 +389,8 @@ pub fn as_dyn_error<E: 'static>(err: &E) -> Option<&(dyn Error + 'static)> {
 /// - [`AllProvidersFailed`]: a failure if any provider's was, retryable only if every
 ///   provider's was, failing over (to whatever is above) if any provider's did, with the
 ///   shortest retry-after among them.
-/// - [`DeadlineExceeded`]: a failure that is not retried (there is no time left).
+/// - [`DeadlineExceeded`]: a failure of class timeout that is not retried, not failed over
+///   and not worth a reshaped request (there is no time left).
 /// - `tower::timeout::error::Elapsed`: a transient failure.
 ///
 /// Classifiers for richer error types (such as `brace_llm::LlmError`) call this for the
@@ -255,7 +411,9 @@ pub fn classify_error_with(
     if let Some(open) = err.downcast_ref::<CircuitOpen>() {
         return Some(
             Outcome::failure()
+                .with_class(open.cause().unwrap_or_default())
                 .with_verdict(Verdict::Ignored)
+                .with_reshaping_may_help(false)
                 .with_retry_after(open.retry_after()),
         );
     }
@@ -268,10 +426,32 @@ pub fn classify_error_with(
         return Some(classify_all_failed(all, inner));
     }
     if err.is::<DeadlineExceeded>() {
-        return Some(Outcome::failure());
+        // No time is left: not worth another provider, a retry or a reshaped request (a
+        // degradation ladder may still answer from its cache or static level).
+        return Some(
+            Outcome::failure()
+                .with_class(FailureClass::Timeout)
+                .with_reshaping_may_help(false)
+                .with_failover(false),
+        );
     }
     if err.is::<tower::timeout::error::Elapsed>() {
-        return Some(Outcome::transient());
+        return Some(Outcome::transient().with_class(FailureClass::Timeout));
+    }
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        use std::io::ErrorKind;
+        let class = match io.kind() {
+            ErrorKind::TimedOut => FailureClass::Timeout,
+            ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+            | ErrorKind::AddrNotAvailable
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => FailureClass::Connect,
+            _ => FailureClass::Other,
+        };
+        return Some(Outcome::transient().with_class(class));
     }
     None
 }
@@ -296,7 +476,20 @@ fn classify_all_failed(
         } else {
             acc.verdict()
         };
+        let class = if acc.class() == next.class() {
+            acc.class()
+        } else {
+            FailureClass::Other
+        };
+        let status = if acc.status() == next.status() {
+            acc.status()
+        } else {
+            None
+        };
         acc.with_verdict(verdict)
+            .with_class(class)
+            .with_status(status)
+            .with_reshaping_may_help(acc.reshaping_may_help() || next.reshaping_may_help())
             .with_retryable(acc.is_retryable() && next.is_retryable())
             .with_failover(acc.should_failover() || next.should_failover())
             .with_retry_after(retry_after)
@@ -310,7 +503,7 @@ fn classify_all_failed(
 /// | status | verdict | retryable | fails over |
 /// |---|---|---|---|
 /// | 1xx–3xx | success | | |
-/// | 408, 500, 502, 503, 504 | failure | yes | yes |
+/// | 408, 500, 502, 503, 504, 529 | failure | yes | yes |
 /// | 429 | failure (or ignored, see [`rate_limit_is_failure`](Self::rate_limit_is_failure)) | yes, after `Retry-After` | yes |
 /// | other 5xx | failure | no | yes |
 /// | other 4xx | ignored | no | no |
@@ -346,7 +539,8 @@ impl StatusClassifier {
 
     /// Judges a status code and its headers.
     pub fn classify_status(&self, status: http::StatusCode, headers: &http::HeaderMap) -> Outcome {
-        match status.as_u16() {
+        let code = status.as_u16();
+        let outcome = match code {
             429 => {
                 let verdict = if self.rate_limit_is_failure {
                     Verdict::Failure
@@ -357,13 +551,16 @@ impl StatusClassifier {
                     .with_verdict(verdict)
                     .with_retry_after(crate::retry_after::from_headers(headers))
             }
-            408 | 500 | 502 | 503 | 504 => {
+            408 | 500 | 502 | 503 | 504 | 529 => {
                 Outcome::transient().with_retry_after(crate::retry_after::from_headers(headers))
             }
             500..=599 => Outcome::failure(),
             400..=499 => Outcome::ignored(),
-            _ => Outcome::success(),
-        }
+            _ => return Outcome::success(),
+        };
+        outcome
+            .with_class(FailureClass::of_status(code))
+            .with_status(Some(code))
     }
 }
 

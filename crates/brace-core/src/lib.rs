@@ -29,15 +29,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod macros;
+
 pub mod classify;
 pub mod commit;
+pub mod deadline;
 pub mod degrade;
 pub mod duration;
 pub mod error;
+pub mod exclude;
+pub mod on_error;
 pub mod retry_after;
 
 pub use self::classify::{
-    Classify, DefaultClassifier, ErrorsAsFailures, Outcome, StatusClassifier, Verdict,
+    Classify, DefaultClassifier, ErrorsAsFailures, FailureClass, Outcome, StatusClassifier, Verdict,
 };
 pub use self::error::{
     AllProvidersFailed, CircuitOpen, DeadlineExceeded, GiveUpReason, ProviderFailure,

@@ -1,5 +1,5 @@
 //! Failover overhead: the success path against the bare provider, and the cost of skipping
-//! an unhealthy first provider.
+//! a first provider whose circuit is open.
 //!
 //! Run with: `cargo bench -p brace-failover --bench failover -- --warm-up-time 1 --measurement-time 2`
 
@@ -9,10 +9,11 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use brace_circuit::{CircuitBreaker, CircuitBreakerLayer};
 use brace_core::BoxError;
-use brace_failover::{FailoverService, HealthConfig, Provider, Selection};
+use brace_failover::{FailoverConfig, FailoverService, Provider, Selection};
 use criterion::{Criterion, criterion_group, criterion_main};
-use tower::Service;
+use tower::{Layer, Service};
 
 /// A provider that answers at once (or fails at once).
 #[derive(Clone)]
@@ -55,28 +56,41 @@ fn call<S: Service<u64>>(svc: &mut S, req: u64) -> Result<S::Response, S::Error>
     now(svc.call(req))
 }
 
-fn failover(providers: Vec<Provider<Instant>>, selection: Selection) -> FailoverService<Instant> {
-    with_health(providers, selection, day_long_recovery(true))
+/// A provider behind its breaker, which opens after one failure for a day.
+type Guarded = CircuitBreaker<Instant>;
+
+fn provider(name: &str, fail: bool) -> Provider<Guarded> {
+    let layer = CircuitBreakerLayer::builder(name)
+        .consecutive_failures(1)
+        .wait_in_open(Duration::from_hours(24))
+        .build()
+        .unwrap();
+    Provider::new(name, layer.layer(Instant { fail })).circuit(layer.handle())
 }
 
-fn day_long_recovery(track_latency: bool) -> HealthConfig {
-    HealthConfig {
-        consecutive_failures: 1,
-        recovery_time: Duration::from_hours(24),
-        track_latency,
-        ..HealthConfig::default()
-    }
+/// A provider behind a breaker that never opens (disabled): every call reaches it.
+fn unguarded(name: &str, fail: bool) -> Provider<Guarded> {
+    let layer = CircuitBreakerLayer::builder(name).build().unwrap();
+    layer.handle().disable();
+    Provider::new(name, layer.layer(Instant { fail })).circuit(layer.handle())
 }
 
-fn with_health(
-    providers: Vec<Provider<Instant>>,
+fn failover(providers: Vec<Provider<Guarded>>, selection: Selection) -> FailoverService<Guarded> {
+    with_latency(providers, selection, true)
+}
+
+fn with_latency(
+    providers: Vec<Provider<Guarded>>,
     selection: Selection,
-    health: HealthConfig,
-) -> FailoverService<Instant> {
+    track_latency: bool,
+) -> FailoverService<Guarded> {
     FailoverService::builder()
         .providers(providers)
-        .selection(selection)
-        .health(health)
+        .config(FailoverConfig {
+            selection,
+            track_latency,
+            ..FailoverConfig::default()
+        })
         .seed(1)
         .build()
         .unwrap()
@@ -88,24 +102,17 @@ fn success_path(c: &mut Criterion) {
     group.bench_function("bare_provider", |b| {
         b.iter(|| call(&mut bare, black_box(1)).unwrap());
     });
-    let mut one = failover(
-        vec![Provider::new("a", Instant { fail: false })],
-        Selection::Ordered,
-    );
+    let mut one = failover(vec![provider("a", false)], Selection::Ordered);
     group.bench_function("failover_1_provider", |b| {
         b.iter(|| call(&mut one, black_box(1)).unwrap());
     });
-    let mut untimed = with_health(
-        vec![Provider::new("a", Instant { fail: false })],
-        Selection::Ordered,
-        day_long_recovery(false),
-    );
+    let mut untimed = with_latency(vec![provider("a", false)], Selection::Ordered, false);
     group.bench_function("failover_1_provider_untimed", |b| {
         b.iter(|| call(&mut untimed, black_box(1)).unwrap());
     });
     let three = || {
         ["a", "b", "c"]
-            .map(|name| Provider::new(name, Instant { fail: false }))
+            .map(|name| provider(name, false))
             .into_iter()
             .collect::<Vec<_>>()
     };
@@ -122,51 +129,34 @@ fn success_path(c: &mut Criterion) {
 
 fn skip_unhealthy(c: &mut Criterion) {
     let mut group = c.benchmark_group("skip_unhealthy");
-    let mut healthy_only = failover(
-        vec![Provider::new("b", Instant { fail: false })],
-        Selection::Ordered,
-    );
+    let mut healthy_only = failover(vec![provider("b", false)], Selection::Ordered);
     group.bench_function("healthy_provider_alone", |b| {
         b.iter(|| call(&mut healthy_only, black_box(1)).unwrap());
     });
     let mut skipping = failover(
-        vec![
-            Provider::new("a", Instant { fail: true }),
-            Provider::new("b", Instant { fail: false }).priority(1),
-        ],
+        vec![provider("a", true), provider("b", false).priority(1)],
         Selection::Ordered,
     );
-    // The first call fails on `a` and marks it unhealthy for a day.
+    // The first call fails on `a` and opens its circuit for a day.
     call(&mut skipping, 1).unwrap();
     assert!(!skipping.health()[0].healthy);
     group.bench_function("unhealthy_first_skipped", |b| {
         b.iter(|| call(&mut skipping, black_box(1)).unwrap());
     });
-    let mut skipping_untimed = with_health(
-        vec![
-            Provider::new("a", Instant { fail: true }),
-            Provider::new("b", Instant { fail: false }).priority(1),
-        ],
+    let mut skipping_untimed = with_latency(
+        vec![provider("a", true), provider("b", false).priority(1)],
         Selection::Ordered,
-        day_long_recovery(false),
+        false,
     );
     call(&mut skipping_untimed, 1).unwrap();
     group.bench_function("unhealthy_first_skipped_untimed", |b| {
         b.iter(|| call(&mut skipping_untimed, black_box(1)).unwrap());
     });
-    // Health tracking never trips here, so every call really goes to `a`, fails, and
-    // moves on: the price of failing over without health tracking.
-    let mut failing_over = with_health(
-        vec![
-            Provider::new("a", Instant { fail: true }),
-            Provider::new("b", Instant { fail: false }).priority(1),
-        ],
+    // The breaker never opens here, so every call really goes to `a`, fails, and moves on:
+    // the price of failing over without a circuit to skip it.
+    let mut failing_over = failover(
+        vec![unguarded("a", true), unguarded("b", false).priority(1)],
         Selection::Ordered,
-        HealthConfig {
-            consecutive_failures: 0,
-            failure_rate: None,
-            ..HealthConfig::default()
-        },
     );
     group.bench_function("failing_first_called_then_failover", |b| {
         b.iter(|| call(&mut failing_over, black_box(1)).unwrap());

@@ -1,4 +1,4 @@
-//! Configuration: health tracking, selection and hedging.
+//! Configuration: selection, hedging, readiness.
 
 use std::time::Duration;
 
@@ -20,44 +20,6 @@ pub enum Selection {
     PowerOfTwoChoices,
     /// The one with the lowest price; providers without a price go last.
     Cheapest,
-}
-
-/// Passive health tracking: when a provider is taken out of rotation and when it comes back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthConfig {
-    /// Failures in a row that make a provider unhealthy. `0` disables the rule.
-    pub consecutive_failures: u32,
-    /// Failure rate over the last [`window`](Self::window) calls that makes a provider
-    /// unhealthy, between 0 and 1. `None` disables the rule.
-    pub failure_rate: Option<f64>,
-    /// How many recent calls the failure rate looks at (at most 64).
-    pub window: u32,
-    /// Calls needed in the window before the failure rate is judged.
-    pub min_calls: u32,
-    /// How long an unhealthy provider is skipped before it is tried again.
-    #[serde(with = "brace_core::duration")]
-    pub recovery_time: Duration,
-    /// Weight of the newest sample in the latency EWMA, between 0 and 1.
-    pub latency_alpha: f64,
-    /// Measure every call's latency for the EWMA in [`health`](crate::FailoverService::health).
-    /// Latency-based selection and percentile hedging measure it regardless; turning this
-    /// off otherwise saves two clock reads per call.
-    pub track_latency: bool,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            consecutive_failures: 3,
-            failure_rate: Some(0.5),
-            window: 20,
-            min_calls: 10,
-            recovery_time: Duration::from_secs(30),
-            latency_alpha: 0.2,
-            track_latency: true,
-        }
-    }
 }
 
 /// When to send a request to a second provider while the first has not answered.
@@ -116,13 +78,19 @@ impl HedgeConfig {
 }
 
 /// Everything about a failover service that is not its providers.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+///
+/// Whether a provider is tried is not configured here: its circuit breaker decides (see
+/// [`Provider::circuit`](crate::Provider::circuit)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailoverConfig {
     /// How providers of equal priority are chosen.
     pub selection: Selection,
-    /// Passive health tracking.
-    pub health: HealthConfig,
+    /// Measure every call's latency, for the EWMA in
+    /// [`health`](crate::FailoverService::health) (default on). Latency-based selection and
+    /// percentile hedging measure it regardless; turning this off otherwise saves two clock
+    /// reads per call.
+    pub track_latency: bool,
     /// Hedging, off when `None`.
     pub hedge: Option<HedgeConfig>,
     /// Interval of active health checks, when a probe is set.
@@ -137,4 +105,17 @@ pub struct FailoverConfig {
     /// Seed for the random choices (weighted selection, power of two choices), for
     /// reproducible runs. Random when `None`.
     pub seed: Option<u64>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            selection: Selection::default(),
+            track_latency: true,
+            hedge: None,
+            probe_interval: None,
+            ready_timeout: None,
+            seed: None,
+        }
+    }
 }

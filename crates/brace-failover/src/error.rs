@@ -43,6 +43,7 @@ enum BuildErrorKind {
     TooManyProviders(usize),
     DuplicateName(String),
     NoRuntime,
+    SecondCircuit(String),
 }
 
 impl BuildError {
@@ -55,6 +56,12 @@ impl BuildError {
     pub(crate) fn duplicate_name(name: &str) -> Self {
         Self {
             kind: BuildErrorKind::DuplicateName(name.to_owned()),
+        }
+    }
+
+    pub(crate) fn second_circuit(name: &str) -> Self {
+        Self {
+            kind: BuildErrorKind::SecondCircuit(name.to_owned()),
         }
     }
 
@@ -76,6 +83,11 @@ impl fmt::Display for BuildError {
             BuildErrorKind::DuplicateName(name) => {
                 write!(f, "two providers are named `{name}`")
             }
+            BuildErrorKind::SecondCircuit(name) => write!(
+                f,
+                "provider `{name}` already has another circuit breaker in this registry \
+                 (one provider, one breaker)"
+            ),
             BuildErrorKind::NoRuntime => {
                 f.write_str("active health checks need a tokio runtime to run in")
             }

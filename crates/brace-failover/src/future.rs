@@ -9,14 +9,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use brace_circuit::Admission;
 use brace_core::commit::{Commit, Commitment};
-use brace_core::{AllProvidersFailed, BoxError, Classify, ProviderFailure};
+use brace_core::exclude::Exclusions;
+use brace_core::{AllProvidersFailed, BoxError, CircuitOpen, Classify, ProviderFailure};
 use fastrand::Rng;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::error::NotReady;
+use crate::registry::ProviderEntry;
 use crate::select::{self, Tried, bit};
 use crate::service::Shared;
 
@@ -37,6 +40,8 @@ pin_project! {
         preferred: Option<usize>,
         rng: Rng,
         tried: Tried,
+        // Read at the first pick: providers a layer above left out of this call.
+        exclusions: Option<Exclusions>,
         hedged: bool,
         failures: Vec<ProviderFailure>,
         // The last response failed over from (e.g. a 503 `Response`), returned if no other
@@ -105,6 +110,7 @@ where
             preferred,
             rng,
             tried: 0,
+            exclusions: None,
             hedged: false,
             failures: Vec::new(),
             fallback: None,
@@ -133,13 +139,29 @@ where
             let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
             if this.primary.is_idle() && hedge_idle {
                 let first = *this.tried == 0;
+                if first {
+                    *this.exclusions = brace_core::exclude::current().filter(|e| !e.is_empty());
+                }
                 let now = shared.timed.then(Instant::now);
-                let Some(index) = pick(shared, this.tried, *this.preferred, this.rng, first, now)
-                else {
+                let picked = if first || !deadline_passed() {
+                    pick(
+                        shared,
+                        this.tried,
+                        *this.preferred,
+                        this.rng,
+                        this.exclusions.as_ref(),
+                    )
+                } else {
+                    None
+                };
+                let Some(index) = picked else {
                     *this.hedge_timer = None;
                     return Poll::Ready(match this.fallback.take() {
                         Some(response) => Ok(*response),
-                        None => Err(Box::new(AllProvidersFailed::new(mem::take(this.failures)))),
+                        None => {
+                            skip_rest(shared, *this.tried, this.exclusions.as_ref(), this.failures);
+                            Err(Box::new(AllProvidersFailed::new(mem::take(this.failures))))
+                        }
                     });
                 };
                 this.primary
@@ -148,6 +170,7 @@ where
                     && let Some(hedging) = &shared.hedging
                     && let Some(delay) = hedging.delay()
                     && let Some(at) = now.unwrap_or_else(Instant::now).checked_add(delay)
+                    && !brace_core::deadline::ends_before(at)
                 {
                     *this.hedge_timer = Some(Box::pin(tokio::time::sleep_until(at)));
                 }
@@ -188,13 +211,18 @@ where
                 *this.hedge_timer = None;
                 let now = Some(Instant::now());
                 let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
-                if !*this.hedged && !this.primary.is_idle() && hedge_idle {
+                if !*this.hedged && !this.primary.is_idle() && hedge_idle && !deadline_passed() {
                     *this.hedged = true;
                     if let Some(hedging) = &shared.hedging
-                        && has_candidate(shared, *this.tried, this.rng, now)
+                        && has_candidate(shared, *this.tried, this.rng, this.exclusions.as_ref())
                         && hedging.withdraw()
-                        && let Some(index) =
-                            pick(shared, this.tried, *this.preferred, this.rng, false, now)
+                        && let Some(index) = pick(
+                            shared,
+                            this.tried,
+                            *this.preferred,
+                            this.rng,
+                            this.exclusions.as_ref(),
+                        )
                     {
                         let attempt = Attempt::start(shared, this.request, index, now);
                         match this.secondary.as_mut() {
@@ -210,56 +238,102 @@ where
     }
 }
 
-/// Chooses the next provider and marks it tried. On the first pick, when every provider is
-/// unhealthy, the least-bad one is tried anyway.
+/// `true` once the call's deadline (if a layer above set one) has passed: no new provider
+/// is started then.
+fn deadline_passed() -> bool {
+    brace_core::deadline::remaining().is_some_and(|left| left.is_zero())
+}
+
+/// Whether provider `index` may be tried now: not excluded from this call, and its circuit
+/// admits a call (or would admit a half-open trial).
+fn eligible(entries: &[ProviderEntry], exclusions: Option<&Exclusions>, index: usize) -> bool {
+    let entry = &entries[index];
+    exclusions.is_none_or(|exclusions| exclusions.get(entry.name()).is_none())
+        && entry.admission().admits()
+}
+
+/// Chooses the next provider and marks it tried.
 fn pick<S, C, K>(
     shared: &Shared<S, C, K>,
     tried: &mut Tried,
     preferred: Option<usize>,
     rng: &mut Rng,
-    first: bool,
-    now: Option<Instant>,
+    exclusions: Option<&Exclusions>,
 ) -> Option<usize> {
     let index = select::next(
         &shared.providers,
-        &shared.health,
+        &shared.entries,
         *tried,
         preferred,
         shared.selection,
         rng,
-        now,
-    )
-    .or_else(|| {
-        if first {
-            select::least_bad(shared.providers.len(), &shared.health, *tried)
-        } else {
-            None
-        }
-    })?;
+        &|i| eligible(&shared.entries, exclusions, i),
+    )?;
     *tried |= bit(index);
     Some(index)
 }
 
-/// Whether a healthy untried provider is left (without consuming randomness the caller's
+/// Whether a provider that may be tried is left (without consuming randomness the caller's
 /// pick will use).
 fn has_candidate<S, C, K>(
     shared: &Shared<S, C, K>,
     tried: Tried,
     rng: &Rng,
-    now: Option<Instant>,
+    exclusions: Option<&Exclusions>,
 ) -> bool {
     let mut probe = rng.clone();
     select::next(
         &shared.providers,
-        &shared.health,
+        &shared.entries,
         tried,
         None,
         shared.selection,
         &mut probe,
-        now,
+        &|i| eligible(&shared.entries, exclusions, i),
     )
     .is_some()
 }
+
+/// Names every provider the request did not try in its trail, with why: excluded from this
+/// call, its circuit refusing calls (with when it may be tried again), or the deadline.
+fn skip_rest<S, C, K>(
+    shared: &Shared<S, C, K>,
+    tried: Tried,
+    exclusions: Option<&Exclusions>,
+    failures: &mut Vec<ProviderFailure>,
+) {
+    for (index, entry) in shared.entries.iter().enumerate() {
+        if tried & bit(index) != 0 {
+            continue;
+        }
+        let reason: BoxError =
+            if let Some(excluded) = exclusions.as_ref().and_then(|e| e.get(entry.name())) {
+                Box::new(excluded.clone())
+            } else if let Admission::Reject(open) = entry.admission() {
+                Box::new(open)
+            } else if deadline_passed() {
+                Box::new(brace_core::DeadlineExceeded::new(Duration::ZERO))
+            } else {
+                // Became eligible after the last pick (a wait ended meanwhile): say so.
+                Box::new(NotTried)
+            };
+        entry.record_skip();
+        failures.push(ProviderFailure::skipped(entry.name_arc().clone(), reason));
+    }
+}
+
+/// A provider left untried although nothing refused it (its circuit's wait ended while the
+/// request was failing over).
+#[derive(Debug)]
+struct NotTried;
+
+impl fmt::Display for NotTried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not tried: it became available after the request had moved on")
+    }
+}
+
+impl Error for NotTried {}
 
 /// Records how an attempt went and decides: `Some` ends the request, `None` moves on.
 fn settle<S, C, K, T>(
@@ -276,13 +350,25 @@ where
         started,
         result,
     } = done;
+    let entry = &shared.entries[index];
+    // The provider's own breaker refused the call (another request took the last half-open
+    // trial meanwhile): a skip, not a call.
+    if let Err(err) = &result
+        && err.is::<CircuitOpen>()
+    {
+        entry.record_skip();
+        if let Err(err) = result {
+            failures.push(ProviderFailure::skipped(entry.name_arc().clone(), err));
+        }
+        return None;
+    }
     let latency = started.map(|started| started.elapsed());
     let outcome = shared.classifier.classify(result.as_ref());
     let error = result
         .as_ref()
         .err()
         .map(|err| &**err as &(dyn Error + 'static));
-    shared.health.record(index, &outcome, latency, error);
+    entry.record(&outcome, latency, error);
     if outcome.is_success()
         && let Some(hedging) = &shared.hedging
         && let Some(latency) = latency

@@ -1,65 +1,77 @@
 //! Failover across several tower services: try providers in order of priority, skip the
-//! ones known to be down, remember why each failed, come back to a provider once it
-//! recovers, and cut tail latency with hedging.
+//! ones whose circuit is open, remember why each failed or was skipped, come back to a
+//! provider as soon as its circuit lets a trial through, and cut tail latency with hedging.
 //!
 //! [`FailoverService`] is generic: it works over any `Service<Req>` whose request can be
 //! cloned. What counts as an error worth moving on for comes from a
 //! [`brace_core::Classify`] implementation ([`Outcome::should_failover`]); when a streamed
 //! response commits to its provider comes from a [`brace_core::commit::Commit`] policy.
 //!
+//! # One truth per provider
+//!
+//! Whether a provider is tried is decided by one thing: its circuit breaker
+//! ([`Provider::circuit`]). Passive health is the breaker's rule (a failure rate over a
+//! window, or N failures in a row); the breaker's open wait is the only time a provider is
+//! held out, and an active check ([`Builder::probe`]) may end it early. The breakers,
+//! latencies, counters and checks live in a [`ProviderRegistry`] that every failover
+//! service (every route of a gateway) built from it shares.
+//!
 //! # Example
 //!
 //! ```
 //! use std::time::Duration;
+//! use brace_circuit::CircuitBreakerLayer;
 //! use brace_core::{AllProvidersFailed, BoxError};
-//! use brace_failover::{FailoverService, HealthConfig, Provider};
-//! use tower::{Service, ServiceExt, service_fn, util::BoxCloneService};
+//! use brace_failover::{FailoverService, Provider};
+//! use tower::{Layer, Service, ServiceExt, service_fn, util::BoxCloneService};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), BoxError> {
-//! let provider = |answer: Result<&'static str, &'static str>| {
-//!     BoxCloneService::new(service_fn(move |_: String| async move {
-//!         answer.map_err(BoxError::from)
-//!     }))
-//! };
+//! // The primary fails; its breaker opens after one failure and waits 30 s.
+//! let breaker = CircuitBreakerLayer::builder("primary")
+//!     .consecutive_failures(1)
+//!     .wait_in_open(Duration::from_secs(30))
+//!     .build()?;
+//! let primary = BoxCloneService::new(breaker.layer(service_fn(|_: String| async {
+//!     Err::<&str, BoxError>("503 service unavailable".into())
+//! })));
+//! let secondary = BoxCloneService::new(service_fn(|_: String| async { Ok::<_, BoxError>("answer") }));
 //! let mut failover = FailoverService::builder()
-//!     .provider(Provider::new("primary", provider(Err("503 service unavailable"))))
-//!     .provider(Provider::new("secondary", provider(Ok("answer"))).priority(1))
-//!     .health(HealthConfig {
-//!         consecutive_failures: 1,
-//!         recovery_time: Duration::from_secs(30),
-//!         ..HealthConfig::default()
-//!     })
+//!     .provider(Provider::new("primary", primary).circuit(breaker.handle()))
+//!     .provider(Provider::new("secondary", secondary).priority(1))
 //!     .build()?;
 //!
 //! // The primary fails, the secondary answers.
-//! let answer = failover.ready().await?.call("hi".to_owned()).await?;
-//! assert_eq!(answer, "answer");
+//! assert_eq!(failover.ready().await?.call("hi".into()).await?, "answer");
 //!
-//! // The primary is now skipped for 30 seconds.
+//! // Its circuit is open now: the primary is skipped without a call for 30 s.
 //! let health = failover.health();
 //! assert!(!health[0].healthy);
-//! assert_eq!(health[1].successes, 1);
+//! assert_eq!(health[0].unhealthy_for, Some(Duration::from_secs(30)));
+//! assert_eq!(failover.ready().await?.call("hi".into()).await?, "answer");
+//! assert_eq!(failover.health()[0].calls, 1);
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! When every provider fails, the error is an [`AllProvidersFailed`] that lists each
-//! provider's error in the order they were tried; [`brace_core::classify_error`] judges it
-//! (retryable only if every failure was, with the shortest Retry-After).
+//! When every provider fails or is skipped, the error is an [`AllProvidersFailed`]: the
+//! trail of every provider, tried (with its error) or skipped (with why), in order;
+//! [`brace_core::classify_error`] judges it (retryable only if every failure was, with the
+//! shortest Retry-After).
 //!
 //! # Pieces
 //!
-//! - [`Provider`]: a service plus its name, priority, weight, price and model.
+//! - [`Provider`]: a service plus its name, priority, weight, cost, model and circuit.
+//! - [`ProviderRegistry`]: one record per provider shared by every service built from it;
+//!   [`ProviderHealth`] snapshots.
 //! - [`Selection`]: ordered, weighted random, least latency (EWMA), power of two choices or
-//!   cheapest, among the healthy providers of the best priority.
+//!   cheapest, among the providers of the best priority that may be tried.
 //! - [`Preference`]: a per-request preferred provider (a [`PreferredProvider`] extension, a
 //!   field, anything a `fn(&Req) -> Option<&str>` can read).
-//! - [`HealthConfig`]: passive health from real outcomes (consecutive failures, failure
-//!   rate over a window, latency EWMA); [`Builder::probe`] adds active checks.
 //! - [`HedgeConfig`]: a second provider after a fixed delay or a latency percentile,
 //!   bounded by a budget (tower's `TpsBudget`).
-//! - [`FailoverService::health`]: a [`ProviderHealth`] snapshot per provider.
+//! - Per call: providers a layer above [excluded](brace_core::exclude) are skipped, and no
+//!   provider is started after the call's [deadline](brace_core::deadline).
 //!
 //! # With brace-llm
 //!
@@ -67,8 +79,8 @@
 //! (boxed into one type with `BoxCloneService`) with `brace_llm::LlmClassifier` as the
 //! classifier, `brace_llm::commit::FirstContent` as the commit policy (so a stream that
 //! breaks before its first token fails over), a `fn(&ChatRequest) -> Option<&str>` reading
-//! a [`PreferredProvider`] from the request's extensions, and an [`ErrorKindFn`] naming
-//! `LlmError` kinds for the health snapshot.
+//! a [`PreferredProvider`] from the request's extensions, and a registry whose
+//! [`ErrorKindFn`] names `LlmError` kinds.
 //!
 //! [`Outcome::should_failover`]: brace_core::Outcome::should_failover
 //! [`AllProvidersFailed`]: brace_core::AllProvidersFailed
@@ -79,19 +91,21 @@
 mod config;
 mod error;
 mod future;
-mod health;
 mod hedge;
 mod preference;
 mod probe;
 mod provider;
+mod registry;
 mod select;
 mod service;
 
-pub use self::config::{FailoverConfig, HealthConfig, HedgeConfig, Selection};
+pub use self::config::{FailoverConfig, HedgeConfig, Selection};
 pub use self::error::{BuildError, NotReady};
 pub use self::future::ResponseFuture;
-pub use self::health::{ErrorKindFn, ProviderHealth, default_error_kind};
 pub use self::preference::{FromExtensions, NoPreference, Preference, PreferredProvider};
 pub use self::probe::Probe;
-pub use self::provider::{Price, Provider};
+pub use self::provider::Provider;
+pub use self::registry::{
+    ErrorKindFn, ProviderEntry, ProviderHealth, ProviderRegistry, default_error_kind,
+};
 pub use self::service::{Builder, FailoverService, MAX_PROVIDERS};

@@ -1,4 +1,5 @@
-//! Active health checks: a probe the user supplies, run on an interval.
+//! Active health checks: a probe the user supplies, run on an interval, one task per
+//! provider of a [`ProviderRegistry`](crate::ProviderRegistry).
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -6,13 +7,14 @@ use std::time::Duration;
 
 use brace_core::BoxError;
 
-use crate::health::HealthTable;
+use crate::registry::{ProviderEntry, Record};
 
 /// Checks whether a provider is up, for active health checks.
 ///
 /// Implemented for any `FnMut(Arc<str>) -> impl Future<Output = Result<(), BoxError>>`
-/// that is `Send + 'static`: the argument is the provider's name. A success brings an
-/// unhealthy provider back at once; a failure keeps it out for another recovery time.
+/// that is `Send + 'static`: the argument is the provider's name. A success moves the
+/// provider's open circuit to half-open at once (its next real call is the trial); a failure
+/// changes nothing — the circuit's own wait decides, so there is one recovery clock.
 ///
 /// Each probe is bounded by the probe interval: one that takes longer counts as failed.
 pub trait Probe: Send + 'static {
@@ -38,37 +40,35 @@ where
 /// Longest probe interval: longer ones are clamped so the timer cannot overflow.
 const MAX_INTERVAL: Duration = Duration::from_hours(24 * 365);
 
-/// Probes every provider each `interval` until the health table is dropped (when the last
-/// clone of the service and the last in-flight call are gone).
+/// Probes one provider each `interval` until its record is dropped.
 pub(crate) fn spawn<P: Probe>(
     runtime: &tokio::runtime::Handle,
-    table: &Arc<HealthTable>,
-    names: Vec<Arc<str>>,
+    record: Weak<Record>,
     interval: Duration,
     mut probe: P,
-) {
+) -> tokio::task::AbortHandle {
     let interval = interval.clamp(Duration::from_millis(1), MAX_INTERVAL);
-    let weak: Weak<HealthTable> = Arc::downgrade(table);
     let task = runtime.spawn(async move {
+        let Some(name) = record
+            .upgrade()
+            .map(|record| ProviderEntry(record).name_arc().clone())
+        else {
+            return;
+        };
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            for (index, name) in names.iter().enumerate() {
-                let ok = matches!(
-                    tokio::time::timeout(interval, probe.probe(name.clone())).await,
-                    Ok(Ok(()))
-                );
-                let Some(table) = weak.upgrade() else {
-                    return;
-                };
-                table.record_probe(index, ok);
-            }
-            if weak.strong_count() == 0 {
+            let ok = matches!(
+                tokio::time::timeout(interval, probe.probe(name.clone())).await,
+                Ok(Ok(()))
+            );
+            let Some(record) = record.upgrade() else {
                 return;
-            }
+            };
+            ProviderEntry(record).record_probe(ok);
         }
     });
-    *table.probe_task.lock() = Some(task.abort_handle());
+    task.abort_handle()
 }

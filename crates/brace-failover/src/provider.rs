@@ -3,8 +3,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use brace_circuit::CircuitHandle;
+
 /// One provider of a [`FailoverService`](crate::FailoverService): a service (with its own
-/// stack — breaker, retry, timeout) plus its name, priority, weight and price.
+/// stack — breaker, retry, timeout) plus its name, priority, weight, cost and the handle of
+/// its circuit breaker.
+///
+/// The circuit breaker decides whether the provider is tried: while it refuses calls the
+/// failover service skips the provider without calling it (and names it in the error with
+/// when it may be tried again). Put the breaker's layer in the provider's stack and pass its
+/// [`handle`](brace_circuit::CircuitBreakerLayer::handle) here.
 ///
 /// # Example
 ///
@@ -15,7 +23,7 @@ use std::sync::Arc;
 /// let provider = Provider::new("openai", service)
 ///     .priority(0)
 ///     .weight(3)
-///     .price(2.5, 10.0)
+///     .cost(12.5)
 ///     .model("gpt-4o");
 /// assert_eq!(provider.name(), "openai");
 /// ```
@@ -23,6 +31,7 @@ use std::sync::Arc;
 pub struct Provider<S> {
     pub(crate) meta: ProviderMeta,
     pub(crate) service: S,
+    pub(crate) circuit: Option<CircuitHandle>,
 }
 
 /// A provider's metadata.
@@ -32,24 +41,7 @@ pub(crate) struct ProviderMeta {
     pub(crate) model: Option<Arc<str>>,
     pub(crate) priority: u32,
     pub(crate) weight: u32,
-    pub(crate) price: Option<Price>,
-}
-
-/// What a provider charges, per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Price {
-    /// Price of a million input (prompt) tokens.
-    pub input: f64,
-    /// Price of a million output (completion) tokens.
-    pub output: f64,
-}
-
-impl Price {
-    /// The figure [`Selection::Cheapest`](crate::Selection::Cheapest) compares: input plus
-    /// output price.
-    pub fn blended(&self) -> f64 {
-        self.input + self.output
-    }
+    pub(crate) cost: Option<f64>,
 }
 
 impl<S> Provider<S> {
@@ -61,9 +53,10 @@ impl<S> Provider<S> {
                 model: None,
                 priority: 0,
                 weight: 1,
-                price: None,
+                cost: None,
             },
             service,
+            circuit: None,
         }
     }
 
@@ -82,11 +75,19 @@ impl<S> Provider<S> {
         self
     }
 
-    /// Sets the price per million input and output tokens, for
+    /// Sets the provider's relative cost, in any unit shared by the providers (an LLM
+    /// gateway uses the price of a million input plus output tokens), for
     /// [`Selection::Cheapest`](crate::Selection::Cheapest).
     #[must_use]
-    pub fn price(mut self, input: f64, output: f64) -> Self {
-        self.meta.price = Some(Price { input, output });
+    pub fn cost(mut self, cost: f64) -> Self {
+        self.meta.cost = Some(cost);
+        self
+    }
+
+    /// Attaches the provider's circuit breaker, which then decides whether it is tried.
+    #[must_use]
+    pub fn circuit(mut self, circuit: CircuitHandle) -> Self {
+        self.circuit = Some(circuit);
         self
     }
 
@@ -95,6 +96,16 @@ impl<S> Provider<S> {
     pub fn model(mut self, model: impl Into<Arc<str>>) -> Self {
         self.meta.model = Some(model.into());
         self
+    }
+
+    /// Wraps the provider's service (in a breaker layer, say), keeping its name and
+    /// metadata.
+    pub fn map_service<S2>(self, f: impl FnOnce(S) -> S2) -> Provider<S2> {
+        Provider {
+            meta: self.meta,
+            service: f(self.service),
+            circuit: self.circuit,
+        }
     }
 
     /// The provider's name.
@@ -115,7 +126,8 @@ impl<S> fmt::Debug for Provider<S> {
             .field("model", &self.meta.model)
             .field("priority", &self.meta.priority)
             .field("weight", &self.meta.weight)
-            .field("price", &self.meta.price)
+            .field("cost", &self.meta.cost)
+            .field("circuit", &self.circuit.as_ref().map(CircuitHandle::state))
             .finish_non_exhaustive()
     }
 }

@@ -1,48 +1,33 @@
 //! Choosing the next provider to try.
 
-use std::cell::Cell;
-
 use fastrand::Rng;
-use tokio::time::Instant;
 
 use crate::config::Selection;
-use crate::health::HealthTable;
 use crate::provider::ProviderMeta;
+use crate::registry::ProviderEntry;
 
-/// The providers already tried by one request, as a bit set (at most 64 providers).
+/// The providers already dealt with by one request (tried, or skipped and named in its
+/// trail), as a bit set (at most 64 providers).
 pub(crate) type Tried = u64;
 
 pub(crate) fn bit(index: usize) -> Tried {
     1 << index
 }
 
-/// Picks the next provider for a request: the preferred one if it is healthy and untried;
-/// otherwise, among the healthy untried providers of the best priority, one chosen by
-/// `selection`. `None` when no healthy provider is left.
+/// Picks the next provider for a request: the preferred one if it may be tried; otherwise,
+/// among the untried providers of the best priority that may be tried, one chosen by
+/// `selection`. `eligible` says whether a provider may be tried now (its circuit admits a
+/// call, it is not excluded). `None` when no provider is left.
 pub(crate) fn next(
     providers: &[ProviderMeta],
-    health: &HealthTable,
+    entries: &[ProviderEntry],
     tried: Tried,
     preferred: Option<usize>,
     selection: Selection,
     rng: &mut Rng,
-    now: Option<Instant>,
+    eligible: &dyn Fn(usize) -> bool,
 ) -> Option<usize> {
-    // The clock is read only if some provider is unhealthy.
-    let ticks = Cell::new(now.map(|now| health.ticks(now)));
-    let now = || {
-        ticks.get().unwrap_or_else(|| {
-            let now = health.ticks(Instant::now());
-            ticks.set(Some(now));
-            now
-        })
-    };
-    let eligible = |i: usize| {
-        tried & bit(i) == 0 && {
-            let until = health.unhealthy_until(i);
-            until == 0 || until <= now()
-        }
-    };
+    let eligible = |i: usize| tried & bit(i) == 0 && eligible(i);
     if let Some(i) = preferred
         && eligible(i)
     {
@@ -72,7 +57,7 @@ pub(crate) fn next(
                 }
             })
         }
-        Selection::LeastLatency => candidates().min_by_key(|&i| health.latency_ns(i)),
+        Selection::LeastLatency => candidates().min_by_key(|&i| entries[i].latency_ns()),
         Selection::PowerOfTwoChoices => {
             let count = candidates().count();
             if count < 2 {
@@ -85,23 +70,15 @@ pub(crate) fn next(
             }
             let a = candidates().nth(a)?;
             let b = candidates().nth(b)?;
-            if health.latency_ns(b) < health.latency_ns(a) {
+            if entries[b].latency_ns() < entries[a].latency_ns() {
                 Some(b)
             } else {
                 Some(a)
             }
         }
         Selection::Cheapest => candidates().min_by(|&a, &b| {
-            let price = |i: usize| providers[i].price.map_or(f64::INFINITY, |p| p.blended());
-            price(a).total_cmp(&price(b))
+            let cost = |i: usize| providers[i].cost.unwrap_or(f64::INFINITY);
+            cost(a).total_cmp(&cost(b))
         }),
     }
-}
-
-/// The untried provider that is closest to recovering: tried when every provider is
-/// unhealthy, rather than failing without trying.
-pub(crate) fn least_bad(count: usize, health: &HealthTable, tried: Tried) -> Option<usize> {
-    (0..count)
-        .filter(|&i| tried & bit(i) == 0)
-        .min_by_key(|&i| health.unhealthy_until(i))
 }

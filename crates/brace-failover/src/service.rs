@@ -11,14 +11,14 @@ use fastrand::Rng;
 use parking_lot::Mutex;
 use tower_service::Service;
 
-use crate::config::{FailoverConfig, HealthConfig, HedgeConfig, Selection};
+use crate::config::{FailoverConfig, HedgeConfig, Selection};
 use crate::error::BuildError;
 use crate::future::ResponseFuture;
-use crate::health::{ErrorKindFn, HealthTable, ProviderHealth, default_error_kind};
 use crate::hedge::Hedging;
 use crate::preference::{NoPreference, Preference};
-use crate::probe::{self, Probe};
+use crate::probe::Probe;
 use crate::provider::{Provider, ProviderMeta};
+use crate::registry::{ProviderEntry, ProviderHealth, ProviderRegistry};
 
 /// The most providers one failover service takes.
 pub const MAX_PROVIDERS: usize = 64;
@@ -28,11 +28,18 @@ const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Sends each request to one provider after another until one answers.
 ///
-/// Providers are tried by priority (lower first); among healthy providers of equal
-/// priority the [`Selection`] decides. A request's [preferred provider](Preference) goes
-/// first when healthy. A provider that failed too often is skipped for its recovery time
-/// (or until an active probe succeeds); when every provider is unhealthy, the one closest
-/// to recovering is tried anyway.
+/// Providers are tried by priority (lower first); among the providers of equal priority
+/// that may be tried the [`Selection`] decides. A request's [preferred provider](Preference)
+/// goes first when it may be tried.
+///
+/// Whether a provider may be tried is its circuit breaker's call, and only its
+/// ([`Provider::circuit`]): while the circuit refuses calls the provider is skipped without
+/// a call; once its open wait is over the next request is the half-open trial. When every
+/// circuit refuses, the request fails at once, without a call, with an
+/// [`AllProvidersFailed`](brace_core::AllProvidersFailed) naming each provider with when it
+/// may be tried again. A provider a layer above [excluded](brace_core::exclude) from this
+/// call is skipped too, and a new provider is not started once the call's
+/// [deadline](brace_core::deadline) has passed.
 ///
 /// After each call the classifier `C` judges the result: an outcome that
 /// [should fail over](brace_core::Outcome::should_failover) moves on to the next provider;
@@ -62,7 +69,7 @@ const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 ///
 /// # Clone
 ///
-/// Clones share providers, health and hedge budget.
+/// Clones share providers, their registry records and the hedge budget.
 pub struct FailoverService<S, C = DefaultClassifier, K = Immediate, P = NoPreference> {
     shared: Arc<Shared<S, C, K>>,
     preference: P,
@@ -75,7 +82,9 @@ pub(crate) struct Shared<S, C, K> {
     /// Each behind a lock that is only held to clone it, so that `S` need only be `Send`
     /// (as `BoxCloneService` is) for the response future to be `Send`.
     pub(crate) services: Vec<Mutex<S>>,
-    pub(crate) health: Arc<HealthTable>,
+    /// Each provider's record in the registry, in the order of `providers`.
+    pub(crate) entries: Vec<ProviderEntry>,
+    pub(crate) registry: ProviderRegistry,
     pub(crate) selection: Selection,
     pub(crate) hedging: Option<Hedging>,
     pub(crate) ready_timeout: Option<Duration>,
@@ -85,8 +94,7 @@ pub(crate) struct Shared<S, C, K> {
     pub(crate) commit: K,
 }
 
-type ProbeSpawner =
-    Box<dyn FnOnce(&tokio::runtime::Handle, &Arc<HealthTable>, Vec<Arc<str>>, Duration) + Send>;
+type ProbeSpawner = Box<dyn FnOnce(&tokio::runtime::Handle, &[ProviderEntry], Duration) + Send>;
 
 /// Builds a [`FailoverService`].
 ///
@@ -108,6 +116,7 @@ type ProbeSpawner =
 ///
 /// assert_eq!(failover.ready().await?.call("hello").await?, "hello");
 /// assert_eq!(failover.health()[0].consecutive_failures, 1);
+/// assert_eq!(failover.health()[1].successes, 1);
 /// # Ok(())
 /// # }
 /// ```
@@ -117,7 +126,7 @@ pub struct Builder<S, C = DefaultClassifier, K = Immediate, P = NoPreference> {
     classifier: C,
     commit: K,
     preference: P,
-    error_kind: ErrorKindFn,
+    registry: Option<ProviderRegistry>,
     probe: Option<ProbeSpawner>,
 }
 
@@ -132,27 +141,34 @@ impl<S> FailoverService<S> {
             classifier: DefaultClassifier,
             commit: Immediate,
             preference: NoPreference,
-            error_kind: default_error_kind,
+            registry: None,
             probe: None,
         }
     }
 }
 
 impl<S, C, K, P> FailoverService<S, C, K, P> {
-    /// A snapshot of every provider's health, in the order they were added (for a
-    /// gateway's `GET /v1/health`).
+    /// A snapshot of every provider's health, in the order they were added, with the model
+    /// and priority this service gives it. The counters are the registry's: they count
+    /// every service's traffic to the provider.
     pub fn health(&self) -> Vec<ProviderHealth> {
         let shared = &*self.shared;
         shared
             .providers
             .iter()
-            .enumerate()
-            .map(|(i, meta)| {
-                shared
-                    .health
-                    .snapshot(i, &meta.name, meta.model.as_ref(), meta.priority)
+            .zip(&shared.entries)
+            .map(|(meta, entry)| {
+                let mut health = entry.health();
+                health.model.clone_from(&meta.model);
+                health.priority = Some(meta.priority);
+                health
             })
             .collect()
+    }
+
+    /// The registry whose records this service shares.
+    pub fn registry(&self) -> &ProviderRegistry {
+        &self.shared.registry
     }
 
     /// The providers' names, in the order they were added.
@@ -252,10 +268,12 @@ impl<S, C, K, P> Builder<S, C, K, P> {
         self
     }
 
-    /// Sets passive health tracking.
+    /// Shares the providers' records with every other service built from `registry`
+    /// (circuits, latency, counters, active checks): one truth per provider across routes.
+    /// Without it the service gets a registry of its own.
     #[must_use]
-    pub fn health(mut self, health: HealthConfig) -> Self {
-        self.config.health = health;
+    pub fn registry(mut self, registry: ProviderRegistry) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -281,13 +299,6 @@ impl<S, C, K, P> Builder<S, C, K, P> {
         self
     }
 
-    /// Sets how errors are named in [`ProviderHealth::errors_by_kind`].
-    #[must_use]
-    pub fn error_kind(mut self, error_kind: ErrorKindFn) -> Self {
-        self.error_kind = error_kind;
-        self
-    }
-
     /// Sets the classifier that decides which results move on to the next provider.
     pub fn classifier<C2>(self, classifier: C2) -> Builder<S, C2, K, P> {
         Builder {
@@ -296,7 +307,7 @@ impl<S, C, K, P> Builder<S, C, K, P> {
             classifier,
             commit: self.commit,
             preference: self.preference,
-            error_kind: self.error_kind,
+            registry: self.registry,
             probe: self.probe,
         }
     }
@@ -309,7 +320,7 @@ impl<S, C, K, P> Builder<S, C, K, P> {
             classifier: self.classifier,
             commit,
             preference: self.preference,
-            error_kind: self.error_kind,
+            registry: self.registry,
             probe: self.probe,
         }
     }
@@ -322,18 +333,22 @@ impl<S, C, K, P> Builder<S, C, K, P> {
             classifier: self.classifier,
             commit: self.commit,
             preference,
-            error_kind: self.error_kind,
+            registry: self.registry,
             probe: self.probe,
         }
     }
 
-    /// Turns on active health checks: every `interval`, `probe` checks each provider (in a
-    /// task that stops when the service and its futures are dropped).
+    /// Turns on active health checks: every `interval`, `probe` checks each provider, in one
+    /// task per provider of the registry (a later service over the same provider replaces
+    /// the check rather than adding one); the task stops when the provider's record is
+    /// dropped. A success moves an open circuit to half-open at once.
     #[must_use]
-    pub fn probe<Pr: Probe>(mut self, interval: Duration, probe: Pr) -> Self {
+    pub fn probe<Pr: Probe + Clone>(mut self, interval: Duration, probe: Pr) -> Self {
         self.config.probe_interval = Some(interval);
-        self.probe = Some(Box::new(move |runtime, table, names, interval| {
-            probe::spawn(runtime, table, names, interval, probe);
+        self.probe = Some(Box::new(move |runtime, entries, interval| {
+            for entry in entries {
+                entry.start_probe(runtime, interval, probe.clone());
+            }
         }));
         self
     }
@@ -342,8 +357,9 @@ impl<S, C, K, P> Builder<S, C, K, P> {
     ///
     /// # Errors
     ///
-    /// More than [`MAX_PROVIDERS`] providers, two providers with one name, or active health
-    /// checks outside a tokio runtime.
+    /// More than [`MAX_PROVIDERS`] providers, two providers with one name, a provider whose
+    /// registry record already has another circuit breaker, or active health checks outside
+    /// a tokio runtime.
     pub fn build(self) -> Result<FailoverService<S, C, K, P>, BuildError> {
         if self.providers.len() > MAX_PROVIDERS {
             return Err(BuildError::too_many_providers(self.providers.len()));
@@ -362,23 +378,26 @@ impl<S, C, K, P> Builder<S, C, K, P> {
             }
             None => None,
         };
-        let health = Arc::new(HealthTable::new(
-            self.providers.len(),
-            self.config.health.clone(),
-            self.error_kind,
-        ));
+        let registry = self.registry.unwrap_or_default();
+        let mut entries = Vec::with_capacity(self.providers.len());
+        for provider in &self.providers {
+            let entry = registry.entry(&provider.meta.name);
+            if let Some(circuit) = &provider.circuit {
+                entry.attach_circuit(circuit)?;
+            }
+            entries.push(entry);
+        }
         let (providers, services): (Vec<_>, Vec<_>) = self
             .providers
             .into_iter()
             .map(|provider| (provider.meta, provider.service))
             .unzip();
         if let (Some(spawn), Some(runtime)) = (self.probe, runtime) {
-            let names = providers.iter().map(|meta| meta.name.clone()).collect();
             let interval = self.config.probe_interval.unwrap_or(DEFAULT_PROBE_INTERVAL);
-            spawn(&runtime, &health, names, interval);
+            spawn(&runtime, &entries, interval);
         }
         let rng = self.config.seed.map_or_else(Rng::new, Rng::with_seed);
-        let timed = self.config.health.track_latency
+        let timed = self.config.track_latency
             || self.config.hedge.is_some()
             || matches!(
                 self.config.selection,
@@ -388,7 +407,8 @@ impl<S, C, K, P> Builder<S, C, K, P> {
             shared: Arc::new(Shared {
                 providers,
                 services: services.into_iter().map(Mutex::new).collect(),
-                health,
+                entries,
+                registry,
                 selection: self.config.selection,
                 hedging: self.config.hedge.map(Hedging::new),
                 timed,

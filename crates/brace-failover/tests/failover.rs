@@ -6,31 +6,49 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use brace_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use brace_core::{AllProvidersFailed, BoxError, CircuitOpen, ProviderFailure};
 use brace_failover::{
-    BuildError, FailoverService, HealthConfig, HedgeConfig, PreferredProvider, Provider, Selection,
+    BuildError, FailoverService, HedgeConfig, PreferredProvider, Provider, ProviderRegistry,
+    Selection,
 };
 use support::{Sim, Status, Step, TestClassifier, new_log};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
+
+/// A simulated provider behind its circuit breaker.
+type Guarded = CircuitBreaker<Sim, TestClassifier>;
 
 type Failover<P = brace_failover::NoPreference> =
-    FailoverService<Sim, TestClassifier, brace_core::commit::Immediate, P>;
+    FailoverService<Guarded, TestClassifier, brace_core::commit::Immediate, P>;
 
-fn health(consecutive_failures: u32, recovery_time: Duration) -> HealthConfig {
-    HealthConfig {
-        consecutive_failures,
-        failure_rate: None,
-        recovery_time,
-        ..HealthConfig::default()
-    }
+/// The breaker each provider gets: open after `failures` failures in a row, for `wait`.
+#[derive(Clone, Copy)]
+struct Breaker {
+    failures: u32,
+    wait: Duration,
 }
 
-fn build(providers: Vec<Provider<Sim>>, health: HealthConfig) -> Failover {
+fn breaker(failures: u32, wait: Duration) -> Breaker {
+    Breaker { failures, wait }
+}
+
+/// Puts `provider` behind a breaker made from `spec`, attached as its circuit.
+fn guarded(provider: Provider<Sim>, spec: Breaker) -> Provider<Guarded> {
+    let layer = CircuitBreakerLayer::builder(provider.name())
+        .consecutive_failures(spec.failures)
+        .wait_in_open(spec.wait)
+        .build()
+        .unwrap()
+        .with_classifier(TestClassifier);
+    let handle = layer.handle();
+    provider.map_service(|sim| layer.layer(sim)).circuit(handle)
+}
+
+fn build(providers: Vec<Provider<Sim>>, spec: Breaker) -> Failover {
     FailoverService::builder()
-        .providers(providers)
+        .providers(providers.into_iter().map(|p| guarded(p, spec)))
         .classifier(TestClassifier)
-        .health(health)
         .build()
         .unwrap()
 }
@@ -61,14 +79,14 @@ async fn tries_providers_by_priority_and_moves_on_after_failures() {
             Provider::new("a", a).priority(0),
             Provider::new("b", b).priority(1),
         ],
-        health(3, Duration::from_secs(30)),
+        breaker(3, Duration::from_secs(30)),
     );
     assert_eq!(send(&mut svc).await.unwrap(), "c");
     assert_eq!(*log.lock(), ["a", "b", "c"]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn skips_unhealthy_provider_until_recovery_time_passes() {
+async fn skips_a_provider_whose_circuit_is_open_until_its_wait_passes() {
     let log = new_log();
     let a = Sim::new("a", &log, |n| {
         if n == 0 {
@@ -83,28 +101,29 @@ async fn skips_unhealthy_provider_until_recovery_time_passes() {
             Provider::new("a", a.clone()),
             Provider::new("b", b.clone()).priority(1),
         ],
-        health(1, Duration::from_secs(30)),
+        breaker(1, Duration::from_secs(30)),
     );
 
     assert_eq!(send(&mut svc).await.unwrap(), "b");
     assert!(!svc.health()[0].healthy);
     assert_eq!(svc.health()[0].unhealthy_for, Some(Duration::from_secs(30)));
 
-    // While a is unhealthy it is not called at all.
+    // While its circuit is open it is not called at all.
     tokio::time::advance(Duration::from_secs(29)).await;
     assert_eq!(send(&mut svc).await.unwrap(), "b");
     assert_eq!(a.calls(), 1);
 
-    // After the recovery time it is tried again, and a success makes it healthy.
+    // After the open wait the next request is its half-open trial; a success closes it.
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(send(&mut svc).await.unwrap(), "a");
     assert_eq!(a.calls(), 2);
     assert!(svc.health()[0].healthy);
+    assert_eq!(svc.health()[0].circuit, Some(CircuitState::Closed));
     assert_eq!(*log.lock(), ["a", "b", "b", "a"]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn failure_after_recovery_makes_provider_unhealthy_again_at_once() {
+async fn a_failed_trial_opens_the_circuit_again_at_once() {
     let log = new_log();
     let a = Sim::new("a", &log, |_| Step::fail(Status::new(502)));
     let b = Sim::new("b", &log, |_| Step::ok());
@@ -113,7 +132,7 @@ async fn failure_after_recovery_makes_provider_unhealthy_again_at_once() {
             Provider::new("a", a.clone()),
             Provider::new("b", b).priority(1),
         ],
-        health(2, Duration::from_secs(10)),
+        breaker(2, Duration::from_secs(10)),
     );
     send(&mut svc).await.unwrap();
     assert!(svc.health()[0].healthy, "one failure of two allowed");
@@ -132,7 +151,7 @@ async fn failure_after_recovery_makes_provider_unhealthy_again_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failure_rate_over_window_makes_provider_unhealthy() {
+async fn a_failure_rate_over_the_breakers_window_takes_a_provider_out() {
     let log = new_log();
     // Every other call fails: never two in a row, but a 50 % failure rate.
     let a = Sim::new("a", &log, |n| {
@@ -143,31 +162,32 @@ async fn failure_rate_over_window_makes_provider_unhealthy() {
         }
     });
     let b = Sim::new("b", &log, |_| Step::ok());
-    let mut svc = build(
-        vec![
-            Provider::new("a", a.clone()),
+    let layer = CircuitBreakerLayer::builder("a")
+        .sliding_window(brace_circuit::SlidingWindow::Count(10))
+        .minimum_calls(10)
+        .failure_rate_threshold(50.0)
+        .build()
+        .unwrap()
+        .with_classifier(TestClassifier);
+    let handle = layer.handle();
+    let mut svc: Failover = FailoverService::builder()
+        .provider(Provider::new("a", layer.layer(a.clone())).circuit(handle))
+        .provider(guarded(
             Provider::new("b", b).priority(1),
-        ],
-        HealthConfig {
-            consecutive_failures: 5,
-            failure_rate: Some(0.5),
-            window: 10,
-            min_calls: 10,
-            ..HealthConfig::default()
-        },
-    );
+            breaker(5, Duration::from_secs(30)),
+        ))
+        .classifier(TestClassifier)
+        .build()
+        .unwrap();
     for _ in 0..9 {
         send(&mut svc).await.unwrap();
     }
-    assert!(svc.health()[0].healthy, "fewer than min_calls");
-    // The rate is judged when a failure comes in: the 11th call fails with 5 of the last
-    // 10 failed.
+    assert!(svc.health()[0].healthy, "fewer than minimum_calls");
     send(&mut svc).await.unwrap();
-    assert!(svc.health()[0].healthy);
+    assert_eq!(a.calls(), 10);
+    assert!(!svc.health()[0].healthy, "5 of the last 10 failed");
     send(&mut svc).await.unwrap();
-    assert_eq!(a.calls(), 11);
-    assert!(!svc.health()[0].healthy);
-    assert_eq!(svc.health()[0].consecutive_failures, 1);
+    assert_eq!(a.calls(), 10, "skipped while open");
 }
 
 #[tokio::test(start_paused = true)]
@@ -271,15 +291,15 @@ async fn power_of_two_choices_avoids_the_slow_provider() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn cheapest_selection_uses_price_and_falls_back_by_price() {
+async fn cheapest_selection_uses_cost_and_falls_back_by_cost() {
     let log = new_log();
     let pricey = Sim::new("pricey", &log, |_| Step::ok());
     let cheap = Sim::new("cheap", &log, |_| Step::fail(Status::new(503)));
     let unpriced = Sim::new("unpriced", &log, |_| Step::ok());
     let mut svc = FailoverService::builder()
         .provider(Provider::new("unpriced", unpriced))
-        .provider(Provider::new("pricey", pricey).price(10.0, 30.0))
-        .provider(Provider::new("cheap", cheap).price(0.5, 1.5))
+        .provider(Provider::new("pricey", pricey).cost(40.0))
+        .provider(Provider::new("cheap", cheap).cost(2.0))
         .selection(Selection::Cheapest)
         .classifier(TestClassifier)
         .build()
@@ -289,7 +309,7 @@ async fn cheapest_selection_uses_price_and_falls_back_by_price() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn preferred_provider_is_tried_first_when_healthy() {
+async fn preferred_provider_is_tried_first_while_its_circuit_admits() {
     #[derive(Clone)]
     struct Req {
         extensions: http::Extensions,
@@ -308,12 +328,12 @@ async fn preferred_provider_is_tried_first_when_healthy() {
             .get::<PreferredProvider>()
             .map(PreferredProvider::name)
     };
+    let spec = breaker(1, Duration::from_mins(1));
     let svc = FailoverService::builder()
-        .provider(Provider::new("a", a))
-        .provider(Provider::new("b", b).priority(5))
+        .provider(guarded(Provider::new("a", a), spec))
+        .provider(guarded(Provider::new("b", b).priority(5), spec))
         .classifier(TestClassifier)
         .preference(preference)
-        .health(health(1, Duration::from_mins(1)))
         .build()
         .unwrap();
     let mut svc = tower::service_fn(move |_: String| {
@@ -328,7 +348,7 @@ async fn preferred_provider_is_tried_first_when_healthy() {
     assert_eq!(send(&mut svc).await.unwrap(), "b");
     // b fails: failover continues in the normal order.
     assert_eq!(send(&mut svc).await.unwrap(), "a");
-    // b is now unhealthy: the preference is ignored rather than waiting on it.
+    // b's circuit is open now: the preference is ignored rather than waiting on it.
     assert_eq!(send(&mut svc).await.unwrap(), "a");
     assert_eq!(*log.lock(), ["b", "b", "a", "a"]);
 }
@@ -383,7 +403,7 @@ async fn preferred_provider_from_http_request_extensions() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn active_probe_brings_provider_back_before_recovery_time() {
+async fn a_successful_probe_ends_the_open_wait_early() {
     let log = new_log();
     let a = Sim::new("a", &log, |_| Step::fail(Status::new(503)));
     let b = Sim::new("b", &log, |_| Step::ok());
@@ -403,30 +423,32 @@ async fn active_probe_brings_provider_back_before_recovery_time() {
             }
         }
     };
-    let mut svc = FailoverService::builder()
-        .provider(Provider::new("a", a.clone()))
-        .provider(Provider::new("b", b).priority(1))
+    let spec = breaker(1, Duration::from_hours(1));
+    let mut svc: Failover = FailoverService::builder()
+        .provider(guarded(Provider::new("a", a.clone()), spec))
+        .provider(guarded(Provider::new("b", b).priority(1), spec))
         .classifier(TestClassifier)
-        .health(health(1, Duration::from_hours(1)))
         .probe(Duration::from_secs(5), probe)
         .build()
         .unwrap();
     assert_eq!(send(&mut svc).await.unwrap(), "b");
     assert!(!svc.health()[0].healthy);
 
-    // A failing probe (at 5 s) keeps it out.
+    // A failing probe (at 5 s) changes nothing: the circuit's own wait decides.
     tokio::time::sleep(Duration::from_millis(5500)).await;
     assert!(probes.load(Ordering::SeqCst) >= 2);
     assert!(!svc.health()[0].healthy);
     assert_eq!(svc.health()[0].probe_failures, 1);
 
-    // The provider comes back; the next probe (at 10 s) restores it long before the
-    // recovery time.
+    // The provider comes back; the next probe (at 10 s) moves its circuit to half-open long
+    // before the hour is over, and the next request is its trial.
     a_up.store(true, Ordering::SeqCst);
     a.set_script(|_| Step::ok());
     tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(svc.health()[0].circuit, Some(CircuitState::HalfOpen));
     assert!(svc.health()[0].healthy);
     assert_eq!(send(&mut svc).await.unwrap(), "a");
+    assert_eq!(svc.health()[0].circuit, Some(CircuitState::Closed));
 }
 
 #[tokio::test(start_paused = true)]
@@ -486,7 +508,7 @@ async fn all_failed_lists_every_provider_in_order() {
             Provider::new("b", Sim::new("b", &log, |_| Step::fail(Status::new(500)))).priority(1),
             Provider::new("c", Sim::new("c", &log, |_| Step::fail(Status::new(502)))).priority(2),
         ],
-        health(3, Duration::from_secs(30)),
+        breaker(3, Duration::from_secs(30)),
     );
     let err = send(&mut svc).await.unwrap_err();
     assert_eq!(
@@ -521,7 +543,7 @@ async fn rate_limited_everywhere_carries_the_shortest_retry_after() {
                 Sim::new("c", &log, |_| Step::fail(Status::rate_limited(9))),
             ),
         ],
-        health(3, Duration::from_secs(30)),
+        breaker(3, Duration::from_secs(30)),
     );
     let err = send(&mut svc).await.unwrap_err();
     assert_eq!(failures(&err).len(), 3);
@@ -574,7 +596,7 @@ async fn bad_request_is_returned_at_once_without_failover() {
             Provider::new("a", Sim::new("a", &log, |_| Step::fail(Status::new(400)))),
             Provider::new("b", Sim::new("b", &log, |_| Step::ok())).priority(1),
         ],
-        health(1, Duration::from_secs(30)),
+        breaker(1, Duration::from_secs(30)),
     );
     let err = send(&mut svc).await.unwrap_err();
     assert_eq!(err.downcast_ref::<Status>(), Some(&Status::new(400)));
@@ -586,37 +608,69 @@ async fn bad_request_is_returned_at_once_without_failover() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn least_bad_provider_is_tried_when_all_are_unhealthy() {
+async fn when_every_circuit_is_open_the_request_fails_at_once_naming_each() {
     let log = new_log();
     let a = Sim::new("a", &log, |_| Step::fail(Status::new(503)));
     let b = Sim::new("b", &log, |n| {
         if n == 0 {
-            Step::fail(Status::new(503))
-        } else {
             Step::ok()
+        } else {
+            Step::fail(Status::new(503))
         }
     });
     let mut svc = build(
         vec![Provider::new("a", a.clone()), Provider::new("b", b.clone())],
-        health(1, Duration::from_mins(1)),
+        breaker(1, Duration::from_mins(1)),
     );
-    // Both fail and become unhealthy; b's recovery ends 10 s after a's.
-    send(&mut svc).await.unwrap_err();
+    // a fails and opens; 10 s later b fails and opens: b's wait ends 10 s after a's.
+    send(&mut svc).await.unwrap();
     tokio::time::advance(Duration::from_secs(10)).await;
-    assert_eq!(a.calls(), 1);
-    svc.health().iter().for_each(|h| assert!(!h.healthy));
-
-    // a recovers first, so it is the least bad: tried alone, even though unhealthy.
     let err = send(&mut svc).await.unwrap_err();
-    assert_eq!(failures(&err), [("a".to_owned(), "status 503".to_owned())]);
-    // Now b is the one closest to recovery, and it answers.
-    assert_eq!(send(&mut svc).await.unwrap(), "b");
-    assert_eq!(*log.lock(), ["a", "b", "a", "b"]);
+    let all = err.downcast_ref::<AllProvidersFailed>().unwrap();
+    assert_eq!(
+        (all.tried().count(), all.skipped().count()),
+        (1, 1),
+        "b tried, a skipped: {err}"
+    );
+    assert_eq!(*log.lock(), ["a", "b", "b"]);
+    let calls = log.lock().len();
+
+    // Nothing is called: the error names both, skipped, each with its remaining wait.
+    let err = send(&mut svc).await.unwrap_err();
+    assert_eq!(log.lock().len(), calls);
+    let all = err.downcast_ref::<AllProvidersFailed>().unwrap();
+    assert!(all.none_tried());
+    let waits: Vec<_> = all
+        .skipped()
+        .map(|f| {
+            let open = f.error.downcast_ref::<CircuitOpen>().unwrap();
+            (f.name.to_string(), open.retry_after())
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            ("a".to_owned(), Some(Duration::from_secs(50))),
+            ("b".to_owned(), Some(Duration::from_mins(1))),
+        ]
+    );
+    assert!(
+        err.to_string()
+            .starts_with("no provider could be tried: [a (skipped): circuit `a` open")
+    );
+
+    // Once a's wait is over, it is the half-open trial.
+    tokio::time::advance(Duration::from_secs(50)).await;
+    let err = send(&mut svc).await.unwrap_err();
+    let all = err.downcast_ref::<AllProvidersFailed>().unwrap();
+    assert_eq!(all.tried().count(), 1);
+    assert_eq!(a.calls(), 2);
+    assert_eq!(svc.health()[1].skipped, 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_providers_fails_with_empty_all_providers_failed() {
-    let mut svc: Failover = build(Vec::new(), HealthConfig::default());
+    let mut svc: Failover = build(Vec::new(), breaker(3, Duration::from_secs(30)));
     let err = send(&mut svc).await.unwrap_err();
     assert!(failures(&err).is_empty());
     assert_eq!(
@@ -626,13 +680,24 @@ async fn no_providers_fails_with_empty_all_providers_failed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn never_polls_an_unhealthy_provider_ready() {
+async fn never_polls_a_provider_ready_while_its_circuit_is_open() {
     let (a, mut a_handle) = tower_test::mock::pair::<String, &'static str>();
     let (b, mut b_handle) = tower_test::mock::pair::<String, &'static str>();
+    let breaker_of = |name: &str| {
+        CircuitBreakerLayer::builder(name)
+            .consecutive_failures(1)
+            .wait_in_open(Duration::from_mins(1))
+            .build()
+            .unwrap()
+    };
+    let (a_breaker, b_breaker) = (breaker_of("a"), breaker_of("b"));
     let mut svc = FailoverService::builder()
-        .provider(Provider::new("a", a))
-        .provider(Provider::new("b", b).priority(1))
-        .health(health(1, Duration::from_mins(1)))
+        .provider(Provider::new("a", a_breaker.layer(a)).circuit(a_breaker.handle()))
+        .provider(
+            Provider::new("b", b_breaker.layer(b))
+                .priority(1)
+                .circuit(b_breaker.handle()),
+        )
         .build()
         .unwrap();
 
@@ -800,15 +865,16 @@ async fn health_snapshot_counts_calls_errors_and_latency() {
         _ => Step::ok().after(Duration::from_millis(40)),
     });
     let b = Sim::new("b", &log, |_| Step::ok());
+    let registry = ProviderRegistry::with_error_kind(|err| match err.downcast_ref::<Status>() {
+        Some(status) if status.code == 400 => "bad_request",
+        Some(_) => "server",
+        None => "other",
+    });
     let mut svc = FailoverService::builder()
+        .registry(registry)
         .provider(Provider::new("a", a).model("model-a"))
         .provider(Provider::new("b", b).priority(1))
         .classifier(TestClassifier)
-        .error_kind(|err| match err.downcast_ref::<Status>() {
-            Some(status) if status.code == 400 => "bad_request",
-            Some(_) => "server",
-            None => "other",
-        })
         .build()
         .unwrap();
     send(&mut svc).await.unwrap();
@@ -843,13 +909,17 @@ async fn untimed_service_keeps_no_latency_but_still_tracks_health() {
     let log = new_log();
     let a = Sim::new("a", &log, |_| Step::fail(Status::new(503)));
     let b = Sim::new("b", &log, |_| Step::ok().after(Duration::from_millis(5)));
-    let mut svc = build(
-        vec![Provider::new("a", a), Provider::new("b", b).priority(1)],
-        HealthConfig {
+    let spec = breaker(1, Duration::from_secs(30));
+    let mut svc: Failover = FailoverService::builder()
+        .provider(guarded(Provider::new("a", a), spec))
+        .provider(guarded(Provider::new("b", b).priority(1), spec))
+        .classifier(TestClassifier)
+        .config(brace_failover::FailoverConfig {
             track_latency: false,
-            ..health(1, Duration::from_secs(30))
-        },
-    );
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
     send(&mut svc).await.unwrap();
     send(&mut svc).await.unwrap();
     let health = svc.health();
@@ -858,11 +928,7 @@ async fn untimed_service_keeps_no_latency_but_still_tracks_health() {
     assert_eq!(health[1].latency_ewma, None);
     tokio::time::advance(Duration::from_secs(30)).await;
     send(&mut svc).await.unwrap();
-    assert_eq!(
-        svc.health()[0].calls,
-        2,
-        "tried again after the recovery time"
-    );
+    assert_eq!(svc.health()[0].calls, 2, "tried again after the open wait");
 }
 
 #[tokio::test(start_paused = true)]
@@ -870,19 +936,11 @@ async fn extreme_configuration_values_do_not_panic() {
     let log = new_log();
     let a = Sim::new("a", &log, |_| Step::fail(Status::new(503)));
     let b = Sim::new("b", &log, |_| Step::ok());
-    let mut svc = FailoverService::builder()
-        .provider(Provider::new("a", a))
-        .provider(Provider::new("b", b).priority(1))
+    let spec = breaker(1, Duration::MAX);
+    let mut svc: Failover = FailoverService::builder()
+        .provider(guarded(Provider::new("a", a), spec))
+        .provider(guarded(Provider::new("b", b).priority(1), spec))
         .classifier(TestClassifier)
-        .health(HealthConfig {
-            consecutive_failures: 1,
-            failure_rate: Some(f64::NAN),
-            window: 0,
-            min_calls: 0,
-            recovery_time: Duration::MAX,
-            latency_alpha: f64::NAN,
-            track_latency: true,
-        })
         .hedge(HedgeConfig {
             delay: Some(Duration::MAX),
             percentile: f64::NAN,

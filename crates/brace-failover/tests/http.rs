@@ -83,16 +83,17 @@ fn config_reads_humane_durations_and_defaults_the_rest() {
     let config: FailoverConfig = serde_json::from_str(
         r#"{
             "selection": "least_latency",
-            "health": { "consecutive_failures": 5, "recovery_time": "45s" },
+            "track_latency": false,
             "hedge": { "delay": "150ms", "budget_ratio": 0.05 },
             "probe_interval": "10s"
         }"#,
     )
     .unwrap();
     assert_eq!(config.selection, Selection::LeastLatency);
-    assert_eq!(config.health.consecutive_failures, 5);
-    assert_eq!(config.health.recovery_time, Duration::from_secs(45));
-    assert_eq!(config.health.window, 20);
+    assert!(!config.track_latency);
+    assert_eq!(config.ready_timeout, None);
+    // Health is the circuit breaker's business: a `health` section here is a mistake.
+    assert!(serde_json::from_str::<FailoverConfig>(r#"{"health": {}}"#).is_err());
     let hedge = config.hedge.unwrap();
     assert_eq!(hedge.delay, Some(Duration::from_millis(150)));
     assert_eq!(hedge.budget_ratio, 0.05);

@@ -4,10 +4,12 @@ mod support;
 
 use std::time::Duration;
 
+use brace_circuit::CircuitBreakerLayer;
 use brace_core::{AllProvidersFailed, BoxError};
-use brace_failover::{FailoverService, HealthConfig, Provider, Selection};
+use brace_failover::{FailoverService, Provider, Selection};
 use proptest::prelude::*;
 use support::{Sim, Status, Step, TestClassifier, new_log};
+use tower::Layer;
 use tower::ServiceExt;
 
 const NAMES: [&str; 5] = ["p0", "p1", "p2", "p3", "p4"];
@@ -50,7 +52,7 @@ proptest! {
             .unwrap();
         runtime.block_on(async move {
             let log = new_log();
-            let providers: Vec<Provider<Sim>> = scripts
+            let providers: Vec<Provider<_>> = scripts
                 .iter()
                 .enumerate()
                 .map(|(i, (steps, priority, weight))| {
@@ -59,22 +61,25 @@ proptest! {
                         Ok(()) => Step::ok().after(Duration::from_millis(10)),
                         Err(code) => Step::fail(Status::new(code)),
                     });
-                    Provider::new(NAMES[i], sim)
+                    let breaker = CircuitBreakerLayer::builder(NAMES[i])
+                        .consecutive_failures(2)
+                        .wait_in_open(Duration::from_secs(5))
+                        .build()
+                        .unwrap()
+                        .with_classifier(TestClassifier);
+                    Provider::new(NAMES[i], breaker.layer(sim))
                         .priority(*priority)
                         .weight(*weight)
-                        .price(f64::from(*weight), 1.0)
+                        .cost(f64::from(*weight) + 1.0)
+                        .circuit(breaker.handle())
                 })
                 .collect();
+            let count = providers.len();
             let svc = FailoverService::builder()
                 .providers(providers)
                 .classifier(TestClassifier)
                 .selection(selection)
                 .seed(seed)
-                .health(HealthConfig {
-                    consecutive_failures: 2,
-                    recovery_time: Duration::from_secs(5),
-                    ..HealthConfig::default()
-                })
                 .build()
                 .unwrap();
             for _ in 0..20 {
@@ -85,14 +90,19 @@ proptest! {
                 unique.sort_unstable();
                 unique.dedup();
                 assert_eq!(unique.len(), called.len(), "a provider was called twice: {called:?}");
-                assert!(!called.is_empty(), "every request tries at least one provider");
                 match result {
                     Ok(name) => assert_eq!(Some(&name), called.last()),
                     Err(err) => {
                         if let Some(all) = err.downcast_ref::<AllProvidersFailed>() {
-                            let names: Vec<&str> =
-                                all.failures().iter().map(|f| &*f.name).collect();
-                            assert_eq!(names, called);
+                            // The providers called, in order, are the trail's tried ones...
+                            let tried: Vec<&str> = all.tried().map(|f| &*f.name).collect();
+                            assert_eq!(tried, called);
+                            // ...and the trail names every provider once, tried or skipped
+                            // (a skipped one with its open circuit).
+                            assert_eq!(all.failures().len(), count, "{err}");
+                            for skipped in all.skipped() {
+                                assert!(skipped.error.is::<brace_core::CircuitOpen>(), "{err}");
+                            }
                         } else {
                             let status = err.downcast_ref::<Status>().expect("a provider error");
                             assert_eq!(status.code, 400, "only a bad request stops failover");

@@ -27,6 +27,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/completions/circuit", post(seed_completions_circuit))
         .route("/v1/models", get(models))
         .route("/v1/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/v1/circuits", get(circuits))
         .route(
             "/v1/degradation/level",
@@ -247,8 +249,33 @@ async fn models(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
 
 // ===== operations =====
 
-async fn health(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
-    Json(gateway.health_json())
+/// `GET /v1/health`: 200 while some provider can be tried, 503 when none can.
+async fn health(State(gateway): State<Arc<Gateway>>) -> Response {
+    let body = gateway.health_json();
+    let status = if body["status"] == "unavailable" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /livez`: 200 while the process serves (Kubernetes' liveness probe).
+async fn livez() -> Json<serde_json::Value> {
+    Json(json!({"status": "live"}))
+}
+
+/// `GET /readyz`: 200 when the gateway should get traffic; 503 while it shuts down or while
+/// no provider of the default route can be tried (Kubernetes' readiness probe).
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    match gateway.readiness() {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": why})),
+        )
+            .into_response(),
+    }
 }
 
 async fn circuits(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {

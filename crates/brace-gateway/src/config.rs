@@ -47,7 +47,9 @@ pub struct GatewayConfig {
     pub providers: Vec<ProviderConfig>,
     /// Retries (the seed's `fallback` section).
     pub fallback: brace_retry::RetryConfig,
-    /// The circuit breaker put in front of each provider.
+    /// The circuit breaker put in front of each provider (the `health` section folded in,
+    /// the gateway's defaults filled in); a provider's own `circuit_breaker` keys override
+    /// it (see [`circuit_breaker_for`](Self::circuit_breaker_for)).
     pub circuit_breaker: brace_circuit::CircuitBreakerConfig,
     /// The degradation ladder.
     pub degradation: brace_degrade::DegradeConfig,
@@ -57,7 +59,7 @@ pub struct GatewayConfig {
     pub selection: brace_failover::Selection,
     /// Hedging across providers.
     pub hedging: Option<brace_failover::HedgeConfig>,
-    /// Health tracking and active probes.
+    /// Active probes (and, as shorthands, breaker settings: see [`HealthConfig`]).
     pub health: HealthConfig,
     /// Admin endpoints.
     pub admin: AdminConfig,
@@ -137,11 +139,12 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
         }
-        Ok(Self {
+        let circuit_breaker = effective_breaker(raw.circuit_breaker, &raw.health)?;
+        let config = Self {
             listen: raw.listen,
             providers: raw.providers,
             fallback: raw.fallback,
-            circuit_breaker: raw.circuit_breaker,
+            circuit_breaker,
             degradation: raw.degradation.into(),
             cache: raw.cache,
             selection: raw.selection,
@@ -150,7 +153,168 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             admin: raw.admin,
             routes: raw.routes,
             server: raw.server,
-        })
+        };
+        let levels: Vec<String> = config
+            .degradation
+            .ladder()
+            .map_err(|err| format!("degradation: {err}"))?
+            .levels()
+            .iter()
+            .map(|level| level.name().to_owned())
+            .collect();
+        for provider in &config.providers {
+            let name = &provider.name;
+            for (level, model) in &provider.models {
+                if !levels.contains(level) {
+                    return Err(format!(
+                        "provider `{name}`: models: unknown degradation level `{level}` (levels: {})",
+                        levels.join(", ")
+                    ));
+                }
+                if model.trim().is_empty() {
+                    return Err(format!(
+                        "provider `{name}`: models.{level} must not be empty"
+                    ));
+                }
+            }
+            let breaker = config.circuit_breaker_for(provider)?;
+            brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
+                .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
+            config.fallback_for(provider)?;
+        }
+        Ok(config)
+    }
+}
+
+/// The global breaker: the `circuit_breaker` section, with the `health` section's
+/// shorthands folded in (a contradiction between the two is an error: they are one rule),
+/// and the gateway's defaults for what neither sets: 3 failures in a row or half of the
+/// last 20 calls (10 needed) open a provider's circuit for 30 s.
+fn effective_breaker(
+    mut breaker: brace_circuit::CircuitBreakerConfig,
+    health: &HealthConfig,
+) -> Result<brace_circuit::CircuitBreakerConfig, String> {
+    fn fold<T: PartialEq + Copy + fmt::Display>(
+        slot: &mut Option<T>,
+        from_health: Option<T>,
+        health_key: &str,
+        breaker_key: &str,
+    ) -> Result<(), String> {
+        match (*slot, from_health) {
+            (Some(set), Some(health)) if set != health => Err(format!(
+                "health.{health_key} ({health}) contradicts circuit_breaker.{breaker_key} \
+                 ({set}): a provider's circuit is the one rule for when it is tried; set it \
+                 in one place"
+            )),
+            (None, Some(health)) => {
+                *slot = Some(health);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    if let Some(rate) = health.failure_rate
+        && !(rate > 0.0 && rate <= 1.0)
+    {
+        return Err(format!(
+            "health.failure_rate must be a fraction in (0, 1], got {rate}"
+        ));
+    }
+    fold(
+        &mut breaker.failure_threshold,
+        health.consecutive_failures,
+        "consecutive_failures",
+        "failure_threshold",
+    )?;
+    fold(
+        &mut breaker.failure_rate_threshold,
+        health.failure_rate.map(|rate| (rate * 100.0) as f32),
+        "failure_rate",
+        "failure_rate_threshold",
+    )?;
+    match (breaker.wait_in_open, health.recovery_time) {
+        (Some(wait), Some(recovery)) if wait != recovery => {
+            return Err(format!(
+                "health.recovery_time ({recovery:?}) contradicts circuit_breaker.reset_timeout \
+                 / wait_in_open ({wait:?}): a provider's circuit is the one rule for when it \
+                 is tried; set it in one place"
+            ));
+        }
+        (None, recovery) => breaker.wait_in_open = recovery,
+        _ => {}
+    }
+    if breaker.failure_threshold == Some(0) {
+        return Err("circuit_breaker.failure_threshold must be at least 1".into());
+    }
+    breaker.failure_threshold.get_or_insert(3);
+    breaker.sliding_window_size.get_or_insert(20);
+    breaker.minimum_calls.get_or_insert(10);
+    breaker.wait_in_open.get_or_insert(Duration::from_secs(30));
+    Ok(breaker)
+}
+
+/// Lays the keys of `over` (a provider's own section) over `base` (the global one).
+fn overlay<T>(base: &T, over: &serde_json::Value, aliases: &[(&str, &str)]) -> Result<T, String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut merged = serde_json::to_value(base).map_err(|err| err.to_string())?;
+    if let (Some(merged), Some(over)) = (merged.as_object_mut(), over.as_object()) {
+        for (key, value) in over {
+            let key = aliases
+                .iter()
+                .find(|(alias, _)| alias == key)
+                .map_or(key.as_str(), |(_, canonical)| canonical);
+            merged.insert(key.to_owned(), value.clone());
+        }
+    }
+    serde_json::from_value(merged).map_err(|err| err.to_string())
+}
+
+impl GatewayConfig {
+    /// The breaker of `provider`: the global one with the provider's own `circuit_breaker`
+    /// keys laid over it.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the provider when the merged settings are not valid.
+    pub fn circuit_breaker_for(
+        &self,
+        provider: &ProviderConfig,
+    ) -> Result<brace_circuit::CircuitBreakerConfig, String> {
+        match &provider.circuit_breaker {
+            None => Ok(self.circuit_breaker.clone()),
+            Some(over) => overlay(
+                &self.circuit_breaker,
+                over,
+                &[
+                    ("reset_timeout", "wait_in_open"),
+                    ("consecutive_failures", "failure_threshold"),
+                ],
+            )
+            .map_err(|err| format!("provider `{}`: circuit_breaker: {err}", provider.name)),
+        }
+    }
+
+    /// The retry settings of `provider`: the global `fallback` section with the provider's
+    /// own `fallback` keys laid over it.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the provider when the merged settings are not valid.
+    pub fn fallback_for(
+        &self,
+        provider: &ProviderConfig,
+    ) -> Result<brace_retry::RetryConfig, String> {
+        let merged = match &provider.fallback {
+            None => self.fallback.clone(),
+            Some(over) => overlay(&self.fallback, over, &[])
+                .map_err(|err| format!("provider `{}`: fallback: {err}", provider.name))?,
+        };
+        merged
+            .validate()
+            .map_err(|err| format!("provider `{}`: fallback: {err}", provider.name))?;
+        Ok(merged)
     }
 }
 
@@ -355,6 +519,16 @@ pub struct ProviderConfig {
     pub simulate: Option<Behavior>,
     /// Simulated providers: the seed of their random choices.
     pub seed: u64,
+    /// The model to ask this provider for at a degradation level below the top, by level
+    /// name (`{reduced: gpt-4o-mini, minimal: gpt-4o-mini}`). It wins over the level's own
+    /// `model` and the route's; a level not listed asks for the provider's usual model.
+    pub models: HashMap<String, String>,
+    /// This provider's own circuit-breaker keys, laid over the global `circuit_breaker`
+    /// section (see [`GatewayConfig::circuit_breaker_for`]).
+    pub circuit_breaker: Option<serde_json::Value>,
+    /// This provider's own retry keys, laid over the global `fallback` section (see
+    /// [`GatewayConfig::fallback_for`]).
+    pub fallback: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -390,6 +564,12 @@ struct RawProviderConfig {
     simulate: Option<Behavior>,
     #[serde(default)]
     seed: u64,
+    #[serde(default)]
+    models: HashMap<String, String>,
+    #[serde(default)]
+    circuit_breaker: Option<serde_json::Value>,
+    #[serde(default)]
+    fallback: Option<serde_json::Value>,
 }
 
 fn one() -> u32 {
@@ -450,6 +630,14 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
                 "provider `{name}`: `simulate` is only for kind simulated"
             ));
         }
+        if let Some(section) = &raw.circuit_breaker {
+            serde_json::from_value::<brace_circuit::CircuitBreakerConfig>(section.clone())
+                .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
+        }
+        if let Some(section) = &raw.fallback {
+            serde_json::from_value::<brace_retry::RetryConfig>(section.clone())
+                .map_err(|err| format!("provider `{name}`: fallback: {err}"))?;
+        }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
             return Err(format!(
                 "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
@@ -474,6 +662,9 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             api_version: raw.api_version,
             simulate: raw.simulate,
             seed: raw.seed,
+            models: raw.models,
+            circuit_breaker: raw.circuit_breaker,
+            fallback: raw.fallback,
         })
     }
 }
@@ -495,44 +686,28 @@ impl ProviderConfig {
     }
 }
 
-/// Health tracking: when a provider is skipped, when it comes back, and active probes.
-#[derive(Debug, Clone, Deserialize)]
+/// The `health` section: active probes, and shorthands for the circuit breaker.
+///
+/// A provider is tried while its circuit breaker admits calls, and only then: that is the
+/// one rule. `consecutive_failures`, `failure_rate` and `recovery_time` are other names for
+/// the breaker's `failure_threshold`, `failure_rate_threshold` (as a fraction) and
+/// `wait_in_open` / `reset_timeout`; setting one in both sections with different values is
+/// an error.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// How often to probe each provider actively (off when absent).
+    /// How often to probe each provider actively (off when absent); a successful probe
+    /// moves an open circuit to half-open at once.
     #[serde(with = "brace_core::duration::option")]
     pub probe_interval: Option<Duration>,
-    /// Failures in a row that make a provider unhealthy (0 turns the rule off).
-    pub consecutive_failures: u32,
-    /// Failure rate over recent calls that makes a provider unhealthy (0–1).
+    /// Failures in a row that open a provider's circuit (`circuit_breaker.failure_threshold`).
+    pub consecutive_failures: Option<u32>,
+    /// Failure rate over the breaker's window that opens it, 0–1
+    /// (`circuit_breaker.failure_rate_threshold` / 100).
     pub failure_rate: Option<f64>,
-    /// How long an unhealthy provider is skipped before it is tried again.
-    #[serde(with = "brace_core::duration")]
-    pub recovery_time: Duration,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        let defaults = brace_failover::HealthConfig::default();
-        Self {
-            probe_interval: None,
-            consecutive_failures: defaults.consecutive_failures,
-            failure_rate: defaults.failure_rate,
-            recovery_time: defaults.recovery_time,
-        }
-    }
-}
-
-impl HealthConfig {
-    /// The failover service's health settings.
-    pub fn to_failover(&self) -> brace_failover::HealthConfig {
-        brace_failover::HealthConfig {
-            consecutive_failures: self.consecutive_failures,
-            failure_rate: self.failure_rate,
-            recovery_time: self.recovery_time,
-            ..brace_failover::HealthConfig::default()
-        }
-    }
+    /// How long an open circuit holds a provider out (`circuit_breaker.wait_in_open`).
+    #[serde(with = "brace_core::duration::option")]
+    pub recovery_time: Option<Duration>,
 }
 
 /// Admin endpoints.

@@ -13,12 +13,18 @@ use brace_core::BoxError;
 /// How a gateway answers a failed request: the status, and the `Retry-After` to send.
 ///
 /// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status.
-/// - `AllProvidersFailed` answers 429 when every provider was rate-limited (with the shortest
-///   Retry-After among them), the status of the caller's own mistake when a provider refused
-///   the request itself, and 503 otherwise.
-/// - A circuit that is open answers 503 with its remaining wait; a deadline or timeout, 504.
+/// - `AllProvidersFailed` is judged by its whole trail, every pass included: 429 when every
+///   provider was rate-limited — tried and answered 429, or skipped because a rate limit
+///   opened its circuit, or left out of a later pass for one — with the shortest Retry-After
+///   (a circuit's remaining wait counts); the status of the caller's own mistake when a
+///   provider refused the request itself; 503 otherwise.
+/// - A circuit that is open answers 503 (429 if rate limits opened it) with its remaining
+///   wait; a deadline or timeout, 504.
 pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Duration>) {
-    use brace_core::{AllProvidersFailed, CircuitOpen, DeadlineExceeded, RetriesExhausted};
+    use brace_core::exclude::Excluded;
+    use brace_core::{
+        AllProvidersFailed, CircuitOpen, DeadlineExceeded, FailureClass, RetriesExhausted,
+    };
 
     if let Some(err) = err.downcast_ref::<brace_llm::LlmError>() {
         return (err.gateway_status(), err.retry_after());
@@ -27,17 +33,19 @@ pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Durati
         return gateway_status(exhausted.last_error());
     }
     if let Some(all) = err.downcast_ref::<AllProvidersFailed>() {
+        // The whole trail decides: every entry (tried, or skipped for a circuit a rate limit
+        // opened, or left out of a later pass for one) rate-limited → 429.
         let statuses: Vec<_> = all
             .failures()
             .iter()
             .map(|failure| gateway_status(&*failure.error))
             .collect();
+        let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
         if !statuses.is_empty()
             && statuses
                 .iter()
                 .all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
         {
-            let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
             return (StatusCode::TOO_MANY_REQUESTS, shortest);
         }
         if let Some((status, _)) = statuses.iter().find(|(status, _)| {
@@ -48,11 +56,23 @@ pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Durati
         {
             return (*status, None);
         }
-        let shortest = statuses.iter().filter_map(|(_, wait)| *wait).min();
         return (StatusCode::SERVICE_UNAVAILABLE, shortest);
     }
     if let Some(open) = err.downcast_ref::<CircuitOpen>() {
-        return (StatusCode::SERVICE_UNAVAILABLE, open.retry_after());
+        let status = if open.cause() == Some(FailureClass::RateLimited) {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return (status, open.retry_after());
+    }
+    if let Some(excluded) = err.downcast_ref::<Excluded>() {
+        let status = if excluded.class() == FailureClass::RateLimited {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return (status, None);
     }
     if err.is::<DeadlineExceeded>() || err.is::<tower::timeout::error::Elapsed>() {
         return (StatusCode::GATEWAY_TIMEOUT, None);
@@ -106,8 +126,11 @@ impl ApiError {
         let err: &(dyn Error + 'static) = &**err;
         let (status, retry_after) = gateway_status(err);
         let code = code_for(err);
-        let mut api = Self::new(status, brace_llm::error::redact_secrets(&err.to_string()))
-            .with_retry_after(retry_after);
+        let mut api = Self::new(
+            status,
+            brace_llm::error::redact_secrets(&brace_core::error::report(err)),
+        )
+        .with_retry_after(retry_after);
         api.code = code;
         api
     }

@@ -128,6 +128,7 @@ pub async fn serve(
             all_closed_rx.clone(),
         ));
     }
+    gateway.begin_shutdown();
     let _ = stop_tx.send(true);
     drop(listener);
     drop(all_closed_rx);

@@ -17,10 +17,13 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
+use brace_circuit::CircuitHandle;
 use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
-use brace_failover::{FailoverService, PreferredProvider, Provider, ProviderHealth};
+use brace_failover::{
+    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry,
+};
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
@@ -64,10 +67,11 @@ pub struct Gateway {
     pub metrics: Metrics,
     service: ChatService,
     circuits: CircuitRegistry,
+    providers: ProviderRegistry,
     degrade: DegradeHandle,
-    health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync>,
     sims: HashMap<String, SimHandle>,
     admin_token: Option<String>,
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Gateway {
@@ -101,8 +105,11 @@ impl Gateway {
     ) -> Result<Arc<Self>, BuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
+        // One record per provider, shared by every route and the default route: its
+        // breaker, latency, counters and active check.
+        let providers = ProviderRegistry::with_error_kind(llm_error_kind);
         let mut sims = HashMap::new();
-        let mut stacks: HashMap<String, ChatService> = HashMap::new();
+        let mut stacks: HashMap<String, (ChatService, CircuitHandle)> = HashMap::new();
         let mut probes: HashMap<String, ProbeFn> = HashMap::new();
 
         for provider in &config.providers {
@@ -111,7 +118,6 @@ impl Gateway {
             stacks.insert(provider.name.clone(), stack);
             probes.insert(provider.name.clone(), probe);
         }
-        let probes = Arc::new(probes);
 
         // The default route: every provider by priority, each asked for its own model.
         let everyone: Vec<_> = config
@@ -126,10 +132,7 @@ impl Gateway {
                 (provider, target)
             })
             .collect();
-        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &probes, false)?;
-        let health_source = default_failover.clone();
-        let health: Arc<dyn Fn() -> Vec<ProviderHealth> + Send + Sync> =
-            Arc::new(move || health_source.health());
+        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &providers, false)?;
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -146,7 +149,7 @@ impl Gateway {
                 })
                 .collect();
             let (failover, continuation_targets) =
-                failover_for(&targets, &stacks, &config, &probes, true)?;
+                failover_for(&targets, &stacks, &config, &providers, true)?;
             let service: ChatService = if route.continuation {
                 let counter = metrics.clone();
                 BoxCloneSyncService::new(
@@ -165,6 +168,21 @@ impl Gateway {
             routes: Arc::new(routes),
             default: BoxCloneSyncService::new(default_failover),
         };
+        // One active check per provider, however many routes use it.
+        if let Some(interval) = config.health.probe_interval {
+            let probes = Arc::new(probes);
+            providers
+                .probe(interval, &move |name: Arc<str>| {
+                    let probe = probes.get(&*name).cloned();
+                    async move {
+                        match probe {
+                            Some(probe) => probe().await.map_err(BoxError::from),
+                            None => Ok(()),
+                        }
+                    }
+                })
+                .map_err(|err| build_error("health.probe_interval", err))?;
+        }
 
         let mut degrade_config = config.degradation.clone();
         if let Some(cache) = &config.cache {
@@ -194,10 +212,11 @@ impl Gateway {
             metrics,
             service,
             circuits,
+            providers,
             degrade,
-            health,
             sims,
             admin_token,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -211,7 +230,12 @@ impl Gateway {
         request.extensions.insert(attempts.clone());
         let start = Instant::now();
         let deadline = self.config.server.request_timeout;
-        let result = tokio::time::timeout(deadline, self.service.clone().oneshot(request)).await;
+        // One deadline for the whole request: every layer below reads what is left of it
+        // (retry backoffs, failover, hedges, each attempt's timeout), and the degradation
+        // layer answers from cache or the static level just before it, when it can.
+        let call =
+            brace_core::deadline::within(start + deadline, self.service.clone().oneshot(request));
+        let result = tokio::time::timeout(deadline, call).await;
         let count = attempts.0.load(Ordering::Relaxed);
         self.metrics.attempts(count);
         match result {
@@ -245,6 +269,34 @@ impl Gateway {
         }
     }
 
+    /// Marks the gateway as shutting down: `/readyz` answers 503 from now on, so a load
+    /// balancer stops sending it traffic while in-flight requests finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the gateway should get traffic: not while it shuts down, nor while no
+    /// provider can be tried (every circuit refusing calls).
+    ///
+    /// # Errors
+    ///
+    /// Why it is not ready.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down");
+        }
+        let any = self
+            .providers
+            .entries()
+            .iter()
+            .any(|entry| entry.admission().admits());
+        if any {
+            Ok(())
+        } else {
+            Err("no provider can be tried: every circuit is open")
+        }
+    }
+
     /// The model named when a request does not name one.
     pub fn default_model(&self) -> &str {
         self.config
@@ -252,6 +304,11 @@ impl Gateway {
             .iter()
             .min_by_key(|p| p.priority)
             .map_or("default", |p| p.model.as_str())
+    }
+
+    /// The provider registry: one record per provider, shared by every route.
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
     }
 
     /// A provider's price per million tokens, if configured.
@@ -305,9 +362,19 @@ impl Gateway {
         &self.degrade
     }
 
-    /// Every provider's health, as the default route's failover service sees it.
+    /// Every provider's health, from the registry (all routes' traffic), with its
+    /// configured model and priority.
     pub fn health(&self) -> Vec<ProviderHealth> {
-        (self.health)()
+        self.config
+            .providers
+            .iter()
+            .filter_map(|provider| {
+                let mut health = self.providers.get(&provider.name)?.health();
+                health.model = Some(provider.model.as_str().into());
+                health.priority = Some(provider.priority);
+                Some(health)
+            })
+            .collect()
     }
 
     /// A provider's circuit state, by name.
@@ -321,18 +388,18 @@ impl Gateway {
         let providers: Vec<_> = health
             .iter()
             .map(|p| {
-                let circuit = self.circuit_state(&p.name);
-                let circuit_allows = circuit.is_none_or(CircuitState::allows_calls);
                 json!({
                     "name": &*p.name,
                     "model": p.model.as_deref(),
-                    "is_healthy": p.healthy && circuit_allows,
+                    "is_healthy": p.healthy,
+                    "retry_in_s": p.unhealthy_for.map(|wait| wait.as_secs_f64()),
                     "consecutive_failures": p.consecutive_failures,
                     "last_failure": p.last_failure_ago.map(|ago| format!("{}s ago", ago.as_secs())),
                     "latency_ewma_ms": p.latency_ewma.map(|l| l.as_secs_f64() * 1000.0),
                     "calls": p.calls,
+                    "successes": p.successes,
                     "failures": p.failures,
-                    "circuit": circuit.map(CircuitState::as_str),
+                    "circuit": p.circuit.map(CircuitState::as_str),
                 })
             })
             .collect();
@@ -587,7 +654,7 @@ fn provider_stack(
     config: &GatewayConfig,
     circuits: &CircuitRegistry,
     metrics: &Metrics,
-) -> Result<ChatService, BuildError> {
+) -> Result<(ChatService, CircuitHandle), BuildError> {
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -601,20 +668,26 @@ fn provider_stack(
     guard =
         guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
 
-    let retry = config
-        .fallback
+    let fallback = config
+        .fallback_for(provider)
+        .map_err(|err| build_error(context(), err))?;
+    let retry = fallback
         .builder()
         .map_err(|err| build_error(format!("{}: fallback", context()), err))?
         .classifier(OnError::with_describe(
-            config.fallback.on_error.iter().copied(),
+            fallback.on_error.iter().copied(),
             DescribeErrors::with(describe_llm_error),
         ))
         .build();
 
-    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &config.circuit_breaker)
+    let breaker_config = config
+        .circuit_breaker_for(provider)
+        .map_err(|err| build_error(context(), err))?;
+    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &breaker_config)
         .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
         .with_classifier(LlmClassifier::new());
-    circuits.register(breaker.handle());
+    let handle = breaker.handle();
+    circuits.register(handle.clone());
 
     let instrument = Instrument {
         provider: provider.name.as_str().into(),
@@ -624,13 +697,14 @@ fn provider_stack(
     let stack = ServiceBuilder::new()
         .layer(breaker)
         .layer(retry)
-        .layer(tower::timeout::TimeoutLayer::new(provider.timeout))
+        // Each attempt's timeout, cut short by the request's deadline when that comes first.
+        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
         .layer(guard)
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
         .service(client);
-    Ok(BoxCloneSyncService::new(stack))
+    Ok((BoxCloneSyncService::new(stack), handle))
 }
 
 /// What an `on_error` list entry an [`LlmError`] is: its status, or `timeout`, `connect`,
@@ -666,19 +740,19 @@ fn preferred(request: &ChatRequest) -> Option<&str> {
 
 fn failover_for(
     targets: &[(&ProviderConfig, crate::config::RouteTarget)],
-    stacks: &HashMap<String, ChatService>,
+    stacks: &HashMap<String, (ChatService, CircuitHandle)>,
     config: &GatewayConfig,
-    probes: &Arc<HashMap<String, ProbeFn>>,
+    registry: &ProviderRegistry,
     route_order: bool,
 ) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
+        .registry(registry.clone())
         .classifier(LlmClassifier::new())
         .preference(preferred as PreferenceFn)
-        .selection(config.selection)
-        .health(config.health.to_failover());
+        .selection(config.selection);
     for (index, (provider, target)) in targets.iter().enumerate() {
-        let stack = stacks[&provider.name].clone();
+        let (stack, circuit) = stacks[&provider.name].clone();
         let model = if target.passthrough {
             None
         } else {
@@ -689,15 +763,37 @@ fn failover_for(
                     .unwrap_or_else(|| provider.model.clone()),
             )
         };
-        let service = match model.clone() {
-            Some(model) => {
+        let per_level: Arc<HashMap<String, ModelName>> = Arc::new(
+            provider
+                .models
+                .iter()
+                .map(|(level, model)| (level.clone(), ModelName::from(model.as_str())))
+                .collect(),
+        );
+        let service = match (model.clone(), per_level.is_empty()) {
+            (Some(model), true) => {
                 let model = ModelName::from(model);
                 BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
                     request.model = model.clone();
                     request
                 }))
             }
-            None => stack,
+            (None, true) => stack,
+            // A model of its own for a degradation level wins over the level's and the
+            // route's.
+            (model, false) => {
+                let model = model.map(ModelName::from);
+                BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
+                    let at_level = request
+                        .extensions
+                        .get::<brace_llm::degrade::DegradationLevel>()
+                        .and_then(|level| per_level.get(&*level.0));
+                    if let Some(model) = at_level.or(model.as_ref()) {
+                        request.model = model.clone();
+                    }
+                    request
+                }))
+            }
         };
         continuation_targets.push(
             ContinuationTarget::new(provider.name.as_str(), service.clone())
@@ -710,34 +806,31 @@ fn failover_for(
         };
         let mut entry = Provider::new(provider.name.as_str(), service)
             .priority(priority)
-            .weight(provider.weight);
+            .weight(provider.weight)
+            .circuit(circuit);
         if let Some(model) = model {
             entry = entry.model(model);
         }
         if let Some(price) = provider.price {
-            entry = entry.price(price.input, price.output);
+            entry = entry.cost(price.input + price.output);
         }
         builder = builder.provider(entry);
     }
     if let Some(hedge) = &config.hedging {
         builder = builder.hedge(hedge.clone());
     }
-    if let Some(interval) = config.health.probe_interval {
-        let probes = probes.clone();
-        builder = builder.probe(interval, move |name: Arc<str>| {
-            let probe = probes.get(&*name).cloned();
-            async move {
-                match probe {
-                    Some(probe) => probe().await.map_err(BoxError::from),
-                    None => Ok(()),
-                }
-            }
-        });
-    }
     let failover = builder
         .build()
         .map_err(|err| build_error("failover", err))?;
     Ok((failover, continuation_targets))
+}
+
+/// Names `LlmError` kinds (and brace's own errors) for the per-kind counters.
+fn llm_error_kind(err: &(dyn Error + 'static)) -> &'static str {
+    match brace_core::error::find::<LlmError>(err) {
+        Some(err) => err.kind().as_str(),
+        None => brace_failover::default_error_kind(err),
+    }
 }
 
 // ===== routing =====

@@ -3,11 +3,11 @@
 use std::error::Error;
 
 use brace_core::classify::classify_error_with;
-use brace_core::{BoxError, Classify, Outcome, Verdict};
+use brace_core::{BoxError, Classify, FailureClass, Outcome, Verdict};
 
 use crate::error::{LlmError, LlmErrorKind};
 
-const ALL_KINDS: [LlmErrorKind; 14] = LlmErrorKind::ALL;
+const ALL_KINDS: [LlmErrorKind; 15] = LlmErrorKind::ALL;
 
 fn bit(kind: LlmErrorKind) -> u32 {
     1 << ALL_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
@@ -96,7 +96,25 @@ impl LlmClassifier {
         } else {
             Verdict::Ignored
         };
+        let (class, status) = match err.kind() {
+            LlmErrorKind::RateLimited => (FailureClass::RateLimited, err.status()),
+            LlmErrorKind::Overloaded => (FailureClass::Overloaded, err.status()),
+            LlmErrorKind::Server => (FailureClass::Server, err.status()),
+            // Read as a bad gateway, whatever status the body came with.
+            LlmErrorKind::MalformedResponse => (FailureClass::Server, Some(502)),
+            LlmErrorKind::Timeout => (FailureClass::Timeout, err.status()),
+            LlmErrorKind::Connect | LlmErrorKind::StreamInterrupted => {
+                (FailureClass::Connect, err.status())
+            }
+            _ => (FailureClass::Other, err.status()),
+        };
         Outcome::failure()
+            .with_class(class)
+            // A prompt that does not fit may fit with a smaller `max_tokens`.
+            .with_reshaping_may_help(
+                class.reshaping_may_help() || err.kind() == LlmErrorKind::ContextLengthExceeded,
+            )
+            .with_status(status)
             .with_verdict(verdict)
             .with_retryable(self.retryable & kind != 0)
             .with_failover(self.failover & kind != 0)

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brace_circuit::{CircuitBreakerLayer, CircuitHandle};
-use brace_core::{BoxError, Outcome};
+use brace_core::{BoxError, FailureClass, Outcome};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
@@ -23,6 +23,8 @@ pub enum Call {
     Slow(Duration),
     /// Fails after the delay.
     SlowFail(Duration),
+    /// A failure of class rate-limited.
+    RateLimited,
     /// Ends when the sender says: `true` succeeds, `false` fails.
     Wait(oneshot::Receiver<bool>),
 }
@@ -43,7 +45,10 @@ pub fn classify(result: Result<&(), &TestError>) -> Outcome {
     match result {
         Ok(()) => Outcome::success(),
         Err(TestError("bad request")) => Outcome::ignored(),
-        Err(_) => Outcome::transient(),
+        Err(TestError("rate limited")) => {
+            Outcome::transient().with_class(FailureClass::RateLimited)
+        }
+        Err(_) => Outcome::transient().with_class(FailureClass::Server),
     }
 }
 
@@ -68,6 +73,7 @@ impl Harness {
                     Call::Ok => Ok(()),
                     Call::Fail => Err(TestError("server error")),
                     Call::BadRequest => Err(TestError("bad request")),
+                    Call::RateLimited => Err(TestError("rate limited")),
                     Call::Slow(delay) => {
                         tokio::time::sleep(delay).await;
                         Ok(())
