@@ -13,7 +13,7 @@ use brace::llm::continuation::{ContinuationLayer, ContinuationTarget, continued_
 use brace::llm::{ChatResponse, LlmErrorKind};
 use brace::providers::anthropic::AnthropicClient;
 use brace::providers::openai::{OpenAiClient, OpenAiConfig};
-use brace::providers::provider::{ApiKey, ProviderConfig};
+use brace::providers::provider::{ApiKey, ClientConfig};
 use brace::providers::sse::MalformedEvents;
 use brace::sim::{
     Behavior, Condition, Failure, Reply, SimConfig, SimHandle, SimServer, StreamFault,
@@ -63,7 +63,7 @@ async fn server(name: &str, behavior: Behavior) -> SimServer {
 
 fn openai(name: &str, server: &SimServer, malformed: MalformedEvents) -> OpenAiClient {
     let config = OpenAiConfig::compatible(name.to_owned(), format!("{}/v1", server.base_url()))
-        .map_provider(|provider| {
+        .map_client(|provider| {
             provider
                 .with_api_key(ApiKey::new("sk-test-stream"))
                 .with_timeout(Duration::from_secs(20))
@@ -74,7 +74,7 @@ fn openai(name: &str, server: &SimServer, malformed: MalformedEvents) -> OpenAiC
 
 fn anthropic(name: &str, server: &SimServer) -> AnthropicClient {
     AnthropicClient::new(
-        ProviderConfig::new(name.to_owned(), server.base_url())
+        ClientConfig::new(name.to_owned(), server.base_url())
             .with_api_key(ApiKey::new("sk-ant-test-stream"))
             .with_timeout(Duration::from_secs(20)),
     )

@@ -27,7 +27,7 @@ use brace_failover::{
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
-use brace_providers::provider::ProviderConfig as ClientConfig;
+use brace_providers::ClientConfig;
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
@@ -549,7 +549,7 @@ fn client_for(
             Ok((BoxCloneSyncService::new(client), probe))
         }};
     }
-    let result: Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> =
+    let result: Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
                 // It answers as the model it is asked for: the provider's, or the route's.
@@ -602,8 +602,8 @@ fn client_for(
 /// answer instead).
 fn keyed(
     provider: &ProviderConfig,
-    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError>,
-) -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> {
+    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError>,
+) -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> {
     if let Some(var) = provider.key_env()
         && std::env::var(var).map_or(true, |key| key.trim().is_empty())
     {
