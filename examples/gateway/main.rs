@@ -10,6 +10,9 @@
 //! - `--demo`: also drive traffic through the gateway for a while and show a live view of
 //!   requests per provider, errors, circuit states and the degradation level.
 //! - `--worker-threads N`: the number of tokio worker threads (default: one per CPU).
+//! - `--runtime per-core`: one single-threaded runtime per core (or per `--worker-threads`),
+//!   each with its own listening socket on the address, instead of tokio's multi-threaded
+//!   runtime (see `brace_gateway::per_core`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,13 +50,29 @@ struct Args {
     /// request (see BENCHMARKS.md).
     #[arg(long, env = "BRACE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// How requests are scheduled: `multi-thread` (tokio's work-stealing runtime) or
+    /// `per-core` (one single-threaded runtime per worker thread, each with its own
+    /// `SO_REUSEPORT` listener: a connection stays on one thread; see BENCHMARKS.md).
+    #[arg(long, env = "BRACE_RUNTIME", value_enum, default_value_t = RuntimeKind::MultiThread)]
+    runtime: RuntimeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    MultiThread,
+    PerCore,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Per core: this runtime builds the gateway and runs its background tasks, the serving
+    // threads run their own.
+    let mut runtime = match args.runtime {
+        RuntimeKind::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeKind::PerCore => tokio::runtime::Builder::new_current_thread(),
+    };
     runtime.enable_all();
-    if let Some(workers) = args.worker_threads {
+    if let (Some(workers), RuntimeKind::MultiThread) = (args.worker_threads, args.runtime) {
         runtime.worker_threads(usize::from(workers));
     }
     match runtime.build() {
@@ -85,6 +104,9 @@ async fn run(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if args.runtime == RuntimeKind::PerCore && !args.demo {
+        return serve_per_core(gateway, listen, args.worker_threads).await;
+    }
     let (listener, addr) = match brace_gateway::bind(listen).await {
         Ok(bound) => bound,
         Err(err) => {
@@ -92,12 +114,7 @@ async fn run(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    println!("brace gateway listening on http://{addr}");
-    println!("try:");
-    println!(
-        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
-    );
-    println!("  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits");
+    print_listening(addr);
 
     if args.demo {
         let server = tokio::spawn(brace_gateway::serve(
@@ -137,5 +154,45 @@ async fn run(args: Args) -> std::process::ExitCode {
             eprintln!("error: {err}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+fn print_listening(addr: SocketAddr) {
+    println!("brace gateway listening on http://{addr}");
+    println!("try:");
+    println!(
+        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+    );
+    println!("  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits");
+}
+
+/// Serves with one current-thread runtime per worker thread until SIGINT/SIGTERM.
+async fn serve_per_core(
+    gateway: std::sync::Arc<Gateway>,
+    listen: SocketAddr,
+    threads: Option<u16>,
+) -> std::process::ExitCode {
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
+    let serving = match brace_gateway::per_core::PerCore::start(gateway, listen, threads) {
+        Ok(serving) => serving,
+        Err(err) => {
+            eprintln!("error: cannot listen on {listen}: {err}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    print_listening(serving.local_addr());
+    println!("  ({} threads, one runtime each)", serving.threads());
+    brace_gateway::shutdown_signal().await;
+    serving.stop();
+    match tokio::task::spawn_blocking(move || serving.join()).await {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::from(1)
+        }
+        Err(_) => std::process::ExitCode::from(1),
     }
 }

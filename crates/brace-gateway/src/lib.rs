@@ -44,6 +44,8 @@ pub mod demo;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+#[cfg(unix)]
+pub mod per_core;
 mod request_id;
 pub mod server;
 pub mod sse;
