@@ -11,6 +11,11 @@ pub fn available() -> bool {
 /// Instructions callgrind counted while `exe` ran with `args` (start-up included). With
 /// `profile`, callgrind's profile is written there (read it with `callgrind_annotate`).
 pub fn count(exe: &Path, args: &[&str], profile: Option<&Path>) -> u64 {
+    count_with(exe, &[], args, profile)
+}
+
+/// [`count`] with more options for valgrind (say, `--toggle-collect=FUNCTION`).
+pub fn count_with(exe: &Path, options: &[&str], args: &[&str], profile: Option<&Path>) -> u64 {
     let out = profile.map_or_else(
         || "--callgrind-out-file=/dev/null".to_owned(),
         |path| format!("--callgrind-out-file={}", path.display()),
@@ -22,6 +27,7 @@ pub fn count(exe: &Path, args: &[&str], profile: Option<&Path>) -> u64 {
             "--cache-sim=no",
             "--branch-sim=no",
         ])
+        .args(options)
         .arg(exe)
         .args(args)
         .output()
