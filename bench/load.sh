@@ -50,9 +50,10 @@
 # Environment: DURATION (measured seconds per single run, default 5), RATES (default
 # "500 2000 5000"), ROUNDS (7; 0 turns the rounds off), ROUND_RATE (1000), ROUND_DURATION
 # (seconds per round, default 5 or DURATION if less), ROUND_VARIANTS (default
-# "1w:--worker-threads,1 percore:--runtime,per-core": NAME:ARGS gateways that join the
-# rounds — one tokio worker, one current-thread runtime per core — ARGS comma-separated;
-# empty turns them off), CLOSED_ROUNDS (3), CLOSED_CONCURRENCY (32), CHAOS_RATE (500),
+# "mt:--runtime,multi-thread 1w:--runtime,multi-thread,--worker-threads,1": NAME:ARGS
+# gateways that join the rounds — the gateway itself runs its default, one runtime per
+# core on this size of machine; these run tokio's multi-threaded runtime, with its default
+# workers and with one — ARGS comma-separated; empty turns them off), CLOSED_ROUNDS (3), CLOSED_CONCURRENCY (32), CHAOS_RATE (500),
 # PEER_RATES (default "10 50"), PEER_DURATION (10), LL_CHAOS_RATE (20), PHASES (default
 # "load closed streams chaos peers"), SKIP_NGINX, SKIP_PORTKEY, SKIP_LITELLM (1 leaves one
 # out), LITELLM_VENV, PORTKEY_DIR, CARGO_TARGET_DIR. Every loop is bounded in count and
@@ -67,7 +68,7 @@ BASE_DURATION=$DURATION
 RATES=${RATES:-"500 2000 5000"}
 ROUNDS=${ROUNDS:-7}
 ROUND_RATE=${ROUND_RATE:-1000}
-ROUND_VARIANTS=${ROUND_VARIANTS-"1w:--worker-threads,1 percore:--runtime,per-core"}
+ROUND_VARIANTS=${ROUND_VARIANTS-"mt:--runtime,multi-thread 1w:--runtime,multi-thread,--worker-threads,1"}
 ROUND_DURATION=${ROUND_DURATION:-$(awk -v d="$DURATION" 'BEGIN { print (d < 5 ? d : 5) }')}
 CLOSED_ROUNDS=${CLOSED_ROUNDS:-3}
 CLOSED_CONCURRENCY=${CLOSED_CONCURRENCY:-32}

@@ -10,9 +10,10 @@
 //! - `--demo`: also drive traffic through the gateway for a while and show a live view of
 //!   requests per provider, errors, circuit states and the degradation level.
 //! - `--worker-threads N`: the number of tokio worker threads (default: one per CPU).
-//! - `--runtime per-core`: one single-threaded runtime per core (or per `--worker-threads`),
-//!   each with its own listening socket on the address, instead of tokio's multi-threaded
-//!   runtime (see `brace_gateway::per_core`).
+//! - `--runtime per-core|multi-thread|auto`: one single-threaded runtime per core (or per
+//!   `--worker-threads`), each with its own listening socket on the address
+//!   (`brace_gateway::per_core`), or tokio's multi-threaded runtime; `auto` (the default)
+//!   takes per-core on machines with up to 4 cores, where it measured faster (BENCHMARKS.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,26 +51,51 @@ struct Args {
     /// request (see BENCHMARKS.md).
     #[arg(long, env = "BRACE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
-    /// How requests are scheduled: `multi-thread` (tokio's work-stealing runtime) or
-    /// `per-core` (one single-threaded runtime per worker thread, each with its own
-    /// `SO_REUSEPORT` listener: a connection stays on one thread; see BENCHMARKS.md).
-    #[arg(long, env = "BRACE_RUNTIME", value_enum, default_value_t = RuntimeKind::MultiThread)]
+    /// How requests are scheduled: `per-core` (one single-threaded runtime per worker
+    /// thread, each with its own `SO_REUSEPORT` listener: a connection stays on one thread),
+    /// `multi-thread` (tokio's work-stealing runtime), or `auto`: per-core on machines with
+    /// up to 4 cores, multi-thread on larger ones (see BENCHMARKS.md). `--demo` always runs
+    /// multi-thread.
+    #[arg(long, env = "BRACE_RUNTIME", value_enum, default_value_t = RuntimeKind::Auto)]
     runtime: RuntimeKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum RuntimeKind {
+    Auto,
     MultiThread,
     PerCore,
 }
 
+/// The most cores on which `auto` runs one runtime per core.
+const PER_CORE_UP_TO: usize = 4;
+
+impl RuntimeKind {
+    /// `auto` decided for this machine (`demo`: always multi-thread).
+    fn resolve(self, demo: bool) -> Self {
+        match self {
+            _ if demo => Self::MultiThread,
+            Self::Auto => {
+                let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+                if cores <= PER_CORE_UP_TO {
+                    Self::PerCore
+                } else {
+                    Self::MultiThread
+                }
+            }
+            chosen => chosen,
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    args.runtime = args.runtime.resolve(args.demo);
     // Per core: this runtime builds the gateway and runs its background tasks, the serving
     // threads run their own.
     let mut runtime = match args.runtime {
-        RuntimeKind::MultiThread => tokio::runtime::Builder::new_multi_thread(),
         RuntimeKind::PerCore => tokio::runtime::Builder::new_current_thread(),
+        RuntimeKind::MultiThread | RuntimeKind::Auto => tokio::runtime::Builder::new_multi_thread(),
     };
     runtime.enable_all();
     if let (Some(workers), RuntimeKind::MultiThread) = (args.worker_threads, args.runtime) {
@@ -104,7 +130,7 @@ async fn run(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if args.runtime == RuntimeKind::PerCore && !args.demo {
+    if args.runtime == RuntimeKind::PerCore {
         return serve_per_core(gateway, listen, args.worker_threads).await;
     }
     let (listener, addr) = match brace_gateway::bind(listen).await {
