@@ -178,6 +178,12 @@ impl fmt::Debug for Shared {
     }
 }
 
+/// Milliseconds, for event fields (signed: OpenTelemetry attributes have no unsigned
+/// integers).
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// No failure class recorded.
 const NO_CAUSE: u8 = u8::MAX;
 
@@ -275,6 +281,12 @@ impl Shared {
 
     fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
         self.not_permitted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            name = &*self.name,
+            state = self.state().as_str(),
+            retry_after_ms = retry_after.map(duration_ms),
+            "call not permitted"
+        );
         self.refusal(retry_after)
     }
 
@@ -535,12 +547,14 @@ impl Shared {
     ) {
         let mut permits = 0;
         let mut timer = None;
+        let mut open_wait = None;
         match to {
             CircuitState::Open => {
                 self.open_cause
                     .store(self.last_failure.load(Ordering::Relaxed), Ordering::Relaxed);
                 transitions.attempts = transitions.attempts.saturating_add(1);
                 let wait = self.settings.wait_in_open.wait(transitions.attempts);
+                open_wait = Some(wait);
                 self.open_until
                     .store(self.after(now, wait), Ordering::Release);
                 if self.settings.automatic_transition {
@@ -578,6 +592,7 @@ impl Shared {
             to,
             at: now,
         };
+        self.log_transition(&event, open_wait);
         if let Some(callback) = &self.settings.on_transition {
             callback(&event);
         }
@@ -586,6 +601,41 @@ impl Shared {
 
         if let Some((at, target)) = timer {
             self.schedule(next, at, target);
+        }
+    }
+
+    /// Logs a transition once: a warning when the breaker opens (failures opened it, or an
+    /// operator forced it open), information otherwise.
+    fn log_transition(&self, event: &StateTransition, open_wait: Option<Duration>) {
+        let cause = match event.to {
+            CircuitState::Open => class_from_bits(self.open_cause.load(Ordering::Relaxed))
+                .map_or("failures", FailureClass::as_str),
+            CircuitState::ForcedOpen | CircuitState::Disabled | CircuitState::MetricsOnly => {
+                "forced"
+            }
+            CircuitState::HalfOpen => "wait over",
+            CircuitState::Closed => match event.from {
+                CircuitState::HalfOpen => "trial calls succeeded",
+                _ => "reset",
+            },
+        };
+        macro_rules! transition {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    name = &*self.name,
+                    from = event.from.as_str(),
+                    to = event.to.as_str(),
+                    cause,
+                    wait_ms = open_wait.map(duration_ms),
+                    "circuit state changed"
+                )
+            };
+        }
+        if matches!(event.to, CircuitState::Open | CircuitState::ForcedOpen) {
+            transition!(tracing::Level::WARN);
+        } else {
+            transition!(tracing::Level::INFO);
         }
     }
 

@@ -163,9 +163,11 @@ where
                                 })
                             });
                             if let Some(mut response) = hit {
+                                tracing::debug!(level = level.name(), "cache hit");
                                 response.annotate(&degradation);
                                 return Poll::Ready(Ok(response));
                             }
+                            tracing::debug!(level = level.name(), "cache miss");
                             *this.level += 1;
                         }
                         LevelKind::Static(message) => {
@@ -175,6 +177,7 @@ where
                             {
                                 return Poll::Ready(*last);
                             }
+                            tracing::info!(level = level.name(), "static answer");
                             let mut response = this.request.static_response(message);
                             degradation.origin = Origin::Static;
                             response.annotate(&degradation);

@@ -160,10 +160,18 @@ where
                         Some(response) => Ok(*response),
                         None => {
                             skip_rest(shared, *this.tried, this.exclusions.as_ref(), this.failures);
+                            log_all_failed(this.failures);
                             Err(Box::new(AllProvidersFailed::new(mem::take(this.failures))))
                         }
                     });
                 };
+                if !first {
+                    tracing::info!(
+                        provider = shared.entries[index].name(),
+                        tried = i64::from(this.tried.count_ones() - 1),
+                        "failover"
+                    );
+                }
                 this.primary
                     .set(Attempt::start(shared, this.request, index, now));
                 if first
@@ -224,6 +232,13 @@ where
                             this.exclusions.as_ref(),
                         )
                     {
+                        tracing::info!(
+                            provider = shared.entries[index].name(),
+                            after_ms = hedging
+                                .delay()
+                                .map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                            "hedge"
+                        );
                         let attempt = Attempt::start(shared, this.request, index, now);
                         match this.secondary.as_mut() {
                             Some(hedge) => hedge.as_mut().set(attempt),
@@ -322,6 +337,16 @@ fn skip_rest<S, C, K>(
     }
 }
 
+/// Logs a request every provider failed or refused, once, with how many were called and
+/// how many were skipped.
+fn log_all_failed(failures: &[ProviderFailure]) {
+    tracing::warn!(
+        called = failures.iter().filter(|f| !f.is_skipped()).count(),
+        skipped = failures.iter().filter(|f| f.is_skipped()).count(),
+        "all providers failed"
+    );
+}
+
 /// A provider left untried although nothing refused it (its circuit's wait ended while the
 /// request was failing over).
 #[derive(Debug)]
@@ -356,6 +381,7 @@ where
     if let Err(err) = &result
         && err.is::<CircuitOpen>()
     {
+        tracing::debug!(provider = entry.name(), reason = %err, "provider skipped");
         entry.record_skip();
         if let Err(err) = result {
             failures.push(ProviderFailure::skipped(entry.name_arc().clone(), err));
@@ -377,10 +403,16 @@ where
     }
     match result {
         Ok(response) if outcome.should_failover() => {
+            tracing::warn!(
+                provider = entry.name(),
+                reason = %format_args!("response judged a failure ({})", outcome.class()),
+                "provider failed"
+            );
             *fallback = Some(Box::new(response));
             None
         }
         Err(err) if outcome.should_failover() => {
+            tracing::warn!(provider = entry.name(), reason = %err, "provider failed");
             failures.push(ProviderFailure::new(
                 shared.providers[index].name.clone(),
                 err,

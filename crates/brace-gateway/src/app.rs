@@ -102,6 +102,7 @@ async fn chat_completions(
                     && live
                 {
                     metrics.tokens(&provider, usage, price);
+                    crate::telemetry::record_stream_usage(usage);
                 }
                 metrics.stream_ended(&provider, outcome.err());
             });

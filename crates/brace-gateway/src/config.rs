@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Trace export (off by default).
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +97,8 @@ struct RawGatewayConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    telemetry: crate::telemetry::TelemetryConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -153,6 +157,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             admin: raw.admin,
             routes: raw.routes,
             server: raw.server,
+            telemetry: raw.telemetry,
         };
         for provider in &config.providers {
             let name = &provider.name;

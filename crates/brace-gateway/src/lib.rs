@@ -36,6 +36,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod app;
+pub mod banner;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod metrics;
 mod request_id;
 pub mod sse;
 pub mod stack;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,23 +75,17 @@ pub async fn serve(
     let grace = gateway.config.server.shutdown_grace;
     let app = app::router(gateway.clone()).layer(
         tower::ServiceBuilder::new()
-            .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                http::header::AUTHORIZATION,
-            ]))
+            .layer(
+                tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                    http::header::AUTHORIZATION,
+                ]),
+            )
             .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
                 request_id::FastRequestId,
             ))
             .layer(
-                tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                    |request: &http::Request<axum::body::Body>| {
-                        let id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-");
-                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-                    },
-                ),
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(telemetry::request_span::<axum::body::Body>),
             )
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
     );

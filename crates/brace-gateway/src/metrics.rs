@@ -23,10 +23,21 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// `brace_attempts_per_request` counts attempts, not seconds: one bucket per small count,
+/// then Fibonacci steps.
+const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0];
+
 fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).ok()?;
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("brace_attempts_per_request".into()),
+                    ATTEMPT_BUCKETS,
+                )
+                .ok()?;
             // Another recorder may already be installed by the embedding application; then
             // `/metrics` renders nothing and the application's recorder gets the data.
             builder.install_recorder().ok()
@@ -374,11 +385,34 @@ mod tests {
         metrics.tokens("memo-a", &usage, None);
         metrics.tokens("memo-a", &usage, None);
 
+        // The histogram has no labels: other tests of this process may record into it too,
+        // so what is checked is what these calls add.
+        let per_request = "brace_attempts_per_request_bucket";
+        let buckets = ["1", "2", "3", "5", "21", "+Inf"];
+        let before = metrics.render();
+        for attempts in [1, 1, 3, 4, 30] {
+            metrics.attempts(attempts);
+        }
+
         let rendered = metrics.render();
         if rendered.is_empty() {
             // Another recorder owns the process: nothing to read back.
             return;
         }
+        // Attempts are counted in count buckets (cumulative), not the latency buckets.
+        for (le, added) in buckets.into_iter().zip([2.0, 2.0, 3.0, 4.0, 4.0, 5.0]) {
+            let series = format!("{per_request}{{le=\"{le}\"}}");
+            let was = value(&before, &series).unwrap_or(0.0);
+            assert_eq!(
+                value(&rendered, &series).map(|now| now - was),
+                Some(added),
+                "le={le} in:\n{rendered}"
+            );
+        }
+        assert_eq!(
+            value(&rendered, &format!("{per_request}{{le=\"0.005\"}}")),
+            None
+        );
         let attempts = "brace_provider_attempts_total";
         for (series, expected) in [
             (

@@ -155,6 +155,9 @@ impl Gateway {
                     ContinuationLayer::new(continuation_targets)
                         .on_attempt(move |attempt| {
                             counter.continuation(attempt.broken, attempt.target, attempt.started);
+                            if attempt.started {
+                                crate::telemetry::record_continuation(attempt.target);
+                            }
                         })
                         .layer(failover),
                 )
@@ -226,6 +229,7 @@ impl Gateway {
     pub async fn call(&self, mut request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
         let attempts = Attempts::default();
         request.extensions.insert(attempts.clone());
+        crate::telemetry::record_request(&request);
         let start = Instant::now();
         let deadline = self.config.server.request_timeout;
         let result = tokio::time::timeout(deadline, self.service.clone().oneshot(request)).await;
@@ -245,6 +249,7 @@ impl Gateway {
                     response.meta.origin() == brace_llm::Origin::Cache,
                 );
                 self.metrics.request("chat", 200, start.elapsed());
+                crate::telemetry::record_answer(&response, count);
                 Ok((response, count))
             }
             Ok(Err(err)) => {
@@ -252,11 +257,13 @@ impl Gateway {
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
+                crate::telemetry::record_failure(api.status(), count);
                 Err(api)
             }
             Err(_) => {
                 let err: BoxError = Box::new(brace_core::DeadlineExceeded::new(deadline));
                 self.metrics.request("chat", 504, start.elapsed());
+                crate::telemetry::record_failure(http::StatusCode::GATEWAY_TIMEOUT, count);
                 Err(ApiError::from_stack_error(&err))
             }
         }
@@ -512,6 +519,9 @@ fn client_for(
         if let Some(var) = provider.key_env() {
             config = config.with_api_key_env(var);
         }
+        if let Some(hook) = crate::telemetry::upstream_hook() {
+            config = config.with_request_hook(hook);
+        }
         config
     };
     macro_rules! boxed {
@@ -643,6 +653,7 @@ fn provider_stack(
             fallback.on_error.iter().copied(),
             DescribeErrors::with(describe_llm_error),
         ))
+        .name(provider.name.as_str())
         .build();
 
     let breaker_config = config
@@ -659,11 +670,17 @@ fn provider_stack(
         metrics: metrics.clone(),
         price: provider.price,
     };
+    let base_url = provider
+        .base_url
+        .as_deref()
+        .or(Some(default_base_url(provider.kind())).filter(|url| !url.is_empty()));
+    let attempt_span = crate::telemetry::AttemptSpanLayer::new(provider, base_url, handle.clone());
     let stack = ServiceBuilder::new()
         .layer(breaker)
         .layer(retry)
         .layer(tower::timeout::TimeoutLayer::new(provider.timeout))
         .layer(guard)
+        .layer(attempt_span)
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))

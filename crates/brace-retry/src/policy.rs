@@ -12,6 +12,8 @@ use crate::event::{OnGiveUp, OnRetry};
 
 /// Shared by a [`RetryLayer`](crate::RetryLayer), the services it builds and their futures.
 pub(crate) struct Policy<C> {
+    /// What the layer's events call it (`name` in each log line), if named.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) classifier: C,
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
@@ -40,6 +42,7 @@ impl<C> Policy<C> {
 impl<C: fmt::Debug> fmt::Debug for Policy<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
+            .field("name", &self.name)
             .field("classifier", &self.classifier)
             .field("max_retries", &self.max_retries)
             .field("backoff", &self.backoff)
