@@ -162,12 +162,11 @@ where
                                     R::Response::from_cached(cached, stream)
                                 })
                             });
+                            log_cache(level.name(), hit.is_some());
                             if let Some(mut response) = hit {
-                                tracing::debug!(level = level.name(), "cache hit");
                                 response.annotate(&degradation);
                                 return Poll::Ready(Ok(response));
                             }
-                            tracing::debug!(level = level.name(), "cache miss");
                             *this.level += 1;
                         }
                         LevelKind::Static(message) => {
@@ -177,7 +176,7 @@ where
                             {
                                 return Poll::Ready(*last);
                             }
-                            tracing::info!(level = level.name(), "static answer");
+                            log_static(level.name());
                             let mut response = this.request.static_response(message);
                             degradation.origin = Origin::Static;
                             response.annotate(&degradation);
@@ -255,6 +254,24 @@ where
             }
         }
     }
+}
+
+/// Logs the cache decision at the cached level (out of line: the live path stays small).
+#[cold]
+#[inline(never)]
+fn log_cache(level: &str, hit: bool) {
+    if hit {
+        tracing::debug!(level, "cache hit");
+    } else {
+        tracing::debug!(level, "cache miss");
+    }
+}
+
+/// Logs an answer from the static level.
+#[cold]
+#[inline(never)]
+fn log_static(level: &str) {
+    tracing::info!(level, "static answer");
 }
 
 /// Hands a successful live response to the cache, if the request may be cached.

@@ -726,22 +726,30 @@ fn span_name(method: &http::Method, path: &str) -> &'static str {
     }
 }
 
+/// The current span, where the request's span may be: `None` when no subscriber takes
+/// info-level spans (a check of a global flag, so that a gateway without logs pays nothing
+/// more).
+fn request_span_here() -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::INFO) {
+        return None;
+    }
+    Some(tracing::Span::current()).filter(|span| !span.is_disabled())
+}
+
 /// Records what a chat request asks for on the current span (the request's).
 pub(crate) fn record_request(request: &ChatRequest) {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
+    let Some(span) = request_span_here() else {
         return;
-    }
+    };
     span.record("gen_ai.operation.name", "chat");
     span.record("gen_ai.request.model", request.model.as_str());
 }
 
 /// Records who answered a chat request, and how, on the current span (the request's).
 pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
+    let Some(span) = request_span_here() else {
         return;
-    }
+    };
     let meta = &response.meta;
     span.record("http.response.status_code", 200_i64);
     span.record("gen_ai.response.model", meta.model.as_str());
@@ -759,10 +767,9 @@ pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
 
 /// Records a chat request the stack could not answer on the current span.
 pub(crate) fn record_failure(status: http::StatusCode, attempts: u32) {
-    let span = tracing::Span::current();
-    if span.is_disabled() {
+    let Some(span) = request_span_here() else {
         return;
-    }
+    };
     span.record("http.response.status_code", i64::from(status.as_u16()));
     span.record("brace.attempts", i64::from(attempts));
     if status.is_server_error() {
@@ -774,18 +781,18 @@ pub(crate) fn record_failure(status: http::StatusCode, attempts: u32) {
 /// Records the token usage a stream reported at its end on the current span (the
 /// request's, while its body is sent).
 pub(crate) fn record_stream_usage(usage: &Usage) {
-    let span = tracing::Span::current();
-    if !span.is_disabled() {
-        record_usage(&span, usage);
-    }
+    let Some(span) = request_span_here() else {
+        return;
+    };
+    record_usage(&span, usage);
 }
 
 /// Records the provider that continued a broken stream on the current span.
 pub(crate) fn record_continuation(provider: &str) {
-    let span = tracing::Span::current();
-    if !span.is_disabled() {
-        span.record("brace.continuation", provider);
-    }
+    let Some(span) = request_span_here() else {
+        return;
+    };
+    span.record("brace.continuation", provider);
 }
 
 fn record_usage(span: &tracing::Span, usage: &Usage) {
