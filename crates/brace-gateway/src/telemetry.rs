@@ -66,7 +66,8 @@ use crate::config::{ProviderConfig, ProviderKind};
 pub struct TelemetryConfig {
     /// The OTLP collector: a base URL such as `http://127.0.0.1:4318` (HTTP) or
     /// `http://127.0.0.1:4317` (gRPC). Over HTTP, `/v1/traces` is added unless the path
-    /// already ends with it.
+    /// already ends with it. gRPC is spoken without TLS (a collector on the host or a
+    /// sidecar); for a collector behind TLS, use `http/protobuf` with an `https` URL.
     #[serde(default, deserialize_with = "endpoint")]
     pub otlp_endpoint: Option<String>,
     /// `grpc` or `http/protobuf` (the default).
@@ -247,6 +248,12 @@ impl TelemetryConfig {
         };
         let url = url.trim().to_owned();
         check_url(&url).map_err(|err| TelemetryError::new(format!("{source}: {err}")))?;
+        if protocol == OtlpProtocol::Grpc && url.starts_with("https:") {
+            return Err(TelemetryError::new(format!(
+                "{source}: gRPC export is spoken without TLS; for `{url}` use protocol \
+                 http/protobuf"
+            )));
+        }
         let endpoint = if base && protocol == OtlpProtocol::HttpProtobuf {
             traces_url(&url)
         } else {
@@ -1246,6 +1253,11 @@ mod tests {
             message.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && message.contains("http/json"),
             "{message}"
         );
+        let message = err(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        assert!(message.contains("without TLS"), "{message}");
         let message = err(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]);
         assert!(message.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{message}");
         let message = err(&[
