@@ -124,6 +124,26 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                     route.pattern
                 ));
             }
+            let named = route
+                .on_content_filter
+                .providers()
+                .iter()
+                .chain(route.on_context_length.iter().flatten());
+            for name in named {
+                if !seen.contains_key(name.as_str()) {
+                    return Err(format!(
+                        "routes[{index}] (`{}`): unknown provider `{name}` in on_content_filter \
+                         / on_context_length",
+                        route.pattern
+                    ));
+                }
+            }
+            if route.on_context_length.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!(
+                    "routes[{index}] (`{}`): on_context_length lists no provider",
+                    route.pattern
+                ));
+            }
             for target in &route.providers {
                 if !seen.contains_key(target.name.as_str()) {
                     return Err(format!(
@@ -701,9 +721,27 @@ pub struct RouteConfig {
     pub pattern: String,
     /// The providers, in order.
     pub providers: Vec<RouteTarget>,
-    /// Continue a broken stream on the next provider (off by default).
+    /// Continue a broken stream on the route's other providers (off by default): with an
+    /// assistant prefill on a provider with `accepts_prefill: true`, by a verified restart
+    /// on the others.
     #[serde(default)]
     pub continuation: bool,
+    /// When a stream commits to its provider: `first_content` (default), `{after_tokens:
+    /// N}` or `complete` (see [`brace_llm::commit`]). A hold-back makes a break before that
+    /// point an ordinary failure that fails over, at the cost of the caller's time to first
+    /// token.
+    #[serde(default)]
+    pub commit: brace_llm::commit::CommitPolicy,
+    /// What a content-policy refusal does: answered to the caller as a 400
+    /// `content_policy_violation` (default), `failover` to the route's next provider, or a
+    /// list of provider names to ask instead.
+    #[serde(default)]
+    pub on_content_filter: crate::policy::OnContentFilter,
+    /// Providers to ask when the prompt is too long for the route's providers (by default a
+    /// context-length error fails over along the route, as any failure another provider may
+    /// fix).
+    #[serde(default)]
+    pub on_context_length: Option<Vec<String>>,
 }
 
 /// One provider of a route.
@@ -753,10 +791,19 @@ pub struct ServerConfig {
     /// Largest request body accepted (bytes; default 4 MiB).
     #[serde(default = "default_body_limit")]
     pub body_limit: usize,
-    /// Deadline for a whole request (default 120 s).
+    /// Deadline for a whole request (default 120 s). For a stream it covers the time until
+    /// the stream commits to a provider (its first token, or the end of a hold-back); what
+    /// follows is bounded by `max_stream_duration` and each provider's own limits.
     #[serde(default = "default_deadline", with = "brace_core::duration")]
     pub request_timeout: Duration,
-    /// How long in-flight requests get to finish on shutdown (default 30 s).
+    /// The longest a whole streamed answer may take, from the request to its last event
+    /// (default: no bound beyond each provider's `timeout`). Past it the stream ends with an
+    /// SSE error event (`code: stream_deadline`) and no `[DONE]`.
+    #[serde(default, with = "brace_core::duration::option")]
+    pub max_stream_duration: Option<Duration>,
+    /// How long in-flight requests get to finish on shutdown (default 30 s). Streams still
+    /// open when it runs out end with an SSE error event (`code: shutting_down`) and no
+    /// `[DONE]`.
     #[serde(default = "default_grace", with = "brace_core::duration")]
     pub shutdown_grace: Duration,
     /// Log as JSON lines.
@@ -769,6 +816,7 @@ impl Default for ServerConfig {
         Self {
             body_limit: default_body_limit(),
             request_timeout: default_deadline(),
+            max_stream_duration: None,
             shutdown_grace: default_grace(),
             json_logs: false,
         }

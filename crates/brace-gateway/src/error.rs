@@ -12,7 +12,8 @@ use brace_core::BoxError;
 
 /// How a gateway answers a failed request: the status, and the `Retry-After` to send.
 ///
-/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status.
+/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status
+///   (a content-policy refusal: 400, code `content_policy_violation`).
 /// - `AllProvidersFailed` answers 429 when every provider was rate-limited (with the shortest
 ///   Retry-After among them), the status of the caller's own mistake when a provider refused
 ///   the request itself, and 503 otherwise.
@@ -139,6 +140,10 @@ fn code_for(err: &(dyn Error + 'static)) -> Option<String> {
     if let Some(llm) = find::<brace_llm::LlmError>(err)
         && !err.is::<brace_core::AllProvidersFailed>()
     {
+        // OpenAI's code for a refusal on content grounds, which its SDKs know.
+        if llm.kind() == brace_llm::LlmErrorKind::ContentFiltered {
+            return Some("content_policy_violation".to_owned());
+        }
         return Some(llm.kind().as_str().to_owned());
     }
     if err.is::<brace_core::AllProvidersFailed>() {

@@ -35,11 +35,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod accounting;
 pub mod app;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod policy;
 mod request_id;
 pub mod sse;
 pub mod stack;
@@ -55,7 +57,9 @@ pub use self::error::{ApiError, gateway_status};
 pub use self::stack::Gateway;
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests (streams included) finish within the configured grace period.
+/// in-flight requests (streams included) finish within the configured grace period. Streams
+/// still open when it runs out end with an SSE error event (`code: shutting_down`, no
+/// `[DONE]`; see [`sse`]).
 ///
 /// Each connection speaks HTTP/1.1, or HTTP/2 when it opens with the HTTP/2 preface (prior
 /// knowledge). Idle keep-alive connections are closed as soon as `shutdown` resolves.
@@ -136,13 +140,27 @@ pub async fn serve(
         .await
         .is_err()
     {
+        // Streams still open end with the documented error event, so that no client takes
+        // a cut for an answer; their connections then close.
+        let open = gateway.streams().end_all();
         tracing::warn!(
             grace_secs = grace.as_secs(),
-            "shutdown grace period over; dropping remaining connections"
+            open_streams = open,
+            "shutdown grace period over; ending open streams with an error event"
         );
+        if tokio::time::timeout(STREAM_END_FLUSH, all_closed_tx.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("dropping remaining connections");
+        }
     }
     Ok(())
 }
+
+/// How long connections get, once the grace period is over, to send their streams' final
+/// error event and close.
+const STREAM_END_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Aborts a background task when dropped (when `serve` returns or is dropped).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
