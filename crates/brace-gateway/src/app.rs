@@ -122,9 +122,8 @@ async fn chat_completions(
                 Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
             )
                 .into_response();
-            Ok(response.map(|body| {
-                axum::body::Body::new(crate::sse::WithTrailers::new(body, trailers))
-            }))
+            Ok(response
+                .map(|body| axum::body::Body::new(crate::sse::WithTrailers::new(body, trailers))))
         }
     }
 }

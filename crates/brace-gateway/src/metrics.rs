@@ -265,7 +265,10 @@ impl Metrics {
 
     /// A stream from `provider` ended, cleanly or with an error.
     pub fn stream_ended(&self, provider: &str, error: Option<&LlmError>) {
-        self.stream_outcome(provider, error.map_or("complete", |err| err.kind().as_str()));
+        self.stream_outcome(
+            provider,
+            error.map_or("complete", |err| err.kind().as_str()),
+        );
     }
 
     /// A stream from `provider` ended with `outcome`: `complete`, the error kind that ended

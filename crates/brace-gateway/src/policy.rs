@@ -183,7 +183,10 @@ impl Commit<ChatResponse> for RouteCommit {
         self.0.commit(response)
     }
 
-    fn commit_now(&self, response: ChatResponse) -> Commitment<ChatResponse, LlmError, CommitFuture> {
+    fn commit_now(
+        &self,
+        response: ChatResponse,
+    ) -> Commitment<ChatResponse, LlmError, CommitFuture> {
         if self.0 == CommitPolicy::FirstContent {
             Commitment::Now(Ok(response))
         } else {

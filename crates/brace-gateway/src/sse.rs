@@ -156,7 +156,9 @@ where
         usage: None,
         continued: None,
         max_duration: limits.max_duration,
-        deadline: limits.deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        deadline: limits
+            .deadline
+            .map(|at| Box::pin(tokio::time::sleep_until(at))),
         shutdown,
     }
 }

@@ -160,13 +160,7 @@ impl Gateway {
                     })
                     .collect();
                 let (failover, continuation) = failover_for(
-                    &targets,
-                    &stacks,
-                    &config,
-                    &providers,
-                    true,
-                    classifier,
-                    commit,
+                    &targets, &stacks, &config, &providers, true, classifier, commit,
                 )?;
                 Ok((BoxCloneSyncService::new(failover), continuation))
             };

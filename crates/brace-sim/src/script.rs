@@ -681,7 +681,10 @@ mod tests {
         let request = ChatRequest::new("m", vec![brace_llm::Message::user("count")]);
         let reply = Reply::new().with_chunks(50);
         let first = ReplyPlan::new(&reply, &request, None, 1).text();
-        assert_eq!(ReplyPlan::new(&reply, &request, Some("other"), 7).text(), first);
+        assert_eq!(
+            ReplyPlan::new(&reply, &request, Some("other"), 7).text(),
+            first
+        );
         let sampled = ReplyPlan::new(&reply.clone().with_divergence_after(10), &request, None, 2);
         assert_eq!(sampled.pieces.len(), 50);
         let common: String = sampled.pieces[..10].concat();
