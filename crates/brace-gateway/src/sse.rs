@@ -155,6 +155,7 @@ where
         on_end: Some(on_end),
         usage: None,
         continued: None,
+        delivered: 0,
         max_duration: limits.max_duration,
         deadline: limits
             .deadline
@@ -168,6 +169,8 @@ struct Events<F> {
     on_end: Option<F>,
     usage: Option<Usage>,
     continued: Option<(String, String)>,
+    /// Content deltas sent to the client.
+    delivered: u64,
     max_duration: Option<Duration>,
     deadline: Option<Pin<Box<Sleep>>>,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -195,11 +198,20 @@ where
     }
 
     fn fail(&mut self, err: &LlmError, api: &ApiError) -> Event {
+        tracing::warn!(
+            provider = err.provider().unwrap_or("gateway"),
+            delivered_tokens = self.delivered,
+            code = api.body()["error"]["code"].as_str().unwrap_or_default(),
+            error = %err,
+            outcome = "error_event",
+            "stream ended with an error event, without [DONE]"
+        );
         self.end(Err(err));
         Event::default().data(api.body().to_string())
     }
 
     fn chunk(&mut self, chunk: &ChatChunk) -> Event {
+        self.delivered += u64::from(chunk.has_content());
         if chunk.usage.is_some() {
             self.usage.clone_from(&chunk.usage);
         }
@@ -238,10 +250,6 @@ where
             );
             let api = ApiError::new(http::StatusCode::SERVICE_UNAVAILABLE, err.message())
                 .with_code("shutting_down");
-            tracing::warn!(
-                code = "shutting_down",
-                "stream ended by the gateway: shutdown grace period over"
-            );
             return Poll::Ready(Some(Ok(this.fail(&err, &api))));
         }
         if let Some(deadline) = &mut this.deadline
@@ -254,11 +262,6 @@ where
             let err = LlmError::new(LlmErrorKind::Timeout, message);
             let api = ApiError::new(http::StatusCode::GATEWAY_TIMEOUT, err.message())
                 .with_code("stream_deadline");
-            tracing::warn!(
-                code = "stream_deadline",
-                max_stream_duration_ms = this.max_duration.unwrap_or_default().as_millis(),
-                "stream ended by the gateway: max_stream_duration passed"
-            );
             return Poll::Ready(Some(Ok(this.fail(&err, &api))));
         }
         let chunks = this.chunks.as_mut().expect("checked above");

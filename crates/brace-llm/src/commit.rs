@@ -345,11 +345,13 @@ impl Future for CommitFuture {
                         err.with_provider(meta.provider.clone())
                     };
                     if *tokens > 0 {
-                        tracing::debug!(
+                        tracing::warn!(
                             provider = %meta.provider,
                             held_tokens = *tokens,
                             error = %err,
-                            "stream broke before its commit point; nothing reached the caller"
+                            outcome = "not_committed",
+                            "stream broke during its hold-back; nothing reached the caller, \
+                             the call fails (and may fail over)"
                         );
                     }
                     self.state = State::Done;
