@@ -10,6 +10,7 @@
 //! 5 ms per token and 200 tokens per answer).
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use brace_gateway::{Gateway, GatewayConfig};
@@ -91,9 +92,10 @@ fn main() {
             sim.base_url()
         );
         for (index, (_, policy)) in policies.iter().enumerate() {
-            yaml.push_str(&format!(
-                "  - match: p{index}\n    providers: [{{name: sim}}]\n    commit: {policy}\n"
-            ));
+            let _ = writeln!(
+                yaml,
+                "  - match: p{index}\n    providers: [{{name: sim}}]\n    commit: {policy}"
+            );
         }
         let gateway = Gateway::build(GatewayConfig::from_yaml(&yaml).unwrap()).unwrap();
         let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())

@@ -7,6 +7,7 @@
 //!
 //! The Prometheus recorder is process-wide: every test uses provider names of its own.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,15 +90,16 @@ impl Sims {
         let mut yaml = String::from("providers:\n");
         for (index, server) in self.0.iter().enumerate() {
             let name = server.handle().name();
-            yaml.push_str(&format!(
+            let _ = writeln!(
+                yaml,
                 "  - name: {name}\n    kind: simulated\n    model: {name}-model\n    \
                  base_url: {url}/v1\n    priority: {priority}\n    timeout: 60s\n    \
-                 price: {{input: {input}, output: {output}}}\n",
+                 price: {{input: {input}, output: {output}}}",
                 url = server.base_url(),
                 priority = index + 1,
                 input = 1 + 2 * index,
                 output = 2 + 2 * index,
-            ));
+            );
         }
         yaml
     }

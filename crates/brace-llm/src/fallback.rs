@@ -131,7 +131,7 @@ impl<S, F: Clone> Layer<S> for FallbackLayer<F> {
     fn layer(&self, inner: S) -> Self::Service {
         Fallback {
             inner,
-            fallback: self.fallback.clone(),
+            alternative: self.fallback.clone(),
             kinds: self.kinds,
         }
     }
@@ -145,7 +145,7 @@ impl<S, F: Clone> Layer<S> for FallbackLayer<F> {
 #[derive(Clone)]
 pub struct Fallback<S, F> {
     inner: S,
-    fallback: F,
+    alternative: F,
     kinds: Kinds,
 }
 
@@ -180,7 +180,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         // The request is kept only when there is something to fall back on.
-        let spare = (!self.kinds.is_empty()).then(|| (request.clone(), self.fallback.clone()));
+        let spare = (!self.kinds.is_empty()).then(|| (request.clone(), self.alternative.clone()));
         ResponseFuture {
             state: State::Inner {
                 future: self.inner.call(request),
