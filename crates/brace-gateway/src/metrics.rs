@@ -276,22 +276,78 @@ impl Metrics {
 
     /// A stream from `provider` ended, cleanly or with an error.
     pub fn stream_ended(&self, provider: &str, error: Option<&LlmError>) {
-        let outcome = error.map_or("complete", |err| err.kind().as_str());
+        self.stream_outcome(
+            provider,
+            error.map_or("complete", |err| err.kind().as_str()),
+        );
+    }
+
+    /// A stream from `provider` ended with `outcome`: `complete`, the error kind that ended
+    /// it, or `cancelled` when it was dropped before its end.
+    pub fn stream_outcome(&self, provider: &str, outcome: &'static str) {
         self.counter("brace_streams_total", provider, outcome, || {
             metrics::counter!("brace_streams_total", "provider" => provider.to_owned(), "outcome" => outcome)
         })
         .increment(1);
     }
 
-    /// A broken stream from `broken` was handed to `target` to continue; `started` says
-    /// whether the continuation got going.
-    pub fn continuation(&self, broken: &str, target: &str, started: bool) {
+    /// A broken stream from `broken` was handed to `target` to continue, `how` (`prefill`
+    /// or `verified_restart`); `started` says whether the continuation got going.
+    pub fn continuation(&self, broken: &str, target: &str, how: &'static str, started: bool) {
         metrics::counter!(
             "brace_stream_continuations_total",
             "broken" => broken.to_owned(),
             "target" => target.to_owned(),
+            "how" => how,
             "outcome" => if started { "started" } else { "failed" },
         )
+        .increment(1);
+    }
+
+    /// A request was shed at a limit: `scope` is `gateway` (`server.max_in_flight`) or the
+    /// provider whose bulkhead was full.
+    pub fn shed(&self, scope: &str) {
+        self.counter(
+            "brace_shed_total",
+            scope,
+            "",
+            || metrics::counter!("brace_shed_total", "scope" => scope.to_owned()),
+        )
+        .increment(1);
+    }
+
+    /// A request with client key `key` was answered with `status`.
+    pub fn client_request(&self, key: &str, status: http::StatusCode) {
+        let status = status.as_str();
+        self.counter("brace_client_requests_total", key, status, || {
+            metrics::counter!("brace_client_requests_total", "key" => key.to_owned(), "status" => status.to_owned())
+        })
+        .increment(1);
+    }
+
+    /// A data-plane request was refused for its key: `status` 401 (missing or unknown key)
+    /// or 429 (over the key's rate).
+    pub fn auth_refused(&self, status: http::StatusCode) {
+        let status = status.as_str();
+        self.counter(
+            "brace_auth_refused_total",
+            status,
+            "",
+            || metrics::counter!("brace_auth_refused_total", "status" => status.to_owned()),
+        )
+        .increment(1);
+    }
+
+    /// Sets the number of open client connections.
+    pub fn open_connections(&self, open: usize) {
+        metrics::gauge!("brace_connections_open").set(open as f64);
+    }
+
+    /// A client connection was refused because `server.max_connections` were open.
+    pub fn connection_refused(&self) {
+        self.counter("brace_connections_refused_total", "", "", || {
+            metrics::counter!("brace_connections_refused_total")
+        })
         .increment(1);
     }
 
@@ -328,8 +384,47 @@ impl Metrics {
 /// How often [`serve`](crate::serve) runs [`Metrics::run_upkeep`].
 pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sets up logs: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or JSON lines.
+/// Sets up logs on stdout: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or
+/// JSON lines. Text logs are coloured only when stdout is a terminal and `NO_COLOR` is not
+/// set. ([`telemetry::init`](crate::telemetry::init) does the same, and exports traces when
+/// configured.)
 pub fn init_tracing(json: bool, quiet: bool) {
+    let _ = tracing::subscriber::set_global_default(subscriber(
+        json,
+        quiet,
+        ansi_stdout(),
+        std::io::stdout,
+    ));
+}
+
+/// `true` when text logs on stdout may be coloured: stdout is a terminal and `NO_COLOR` is
+/// not set.
+pub fn ansi_stdout() -> bool {
+    use std::io::IsTerminal;
+
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// The subscriber [`init_tracing`] installs, writing to `writer` (for tests and embedding
+/// applications that capture logs).
+pub fn subscriber<W>(
+    json: bool,
+    quiet: bool,
+    ansi: bool,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+
+    tracing_subscriber::registry()
+        .with(log_filter(quiet))
+        .with(log_layer(json, ansi, writer))
+}
+
+/// Which logs are written: the directives in `RUST_LOG`, else `info` (`warn` when `quiet`).
+pub fn log_filter(quiet: bool) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
 
     let default = if quiet {
@@ -337,16 +432,34 @@ pub fn init_tracing(json: bool, quiet: bool) {
     } else {
         "info,tower_http=info"
     };
-    let filter = match std::env::var("RUST_LOG") {
+    match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
         _ => EnvFilter::new(default),
-    };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().try_init()
+    }
+}
+
+/// The log lines, as text (coloured if `ansi`) or JSON, written to `writer`.
+pub fn log_layer<S, W>(
+    json: bool,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let format = tracing_subscriber::fmt::layer().with_writer(writer);
+    if json {
+        Box::new(format.json())
     } else {
-        builder.try_init()
-    };
+        // Fields of text logs are escaped: an upstream's error text must not start a line
+        // of its own (JSON logs are escaped by JSON itself).
+        Box::new(
+            format
+                .with_ansi(ansi)
+                .fmt_fields(crate::bounded::EscapedFields),
+        )
+    }
 }
 
 #[cfg(test)]

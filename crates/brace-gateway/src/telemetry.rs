@@ -390,18 +390,21 @@ pub fn init(
     quiet: bool,
     telemetry: &TelemetryConfig,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
     let settings = telemetry.resolve(|var| std::env::var(var).ok())?;
     #[cfg(feature = "otel")]
     if let Some(settings) = settings {
         use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt;
 
         let provider = otel::tracer_provider(&settings)?;
         // Each layer its own filter: the logs follow `RUST_LOG`, the export its own levels.
         let installed = tracing_subscriber::registry()
-            .with(log_layer(json).with_filter(log_filter(quiet)))
+            .with(
+                crate::metrics::log_layer(json, crate::metrics::ansi_stdout(), std::io::stdout)
+                    .with_filter(crate::metrics::log_filter(quiet)),
+            )
             .with(otel::layer(&provider))
             .try_init()
             .is_ok();
@@ -422,9 +425,7 @@ pub fn init(
             provider: Some(provider),
         });
     }
-    let _ = tracing_subscriber::registry()
-        .with(log_filter(quiet))
-        .with(log_layer(json))
+    let _ = crate::metrics::subscriber(json, quiet, crate::metrics::ansi_stdout(), std::io::stdout)
         .try_init();
     #[cfg(not(feature = "otel"))]
     if let Some(settings) = settings {
@@ -435,39 +436,6 @@ pub fn init(
         );
     }
     Ok(TelemetryGuard::default())
-}
-
-/// Which logs are written: `RUST_LOG`, else `info` (`warn` when `quiet`).
-fn log_filter(quiet: bool) -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-
-    let default = if quiet {
-        "warn"
-    } else {
-        "info,tower_http=info"
-    };
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
-        _ => EnvFilter::new(default),
-    }
-}
-
-/// Logs on stdout, as text (coloured only on a terminal, and not with `NO_COLOR`) or JSON
-/// lines.
-fn log_layer<S>(json: bool) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
-where
-    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
-{
-    use std::io::IsTerminal;
-    use tracing_subscriber::Layer as _;
-
-    let layer = tracing_subscriber::fmt::layer();
-    if json {
-        layer.json().boxed()
-    } else {
-        let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        layer.with_ansi(ansi).boxed()
-    }
 }
 
 /// The hook provider clients call with each request's headers: it adds the `traceparent`
@@ -644,8 +612,8 @@ mod otel {
 // ===== the request span =====
 
 /// The span of one HTTP request: `request`, at info level, with the request's method, path
-/// and id, and empty GenAI and brace attributes that [`Gateway::call`](crate::Gateway::call)
-/// fills in. When spans are exported, it is named and kinded for OpenTelemetry and made the
+/// and id, the client `key` (filled in by [`auth`](crate::auth)), and empty GenAI and brace
+/// attributes that [`Gateway::call`](crate::Gateway::call) fills in. When spans are exported, it is named and kinded for OpenTelemetry and made the
 /// child of the caller's `traceparent`.
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     let id = request
@@ -658,6 +626,7 @@ pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %id,
+        key = Empty,
         otel.name = Empty,
         otel.kind = Empty,
         otel.status_code = Empty,

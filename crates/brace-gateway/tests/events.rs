@@ -226,3 +226,73 @@ async fn a_request_every_provider_failed_is_logged_once_with_its_status() {
     assert_eq!(fields_of(answered)["http.response.status_code"], 503);
     assert_eq!(fields_of(answered)["error.type"], "503");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shed_request_is_logged_once_with_its_scope() {
+    use brace_gateway::limits::{BulkheadLayer, InFlightLimitLayer};
+    use brace_gateway::metrics::Metrics;
+    use tower::{Layer, Service, ServiceExt};
+
+    let capture = Capture::default();
+    let _default = tracing::subscriber::set_default(capture.subscriber());
+
+    // A provider's bulkhead of one: the second call while the first hangs is shed.
+    let hang = tower::service_fn(|_: ChatRequest| {
+        std::future::pending::<Result<brace_llm::ChatResponse, brace_core::BoxError>>()
+    });
+    let mut bulkhead = BulkheadLayer::new("narrow", 1, Metrics::new()).layer(hang);
+    let _first = bulkhead.ready().await.unwrap().call(chat());
+    bulkhead
+        .ready()
+        .await
+        .unwrap()
+        .call(chat())
+        .await
+        .unwrap_err();
+
+    // The gateway's own bound of one request in flight.
+    let hang = tower::service_fn(|_: http::Request<axum::body::Body>| {
+        std::future::pending::<Result<axum::response::Response, std::convert::Infallible>>()
+    });
+    let mut gateway = InFlightLimitLayer::new(1, Metrics::new()).layer(hang);
+    let _first = gateway
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(axum::body::Body::empty()));
+    let shed = gateway
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(axum::body::Body::empty()))
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+
+    let events = capture.events();
+    let shed: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|event| {
+            event["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("request shed"))
+        })
+        .map(|event| {
+            let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+            (
+                text(&event["level"]),
+                text(&event["fields"]["scope"]),
+                text(&event["fields"]["provider"]),
+            )
+        })
+        .collect();
+    let row = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        shed,
+        [
+            row("WARN", "provider", "narrow"),
+            row("WARN", "gateway", "")
+        ],
+        "{events:?}"
+    );
+}

@@ -154,13 +154,22 @@ async fn a_continuation_is_logged_with_both_providers() {
     let items: Vec<_> = stream.collect().await;
     assert!(items.iter().all(Result::is_ok));
 
-    // The break is the primary's failure; the continuation is the move to the backup.
+    // The break is logged once, by the primary's guard; the continuation is the move to the
+    // backup.
     let broke = capture.named("stream broke");
     assert_eq!(broke.len(), 1, "{broke:?}");
+    assert_eq!(broke[0]["level"], "WARN");
     assert_eq!(broke[0]["fields"]["provider"], "primary");
-    let continued = capture.named("stream broke after commit; continued on another provider");
+    let warnings = capture
+        .events()
+        .into_iter()
+        .filter(|event| event["level"] == "WARN")
+        .count();
+    assert_eq!(warnings, 1, "{:?}", capture.events());
+    let continued = capture.named("stream continued on another provider");
     assert_eq!(continued.len(), 1, "{:?}", capture.events());
     assert_eq!(continued[0]["level"], "INFO");
     assert_eq!(continued[0]["fields"]["provider"], "primary");
     assert_eq!(continued[0]["fields"]["continued_by"], "backup");
+    assert_eq!(continued[0]["fields"]["how"], "prefill");
 }

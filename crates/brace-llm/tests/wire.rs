@@ -449,7 +449,6 @@ fn classification_follows_the_kind_table() {
     }
     for kind in [
         LlmErrorKind::ContextLengthExceeded,
-        LlmErrorKind::ContentFiltered,
         LlmErrorKind::ModelNotFound,
     ] {
         let o = outcome(kind);
@@ -458,7 +457,12 @@ fn classification_follows_the_kind_table() {
             "{kind:?}"
         );
     }
-    for kind in [LlmErrorKind::BadRequest, LlmErrorKind::Cancelled] {
+    // A content-policy refusal is the caller's answer: not routed around by default.
+    for kind in [
+        LlmErrorKind::ContentFiltered,
+        LlmErrorKind::BadRequest,
+        LlmErrorKind::Cancelled,
+    ] {
         let o = outcome(kind);
         assert!(
             o.is_ignored() && !o.is_retryable() && !o.should_failover(),
@@ -473,6 +477,12 @@ fn classification_follows_the_kind_table() {
     assert!(!Classify::<(), LlmError>::classify(&custom, Err(&err)).should_failover());
     let err = LlmError::new(LlmErrorKind::RateLimited, "x");
     assert!(Classify::<(), LlmError>::classify(&custom, Err(&err)).is_ignored());
+
+    // The operator's opt-in: content-policy refusals fail over (and still count nothing).
+    let routed = LlmClassifier::new().failover_on(LlmErrorKind::ContentFiltered, true);
+    let err = LlmError::new(LlmErrorKind::ContentFiltered, "x");
+    let o = Classify::<(), LlmError>::classify(&routed, Err(&err));
+    assert!(o.should_failover() && o.is_ignored() && !o.is_retryable());
 }
 
 #[test]
@@ -499,4 +509,39 @@ fn all_failed_classification_waits_for_the_soonest_provider() {
     ]);
     let classified = LlmClassifier::new().classify_dyn_error(&all_limited);
     assert_eq!(classified.retry_after(), Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn an_unexpected_upstream_status_is_the_providers_failure_not_the_callers() {
+    use brace_core::Classify;
+    use brace_llm::{ChatResponse, LlmClassifier, LlmError, LlmErrorKind};
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "location",
+        HeaderValue::from_static("https://api.example.test/v1/chat/completions"),
+    );
+    let moved = LlmError::from_response(
+        StatusCode::MOVED_PERMANENTLY,
+        &headers,
+        b"<html>moved</html>",
+    );
+    assert_eq!(moved.kind(), LlmErrorKind::UnexpectedStatus);
+    assert_eq!(moved.status(), Some(301));
+    let text = moved.to_string();
+    assert!(text.contains("301") && text.contains("base_url"), "{text}");
+    assert!(text.contains("https://api.example.test"), "{text}");
+    let outcome = Classify::<ChatResponse, _>::classify(&LlmClassifier::new(), Err(&moved));
+    assert!(outcome.is_failure() && outcome.should_failover() && !outcome.is_retryable());
+    assert_eq!(moved.gateway_status(), StatusCode::BAD_GATEWAY);
+
+    for code in [100, 103, 302, 307, 600, 999] {
+        let status = StatusCode::from_u16(code).unwrap();
+        let err = LlmError::from_response(status, &HeaderMap::new(), b"");
+        assert_eq!(err.kind(), LlmErrorKind::UnexpectedStatus, "{code}");
+    }
+    // A 4xx is still the caller's.
+    let bad = LlmError::from_response(StatusCode::IM_A_TEAPOT, &HeaderMap::new(), b"");
+    assert_eq!(bad.kind(), LlmErrorKind::BadRequest);
 }

@@ -16,8 +16,8 @@ async fn the_hook_adds_its_headers_to_every_request() {
     let server = Server::always(vec![Step::Write(http(200, &[], COMPLETION))]).await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let config = server.config().map_provider(|provider| {
-        provider.with_request_hook(RequestHook::new(move |headers| {
+    let config = server.config().map_client(|client| {
+        client.with_request_hook(RequestHook::new(move |headers| {
             // The client's own headers are already there.
             assert!(headers.contains_key("authorization"));
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
