@@ -67,6 +67,8 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
+    pub state: Option<StateConfig>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +97,8 @@ struct RawGatewayConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    state: Option<StateConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -153,6 +157,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             admin: raw.admin,
             routes: raw.routes,
             server: raw.server,
+            state: raw.state,
         };
         for provider in &config.providers {
             let name = &provider.name;
@@ -504,6 +509,10 @@ pub struct ProviderConfig {
     /// This provider's own retry keys, laid over the global `fallback` section (see
     /// [`GatewayConfig::fallback_for`]).
     pub fallback: Option<serde_json::Value>,
+    /// The provider's quota (`requests_per_minute`, `tokens_per_minute`): a call that
+    /// would exceed it goes to the next provider at once, without counting against this
+    /// provider's circuit. Counted by every replica together when `state` names a Redis.
+    pub rate_limit: Option<brace_failover::RateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -543,6 +552,8 @@ struct RawProviderConfig {
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
     fallback: Option<serde_json::Value>,
+    #[serde(default)]
+    rate_limit: Option<brace_failover::RateLimit>,
 }
 
 fn one() -> u32 {
@@ -611,6 +622,11 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             serde_json::from_value::<brace_retry::RetryConfig>(section.clone())
                 .map_err(|err| format!("provider `{name}`: fallback: {err}"))?;
         }
+        if let Some(limit) = &raw.rate_limit {
+            limit
+                .validate()
+                .map_err(|err| format!("provider `{name}`: {err}"))?;
+        }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
             return Err(format!(
                 "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
@@ -637,6 +653,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             seed: raw.seed,
             circuit_breaker: raw.circuit_breaker,
             fallback: raw.fallback,
+            rate_limit: raw.rate_limit,
         })
     }
 }
@@ -744,6 +761,122 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+/// The `state` section: where provider state lives.
+///
+/// Absent: in memory, one process. With a Redis URL, replicas given the same Redis and
+/// `key_prefix` share circuit transitions (one half-open probe lease per provider), the
+/// pinned degradation level, a response-cache tier and the providers' rate limits; when
+/// Redis is down each replica serves from local state (see brace-redis).
+///
+/// ```
+/// let config = brace_gateway::GatewayConfig::from_yaml(r#"
+/// providers: [{ name: sim, model: m }]
+/// state: { redis_url_env: BRACE_REDIS_URL, key_prefix: "prod:" }
+/// "#).unwrap();
+/// assert_eq!(config.state.unwrap().key_prefix, "prod:");
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawStateConfig")]
+pub struct StateConfig {
+    /// The Redis URL, written in the file (its password is never logged; prefer
+    /// `redis_url_env` to keep it out of the file).
+    pub redis_url: Option<String>,
+    /// The environment variable holding the Redis URL.
+    pub redis_url_env: Option<String>,
+    /// Put before every key (default `brace:`).
+    pub key_prefix: String,
+    /// The longest wait for one Redis command before local state answers (default 50 ms).
+    pub timeout: Duration,
+    /// How long a replica's half-open probe lease lasts (default 10 s).
+    pub probe_lease: Duration,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_ref()
+                    .map(|url| brace_redis::RedisUrl::new(url.as_str())),
+            )
+            .field("redis_url_env", &self.redis_url_env)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_lease", &self.probe_lease)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateConfig {
+    #[serde(default)]
+    redis_url: Option<String>,
+    #[serde(default)]
+    redis_url_env: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_state_timeout", with = "brace_core::duration")]
+    timeout: Duration,
+    #[serde(default = "default_probe_lease", with = "brace_core::duration")]
+    probe_lease: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "brace:".to_owned()
+}
+
+fn default_state_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_probe_lease() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TryFrom<RawStateConfig> for StateConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStateConfig) -> Result<Self, String> {
+        match (&raw.redis_url, &raw.redis_url_env) {
+            (None, None) => {
+                return Err(
+                    "state: set redis_url_env (or redis_url) to share state through Redis, or \
+                     leave the section out to keep state in memory"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {
+                return Err("state: set redis_url or redis_url_env, not both".into());
+            }
+            _ => {}
+        }
+        if let Some(url) = &raw.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "state.redis_url must start with redis:// (got {})",
+                brace_redis::RedisUrl::new(url.as_str())
+            ));
+        }
+        if raw.key_prefix.is_empty() {
+            return Err("state.key_prefix must not be empty".into());
+        }
+        if raw.timeout.is_zero() || raw.probe_lease.is_zero() {
+            return Err("state.timeout and state.probe_lease must be more than zero".into());
+        }
+        Ok(Self {
+            redis_url: raw.redis_url,
+            redis_url_env: raw.redis_url_env,
+            key_prefix: raw.key_prefix,
+            timeout: raw.timeout,
+            probe_lease: raw.probe_lease,
+        })
+    }
 }
 
 /// HTTP server limits.

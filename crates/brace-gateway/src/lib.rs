@@ -43,6 +43,7 @@ pub mod metrics;
 mod request_id;
 pub mod sse;
 pub mod stack;
+mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
