@@ -386,7 +386,8 @@ impl GatewayConfig {
     fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         serde_saphyr::from_str(text).map_err(|err| ConfigError {
             origin: origin.to_owned(),
-            message: err.to_string(),
+            // The parser quotes the offending line, which may hold a URL with a password.
+            message: scrub_url_passwords(&err.to_string()),
         })
     }
 
@@ -396,6 +397,49 @@ impl GatewayConfig {
     pub fn demo() -> Self {
         Self::from_yaml(DEMO_CONFIG).expect("the embedded demo configuration is valid")
     }
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`, or a
+/// `pass=` query value) replaced by `***`.
+pub fn scrub_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '\'' | '"' | '`' | ')'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(user_end) => match authority[..user_end].find(':') {
+                Some(colon) => {
+                    out.push_str(&authority[..=colon]);
+                    out.push_str("***");
+                    out.push_str(&authority[user_end..]);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("pass=") {
+        let (head, tail) = rest.split_at(at + 5);
+        scrubbed.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '\'' | '"' | '`'))
+            .unwrap_or(tail.len());
+        if end > 0 {
+            scrubbed.push_str("***");
+        }
+        rest = &tail[end..];
+    }
+    scrubbed.push_str(rest);
+    scrubbed
 }
 
 /// The embedded demo configuration.
@@ -923,6 +967,15 @@ fn default_grace() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_scrubbed() {
+        assert_eq!(
+            scrub_url_passwords("at 'redis://:pw@h:1/0' and http://u:p@x/y?pass=z&a=b, redis://h"),
+            "at 'redis://:***@h:1/0' and http://u:***@x/y?pass=***&a=b, redis://h"
+        );
+        assert_eq!(scrub_url_passwords("no urls"), "no urls");
+    }
 
     #[test]
     fn globs_match_like_shells() {
