@@ -260,7 +260,7 @@ impl RateLimiter {
                 }
             }
         }
-        self.prefetch();
+        self.prefetch(now);
         Acquired::Granted(self.permit(tokens, true))
     }
 
@@ -293,7 +293,7 @@ impl RateLimiter {
                 return Err(self.exceeded(kind));
             }
         }
-        self.prefetch();
+        self.prefetch(Instant::now());
         Ok(self.permit(tokens, true))
     }
 
@@ -353,12 +353,12 @@ impl RateLimiter {
     }
 
     /// Asks for the next batch in the background where an allowance runs low.
-    fn prefetch(&self) {
+    fn prefetch(&self, now: Instant) {
         for dimension in [&self.inner.requests, &self.inner.tokens]
             .into_iter()
             .flatten()
         {
-            if dimension.wants_prefetch()
+            if dimension.wants_prefetch(now)
                 && let Ok(runtime) = tokio::runtime::Handle::try_current()
             {
                 let store = self.inner.store.clone();
@@ -408,20 +408,27 @@ pub struct QuotaPermit {
 
 impl QuotaPermit {
     /// Settles the tokens once the call's real usage is known: more than the estimate is
-    /// charged to the window, less goes back to the allowance. A call whose usage is not
-    /// known is left at its estimate (drop the permit).
+    /// taken from the allowance (units already counted in the shared window) and, beyond
+    /// what it holds, charged to the window; less goes back to the allowance. A call whose
+    /// usage is not known is left at its estimate (drop the permit).
     pub fn settle(self, used_tokens: u64) {
         let Some(tokens) = &self.limiter.inner.tokens else {
             return;
         };
+        if used_tokens == self.estimate {
+            return;
+        }
         let now = Instant::now();
         if used_tokens > self.estimate {
             let extra = used_tokens - self.estimate;
             if self.shared {
-                self.limiter
-                    .inner
-                    .store
-                    .charge(&tokens.key, WINDOW + ALLOWANCE_TTL, extra);
+                let beyond = tokens.take_up_to(extra, now);
+                if beyond > 0 {
+                    self.limiter
+                        .inner
+                        .store
+                        .charge(&tokens.key, WINDOW + ALLOWANCE_TTL, beyond);
+                }
             } else {
                 tokens.force_local(extra, now);
             }
@@ -496,6 +503,17 @@ impl Dimension {
         }
     }
 
+    /// Takes up to `units` from the allowance; returns how many it did not hold.
+    fn take_up_to(&self, units: u64, now: Instant) -> u64 {
+        let mut allowance = self.allowance.lock();
+        if now >= allowance.expires {
+            allowance.units = 0;
+        }
+        let taken = units.min(allowance.units);
+        allowance.units -= taken;
+        units - taken
+    }
+
     fn put_back(&self, units: u64) {
         let mut allowance = self.allowance.lock();
         if Instant::now() < allowance.expires {
@@ -503,12 +521,12 @@ impl Dimension {
         }
     }
 
-    fn wants_prefetch(&self) -> bool {
+    /// Reads the clock once per call at most: on some machines reading it costs more than
+    /// the rest of the check.
+    fn wants_prefetch(&self, now: Instant) -> bool {
         let allowance = self.allowance.lock();
         let low = allowance.units.saturating_mul(2) < self.batch;
-        let full = allowance
-            .full_until
-            .is_some_and(|until| Instant::now() < until);
+        let full = allowance.full_until.is_some_and(|until| now < until);
         drop(allowance);
         low && !full
             && self

@@ -82,6 +82,7 @@ fn quotas_must_name_a_positive_limit() {
 struct CountingStore {
     used: AtomicU64,
     reservations: AtomicU64,
+    charged: AtomicU64,
     down: AtomicBool,
 }
 
@@ -114,6 +115,11 @@ impl StateStore for CountingStore {
         let granted = want.min(limit.saturating_sub(used));
         self.used.fetch_add(granted, Ordering::SeqCst);
         Box::pin(std::future::ready(Ok(granted)))
+    }
+
+    fn charge(&self, _key: &str, _window: Duration, amount: u64) {
+        self.charged.fetch_add(amount, Ordering::SeqCst);
+        self.used.fetch_add(amount, Ordering::SeqCst);
     }
 }
 
@@ -191,4 +197,23 @@ async fn unused_allowance_lapses() {
     // Whatever was left has lapsed: the next call reserves again.
     assert!(matches!(limiter.try_acquire(0), Acquired::Wait(_)));
     assert!(store.reservations.load(Ordering::SeqCst) >= before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_beyond_the_estimate_come_from_the_allowance_before_the_store() {
+    let store = Arc::new(CountingStore::default());
+    // 6000 tokens per minute: batches of 100.
+    let quota = RateLimit {
+        requests_per_minute: None,
+        tokens_per_minute: Some(6_000),
+    };
+    let limiter = RateLimiter::new("p", quota, store.clone());
+    let first = acquire(&limiter, 10).await.unwrap();
+    // 40 more than estimated: the allowance (90 left) covers it, nothing goes to the store.
+    first.settle(50);
+    assert_eq!(store.charged.load(Ordering::SeqCst), 0);
+    // 500 more: the allowance covers 50, the store is charged the rest.
+    let second = acquire(&limiter, 10).await.unwrap();
+    second.settle(510);
+    assert!(store.charged.load(Ordering::SeqCst) >= 400, "{store:?}");
 }

@@ -62,12 +62,17 @@ pub(crate) fn share_pin(store: &Arc<dyn StateStore>, degrade: &DegradeHandle) {
         }
     }));
     let mut pins = degrade.subscribe_pins();
-    let store = store.clone();
+    // Weak: the store holds the handle (in the callback above); the task must not keep the
+    // store alive in return, or neither would ever be dropped.
+    let store = Arc::downgrade(store);
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             loop {
                 match pins.recv().await {
                     Ok(change) if !change.is_remote() => {
+                        let Some(store) = store.upgrade() else {
+                            return;
+                        };
                         store.publish_pin(change.level().map(brace_degrade::LevelRef::name));
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
