@@ -109,7 +109,10 @@ async fn pins_are_announced_and_remote_pins_are_applied_without_echo() {
 
     handle.pin("cached").unwrap();
     let change = pins.try_recv().unwrap();
-    assert_eq!(change.level().map(|l| l.name()), Some("cached"));
+    assert_eq!(
+        change.level().map(brace_degrade::LevelRef::name),
+        Some("cached")
+    );
     assert!(!change.is_remote());
     handle.release();
     assert_eq!(pins.try_recv().unwrap().level(), None);

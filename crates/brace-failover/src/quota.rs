@@ -249,7 +249,7 @@ impl RateLimiter {
             match dimension.take_shared(units, now) {
                 Take::Taken => taken.set(kind),
                 Take::Full => {
-                    self.put_back(&taken, tokens);
+                    self.put_back(taken, tokens);
                     return Acquired::Refused(self.exceeded(kind));
                 }
                 Take::Short => {
@@ -281,7 +281,7 @@ impl RateLimiter {
             if let Take::Short = outcome {
                 if dimension.refill(&*self.inner.store, units).await.is_err() {
                     // The store failed: this call is counted locally.
-                    self.put_back(&taken, tokens);
+                    self.put_back(taken, tokens);
                     return self.local(tokens);
                 }
                 outcome = dimension.take_shared(units, Instant::now());
@@ -289,7 +289,7 @@ impl RateLimiter {
             if let Take::Taken = outcome {
                 taken.set(kind);
             } else {
-                self.put_back(&taken, tokens);
+                self.put_back(taken, tokens);
                 return Err(self.exceeded(kind));
             }
         }
@@ -298,7 +298,7 @@ impl RateLimiter {
     }
 
     /// Returns to the allowances what a failed acquisition had taken.
-    fn put_back(&self, taken: &Taken, tokens: u64) {
+    fn put_back(&self, taken: Taken, tokens: u64) {
         if taken.requests
             && let Some(requests) = &self.inner.requests
         {

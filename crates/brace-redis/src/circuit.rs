@@ -195,8 +195,7 @@ impl Share {
             Ok(None) => {
                 let left: i64 = store.query(redis::cmd("PTTL").arg(&key)).await.unwrap_or(0);
                 let left = u64::try_from(left)
-                    .map(Duration::from_millis)
-                    .unwrap_or(ttl)
+                    .map_or(ttl, Duration::from_millis)
                     .min(ttl);
                 let mut lease = self.lease.lock();
                 if *lease == Lease::Acquiring {

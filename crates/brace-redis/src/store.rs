@@ -85,7 +85,7 @@ pub(crate) struct Inner {
     pub(crate) circuits: RwLock<HashMap<String, Arc<Share>>>,
     pins: RwLock<Vec<ApplyPin>>,
     /// A pin or release made here that Redis has not seen (made while it was down).
-    pending_pin: Mutex<Option<Option<String>>>,
+    pending_pin: Mutex<Option<PendingPin>>,
     quota: redis::Script,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -125,6 +125,10 @@ pub(crate) enum Message {
         level: Option<String>,
     },
 }
+
+/// A pin (`Some(level)`) or a release (`None`) made while Redis was down.
+#[derive(Debug)]
+struct PendingPin(Option<String>);
 
 /// What a circuit's key holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -398,7 +402,7 @@ impl Inner {
         }
         let pending = self.pending_pin.lock().take();
         match pending {
-            Some(level) => self.write_pin(level.as_deref()),
+            Some(PendingPin(level)) => self.write_pin(level.as_deref()),
             None => {
                 let level: Option<String> = self
                     .query(redis::cmd("GET").arg(self.key("pin", "level")))
@@ -561,7 +565,7 @@ impl StateStore for RedisStore {
         if self.inner.is_up() {
             self.inner.write_pin(level);
         } else {
-            *self.inner.pending_pin.lock() = Some(level.map(str::to_owned));
+            *self.inner.pending_pin.lock() = Some(PendingPin(level.map(str::to_owned)));
         }
     }
 

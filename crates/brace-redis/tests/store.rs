@@ -44,7 +44,7 @@ async fn without_redis_the_store_is_down_and_everything_is_local() {
     assert!(!format!("{store:?}").contains(":pw@"));
     assert!(
         store
-            .reserve("k", 10, Duration::from_secs(60), 1)
+            .reserve("k", 10, Duration::from_mins(1), 1)
             .await
             .is_err()
     );
@@ -104,7 +104,7 @@ async fn two_replicas_share_quota_cache_pin_and_circuits() {
     b.charge("p:rpm", window, 5);
 
     // Cache: what one stores, the other reads.
-    a.cache_put(&[7; 32], b"answer".to_vec(), Duration::from_secs(60));
+    a.cache_put(&[7; 32], b"answer".to_vec(), Duration::from_mins(1));
     let mut found = None;
     for _ in 0..200 {
         found = b.cache_get(&[7; 32]).await;
@@ -131,11 +131,16 @@ async fn two_replicas_share_quota_cache_pin_and_circuits() {
     let (ca, cb) = (breaker("p"), breaker("p"));
     a.share_circuit("p", &ca);
     b.share_circuit("p", &cb);
+    let mut seen_by_b = cb.subscribe();
+    let sent = tokio::time::Instant::now();
     ca.force_open();
-    eventually("B is forced open too", || {
-        cb.state() == CircuitState::ForcedOpen
-    })
-    .await;
+    let event = tokio::time::timeout(Duration::from_secs(10), seen_by_b.recv())
+        .await
+        .expect("B learns A's forced open")
+        .unwrap();
+    assert!(event.is_remote());
+    eprintln!("A's transition reached B's breaker in {:?}", sent.elapsed());
+    assert_eq!(cb.state(), CircuitState::ForcedOpen);
     cb.force_closed();
     eventually("A is closed too", || ca.state() == CircuitState::Closed).await;
 
