@@ -195,7 +195,7 @@ fn class_from_bits(bits: u8) -> Option<FailureClass> {
     FailureClass::ALL.get(usize::from(bits)).copied()
 }
 
-/// Whether a breaker would admit a call now, as [`Shared::admission`] reads it without
+/// Whether a breaker would admit a call now, as [`CircuitHandle::admission`](crate::CircuitHandle::admission) reads it without
 /// taking a permit.
 #[derive(Debug, Clone)]
 pub enum Admission {
