@@ -38,6 +38,10 @@ struct Args {
     /// Demo requests per second.
     #[arg(long, default_value_t = 40)]
     demo_rate: u32,
+    /// With `--demo`: exit with an error unless the demo told its story (the primary's
+    /// circuit opened and closed, the static level answered) — for CI.
+    #[arg(long)]
+    demo_check: bool,
     /// Worker threads of the tokio runtime (default: one per CPU). On a machine the gateway
     /// shares with other busy processes, fewer workers mean fewer cross-thread wake-ups per
     /// request (see BENCHMARKS.md).
@@ -108,7 +112,19 @@ async fn run(args: Args) -> std::process::ExitCode {
         let result = brace_gateway::demo::run(addr, gateway, options).await;
         server.abort();
         return match result {
-            Ok(()) => std::process::ExitCode::SUCCESS,
+            Ok(report) if args.demo_check => match report.check() {
+                Ok(()) => {
+                    println!(
+                        "demo check: the primary's circuit opened and closed, the static level answered"
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(missing) => {
+                    eprintln!("demo check failed: {missing}");
+                    std::process::ExitCode::from(2)
+                }
+            },
+            Ok(_) => std::process::ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("error: {err}");
                 std::process::ExitCode::from(1)

@@ -85,11 +85,12 @@ impl FailureClass {
     }
 
     /// `true` if a smaller or simpler request may succeed where this failure happened (a
-    /// timeout, an overloaded or failing server): what a degradation ladder's lower level
-    /// can change. A rate limit, a refused connection or anything else is not changed by
-    /// reshaping the request.
+    /// timeout, an overloaded server): what a degradation ladder's lower level can change.
+    /// A rate limit, a refused connection, a server error or anything else is not changed
+    /// by reshaping the request (a classifier may say otherwise for failures it knows, with
+    /// [`Outcome::with_reshaping_may_help`]).
     pub const fn reshaping_may_help(self) -> bool {
-        matches!(self, Self::Timeout | Self::Overloaded | Self::Server)
+        matches!(self, Self::Timeout | Self::Overloaded)
     }
 }
 
@@ -388,7 +389,8 @@ pub fn as_dyn_error<E: 'static>(err: &E) -> Option<&(dyn Error + 'static)> {
 /// - [`AllProvidersFailed`]: a failure if any provider's was, retryable only if every
 ///   provider's was, failing over (to whatever is above) if any provider's did, with the
 ///   shortest retry-after among them.
-/// - [`DeadlineExceeded`]: a failure that is not retried (there is no time left).
+/// - [`DeadlineExceeded`]: a failure of class timeout that is not retried, not failed over
+///   and not worth a reshaped request (there is no time left).
 /// - `tower::timeout::error::Elapsed`: a transient failure.
 /// - `tower::load_shed::error::Overloaded` (a full bulkhead or load shedder refused the
 ///   call before it was made): retryable and failing over, but ignored by circuit breakers
@@ -427,7 +429,14 @@ pub fn classify_error_with(
         return Some(classify_all_failed(all, inner));
     }
     if err.is::<DeadlineExceeded>() {
-        return Some(Outcome::failure().with_class(FailureClass::Timeout));
+        // No time is left: not worth another provider, a retry or a reshaped request (a
+        // degradation ladder may still answer from its cache or static level).
+        return Some(
+            Outcome::failure()
+                .with_class(FailureClass::Timeout)
+                .with_reshaping_may_help(false)
+                .with_failover(false),
+        );
     }
     if err.is::<tower::timeout::error::Elapsed>() {
         return Some(Outcome::transient().with_class(FailureClass::Timeout));
@@ -448,7 +457,11 @@ pub fn classify_error_with(
         return Some(Outcome::transient().with_class(class));
     }
     if err.is::<tower::load_shed::error::Overloaded>() {
-        return Some(Outcome::transient().with_verdict(Verdict::Ignored));
+        return Some(
+            Outcome::transient()
+                .with_verdict(Verdict::Ignored)
+                .with_class(FailureClass::Overloaded),
+        );
     }
     None
 }

@@ -207,6 +207,14 @@ pub trait Degradable {
     /// [`Reshaped::removed`].
     fn reshape(&mut self, shape: &Shape) -> Reshaped;
 
+    /// Records that the request is sent at the level named `level`, below the top of the
+    /// ladder (called before [`reshape`](Self::reshape); never for the top level), so that
+    /// services below can choose by level — a provider that names its own model for a
+    /// level, say. Does nothing by default.
+    fn set_level(&mut self, level: &Arc<str>) {
+        let _ = level;
+    }
+
     /// Writes the request's canonical form to `out`; the layer hashes it into the cache key.
     ///
     /// Requests that deserve the same answer must write the same bytes, and requests that

@@ -464,7 +464,11 @@ impl DeadlineExceeded {
 
 impl fmt::Display for DeadlineExceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "deadline of {}ms exceeded", self.after.as_millis())
+        if self.after.is_zero() {
+            f.write_str("the request's deadline had passed")
+        } else {
+            write!(f, "deadline of {}ms exceeded", self.after.as_millis())
+        }
     }
 }
 

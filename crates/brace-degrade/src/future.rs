@@ -6,9 +6,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use std::any::Any;
+use std::time::Duration;
+
 use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshaped};
-use brace_core::{BoxError, Classify};
+use brace_core::exclude::{Excluded, Exclusions};
+use brace_core::{
+    AllProvidersFailed, BoxError, CircuitOpen, Classify, DeadlineExceeded, FailureClass, Outcome,
+};
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::cache::{CacheKey, TierFuture};
@@ -31,7 +38,7 @@ pin_project! {
         R: Degradable,
     {
         #[pin]
-        state: State<S::Future, CachedOf<R>>,
+        state: State<brace_core::exclude::Within<S::Future>, CachedOf<R>>,
         svc: S,
         svc_ready: bool,
         svc_broken: bool,
@@ -40,13 +47,31 @@ pin_project! {
         level: usize,
         live_left: u32,
         reshaped: Reshaped,
+        // What the previous live pass changed in the request: a later pass that would send
+        // the same request is skipped.
+        previous: Option<Reshaped>,
         start: Start,
         // The last live level's failure, returned if no lower level answers. Boxed: only a
         // failing request fills it, and inline it would grow every request's future.
         last: Option<Box<Result<R::Response, BoxError>>>,
+        // Failing passes' trails, added together, each entry labelled with its level.
+        trail: Option<Box<AllProvidersFailed>>,
+        // Who the current pass leaves out: providers whose failure its reshape cannot change.
+        exclusions: Exclusions,
+        // Whether the last failure (of one service, not a failover trail) may pass with a
+        // reshaped request.
+        last_reshapable: bool,
+        // Fires shortly before the call's deadline when a cached or static answer could
+        // still be given; then the live call is dropped for it.
+        cutoff: Option<Pin<Box<Sleep>>>,
+        cut: bool,
         core: Arc<Core<CachedOf<R>, C>>,
     }
 }
+
+/// How long before the call's deadline a live pass is given up for a cached or static
+/// answer, so that answer still goes out in time.
+pub(crate) const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
 
 pin_project! {
     #[project = StateProj]
@@ -94,8 +119,14 @@ where
             level: start.level,
             live_left: core.fallback_attempts.saturating_add(1),
             reshaped: Reshaped::nothing(),
+            previous: None,
             start,
             last: None,
+            trail: None,
+            exclusions: Exclusions::default(),
+            last_reshapable: false,
+            cutoff: None,
+            cut: false,
             core,
         }
     }
@@ -125,7 +156,7 @@ impl<S, R, C> Future for ResponseFuture<S, R, C>
 where
     R: Degradable + Clone,
     S: Service<R, Response = R::Response>,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     C: Classify<R::Response, S::Error>,
 {
     type Output = Result<R::Response, BoxError>;
@@ -137,10 +168,7 @@ where
                 StateProj::Route => {
                     let ladder = &this.core.shared.ladder;
                     let Some(level) = ladder.get(*this.level) else {
-                        return Poll::Ready(match this.last.take() {
-                            Some(last) => *last,
-                            None => Err(NoLevelAnswered::new().into()),
-                        });
+                        return Poll::Ready(give_up(this.last, this.trail, *this.cut));
                     };
                     let mut degradation = Degradation {
                         level: level.name_arc().clone(),
@@ -178,11 +206,12 @@ where
                             *this.level += 1;
                         }
                         LevelKind::Static(message) => {
+                            let failed = this.last.is_some() || this.trail.is_some() || *this.cut;
                             if !this.core.fallback_to_static
                                 && *this.level != this.start.current
-                                && let Some(last) = this.last.take()
+                                && failed
                             {
-                                return Poll::Ready(*last);
+                                return Poll::Ready(give_up(this.last, this.trail, *this.cut));
                             }
                             let mut response = this.request.static_response(message);
                             degradation.origin = Origin::Static;
@@ -215,15 +244,64 @@ where
                         this.state.set(State::Route);
                         continue;
                     };
+                    let mut request = this.request.clone();
+                    if *this.level > 0 {
+                        request.set_level(this.core.shared.ladder.levels()[*this.level].name_arc());
+                    }
+                    let reshaped = request.reshape(shape);
+                    // A later pass is worth its calls only if it sends a different request
+                    // to someone whose failure that can change.
+                    if let Some(previous) = &*this.previous {
+                        let model_changed = reshaped.model != previous.model;
+                        let level = this.core.shared.ladder.levels()[*this.level].name_arc();
+                        let worth_it = reshaped != *previous
+                            && match this.trail.as_deref() {
+                                Some(trail) => {
+                                    *this.exclusions = exclusions(
+                                        trail,
+                                        level,
+                                        &this.core.classifier,
+                                        model_changed,
+                                    );
+                                    !nobody_left(trail, this.exclusions)
+                                }
+                                None => model_changed || *this.last_reshapable,
+                            };
+                        if !worth_it {
+                            *this.level += 1;
+                            this.state.set(State::Route);
+                            continue;
+                        }
+                    }
                     *this.svc_ready = false;
                     *this.live_left -= 1;
-                    let mut request = this.request.clone();
-                    *this.reshaped = request.reshape(shape);
+                    *this.reshaped = reshaped.clone();
+                    *this.previous = Some(reshaped);
+                    if this.cutoff.is_none() && has_fallback(this.core, &*this.request) {
+                        *this.cutoff = cutoff();
+                    }
                     let future = this.svc.call(request);
+                    let future = brace_core::exclude::within(this.exclusions.clone(), future);
                     this.state.set(State::Call { future });
                 }
                 StateProj::Call { future } => {
-                    let result = ready!(future.poll(cx));
+                    let result = match future.poll(cx) {
+                        Poll::Ready(result) => result,
+                        Poll::Pending => {
+                            let Some(cutoff) = this.cutoff.as_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(cutoff.as_mut().poll(cx));
+                            // The deadline is about to pass: drop the call for a cached or
+                            // static answer (no more live levels), else a 504.
+                            *this.cutoff = None;
+                            *this.cut = true;
+                            *this.live_left = 0;
+                            *this.level += 1;
+                            this.state.set(State::Route);
+                            continue;
+                        }
+                    };
                     let outcome = this.core.classifier.classify(result.as_ref());
                     let failed = outcome.is_failure() || outcome.should_failover();
                     // The caller's own mistakes (ignored, not failing over) say nothing
@@ -253,7 +331,24 @@ where
                             *this.last = Some(Box::new(Ok(response)));
                         }
                         Err(err) if !failed => return Poll::Ready(Err(err.into())),
-                        Err(err) => *this.last = Some(Box::new(Err(err.into()))),
+                        Err(err) => {
+                            let level = &degradation.level;
+                            let judged = judge(&this.core.classifier, &err);
+                            let err: BoxError = err.into();
+                            match err.downcast::<AllProvidersFailed>() {
+                                Ok(all) => {
+                                    let all = all.in_pass(level);
+                                    match this.trail {
+                                        Some(trail) => trail.extend(all),
+                                        None => *this.trail = Some(Box::new(all)),
+                                    }
+                                }
+                                Err(err) => {
+                                    *this.last_reshapable = judged.reshaping_may_help();
+                                    *this.last = Some(Box::new(Err(err)));
+                                }
+                            }
+                        }
                     }
                     *this.level += 1;
                     this.state.set(State::Route);
@@ -283,6 +378,110 @@ where
             }
         }
     }
+}
+
+/// What the request ends with when no level answered: the trail of every failed pass (a
+/// deadline cut first), else the last level's failure.
+fn give_up<T>(
+    last: &mut Option<Box<Result<T, BoxError>>>,
+    trail: &mut Option<Box<AllProvidersFailed>>,
+    cut: bool,
+) -> Result<T, BoxError> {
+    if cut {
+        return Err(Box::new(DeadlineExceeded::new(Duration::ZERO)));
+    }
+    if let Some(trail) = trail.take() {
+        return Err(trail);
+    }
+    match last.take() {
+        Some(last) => *last,
+        None => Err(NoLevelAnswered::new().into()),
+    }
+}
+
+/// Judges an inner error with the layer's classifier.
+fn judge<T, E: 'static, C: Classify<T, E>>(classifier: &C, err: &E) -> Outcome {
+    classifier.classify(Err(err))
+}
+
+/// Judges one provider's error of a trail: with the layer's classifier when the inner
+/// service's errors are `BoxError`s (any tower stack), else with brace's own rules.
+fn judge_entry<T, E: 'static, C: Classify<T, E>>(classifier: &C, err: &BoxError) -> Outcome {
+    match (err as &dyn Any).downcast_ref::<E>() {
+        Some(err) => classifier.classify(Err(err)),
+        None => brace_core::classify::classify_error(&**err).unwrap_or_else(Outcome::transient),
+    }
+}
+
+/// The providers the pass at `level` leaves out: each one's latest entry in the trail is an
+/// open circuit, or — unless the pass asks for another model, which may fail otherwise — a
+/// failure a reshaped request cannot change (a rate limit, a refused key), or it was left
+/// out already.
+fn exclusions<T, E: 'static, C: Classify<T, E>>(
+    trail: &AllProvidersFailed,
+    level: &Arc<str>,
+    classifier: &C,
+    model_changed: bool,
+) -> Exclusions {
+    let mut latest: Vec<(&Arc<str>, &brace_core::ProviderFailure)> = Vec::new();
+    for entry in trail.failures() {
+        match latest.iter_mut().find(|(name, _)| **name == entry.name) {
+            Some(slot) => slot.1 = entry,
+            None => latest.push((&entry.name, entry)),
+        }
+    }
+    Exclusions::new(latest.into_iter().filter_map(|(name, entry)| {
+        if let Some(open) = entry.error.downcast_ref::<CircuitOpen>() {
+            let class = open.cause().unwrap_or(FailureClass::Other);
+            return Some((name.clone(), Excluded::new(level.clone(), class)));
+        }
+        if model_changed {
+            return None;
+        }
+        if let Some(excluded) = entry.error.downcast_ref::<Excluded>() {
+            return Some((name.clone(), Excluded::new(level.clone(), excluded.class())));
+        }
+        let outcome = judge_entry::<T, E, C>(classifier, &entry.error);
+        (!outcome.reshaping_may_help())
+            .then(|| (name.clone(), Excluded::new(level.clone(), outcome.class())))
+    }))
+}
+
+/// `true` when the trail names providers and every one of them is excluded: a later pass
+/// would call nobody.
+fn nobody_left(trail: &AllProvidersFailed, exclusions: &Exclusions) -> bool {
+    !trail.failures().is_empty()
+        && trail
+            .failures()
+            .iter()
+            .all(|entry| exclusions.get(&entry.name).is_some())
+}
+
+/// `true` if a cached or static answer could stand in for a live one cut by the deadline.
+fn has_fallback<R: Degradable, C>(core: &Core<CachedOf<R>, C>, request: &R) -> bool {
+    let ladder = core.shared.ladder.levels();
+    let cached = core.cache.is_some()
+        && match core.admit {
+            Admit::Deterministic => request.is_deterministic(),
+            Admit::All => true,
+            Admit::None => false,
+        }
+        && ladder
+            .iter()
+            .any(|level| matches!(level.kind(), LevelKind::Cached));
+    let fixed = core.fallback_to_static
+        && ladder
+            .iter()
+            .any(|level| matches!(level.kind(), LevelKind::Static(_)));
+    cached || fixed
+}
+
+/// A timer that fires [`DEADLINE_RESERVE`] before the call's deadline, if it has one and
+/// there is that much time left.
+fn cutoff() -> Option<Pin<Box<Sleep>>> {
+    let deadline = brace_core::deadline::current()?;
+    let at = deadline.checked_sub(DEADLINE_RESERVE)?;
+    (at > Instant::now()).then(|| Box::pin(tokio::time::sleep_until(at)))
 }
 
 /// Hands a successful live response to the cache, if the request may be cached.

@@ -92,7 +92,7 @@ impl<S, R, C> Service<R> for Degrade<S, R, C>
 where
     R: Degradable + Clone,
     S: Service<R, Response = R::Response> + Clone,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
     C: Classify<R::Response, S::Error>,
 {
     type Response = R::Response;

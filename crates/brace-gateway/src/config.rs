@@ -61,8 +61,10 @@ pub struct GatewayConfig {
     pub hedging: Option<brace_failover::HedgeConfig>,
     /// Active probes (and, as shorthands, breaker settings: see [`HealthConfig`]).
     pub health: HealthConfig,
-    /// Admin endpoints.
-    pub admin: AdminConfig,
+    /// Admin endpoints: absent, the mutating ones answer only on a loopback address.
+    pub admin: Option<AdminConfig>,
+    /// Client keys: absent, the data plane needs no key.
+    pub auth: Option<AuthConfig>,
     /// Routes from requested model names to providers.
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
@@ -78,21 +80,23 @@ struct RawGatewayConfig {
     listen: SocketAddr,
     providers: Vec<ProviderConfig>,
     #[serde(default)]
-    fallback: brace_retry::RetryConfig,
+    fallback: check::Fallback,
     #[serde(default)]
-    circuit_breaker: brace_circuit::CircuitBreakerConfig,
+    circuit_breaker: check::CircuitBreaker,
     #[serde(default)]
-    degradation: DegradationConfig,
+    degradation: check::Degradation,
     #[serde(default)]
-    cache: Option<brace_degrade::CacheConfig>,
+    cache: Option<check::Cache>,
     #[serde(default)]
     selection: brace_failover::Selection,
     #[serde(default)]
-    hedging: Option<brace_failover::HedgeConfig>,
+    hedging: Option<check::Hedging>,
     #[serde(default)]
     health: HealthConfig,
     #[serde(default)]
-    admin: AdminConfig,
+    admin: Option<AdminConfig>,
+    #[serde(default)]
+    auth: Option<AuthConfig>,
     #[serde(default)]
     routes: Vec<RouteConfig>,
     #[serde(default)]
@@ -143,24 +147,55 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
         }
-        let circuit_breaker = effective_breaker(raw.circuit_breaker, &raw.health)?;
+        let degradation: brace_degrade::DegradeConfig = raw.degradation.0.into();
+        if let Some(cache) = &raw.cache {
+            // The ladder is checked with the cache it will really use.
+            let mut effective = degradation.clone();
+            effective.cache = cache.0.clone();
+            effective
+                .validate()
+                .map_err(|err| format!("cache: {err}"))?;
+        }
+        let circuit_breaker = effective_breaker(raw.circuit_breaker.0, &raw.health)?;
         let config = Self {
             listen: raw.listen,
             providers: raw.providers,
-            fallback: raw.fallback,
+            fallback: raw.fallback.0,
             circuit_breaker,
-            degradation: raw.degradation.into(),
-            cache: raw.cache,
+            degradation,
+            cache: raw.cache.map(|cache| cache.0),
             selection: raw.selection,
-            hedging: raw.hedging,
+            hedging: raw.hedging.map(|hedging| hedging.0),
             health: raw.health,
             admin: raw.admin,
+            auth: raw.auth,
             routes: raw.routes,
             server: raw.server,
             state: raw.state,
         };
+        let levels: Vec<String> = config
+            .degradation
+            .ladder()
+            .map_err(|err| format!("degradation: {err}"))?
+            .levels()
+            .iter()
+            .map(|level| level.name().to_owned())
+            .collect();
         for provider in &config.providers {
             let name = &provider.name;
+            for (level, model) in &provider.models {
+                if !levels.contains(level) {
+                    return Err(format!(
+                        "provider `{name}`: models: unknown degradation level `{level}` (levels: {})",
+                        levels.join(", ")
+                    ));
+                }
+                if model.trim().is_empty() {
+                    return Err(format!(
+                        "provider `{name}`: models.{level} must not be empty"
+                    ));
+                }
+            }
             let breaker = config.circuit_breaker_for(provider)?;
             brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
                 .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
@@ -295,6 +330,12 @@ impl GatewayConfig {
             Some(over) => overlay(&self.fallback, over, &[])
                 .map_err(|err| format!("provider `{}`: fallback: {err}", provider.name))?,
         };
+        if merged.max_retries > MAX_RETRIES {
+            return Err(format!(
+                "provider `{}`: fallback: max_retries must be at most {MAX_RETRIES}, not {}",
+                provider.name, merged.max_retries
+            ));
+        }
         merged
             .validate()
             .map_err(|err| format!("provider `{}`: fallback: {err}", provider.name))?;
@@ -306,7 +347,7 @@ impl GatewayConfig {
 /// live levels all failed gets its real error (a 429 with Retry-After, a 503 listing each
 /// provider) rather than the static message, unless `fallback_to_static: true`. The static
 /// level still answers every request once the ladder has dropped to it (or it is pinned).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DegradationConfig {
     levels: Option<Vec<brace_degrade::Level>>,
@@ -530,6 +571,11 @@ pub struct ProviderConfig {
     pub first_token_timeout: Option<Duration>,
     /// Longest silence between two streamed chunks.
     pub stream_idle_timeout: Option<Duration>,
+    /// The most calls in flight to this provider at once, streams included, shared by every
+    /// route (a bulkhead; default unbounded). A call beyond it is not queued: it fails over
+    /// to the next provider at once, and the caller gets a 503 with `Retry-After` if none is
+    /// left.
+    pub max_in_flight: Option<usize>,
     /// Whether the provider accepts an assistant prefill (stream continuation).
     pub accepts_prefill: bool,
     /// Speak HTTP/2 to the provider from the first byte (default off). Over plain `http`
@@ -547,6 +593,10 @@ pub struct ProviderConfig {
     pub simulate: Option<Behavior>,
     /// Simulated providers: the seed of their random choices.
     pub seed: u64,
+    /// The model to ask this provider for at a degradation level below the top, by level
+    /// name (`{reduced: gpt-4o-mini, minimal: gpt-4o-mini}`). It wins over the level's own
+    /// `model` and the route's; a level not listed asks for the provider's usual model.
+    pub models: HashMap<String, String>,
     /// This provider's own circuit-breaker keys, laid over the global `circuit_breaker`
     /// section (see [`GatewayConfig::circuit_breaker_for`]).
     pub circuit_breaker: Option<serde_json::Value>,
@@ -576,10 +626,12 @@ struct RawProviderConfig {
     api_key_env: Option<String>,
     #[serde(default = "default_timeout", with = "brace_core::duration")]
     timeout: Duration,
-    #[serde(default, with = "brace_core::duration::option")]
+    #[serde(default, deserialize_with = "check::positive_duration_option")]
     first_token_timeout: Option<Duration>,
-    #[serde(default, with = "brace_core::duration::option")]
+    #[serde(default, deserialize_with = "check::positive_duration_option")]
     stream_idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "check::at_least_one_option")]
+    max_in_flight: Option<usize>,
     #[serde(default)]
     accepts_prefill: bool,
     #[serde(default)]
@@ -592,6 +644,8 @@ struct RawProviderConfig {
     simulate: Option<Behavior>,
     #[serde(default)]
     seed: u64,
+    #[serde(default)]
+    models: HashMap<String, String>,
     #[serde(default)]
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
@@ -653,6 +707,10 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
                 "provider `{name}`: `base_url` is required for kind {kind:?}"
             ));
         }
+        if let Some(behavior) = &raw.simulate {
+            check::behavior(behavior)
+                .map_err(|err| format!("provider `{name}`: simulate: {err}"))?;
+        }
         if raw.simulate.is_some() && kind != ProviderKind::Simulated {
             return Err(format!(
                 "provider `{name}`: `simulate` is only for kind simulated"
@@ -689,12 +747,14 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             timeout: raw.timeout,
             first_token_timeout: raw.first_token_timeout,
             stream_idle_timeout: raw.stream_idle_timeout,
+            max_in_flight: raw.max_in_flight,
             accepts_prefill: raw.accepts_prefill,
             http2_prior_knowledge: raw.http2_prior_knowledge,
             price: raw.price,
             api_version: raw.api_version,
             simulate: raw.simulate,
             seed: raw.seed,
+            models: raw.models,
             circuit_breaker: raw.circuit_breaker,
             fallback: raw.fallback,
             rate_limit: raw.rate_limit,
@@ -731,26 +791,89 @@ impl ProviderConfig {
 pub struct HealthConfig {
     /// How often to probe each provider actively (off when absent); a successful probe
     /// moves an open circuit to half-open at once.
-    #[serde(with = "brace_core::duration::option")]
+    #[serde(deserialize_with = "check::positive_duration_option")]
     pub probe_interval: Option<Duration>,
     /// Failures in a row that open a provider's circuit (`circuit_breaker.failure_threshold`).
+    #[serde(deserialize_with = "check::at_least_one_option")]
     pub consecutive_failures: Option<u32>,
     /// Failure rate over the breaker's window that opens it, 0–1
     /// (`circuit_breaker.failure_rate_threshold` / 100).
+    #[serde(deserialize_with = "check::fraction_option")]
     pub failure_rate: Option<f64>,
     /// How long an open circuit holds a provider out (`circuit_breaker.wait_in_open`).
-    #[serde(with = "brace_core::duration::option")]
+    #[serde(deserialize_with = "check::positive_duration_option")]
     pub recovery_time: Option<Duration>,
 }
 
-/// Admin endpoints.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Admin endpoints (`POST /v1/degradation/level`).
+///
+/// With this section, the mutating admin endpoints need `Authorization: Bearer <token>`, the
+/// token being the value of the variable `token_env` names; the gateway refuses to start if
+/// that variable is unset or empty. Without it, they answer only when the gateway listens on
+/// a loopback address, and 403 on any other.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// The environment variable holding the admin token; when set (and the variable is
-    /// set), admin endpoints need `Authorization: Bearer <token>`.
-    #[serde(default)]
-    pub token_env: Option<String>,
+    /// The environment variable holding the admin token.
+    #[serde(deserialize_with = "check::non_empty")]
+    pub token_env: String,
+}
+
+/// Client keys: who may use the data plane (`/v1/chat/completions`, `/v1/completions`,
+/// `/v1/models`).
+///
+/// Requests need `Authorization: Bearer <key>` with a listed key. Keys come from
+/// `keys_env` (comma-separated) and/or `keys_file` (one per line; `#` starts a comment), each
+/// entry either `KEY` or `NAME KEY`; the name, or else a short hash of the key, is what logs
+/// and metrics show. The file is read again when it changes and on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawAuthConfig")]
+pub struct AuthConfig {
+    /// The environment variable holding comma-separated keys.
+    pub keys_env: Option<String>,
+    /// A file of keys, one per line.
+    pub keys_file: Option<std::path::PathBuf>,
+    /// Requests allowed per key per minute (a token bucket of that size; default unlimited).
+    /// Beyond it: 429 with `Retry-After`.
+    pub rate_per_minute: Option<u32>,
+    /// How often the keys file is checked for changes (default 5 s).
+    pub reload_interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthConfig {
+    #[serde(default, deserialize_with = "check::non_empty_option")]
+    keys_env: Option<String>,
+    #[serde(default, deserialize_with = "check::non_empty_option")]
+    keys_file: Option<String>,
+    #[serde(default, deserialize_with = "check::at_least_one_option")]
+    rate_per_minute: Option<u32>,
+    #[serde(
+        default = "default_reload_interval",
+        deserialize_with = "check::positive_duration"
+    )]
+    reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl TryFrom<RawAuthConfig> for AuthConfig {
+    type Error = String;
+
+    fn try_from(raw: RawAuthConfig) -> Result<Self, String> {
+        if raw.keys_env.is_none() && raw.keys_file.is_none() {
+            return Err("auth: set `keys_env`, `keys_file` or both".into());
+        }
+        Ok(Self {
+            keys_env: raw.keys_env,
+            keys_file: raw.keys_file.map(Into::into),
+            rate_per_minute: raw.rate_per_minute,
+            reload_interval: raw.reload_interval,
+        })
+    }
 }
 
 /// A route: requests whose `model` matches `pattern` go to these providers, in order.
@@ -928,13 +1051,76 @@ impl TryFrom<RawStateConfig> for StateConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Largest request body accepted (bytes; default 4 MiB).
-    #[serde(default = "default_body_limit")]
+    #[serde(
+        default = "default_body_limit",
+        deserialize_with = "check::at_least_one"
+    )]
     pub body_limit: usize,
     /// Deadline for a whole request (default 120 s).
-    #[serde(default = "default_deadline", with = "brace_core::duration")]
+    #[serde(
+        default = "default_deadline",
+        deserialize_with = "check::positive_duration"
+    )]
     pub request_timeout: Duration,
-    /// How long in-flight requests get to finish on shutdown (default 30 s).
-    #[serde(default = "default_grace", with = "brace_core::duration")]
+    /// How long a connection may take to send a request head, its first byte and the
+    /// HTTP/2 preface included (default 30 s).
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "check::positive_duration"
+    )]
+    pub header_timeout: Duration,
+    /// The longest wait for the next piece of a request body (default 30 s); the whole body
+    /// must also arrive within `request_timeout`. A request whose body stalls is answered
+    /// 408 and its connection closed.
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "check::positive_duration"
+    )]
+    pub body_timeout: Duration,
+    /// How long a connection may stay open with no request in flight (default 75 s, as
+    /// nginx's `keepalive_timeout`).
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "check::positive_duration"
+    )]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged (default 30 s).
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "check::positive_duration"
+    )]
+    pub http2_keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed (default 20 s).
+    #[serde(
+        default = "default_keep_alive_timeout",
+        deserialize_with = "check::positive_duration"
+    )]
+    pub http2_keep_alive_timeout: Duration,
+    /// The most connections open at once (default 10 000); beyond it a new connection is
+    /// answered 503 with `Retry-After` and closed.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "check::at_least_one"
+    )]
+    pub max_connections: usize,
+    /// The most data-plane requests in flight at once, streams included (default 4 096);
+    /// beyond it a request is answered 503 with `Retry-After` at once, never queued. Health,
+    /// metrics and admin endpoints are not counted and keep answering.
+    #[serde(
+        default = "default_max_in_flight",
+        deserialize_with = "check::at_least_one"
+    )]
+    pub max_in_flight: usize,
+    /// The longest `Retry-After` passed on to clients (default one day, also the most it can
+    /// be): a provider's longer wait is sent as this.
+    #[serde(
+        default = "default_max_retry_after",
+        deserialize_with = "check::retry_after_cap"
+    )]
+    pub max_retry_after: Duration,
+    /// How long in-flight requests get to finish on shutdown (default 30 s; 0 drops them at
+    /// once).
+    #[serde(default = "thirty_seconds", with = "brace_core::duration")]
     pub shutdown_grace: Duration,
     /// Log as JSON lines.
     #[serde(default)]
@@ -946,7 +1132,15 @@ impl Default for ServerConfig {
         Self {
             body_limit: default_body_limit(),
             request_timeout: default_deadline(),
-            shutdown_grace: default_grace(),
+            header_timeout: thirty_seconds(),
+            body_timeout: thirty_seconds(),
+            idle_timeout: default_idle_timeout(),
+            http2_keep_alive_interval: thirty_seconds(),
+            http2_keep_alive_timeout: default_keep_alive_timeout(),
+            max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
+            max_retry_after: default_max_retry_after(),
+            shutdown_grace: thirty_seconds(),
             json_logs: false,
         }
     }
@@ -960,8 +1154,293 @@ fn default_deadline() -> Duration {
     Duration::from_mins(2)
 }
 
-fn default_grace() -> Duration {
+fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(75)
+}
+
+fn default_keep_alive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_in_flight() -> usize {
+    4_096
+}
+
+fn default_max_retry_after() -> Duration {
+    crate::error::MAX_RETRY_AFTER
+}
+
+/// The most retries `fallback.max_retries` may ask for: each is an upstream call, and past a
+/// few the answer is late anyway.
+pub const MAX_RETRIES: u32 = 20;
+
+/// Checks that reject impossible values where they are read, so the error names their line.
+mod check {
+    use std::time::Duration;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn positive_duration<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let duration = brace_core::duration::deserialize(deserializer)?;
+        if duration.is_zero() {
+            return Err(D::Error::custom("must be more than zero"));
+        }
+        Ok(duration)
+    }
+
+    pub(super) fn positive_duration_option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let duration = brace_core::duration::option::deserialize(deserializer)?;
+        if duration.is_some_and(|duration| duration.is_zero()) {
+            return Err(D::Error::custom("must be more than zero"));
+        }
+        Ok(duration)
+    }
+
+    pub(super) fn retry_after_cap<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let duration = positive_duration(deserializer)?;
+        if duration > crate::error::MAX_RETRY_AFTER {
+            return Err(D::Error::custom("must be at most one day (24h)"));
+        }
+        Ok(duration)
+    }
+
+    pub(super) fn at_least_one<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default + PartialEq,
+    {
+        let value = T::deserialize(deserializer)?;
+        if value == T::default() {
+            return Err(D::Error::custom("must be at least 1"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn at_least_one_option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default + PartialEq,
+    {
+        let value = Option::<T>::deserialize(deserializer)?;
+        if value.as_ref().is_some_and(|value| *value == T::default()) {
+            return Err(D::Error::custom("must be at least 1"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn fraction_option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<f64>, D::Error> {
+        let value = Option::<f64>::deserialize(deserializer)?;
+        if let Some(value) = value
+            && !(0.0..=1.0).contains(&value)
+        {
+            return Err(D::Error::custom(format!(
+                "must be between 0 and 1, not {value}"
+            )));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn non_empty<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<String, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        if value.trim().is_empty() {
+            return Err(D::Error::custom("must not be empty"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn non_empty_option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<String>, D::Error> {
+        let value = Option::<String>::deserialize(deserializer)?;
+        if value
+            .as_deref()
+            .is_some_and(|value| value.trim().is_empty())
+        {
+            return Err(D::Error::custom("must not be empty"));
+        }
+        Ok(value)
+    }
+
+    /// Probabilities in a simulated provider's behaviour are between 0 and 1.
+    pub(super) fn behavior(node: &brace_sim::Behavior) -> Result<(), String> {
+        use brace_sim::Behavior;
+        match node {
+            Behavior::Flaky {
+                probability,
+                failure,
+                otherwise,
+            } => {
+                if !(0.0..=1.0).contains(probability) {
+                    return Err(format!(
+                        "`probability` must be between 0 and 1, not {probability}"
+                    ));
+                }
+                behavior(failure)?;
+                behavior(otherwise)
+            }
+            Behavior::Delay { then, .. } => behavior(then),
+            Behavior::Sequence { steps, then } => {
+                steps.iter().try_for_each(behavior)?;
+                behavior(then)
+            }
+            Behavior::When {
+                then, otherwise, ..
+            } => {
+                behavior(then)?;
+                behavior(otherwise)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ===== sections of other crates, checked where they are read =====
+
+    /// `fallback`: brace-retry's own checks, and at most [`MAX_RETRIES`](super::MAX_RETRIES).
+    #[derive(Default, Deserialize)]
+    #[serde(try_from = "brace_retry::RetryConfig")]
+    pub(super) struct Fallback(pub(super) brace_retry::RetryConfig);
+
+    impl TryFrom<brace_retry::RetryConfig> for Fallback {
+        type Error = String;
+
+        fn try_from(config: brace_retry::RetryConfig) -> Result<Self, String> {
+            if config.max_retries > super::MAX_RETRIES {
+                return Err(format!(
+                    "fallback: max_retries must be at most {}, not {}",
+                    super::MAX_RETRIES,
+                    config.max_retries
+                ));
+            }
+            config
+                .validate()
+                .map_err(|err| format!("fallback: {err}"))?;
+            Ok(Self(config))
+        }
+    }
+
+    /// `circuit_breaker`: values impossible whatever the rest (brace-circuit checks the
+    /// whole once the `health` shorthands and the defaults are folded in).
+    #[derive(Default, Deserialize)]
+    #[serde(try_from = "brace_circuit::CircuitBreakerConfig")]
+    pub(super) struct CircuitBreaker(pub(super) brace_circuit::CircuitBreakerConfig);
+
+    impl TryFrom<brace_circuit::CircuitBreakerConfig> for CircuitBreaker {
+        type Error = String;
+
+        fn try_from(config: brace_circuit::CircuitBreakerConfig) -> Result<Self, String> {
+            for (key, value) in [
+                ("wait_in_open", config.wait_in_open),
+                ("slow_call_duration", config.slow_call_duration),
+                ("max_wait_in_open", config.max_wait_in_open),
+            ] {
+                if value.is_some_and(|value| value.is_zero()) {
+                    return Err(format!("circuit_breaker: {key} must be more than zero"));
+                }
+            }
+            for (key, value) in [
+                ("failure_rate_threshold", config.failure_rate_threshold),
+                ("slow_call_rate_threshold", config.slow_call_rate_threshold),
+            ] {
+                if let Some(value) = value
+                    && !(value > 0.0 && value <= 100.0)
+                {
+                    return Err(format!(
+                        "circuit_breaker: {key} must be a percentage in (0, 100], got {value}"
+                    ));
+                }
+            }
+            if config.failure_threshold == Some(0) {
+                return Err("circuit_breaker: failure_threshold must be at least 1".into());
+            }
+            Ok(Self(config))
+        }
+    }
+
+    /// `degradation`: brace-degrade's checks of the ladder, the cache and the automatic
+    /// levels.
+    #[derive(Default, Deserialize)]
+    #[serde(try_from = "super::DegradationConfig")]
+    pub(super) struct Degradation(pub(super) super::DegradationConfig);
+
+    impl TryFrom<super::DegradationConfig> for Degradation {
+        type Error = String;
+
+        fn try_from(config: super::DegradationConfig) -> Result<Self, String> {
+            brace_degrade::DegradeConfig::from(config.clone())
+                .validate()
+                .map_err(|err| format!("degradation: {err}"))?;
+            Ok(Self(config))
+        }
+    }
+
+    /// `cache`.
+    #[derive(Deserialize)]
+    #[serde(try_from = "brace_degrade::CacheConfig")]
+    pub(super) struct Cache(pub(super) brace_degrade::CacheConfig);
+
+    impl TryFrom<brace_degrade::CacheConfig> for Cache {
+        type Error = String;
+
+        fn try_from(cache: brace_degrade::CacheConfig) -> Result<Self, String> {
+            brace_degrade::DegradeConfig {
+                cache: cache.clone(),
+                ..brace_degrade::DegradeConfig::default()
+            }
+            .validate()
+            .map_err(|err| format!("cache: {err}"))?;
+            Ok(Self(cache))
+        }
+    }
+
+    /// `hedging`: a delay above zero, a percentile and a budget that mean something.
+    #[derive(Deserialize)]
+    #[serde(try_from = "brace_failover::HedgeConfig")]
+    pub(super) struct Hedging(pub(super) brace_failover::HedgeConfig);
+
+    impl TryFrom<brace_failover::HedgeConfig> for Hedging {
+        type Error = String;
+
+        fn try_from(hedge: brace_failover::HedgeConfig) -> Result<Self, String> {
+            if hedge.delay.is_some_and(|delay| delay.is_zero()) {
+                return Err("hedging: delay must be more than zero".into());
+            }
+            if !(0.0..=1.0).contains(&hedge.percentile) {
+                return Err(format!(
+                    "hedging: percentile must be between 0 and 1, not {}",
+                    hedge.percentile
+                ));
+            }
+            if !(0.0..=1000.0).contains(&hedge.budget_ratio) {
+                return Err(format!(
+                    "hedging: budget_ratio must be between 0 and 1000, not {}",
+                    hedge.budget_ratio
+                ));
+            }
+            if hedge.budget_ttl.is_zero() {
+                return Err("hedging: budget_ttl must be more than zero".into());
+            }
+            Ok(Self(hedge))
+        }
+    }
 }
 
 #[cfg(test)]

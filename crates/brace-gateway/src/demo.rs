@@ -38,8 +38,68 @@ struct Tally {
     by_provider: BTreeMap<String, u64>,
     by_level: BTreeMap<String, u64>,
     cache_hits: u64,
+    static_answers: u64,
     attempts: u64,
     latency_ms: Vec<f64>,
+}
+
+/// How each provider's circuit moved during the demo.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitMoves {
+    /// Times it opened.
+    pub opened: u32,
+    /// Times it closed again.
+    pub closed: u32,
+}
+
+/// What the demo showed: the story it is meant to tell, checked.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// The primary provider's name.
+    pub primary: String,
+    /// How each provider's circuit moved, by name.
+    pub circuits: BTreeMap<String, CircuitMoves>,
+    /// Answers the static level gave.
+    pub static_answers: u64,
+    /// Requests answered, and sent.
+    pub answered: (u64, u64),
+}
+
+impl DemoReport {
+    /// Checks the demo told its story: the primary's circuit opened when it died and closed
+    /// when it healed, and the static level answered while everything was down.
+    ///
+    /// # Errors
+    ///
+    /// What did not happen.
+    pub fn check(&self) -> Result<(), String> {
+        let primary = self
+            .circuits
+            .get(&self.primary)
+            .copied()
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        if primary.opened == 0 {
+            missing.push(format!(
+                "the primary's circuit (`{}`) never opened",
+                self.primary
+            ));
+        }
+        if primary.closed == 0 {
+            missing.push(format!(
+                "the primary's circuit (`{}`) never closed again",
+                self.primary
+            ));
+        }
+        if self.static_answers == 0 {
+            missing.push("the static level never answered".to_owned());
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("; "))
+        }
+    }
 }
 
 const PROMPTS: [&str; 4] = [
@@ -58,13 +118,32 @@ pub async fn run(
     addr: SocketAddr,
     gateway: Arc<Gateway>,
     options: DemoOptions,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<DemoReport, Box<dyn std::error::Error>> {
     brace_providers::provider::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
     let url = format!("http://{addr}/v1/chat/completions");
     let tally = Arc::new(Mutex::new(Tally::default()));
+    // Every circuit transition, counted as it happens (the view samples state four times a
+    // second and could miss a short open).
+    let moves: Arc<Mutex<BTreeMap<String, CircuitMoves>>> = Arc::default();
+    let mut watchers = tokio::task::JoinSet::new();
+    for handle in gateway.circuits().handles() {
+        let mut events = handle.subscribe();
+        let moves = moves.clone();
+        watchers.spawn(async move {
+            while let Ok(event) = events.recv().await {
+                let mut moves = moves.lock();
+                let entry = moves.entry(event.name().to_owned()).or_default();
+                match event.to() {
+                    brace_circuit::CircuitState::Open => entry.opened += 1,
+                    brace_circuit::CircuitState::Closed => entry.closed += 1,
+                    _ => {}
+                }
+            }
+        });
+    }
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / f64::from(options.rate.max(1)));
     let mut ticker = tokio::time::interval(period);
@@ -89,10 +168,17 @@ pub async fn run(
         tokio::select! {
             _ = ticker.tick() => {
                 n += 1;
+                // Three requests in four repeat a question (cacheable); the fourth is new
+                // every time, so while everything is down only the static level answers it.
+                let question = if n % 4 == 3 {
+                    format!("Question #{n}: what changed since the last one?")
+                } else {
+                    PROMPTS[n % PROMPTS.len()].to_owned()
+                };
                 let body = serde_json::json!({
                     "model": "demo",
                     "temperature": 0,
-                    "messages": [{"role": "user", "content": PROMPTS[n % PROMPTS.len()]}],
+                    "messages": [{"role": "user", "content": question}],
                 });
                 let client = client.clone();
                 let url = url.clone();
@@ -111,6 +197,9 @@ pub async fn run(
                             if header("x-brace-cache") == "hit" {
                                 tally.cache_hits += 1;
                             }
+                            if header("x-brace-static") == "true" {
+                                tally.static_answers += 1;
+                            }
                             tally.attempts += header("x-brace-attempts").parse::<u64>().unwrap_or(0);
                             tally.latency_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                         }
@@ -121,7 +210,7 @@ pub async fn run(
             }
             _ = redraw.tick() => {
                 while in_flight.try_join_next().is_some() {}
-                let view = render(&gateway, &tally.lock(), elapsed, options.duration, phase);
+                let view = render(&gateway, &tally.lock(), &moves.lock(), elapsed, options.duration, phase);
                 if tty {
                     print!("\x1b[2J\x1b[H{view}");
                     let _ = std::io::stdout().flush();
@@ -134,6 +223,8 @@ pub async fn run(
     }
     while in_flight.join_next().await.is_some() {}
     Phase::Recovered.apply(&gateway);
+    watchers.abort_all();
+    let moves = moves.lock().clone();
     let tally = tally.lock();
     if tty {
         print!("\x1b[2J\x1b[H");
@@ -143,13 +234,25 @@ pub async fn run(
         render(
             &gateway,
             &tally,
+            &moves,
             options.duration,
             options.duration,
             Phase::Recovered
         )
     );
-    println!("{}", summary(&tally));
-    Ok(())
+    println!("{}", summary(&tally, &moves));
+    Ok(DemoReport {
+        primary: gateway
+            .config
+            .providers
+            .iter()
+            .min_by_key(|p| p.priority)
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        circuits: moves,
+        static_answers: tally.static_answers,
+        answered: (tally.ok, tally.sent),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +275,16 @@ impl Phase {
 
     fn describe(self) -> &'static str {
         match self {
-            Self::Normal => "normal: the primary fails one call in five",
-            Self::PrimaryDown => "the primary is down: its circuit opens, traffic fails over",
-            Self::AllDown => "every provider is down: answers degrade to cache and static",
-            Self::Recovered => "providers recovered: circuits close, the level climbs back",
+            Self::Normal => "normal: the primary fails one call in five; retries hide it",
+            Self::PrimaryDown => {
+                "the primary is down: 3 failures in a row open its circuit, traffic fails over"
+            }
+            Self::AllDown => {
+                "every provider is down: circuits open, answers come from cache and the static level"
+            }
+            Self::Recovered => {
+                "providers healed: after each circuit's 3 s wait a trial closes it, the level climbs back"
+            }
         }
     }
 
@@ -220,6 +329,7 @@ fn bar(done: f64, width: usize) -> String {
 fn render(
     gateway: &Gateway,
     tally: &Tally,
+    moves: &BTreeMap<String, CircuitMoves>,
     elapsed: Duration,
     total: Duration,
     phase: Phase,
@@ -238,16 +348,17 @@ fn render(
     let _ = writeln!(out, "phase: {}", phase.describe());
     let _ = writeln!(
         out,
-        "requests: {} sent, {} ok, {} failed; degradation level: {}\n",
+        "requests: {} sent, {} ok, {} failed, {} static; degradation level: {}\n",
         tally.sent,
         tally.ok,
         tally.errors.values().sum::<u64>(),
+        tally.static_answers,
         level.name()
     );
     let _ = writeln!(
         out,
-        "{:<16} {:>8} {:>10} {:>10} {:>8}",
-        "provider", "served", "circuit", "healthy", "fails"
+        "{:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>7}",
+        "provider", "served", "circuit", "retry in", "fails", "opened", "closed"
     );
     let health = gateway.health();
     for provider in &gateway.config.providers {
@@ -256,14 +367,21 @@ fn render(
             .circuit_state(&provider.name)
             .map_or("-", |s| s.as_str());
         let h = health.iter().find(|h| *h.name == *provider.name);
+        let wait = h.and_then(|h| h.unhealthy_for).map_or_else(
+            || "-".to_owned(),
+            |wait| format!("{:.1}s", wait.as_secs_f64()),
+        );
+        let moved = moves.get(&provider.name).copied().unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<16} {:>8} {:>10} {:>10} {:>8}",
+            "{:<16} {:>8} {:>10} {:>10} {:>8} {:>7} {:>7}",
             provider.name,
             served,
             circuit,
-            h.map_or("-", |h| if h.healthy { "yes" } else { "no" }),
+            wait,
             h.map_or(0, |h| h.failures),
+            moved.opened,
+            moved.closed,
         );
     }
     for (name, count) in &tally.by_provider {
@@ -274,7 +392,7 @@ fn render(
     out
 }
 
-fn summary(tally: &Tally) -> String {
+fn summary(tally: &Tally, moves: &BTreeMap<String, CircuitMoves>) -> String {
     let mut latencies = tally.latency_ms.clone();
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -307,6 +425,15 @@ fn summary(tally: &Tally) -> String {
         }
     );
     let _ = writeln!(out, "{:<28} {:>10}", "cache hits", tally.cache_hits);
+    let _ = writeln!(out, "{:<28} {:>10}", "static answers", tally.static_answers);
+    for (name, moved) in moves {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10}",
+            format!("circuit {name}"),
+            format!("opened {}, closed {}", moved.opened, moved.closed)
+        );
+    }
     let _ = writeln!(out, "{:<28} {:>8.1}ms", "latency p50", pct(0.5));
     let _ = writeln!(out, "{:<28} {:>8.1}ms", "latency p99", pct(0.99));
     for (level, count) in &tally.by_level {

@@ -29,7 +29,6 @@ use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
 use brace_providers::provider::ProviderConfig as ClientConfig;
-use brace_retry::on_error::{DescribeErrors, ErrorClass, Failure, OnError};
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
 use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
@@ -77,7 +76,9 @@ pub struct Gateway {
     providers: ProviderRegistry,
     degrade: DegradeHandle,
     sims: HashMap<String, SimHandle>,
-    admin_token: Option<String>,
+    admin: crate::admin::AdminAuth,
+    keys: Option<Arc<crate::auth::ClientKeys>>,
+    shutting_down: std::sync::atomic::AtomicBool,
     store: Arc<dyn StateStore>,
 }
 
@@ -100,8 +101,9 @@ impl Gateway {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
-    /// Builds the whole stack, reading the admin token's variable through `env` instead of
-    /// the process environment (for tests and embedding applications).
+    /// Builds the whole stack, reading the admin token's and the client keys' variables
+    /// through `env` instead of the process environment (for tests and embedding
+    /// applications).
     ///
     /// # Errors
     ///
@@ -209,17 +211,14 @@ impl Gateway {
         let service =
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
 
-        let admin_token = config
-            .admin
-            .token_env
-            .as_deref()
-            .and_then(&env)
-            .filter(|token| !token.is_empty());
-        if config.admin.token_env.is_some() && admin_token.is_none() {
-            tracing::warn!(
-                "admin.token_env is set but the variable is empty: admin endpoints are open"
-            );
-        }
+        let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
+            .map_err(BuildError)?;
+        let keys = config
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
+            .transpose()
+            .map_err(BuildError)?;
 
         Ok(Arc::new(Self {
             config,
@@ -229,7 +228,9 @@ impl Gateway {
             providers,
             degrade,
             sims,
-            admin_token,
+            admin,
+            keys,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             store,
         }))
     }
@@ -250,7 +251,12 @@ impl Gateway {
         request.extensions.insert(attempts.clone());
         let start = Instant::now();
         let deadline = self.config.server.request_timeout;
-        let result = tokio::time::timeout(deadline, self.service.clone().oneshot(request)).await;
+        // One deadline for the whole request: every layer below reads what is left of it
+        // (retry backoffs, failover, hedges, each attempt's timeout), and the degradation
+        // layer answers from cache or the static level just before it, when it can.
+        let call =
+            brace_core::deadline::within(start + deadline, self.service.clone().oneshot(request));
+        let result = tokio::time::timeout(deadline, call).await;
         let count = attempts.0.load(Ordering::Relaxed);
         self.metrics.attempts(count);
         match result {
@@ -270,7 +276,8 @@ impl Gateway {
                 Ok((response, count))
             }
             Ok(Err(err)) => {
-                let api = ApiError::from_stack_error(&err);
+                let api = ApiError::from_stack_error(&err)
+                    .clamp_retry_after(self.config.server.max_retry_after);
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
@@ -281,6 +288,34 @@ impl Gateway {
                 self.metrics.request("chat", 504, start.elapsed());
                 Err(ApiError::from_stack_error(&err))
             }
+        }
+    }
+
+    /// Marks the gateway as shutting down: `/readyz` answers 503 from now on, so a load
+    /// balancer stops sending it traffic while in-flight requests finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the gateway should get traffic: not while it shuts down, nor while no
+    /// provider can be tried (every circuit refusing calls).
+    ///
+    /// # Errors
+    ///
+    /// Why it is not ready.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down");
+        }
+        let any = self
+            .providers
+            .entries()
+            .iter()
+            .any(|entry| entry.admission().admits());
+        if any {
+            Ok(())
+        } else {
+            Err("no provider can be tried: every circuit is open")
         }
     }
 
@@ -469,30 +504,26 @@ impl Gateway {
             .map_err(|_| ApiError::bad_request(format!("Invalid level: {level}")))
     }
 
-    /// Checks the admin token, when one is configured.
+    /// Lets a request to a mutating admin endpoint through, or says why not (see
+    /// [`admin`](crate::admin)); `listening` is the address the request came in on (default:
+    /// the configured `listen`).
     ///
     /// # Errors
     ///
-    /// A 401 when the token is missing or wrong.
-    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.admin_token else {
-            return Ok(());
-        };
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                "invalid admin token",
-            )),
-            None => Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                "missing admin token: send `Authorization: Bearer <token>`",
-            )),
-        }
+    /// 401 when a token is configured and missing or wrong; 403 when none is configured and
+    /// the gateway does not listen on a loopback address.
+    pub fn authorize_admin(
+        &self,
+        headers: &HeaderMap,
+        listening: Option<std::net::SocketAddr>,
+    ) -> Result<(), ApiError> {
+        self.admin
+            .authorize(headers, listening.unwrap_or(self.config.listen))
+    }
+
+    /// The client keys, when the configuration has an `auth` section.
+    pub fn client_keys(&self) -> Option<&Arc<crate::auth::ClientKeys>> {
+        self.keys.as_ref()
     }
 }
 
@@ -503,10 +534,6 @@ fn circuit_gauge(state: CircuitState) -> f64 {
         CircuitState::Open | CircuitState::ForcedOpen => 2.0,
         _ => 3.0,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ===== provider clients =====
@@ -659,17 +686,11 @@ fn provider_stack(
     guard =
         guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
 
-    let fallback = config
+    let retry = config
         .fallback_for(provider)
-        .map_err(|err| build_error(context(), err))?;
-    let retry = fallback
-        .builder()
-        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
-        .classifier(OnError::with_describe(
-            fallback.on_error.iter().copied(),
-            DescribeErrors::with(describe_llm_error),
-        ))
-        .build();
+        .map_err(|err| build_error(context(), err))?
+        .layer(LlmClassifier::new())
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?;
 
     let breaker_config = config
         .circuit_breaker_for(provider)
@@ -685,8 +706,14 @@ fn provider_stack(
         metrics: metrics.clone(),
         price: provider.price,
     };
-    // The rate limit is outermost: a call it refuses reaches neither the breaker nor an
-    // attempt, and failover moves on.
+    // The bulkhead is outermost: a call it sheds reaches neither the breaker nor an attempt.
+    // Attempts are counted outside the timeout and the stream guard, so that an attempt
+    // they cut is counted with its outcome.
+    let bulkhead = provider.max_in_flight.map(|limit| {
+        crate::limits::BulkheadLayer::new(provider.name.as_str(), limit, metrics.clone())
+    });
+    // The rate limit comes next (a shed call spends no quota): a call it refuses reaches
+    // neither the breaker nor an attempt, and failover moves on (the bulkhead's error).
     let rate_limit = provider.rate_limit.map(|quota| {
         crate::state::RateLimitLayer::new(
             RateLimiter::new(&provider.name, quota, store.clone()),
@@ -694,31 +721,18 @@ fn provider_stack(
         )
     });
     let stack = ServiceBuilder::new()
+        .option_layer(bulkhead)
         .option_layer(rate_limit)
         .layer(breaker)
         .layer(retry)
-        .layer(tower::timeout::TimeoutLayer::new(provider.timeout))
-        .layer(guard)
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
+        // Each attempt's timeout, cut short by the request's deadline when that comes first.
+        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
+        .layer(guard)
         .service(client);
     Ok((BoxCloneSyncService::new(stack), handle))
-}
-
-/// What an `on_error` list entry an [`LlmError`] is: its status, or `timeout`, `connect`,
-/// `overloaded`; errors that retrying cannot fix are never in any list.
-fn describe_llm_error(err: &(dyn Error + 'static)) -> Option<Failure> {
-    let err = err.downcast_ref::<LlmError>()?;
-    let class = match err.kind() {
-        kind if !kind.is_retryable() => ErrorClass::Other,
-        LlmErrorKind::Timeout => ErrorClass::Timeout,
-        LlmErrorKind::Connect | LlmErrorKind::StreamInterrupted => ErrorClass::Connect,
-        LlmErrorKind::Overloaded if err.status().is_none() => ErrorClass::Overloaded,
-        LlmErrorKind::MalformedResponse => ErrorClass::Status(502),
-        _ => err.status().map_or(ErrorClass::Other, ErrorClass::Status),
-    };
-    Some(Failure::new(class).with_retry_after(err.retry_after()))
 }
 
 // ===== failover =====
@@ -762,15 +776,37 @@ fn failover_for(
                     .unwrap_or_else(|| provider.model.clone()),
             )
         };
-        let service = match model.clone() {
-            Some(model) => {
+        let per_level: Arc<HashMap<String, ModelName>> = Arc::new(
+            provider
+                .models
+                .iter()
+                .map(|(level, model)| (level.clone(), ModelName::from(model.as_str())))
+                .collect(),
+        );
+        let service = match (model.clone(), per_level.is_empty()) {
+            (Some(model), true) => {
                 let model = ModelName::from(model);
                 BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
                     request.model = model.clone();
                     request
                 }))
             }
-            None => stack,
+            (None, true) => stack,
+            // A model of its own for a degradation level wins over the level's and the
+            // route's.
+            (model, false) => {
+                let model = model.map(ModelName::from);
+                BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
+                    let at_level = request
+                        .extensions
+                        .get::<brace_llm::degrade::DegradationLevel>()
+                        .and_then(|level| per_level.get(&*level.0));
+                    if let Some(model) = at_level.or(model.as_ref()) {
+                        request.model = model.clone();
+                    }
+                    request
+                }))
+            }
         };
         continuation_targets.push(
             ContinuationTarget::new(provider.name.as_str(), service.clone())
@@ -848,47 +884,95 @@ struct Instrument {
 }
 
 impl Instrument {
-    fn wrap(self, inner: LlmService) -> Instrumented {
+    fn wrap<S>(self, inner: S) -> Instrumented<S> {
         Instrumented { inner, meta: self }
     }
 }
 
+/// Counts and times every attempt, with its outcome: `ok`, an error kind (`timeout` for one
+/// the timeout layer or the stream guard cut), or `cancelled` for one dropped before it
+/// ended (a hedge that lost, a caller gone, the global deadline).
 #[derive(Clone)]
-struct Instrumented {
-    inner: LlmService,
+struct Instrumented<S> {
+    inner: S,
     meta: Instrument,
 }
 
-impl Service<ChatRequest> for Instrumented {
+impl<S> Service<ChatRequest> for Instrumented<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
     type Response = ChatResponse;
-    type Error = LlmError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, LlmError>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         if let Some(attempts) = request.extensions.get::<Attempts>() {
             attempts.0.fetch_add(1, Ordering::Relaxed);
         }
-        let meta = self.meta.clone();
-        let start = Instant::now();
+        let mut attempt = AttemptRecord {
+            meta: Some(self.meta.clone()),
+            start: Instant::now(),
+        };
         let call = self.inner.call(request);
         Box::pin(async move {
-            let result = call.await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(err) => err.kind().as_str(),
-            };
-            meta.metrics
-                .attempt(&meta.provider, outcome, start.elapsed());
-            if let Ok(response) = &result
-                && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
-            {
-                meta.metrics.tokens(&meta.provider, usage, meta.price);
-            }
+            let result = call.await.map_err(Into::into);
+            attempt.finish(&result);
             result
         })
+    }
+}
+
+/// Records one attempt when it ends, or as `cancelled` if it is dropped first.
+struct AttemptRecord {
+    meta: Option<Instrument>,
+    start: Instant,
+}
+
+impl AttemptRecord {
+    fn finish(&mut self, result: &Result<ChatResponse, BoxError>) {
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(err) => attempt_outcome(&**err),
+        };
+        meta.metrics
+            .attempt(&meta.provider, outcome, self.start.elapsed());
+        if let Ok(response) = result
+            && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
+        {
+            meta.metrics.tokens(&meta.provider, usage, meta.price);
+        }
+    }
+}
+
+impl Drop for AttemptRecord {
+    fn drop(&mut self) {
+        if let Some(meta) = self.meta.take() {
+            meta.metrics.attempt(
+                &meta.provider,
+                LlmErrorKind::Cancelled.as_str(),
+                self.start.elapsed(),
+            );
+        }
+    }
+}
+
+fn attempt_outcome(err: &(dyn Error + 'static)) -> &'static str {
+    if let Some(err) = brace_core::error::find::<LlmError>(err) {
+        err.kind().as_str()
+    } else if err.is::<tower::timeout::error::Elapsed>() || err.is::<brace_core::DeadlineExceeded>()
+    {
+        LlmErrorKind::Timeout.as_str()
+    } else {
+        "error"
     }
 }

@@ -7,7 +7,7 @@ use brace_core::{BoxError, Classify, FailureClass, Outcome, Verdict};
 
 use crate::error::{LlmError, LlmErrorKind};
 
-const ALL_KINDS: [LlmErrorKind; 14] = LlmErrorKind::ALL;
+const ALL_KINDS: [LlmErrorKind; 15] = LlmErrorKind::ALL;
 
 fn bit(kind: LlmErrorKind) -> u32 {
     1 << ALL_KINDS.iter().position(|k| *k == kind).unwrap_or(0)

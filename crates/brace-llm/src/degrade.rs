@@ -56,8 +56,18 @@ pub const STATIC_PROVIDER: &str = "brace";
 /// The fields of the deprecated function-calling API removed with tools.
 const TOOL_EXTRA_FIELDS: [&str; 3] = ["parallel_tool_calls", "functions", "function_call"];
 
+/// The degradation level a request is sent at, below the top of the ladder: put in the
+/// request's extensions by [`Degradable::set_level`], so that a provider can ask for its own
+/// model at that level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DegradationLevel(pub Arc<str>);
+
 impl Degradable for ChatRequest {
     type Response = ChatResponse;
+
+    fn set_level(&mut self, level: &Arc<str>) {
+        self.extensions.insert(DegradationLevel(level.clone()));
+    }
 
     fn reshape(&mut self, shape: &Shape) -> Reshaped {
         let mut reshaped = Reshaped::nothing();

@@ -48,11 +48,16 @@ pub enum LlmErrorKind {
     StreamInterrupted,
     /// The call was cancelled.
     Cancelled,
+    /// The provider answered with a status no API answers or errors with: 1xx, 3xx
+    /// (redirects are never followed — usually a wrong `base_url`, such as `http://` for an
+    /// `https://` API) or a non-standard code. It counts against the provider and fails
+    /// over, but is not retried (the same request gets the same redirect).
+    UnexpectedStatus,
 }
 
 impl LlmErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [LlmErrorKind; 14] = [
+    pub const ALL: [LlmErrorKind; 15] = [
         Self::RateLimited,
         Self::QuotaExhausted,
         Self::Overloaded,
@@ -67,6 +72,7 @@ impl LlmErrorKind {
         Self::MalformedResponse,
         Self::StreamInterrupted,
         Self::Cancelled,
+        Self::UnexpectedStatus,
     ];
 
     /// A short snake_case name, as used in metrics and OpenAI-style error codes.
@@ -86,6 +92,7 @@ impl LlmErrorKind {
             Self::MalformedResponse => "malformed_response",
             Self::StreamInterrupted => "stream_interrupted",
             Self::Cancelled => "cancelled",
+            Self::UnexpectedStatus => "unexpected_status",
         }
     }
 
@@ -118,6 +125,7 @@ impl LlmErrorKind {
                 | Self::Auth
                 | Self::MalformedResponse
                 | Self::StreamInterrupted
+                | Self::UnexpectedStatus
         )
     }
 
@@ -143,7 +151,8 @@ impl LlmErrorKind {
             | Self::Connect
             | Self::Auth
             | Self::MalformedResponse
-            | Self::StreamInterrupted => StatusCode::BAD_GATEWAY,
+            | Self::StreamInterrupted
+            | Self::UnexpectedStatus => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -165,6 +174,7 @@ impl fmt::Display for LlmErrorKind {
             Self::MalformedResponse => "malformed response",
             Self::StreamInterrupted => "stream interrupted",
             Self::Cancelled => "cancelled",
+            Self::UnexpectedStatus => "unexpected status",
         })
     }
 }
@@ -293,15 +303,19 @@ impl LlmError {
     ) -> Self {
         let parsed = ProviderError::parse(body);
         let kind = classify_response(status, &parsed);
-        let message = parsed.message.clone().unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() {
-                status.canonical_reason().unwrap_or("no message").to_owned()
-            } else {
-                truncate(text, 500)
-            }
-        });
+        let message = if kind == LlmErrorKind::UnexpectedStatus {
+            unexpected_status_message(status, headers)
+        } else {
+            parsed.message.clone().unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                if text.is_empty() {
+                    status.canonical_reason().unwrap_or("no message").to_owned()
+                } else {
+                    truncate(text, 500)
+                }
+            })
+        };
         let retry_after = brace_core::retry_after::from_headers_at(headers, now)
             .or_else(|| rate_limit_reset(headers))
             .or(parsed.retry_delay);
@@ -480,8 +494,29 @@ fn classify_response(status: StatusCode, parsed: &ProviderError) -> LlmErrorKind
         500..=599 => K::Server,
         // A success status with an error body: the provider's answer makes no sense.
         200..=299 => K::MalformedResponse,
-        _ => K::BadRequest,
+        400..=499 => K::BadRequest,
+        // 1xx, 3xx (never followed) and codes outside the standard ranges.
+        _ => K::UnexpectedStatus,
     }
+}
+
+/// Says what an unexpected status was and, for a redirect, where it pointed (bounded, with
+/// control characters dropped: it comes from the upstream).
+fn unexpected_status_message(status: StatusCode, headers: &HeaderMap) -> String {
+    if !status.is_redirection() {
+        return "not a status an API answers with".to_owned();
+    }
+    let mut message = String::from("redirect not followed");
+    if let Some(location) = headers
+        .get(http::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+    {
+        message.push_str(" (to ");
+        message.extend(location.chars().filter(|c| !c.is_control()).take(200));
+        message.push(')');
+    }
+    message.push_str(" — check the provider's base_url");
+    message
 }
 
 /// OpenAI's `x-ratelimit-reset-requests` / `-tokens`: durations like `1s`, `6m0s`, `20ms`.

@@ -500,3 +500,38 @@ fn all_failed_classification_waits_for_the_soonest_provider() {
     let classified = LlmClassifier::new().classify_dyn_error(&all_limited);
     assert_eq!(classified.retry_after(), Some(Duration::from_secs(7)));
 }
+
+#[test]
+fn an_unexpected_upstream_status_is_the_providers_failure_not_the_callers() {
+    use brace_core::Classify;
+    use brace_llm::{ChatResponse, LlmClassifier, LlmError, LlmErrorKind};
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "location",
+        HeaderValue::from_static("https://api.example.test/v1/chat/completions"),
+    );
+    let moved = LlmError::from_response(
+        StatusCode::MOVED_PERMANENTLY,
+        &headers,
+        b"<html>moved</html>",
+    );
+    assert_eq!(moved.kind(), LlmErrorKind::UnexpectedStatus);
+    assert_eq!(moved.status(), Some(301));
+    let text = moved.to_string();
+    assert!(text.contains("301") && text.contains("base_url"), "{text}");
+    assert!(text.contains("https://api.example.test"), "{text}");
+    let outcome = Classify::<ChatResponse, _>::classify(&LlmClassifier::new(), Err(&moved));
+    assert!(outcome.is_failure() && outcome.should_failover() && !outcome.is_retryable());
+    assert_eq!(moved.gateway_status(), StatusCode::BAD_GATEWAY);
+
+    for code in [100, 103, 302, 307, 600, 999] {
+        let status = StatusCode::from_u16(code).unwrap();
+        let err = LlmError::from_response(status, &HeaderMap::new(), b"");
+        assert_eq!(err.kind(), LlmErrorKind::UnexpectedStatus, "{code}");
+    }
+    // A 4xx is still the caller's.
+    let bad = LlmError::from_response(StatusCode::IM_A_TEAPOT, &HeaderMap::new(), b"");
+    assert_eq!(bad.kind(), LlmErrorKind::BadRequest);
+}

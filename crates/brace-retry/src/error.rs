@@ -12,11 +12,11 @@ pub use brace_core::{DeadlineExceeded, GiveUpReason, RetriesExhausted};
 
 /// A [`RetryConfig`](crate::RetryConfig) that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct RetryConfigError {
     message: String,
 }
 
-impl ConfigError {
+impl RetryConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -24,10 +24,10 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for RetryConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid retry config: {}", self.message)
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for RetryConfigError {}

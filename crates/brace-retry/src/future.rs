@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use brace_core::{BoxError, Classify, DeadlineExceeded, GiveUpReason, Outcome, RetriesExhausted};
+use brace_core::deadline::{self, Within};
+use brace_core::{
+    BoxError, Classify, DeadlineExceeded, FailureClass, GiveUpReason, Outcome, RetriesExhausted,
+};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::timeout::error::Elapsed;
@@ -31,8 +34,8 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         // One timer, reset for each use: the attempt's time limit, the backoff wait, or the
-        // overall deadline while waiting for readiness. Boxed, and only once needed, so
-        // that the success path without timeouts carries (and moves) a small future.
+        // deadline while waiting for readiness. Boxed, and only once needed, so that the
+        // success path without timeouts carries (and moves) a small future.
         timer: Option<Pin<Box<Sleep>>>,
         service: S,
         // The copy to send next; `None` once no further attempt can be made.
@@ -40,7 +43,11 @@ pin_project! {
         policy: Arc<Policy<C>>,
         attempts: u32,
         previous_delay: Duration,
+        // The layer's own deadline, if it has one.
         deadline: Option<Instant>,
+        // When the call started, if the layer has time bounds of its own (to say how long
+        // it ran when a deadline set above cuts it).
+        started: Option<Instant>,
     }
 }
 
@@ -50,12 +57,52 @@ pin_project! {
         // An attempt is in flight.
         Called {
             #[pin]
-            future: F,
+            future: AttemptFuture<F>,
         },
         // Waiting out the backoff on `timer`.
         Waiting,
         // Polling the service ready for the next attempt.
         Readying,
+    }
+}
+
+pin_project! {
+    /// One attempt: polled as is when the layer has no time bounds of its own (the inner
+    /// layers then see the deadline set above, if any), or within the attempt's own limit
+    /// (which tightens the one above, see [`brace_core::deadline::within`]).
+    #[project = AttemptProj]
+    enum AttemptFuture<F> {
+        Plain {
+            #[pin]
+            future: F,
+        },
+        Bounded {
+            #[pin]
+            future: Within<F>,
+        },
+    }
+}
+
+impl<F: Future> Future for AttemptFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            AttemptProj::Plain { future } => future.poll(cx),
+            AttemptProj::Bounded { future } => future.poll(cx),
+        }
+    }
+}
+
+/// The attempt `future`, bounded by `limit` if the layer set one.
+#[inline]
+fn attempt<F: Future>(future: F, limit: Option<Instant>) -> AttemptFuture<F> {
+    match limit {
+        Some(at) => AttemptFuture::Bounded {
+            future: deadline::within(at, future),
+        },
+        None => AttemptFuture::Plain { future },
     }
 }
 
@@ -76,40 +123,46 @@ where
         if let Some(budget) = &policy.budget {
             budget.deposit();
         }
-        let (deadline, timer) = if policy.deadline.is_some() || policy.attempt_timeout.is_some() {
-            first_timer(policy.attempt_timeout, policy.deadline)
+        let (started, deadline, limit) = if policy.is_timed() {
+            first_limits(policy.attempt_timeout, policy.deadline)
         } else {
-            (None, None)
+            (None, None, None)
         };
-        let (request, future) = if policy.max_retries == 0 {
+        let (request, future) = if policy.max_retries_any == 0 {
             (None, service.call(request))
         } else {
             (Some(request.clone()), service.call(request))
         };
         Self {
-            state: State::Called { future },
-            timer,
+            state: State::Called {
+                future: attempt(future, limit),
+            },
+            timer: limit.map(|at| Box::pin(sleep_until(at))),
             service,
             request,
             policy,
             attempts: 1,
             previous_delay: Duration::ZERO,
             deadline,
+            started,
         }
     }
 }
 
-/// The overall deadline and the first attempt's timer, for a call starting now.
+/// When a call starting now started, its own deadline and its first attempt's limit.
 #[cold]
 #[inline(never)]
-fn first_timer(
+fn first_limits(
     attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
-) -> (Option<Instant>, Option<Pin<Box<Sleep>>>) {
+) -> (Option<Instant>, Option<Instant>, Option<Instant>) {
     let now = Instant::now();
     let deadline = deadline.and_then(|deadline| now.checked_add(deadline));
-    let timer = attempt_limit(now, attempt_timeout, deadline).map(|at| Box::pin(sleep_until(at)));
-    (deadline, timer)
+    (
+        Some(now),
+        deadline,
+        attempt_limit(now, attempt_timeout, deadline),
+    )
 }
 
 /// When the attempt starting at `now` must end: its own limit or the deadline.
@@ -140,14 +193,47 @@ fn arm(timer: &mut Option<Pin<Box<Sleep>>>, at: Instant) {
     }
 }
 
+/// Polls the timer, first moving it earlier to the deadline set above if that comes first
+/// (the deadline above only tightens, so the timer never has to move later again).
 fn fired(timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
-    timer
-        .as_mut()
-        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    let Some(sleep) = timer.as_mut() else {
+        return false;
+    };
+    if let Some(outer) = deadline::current()
+        && outer < sleep.deadline()
+    {
+        sleep.as_mut().reset(outer);
+    }
+    sleep.as_mut().poll(cx).is_ready()
 }
 
-fn deadline_exceeded<T, C>(policy: &Policy<C>) -> Poll<Result<T, BoxError>> {
-    let after = policy.deadline.unwrap_or_default();
+/// The call's deadline now: the layer's own or the one set above, whichever is earlier.
+fn effective_deadline(own: Option<Instant>) -> Option<Instant> {
+    match (own, deadline::current()) {
+        (Some(own), Some(outer)) => Some(own.min(outer)),
+        (own, outer) => own.or(outer),
+    }
+}
+
+/// `true` if the call's deadline (its own or the one above) has passed.
+fn deadline_passed(own: Option<Instant>) -> bool {
+    effective_deadline(own).is_some_and(|at| Instant::now() >= at)
+}
+
+/// The error for a call cut by a deadline: the layer's own one reports its length, one set
+/// above how long this call ran.
+fn deadline_exceeded<T, C>(
+    policy: &Policy<C>,
+    own: Option<Instant>,
+    started: Option<Instant>,
+) -> Poll<Result<T, BoxError>> {
+    let now = Instant::now();
+    let after = match (policy.deadline, own) {
+        (Some(after), Some(own)) if now >= own => after,
+        _ => started.map_or(Duration::ZERO, |started| {
+            now.saturating_duration_since(started)
+        }),
+    };
     Poll::Ready(Err(Box::new(DeadlineExceeded::new(after))))
 }
 
@@ -170,12 +256,11 @@ where
                     let attempt = match future.poll(cx) {
                         Poll::Ready(result) => Attempt::Done(result),
                         Poll::Pending => {
-                            let timed = policy.attempt_timeout.is_some() || this.deadline.is_some();
-                            if !timed || !fired(this.timer, cx) {
+                            if !policy.is_timed() || !fired(this.timer, cx) {
                                 return Poll::Pending;
                             }
-                            if this.deadline.is_some_and(|at| Instant::now() >= at) {
-                                return deadline_exceeded(policy);
+                            if deadline_passed(*this.deadline) {
+                                return deadline_exceeded(policy, *this.deadline, *this.started);
                             }
                             Attempt::TimedOut
                         }
@@ -190,7 +275,8 @@ where
                                 Outcome::transient()
                             } else {
                                 Outcome::failure()
-                            };
+                            }
+                            .with_class(FailureClass::Timeout);
                             (outcome, Err(Box::new(Elapsed::new()) as BoxError))
                         }
                     };
@@ -234,13 +320,14 @@ where
                         Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
                         Poll::Pending => {
                             if this.deadline.is_some() && fired(this.timer, cx) {
-                                return deadline_exceeded(policy);
+                                return deadline_exceeded(policy, *this.deadline, *this.started);
                             }
                             return Poll::Pending;
                         }
                     }
                     *this.attempts += 1;
-                    let last_possible = *this.attempts > policy.max_retries;
+                    // No class allows a retry after this attempt: it takes the kept copy.
+                    let last_possible = *this.attempts > policy.max_retries_any;
                     let request = if last_possible {
                         this.request.take()
                     } else {
@@ -248,14 +335,22 @@ where
                     }
                     .expect("a retry is only scheduled while a request copy is kept");
                     let future = this.service.call(request);
-                    this.state.set(State::Called { future });
-                    let timed = policy.attempt_timeout.is_some() || this.deadline.is_some();
-                    if timed
-                        && let Some(at) =
-                            attempt_limit(Instant::now(), policy.attempt_timeout, *this.deadline)
-                    {
-                        arm(this.timer, at);
-                    }
+                    let limit = if policy.is_timed() {
+                        let limit =
+                            attempt_limit(Instant::now(), policy.attempt_timeout, *this.deadline);
+                        match limit {
+                            Some(at) => arm(this.timer, at),
+                            // Limits too far for the clock: no bound, and no stale timer
+                            // (the backoff's, already fired) to cut the attempt.
+                            None => *this.timer = None,
+                        }
+                        limit
+                    } else {
+                        None
+                    };
+                    this.state.set(State::Called {
+                        future: attempt(future, limit),
+                    });
                 }
             }
         }
@@ -275,7 +370,10 @@ fn decide<C, T>(
     outcome: Outcome,
     result: Result<T, BoxError>,
 ) -> Result<Duration, Result<T, BoxError>> {
-    if !can_retry || attempts > policy.max_retries {
+    let rule = policy.rule(outcome.class());
+    // `attempts - 1` retries were made so far: one more is allowed while that is below the
+    // class's maximum.
+    if !can_retry || attempts > rule.max_retries {
         return Err(give_up(
             policy,
             attempts,
@@ -296,9 +394,10 @@ fn decide<C, T>(
             result,
         ));
     }
-    let backoff = policy.backoff_delay(attempts, *previous_delay);
+    let backoff = policy.backoff_delay(&rule.backoff, attempts, *previous_delay);
     let delay = hint.map_or(backoff, |hint| hint.max(backoff));
-    if let Some(deadline) = deadline
+    // Read at each decision: a deadline set above may be earlier than the layer's own.
+    if let Some(deadline) = effective_deadline(deadline)
         && Instant::now()
             .checked_add(delay)
             .is_none_or(|end| end >= deadline)

@@ -4,14 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brace_core::DefaultClassifier;
+use brace_core::{DefaultClassifier, FailureClass};
 use parking_lot::Mutex;
 use tower_layer::Layer;
 
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::event::{GiveUpEvent, Hook, OnGiveUp, OnRetry, RetryEvent};
-use crate::policy::Policy;
+use crate::policy::{ClassPolicy, Policy, Rule};
 use crate::service::Retry;
 
 /// Applies [`Retry`] to a service.
@@ -88,6 +88,7 @@ pub struct RetryLayerBuilder<C = DefaultClassifier> {
     classifier: C,
     max_retries: u32,
     backoff: Backoff,
+    classes: Vec<(FailureClass, ClassPolicy)>,
     max_retry_after: Duration,
     attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
@@ -105,6 +106,7 @@ impl RetryLayerBuilder {
             classifier: DefaultClassifier,
             max_retries: 2,
             backoff: Backoff::default(),
+            classes: Vec::new(),
             max_retry_after: Duration::from_secs(30),
             attempt_timeout: None,
             deadline: None,
@@ -124,15 +126,22 @@ impl Default for RetryLayerBuilder {
 }
 
 impl<C> RetryLayerBuilder<C> {
-    /// How outcomes are judged: the layer retries what
-    /// [`Outcome::is_retryable`](brace_core::Outcome::is_retryable) says, honouring
-    /// [`Outcome::retry_after`](brace_core::Outcome::retry_after). The classifier sees the
-    /// inner service's own response and error types.
+    /// How outcomes are judged — the one way to set the layer's classifier. The layer
+    /// decides from the [`Outcome`](brace_core::Outcome) alone: it retries what
+    /// [`is_retryable`](brace_core::Outcome::is_retryable) says, picks the
+    /// [class policy](Self::class) by [`class`](brace_core::Outcome::class) and honours
+    /// [`retry_after`](brace_core::Outcome::retry_after). The classifier sees the inner
+    /// service's own response and error types.
+    ///
+    /// To retry only what a list names, wrap the classifier in
+    /// [`brace_core::on_error::OnError`] (as [`RetryConfig::builder`](crate::RetryConfig::builder)
+    /// does with its `on_error` list).
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2> {
         RetryLayerBuilder {
             classifier,
             max_retries: self.max_retries,
             backoff: self.backoff,
+            classes: self.classes,
             max_retry_after: self.max_retry_after,
             attempt_timeout: self.attempt_timeout,
             deadline: self.deadline,
@@ -144,16 +153,35 @@ impl<C> RetryLayerBuilder<C> {
         }
     }
 
-    /// Retries after the first attempt (so at most `max_retries + 1` calls). 0 disables
-    /// retrying (and the request is then never cloned).
+    /// Retries after the first attempt (so at most `max_retries + 1` calls), for failures
+    /// of a class without a [policy of its own](Self::class). 0 disables retrying (and the
+    /// request is then never cloned, unless a class policy allows retries).
     pub fn max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
         self
     }
 
-    /// The delay between attempts.
+    /// The delay between attempts, for failures of a class without a
+    /// [policy of its own](Self::class).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Retries failures of `class` by `policy` rather than by the layer's own
+    /// [`max_retries`](Self::max_retries) and [`backoff`](Self::backoff) (settings the
+    /// policy leaves out are the layer's, whenever they are set). A later call for the same
+    /// class replaces the policy.
+    ///
+    /// The [class](brace_core::Outcome::class) of each retryable failure picks the policy:
+    /// the call is retried while the retries it made so far (of any class) are fewer than
+    /// that policy's `max_retries`, after that policy's backoff for the retry's number, or
+    /// the server's `Retry-After` when that is longer. See [`ClassPolicy`].
+    pub fn class(mut self, class: FailureClass, policy: ClassPolicy) -> Self {
+        match self.classes.iter_mut().find(|(of, _)| *of == class) {
+            Some(entry) => entry.1 = policy,
+            None => self.classes.push((class, policy)),
+        }
         self
     }
 
@@ -165,9 +193,14 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// A time limit on each attempt. An attempt that runs out of time fails with tower's
-    /// [`Elapsed`](tower::timeout::error::Elapsed), which is retried unless
-    /// [`retry_attempt_timeouts(false)`](Self::retry_attempt_timeouts).
+    /// A time limit on each attempt, as
+    /// [`brace_core::deadline::TimeoutLayer`] sets one: an attempt is cut at its own limit
+    /// or at the call's deadline (this layer's or one set above it), whichever comes first,
+    /// and the layers under this one see that earlier instant as their deadline. Cut at its
+    /// own limit, it fails with tower's [`Elapsed`](tower::timeout::error::Elapsed), a
+    /// failure of class [`Timeout`](FailureClass::Timeout) that is retried unless
+    /// [`retry_attempt_timeouts(false)`](Self::retry_attempt_timeouts); cut at the
+    /// deadline, the call fails with [`DeadlineExceeded`](brace_core::DeadlineExceeded).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
         self
@@ -181,11 +214,16 @@ impl<C> RetryLayerBuilder<C> {
         self
     }
 
-    /// An overall deadline for the whole call, waits included, counted from `call`. No
-    /// backoff wait that would end past it is started (the layer gives up with
-    /// [`GiveUpReason::Deadline`](brace_core::GiveUpReason::Deadline)); an attempt still
-    /// running when it passes is dropped and the call fails with
-    /// [`DeadlineExceeded`](brace_core::DeadlineExceeded).
+    /// An overall deadline for the whole call, waits included, counted from `call`, as
+    /// [`brace_core::deadline::DeadlineLayer`] sets one: the layers under this one read it
+    /// with [`brace_core::deadline::remaining`], and a deadline set above this layer that
+    /// ends earlier wins. An attempt still running when it passes is dropped and the call
+    /// fails with [`DeadlineExceeded`](brace_core::DeadlineExceeded).
+    ///
+    /// Without it the layer still honours a deadline set above it: whichever applies, no
+    /// backoff wait (or `Retry-After`) that would end at or after the deadline is started —
+    /// the layer gives up at once with
+    /// [`GiveUpReason::Deadline`](brace_core::GiveUpReason::Deadline).
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -235,11 +273,25 @@ impl<C> RetryLayerBuilder<C> {
         let rng = self
             .seed
             .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        let default = Rule {
+            max_retries: self.max_retries,
+            backoff: self.backoff,
+        };
+        let classes: Box<[(FailureClass, Rule)]> = self
+            .classes
+            .into_iter()
+            .map(|(class, policy)| (class, policy.resolve(default)))
+            .collect();
+        let max_retries_any = classes
+            .iter()
+            .map(|(_, rule)| rule.max_retries)
+            .fold(default.max_retries, u32::max);
         RetryLayer {
             policy: Arc::new(Policy {
                 classifier: self.classifier,
-                max_retries: self.max_retries,
-                backoff: self.backoff,
+                default,
+                classes,
+                max_retries_any,
                 max_retry_after: self.max_retry_after,
                 attempt_timeout: self.attempt_timeout,
                 deadline: self.deadline,
@@ -259,6 +311,7 @@ impl<C: fmt::Debug> fmt::Debug for RetryLayerBuilder<C> {
             .field("classifier", &self.classifier)
             .field("max_retries", &self.max_retries)
             .field("backoff", &self.backoff)
+            .field("classes", &self.classes)
             .field("max_retry_after", &self.max_retry_after)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("deadline", &self.deadline)

@@ -2,18 +2,23 @@
 //! never turn an outage into a retry storm.
 //!
 //! [`RetryLayer`] wraps any `Service<Req>` whose requests can be cloned. After each attempt a
-//! classifier ([`brace_core::Classify`]) judges the outcome; the layer retries only what
-//! [`Outcome::is_retryable`](brace_core::Outcome::is_retryable) allows, and:
+//! classifier ([`brace_core::Classify`]) judges the outcome, and the layer decides from that
+//! [`Outcome`](brace_core::Outcome) alone: it retries only what
+//! [`is_retryable`](brace_core::Outcome::is_retryable) allows, and:
 //!
 //! - waits between attempts by a [`Backoff`]: constant, exponential, or exponential with
 //!   full or decorrelated jitter, capped — reproducible with a seeded generator;
+//! - gives each [`FailureClass`](brace_core::FailureClass) its own retry count and backoff if
+//!   told to ([`ClassPolicy`]): rate limits more attempts and longer waits, timeouts one
+//!   quick retry;
 //! - honours the server's hint ([`Outcome::retry_after`](brace_core::Outcome::retry_after),
 //!   from `Retry-After` in seconds or as an HTTP date) up to a cap, and gives up at once
 //!   past it rather than sleep for minutes;
 //! - spends retries from a shared [`RetryBudget`] (tower's `TpsBudget`), so a fully failing
 //!   upstream sees at most about `(1 + ratio) ×` the offered load;
-//! - bounds each attempt with a timeout and the whole call with a deadline that no backoff
-//!   wait crosses;
+//! - keeps to the call's one deadline ([`brace_core::deadline`]): the one set above it, or
+//!   its own, which the layers below then see; no backoff wait starts that would end at or
+//!   after it, and each attempt's timeout is cut short by it;
 //! - reports each retry and each give-up to hooks, for tracing and metrics.
 //!
 //! When it gives up the error says so: a [`RetriesExhausted`] with the number of attempts,
@@ -67,19 +72,54 @@
 //! # }
 //! ```
 //!
+//! # Retry policy per failure class
+//!
+//! ```
+//! use std::time::Duration;
+//! use brace_core::{FailureClass, StatusClassifier};
+//! use brace_retry::{Backoff, ClassPolicy, RetryLayer};
+//!
+//! let layer = RetryLayer::builder()
+//!     .classifier(StatusClassifier::new())
+//!     .max_retries(2) // server errors and everything else: the defaults
+//!     .class(
+//!         FailureClass::RateLimited,
+//!         ClassPolicy::new()
+//!             .max_retries(4)
+//!             .backoff(Backoff::exponential(Duration::from_secs(2), 2.0, Duration::from_secs(30))),
+//!     )
+//!     .class(
+//!         FailureClass::Timeout,
+//!         ClassPolicy::new().max_retries(1).backoff(Backoff::constant(Duration::from_millis(100))),
+//!     )
+//!     .build();
+//! # let _ = layer;
+//! ```
+//!
+//! The outcome's [class](brace_core::Outcome::class) picks the policy; a retry is allowed
+//! while the retries the call made so far (of any class) are below that class's
+//! `max_retries`; its wait is the class's backoff, or the server's `Retry-After` when that is
+//! longer (a `Retry-After` above [`max_retry_after`](RetryLayerBuilder::max_retry_after)
+//! makes the layer give up instead).
+//!
 //! # Configuration
 //!
 //! [`RetryConfig`] is the serde form (unknown fields are refused; durations as `250ms`,
-//! `30s` or seconds). The seed configuration's section deserializes as is:
+//! `30s` or seconds; retry counts at most 20). The seed configuration's section
+//! deserializes as is:
 //!
 //! ```yaml
 //! max_retries: 2
 //! backoff: exponential
 //! on_error: [429, 500, 502, 503, timeout]
+//! rate_limited: { max_retries: 4, base_delay: 2s, max_delay: 30s }   # optional, per class
 //! ```
 //!
-//! `on_error` is an [`OnError`](on_error::OnError) classifier: see [`on_error`] for how it
-//! recognises status codes and errors, and how to teach it an error type of your own.
+//! The configuration brings no classifier of its own: [`RetryConfig::layer`] takes the one
+//! the stack uses (`brace_llm::LlmClassifier`, brace-core's `StatusClassifier` over HTTP, …)
+//! and narrows it with the `on_error` list, a [`brace_core::on_error::OnError`]: a failure
+//! the list does not name is not retried, but still counts and fails over as the classifier
+//! says.
 //!
 //! # Where to put it
 //!
@@ -98,14 +138,14 @@ pub mod error;
 mod event;
 pub mod future;
 mod layer;
-pub mod on_error;
 mod policy;
 mod service;
 
 pub use self::backoff::{Backoff, BackoffKind};
 pub use self::budget::RetryBudget;
-pub use self::config::{BudgetConfig, RetryConfig};
-pub use self::error::{ConfigError, DeadlineExceeded, GiveUpReason, RetriesExhausted};
+pub use self::config::{BudgetConfig, ClassRetryConfig, RetryConfig};
+pub use self::error::{DeadlineExceeded, GiveUpReason, RetriesExhausted, RetryConfigError};
 pub use self::event::{GiveUpEvent, RetryEvent};
 pub use self::layer::{RetryLayer, RetryLayerBuilder};
+pub use self::policy::ClassPolicy;
 pub use self::service::Retry;

@@ -38,8 +38,9 @@ use crate::policy::Policy;
 ///   on the first attempt or a later one;
 /// - [`RetriesExhausted`](brace_core::RetriesExhausted) when the layer gives up on a
 ///   retryable error (its source is the last attempt's error);
-/// - [`DeadlineExceeded`](brace_core::DeadlineExceeded) when the overall deadline cuts an
-///   attempt or a wait for readiness;
+/// - [`DeadlineExceeded`](brace_core::DeadlineExceeded) when the deadline (the layer's own
+///   or one set above it, see [`brace_core::deadline`]) cuts an attempt or a wait for
+///   readiness;
 /// - the inner service's own error if it fails to become ready for a retry.
 ///
 /// A *response* the classifier judged a retryable failure (an HTTP 503, say) is returned as
@@ -62,20 +63,7 @@ impl<S, C> Retry<S, C> {
         Self { inner, policy }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Takes the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    brace_core::define_inner_service_accessors!();
 }
 
 impl<S: Clone, C> Clone for Retry<S, C> {

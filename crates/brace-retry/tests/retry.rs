@@ -9,8 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use brace_core::{BoxError, CircuitOpen, Classify, Outcome, StatusClassifier};
-use brace_retry::on_error::ErrorClass;
+use brace_core::deadline::{self, DeadlineLayer};
+use brace_core::on_error::{ErrorMatch, OnError};
+use brace_core::{
+    BoxError, CircuitOpen, Classify, DefaultClassifier, FailureClass, Outcome, StatusClassifier,
+};
 use brace_retry::{
     Backoff, DeadlineExceeded, GiveUpReason, RetriesExhausted, RetryBudget, RetryConfig, RetryLayer,
 };
@@ -393,7 +396,7 @@ async fn seed_on_error_list_retries_timeouts_but_not_unlisted_errors() {
         ok(),
     ]);
     let response = config
-        .layer()
+        .layer(DefaultClassifier)
         .unwrap()
         .layer(timeouts.clone())
         .oneshot(1)
@@ -407,7 +410,7 @@ async fn seed_on_error_list_retries_timeouts_but_not_unlisted_errors() {
         ok(),
     ]);
     let err = config
-        .layer()
+        .layer(DefaultClassifier)
         .unwrap()
         .layer(refused.clone())
         .oneshot(1)
@@ -419,11 +422,11 @@ async fn seed_on_error_list_retries_timeouts_but_not_unlisted_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn http_on_error_list_retries_listed_statuses_only() {
-    let classes = [ErrorClass::Status(503)];
+    let list = [ErrorMatch::Status(503)];
     let run = |code: u16| async move {
         let upstream = Upstream::new([Step::Status(code, None), ok()]);
         RetryLayer::builder()
-            .classifier(brace_retry::on_error::OnError::http(classes))
+            .classifier(OnError::new(list, StatusClassifier::new()))
             .build()
             .layer(upstream.clone())
             .oneshot(1)
@@ -687,7 +690,10 @@ fn status_classifier_fits_the_layer_over_http_responses() {
     // A compile-time check that the shared classifiers plug in.
     fn assert_classifier<C: Classify<Response, BoxError>>(_: &C) {}
     assert_classifier(&StatusClassifier::new());
-    assert_classifier(&brace_retry::on_error::OnError::http([ErrorClass::Timeout]));
+    assert_classifier(&OnError::new(
+        [ErrorMatch::Class(FailureClass::Timeout)],
+        StatusClassifier::new(),
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -703,4 +709,447 @@ async fn an_enormous_backoff_waits_without_panicking() {
     tokio::time::advance(Duration::from_hours(24)).await;
     tokio_test::assert_pending!(response.poll());
     assert_eq!(upstream.calls(), 1);
+}
+
+// ===== on_error: brace-core's OnError over the stack's classifier =====
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_class_is_retried_and_an_unlisted_one_is_returned_but_still_fails_over() {
+    let config: RetryConfig =
+        serde_saphyr::from_str("on_error: [rate_limited, timeout]\nbase_delay: 10ms").unwrap();
+    let run = |code: u16| {
+        let config = config.clone();
+        async move {
+            let upstream = Upstream::new([Step::Status(code, None), ok()]);
+            let response = config
+                .layer(StatusClassifier::new())
+                .unwrap()
+                .layer(upstream.clone())
+                .oneshot(1)
+                .await
+                .unwrap();
+            (response.status().as_u16(), upstream.calls())
+        }
+    };
+    // 429 is rate_limited, 504 a timeout: listed.
+    assert_eq!(run(429).await, (200, 2));
+    assert_eq!(run(504).await, (200, 2));
+    // 503 (overloaded) and 500 (server) are not: the failure comes back after one call...
+    assert_eq!(run(503).await, (503, 1));
+    assert_eq!(run(500).await, (500, 1));
+    // ...and the same classifier still tells a failover above to move on.
+    let on_error = OnError::new(config.on_error.clone(), StatusClassifier::new());
+    let unavailable = http::Response::builder().status(503).body(()).unwrap();
+    let outcome = Classify::<_, BoxError>::classify(&on_error, Ok(&unavailable));
+    assert!(outcome.is_failure() && outcome.should_failover() && !outcome.is_retryable());
+}
+
+#[tokio::test(start_paused = true)]
+async fn naming_a_class_does_not_retry_what_the_classifier_will_not() {
+    // StatusClassifier does not retry a 501; `server` names its class, but only narrows.
+    let config: RetryConfig = serde_saphyr::from_str("on_error: [server, 501]").unwrap();
+    let upstream = Upstream::new([Step::Status(501, None), ok()]);
+    let response = config
+        .layer(StatusClassifier::new())
+        .unwrap()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    assert_eq!((response.status().as_u16(), upstream.calls()), (501, 1));
+}
+
+// ===== retry policy per failure class =====
+
+fn rate_limits_four_times_two_seconds_apart() -> RetryLayer<StatusClassifier> {
+    RetryLayer::builder()
+        .classifier(StatusClassifier::new())
+        .max_retries(1)
+        .backoff(Backoff::constant(MS * 100))
+        .class(
+            FailureClass::RateLimited,
+            brace_retry::ClassPolicy::new()
+                .max_retries(4)
+                .backoff(Backoff::constant(Duration::from_secs(2))),
+        )
+        .no_budget()
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_policy_sets_that_class_retry_count_and_backoff() {
+    let upstream = Upstream::new([Step::Status(429, None)]);
+    let response = rate_limits_four_times_two_seconds_apart()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(upstream.gaps(), [Duration::from_secs(2); 4]);
+
+    // Other classes keep the layer's own settings.
+    let upstream = Upstream::new([Step::Status(503, None)]);
+    rate_limits_four_times_two_seconds_apart()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    assert_eq!(upstream.gaps(), [MS * 100]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_maximum_counts_every_retry_the_call_made() {
+    let layer = RetryLayer::builder()
+        .classifier(StatusClassifier::new())
+        .max_retries(2)
+        .backoff(Backoff::none())
+        .class(
+            FailureClass::RateLimited,
+            brace_retry::ClassPolicy::new().max_retries(3),
+        )
+        .no_budget()
+        .build();
+    let give_ups = Arc::new(Mutex::new(Vec::new()));
+
+    // Two overloaded answers use the default's two retries; the 429 after them may still
+    // have a third (rate limits allow 3), the next 429 may not.
+    let upstream = Upstream::new([
+        Step::Status(503, None),
+        Step::Status(503, None),
+        Step::Status(429, None),
+        Step::Status(429, None),
+        ok(),
+    ]);
+    let response = layer.layer(upstream.clone()).oneshot(1).await.unwrap();
+    assert_eq!((response.status().as_u16(), upstream.calls()), (429, 4));
+
+    // The other way round: after two 429s, a 503 finds the default's two retries spent.
+    let seen = Arc::clone(&give_ups);
+    let upstream = Upstream::new([
+        Step::Status(429, None),
+        Step::Status(429, None),
+        Step::Status(503, None),
+        ok(),
+    ]);
+    let layer = RetryLayer::builder()
+        .classifier(StatusClassifier::new())
+        .max_retries(2)
+        .backoff(Backoff::none())
+        .class(
+            FailureClass::RateLimited,
+            brace_retry::ClassPolicy::new().max_retries(3),
+        )
+        .no_budget()
+        .on_give_up(move |event| {
+            seen.lock()
+                .unwrap()
+                .push((event.attempts(), event.reason(), event.outcome().class()));
+        })
+        .build();
+    let response = layer.layer(upstream.clone()).oneshot(1).await.unwrap();
+    assert_eq!((response.status().as_u16(), upstream.calls()), (503, 3));
+    assert_eq!(
+        *give_ups.lock().unwrap(),
+        [(3, GiveUpReason::MaxRetries, FailureClass::Overloaded)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_policy_leaves_out_what_the_layer_sets() {
+    // Only the count is the class's: the backoff is the layer's, set after the class.
+    let upstream = Upstream::new([Step::Status(429, None)]);
+    RetryLayer::builder()
+        .classifier(StatusClassifier::new())
+        .class(
+            FailureClass::RateLimited,
+            brace_retry::ClassPolicy::new().max_retries(3),
+        )
+        .backoff(Backoff::constant(MS * 250))
+        .no_budget()
+        .build()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    assert_eq!(upstream.gaps(), [MS * 250; 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_waited_when_longer_than_the_class_backoff() {
+    let upstream = Upstream::new([
+        Step::Status(429, Some("5".into())),
+        Step::Status(429, Some("1".into())),
+        ok(),
+    ]);
+    rate_limits_four_times_two_seconds_apart()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    // The server's 5s over the class's 2s; then the class's 2s over the server's 1s.
+    assert_eq!(
+        upstream.gaps(),
+        [Duration::from_secs(5), Duration::from_secs(2)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempt_timeouts_follow_the_timeout_class_policy() {
+    let upstream = Upstream::new([Step::Hang]);
+    let err = RetryLayer::builder()
+        .max_retries(5)
+        .backoff(Backoff::constant(Duration::from_secs(1)))
+        .class(
+            FailureClass::Timeout,
+            brace_retry::ClassPolicy::new()
+                .max_retries(1)
+                .backoff(Backoff::constant(MS * 50)),
+        )
+        .attempt_timeout(MS * 300)
+        .no_budget()
+        .build()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert_eq!(upstream.calls(), 2);
+    assert_eq!(upstream.gaps(), [MS * 350]);
+    let exhausted = exhausted(&err);
+    assert_eq!(exhausted.attempts(), 2);
+    assert!(
+        exhausted
+            .last_error()
+            .is::<tower::timeout::error::Elapsed>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_is_kept_while_any_class_may_still_retry() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    // No retries by default, two for rate limits: the request is still copied for them.
+    let limited = tower::service_fn(move |_: Counted| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let code = if n < 2 { 429 } else { 200 };
+            Ok::<_, BoxError>(http::Response::builder().status(code).body(()).unwrap())
+        }
+    });
+    let response = RetryLayer::builder()
+        .classifier(StatusClassifier::new())
+        .max_retries(0)
+        .class(
+            FailureClass::RateLimited,
+            brace_retry::ClassPolicy::new().max_retries(2),
+        )
+        .backoff(Backoff::none())
+        .no_budget()
+        .build()
+        .layer(limited)
+        .oneshot(Counted(Arc::clone(&clones)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(clones.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn config_class_sections_reach_the_layer() {
+    let config: RetryConfig = serde_saphyr::from_str(
+        "\
+max_retries: 1
+base_delay: 100ms
+on_error: [429, 503, timeout]
+rate_limited: { max_retries: 3, base_delay: 1s, backoff: exponential, factor: 2 }
+budget: null
+",
+    )
+    .unwrap();
+    let upstream = Upstream::new([Step::Status(429, None)]);
+    config
+        .layer(StatusClassifier::new())
+        .unwrap()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    assert_eq!(
+        upstream.gaps(),
+        [
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(4)
+        ]
+    );
+
+    let upstream = Upstream::new([Step::Status(503, None)]);
+    config
+        .layer(StatusClassifier::new())
+        .unwrap()
+        .layer(upstream.clone())
+        .oneshot(1)
+        .await
+        .unwrap();
+    assert_eq!(upstream.gaps(), [MS * 100]);
+}
+
+// ===== the call's one deadline (brace_core::deadline) =====
+
+#[tokio::test(start_paused = true)]
+async fn a_backoff_that_would_cross_the_deadline_above_gives_up_at_once() {
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reasons);
+    let upstream = Upstream::new([boom(), ok()]);
+    // No deadline of its own: the one set above is what it keeps to.
+    let retry = RetryLayer::builder()
+        .backoff(Backoff::constant(Duration::from_secs(2)))
+        .no_budget()
+        .on_give_up(move |event| seen.lock().unwrap().push(event.reason()))
+        .build();
+    let service = DeadlineLayer::new(Duration::from_secs(1)).layer(retry.layer(upstream.clone()));
+    let start = Instant::now();
+    let err = service.oneshot(1).await.unwrap_err();
+
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(exhausted(&err).reason(), GiveUpReason::Deadline);
+    assert_eq!(exhausted(&err).attempts(), 1);
+    assert_eq!(*reasons.lock().unwrap(), [GiveUpReason::Deadline]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoffs_stop_at_the_deadline_above_as_at_their_own() {
+    let upstream = Upstream::new([boom()]);
+    let retry = RetryLayer::builder()
+        .max_retries(10)
+        .backoff(Backoff::constant(MS * 400))
+        .deadline(Duration::from_secs(30))
+        .no_budget()
+        .build();
+    let service = DeadlineLayer::new(Duration::from_secs(1)).layer(retry.layer(upstream.clone()));
+    let start = Instant::now();
+    let err = service.oneshot(1).await.unwrap_err();
+
+    // Attempts at 0, 400ms and 800ms; a wait until 1200ms would cross the 1s above.
+    assert_eq!(upstream.calls(), 3);
+    assert_eq!(start.elapsed(), MS * 800);
+    assert_eq!(exhausted(&err).reason(), GiveUpReason::Deadline);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_that_would_cross_the_deadline_gives_up_at_once() {
+    let upstream = Upstream::new([Step::Status(429, Some("5".into())), ok()]);
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reasons);
+    let retry = RetryLayer::builder()
+        .classifier(StatusClassifier::new())
+        .backoff(Backoff::constant(MS * 10))
+        .on_give_up(move |event| seen.lock().unwrap().push(event.reason()))
+        .no_budget()
+        .build();
+    let service = DeadlineLayer::new(Duration::from_secs(3)).layer(retry.layer(upstream.clone()));
+    let response = service.oneshot(1).await.unwrap();
+
+    assert_eq!(response.status(), 429);
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(*reasons.lock().unwrap(), [GiveUpReason::Deadline]);
+}
+
+/// An upstream answering with the deadline it sees, after `wait`.
+fn reports_remaining(
+    wait: Duration,
+    seen: &Arc<Mutex<Vec<Option<Duration>>>>,
+) -> impl Service<u32, Response = (), Error = BoxError, Future: Send> + Clone {
+    let seen = Arc::clone(seen);
+    tower::service_fn(move |_: u32| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().unwrap().push(deadline::remaining());
+            tokio::time::sleep(wait).await;
+            Err::<(), BoxError>("boom".into())
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_service_sees_the_tightened_deadline() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let retry = |builder: brace_retry::RetryLayerBuilder| {
+        builder
+            .max_retries(1)
+            .backoff(Backoff::constant(MS * 500))
+            .no_budget()
+            .build()
+    };
+    let run = |outer: Duration, retry: RetryLayer| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().unwrap().clear();
+            let inner = reports_remaining(Duration::ZERO, &seen);
+            let _ = DeadlineLayer::new(outer)
+                .layer(retry.layer(inner))
+                .oneshot(1)
+                .await;
+            seen.lock().unwrap().clone()
+        }
+    };
+    let secs = |s: u64| Some(Duration::from_secs(s));
+
+    // Its own 4s under 10s above: 4s, then 3.5s after the first wait.
+    let own = retry(RetryLayer::builder().deadline(Duration::from_secs(4)));
+    assert_eq!(
+        run(Duration::from_secs(10), own.clone()).await,
+        [secs(4), Some(MS * 3500)]
+    );
+    // 2s above is earlier than its own 4s.
+    assert_eq!(
+        run(Duration::from_secs(2), own).await,
+        [secs(2), Some(MS * 1500)]
+    );
+    // An attempt timeout of 1s is each attempt's deadline.
+    let attempt = retry(RetryLayer::builder().attempt_timeout(Duration::from_secs(1)));
+    assert_eq!(
+        run(Duration::from_secs(10), attempt).await,
+        [secs(1), secs(1)]
+    );
+    // No bounds of its own: the deadline above passes through.
+    let plain = retry(RetryLayer::builder());
+    assert_eq!(
+        run(Duration::from_secs(3), plain.clone()).await,
+        [secs(3), Some(MS * 2500)]
+    );
+    // And none at all without one above.
+    let inner = reports_remaining(Duration::ZERO, &seen);
+    seen.lock().unwrap().clear();
+    let _ = plain.layer(inner).oneshot(1).await;
+    assert_eq!(*seen.lock().unwrap(), [None, None]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_timeout_is_cut_at_the_deadline_above_and_not_retried() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = reports_remaining(Duration::MAX, &seen);
+    let retry = RetryLayer::builder()
+        .max_retries(3)
+        .backoff(Backoff::none())
+        .attempt_timeout(Duration::from_secs(10))
+        .no_budget()
+        .build();
+    let start = Instant::now();
+    // A scope without a timer of its own: the retry layer's attempt timer is what cuts.
+    let err = deadline::within(
+        start + Duration::from_secs(3),
+        retry.layer(inner).oneshot(1),
+    )
+    .await
+    .unwrap_err();
+
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    let exceeded = err
+        .downcast_ref::<DeadlineExceeded>()
+        .unwrap_or_else(|| panic!("expected DeadlineExceeded, got {err}"));
+    assert_eq!(exceeded.after(), Duration::from_secs(3));
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }

@@ -461,6 +461,7 @@ impl Failure {
             K::BadRequest | K::ContextLengthExceeded | K::ContentFiltered => 400,
             K::ModelNotFound => 404,
             K::Cancelled => 499,
+            K::UnexpectedStatus => 302,
             K::Connect | K::MalformedResponse | K::StreamInterrupted => return None,
             _ => 500,
         })
@@ -480,7 +481,7 @@ pub enum WireFormat {
 }
 
 /// Every [`LlmErrorKind`], in declaration order.
-pub const ALL_KINDS: [LlmErrorKind; 14] = LlmErrorKind::ALL;
+pub const ALL_KINDS: [LlmErrorKind; 15] = LlmErrorKind::ALL;
 
 /// Reads an [`LlmErrorKind`] from its [`as_str`](LlmErrorKind::as_str) name (`rate_limited`,
 /// `server_error`, …) or the short forms `server`, `connect`, `auth`.

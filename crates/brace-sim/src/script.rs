@@ -265,6 +265,7 @@ pub(crate) fn default_message(kind: LlmErrorKind) -> &'static str {
         K::MalformedResponse => "the response could not be parsed (simulated)",
         K::StreamInterrupted => "the stream was cut (simulated)",
         K::Cancelled => "the request was cancelled (simulated)",
+        K::UnexpectedStatus => "moved (simulated)",
         _ => "The server had an error while processing your request (simulated)",
     }
 }
