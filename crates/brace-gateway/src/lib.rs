@@ -51,6 +51,7 @@ mod request_id;
 pub mod server;
 pub mod sse;
 pub mod stack;
+mod state;
 pub mod telemetry;
 
 pub use self::config::GatewayConfig;
