@@ -397,7 +397,7 @@ impl Metrics {
 /// How often [`serve`](crate::serve) runs [`Metrics::run_upkeep`].
 pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sets up logs on stdout: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or
+/// Sets up logs on stdout: `RUST_LOG` or `info` (`error` for the demo), as text or
 /// JSON lines. Text logs are coloured only when stdout is a terminal and `NO_COLOR` is not
 /// set. ([`telemetry::init`](crate::telemetry::init) does the same, and exports traces when
 /// configured.)
@@ -436,12 +436,14 @@ where
         .with(log_layer(json, ansi, writer))
 }
 
-/// Which logs are written: the directives in `RUST_LOG`, else `info` (`warn` when `quiet`).
+/// Which logs are written: the directives in `RUST_LOG`, else `info`; `error` when `quiet`
+/// (the demo, whose live view shows what the warnings would say: every retry and failover
+/// is a warning).
 pub fn log_filter(quiet: bool) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
 
     let default = if quiet {
-        "warn"
+        "error"
     } else {
         "info,tower_http=info"
     };

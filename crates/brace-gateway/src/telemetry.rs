@@ -374,7 +374,7 @@ impl TelemetryGuard {
 }
 
 /// Sets up the process's logs and traces: logs on stdout filtered by `RUST_LOG` (default
-/// `info`, `warn` when `quiet`), as text or JSON lines, coloured only on a terminal; and,
+/// `info`, `error` when `quiet`), as text or JSON lines, coloured only on a terminal; and,
 /// with the `otel` feature and export configured (see [`TelemetryConfig::resolve`]), spans
 /// and events exported over OTLP.
 ///
