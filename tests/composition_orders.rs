@@ -237,7 +237,7 @@ async fn breaker_over_retry_counts_one_outcome_per_call() {
 
     // The provider's own error is still inside the retry layer's.
     let last = err_last_llm(
-        ServiceBuilder::new()
+        &ServiceBuilder::new()
             .layer(retry(2, &Spy::new()))
             .service(sim("q", Behavior::fail(LlmErrorKind::Overloaded)))
             .oneshot(request())
@@ -247,7 +247,7 @@ async fn breaker_over_retry_counts_one_outcome_per_call() {
     assert_eq!(last, LlmErrorKind::Overloaded);
 }
 
-fn err_last_llm(err: BoxError) -> LlmErrorKind {
+fn err_last_llm(err: &BoxError) -> LlmErrorKind {
     err.downcast_ref::<RetriesExhausted>()
         .unwrap()
         .last_error()
