@@ -16,7 +16,7 @@
 //! a missing or unreadable `grpc-status` is not a failure. Where `GrpcErrorsAsFailures` (made
 //! for logs and metrics) calls every other code a failure, a circuit breaker must not open on
 //! a caller's mistake: codes that say the request was wrong are *ignored* (neither success
-//! nor failure, not retried, not failed over), as [`StatusClassifier`](crate::StatusClassifier)
+//! nor failure, not retried, not failed over), as [`StatusClassifier`]
 //! ignores HTTP 4xx. The table is on [`GrpcClassifier::classify_status`].
 //!
 //! # Example
