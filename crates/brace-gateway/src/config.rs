@@ -128,6 +128,26 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                     route.pattern
                 ));
             }
+            let named = route
+                .on_content_filter
+                .providers()
+                .iter()
+                .chain(route.on_context_length.iter().flatten());
+            for name in named {
+                if !seen.contains_key(name.as_str()) {
+                    return Err(format!(
+                        "routes[{index}] (`{}`): unknown provider `{name}` in on_content_filter \
+                         / on_context_length",
+                        route.pattern
+                    ));
+                }
+            }
+            if route.on_context_length.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!(
+                    "routes[{index}] (`{}`): on_context_length lists no provider",
+                    route.pattern
+                ));
+            }
             for target in &route.providers {
                 if !seen.contains_key(target.name.as_str()) {
                     return Err(format!(
@@ -824,9 +844,27 @@ pub struct RouteConfig {
     pub pattern: String,
     /// The providers, in order.
     pub providers: Vec<RouteTarget>,
-    /// Continue a broken stream on the next provider (off by default).
+    /// Continue a broken stream on the route's other providers (off by default): with an
+    /// assistant prefill on a provider with `accepts_prefill: true`, by a verified restart
+    /// on the others.
     #[serde(default)]
     pub continuation: bool,
+    /// When a stream commits to its provider: `first_content` (default), `{after_tokens:
+    /// N}` or `complete` (see [`brace_llm::commit`]). A hold-back makes a break before that
+    /// point an ordinary failure that fails over, at the cost of the caller's time to first
+    /// token.
+    #[serde(default)]
+    pub commit: brace_llm::commit::CommitPolicy,
+    /// What a content-policy refusal does: answered to the caller as a 400
+    /// `content_policy_violation` (default), `failover` to the route's next provider, or a
+    /// list of provider names to ask instead.
+    #[serde(default)]
+    pub on_content_filter: crate::policy::OnContentFilter,
+    /// Providers to ask when the prompt is too long for the route's providers (by default a
+    /// context-length error fails over along the route, as any failure another provider may
+    /// fix).
+    #[serde(default)]
+    pub on_context_length: Option<Vec<String>>,
 }
 
 /// One provider of a route.
@@ -879,7 +917,9 @@ pub struct ServerConfig {
         deserialize_with = "check::at_least_one"
     )]
     pub body_limit: usize,
-    /// Deadline for a whole request (default 120 s).
+    /// Deadline for a whole request (default 120 s). For a stream it covers the time until
+    /// the stream commits to a provider (its first token, or the end of a hold-back); what
+    /// follows is bounded by `max_stream_duration` and each provider's own limits.
     #[serde(
         default = "default_deadline",
         deserialize_with = "check::positive_duration"
@@ -941,8 +981,14 @@ pub struct ServerConfig {
         deserialize_with = "check::retry_after_cap"
     )]
     pub max_retry_after: Duration,
+    /// The longest a whole streamed answer may take, from the request to its last event
+    /// (default: no bound beyond each provider's `timeout`). Past it the stream ends with an
+    /// SSE error event (`code: stream_deadline`) and no `[DONE]`.
+    #[serde(default, deserialize_with = "check::positive_duration_option")]
+    pub max_stream_duration: Option<Duration>,
     /// How long in-flight requests get to finish on shutdown (default 30 s; 0 drops them at
-    /// once).
+    /// once). Streams still open when it runs out end with an SSE error event
+    /// (`code: shutting_down`) and no `[DONE]`.
     #[serde(default = "thirty_seconds", with = "brace_core::duration")]
     pub shutdown_grace: Duration,
     /// Log as JSON lines.
@@ -963,6 +1009,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             max_in_flight: default_max_in_flight(),
             max_retry_after: default_max_retry_after(),
+            max_stream_duration: None,
             shutdown_grace: thirty_seconds(),
             json_logs: false,
         }

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod accounting;
 pub mod admin;
 pub mod app;
 pub mod auth;
@@ -44,6 +45,7 @@ pub mod demo;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 mod request_id;
 pub mod server;
 pub mod sse;

@@ -265,20 +265,29 @@ impl Metrics {
 
     /// A stream from `provider` ended, cleanly or with an error.
     pub fn stream_ended(&self, provider: &str, error: Option<&LlmError>) {
-        let outcome = error.map_or("complete", |err| err.kind().as_str());
+        self.stream_outcome(
+            provider,
+            error.map_or("complete", |err| err.kind().as_str()),
+        );
+    }
+
+    /// A stream from `provider` ended with `outcome`: `complete`, the error kind that ended
+    /// it, or `cancelled` when it was dropped before its end.
+    pub fn stream_outcome(&self, provider: &str, outcome: &'static str) {
         self.counter("brace_streams_total", provider, outcome, || {
             metrics::counter!("brace_streams_total", "provider" => provider.to_owned(), "outcome" => outcome)
         })
         .increment(1);
     }
 
-    /// A broken stream from `broken` was handed to `target` to continue; `started` says
-    /// whether the continuation got going.
-    pub fn continuation(&self, broken: &str, target: &str, started: bool) {
+    /// A broken stream from `broken` was handed to `target` to continue, `how` (`prefill`
+    /// or `verified_restart`); `started` says whether the continuation got going.
+    pub fn continuation(&self, broken: &str, target: &str, how: &'static str, started: bool) {
         metrics::counter!(
             "brace_stream_continuations_total",
             "broken" => broken.to_owned(),
             "target" => target.to_owned(),
+            "how" => how,
             "outcome" => if started { "started" } else { "failed" },
         )
         .increment(1);

@@ -15,7 +15,7 @@ use http::HeaderMap;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::CircuitHandle;
 use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
@@ -24,15 +24,17 @@ use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
     FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry,
 };
-use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
+use brace_llm::continuation::ContinuationTarget;
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
 use brace_providers::ClientConfig;
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
-use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
+use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig, RouteTarget};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::policy::RouteCommit;
+use crate::sse::StreamShutdown;
 
 /// One service of the stack: what every layer is boxed into.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
@@ -72,6 +74,7 @@ pub struct Gateway {
     admin: crate::admin::AdminAuth,
     keys: Option<Arc<crate::auth::ClientKeys>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    streams: StreamShutdown,
 }
 
 impl fmt::Debug for Gateway {
@@ -133,36 +136,37 @@ impl Gateway {
                 (provider, target)
             })
             .collect();
-        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &providers, false)?;
+        let (default_failover, _) = failover_for(
+            &everyone,
+            &stacks,
+            &config,
+            &providers,
+            false,
+            LlmClassifier::new(),
+            RouteCommit::default(),
+        )?;
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let targets: Vec<_> = route
-                .providers
-                .iter()
-                .map(|target| {
-                    let provider = config
-                        .providers
-                        .iter()
-                        .find(|p| p.name == target.name)
-                        .expect("routes are checked against providers when the config is read");
-                    (provider, target.clone())
-                })
-                .collect();
-            let (failover, continuation_targets) =
-                failover_for(&targets, &stacks, &config, &providers, true)?;
-            let service: ChatService = if route.continuation {
-                let counter = metrics.clone();
-                BoxCloneSyncService::new(
-                    ContinuationLayer::new(continuation_targets)
-                        .on_attempt(move |attempt| {
-                            counter.continuation(attempt.broken, attempt.target, attempt.started);
-                        })
-                        .layer(failover),
-                )
-            } else {
-                BoxCloneSyncService::new(failover)
+            // A failover service over some of the providers, in the given order.
+            let build = |targets: &[RouteTarget], classifier, commit| {
+                let targets: Vec<_> = targets
+                    .iter()
+                    .map(|target| {
+                        let provider = config
+                            .providers
+                            .iter()
+                            .find(|p| p.name == target.name)
+                            .expect("routes are checked against providers when the config is read");
+                        (provider, target.clone())
+                    })
+                    .collect();
+                let (failover, continuation) = failover_for(
+                    &targets, &stacks, &config, &providers, true, classifier, commit,
+                )?;
+                Ok((BoxCloneSyncService::new(failover), continuation))
             };
+            let service = crate::policy::route_service(route, &build, &metrics)?;
             routes.push((route.clone(), service));
         }
         let router = Router {
@@ -216,7 +220,14 @@ impl Gateway {
             admin,
             keys,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            streams: StreamShutdown::new(),
         }))
+    }
+
+    /// The switch that ends every open stream (see [`StreamShutdown`]): what
+    /// [`serve`](crate::serve) pulls when the shutdown grace runs out.
+    pub fn streams(&self) -> &StreamShutdown {
+        &self.streams
     }
 
     /// Sends a request through the whole stack, with the global deadline.
@@ -686,6 +697,11 @@ fn provider_stack(
     let bulkhead = provider.max_in_flight.map(|limit| {
         crate::limits::BulkheadLayer::new(provider.name.as_str(), limit, metrics.clone())
     });
+    let accounting = crate::accounting::StreamAccountingLayer::new(
+        provider.name.as_str().into(),
+        metrics.clone(),
+        provider.price,
+    );
     let stack = ServiceBuilder::new()
         .option_layer(bulkhead)
         .layer(breaker)
@@ -695,6 +711,8 @@ fn provider_stack(
         }))
         // Each attempt's timeout, cut short by the request's deadline when that comes first.
         .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
+        // Each provider's own tokens, cost and how its stream ended.
+        .layer(accounting)
         .layer(guard)
         .service(client);
     Ok((BoxCloneSyncService::new(stack), handle))
@@ -706,8 +724,7 @@ fn provider_stack(
 type PreferenceFn = fn(&ChatRequest) -> Option<&str>;
 
 /// The failover service of one route.
-type Failover =
-    FailoverService<ChatService, LlmClassifier, brace_core::commit::Immediate, PreferenceFn>;
+type Failover = FailoverService<ChatService, LlmClassifier, RouteCommit, PreferenceFn>;
 
 fn preferred(request: &ChatRequest) -> Option<&str> {
     request
@@ -722,11 +739,14 @@ fn failover_for(
     config: &GatewayConfig,
     registry: &ProviderRegistry,
     route_order: bool,
+    classifier: LlmClassifier,
+    commit: RouteCommit,
 ) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .registry(registry.clone())
-        .classifier(LlmClassifier::new())
+        .classifier(classifier)
+        .commit(commit)
         .preference(preferred as PreferenceFn)
         .selection(config.selection);
     for (index, (provider, target)) in targets.iter().enumerate() {

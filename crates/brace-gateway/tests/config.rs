@@ -361,3 +361,63 @@ fn unset_client_keys_or_an_unreadable_keys_file_refuse_to_start() {
         brace_gateway::Gateway::build_with_env(config, |_| Some(" , ,".to_owned())).unwrap_err();
     assert!(err.to_string().contains("no client key"), "{err}");
 }
+
+#[test]
+fn route_stream_and_refusal_policies_load_and_are_checked() {
+    use brace_gateway::policy::OnContentFilter;
+    use brace_llm::commit::CommitPolicy;
+
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}routes:
+  - match: held
+    providers: [{{name: openai}}, {{name: google}}]
+    commit: {{after_tokens: 64}}
+    on_content_filter: [anthropic]
+    on_context_length: [google]
+  - match: whole
+    providers: [{{name: openai}}]
+    commit: complete
+    on_content_filter: failover
+  - match: plain
+    providers: [{{name: openai}}]
+server:
+  max_stream_duration: 10m
+"
+    ))
+    .unwrap();
+    let routes = &config.routes;
+    assert_eq!(routes[0].commit, CommitPolicy::AfterTokens(64));
+    assert_eq!(
+        routes[0].on_content_filter,
+        OnContentFilter::Providers(vec!["anthropic".into()])
+    );
+    assert_eq!(routes[0].on_context_length, Some(vec!["google".into()]));
+    assert_eq!(routes[1].commit, CommitPolicy::Complete);
+    assert_eq!(routes[1].on_content_filter, OnContentFilter::Failover);
+    assert_eq!(routes[2].commit, CommitPolicy::FirstContent, "the default");
+    assert_eq!(
+        routes[2].on_content_filter,
+        OnContentFilter::Return,
+        "the default"
+    );
+    assert_eq!(routes[2].on_context_length, None);
+    assert_eq!(
+        config.server.max_stream_duration,
+        Some(Duration::from_mins(10))
+    );
+    brace_gateway::Gateway::build(config).unwrap();
+
+    let route = |keys: &str| {
+        format!("{SEED}routes:\n  - match: m\n    providers: [{{name: openai}}]\n{keys}")
+    };
+    let err = error(&route("    on_content_filter: [nobody]\n"));
+    assert!(err.contains("unknown provider `nobody`"), "{err}");
+    let err = error(&route("    on_context_length: [nobody]\n"));
+    assert!(err.contains("unknown provider `nobody`"), "{err}");
+    let err = error(&route("    on_content_filter: sometimes\n"));
+    assert!(err.contains("`return`, `failover`, or a list"), "{err}");
+    let err = error(&route("    commit: {after_tokens: 0}\n"));
+    assert!(err.contains("at least 1"), "{err}");
+    let err = error(&route("    commit: later\n"));
+    assert!(err.contains("later"), "{err}");
+}

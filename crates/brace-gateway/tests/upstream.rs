@@ -1,41 +1,20 @@
 //! What comes back from upstream is bounded before it reaches a client or a log line; every
 //! error is in OpenAI's shape; a provider's bulkhead fails over; every attempt is counted.
 
+mod support;
+
+use support::send;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use brace_gateway::{Gateway, GatewayConfig, app::router};
-
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-}
-
-async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
-    let response = router(gateway.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
 
 fn chat(model: &str, stream: bool) -> Request<Body> {
     Request::post("/v1/chat/completions")
