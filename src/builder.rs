@@ -96,12 +96,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     ///
     /// # Errors
     ///
-    /// What [`Builder::build`](brace_failover::Builder::build) refuses.
+    /// What [`FailoverBuilder::build`](brace_failover::FailoverBuilder::build) refuses.
     #[cfg(feature = "failover")]
     fn failover<S, C, K, P>(
         self,
-        builder: brace_failover::Builder<S, C, K, P>,
-    ) -> Result<L::Service, brace_failover::BuildError>
+        builder: brace_failover::FailoverBuilder<S, C, K, P>,
+    ) -> Result<L::Service, brace_failover::FailoverBuildError>
     where
         L: tower_layer::Layer<brace_failover::FailoverService<S, C, K, P>>;
 }
@@ -159,8 +159,8 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "failover")]
     fn failover<S, C, K, P>(
         self,
-        builder: brace_failover::Builder<S, C, K, P>,
-    ) -> Result<L::Service, brace_failover::BuildError>
+        builder: brace_failover::FailoverBuilder<S, C, K, P>,
+    ) -> Result<L::Service, brace_failover::FailoverBuildError>
     where
         L: tower_layer::Layer<brace_failover::FailoverService<S, C, K, P>>,
     {

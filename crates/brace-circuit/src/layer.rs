@@ -5,8 +5,8 @@ use std::sync::Arc;
 use brace_core::DefaultClassifier;
 use tower_layer::Layer;
 
-use crate::config::{Builder, CircuitBreakerConfig, Settings};
-use crate::error::InvalidConfig;
+use crate::config::{CircuitBreakerBuilder, CircuitBreakerConfig, Settings};
+use crate::error::CircuitConfigError;
 use crate::handle::CircuitHandle;
 use crate::service::CircuitBreaker;
 use crate::state::Shared;
@@ -43,20 +43,20 @@ impl CircuitBreakerLayer {
     /// errors, events and metrics).
     ///
     /// [`CircuitOpen`]: crate::CircuitOpen
-    pub fn builder(name: impl Into<Arc<str>>) -> Builder {
-        Builder::new(name)
+    pub fn builder(name: impl Into<Arc<str>>) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::new(name)
     }
 
     /// A layer configured from a file's settings.
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] when a setting is out of range or `failure_threshold` is combined
+    /// [`CircuitConfigError`] when a setting is out of range or `failure_threshold` is combined
     /// with window settings.
     pub fn from_config(
         name: impl Into<Arc<str>>,
         config: &CircuitBreakerConfig,
-    ) -> Result<Self, InvalidConfig> {
+    ) -> Result<Self, CircuitConfigError> {
         config.to_builder(name)?.build()
     }
 

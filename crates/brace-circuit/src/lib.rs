@@ -57,7 +57,7 @@
 //! Besides closed, open and half-open, a [`CircuitHandle`] can force the breaker open, disable
 //! it (admit and record nothing) or put it in metrics-only state (admit and record, never
 //! open). Every transition emits a [`StateTransition`] to a callback
-//! ([`Builder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
+//! ([`CircuitBreakerBuilder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
 //! [`CircuitRegistry`] lists breakers by name.
 //!
 //! # Details
@@ -70,7 +70,7 @@
 //!   half-open.
 //! - Clones of the service, and every service the layer builds, share one breaker.
 //! - Timing calls to find slow ones reads the clock twice per call, the largest part of a
-//!   closed breaker's cost where the clock is slow; [`Builder::track_slow_calls`] turns it
+//!   closed breaker's cost where the clock is slow; [`CircuitBreakerBuilder::track_slow_calls`] turns it
 //!   off.
 //!
 //! [tower]: https://docs.rs/tower
@@ -89,9 +89,9 @@ mod state;
 mod window;
 
 pub use self::config::{
-    Builder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
+    CircuitBreakerBuilder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
 };
-pub use self::error::{CircuitOpen, InvalidConfig};
+pub use self::error::{CircuitConfigError, CircuitOpen};
 pub use self::event::StateTransition;
 pub use self::handle::{CircuitHandle, CircuitMetrics};
 pub use self::layer::CircuitBreakerLayer;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::config::CircuitBreakerConfig;
-use crate::error::InvalidConfig;
+use crate::error::CircuitConfigError;
 use crate::handle::{CircuitHandle, CircuitMetrics};
 use crate::layer::CircuitBreakerLayer;
 
@@ -28,7 +28,7 @@ use crate::layer::CircuitBreakerLayer;
 /// assert_eq!(openai.handle().state(), CircuitState::ForcedOpen);
 /// let listed = registry.metrics();
 /// assert_eq!(listed[0].name.as_ref(), "openai");
-/// # Ok::<(), brace_circuit::InvalidConfig>(())
+/// # Ok::<(), brace_circuit::CircuitConfigError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct CircuitRegistry {
@@ -51,12 +51,12 @@ impl CircuitRegistry {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] when the configuration is out of range.
+    /// [`CircuitConfigError`] when the configuration is out of range.
     pub fn layer(
         &self,
         name: &str,
         config: &CircuitBreakerConfig,
-    ) -> Result<CircuitBreakerLayer, InvalidConfig> {
+    ) -> Result<CircuitBreakerLayer, CircuitConfigError> {
         let layer = CircuitBreakerLayer::from_config(name, config)?;
         self.register(layer.handle());
         Ok(layer)

@@ -30,7 +30,7 @@ use crate::handle::CircuitHandle;
 /// increment, a swap of the call's slot in the window and, only when the slot held a call of
 /// another kind, one atomic add to the window's totals. The future holds a reference to the
 /// breaker (one reference-count increment). Timing slow calls reads the clock twice per
-/// call; turn it off with [`track_slow_calls(false)`](crate::Builder::track_slow_calls)
+/// call; turn it off with [`track_slow_calls(false)`](crate::CircuitBreakerBuilder::track_slow_calls)
 /// where the clock is slow.
 ///
 /// # Clone

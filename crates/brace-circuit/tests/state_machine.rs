@@ -7,7 +7,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use brace_circuit::{
-    Builder, CircuitBreakerLayer, CircuitOpen, CircuitState, SlidingWindow, StateTransition,
+    CircuitBreakerBuilder, CircuitBreakerLayer, CircuitOpen, CircuitState, SlidingWindow,
+    StateTransition,
 };
 use brace_core::BoxError;
 use common::{Call, Harness};
@@ -19,7 +20,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// A count window of 5 calls, 3 of which are needed, 50 % failure threshold, 5 s in open
 /// state and 2 trial calls.
-fn builder() -> Builder {
+fn builder() -> CircuitBreakerBuilder {
     CircuitBreakerLayer::builder("test")
         .sliding_window(SlidingWindow::Count(5))
         .minimum_calls(3)
@@ -29,7 +30,7 @@ fn builder() -> Builder {
         .permitted_calls_in_half_open(2)
 }
 
-fn harness(builder: Builder) -> Harness {
+fn harness(builder: CircuitBreakerBuilder) -> Harness {
     Harness::new(builder.build().unwrap())
 }
 
@@ -43,7 +44,7 @@ fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
 /// Records every transition the callback sees as `(from, to)`.
 type Seen = Arc<Mutex<Vec<(CircuitState, CircuitState)>>>;
 
-fn recording(builder: Builder) -> (Builder, Seen) {
+fn recording(builder: CircuitBreakerBuilder) -> (CircuitBreakerBuilder, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let builder = builder.on_transition(move |event: &StateTransition| {

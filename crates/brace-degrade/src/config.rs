@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::InvalidConfig;
+use crate::error::DegradeConfigError;
 use crate::level::{Ladder, Level};
 
 /// Everything a [`DegradeLayer`](crate::DegradeLayer) can be configured with.
@@ -70,8 +70,8 @@ impl DegradeConfig {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] if the levels are empty or two share a name.
-    pub fn ladder(&self) -> Result<Ladder, InvalidConfig> {
+    /// [`DegradeConfigError`] if the levels are empty or two share a name.
+    pub fn ladder(&self) -> Result<Ladder, DegradeConfigError> {
         match &self.levels {
             Some(levels) => Ladder::new(levels.clone()),
             None => Ok(Ladder::standard()),
@@ -82,31 +82,31 @@ impl DegradeConfig {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] saying what is wrong.
-    pub fn validate(&self) -> Result<Ladder, InvalidConfig> {
+    /// [`DegradeConfigError`] saying what is wrong.
+    pub fn validate(&self) -> Result<Ladder, DegradeConfigError> {
         let ladder = self.ladder()?;
         if let Some(start) = &self.start
             && ladder.index_of(start).is_none()
         {
-            return Err(InvalidConfig::new(format!(
+            return Err(DegradeConfigError::new(format!(
                 "start level `{start}` is not on the ladder"
             )));
         }
         if self.cache.max_entries == 0 || self.cache.max_bytes == 0 {
-            return Err(InvalidConfig::new(
+            return Err(DegradeConfigError::new(
                 "cache.max_entries and cache.max_bytes must be positive (disable with `enabled: false`)",
             ));
         }
         if self.cache.ttl.is_zero() {
-            return Err(InvalidConfig::new("cache.ttl must be positive"));
+            return Err(DegradeConfigError::new("cache.ttl must be positive"));
         }
         if self.auto.failure_threshold == 0 {
-            return Err(InvalidConfig::new(
+            return Err(DegradeConfigError::new(
                 "auto.failure_threshold must be positive",
             ));
         }
         if self.auto.window.is_zero() || self.auto.probe_interval.is_zero() {
-            return Err(InvalidConfig::new(
+            return Err(DegradeConfigError::new(
                 "auto.window and auto.probe_interval must be positive",
             ));
         }

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::cache::ResponseCache;
 use crate::config::{Admit, DegradeConfig};
-use crate::error::InvalidConfig;
+use crate::error::DegradeConfigError;
 use crate::handle::DegradeHandle;
 use crate::level::Ladder;
 use crate::service::Degrade;
@@ -87,8 +87,8 @@ impl<R: Degradable> DegradeLayer<R> {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] if [`DegradeConfig::validate`] finds a problem.
-    pub fn from_config(config: &DegradeConfig) -> Result<Self, InvalidConfig> {
+    /// [`DegradeConfigError`] if [`DegradeConfig::validate`] finds a problem.
+    pub fn from_config(config: &DegradeConfig) -> Result<Self, DegradeConfigError> {
         let ladder = config.validate()?;
         let start = config
             .start

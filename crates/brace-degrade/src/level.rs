@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use brace_core::degrade::{Features, Shape};
 
-use crate::error::InvalidConfig;
+use crate::error::DegradeConfigError;
 
 /// The message the default ladder's static level answers with.
 pub const DEFAULT_STATIC_MESSAGE: &str = "Service temporarily limited";
@@ -103,11 +103,11 @@ enum KindName {
 }
 
 impl TryFrom<LevelConfig> for Level {
-    type Error = InvalidConfig;
+    type Error = DegradeConfigError;
 
-    fn try_from(config: LevelConfig) -> Result<Self, InvalidConfig> {
+    fn try_from(config: LevelConfig) -> Result<Self, DegradeConfigError> {
         if config.name.trim().is_empty() {
-            return Err(InvalidConfig::new("a level needs a name"));
+            return Err(DegradeConfigError::new("a level needs a name"));
         }
         let name = config.name.as_str();
         let live_fields =
@@ -115,7 +115,7 @@ impl TryFrom<LevelConfig> for Level {
         match config.kind {
             KindName::Live => {
                 if config.message.is_some() {
-                    return Err(InvalidConfig::new(format!(
+                    return Err(DegradeConfigError::new(format!(
                         "level `{name}`: `message` is for static levels"
                     )));
                 }
@@ -128,10 +128,10 @@ impl TryFrom<LevelConfig> for Level {
                     },
                 ))
             }
-            KindName::Cached | KindName::Static if live_fields => Err(InvalidConfig::new(format!(
-                "level `{name}`: `model`, `max_tokens` and `allow` are for live levels"
-            ))),
-            KindName::Cached if config.message.is_some() => Err(InvalidConfig::new(format!(
+            KindName::Cached | KindName::Static if live_fields => Err(DegradeConfigError::new(
+                format!("level `{name}`: `model`, `max_tokens` and `allow` are for live levels"),
+            )),
+            KindName::Cached if config.message.is_some() => Err(DegradeConfigError::new(format!(
                 "level `{name}`: `message` is for static levels"
             ))),
             KindName::Cached => Ok(Level::cached(name)),
@@ -233,14 +233,16 @@ impl Ladder {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] if there are no levels or two share a name.
-    pub fn new(levels: Vec<Level>) -> Result<Self, InvalidConfig> {
+    /// [`DegradeConfigError`] if there are no levels or two share a name.
+    pub fn new(levels: Vec<Level>) -> Result<Self, DegradeConfigError> {
         if levels.is_empty() {
-            return Err(InvalidConfig::new("the ladder needs at least one level"));
+            return Err(DegradeConfigError::new(
+                "the ladder needs at least one level",
+            ));
         }
         for (i, level) in levels.iter().enumerate() {
             if levels[..i].iter().any(|other| other.name == level.name) {
-                return Err(InvalidConfig::new(format!(
+                return Err(DegradeConfigError::new(format!(
                     "two levels are named `{}`",
                     level.name
                 )));

@@ -106,7 +106,7 @@ mod state;
 
 pub use self::cache::{CacheKey, ResponseCache};
 pub use self::config::{Admit, AutoConfig, CacheConfig, DegradeConfig};
-pub use self::error::{InvalidConfig, NoLevelAnswered, UnknownLevel};
+pub use self::error::{DegradeConfigError, NoLevelAnswered, UnknownLevel};
 pub use self::handle::{Cause, DegradeHandle, LevelChange};
 pub use self::layer::{CachedOf, DegradeLayer};
 pub use self::level::{DEFAULT_STATIC_MESSAGE, Ladder, Level, LevelKind, LevelRef};

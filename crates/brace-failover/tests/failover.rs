@@ -9,8 +9,8 @@ use std::time::Duration;
 use brace_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use brace_core::{AllProvidersFailed, BoxError, CircuitOpen, ProviderFailure};
 use brace_failover::{
-    BuildError, FailoverService, HedgeConfig, PreferredProvider, Provider, ProviderRegistry,
-    Selection,
+    FailoverBuildError, FailoverService, HedgeConfig, PreferredProvider, Provider,
+    ProviderRegistry, Selection,
 };
 use support::{Sim, Status, Step, TestClassifier, new_log};
 use tokio::time::Instant;
@@ -477,7 +477,7 @@ async fn probe_task_stops_when_service_is_dropped() {
 #[test]
 fn probe_outside_a_runtime_is_a_build_error() {
     let log = new_log();
-    let err: BuildError = FailoverService::builder()
+    let err: FailoverBuildError = FailoverService::builder()
         .provider(Provider::new("a", Sim::new("a", &log, |_| Step::ok())))
         .probe(Duration::from_secs(1), |_: Arc<str>| async { Ok(()) })
         .build()

@@ -46,18 +46,18 @@ pub struct Attempts(pub(crate) Arc<AtomicU32>);
 
 /// The stack could not be built from the configuration.
 #[derive(Debug)]
-pub struct BuildError(String);
+pub struct GatewayBuildError(String);
 
-impl fmt::Display for BuildError {
+impl fmt::Display for GatewayBuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl Error for BuildError {}
+impl Error for GatewayBuildError {}
 
-fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> BuildError {
-    BuildError(format!("{context}: {err}"))
+fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> GatewayBuildError {
+    GatewayBuildError(format!("{context}: {err}"))
 }
 
 /// The gateway: the stack, and the handles the HTTP API reads and steers it through.
@@ -91,8 +91,8 @@ impl Gateway {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming the part of the configuration that cannot be used.
-    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, BuildError> {
+    /// A [`GatewayBuildError`] naming the part of the configuration that cannot be used.
+    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, GatewayBuildError> {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
@@ -106,7 +106,7 @@ impl Gateway {
     pub fn build_with_env(
         config: GatewayConfig,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Arc<Self>, BuildError> {
+    ) -> Result<Arc<Self>, GatewayBuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
         // One record per provider, shared by every route and the default route: its
@@ -201,13 +201,13 @@ impl Gateway {
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
 
         let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
         let keys = config
             .auth
             .as_ref()
             .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
             .transpose()
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
 
         Ok(Arc::new(Self {
             config,
@@ -531,7 +531,7 @@ type ProbeFn =
 fn client_for(
     provider: &ProviderConfig,
     sims: &mut HashMap<String, SimHandle>,
-) -> Result<(LlmService, ProbeFn), BuildError> {
+) -> Result<(LlmService, ProbeFn), GatewayBuildError> {
     let name = provider.name.as_str();
     let client_config = || {
         let mut config = ClientConfig::new(
@@ -657,7 +657,7 @@ fn provider_stack(
     config: &GatewayConfig,
     circuits: &CircuitRegistry,
     metrics: &Metrics,
-) -> Result<(ChatService, CircuitHandle), BuildError> {
+) -> Result<(ChatService, CircuitHandle), GatewayBuildError> {
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -741,7 +741,7 @@ fn failover_for(
     route_order: bool,
     classifier: LlmClassifier,
     commit: RouteCommit,
-) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
+) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), GatewayBuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .registry(registry.clone())
