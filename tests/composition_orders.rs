@@ -47,6 +47,10 @@ fn calls(sim: &SimProvider) -> u64 {
 
 /// `LlmClassifier`, recording what it was asked to judge: `ok`, an `LlmError`'s kind, or
 /// brace's own errors by name with what they carry.
+///
+/// It judges one input, `Result<&T, &BoxError>`, and serves every layer in every order: a
+/// breaker right over a provider, a retry layer, a degradation layer, a failover service —
+/// the one classification seam.
 #[derive(Clone, Default)]
 struct Spy {
     seen: Arc<Mutex<Vec<String>>>,
@@ -98,13 +102,6 @@ fn describe(err: &(dyn Error + 'static)) -> String {
         "deadline".to_owned()
     } else {
         format!("other: {err}")
-    }
-}
-
-impl<T> Classify<T, LlmError> for Spy {
-    fn classify(&self, result: Result<&T, &LlmError>) -> Outcome {
-        self.record(result.map_or_else(|err| describe(err), |_| "ok".to_owned()));
-        LlmClassifier::new().classify(result)
     }
 }
 

@@ -6,13 +6,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::any::Any;
 use std::time::Duration;
 
 use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshaped};
 use brace_core::exclude::{Excluded, Exclusions};
 use brace_core::{
-    AllProvidersFailed, BoxError, CircuitOpen, Classify, DeadlineExceeded, FailureClass, Outcome,
+    AllProvidersFailed, BoxError, CircuitOpen, Classify, DeadlineExceeded, FailureClass,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -154,8 +153,8 @@ impl<S, R, C> Future for ResponseFuture<S, R, C>
 where
     R: Degradable + Clone,
     S: Service<R, Response = R::Response>,
-    S::Error: Into<BoxError> + 'static,
-    C: Classify<R::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<R::Response, BoxError>,
 {
     type Output = Result<R::Response, BoxError>;
 
@@ -277,7 +276,8 @@ where
                 }
                 StateProj::Call { future } => {
                     let result = match future.poll(cx) {
-                        Poll::Ready(result) => result,
+                        // Judged as every layer judges: the error boxed.
+                        Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
                             let Some(cutoff) = this.cutoff.as_mut() else {
                                 return Poll::Pending;
@@ -321,11 +321,9 @@ where
                             }
                             *this.last = Some(Box::new(Ok(response)));
                         }
-                        Err(err) if !failed => return Poll::Ready(Err(err.into())),
+                        Err(err) if !failed => return Poll::Ready(Err(err)),
                         Err(err) => {
                             let level = &degradation.level;
-                            let judged = judge(&this.core.classifier, &err);
-                            let err: BoxError = err.into();
                             match err.downcast::<AllProvidersFailed>() {
                                 Ok(all) => {
                                     let all = all.in_pass(level);
@@ -335,7 +333,7 @@ where
                                     }
                                 }
                                 Err(err) => {
-                                    *this.last_reshapable = judged.reshaping_may_help();
+                                    *this.last_reshapable = outcome.reshaping_may_help();
                                     *this.last = Some(Box::new(Err(err)));
                                 }
                             }
@@ -368,25 +366,11 @@ fn give_up<T>(
     }
 }
 
-/// Judges an inner error with the layer's classifier.
-fn judge<T, E: 'static, C: Classify<T, E>>(classifier: &C, err: &E) -> Outcome {
-    classifier.classify(Err(err))
-}
-
-/// Judges one provider's error of a trail: with the layer's classifier when the inner
-/// service's errors are `BoxError`s (any tower stack), else with brace's own rules.
-fn judge_entry<T, E: 'static, C: Classify<T, E>>(classifier: &C, err: &BoxError) -> Outcome {
-    match (err as &dyn Any).downcast_ref::<E>() {
-        Some(err) => classifier.classify(Err(err)),
-        None => brace_core::classify::classify_error(&**err).unwrap_or_else(Outcome::transient),
-    }
-}
-
 /// The providers the pass at `level` leaves out: each one's latest entry in the trail is an
 /// open circuit, or — unless the pass asks for another model, which may fail otherwise — a
 /// failure a reshaped request cannot change (a rate limit, a refused key), or it was left
 /// out already.
-fn exclusions<T, E: 'static, C: Classify<T, E>>(
+fn exclusions<T, C: Classify<T, BoxError>>(
     trail: &AllProvidersFailed,
     level: &Arc<str>,
     classifier: &C,
@@ -410,7 +394,7 @@ fn exclusions<T, E: 'static, C: Classify<T, E>>(
         if let Some(excluded) = entry.error.downcast_ref::<Excluded>() {
             return Some((name.clone(), Excluded::new(level.clone(), excluded.class())));
         }
-        let outcome = judge_entry::<T, E, C>(classifier, &entry.error);
+        let outcome = classifier.classify(Err(&entry.error));
         (!outcome.reshaping_may_help())
             .then(|| (name.clone(), Excluded::new(level.clone(), outcome.class())))
     }))

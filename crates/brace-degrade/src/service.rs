@@ -92,8 +92,8 @@ impl<S, R, C> Service<R> for Degrade<S, R, C>
 where
     R: Degradable + Clone,
     S: Service<R, Response = R::Response> + Clone,
-    S::Error: Into<BoxError> + 'static,
-    C: Classify<R::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<R::Response, BoxError>,
 {
     type Response = R::Response;
     type Error = BoxError;

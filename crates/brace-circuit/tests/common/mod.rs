@@ -40,12 +40,13 @@ impl fmt::Display for TestError {
 
 impl std::error::Error for TestError {}
 
-/// Server errors count, bad requests are ignored.
-pub fn classify(result: Result<&(), &TestError>) -> Outcome {
-    match result {
+/// Server errors count, bad requests are ignored. Layers judge errors boxed, as they
+/// return them.
+pub fn classify(result: Result<&(), &BoxError>) -> Outcome {
+    match result.map_err(|err| err.downcast_ref::<TestError>()) {
         Ok(()) => Outcome::success(),
-        Err(TestError("bad request")) => Outcome::ignored(),
-        Err(TestError("rate limited")) => {
+        Err(Some(TestError("bad request"))) => Outcome::ignored(),
+        Err(Some(TestError("rate limited"))) => {
             Outcome::transient().with_class(FailureClass::RateLimited)
         }
         Err(_) => Outcome::transient().with_class(FailureClass::Server),
@@ -90,7 +91,7 @@ impl Harness {
             }
         });
         let service = layer
-            .with_classifier(classify as fn(Result<&(), &TestError>) -> Outcome)
+            .with_classifier(classify as fn(Result<&(), &BoxError>) -> Outcome)
             .layer(inner);
         Self {
             service: BoxCloneSyncService::new(service),
