@@ -71,9 +71,9 @@ where
     let breaker = CircuitBreakerLayer::builder(name)
         .consecutive_failures(5)
         .wait_in_open(Duration::from_secs(10))
+        .classifier(LlmClassifier::new())
         .build()
-        .expect("valid breaker settings")
-        .with_classifier(LlmClassifier::new());
+        .expect("valid breaker settings");
     let retry = RetryLayer::builder()
         .classifier(LlmClassifier::new())
         .max_retries(1)

@@ -137,8 +137,8 @@ pub(crate) async fn run() -> Result<Report, BoxError> {
     // Judges HTTP exchanges: set high enough that it only counts in this run.
     let channel_breaker = CircuitBreakerLayer::builder("model-server/channel")
         .consecutive_failures(100)
-        .build()?
-        .with_classifier(classifier.over_http());
+        .classifier(classifier.over_http())
+        .build()?;
     let channel_circuit = channel_breaker.handle();
     let client = CompleteClient::over(http_channel(
         ServiceBuilder::new()
@@ -149,8 +149,8 @@ pub(crate) async fn run() -> Result<Report, BoxError> {
     let breaker = CircuitBreakerLayer::builder("model-server")
         .consecutive_failures(2)
         .wait_in_open(Duration::from_secs(30))
-        .build()?
-        .with_classifier(classifier);
+        .classifier(classifier)
+        .build()?;
     let circuit = breaker.handle();
     let provider = ServiceBuilder::new()
         .circuit_breaker(breaker)

@@ -54,8 +54,8 @@ pub(crate) fn stack(primary: &SimProvider, fallback: &SimProvider) -> Result<Llm
     let protect = |name: &str, provider: &SimProvider| -> Result<Provider<Llm>, BoxError> {
         let breaker = CircuitBreakerLayer::builder(name)
             .consecutive_failures(5)
-            .build()?
-            .with_classifier(LlmClassifier::new());
+            .classifier(LlmClassifier::new())
+            .build()?;
         let circuit = breaker.handle();
         let retry = RetryLayer::builder()
             .classifier(LlmClassifier::new())

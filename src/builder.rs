@@ -32,7 +32,7 @@ mod sealed {
 ///
 /// # fn main() -> Result<(), brace::BoxError> {
 /// let service = ServiceBuilder::new()
-///     .circuit_breaker(CircuitBreakerLayer::builder("sim").build()?.with_classifier(LlmClassifier::new()))
+///     .circuit_breaker(CircuitBreakerLayer::builder("sim").classifier(LlmClassifier::new()).build()?)
 ///     .retries(RetryLayer::builder().classifier(LlmClassifier::new()).build())
 ///     .attempt_timeout(Duration::from_secs(30))
 ///     .stream_guard(StreamGuardLayer::new().first_token_timeout(Duration::from_secs(10)))

@@ -28,8 +28,10 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod builder;
+mod layers;
 
 pub use self::builder::ServiceBuilderExt;
+pub use self::layers::Layers;
 
 // The README's Rust blocks are doc tests: what it shows compiles and runs.
 #[cfg(doctest)]

@@ -116,9 +116,9 @@ fn breaker(name: &str, failures: u32, spy: &Spy) -> CircuitBreakerLayer<Spy> {
     CircuitBreakerLayer::builder(name)
         .consecutive_failures(failures)
         .wait_in_open(Duration::from_secs(30))
+        .classifier(spy.clone())
         .build()
         .unwrap()
-        .with_classifier(spy.clone())
 }
 
 fn retry(max_retries: u32, spy: &Spy) -> RetryLayer<Spy> {
@@ -428,8 +428,11 @@ async fn degrade_over_failover_reasks_only_providers_a_smaller_request_can_help(
             .provider(Provider::new("busy", plain(busy)).priority(1))
             .build()
             .unwrap();
-        let layer = DegradeLayer::<ChatRequest>::new(Ladder::standard())
-            .with_classifier(degrade_spy.clone());
+        let layer = DegradeLayer::<ChatRequest>::builder()
+            .ladder(Ladder::standard())
+            .classifier(degrade_spy.clone())
+            .build()
+            .unwrap();
         (layer.handle(), layer.layer(failover))
     };
     let (_, service) = stack(&limited, &busy);
@@ -548,8 +551,11 @@ async fn degrade_over_retry_over_breaker_reshapes_only_when_it_may_help() {
     let circuit = breaker.handle();
     let service = ServiceBuilder::new()
         .layer(
-            DegradeLayer::<ChatRequest>::new(Ladder::standard())
-                .with_classifier(degrade_spy.clone()),
+            DegradeLayer::<ChatRequest>::builder()
+                .ladder(Ladder::standard())
+                .classifier(degrade_spy.clone())
+                .build()
+                .unwrap(),
         )
         .layer(retry(1, &Spy::new()))
         .layer(breaker)

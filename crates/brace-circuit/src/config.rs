@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use brace_core::DefaultClassifier;
+
 use crate::error::CircuitConfigError;
 use crate::event::StateTransition;
 use crate::layer::CircuitBreakerLayer;
@@ -234,11 +236,12 @@ impl Settings {
 /// # Ok::<(), brace_circuit::CircuitConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct CircuitBreakerBuilder {
+pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     name: Arc<str>,
     settings: Settings,
     /// Whether `permitted_calls_in_half_open` was set (so `consecutive_failures` keeps it).
     half_open_set: bool,
+    classifier: C,
 }
 
 impl CircuitBreakerBuilder {
@@ -247,6 +250,22 @@ impl CircuitBreakerBuilder {
             name: name.into(),
             settings: Settings::default(),
             half_open_set: false,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// How outcomes are judged ([`DefaultClassifier`] unless set): success, failure or
+    /// ignored, from `Result<&Response, &BoxError>` as every brace layer asks (for example
+    /// [`StatusClassifier`](brace_core::StatusClassifier) for `http::Response`s,
+    /// `brace_llm::LlmClassifier` for LLM providers).
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            name: self.name,
+            settings: self.settings,
+            half_open_set: self.half_open_set,
+            classifier,
         }
     }
 
@@ -361,9 +380,13 @@ impl CircuitBreakerBuilder {
     ///
     /// [`CircuitConfigError`] when a setting is out of range: a rate outside (0, 100], an empty
     /// window, zero minimum calls or half-open permits, a wait multiplier below 1.
-    pub fn build(self) -> Result<CircuitBreakerLayer, CircuitConfigError> {
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, CircuitConfigError> {
         self.settings.validate()?;
-        Ok(CircuitBreakerLayer::from_settings(self.name, self.settings))
+        Ok(CircuitBreakerLayer::from_settings(
+            self.name,
+            self.settings,
+            self.classifier,
+        ))
     }
 }
 
@@ -403,11 +426,11 @@ pub enum SlidingWindowKind {
 ///     "max_wait_in_open": "10m",
 ///     "permitted_calls_in_half_open": 2
 /// }"#)?;
-/// let layer = CircuitBreakerLayer::from_config("openai", &config)?;
+/// let layer = config.to_builder("openai")?.build()?;
 ///
 /// let seed: CircuitBreakerConfig =
 ///     serde_json::from_str(r#"{"failure_threshold": 5, "reset_timeout": 60}"#)?;
-/// let layer = CircuitBreakerLayer::from_config("anthropic", &seed)?;
+/// let layer = seed.to_builder("anthropic")?.classifier(brace_core::StatusClassifier::new()).build()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -451,7 +474,8 @@ pub struct CircuitBreakerConfig {
 }
 
 impl CircuitBreakerConfig {
-    /// A builder holding these settings, for further changes (such as a transition callback).
+    /// A builder holding these settings, for the rest (the classifier, a transition
+    /// callback): `config.to_builder(name)?.classifier(c).build()?`.
     ///
     /// # Errors
     ///

@@ -48,9 +48,10 @@
 //!
 //! The default classifier, [`DefaultClassifier`](brace_core::DefaultClassifier), counts every
 //! `Err` as a failure (except another breaker's [`CircuitOpen`], which is ignored). For
-//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier) with
-//! [`CircuitBreakerLayer::with_classifier`]: 5xx (and 429, unless told otherwise) count as
-//! failures and other 4xx are ignored. brace-llm provides a classifier for LLM outcomes.
+//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier), set with the
+//! builder's [`classifier`](CircuitBreakerBuilder::classifier): 5xx (and 429, unless told
+//! otherwise) count as failures and other 4xx are ignored. brace-llm provides a classifier
+//! for LLM outcomes; brace-core's `GrpcClassifier` reads gRPC status codes.
 //!
 //! # States
 //!

@@ -65,20 +65,7 @@ impl<S, C> CircuitBreaker<S, C> {
         &self.handle
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    brace_core::define_inner_service_accessors!();
 }
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>

@@ -11,7 +11,7 @@ use brace_circuit::{
     StateTransition,
 };
 use brace_core::BoxError;
-use common::{Call, Harness};
+use common::{Call, Harness, judged};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
@@ -31,7 +31,7 @@ fn builder() -> CircuitBreakerBuilder {
 }
 
 fn harness(builder: CircuitBreakerBuilder) -> Harness {
-    Harness::new(builder.build().unwrap())
+    Harness::new(judged(builder))
 }
 
 fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
@@ -642,7 +642,7 @@ async fn event_display_names_the_breaker_and_both_states() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_of_the_service_share_one_breaker() {
-    let layer = builder().build().unwrap();
+    let layer = judged(builder());
     let mut a = Harness::new(layer.clone());
     let mut b = Harness::new(layer);
     a.calls(2, || Call::Fail).await;

@@ -49,8 +49,8 @@ impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
 /// [`DegradeHandle`], as tower's `GlobalConcurrencyLimitLayer` shares its semaphore.
 ///
 /// `R` is the request type ([`Degradable`]); `C` judges outcomes
-/// ([`Classify`](brace_core::Classify)), [`DefaultClassifier`] unless
-/// [`with_classifier`](Self::with_classifier) says otherwise.
+/// ([`Classify`](brace_core::Classify)), [`DefaultClassifier`] unless the builder's
+/// [`classifier`](DegradeLayerBuilder::classifier) says otherwise.
 pub struct DegradeLayer<R: Degradable, C = DefaultClassifier> {
     core: Arc<Core<CachedOf<R>, C>>,
     _request: PhantomData<fn(R)>,
@@ -74,31 +74,29 @@ impl<R: Degradable, C: fmt::Debug> fmt::Debug for DegradeLayer<R, C> {
 }
 
 impl<R: Degradable> DegradeLayer<R> {
-    /// A layer over `ladder` with the default configuration otherwise.
+    /// A layer over `ladder` with the default configuration otherwise and the
+    /// [`DefaultClassifier`]; [`builder`](Self::builder) sets the rest.
     pub fn new(ladder: Ladder) -> Self {
         let config = DegradeConfig {
             levels: Some(ladder.levels().to_vec()),
             ..DegradeConfig::default()
         };
-        Self::build(ladder, &config, 0)
+        Self::assemble(ladder, &config, 0, DefaultClassifier)
     }
 
-    /// A layer built from `config`.
-    ///
-    /// # Errors
-    ///
-    /// [`DegradeConfigError`] if [`DegradeConfig::validate`] finds a problem.
-    pub fn from_config(config: &DegradeConfig) -> Result<Self, DegradeConfigError> {
-        let ladder = config.validate()?;
-        let start = config
-            .start
-            .as_deref()
-            .and_then(|name| ladder.index_of(name))
-            .unwrap_or(0);
-        Ok(Self::build(ladder, config, start))
+    /// Starts a builder: the configuration ([`DegradeConfig`]: ladder, start level, cache,
+    /// automatic movement) and the classifier.
+    pub fn builder() -> DegradeLayerBuilder<R> {
+        DegradeLayerBuilder {
+            config: DegradeConfig::default(),
+            classifier: DefaultClassifier,
+            _request: PhantomData,
+        }
     }
+}
 
-    fn build(ladder: Ladder, config: &DegradeConfig, start: usize) -> Self {
+impl<R: Degradable, C> DegradeLayer<R, C> {
+    fn assemble(ladder: Ladder, config: &DegradeConfig, start: usize, classifier: C) -> Self {
         let cache = config
             .cache
             .enabled
@@ -107,27 +105,10 @@ impl<R: Degradable> DegradeLayer<R> {
             core: Arc::new(Core {
                 shared: Arc::new(Shared::new(ladder, config.auto.clone(), start)),
                 cache,
-                classifier: DefaultClassifier,
+                classifier,
                 fallback_attempts: config.fallback_attempts,
                 fallback_to_static: config.fallback_to_static,
                 admit: config.cache.admit,
-            }),
-            _request: PhantomData,
-        }
-    }
-}
-
-impl<R: Degradable, C> DegradeLayer<R, C> {
-    /// The same layer (same level state and cache) judging outcomes with `classifier`.
-    pub fn with_classifier<C2>(&self, classifier: C2) -> DegradeLayer<R, C2> {
-        DegradeLayer {
-            core: Arc::new(Core {
-                shared: self.core.shared.clone(),
-                cache: self.core.cache.clone(),
-                classifier,
-                fallback_attempts: self.core.fallback_attempts,
-                fallback_to_static: self.core.fallback_to_static,
-                admit: self.core.admit,
             }),
             _request: PhantomData,
         }
@@ -149,5 +130,71 @@ impl<S, R: Degradable, C> Layer<S> for DegradeLayer<R, C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Degrade::from_core(inner, self.core.clone())
+    }
+}
+
+// ===== DegradeLayerBuilder =====
+
+/// Builds a [`DegradeLayer`]; start with [`DegradeLayer::builder`].
+pub struct DegradeLayerBuilder<R: Degradable, C = DefaultClassifier> {
+    config: DegradeConfig,
+    classifier: C,
+    _request: PhantomData<fn(R)>,
+}
+
+impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
+    /// Every setting from `config` (a file's `degradation` section, say).
+    #[must_use]
+    pub fn config(mut self, config: DegradeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The ladder (by default [`Ladder::standard`]).
+    #[must_use]
+    pub fn ladder(mut self, ladder: Ladder) -> Self {
+        self.config.levels = Some(ladder.levels().to_vec());
+        self
+    }
+
+    /// How outcomes are judged ([`DefaultClassifier`] unless set), from
+    /// `Result<&Response, &BoxError>` as every brace layer asks: a failure, or an error that
+    /// should fail over, sends the request down the ladder and counts against the level.
+    pub fn classifier<C2>(self, classifier: C2) -> DegradeLayerBuilder<R, C2> {
+        DegradeLayerBuilder {
+            config: self.config,
+            classifier,
+            _request: PhantomData,
+        }
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`DegradeConfigError`] if [`DegradeConfig::validate`] finds a problem.
+    pub fn build(self) -> Result<DegradeLayer<R, C>, DegradeConfigError> {
+        let ladder = self.config.validate()?;
+        let start = self
+            .config
+            .start
+            .as_deref()
+            .and_then(|name| ladder.index_of(name))
+            .unwrap_or(0);
+        Ok(DegradeLayer::assemble(
+            ladder,
+            &self.config,
+            start,
+            self.classifier,
+        ))
+    }
+}
+
+impl<R: Degradable, C: fmt::Debug> fmt::Debug for DegradeLayerBuilder<R, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DegradeLayerBuilder")
+            .field("config", &self.config)
+            .field("classifier", &self.classifier)
+            .finish()
     }
 }

@@ -108,7 +108,7 @@ pub use self::cache::{CacheKey, ResponseCache};
 pub use self::config::{Admit, AutoConfig, CacheConfig, DegradeConfig};
 pub use self::error::{DegradeConfigError, NoLevelAnswered, UnknownLevel};
 pub use self::handle::{Cause, DegradeHandle, LevelChange};
-pub use self::layer::{CachedOf, DegradeLayer};
+pub use self::layer::{CachedOf, DegradeLayer, DegradeLayerBuilder};
 pub use self::level::{DEFAULT_STATIC_MESSAGE, Ladder, Level, LevelKind, LevelRef};
 pub use self::service::Degrade;
 pub use brace_core::degrade::{

@@ -72,20 +72,7 @@ impl<S, R: Degradable, C> Degrade<S, R, C> {
         DegradeHandle::new(self.core.shared.clone())
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Takes the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    brace_core::define_inner_service_accessors!();
 }
 
 impl<S, R, C> Service<R> for Degrade<S, R, C>

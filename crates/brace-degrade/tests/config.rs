@@ -56,7 +56,9 @@ fn levels_durations_and_cache_rules_are_read() {
     assert_eq!(config.cache.admit, Admit::All);
     assert_eq!(config.auto.window, Duration::from_secs(5));
     assert_eq!(config.auto.probe_interval, Duration::from_mins(1));
-    let layer = brace_degrade::DegradeLayer::<NoRequest>::from_config(&config);
+    let layer = brace_degrade::DegradeLayer::<NoRequest>::builder()
+        .config(config.clone())
+        .build();
     assert_eq!(layer.unwrap().handle().level().name(), "haiku");
 }
 

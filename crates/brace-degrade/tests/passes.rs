@@ -63,13 +63,15 @@ fn ladder() -> Ladder {
 }
 
 fn layer(fallback_to_static: bool) -> DegradeLayer<Req, ByClass> {
-    DegradeLayer::<Req>::from_config(&DegradeConfig {
-        levels: Some(ladder().levels().to_vec()),
-        fallback_to_static,
-        ..DegradeConfig::default()
-    })
-    .unwrap()
-    .with_classifier(ByClass)
+    DegradeLayer::<Req>::builder()
+        .config(DegradeConfig {
+            levels: Some(ladder().levels().to_vec()),
+            fallback_to_static,
+            ..DegradeConfig::default()
+        })
+        .classifier(ByClass)
+        .build()
+        .unwrap()
 }
 
 /// A provider that fails every call with `class`, counting calls.

@@ -38,9 +38,9 @@ fn guarded(provider: Provider<Sim>, spec: Breaker) -> Provider<Guarded> {
     let layer = CircuitBreakerLayer::builder(provider.name())
         .consecutive_failures(spec.failures)
         .wait_in_open(spec.wait)
+        .classifier(TestClassifier)
         .build()
-        .unwrap()
-        .with_classifier(TestClassifier);
+        .unwrap();
     let handle = layer.handle();
     provider.map_service(|sim| layer.layer(sim)).circuit(handle)
 }
@@ -166,9 +166,9 @@ async fn a_failure_rate_over_the_breakers_window_takes_a_provider_out() {
         .sliding_window(brace_circuit::SlidingWindow::Count(10))
         .minimum_calls(10)
         .failure_rate_threshold(50.0)
+        .classifier(TestClassifier)
         .build()
-        .unwrap()
-        .with_classifier(TestClassifier);
+        .unwrap();
     let handle = layer.handle();
     let mut svc: Failover = FailoverService::builder()
         .provider(Provider::new("a", layer.layer(a.clone())).circuit(handle))

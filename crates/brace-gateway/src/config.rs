@@ -212,7 +212,9 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
             let breaker = config.circuit_breaker_for(provider)?;
-            brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
+            breaker
+                .to_builder(name.as_str())
+                .and_then(brace_circuit::CircuitBreakerBuilder::build)
                 .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
             config.fallback_for(provider)?;
         }

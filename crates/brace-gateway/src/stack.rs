@@ -18,7 +18,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::CircuitHandle;
-use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
+use brace_circuit::{CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
@@ -193,9 +193,11 @@ impl Gateway {
         if let Some(cache) = &config.cache {
             degrade_config.cache = cache.clone();
         }
-        let degrade_layer = DegradeLayer::<ChatRequest>::from_config(&degrade_config)
-            .map_err(|err| build_error("degradation", err))?
-            .with_classifier(LlmClassifier::new());
+        let degrade_layer = DegradeLayer::<ChatRequest>::builder()
+            .config(degrade_config)
+            .classifier(LlmClassifier::new())
+            .build()
+            .map_err(|err| build_error("degradation", err))?;
         let degrade = degrade_layer.handle();
         let service =
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
@@ -680,11 +682,12 @@ fn provider_stack(
     let breaker_config = config
         .circuit_breaker_for(provider)
         .map_err(|err| build_error(context(), err))?;
-    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &breaker_config)
-        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
-        .with_classifier(LlmClassifier::new());
+    // Built and listed in the registry (`GET /v1/circuits`) at once.
+    let breaker = breaker_config
+        .to_builder(provider.name.as_str())
+        .and_then(|builder| circuits.layer(builder.classifier(LlmClassifier::new())))
+        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?;
     let handle = breaker.handle();
-    circuits.register(handle.clone());
 
     let instrument = Instrument {
         provider: provider.name.as_str().into(),

@@ -115,9 +115,9 @@ pub fn provider_stack(
     CircuitHandle,
 ) {
     let breaker = CircuitBreakerLayer::builder(name)
+        .classifier(LlmClassifier::new())
         .build()
-        .unwrap()
-        .with_classifier(LlmClassifier::new());
+        .unwrap();
     let handle = breaker.handle();
     let mut retry = RetryLayer::builder()
         .classifier(LlmClassifier::new())
@@ -155,9 +155,11 @@ pub fn brace_stack(
         .unwrap();
     let mut config = DegradeConfig::default();
     config.cache.enabled = cache;
-    let degrade = DegradeLayer::<ChatRequest>::from_config(&config)
-        .unwrap()
-        .with_classifier(LlmClassifier::new());
+    let degrade = DegradeLayer::<ChatRequest>::builder()
+        .config(config)
+        .classifier(LlmClassifier::new())
+        .build()
+        .unwrap();
     (degrade.layer(failover), handle)
 }
 

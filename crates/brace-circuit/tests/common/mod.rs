@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use brace_circuit::{CircuitBreakerLayer, CircuitHandle};
+use brace_circuit::{CircuitBreakerBuilder, CircuitBreakerLayer, CircuitHandle};
 use brace_core::{BoxError, FailureClass, Outcome};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
@@ -53,6 +53,17 @@ pub fn classify(result: Result<&(), &BoxError>) -> Outcome {
     }
 }
 
+/// The test classifier's type.
+pub type TestClassify = fn(Result<&(), &BoxError>) -> Outcome;
+
+/// `builder`'s layer, judging with [`classify`].
+pub fn judged(builder: CircuitBreakerBuilder) -> CircuitBreakerLayer<TestClassify> {
+    builder
+        .classifier(classify as TestClassify)
+        .build()
+        .unwrap()
+}
+
 pub type Svc = BoxCloneSyncService<Call, (), BoxError>;
 
 /// A breaker from `layer` around the test service, counting calls that reach it.
@@ -63,7 +74,8 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(layer: CircuitBreakerLayer) -> Self {
+    /// A breaker from `layer`, built with [`classify`] (see [`judged`]).
+    pub fn new(layer: CircuitBreakerLayer<TestClassify>) -> Self {
         let handle = layer.handle();
         let inner_calls = Arc::new(AtomicUsize::new(0));
         let counter = inner_calls.clone();
@@ -90,9 +102,7 @@ impl Harness {
                 }
             }
         });
-        let service = layer
-            .with_classifier(classify as fn(Result<&(), &BoxError>) -> Outcome)
-            .layer(inner);
+        let service = layer.layer(inner);
         Self {
             service: BoxCloneSyncService::new(service),
             handle,
