@@ -8,7 +8,7 @@ use brace_core::DefaultClassifier;
 use brace_core::degrade::{Degradable, DegradeResponse};
 use tower_layer::Layer;
 
-use crate::cache::ResponseCache;
+use crate::cache::{CacheTier, ResponseCache};
 use crate::config::{Admit, DegradeConfig};
 use crate::error::DegradeConfigError;
 use crate::handle::DegradeHandle;
@@ -23,6 +23,8 @@ pub type CachedOf<R> = <<R as Degradable>::Response as DegradeResponse>::Cached;
 pub(crate) struct Core<V, C> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) cache: Option<ResponseCache<V>>,
+    /// The cache's second tier, if any.
+    pub(crate) tier: Option<Arc<dyn CacheTier<V>>>,
     pub(crate) classifier: C,
     pub(crate) fallback_attempts: u32,
     pub(crate) fallback_to_static: bool,
@@ -34,6 +36,7 @@ impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
         f.debug_struct("Core")
             .field("shared", &self.shared)
             .field("cache", &self.cache)
+            .field("tier", &self.tier.is_some())
             .field("classifier", &self.classifier)
             .field("fallback_attempts", &self.fallback_attempts)
             .field("fallback_to_static", &self.fallback_to_static)
@@ -81,7 +84,7 @@ impl<R: Degradable> DegradeLayer<R> {
             levels: Some(ladder.levels().to_vec()),
             ..DegradeConfig::default()
         };
-        Self::assemble(ladder, &config, 0, DefaultClassifier)
+        Self::assemble(ladder, &config, 0, DefaultClassifier, None)
     }
 
     /// Starts a builder: the configuration ([`DegradeConfig`]: ladder, start level, cache,
@@ -90,13 +93,20 @@ impl<R: Degradable> DegradeLayer<R> {
         DegradeLayerBuilder {
             config: DegradeConfig::default(),
             classifier: DefaultClassifier,
+            tier: None,
             _request: PhantomData,
         }
     }
 }
 
 impl<R: Degradable, C> DegradeLayer<R, C> {
-    fn assemble(ladder: Ladder, config: &DegradeConfig, start: usize, classifier: C) -> Self {
+    fn assemble(
+        ladder: Ladder,
+        config: &DegradeConfig,
+        start: usize,
+        classifier: C,
+        tier: Option<Arc<dyn CacheTier<CachedOf<R>>>>,
+    ) -> Self {
         let cache = config
             .cache
             .enabled
@@ -104,6 +114,8 @@ impl<R: Degradable, C> DegradeLayer<R, C> {
         Self {
             core: Arc::new(Core {
                 shared: Arc::new(Shared::new(ladder, config.auto.clone(), start)),
+                // Without an enabled cache there is nothing for a tier to back.
+                tier: tier.filter(|_| cache.is_some()),
                 cache,
                 classifier,
                 fallback_attempts: config.fallback_attempts,
@@ -139,6 +151,7 @@ impl<S, R: Degradable, C> Layer<S> for DegradeLayer<R, C> {
 pub struct DegradeLayerBuilder<R: Degradable, C = DefaultClassifier> {
     config: DegradeConfig,
     classifier: C,
+    tier: Option<Arc<dyn CacheTier<CachedOf<R>>>>,
     _request: PhantomData<fn(R)>,
 }
 
@@ -164,8 +177,18 @@ impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
         DegradeLayerBuilder {
             config: self.config,
             classifier,
+            tier: self.tier,
             _request: PhantomData,
         }
+    }
+
+    /// A second tier behind the response cache (see [`CacheTier`]): a cache shared by
+    /// replicas, say. Without an enabled cache there is nothing for a tier to back, and it is
+    /// not used.
+    #[must_use]
+    pub fn cache_tier(mut self, tier: Arc<dyn CacheTier<CachedOf<R>>>) -> Self {
+        self.tier = Some(tier);
+        self
     }
 
     /// Builds the layer.
@@ -186,6 +209,7 @@ impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
             &self.config,
             start,
             self.classifier,
+            self.tier,
         ))
     }
 }
@@ -195,6 +219,7 @@ impl<R: Degradable, C: fmt::Debug> fmt::Debug for DegradeLayerBuilder<R, C> {
         f.debug_struct("DegradeLayerBuilder")
             .field("config", &self.config)
             .field("classifier", &self.classifier)
+            .field("tier", &self.tier.is_some())
             .finish()
     }
 }

@@ -69,6 +69,8 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
+    pub state: Option<StateConfig>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,8 @@ struct RawGatewayConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    state: Option<StateConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -187,6 +191,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             auth: raw.auth,
             routes: raw.routes,
             server: raw.server,
+            state: raw.state,
         };
         let levels: Vec<String> = config
             .degradation
@@ -444,7 +449,8 @@ impl GatewayConfig {
     fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         serde_saphyr::from_str(text).map_err(|err| ConfigError {
             origin: origin.to_owned(),
-            message: err.to_string(),
+            // The parser quotes the offending line, which may hold a URL with a password.
+            message: scrub_url_passwords(&err.to_string()),
         })
     }
 
@@ -454,6 +460,49 @@ impl GatewayConfig {
     pub fn demo() -> Self {
         Self::from_yaml(DEMO_CONFIG).expect("the embedded demo configuration is valid")
     }
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`, or a
+/// `pass=` query value) replaced by `***`.
+pub fn scrub_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '\'' | '"' | '`' | ')'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(user_end) => match authority[..user_end].find(':') {
+                Some(colon) => {
+                    out.push_str(&authority[..=colon]);
+                    out.push_str("***");
+                    out.push_str(&authority[user_end..]);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("pass=") {
+        let (head, tail) = rest.split_at(at + 5);
+        scrubbed.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '\'' | '"' | '`'))
+            .unwrap_or(tail.len());
+        if end > 0 {
+            scrubbed.push_str("***");
+        }
+        rest = &tail[end..];
+    }
+    scrubbed.push_str(rest);
+    scrubbed
 }
 
 /// The embedded demo configuration.
@@ -576,6 +625,10 @@ pub struct ProviderConfig {
     /// This provider's own retry keys, laid over the global `fallback` section (see
     /// [`GatewayConfig::fallback_for`]).
     pub fallback: Option<serde_json::Value>,
+    /// The provider's quota (`requests_per_minute`, `tokens_per_minute`): a call that
+    /// would exceed it goes to the next provider at once, without counting against this
+    /// provider's circuit. Counted by every replica together when `state` names a Redis.
+    pub rate_limit: Option<brace_failover::RateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -619,6 +672,8 @@ struct RawProviderConfig {
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
     fallback: Option<serde_json::Value>,
+    #[serde(default)]
+    rate_limit: Option<brace_failover::RateLimit>,
 }
 
 fn one() -> u32 {
@@ -691,6 +746,11 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             serde_json::from_value::<brace_retry::RetryConfig>(section.clone())
                 .map_err(|err| format!("provider `{name}`: fallback: {err}"))?;
         }
+        if let Some(limit) = &raw.rate_limit {
+            limit
+                .validate()
+                .map_err(|err| format!("provider `{name}`: {err}"))?;
+        }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
             return Err(format!(
                 "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
@@ -719,6 +779,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             models: raw.models,
             circuit_breaker: raw.circuit_breaker,
             fallback: raw.fallback,
+            rate_limit: raw.rate_limit,
         })
     }
 }
@@ -907,6 +968,122 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+/// The `state` section: where provider state lives.
+///
+/// Absent: in memory, one process. With a Redis URL, replicas given the same Redis and
+/// `key_prefix` share circuit transitions (one half-open probe lease per provider), the
+/// pinned degradation level, a response-cache tier and the providers' rate limits; when
+/// Redis is down each replica serves from local state (see brace-redis).
+///
+/// ```
+/// let config = brace_gateway::GatewayConfig::from_yaml(r#"
+/// providers: [{ name: sim, model: m }]
+/// state: { redis_url_env: BRACE_REDIS_URL, key_prefix: "prod:" }
+/// "#).unwrap();
+/// assert_eq!(config.state.unwrap().key_prefix, "prod:");
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawStateConfig")]
+pub struct StateConfig {
+    /// The Redis URL, written in the file (its password is never logged; prefer
+    /// `redis_url_env` to keep it out of the file).
+    pub redis_url: Option<String>,
+    /// The environment variable holding the Redis URL.
+    pub redis_url_env: Option<String>,
+    /// Put before every key (default `brace:`).
+    pub key_prefix: String,
+    /// The longest wait for one Redis command before local state answers (default 50 ms).
+    pub timeout: Duration,
+    /// How long a replica's half-open probe lease lasts (default 10 s).
+    pub probe_lease: Duration,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_ref()
+                    .map(|url| brace_redis::RedisUrl::new(url.as_str())),
+            )
+            .field("redis_url_env", &self.redis_url_env)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_lease", &self.probe_lease)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateConfig {
+    #[serde(default)]
+    redis_url: Option<String>,
+    #[serde(default)]
+    redis_url_env: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_state_timeout", with = "brace_core::duration")]
+    timeout: Duration,
+    #[serde(default = "default_probe_lease", with = "brace_core::duration")]
+    probe_lease: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "brace:".to_owned()
+}
+
+fn default_state_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_probe_lease() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TryFrom<RawStateConfig> for StateConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStateConfig) -> Result<Self, String> {
+        match (&raw.redis_url, &raw.redis_url_env) {
+            (None, None) => {
+                return Err(
+                    "state: set redis_url_env (or redis_url) to share state through Redis, or \
+                     leave the section out to keep state in memory"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {
+                return Err("state: set redis_url or redis_url_env, not both".into());
+            }
+            _ => {}
+        }
+        if let Some(url) = &raw.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "state.redis_url must start with redis:// (got {})",
+                brace_redis::RedisUrl::new(url.as_str())
+            ));
+        }
+        if raw.key_prefix.is_empty() {
+            return Err("state.key_prefix must not be empty".into());
+        }
+        if raw.timeout.is_zero() || raw.probe_lease.is_zero() {
+            return Err("state.timeout and state.probe_lease must be more than zero".into());
+        }
+        Ok(Self {
+            redis_url: raw.redis_url,
+            redis_url_env: raw.redis_url_env,
+            key_prefix: raw.key_prefix,
+            timeout: raw.timeout,
+            probe_lease: raw.probe_lease,
+        })
+    }
 }
 
 /// HTTP server limits.
@@ -1318,6 +1495,15 @@ mod check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_scrubbed() {
+        assert_eq!(
+            scrub_url_passwords("at 'redis://:pw@h:1/0' and http://u:p@x/y?pass=z&a=b, redis://h"),
+            "at 'redis://:***@h:1/0' and http://u:***@x/y?pass=***&a=b, redis://h"
+        );
+        assert_eq!(scrub_url_passwords("no urls"), "no urls");
+    }
 
     #[test]
     fn globs_match_like_shells() {

@@ -50,6 +50,7 @@ mod request_id;
 pub mod server;
 pub mod sse;
 pub mod stack;
+mod state;
 
 pub use self::config::GatewayConfig;
 pub use self::error::{ApiError, gateway_status};

@@ -345,6 +345,19 @@ impl Metrics {
         metrics::gauge!("brace_circuit_state", "provider" => provider.to_owned()).set(state);
     }
 
+    /// Sets `brace_state_store_up` (1 while the state store answers; an in-memory store is
+    /// always up).
+    pub fn state_store_up(&self, kind: &'static str, up: bool) {
+        metrics::gauge!("brace_state_store_up", "store" => kind).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// A call was refused by `provider`'s rate limit (`quota`: `requests_per_minute` or
+    /// `tokens_per_minute`) and moved on.
+    pub fn rate_limited(&self, provider: &str, quota: &'static str) {
+        metrics::counter!("brace_rate_limited_total", "provider" => provider.to_owned(), "quota" => quota)
+            .increment(1);
+    }
+
     /// Sets the degradation level gauge (0 = full).
     pub fn degradation_level(&self, index: usize) {
         metrics::gauge!("brace_degradation_level").set(index as f64);

@@ -22,7 +22,8 @@ use brace_circuit::{CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
-    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry,
+    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry, RateLimiter,
+    StateStore,
 };
 use brace_llm::continuation::ContinuationTarget;
 use brace_llm::guard::StreamGuardLayer;
@@ -56,6 +57,12 @@ impl fmt::Display for GatewayBuildError {
 
 impl Error for GatewayBuildError {}
 
+impl GatewayBuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> GatewayBuildError {
     GatewayBuildError(format!("{context}: {err}"))
 }
@@ -75,6 +82,7 @@ pub struct Gateway {
     keys: Option<Arc<crate::auth::ClientKeys>>,
     shutting_down: std::sync::atomic::AtomicBool,
     streams: StreamShutdown,
+    store: Arc<dyn StateStore>,
 }
 
 impl fmt::Debug for Gateway {
@@ -109,16 +117,18 @@ impl Gateway {
     ) -> Result<Arc<Self>, GatewayBuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
+        // In memory, or in Redis shared with the other replicas (see `state`).
+        let store = crate::state::store_for(config.state.as_ref(), &env)?;
         // One record per provider, shared by every route and the default route: its
-        // breaker, latency, counters and active check.
-        let providers = ProviderRegistry::with_error_kind(llm_error_kind);
+        // breaker, latency, counters and active check; its circuit shared through the store.
+        let providers = ProviderRegistry::with_error_kind(llm_error_kind).with_store(store.clone());
         let mut sims = HashMap::new();
         let mut stacks: HashMap<String, (ChatService, CircuitHandle)> = HashMap::new();
         let mut probes: HashMap<String, ProbeFn> = HashMap::new();
 
         for provider in &config.providers {
             let (client, probe) = client_for(provider, &mut sims)?;
-            let stack = provider_stack(provider, client, &config, &circuits, &metrics)?;
+            let stack = provider_stack(provider, client, &config, &circuits, &metrics, &store)?;
             stacks.insert(provider.name.clone(), stack);
             probes.insert(provider.name.clone(), probe);
         }
@@ -193,12 +203,18 @@ impl Gateway {
         if let Some(cache) = &config.cache {
             degrade_config.cache = cache.clone();
         }
-        let degrade_layer = DegradeLayer::<ChatRequest>::builder()
+        let mut degrade_builder = DegradeLayer::<ChatRequest>::builder()
             .config(degrade_config)
-            .classifier(LlmClassifier::new())
+            .classifier(LlmClassifier::new());
+        if store.is_shared() {
+            degrade_builder =
+                degrade_builder.cache_tier(Arc::new(crate::state::StoreTier::new(store.clone())));
+        }
+        let degrade_layer = degrade_builder
             .build()
             .map_err(|err| build_error("degradation", err))?;
         let degrade = degrade_layer.handle();
+        crate::state::share_pin(&store, &degrade);
         let service =
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
 
@@ -223,6 +239,7 @@ impl Gateway {
             keys,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             streams: StreamShutdown::new(),
+            store,
         }))
     }
 
@@ -230,6 +247,12 @@ impl Gateway {
     /// [`serve`](crate::serve) pulls when the shutdown grace runs out.
     pub fn streams(&self) -> &StreamShutdown {
         &self.streams
+    }
+
+    /// Where provider state lives: in memory, or a Redis shared with other replicas (the
+    /// `state` section).
+    pub fn state_store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
     /// Sends a request through the whole stack, with the global deadline.
@@ -429,6 +452,7 @@ impl Gateway {
             "status": status,
             "degradation": level.name(),
             "providers": providers,
+            "state_store": { "kind": self.store.kind(), "up": self.store.is_up() },
         })
     }
 
@@ -463,6 +487,8 @@ impl Gateway {
                 .circuit_state(handle.name(), circuit_gauge(handle.state()));
         }
         self.metrics.degradation_level(self.degrade.level().index());
+        self.metrics
+            .state_store_up(self.store.kind(), self.store.is_up());
     }
 
     /// The degradation state, for `GET`/`POST /v1/degradation/level`.
@@ -659,6 +685,7 @@ fn provider_stack(
     config: &GatewayConfig,
     circuits: &CircuitRegistry,
     metrics: &Metrics,
+    store: &Arc<dyn StateStore>,
 ) -> Result<(ChatService, CircuitHandle), GatewayBuildError> {
     let context = || format!("provider `{}`", provider.name);
 
@@ -705,8 +732,17 @@ fn provider_stack(
         metrics.clone(),
         provider.price,
     );
+    // The rate limit comes next (a shed call spends no quota): a call it refuses reaches
+    // neither the breaker nor an attempt, and failover moves on (the bulkhead's error).
+    let rate_limit = provider.rate_limit.map(|quota| {
+        crate::state::RateLimitLayer::new(
+            RateLimiter::new(&provider.name, quota, store.clone()),
+            metrics.clone(),
+        )
+    });
     let stack = ServiceBuilder::new()
         .option_layer(bulkhead)
+        .option_layer(rate_limit)
         .layer(breaker)
         .layer(retry)
         .layer(tower::layer::layer_fn(move |inner| {
