@@ -45,7 +45,7 @@ pub struct CircuitBreakerLayer<C = DefaultClassifier> {
 impl CircuitBreakerLayer {
     /// Starts a builder for a breaker named `name` (the name appears in [`CircuitOpen`]
     /// errors, events and metrics). A configuration file's settings give one too:
-    /// [`CircuitBreakerConfig::to_builder`].
+    /// [`CircuitBreakerConfig::to_builder`](crate::CircuitBreakerConfig::to_builder).
     ///
     /// [`CircuitOpen`]: crate::CircuitOpen
     pub fn builder(name: impl Into<Arc<str>>) -> CircuitBreakerBuilder {

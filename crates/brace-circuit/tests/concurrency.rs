@@ -66,7 +66,7 @@ async fn half_open_never_admits_more_trial_calls_than_permitted_across_threads()
         .failure_rate_threshold(50.0)
         .wait_in_open(Duration::ZERO)
         .permitted_calls_in_half_open(PERMITTED as u32);
-    let h = Harness::new(judged(layer));
+    let h = Harness::new(&judged(layer));
     tokio::time::timeout(HANG_GUARD, async {
         for round in 0..40 {
             h.handle.reset();
@@ -157,7 +157,7 @@ async fn counts_stay_consistent_while_state_flips_under_load() {
         .failure_rate_threshold(50.0)
         .wait_in_open(Duration::ZERO)
         .permitted_calls_in_half_open(PERMITTED);
-    let mut h = Harness::new(judged(layer));
+    let mut h = Harness::new(&judged(layer));
     let transitions = Arc::new(AtomicUsize::new(0));
     let mut events = h.handle.subscribe();
     let counter = transitions.clone();

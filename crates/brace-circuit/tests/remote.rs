@@ -14,7 +14,7 @@ use tokio::time::advance;
 const SECOND: Duration = Duration::from_secs(1);
 
 fn harness() -> Harness {
-    Harness::new(judged(
+    Harness::new(&judged(
         CircuitBreakerLayer::builder("remote")
             .consecutive_failures(2)
             .wait_in_open(10 * SECOND)
@@ -141,7 +141,7 @@ async fn a_gate_holds_the_automatic_transition_too() {
         .consecutive_failures(1)
         .wait_in_open(SECOND)
         .automatic_transition(true);
-    let mut h = Harness::new(judged(layer));
+    let mut h = Harness::new(&judged(layer));
     h.handle.set_half_open_gate(Arc::new(|_: &str| false));
     h.calls(1, || Call::Fail).await;
     advance(2 * SECOND).await;

@@ -31,7 +31,7 @@ fn builder() -> CircuitBreakerBuilder {
 }
 
 fn harness(builder: CircuitBreakerBuilder) -> Harness {
-    Harness::new(judged(builder))
+    Harness::new(&judged(builder))
 }
 
 fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
@@ -643,8 +643,8 @@ async fn event_display_names_the_breaker_and_both_states() {
 #[tokio::test(start_paused = true)]
 async fn clones_of_the_service_share_one_breaker() {
     let layer = judged(builder());
-    let mut a = Harness::new(layer.clone());
-    let mut b = Harness::new(layer);
+    let mut a = Harness::new(&layer);
+    let mut b = Harness::new(&layer);
     a.calls(2, || Call::Fail).await;
     b.call(Call::Fail).await.unwrap_err();
     assert!(a.handle.same_breaker(&b.handle));

@@ -165,6 +165,7 @@ impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
 
     /// The ladder (by default [`Ladder::standard`]).
     #[must_use]
+    #[allow(clippy::needless_pass_by_value)] // by value, as every other setter
     pub fn ladder(mut self, ladder: Ladder) -> Self {
         self.config.levels = Some(ladder.levels().to_vec());
         self

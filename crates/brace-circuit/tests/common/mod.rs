@@ -75,7 +75,7 @@ pub struct Harness {
 
 impl Harness {
     /// A breaker from `layer`, built with [`classify`] (see [`judged`]).
-    pub fn new(layer: CircuitBreakerLayer<TestClassify>) -> Self {
+    pub fn new(layer: &CircuitBreakerLayer<TestClassify>) -> Self {
         let handle = layer.handle();
         let inner_calls = Arc::new(AtomicUsize::new(0));
         let counter = inner_calls.clone();
