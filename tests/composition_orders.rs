@@ -17,6 +17,7 @@ use brace::deadline::{DeadlineLayer, TimeoutLayer};
 use brace::degrade::{DegradeLayer, Ladder, Origin};
 use brace::failover::{FailoverService, Provider};
 use brace::llm::commit::FirstContent;
+use brace::llm::degrade::Shape;
 use brace::llm::guard::StreamGuardLayer;
 use brace::llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, Message};
 use brace::retry::{Backoff, RetryLayer};
@@ -128,6 +129,12 @@ fn retry(max_retries: u32, spy: &Spy) -> RetryLayer<Spy> {
         .backoff(Backoff::constant(Duration::from_millis(100)))
         .no_budget()
         .build()
+}
+
+/// The gateway's default ladder for chat requests: `full`, `reduced` (`max_tokens` 1024),
+/// `minimal` (256), `cached`, `offline`.
+fn llm_ladder() -> Ladder<Shape> {
+    Ladder::with_live_levels(Shape::standard_levels()).unwrap()
 }
 
 fn failed_calls(handle: &CircuitHandle) -> u64 {
@@ -429,7 +436,7 @@ async fn degrade_over_failover_reasks_only_providers_a_smaller_request_can_help(
             .build()
             .unwrap();
         let layer = DegradeLayer::<ChatRequest>::builder()
-            .ladder(Ladder::standard())
+            .ladder(llm_ladder())
             .classifier(degrade_spy.clone())
             .build()
             .unwrap();
@@ -552,7 +559,7 @@ async fn degrade_over_retry_over_breaker_reshapes_only_when_it_may_help() {
     let service = ServiceBuilder::new()
         .layer(
             DegradeLayer::<ChatRequest>::builder()
-                .ladder(Ladder::standard())
+                .ladder(llm_ladder())
                 .classifier(degrade_spy.clone())
                 .build()
                 .unwrap(),

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use std::time::Duration;
 
-use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshaped};
+use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshape};
 use brace_core::exclude::{Excluded, Exclusions};
 use brace_core::{
     AllProvidersFailed, BoxError, CircuitOpen, Classify, DeadlineExceeded, FailureClass,
@@ -20,7 +20,7 @@ use tower_service::Service;
 use crate::cache::{CacheKey, TierFuture};
 use crate::config::Admit;
 use crate::error::NoLevelAnswered;
-use crate::layer::{CachedOf, Core};
+use crate::layer::{CachedOf, CoreOf};
 use crate::level::LevelKind;
 use crate::state::Start;
 
@@ -45,10 +45,10 @@ pin_project! {
         key: KeyState,
         level: usize,
         live_left: u32,
-        reshaped: Reshaped,
+        reshaped: R::Reshaped,
         // What the previous live pass changed in the request: a later pass that would send
         // the same request is skipped.
-        previous: Option<Reshaped>,
+        previous: Option<R::Reshaped>,
         start: Start,
         // The last live level's failure, returned if no lower level answers. Boxed: only a
         // failing request fills it, and inline it would grow every request's future.
@@ -64,7 +64,7 @@ pin_project! {
         // still be given; then the live call is dropped for it.
         cutoff: Option<Pin<Box<Sleep>>>,
         cut: bool,
-        core: Arc<Core<CachedOf<R>, C>>,
+        core: Arc<CoreOf<R, C>>,
     }
 }
 
@@ -106,7 +106,7 @@ where
         svc_ready: bool,
         request: R,
         start: Start,
-        core: Arc<Core<CachedOf<R>, C>>,
+        core: Arc<CoreOf<R, C>>,
     ) -> Self {
         Self {
             state: State::Route,
@@ -117,7 +117,7 @@ where
             key: KeyState::Unknown,
             level: start.level,
             live_left: core.fallback_attempts.saturating_add(1),
-            reshaped: Reshaped::nothing(),
+            reshaped: R::Reshaped::nothing(),
             previous: None,
             start,
             last: None,
@@ -173,7 +173,7 @@ where
                         level: level.name_arc().clone(),
                         index: *this.level,
                         origin: Origin::Cache,
-                        reshaped: Reshaped::nothing(),
+                        reshaped: R::Reshaped::nothing(),
                     };
                     match level.kind() {
                         LevelKind::Live(_) => {
@@ -233,7 +233,6 @@ where
                     }
                     let Some(LevelKind::Live(shape)) = this
                         .core
-                        .shared
                         .ladder
                         .get(*this.level)
                         .map(crate::level::Level::kind)
@@ -251,7 +250,7 @@ where
                     // A later pass is worth its calls only if it sends a different request
                     // to someone whose failure that can change.
                     if let Some(previous) = &*this.previous {
-                        let model_changed = reshaped.model != previous.model;
+                        let model_changed = reshaped.retargets(previous);
                         let level = this.core.shared.ladder.levels()[*this.level].name_arc();
                         let worth_it = reshaped != *previous
                             && match this.trail.as_deref() {
@@ -315,7 +314,7 @@ where
                             .clone(),
                         index: *this.level,
                         origin: Origin::Live,
-                        reshaped: std::mem::take(this.reshaped),
+                        reshaped: std::mem::replace(this.reshaped, R::Reshaped::nothing()),
                     };
                     match result {
                         Ok(mut response) => {
@@ -366,7 +365,7 @@ where
                                 .clone(),
                             index: *this.level,
                             origin: Origin::Cache,
-                            reshaped: Reshaped::nothing(),
+                            reshaped: R::Reshaped::nothing(),
                         });
                         return Poll::Ready(Ok(response));
                     }
@@ -442,7 +441,7 @@ fn nobody_left(trail: &AllProvidersFailed, exclusions: &Exclusions) -> bool {
 }
 
 /// `true` if a cached or static answer could stand in for a live one cut by the deadline.
-fn has_fallback<R: Degradable, C>(core: &Core<CachedOf<R>, C>, request: &R) -> bool {
+fn has_fallback<R: Degradable, C>(core: &CoreOf<R, C>, request: &R) -> bool {
     let ladder = core.shared.ladder.levels();
     let cached = core.cache.is_some()
         && match core.admit {
@@ -471,7 +470,7 @@ fn cutoff() -> Option<Pin<Box<Sleep>>> {
 /// Hands a successful live response to the cache, if the request may be cached.
 fn fill<R, C>(
     response: R::Response,
-    core: &Core<CachedOf<R>, C>,
+    core: &CoreOf<R, C>,
     key: &mut KeyState,
     request: &R,
 ) -> R::Response

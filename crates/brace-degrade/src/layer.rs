@@ -17,10 +17,16 @@ use crate::service::Degrade;
 use crate::state::Shared;
 
 /// What the cache of a layer for requests `R` stores.
-pub type CachedOf<R> = <<R as Degradable>::Response as DegradeResponse>::Cached;
+pub type CachedOf<R> =
+    <<R as Degradable>::Response as DegradeResponse<<R as Degradable>::Reshaped>>::Cached;
+
+/// What every service of a layer for requests `R` shares.
+pub(crate) type CoreOf<R, C> = Core<CachedOf<R>, <R as Degradable>::Shape, C>;
 
 /// What every service of one layer shares: the level state, the cache, the classifier.
-pub(crate) struct Core<V, C> {
+pub(crate) struct Core<V, Sh, C> {
+    /// The ladder with its shapes (the level state keeps it without them).
+    pub(crate) ladder: Ladder<Sh>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) cache: Option<ResponseCache<V>>,
     /// The cache's second tier, if any.
@@ -31,7 +37,7 @@ pub(crate) struct Core<V, C> {
     pub(crate) admit: Admit,
 }
 
-impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
+impl<V, Sh, C: fmt::Debug> fmt::Debug for Core<V, Sh, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Core")
             .field("shared", &self.shared)
@@ -55,7 +61,7 @@ impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
 /// ([`Classify`](brace_core::Classify)), [`DefaultClassifier`] unless the builder's
 /// [`classifier`](DegradeLayerBuilder::classifier) says otherwise.
 pub struct DegradeLayer<R: Degradable, C = DefaultClassifier> {
-    core: Arc<Core<CachedOf<R>, C>>,
+    core: Arc<CoreOf<R, C>>,
     _request: PhantomData<fn(R)>,
 }
 
@@ -79,7 +85,7 @@ impl<R: Degradable, C: fmt::Debug> fmt::Debug for DegradeLayer<R, C> {
 impl<R: Degradable> DegradeLayer<R> {
     /// A layer over `ladder` with the default configuration otherwise and the
     /// [`DefaultClassifier`]; [`builder`](Self::builder) sets the rest.
-    pub fn new(ladder: Ladder) -> Self {
+    pub fn new(ladder: Ladder<R::Shape>) -> Self {
         let config = DegradeConfig {
             levels: Some(ladder.levels().to_vec()),
             ..DegradeConfig::default()
@@ -101,8 +107,8 @@ impl<R: Degradable> DegradeLayer<R> {
 
 impl<R: Degradable, C> DegradeLayer<R, C> {
     fn assemble(
-        ladder: Ladder,
-        config: &DegradeConfig,
+        ladder: Ladder<R::Shape>,
+        config: &DegradeConfig<R::Shape>,
         start: usize,
         classifier: C,
         tier: Option<Arc<dyn CacheTier<CachedOf<R>>>>,
@@ -113,7 +119,12 @@ impl<R: Degradable, C> DegradeLayer<R, C> {
             .then(|| ResponseCache::new(&config.cache));
         Self {
             core: Arc::new(Core {
-                shared: Arc::new(Shared::new(ladder, config.auto.clone(), start)),
+                shared: Arc::new(Shared::new(
+                    ladder.without_shapes(),
+                    config.auto.clone(),
+                    start,
+                )),
+                ladder,
                 // Without an enabled cache there is nothing for a tier to back.
                 tier: tier.filter(|_| cache.is_some()),
                 cache,
@@ -149,7 +160,7 @@ impl<S, R: Degradable, C> Layer<S> for DegradeLayer<R, C> {
 
 /// Builds a [`DegradeLayer`]; start with [`DegradeLayer::builder`].
 pub struct DegradeLayerBuilder<R: Degradable, C = DefaultClassifier> {
-    config: DegradeConfig,
+    config: DegradeConfig<R::Shape>,
     classifier: C,
     tier: Option<Arc<dyn CacheTier<CachedOf<R>>>>,
     _request: PhantomData<fn(R)>,
@@ -158,7 +169,7 @@ pub struct DegradeLayerBuilder<R: Degradable, C = DefaultClassifier> {
 impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
     /// Every setting from `config` (a file's `degradation` section, say).
     #[must_use]
-    pub fn config(mut self, config: DegradeConfig) -> Self {
+    pub fn config(mut self, config: DegradeConfig<R::Shape>) -> Self {
         self.config = config;
         self
     }
@@ -166,7 +177,7 @@ impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
     /// The ladder (by default [`Ladder::standard`]).
     #[must_use]
     #[allow(clippy::needless_pass_by_value)] // by value, as every other setter
-    pub fn ladder(mut self, ladder: Ladder) -> Self {
+    pub fn ladder(mut self, ladder: Ladder<R::Shape>) -> Self {
         self.config.levels = Some(ladder.levels().to_vec());
         self
     }

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::handle::DegradeHandle;
-use crate::layer::{CachedOf, Core, DegradeLayer};
+use crate::layer::{CoreOf, DegradeLayer};
 
 /// Answers each request at the current degradation level, falling down the ladder when a
 /// level fails, and moves the current level by itself. Made by [`DegradeLayer`].
@@ -30,7 +30,7 @@ use crate::layer::{CachedOf, Core, DegradeLayer};
 /// Clones share the level state and cache; readiness is not cloned.
 pub struct Degrade<S, R: Degradable, C> {
     inner: S,
-    core: Arc<Core<CachedOf<R>, C>>,
+    core: Arc<CoreOf<R, C>>,
     ready: bool,
 }
 
@@ -59,7 +59,7 @@ impl<S, R: Degradable, C> Degrade<S, R, C> {
         tower_layer::Layer::layer(layer, inner)
     }
 
-    pub(crate) fn from_core(inner: S, core: Arc<Core<CachedOf<R>, C>>) -> Self {
+    pub(crate) fn from_core(inner: S, core: Arc<CoreOf<R, C>>) -> Self {
         Self {
             inner,
             core,

@@ -4,9 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use brace_core::degrade::{Features, Origin};
+use brace_core::degrade::Origin;
 use brace_core::{BoxError, Outcome};
 use brace_degrade::{DegradeConfig, DegradeLayer, DegradeLayerBuilder, NoLevelAnswered};
+use support::Features;
 use support::{Backend, Mode, Req, Resp};
 use tower::{Layer, Service, ServiceExt};
 
@@ -243,7 +244,8 @@ async fn an_error_that_is_the_callers_is_returned_without_falling_back() {
 
 #[tokio::test]
 async fn a_ladder_without_a_static_level_returns_the_last_error() {
-    use brace_degrade::{Ladder, Level, Shape};
+    use brace_degrade::{Ladder, Level};
+    use support::Shape;
     let backend = Backend::new(Mode::Failing);
     let ladder = Ladder::new(vec![
         Level::live("full", Shape::unchanged()),

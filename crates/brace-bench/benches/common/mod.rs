@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use brace_circuit::{CircuitBreakerLayer, CircuitHandle};
 use brace_core::BoxError;
-use brace_degrade::{DegradeConfig, DegradeLayer};
+use brace_degrade::{DegradeConfig, DegradeLayer, Ladder};
 use brace_failover::{FailoverService, Provider};
 use brace_gateway::{Gateway, GatewayConfig};
+use brace_llm::degrade::Shape;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, Message};
 use brace_retry::{Backoff, RetryLayer};
 use brace_sim::{SimConfig, SimProvider};
@@ -153,7 +154,15 @@ pub fn brace_stack(
         .provider(Provider::new("tertiary", third).priority(3))
         .build()
         .unwrap();
-    let mut config = DegradeConfig::default();
+    let mut config = DegradeConfig {
+        levels: Some(
+            Ladder::with_live_levels(Shape::standard_levels())
+                .unwrap()
+                .levels()
+                .to_vec(),
+        ),
+        ..DegradeConfig::default()
+    };
     config.cache.enabled = cache;
     let degrade = DegradeLayer::<ChatRequest>::builder()
         .config(config)
