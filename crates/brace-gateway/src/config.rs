@@ -70,6 +70,8 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Trace export (off by default).
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
     pub state: Option<StateConfig>,
 }
@@ -103,6 +105,7 @@ struct RawGatewayConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
+    telemetry: crate::telemetry::TelemetryConfig,
     state: Option<StateConfig>,
 }
 
@@ -192,6 +195,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             auth: raw.auth,
             routes: raw.routes,
             server: raw.server,
+            telemetry: raw.telemetry,
             state: raw.state,
         };
         let levels: Vec<String> = config

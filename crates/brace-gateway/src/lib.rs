@@ -39,6 +39,7 @@ mod accounting;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod banner;
 mod bounded;
 pub mod config;
 pub mod demo;
@@ -51,6 +52,7 @@ pub mod server;
 pub mod sse;
 pub mod stack;
 mod state;
+pub mod telemetry;
 
 pub use self::config::GatewayConfig;
 pub use self::error::{ApiError, gateway_status};

@@ -263,6 +263,7 @@ impl Gateway {
     pub async fn call(&self, mut request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
         let attempts = Attempts::default();
         request.extensions.insert(attempts.clone());
+        crate::telemetry::record_request(&request);
         let start = Instant::now();
         let deadline = self.config.server.request_timeout;
         // One deadline for the whole request: every layer below reads what is left of it
@@ -287,6 +288,7 @@ impl Gateway {
                     response.meta.origin() == brace_llm::Origin::Cache,
                 );
                 self.metrics.request("chat", 200, start.elapsed());
+                crate::telemetry::record_answer(&response, count);
                 Ok((response, count))
             }
             Ok(Err(err)) => {
@@ -295,11 +297,13 @@ impl Gateway {
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
+                crate::telemetry::record_failure(api.status(), count);
                 Err(api)
             }
             Err(_) => {
                 let err: BoxError = Box::new(brace_core::DeadlineExceeded::new(deadline));
                 self.metrics.request("chat", 504, start.elapsed());
+                crate::telemetry::record_failure(http::StatusCode::GATEWAY_TIMEOUT, count);
                 Err(ApiError::from_stack_error(&err))
             }
         }
@@ -578,6 +582,9 @@ fn client_for(
         if let Some(var) = provider.key_env() {
             config = config.with_api_key_env(var);
         }
+        if let Some(hook) = crate::telemetry::upstream_hook() {
+            config = config.with_request_hook(hook);
+        }
         config
     };
     macro_rules! boxed {
@@ -703,8 +710,10 @@ fn provider_stack(
     let retry = config
         .fallback_for(provider)
         .map_err(|err| build_error(context(), err))?
-        .layer(LlmClassifier::new())
-        .map_err(|err| build_error(format!("{}: fallback", context()), err))?;
+        .builder(LlmClassifier::new())
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
+        .name(provider.name.as_str())
+        .build();
 
     let breaker_config = config
         .circuit_breaker_for(provider)
@@ -740,6 +749,11 @@ fn provider_stack(
             metrics.clone(),
         )
     });
+    let base_url = provider
+        .base_url
+        .as_deref()
+        .or(Some(default_base_url(provider.kind())).filter(|url| !url.is_empty()));
+    let attempt_span = crate::telemetry::AttemptSpanLayer::new(provider, base_url, handle.clone());
     let stack = ServiceBuilder::new()
         .option_layer(bulkhead)
         .option_layer(rate_limit)
@@ -748,6 +762,8 @@ fn provider_stack(
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
+        // One span per attempt, its outcome timeouts included.
+        .layer(attempt_span)
         // Each attempt's timeout, cut short by the request's deadline when that comes first.
         .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
         // Each provider's own tokens, cost and how its stream ended.
