@@ -51,7 +51,7 @@ impl Reshape for () {
         true
     }
 
-    fn retargets(&self, _: &Self) -> bool {
+    fn retargets(&self, (): &Self) -> bool {
         false
     }
 }

@@ -37,9 +37,10 @@ pub(crate) struct Core<V, Sh, C> {
     pub(crate) admit: Admit,
 }
 
-impl<V, Sh, C: fmt::Debug> fmt::Debug for Core<V, Sh, C> {
+impl<V, Sh: fmt::Debug, C: fmt::Debug> fmt::Debug for Core<V, Sh, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Core")
+            .field("ladder", &self.ladder)
             .field("shared", &self.shared)
             .field("cache", &self.cache)
             .field("tier", &self.tier.is_some())

@@ -122,6 +122,7 @@ struct LevelConfig<Sh> {
     // What neither the level nor its shape knows (a flattened struct ignores unknown keys,
     // so they are collected here and refused).
     #[serde(flatten, skip_serializing)]
+    #[allow(clippy::zero_sized_map_values)] // only the keys matter, to name them
     unknown: BTreeMap<String, IgnoredAny>,
 }
 

@@ -37,7 +37,11 @@ fn empty_config_gives_the_standard_ladder_and_defaults() {
     };
     let ladder =
         Ladder::with_live_levels([("full", Shape::default()), ("reduced", reduced)]).unwrap();
-    let names: Vec<_> = ladder.levels().iter().map(|l| l.name()).collect();
+    let names: Vec<_> = ladder
+        .levels()
+        .iter()
+        .map(brace_degrade::Level::name)
+        .collect();
     assert_eq!(names, ["full", "reduced", "cached", "offline"]);
     assert!(Ladder::with_live_levels([("cached", Shape::default())]).is_err());
 }

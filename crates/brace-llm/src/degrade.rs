@@ -132,6 +132,7 @@ pub struct Shape {
 }
 
 impl Features {
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes `&Self`
     fn is_all(&self) -> bool {
         *self == Self::ALL
     }
