@@ -7,7 +7,7 @@
 //! - **live** levels call the inner service with the request reshaped to the level's shape
 //!   (for chat requests: another model, a `max_tokens` cap, features such as tools, streaming,
 //!   images or a response format removed — what a shape is and does is the request type's
-//!   business, [`Degradable::Shape`](brace_core::degrade::Degradable::Shape));
+//!   business, [`Degradable::Shape`]);
 //! - **cached** levels answer from a bounded response cache, marked as cached; a miss falls
 //!   to the next level;
 //! - **static** levels answer with a configured message, never calling the inner service.
