@@ -27,6 +27,7 @@
 //! Unknown keys, wrong types and impossible values are rejected with the line and what is
 //! wrong.
 
+use brace_llm::degrade::Shape;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -52,7 +53,7 @@ pub struct GatewayConfig {
     /// it (see [`circuit_breaker_for`](Self::circuit_breaker_for)).
     pub circuit_breaker: brace_circuit::CircuitBreakerConfig,
     /// The degradation ladder.
-    pub degradation: brace_degrade::DegradeConfig,
+    pub degradation: DegradeConfig,
     /// The response cache (overrides `degradation.cache`).
     pub cache: Option<brace_degrade::CacheConfig>,
     /// How providers of equal priority are chosen.
@@ -170,7 +171,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
         }
-        let degradation: brace_degrade::DegradeConfig = raw.degradation.0.into();
+        let degradation: DegradeConfig = raw.degradation.0.into();
         if let Some(cache) = &raw.cache {
             // The ladder is checked with the cache it will really use.
             let mut effective = degradation.clone();
@@ -221,7 +222,9 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
             let breaker = config.circuit_breaker_for(provider)?;
-            brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
+            breaker
+                .to_builder(name.as_str())
+                .and_then(brace_circuit::CircuitBreakerBuilder::build)
                 .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
             config.fallback_for(provider)?;
         }
@@ -367,6 +370,19 @@ impl GatewayConfig {
     }
 }
 
+/// The degradation section's settings: brace-degrade's configuration over chat requests'
+/// shapes (a level's `model`, `max_tokens` and `allow`).
+pub type DegradeConfig = brace_degrade::DegradeConfig<Shape>;
+
+/// The gateway's default ladder, when the configuration names no levels: `full`, `reduced`
+/// (`max_tokens` capped at 1024, no images), `minimal` (256; no tools, images or response
+/// format), `cached`, `offline` ([`Shape::standard_levels`] above brace-degrade's cached and
+/// static levels).
+pub fn default_ladder() -> brace_degrade::Ladder<Shape> {
+    brace_degrade::Ladder::with_live_levels(Shape::standard_levels())
+        .expect("the standard levels have distinct names")
+}
+
 /// The `degradation` section: brace-degrade's configuration, except that a request whose
 /// live levels all failed gets its real error (a 429 with Retry-After, a 503 listing each
 /// provider) rather than the static message, unless `fallback_to_static: true`. The static
@@ -374,7 +390,7 @@ impl GatewayConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DegradationConfig {
-    levels: Option<Vec<brace_degrade::Level>>,
+    levels: Option<Vec<brace_degrade::Level<Shape>>>,
     start: Option<String>,
     fallback_attempts: u32,
     fallback_to_static: bool,
@@ -384,7 +400,7 @@ struct DegradationConfig {
 
 impl Default for DegradationConfig {
     fn default() -> Self {
-        let library = brace_degrade::DegradeConfig::default();
+        let library = DegradeConfig::default();
         Self {
             levels: library.levels,
             start: library.start,
@@ -396,10 +412,15 @@ impl Default for DegradationConfig {
     }
 }
 
-impl From<DegradationConfig> for brace_degrade::DegradeConfig {
+impl From<DegradationConfig> for DegradeConfig {
     fn from(config: DegradationConfig) -> Self {
         Self {
-            levels: config.levels,
+            // Without levels, the gateway's default ladder.
+            levels: Some(
+                config
+                    .levels
+                    .unwrap_or_else(|| default_ladder().levels().to_vec()),
+            ),
             start: config.start,
             fallback_attempts: config.fallback_attempts,
             fallback_to_static: config.fallback_to_static,
@@ -1237,6 +1258,8 @@ pub const MAX_RETRIES: u32 = 20;
 mod check {
     use std::time::Duration;
 
+    use super::DegradeConfig;
+
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
 
@@ -1436,7 +1459,7 @@ mod check {
         type Error = String;
 
         fn try_from(config: super::DegradationConfig) -> Result<Self, String> {
-            brace_degrade::DegradeConfig::from(config.clone())
+            DegradeConfig::from(config.clone())
                 .validate()
                 .map_err(|err| format!("degradation: {err}"))?;
             Ok(Self(config))
@@ -1452,9 +1475,9 @@ mod check {
         type Error = String;
 
         fn try_from(cache: brace_degrade::CacheConfig) -> Result<Self, String> {
-            brace_degrade::DegradeConfig {
+            DegradeConfig {
                 cache: cache.clone(),
-                ..brace_degrade::DegradeConfig::default()
+                ..DegradeConfig::default()
             }
             .validate()
             .map_err(|err| format!("cache: {err}"))?;

@@ -18,7 +18,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::CircuitHandle;
-use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
+use brace_circuit::{CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
@@ -47,24 +47,24 @@ pub struct Attempts(pub(crate) Arc<AtomicU32>);
 
 /// The stack could not be built from the configuration.
 #[derive(Debug)]
-pub struct BuildError(String);
+pub struct GatewayBuildError(String);
 
-impl fmt::Display for BuildError {
+impl fmt::Display for GatewayBuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl Error for BuildError {}
+impl Error for GatewayBuildError {}
 
-impl BuildError {
+impl GatewayBuildError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 }
 
-fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> BuildError {
-    BuildError(format!("{context}: {err}"))
+fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> GatewayBuildError {
+    GatewayBuildError(format!("{context}: {err}"))
 }
 
 /// The gateway: the stack, and the handles the HTTP API reads and steers it through.
@@ -99,8 +99,8 @@ impl Gateway {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming the part of the configuration that cannot be used.
-    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, BuildError> {
+    /// A [`GatewayBuildError`] naming the part of the configuration that cannot be used.
+    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, GatewayBuildError> {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
@@ -114,7 +114,7 @@ impl Gateway {
     pub fn build_with_env(
         config: GatewayConfig,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Arc<Self>, BuildError> {
+    ) -> Result<Arc<Self>, GatewayBuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
         // In memory, or in Redis shared with the other replicas (see `state`).
@@ -203,26 +203,29 @@ impl Gateway {
         if let Some(cache) = &config.cache {
             degrade_config.cache = cache.clone();
         }
-        let mut degrade_layer = DegradeLayer::<ChatRequest>::from_config(&degrade_config)
-            .map_err(|err| build_error("degradation", err))?
-            .with_classifier(LlmClassifier::new());
+        let mut degrade_builder = DegradeLayer::<ChatRequest>::builder()
+            .config(degrade_config)
+            .classifier(LlmClassifier::new());
         if store.is_shared() {
-            degrade_layer = degrade_layer
-                .with_cache_tier(Arc::new(crate::state::StoreTier::new(store.clone())));
+            degrade_builder =
+                degrade_builder.cache_tier(Arc::new(crate::state::StoreTier::new(store.clone())));
         }
+        let degrade_layer = degrade_builder
+            .build()
+            .map_err(|err| build_error("degradation", err))?;
         let degrade = degrade_layer.handle();
         crate::state::share_pin(&store, &degrade);
         let service =
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
 
         let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
         let keys = config
             .auth
             .as_ref()
             .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
             .transpose()
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
 
         Ok(Arc::new(Self {
             config,
@@ -560,7 +563,7 @@ type ProbeFn =
 fn client_for(
     provider: &ProviderConfig,
     sims: &mut HashMap<String, SimHandle>,
-) -> Result<(LlmService, ProbeFn), BuildError> {
+) -> Result<(LlmService, ProbeFn), GatewayBuildError> {
     let name = provider.name.as_str();
     let client_config = || {
         let mut config = ClientConfig::new(
@@ -690,7 +693,7 @@ fn provider_stack(
     circuits: &CircuitRegistry,
     metrics: &Metrics,
     store: &Arc<dyn StateStore>,
-) -> Result<(ChatService, CircuitHandle), BuildError> {
+) -> Result<(ChatService, CircuitHandle), GatewayBuildError> {
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -715,11 +718,12 @@ fn provider_stack(
     let breaker_config = config
         .circuit_breaker_for(provider)
         .map_err(|err| build_error(context(), err))?;
-    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &breaker_config)
-        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
-        .with_classifier(LlmClassifier::new());
+    // Built and listed in the registry (`GET /v1/circuits`) at once.
+    let breaker = breaker_config
+        .to_builder(provider.name.as_str())
+        .and_then(|builder| circuits.layer(builder.classifier(LlmClassifier::new())))
+        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?;
     let handle = breaker.handle();
-    circuits.register(handle.clone());
 
     let instrument = Instrument {
         provider: provider.name.as_str().into(),
@@ -792,7 +796,7 @@ fn failover_for(
     route_order: bool,
     classifier: LlmClassifier,
     commit: RouteCommit,
-) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
+) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), GatewayBuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .registry(registry.clone())
