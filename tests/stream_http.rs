@@ -196,11 +196,19 @@ async fn cut_after_n_of_m_over_http_is_continued_on_the_prefill_accepting_provid
             completion.model, "backup-model",
             "the model that really answered"
         );
-        let usage = completion.usage.expect("the answering provider's usage");
+        let usage = completion.usage.expect("the summed usage");
         assert_eq!(
-            usage.completion_tokens, 8,
-            "the eight words the backup sent"
+            usage.completion_tokens, 12,
+            "the four words the primary delivered and the eight the backup sent"
         );
+        let segments = usage.extra["x_brace_segments"].as_array().unwrap();
+        assert_eq!(segments[0]["completion_tokens"], 4);
+        assert_eq!(
+            segments[0]["estimated"], true,
+            "the primary broke before its usage"
+        );
+        assert_eq!(segments[1]["completion_tokens"], 8);
+        assert_eq!(segments[1]["how"], "prefill");
         assert_eq!(p.backup.handle().stats().count("success"), 1);
     })
     .await;

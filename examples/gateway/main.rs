@@ -121,7 +121,36 @@ async fn run(args: Args) -> std::process::ExitCode {
         },
         None => GatewayConfig::demo(),
     };
-    brace_gateway::metrics::init_tracing(config.server.json_logs, args.demo);
+    let telemetry =
+        match brace_gateway::telemetry::init(config.server.json_logs, args.demo, &config.telemetry)
+        {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        };
+    let traces = telemetry.settings().map(|settings| {
+        format!(
+            "traces: exported over OTLP ({}) to {}, service `{}`, {}% of new traces",
+            settings.protocol,
+            settings.endpoint,
+            settings.service_name,
+            settings.sample_ratio * 100.0
+        )
+    });
+    let code = serve(args, config, traces).await;
+    if let Err(err) = telemetry.shutdown().await {
+        eprintln!("warning: {err}");
+    }
+    code
+}
+
+async fn serve(
+    args: Args,
+    config: GatewayConfig,
+    traces: Option<String>,
+) -> std::process::ExitCode {
     let listen = args.listen.unwrap_or(config.listen);
     let gateway = match Gateway::build(config) {
         Ok(gateway) => gateway,
@@ -131,7 +160,7 @@ async fn run(args: Args) -> std::process::ExitCode {
         }
     };
     if args.runtime == RuntimeKind::PerCore {
-        return serve_per_core(gateway, listen, args.worker_threads).await;
+        return serve_per_core(gateway, listen, &args, traces.as_deref()).await;
     }
     let (listener, addr) = match brace_gateway::bind(listen).await {
         Ok(bound) => bound,
@@ -140,7 +169,7 @@ async fn run(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    print_listening(addr);
+    print_listening(addr, &args, &gateway, traces.as_deref());
 
     if args.demo {
         let server = tokio::spawn(brace_gateway::serve(
@@ -183,34 +212,44 @@ async fn run(args: Args) -> std::process::ExitCode {
     }
 }
 
-fn print_listening(addr: SocketAddr) {
-    println!("brace gateway listening on http://{addr}");
-    println!("try:");
-    println!(
-        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+/// The banner: where the gateway listens, its configuration, and where traces go.
+fn print_listening(addr: SocketAddr, args: &Args, gateway: &Gateway, traces: Option<&str>) {
+    let source = match &args.config {
+        Some(path) => brace_gateway::banner::ConfigSource::File(path),
+        None => brace_gateway::banner::ConfigSource::Demo,
+    };
+    print!(
+        "{}",
+        brace_gateway::banner::banner(addr, source, &gateway.config)
     );
-    println!("  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits");
+    if let Some(traces) = traces {
+        println!("{traces}");
+    }
 }
 
 /// Serves with one current-thread runtime per worker thread until SIGINT/SIGTERM.
 async fn serve_per_core(
     gateway: std::sync::Arc<Gateway>,
     listen: SocketAddr,
-    threads: Option<u16>,
+    args: &Args,
+    traces: Option<&str>,
 ) -> std::process::ExitCode {
-    let threads = threads.map_or_else(
+    let threads = args.worker_threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         usize::from,
     );
-    let serving = match brace_gateway::per_core::PerCore::start(gateway, listen, threads) {
+    let serving = match brace_gateway::per_core::PerCore::start(&gateway, listen, threads) {
         Ok(serving) => serving,
         Err(err) => {
             eprintln!("error: cannot listen on {listen}: {err}");
             return std::process::ExitCode::from(1);
         }
     };
-    print_listening(serving.local_addr());
-    println!("  ({} threads, one runtime each)", serving.threads());
+    print_listening(serving.local_addr(), args, &gateway, traces);
+    println!(
+        "runtime: {} threads, one single-threaded runtime each",
+        serving.threads()
+    );
     brace_gateway::shutdown_signal().await;
     serving.stop();
     match tokio::task::spawn_blocking(move || serving.join()).await {

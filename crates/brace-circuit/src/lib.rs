@@ -48,17 +48,28 @@
 //!
 //! The default classifier, [`DefaultClassifier`](brace_core::DefaultClassifier), counts every
 //! `Err` as a failure (except another breaker's [`CircuitOpen`], which is ignored). For
-//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier) with
-//! [`CircuitBreakerLayer::with_classifier`]: 5xx (and 429, unless told otherwise) count as
-//! failures and other 4xx are ignored. brace-llm provides a classifier for LLM outcomes.
+//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier), set with the
+//! builder's [`classifier`](CircuitBreakerBuilder::classifier): 5xx (and 429, unless told
+//! otherwise) count as failures and other 4xx are ignored. brace-llm provides a classifier
+//! for LLM outcomes; brace-core's `GrpcClassifier` reads gRPC status codes.
 //!
 //! # States
 //!
 //! Besides closed, open and half-open, a [`CircuitHandle`] can force the breaker open, disable
 //! it (admit and record nothing) or put it in metrics-only state (admit and record, never
 //! open). Every transition emits a [`StateTransition`] to a callback
-//! ([`Builder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
+//! ([`CircuitBreakerBuilder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
 //! [`CircuitRegistry`] lists breakers by name.
+//!
+//! # Sharing a breaker between replicas
+//!
+//! Two small hooks let a store (such as brace-redis) share a breaker's transitions between
+//! replicas of a service without this crate doing any I/O: subscribers see every
+//! transition with its open wait ([`StateTransition::wait`]) and can send it elsewhere;
+//! [`CircuitHandle::apply_remote`] applies a state learned from elsewhere (marked
+//! [`StateTransition::is_remote`], so it is not sent back); and a [`HalfOpenGate`] decides
+//! whether an open breaker whose wait is over may move to half-open — one replica holding
+//! a probe lease, the others staying open until its trial's outcome arrives.
 //!
 //! # Details
 //!
@@ -70,7 +81,7 @@
 //!   half-open.
 //! - Clones of the service, and every service the layer builds, share one breaker.
 //! - Timing calls to find slow ones reads the clock twice per call, the largest part of a
-//!   closed breaker's cost where the clock is slow; [`Builder::track_slow_calls`] turns it
+//!   closed breaker's cost where the clock is slow; [`CircuitBreakerBuilder::track_slow_calls`] turns it
 //!   off.
 //!
 //! [tower]: https://docs.rs/tower
@@ -81,6 +92,7 @@ mod config;
 mod error;
 mod event;
 pub mod future;
+mod gate;
 mod handle;
 mod layer;
 mod registry;
@@ -89,10 +101,11 @@ mod state;
 mod window;
 
 pub use self::config::{
-    Builder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
+    CircuitBreakerBuilder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
 };
-pub use self::error::{CircuitOpen, InvalidConfig};
+pub use self::error::{CircuitConfigError, CircuitOpen};
 pub use self::event::StateTransition;
+pub use self::gate::HalfOpenGate;
 pub use self::handle::{CircuitHandle, CircuitMetrics};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::registry::CircuitRegistry;

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::config::AutoConfig;
-use crate::handle::{Cause, LevelChange};
+use crate::handle::{Cause, LevelChange, PinChange};
 use crate::level::Ladder;
 
 const EVENT_CAPACITY: usize = 64;
@@ -23,6 +23,7 @@ pub(crate) struct Shared {
     probing: AtomicBool,
     movement: Mutex<Movement>,
     events: broadcast::Sender<LevelChange>,
+    pins: broadcast::Sender<PinChange>,
 }
 
 #[derive(Debug)]
@@ -74,7 +75,21 @@ impl Shared {
                 since: now,
             }),
             events,
+            pins: broadcast::channel(EVENT_CAPACITY).0,
         }
+    }
+
+    pub(crate) fn subscribe_pins(&self) -> broadcast::Receiver<PinChange> {
+        self.pins.subscribe()
+    }
+
+    /// Tells pin subscribers the pin is now on `level` (`None`: released).
+    pub(crate) fn pin_changed(&self, level: Option<usize>, remote: bool) {
+        // Nobody listening is fine.
+        let _ = self.pins.send(PinChange::new(
+            level.map(|index| self.ladder.level_ref(index)),
+            remote,
+        ));
     }
 
     pub(crate) fn current(&self) -> usize {
@@ -212,12 +227,35 @@ impl Shared {
         movement.since = now;
         let from = self.current.swap(to, Ordering::AcqRel);
         if from != to {
-            // Nobody listening is fine.
-            let _ = self.events.send(LevelChange::new(
+            let change = LevelChange::new(
                 self.ladder.level_ref(from),
                 self.ladder.level_ref(to),
                 cause,
-            ));
+            );
+            log_change(&change);
+            // Nobody listening is fine.
+            let _ = self.events.send(change);
         }
+    }
+}
+
+/// Logs a level change once: a warning when the level drops (less capability), information
+/// when it climbs back or is set by hand.
+fn log_change(change: &LevelChange) {
+    macro_rules! change {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                from = change.from().name(),
+                to = change.to().name(),
+                cause = change.cause().as_str(),
+                "degradation level changed"
+            )
+        };
+    }
+    if change.is_drop() && change.cause() != Cause::Manual {
+        change!(tracing::Level::WARN);
+    } else {
+        change!(tracing::Level::INFO);
     }
 }

@@ -126,6 +126,7 @@ async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
     body: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
     let request = parse_json(body)?;
     request.validate().map_err(ApiError::bad_request)?;
     let (response, attempts) = gateway.call(request).await?;
@@ -135,23 +136,39 @@ async fn chat_completions(
         ResponseBody::Stream(chunks) => {
             let metrics = gateway.metrics.clone();
             let provider = response.meta.provider.clone();
-            let price = gateway.price_of(&provider);
-            // Cached and static answers cost no tokens.
+            // A live stream is accounted per provider inside the stack (each provider its
+            // own tokens and how its stream ended, continuations included); a cached or
+            // static one costs no tokens and is counted here.
             let live = response.meta.origin() == Origin::Live;
-            let events = crate::sse::events(chunks, move |outcome| {
-                if let Ok(Some(usage)) = outcome
-                    && live
-                {
-                    metrics.tokens(&provider, usage, price);
+            let trailers = crate::sse::TrailerSlot::default();
+            let slot = trailers.clone();
+            let limits = gateway
+                .streams()
+                .limits(started, gateway.config.server.max_stream_duration);
+            let events = crate::sse::events(chunks, limits, move |end| {
+                if !live {
+                    metrics.stream_ended(&provider, end.outcome.err());
                 }
-                metrics.stream_ended(&provider, outcome.err());
+                if let Ok(Some(usage)) = end.outcome {
+                    crate::telemetry::record_stream_usage(usage);
+                }
+                if let Some((by, how)) = end.continued {
+                    crate::telemetry::record_continuation(by);
+                    *slot.lock() = Some(crate::sse::continued_trailers(by, how));
+                }
             });
             headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-            Ok((
+            headers.insert(
+                http::header::TRAILER,
+                HeaderValue::from_static("x-brace-continued-by, x-brace-continued-how"),
+            );
+            let response = (
                 headers,
                 Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
             )
-                .into_response())
+                .into_response();
+            Ok(response
+                .map(|body| axum::body::Body::new(crate::sse::WithTrailers::new(body, trailers))))
         }
     }
 }

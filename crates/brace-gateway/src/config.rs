@@ -27,6 +27,7 @@
 //! Unknown keys, wrong types and impossible values are rejected with the line and what is
 //! wrong.
 
+use brace_llm::degrade::Shape;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -52,7 +53,7 @@ pub struct GatewayConfig {
     /// it (see [`circuit_breaker_for`](Self::circuit_breaker_for)).
     pub circuit_breaker: brace_circuit::CircuitBreakerConfig,
     /// The degradation ladder.
-    pub degradation: brace_degrade::DegradeConfig,
+    pub degradation: DegradeConfig,
     /// The response cache (overrides `degradation.cache`).
     pub cache: Option<brace_degrade::CacheConfig>,
     /// How providers of equal priority are chosen.
@@ -69,6 +70,10 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Trace export (off by default).
+    pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
+    pub state: Option<StateConfig>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +104,9 @@ struct RawGatewayConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    telemetry: crate::telemetry::TelemetryConfig,
+    state: Option<StateConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -128,6 +136,26 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                     route.pattern
                 ));
             }
+            let named = route
+                .on_content_filter
+                .providers()
+                .iter()
+                .chain(route.on_context_length.iter().flatten());
+            for name in named {
+                if !seen.contains_key(name.as_str()) {
+                    return Err(format!(
+                        "routes[{index}] (`{}`): unknown provider `{name}` in on_content_filter \
+                         / on_context_length",
+                        route.pattern
+                    ));
+                }
+            }
+            if route.on_context_length.as_ref().is_some_and(Vec::is_empty) {
+                return Err(format!(
+                    "routes[{index}] (`{}`): on_context_length lists no provider",
+                    route.pattern
+                ));
+            }
             for target in &route.providers {
                 if !seen.contains_key(target.name.as_str()) {
                     return Err(format!(
@@ -143,7 +171,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
         }
-        let degradation: brace_degrade::DegradeConfig = raw.degradation.0.into();
+        let degradation: DegradeConfig = raw.degradation.0.into();
         if let Some(cache) = &raw.cache {
             // The ladder is checked with the cache it will really use.
             let mut effective = degradation.clone();
@@ -167,6 +195,8 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             auth: raw.auth,
             routes: raw.routes,
             server: raw.server,
+            telemetry: raw.telemetry,
+            state: raw.state,
         };
         let levels: Vec<String> = config
             .degradation
@@ -192,7 +222,9 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 }
             }
             let breaker = config.circuit_breaker_for(provider)?;
-            brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
+            breaker
+                .to_builder(name.as_str())
+                .and_then(brace_circuit::CircuitBreakerBuilder::build)
                 .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
             config.fallback_for(provider)?;
         }
@@ -338,6 +370,19 @@ impl GatewayConfig {
     }
 }
 
+/// The degradation section's settings: brace-degrade's configuration over chat requests'
+/// shapes (a level's `model`, `max_tokens` and `allow`).
+pub type DegradeConfig = brace_degrade::DegradeConfig<Shape>;
+
+/// The gateway's default ladder, when the configuration names no levels: `full`, `reduced`
+/// (`max_tokens` capped at 1024, no images), `minimal` (256; no tools, images or response
+/// format), `cached`, `offline` ([`Shape::standard_levels`] above brace-degrade's cached and
+/// static levels).
+pub fn default_ladder() -> brace_degrade::Ladder<Shape> {
+    brace_degrade::Ladder::with_live_levels(Shape::standard_levels())
+        .expect("the standard levels have distinct names")
+}
+
 /// The `degradation` section: brace-degrade's configuration, except that a request whose
 /// live levels all failed gets its real error (a 429 with Retry-After, a 503 listing each
 /// provider) rather than the static message, unless `fallback_to_static: true`. The static
@@ -345,7 +390,7 @@ impl GatewayConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DegradationConfig {
-    levels: Option<Vec<brace_degrade::Level>>,
+    levels: Option<Vec<brace_degrade::Level<Shape>>>,
     start: Option<String>,
     fallback_attempts: u32,
     fallback_to_static: bool,
@@ -355,7 +400,7 @@ struct DegradationConfig {
 
 impl Default for DegradationConfig {
     fn default() -> Self {
-        let library = brace_degrade::DegradeConfig::default();
+        let library = DegradeConfig::default();
         Self {
             levels: library.levels,
             start: library.start,
@@ -367,10 +412,15 @@ impl Default for DegradationConfig {
     }
 }
 
-impl From<DegradationConfig> for brace_degrade::DegradeConfig {
+impl From<DegradationConfig> for DegradeConfig {
     fn from(config: DegradationConfig) -> Self {
         Self {
-            levels: config.levels,
+            // Without levels, the gateway's default ladder.
+            levels: Some(
+                config
+                    .levels
+                    .unwrap_or_else(|| default_ladder().levels().to_vec()),
+            ),
             start: config.start,
             fallback_attempts: config.fallback_attempts,
             fallback_to_static: config.fallback_to_static,
@@ -422,7 +472,8 @@ impl GatewayConfig {
     fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         serde_saphyr::from_str(text).map_err(|err| ConfigError {
             origin: origin.to_owned(),
-            message: err.to_string(),
+            // The parser quotes the offending line, which may hold a URL with a password.
+            message: scrub_url_passwords(&err.to_string()),
         })
     }
 
@@ -432,6 +483,49 @@ impl GatewayConfig {
     pub fn demo() -> Self {
         Self::from_yaml(DEMO_CONFIG).expect("the embedded demo configuration is valid")
     }
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`, or a
+/// `pass=` query value) replaced by `***`.
+pub fn scrub_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '\'' | '"' | '`' | ')'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(user_end) => match authority[..user_end].find(':') {
+                Some(colon) => {
+                    out.push_str(&authority[..=colon]);
+                    out.push_str("***");
+                    out.push_str(&authority[user_end..]);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("pass=") {
+        let (head, tail) = rest.split_at(at + 5);
+        scrubbed.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '\'' | '"' | '`'))
+            .unwrap_or(tail.len());
+        if end > 0 {
+            scrubbed.push_str("***");
+        }
+        rest = &tail[end..];
+    }
+    scrubbed.push_str(rest);
+    scrubbed
 }
 
 /// The embedded demo configuration.
@@ -558,6 +652,10 @@ pub struct ProviderConfig {
     /// This provider's own retry keys, laid over the global `fallback` section (see
     /// [`GatewayConfig::fallback_for`]).
     pub fallback: Option<serde_json::Value>,
+    /// The provider's quota (`requests_per_minute`, `tokens_per_minute`): a call that
+    /// would exceed it goes to the next provider at once, without counting against this
+    /// provider's circuit. Counted by every replica together when `state` names a Redis.
+    pub rate_limit: Option<brace_failover::RateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -603,6 +701,8 @@ struct RawProviderConfig {
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
     fallback: Option<serde_json::Value>,
+    #[serde(default)]
+    rate_limit: Option<brace_failover::RateLimit>,
 }
 
 fn one() -> u32 {
@@ -675,6 +775,11 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             serde_json::from_value::<brace_retry::RetryConfig>(section.clone())
                 .map_err(|err| format!("provider `{name}`: fallback: {err}"))?;
         }
+        if let Some(limit) = &raw.rate_limit {
+            limit
+                .validate()
+                .map_err(|err| format!("provider `{name}`: {err}"))?;
+        }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
             return Err(format!(
                 "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
@@ -704,6 +809,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             models: raw.models,
             circuit_breaker: raw.circuit_breaker,
             fallback: raw.fallback,
+            rate_limit: raw.rate_limit,
         })
     }
 }
@@ -831,9 +937,27 @@ pub struct RouteConfig {
     pub pattern: String,
     /// The providers, in order.
     pub providers: Vec<RouteTarget>,
-    /// Continue a broken stream on the next provider (off by default).
+    /// Continue a broken stream on the route's other providers (off by default): with an
+    /// assistant prefill on a provider with `accepts_prefill: true`, by a verified restart
+    /// on the others.
     #[serde(default)]
     pub continuation: bool,
+    /// When a stream commits to its provider: `first_content` (default), `{after_tokens:
+    /// N}` or `complete` (see [`brace_llm::commit`]). A hold-back makes a break before that
+    /// point an ordinary failure that fails over, at the cost of the caller's time to first
+    /// token.
+    #[serde(default)]
+    pub commit: brace_llm::commit::CommitPolicy,
+    /// What a content-policy refusal does: answered to the caller as a 400
+    /// `content_policy_violation` (default), `failover` to the route's next provider, or a
+    /// list of provider names to ask instead.
+    #[serde(default)]
+    pub on_content_filter: crate::policy::OnContentFilter,
+    /// Providers to ask when the prompt is too long for the route's providers (by default a
+    /// context-length error fails over along the route, as any failure another provider may
+    /// fix).
+    #[serde(default)]
+    pub on_context_length: Option<Vec<String>>,
 }
 
 /// One provider of a route.
@@ -876,6 +1000,122 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
+/// The `state` section: where provider state lives.
+///
+/// Absent: in memory, one process. With a Redis URL, replicas given the same Redis and
+/// `key_prefix` share circuit transitions (one half-open probe lease per provider), the
+/// pinned degradation level, a response-cache tier and the providers' rate limits; when
+/// Redis is down each replica serves from local state (see brace-redis).
+///
+/// ```
+/// let config = brace_gateway::GatewayConfig::from_yaml(r#"
+/// providers: [{ name: sim, model: m }]
+/// state: { redis_url_env: BRACE_REDIS_URL, key_prefix: "prod:" }
+/// "#).unwrap();
+/// assert_eq!(config.state.unwrap().key_prefix, "prod:");
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawStateConfig")]
+pub struct StateConfig {
+    /// The Redis URL, written in the file (its password is never logged; prefer
+    /// `redis_url_env` to keep it out of the file).
+    pub redis_url: Option<String>,
+    /// The environment variable holding the Redis URL.
+    pub redis_url_env: Option<String>,
+    /// Put before every key (default `brace:`).
+    pub key_prefix: String,
+    /// The longest wait for one Redis command before local state answers (default 50 ms).
+    pub timeout: Duration,
+    /// How long a replica's half-open probe lease lasts (default 10 s).
+    pub probe_lease: Duration,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_ref()
+                    .map(|url| brace_redis::RedisUrl::new(url.as_str())),
+            )
+            .field("redis_url_env", &self.redis_url_env)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_lease", &self.probe_lease)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateConfig {
+    #[serde(default)]
+    redis_url: Option<String>,
+    #[serde(default)]
+    redis_url_env: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_state_timeout", with = "brace_core::duration")]
+    timeout: Duration,
+    #[serde(default = "default_probe_lease", with = "brace_core::duration")]
+    probe_lease: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "brace:".to_owned()
+}
+
+fn default_state_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_probe_lease() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TryFrom<RawStateConfig> for StateConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStateConfig) -> Result<Self, String> {
+        match (&raw.redis_url, &raw.redis_url_env) {
+            (None, None) => {
+                return Err(
+                    "state: set redis_url_env (or redis_url) to share state through Redis, or \
+                     leave the section out to keep state in memory"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {
+                return Err("state: set redis_url or redis_url_env, not both".into());
+            }
+            _ => {}
+        }
+        if let Some(url) = &raw.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "state.redis_url must start with redis:// (got {})",
+                brace_redis::RedisUrl::new(url.as_str())
+            ));
+        }
+        if raw.key_prefix.is_empty() {
+            return Err("state.key_prefix must not be empty".into());
+        }
+        if raw.timeout.is_zero() || raw.probe_lease.is_zero() {
+            return Err("state.timeout and state.probe_lease must be more than zero".into());
+        }
+        Ok(Self {
+            redis_url: raw.redis_url,
+            redis_url_env: raw.redis_url_env,
+            key_prefix: raw.key_prefix,
+            timeout: raw.timeout,
+            probe_lease: raw.probe_lease,
+        })
+    }
+}
+
 /// HTTP server limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -886,7 +1126,9 @@ pub struct ServerConfig {
         deserialize_with = "check::at_least_one"
     )]
     pub body_limit: usize,
-    /// Deadline for a whole request (default 120 s).
+    /// Deadline for a whole request (default 120 s). For a stream it covers the time until
+    /// the stream commits to a provider (its first token, or the end of a hold-back); what
+    /// follows is bounded by `max_stream_duration` and each provider's own limits.
     #[serde(
         default = "default_deadline",
         deserialize_with = "check::positive_duration"
@@ -948,8 +1190,14 @@ pub struct ServerConfig {
         deserialize_with = "check::retry_after_cap"
     )]
     pub max_retry_after: Duration,
+    /// The longest a whole streamed answer may take, from the request to its last event
+    /// (default: no bound beyond each provider's `timeout`). Past it the stream ends with an
+    /// SSE error event (`code: stream_deadline`) and no `[DONE]`.
+    #[serde(default, deserialize_with = "check::positive_duration_option")]
+    pub max_stream_duration: Option<Duration>,
     /// How long in-flight requests get to finish on shutdown (default 30 s; 0 drops them at
-    /// once).
+    /// once). Streams still open when it runs out end with an SSE error event
+    /// (`code: shutting_down`) and no `[DONE]`.
     #[serde(default = "thirty_seconds", with = "brace_core::duration")]
     pub shutdown_grace: Duration,
     /// Log as JSON lines.
@@ -970,6 +1218,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             max_in_flight: default_max_in_flight(),
             max_retry_after: default_max_retry_after(),
+            max_stream_duration: None,
             shutdown_grace: thirty_seconds(),
             json_logs: false,
         }
@@ -1015,6 +1264,8 @@ pub const MAX_RETRIES: u32 = 20;
 /// Checks that reject impossible values where they are read, so the error names their line.
 mod check {
     use std::time::Duration;
+
+    use super::DegradeConfig;
 
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
@@ -1215,7 +1466,7 @@ mod check {
         type Error = String;
 
         fn try_from(config: super::DegradationConfig) -> Result<Self, String> {
-            brace_degrade::DegradeConfig::from(config.clone())
+            DegradeConfig::from(config.clone())
                 .validate()
                 .map_err(|err| format!("degradation: {err}"))?;
             Ok(Self(config))
@@ -1231,9 +1482,9 @@ mod check {
         type Error = String;
 
         fn try_from(cache: brace_degrade::CacheConfig) -> Result<Self, String> {
-            brace_degrade::DegradeConfig {
+            DegradeConfig {
                 cache: cache.clone(),
-                ..brace_degrade::DegradeConfig::default()
+                ..DegradeConfig::default()
             }
             .validate()
             .map_err(|err| format!("cache: {err}"))?;
@@ -1276,6 +1527,15 @@ mod check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_scrubbed() {
+        assert_eq!(
+            scrub_url_passwords("at 'redis://:pw@h:1/0' and http://u:p@x/y?pass=z&a=b, redis://h"),
+            "at 'redis://:***@h:1/0' and http://u:***@x/y?pass=***&a=b, redis://h"
+        );
+        assert_eq!(scrub_url_passwords("no urls"), "no urls");
+    }
 
     #[test]
     fn globs_match_like_shells() {

@@ -18,7 +18,8 @@ pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How a gateway answers a failed request: the status, and the `Retry-After` to send.
 ///
-/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status.
+/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status
+///   (a content-policy refusal: 400, code `content_policy_violation`).
 /// - `AllProvidersFailed` is judged by its whole trail, every pass included: 429 when every
 ///   provider was rate-limited — tried and answered 429, or skipped because a rate limit
 ///   opened its circuit, or left out of a later pass for one — with the shortest Retry-After
@@ -192,6 +193,10 @@ fn code_for(err: &(dyn Error + 'static)) -> Option<String> {
     if let Some(llm) = find::<brace_llm::LlmError>(err)
         && !err.is::<brace_core::AllProvidersFailed>()
     {
+        // OpenAI's code for a refusal on content grounds, which its SDKs know.
+        if llm.kind() == brace_llm::LlmErrorKind::ContentFiltered {
+            return Some("content_policy_violation".to_owned());
+        }
         return Some(llm.kind().as_str().to_owned());
     }
     if err.is::<brace_core::AllProvidersFailed>() {

@@ -35,9 +35,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod accounting;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod banner;
 mod bounded;
 pub mod config;
 pub mod demo;
@@ -46,10 +48,13 @@ pub mod limits;
 pub mod metrics;
 #[cfg(unix)]
 pub mod per_core;
+pub mod policy;
 mod request_id;
 pub mod server;
 pub mod sse;
 pub mod stack;
+mod state;
+pub mod telemetry;
 
 pub use self::config::GatewayConfig;
 pub use self::error::{ApiError, gateway_status};

@@ -55,7 +55,7 @@ impl PerCore {
     /// # Errors
     ///
     /// A socket cannot be made, bound or listened on, or a thread cannot be started.
-    pub fn start(gateway: Arc<Gateway>, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+    pub fn start(gateway: &Arc<Gateway>, addr: SocketAddr, threads: usize) -> io::Result<Self> {
         let threads = threads.max(1);
         // The first socket fixes the port (when `addr` has port 0) and is handed over as a
         // std socket: a tokio socket belongs to the runtime whose reactor registered it.

@@ -44,7 +44,9 @@ use crate::stack::Gateway;
 pub struct ListenAddr(pub SocketAddr);
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests (streams included) finish within the configured grace period.
+/// in-flight requests (streams included) finish within the configured grace period. Streams
+/// still open when it runs out end with an SSE error event (`code: shutting_down`, no
+/// `[DONE]`; see [`sse`](crate::sse)).
 ///
 /// Each connection speaks HTTP/1.1, or HTTP/2 when it opens with the HTTP/2 preface (prior
 /// knowledge), within the limits of the [module docs](self). Idle keep-alive connections are
@@ -79,22 +81,8 @@ pub async fn serve(
                 crate::request_id::FastRequestId,
             ))
             .layer(
-                tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                    |request: &http::Request<Body>| {
-                        let id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-");
-                        tracing::info_span!(
-                            "request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                            request_id = %id,
-                            key = tracing::field::Empty,
-                        )
-                    },
-                ),
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(crate::telemetry::request_span::<Body>),
             )
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
             .layer(axum::Extension(ListenAddr(listening))),
@@ -154,13 +142,27 @@ pub async fn serve(
         .await
         .is_err()
     {
+        // Streams still open end with the documented error event, so that no client takes
+        // a cut for an answer; their connections then close.
+        let open = gateway.streams().end_all();
         tracing::warn!(
             grace_secs = grace.as_secs(),
-            "shutdown grace period over; dropping remaining connections"
+            open_streams = open,
+            "shutdown grace period over; ending open streams with an error event"
         );
+        if tokio::time::timeout(STREAM_END_FLUSH, all_closed_tx.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("dropping remaining connections");
+        }
     }
     Ok(())
 }
+
+/// How long connections get, once the grace period is over, to send their streams' final
+/// error event and close.
+const STREAM_END_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Aborts a background task when dropped (when `serve` returns or is dropped).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

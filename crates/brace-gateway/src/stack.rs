@@ -15,24 +15,27 @@ use http::HeaderMap;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::CircuitHandle;
-use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
+use brace_circuit::{CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
-    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry,
+    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry, RateLimiter,
+    StateStore,
 };
-use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
+use brace_llm::continuation::ContinuationTarget;
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
 use brace_providers::ClientConfig;
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
-use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
+use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig, RouteTarget};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::policy::RouteCommit;
+use crate::sse::StreamShutdown;
 
 /// One service of the stack: what every layer is boxed into.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
@@ -44,18 +47,24 @@ pub struct Attempts(pub(crate) Arc<AtomicU32>);
 
 /// The stack could not be built from the configuration.
 #[derive(Debug)]
-pub struct BuildError(String);
+pub struct GatewayBuildError(String);
 
-impl fmt::Display for BuildError {
+impl fmt::Display for GatewayBuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl Error for BuildError {}
+impl Error for GatewayBuildError {}
 
-fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> BuildError {
-    BuildError(format!("{context}: {err}"))
+impl GatewayBuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> GatewayBuildError {
+    GatewayBuildError(format!("{context}: {err}"))
 }
 
 /// The gateway: the stack, and the handles the HTTP API reads and steers it through.
@@ -72,6 +81,8 @@ pub struct Gateway {
     admin: crate::admin::AdminAuth,
     keys: Option<Arc<crate::auth::ClientKeys>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    streams: StreamShutdown,
+    store: Arc<dyn StateStore>,
 }
 
 impl fmt::Debug for Gateway {
@@ -88,8 +99,8 @@ impl Gateway {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming the part of the configuration that cannot be used.
-    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, BuildError> {
+    /// A [`GatewayBuildError`] naming the part of the configuration that cannot be used.
+    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, GatewayBuildError> {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
@@ -103,19 +114,21 @@ impl Gateway {
     pub fn build_with_env(
         config: GatewayConfig,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Arc<Self>, BuildError> {
+    ) -> Result<Arc<Self>, GatewayBuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
+        // In memory, or in Redis shared with the other replicas (see `state`).
+        let store = crate::state::store_for(config.state.as_ref(), &env)?;
         // One record per provider, shared by every route and the default route: its
-        // breaker, latency, counters and active check.
-        let providers = ProviderRegistry::with_error_kind(llm_error_kind);
+        // breaker, latency, counters and active check; its circuit shared through the store.
+        let providers = ProviderRegistry::with_error_kind(llm_error_kind).with_store(store.clone());
         let mut sims = HashMap::new();
         let mut stacks: HashMap<String, (ChatService, CircuitHandle)> = HashMap::new();
         let mut probes: HashMap<String, ProbeFn> = HashMap::new();
 
         for provider in &config.providers {
             let (client, probe) = client_for(provider, &mut sims)?;
-            let stack = provider_stack(provider, client, &config, &circuits, &metrics)?;
+            let stack = provider_stack(provider, client, &config, &circuits, &metrics, &store)?;
             stacks.insert(provider.name.clone(), stack);
             probes.insert(provider.name.clone(), probe);
         }
@@ -133,36 +146,37 @@ impl Gateway {
                 (provider, target)
             })
             .collect();
-        let (default_failover, _) = failover_for(&everyone, &stacks, &config, &providers, false)?;
+        let (default_failover, _) = failover_for(
+            &everyone,
+            &stacks,
+            &config,
+            &providers,
+            false,
+            LlmClassifier::new(),
+            RouteCommit::default(),
+        )?;
 
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let targets: Vec<_> = route
-                .providers
-                .iter()
-                .map(|target| {
-                    let provider = config
-                        .providers
-                        .iter()
-                        .find(|p| p.name == target.name)
-                        .expect("routes are checked against providers when the config is read");
-                    (provider, target.clone())
-                })
-                .collect();
-            let (failover, continuation_targets) =
-                failover_for(&targets, &stacks, &config, &providers, true)?;
-            let service: ChatService = if route.continuation {
-                let counter = metrics.clone();
-                BoxCloneSyncService::new(
-                    ContinuationLayer::new(continuation_targets)
-                        .on_attempt(move |attempt| {
-                            counter.continuation(attempt.broken, attempt.target, attempt.started);
-                        })
-                        .layer(failover),
-                )
-            } else {
-                BoxCloneSyncService::new(failover)
+            // A failover service over some of the providers, in the given order.
+            let build = |targets: &[RouteTarget], classifier, commit| {
+                let targets: Vec<_> = targets
+                    .iter()
+                    .map(|target| {
+                        let provider = config
+                            .providers
+                            .iter()
+                            .find(|p| p.name == target.name)
+                            .expect("routes are checked against providers when the config is read");
+                        (provider, target.clone())
+                    })
+                    .collect();
+                let (failover, continuation) = failover_for(
+                    &targets, &stacks, &config, &providers, true, classifier, commit,
+                )?;
+                Ok((BoxCloneSyncService::new(failover), continuation))
             };
+            let service = crate::policy::route_service(route, &build, &metrics)?;
             routes.push((route.clone(), service));
         }
         let router = Router {
@@ -189,21 +203,29 @@ impl Gateway {
         if let Some(cache) = &config.cache {
             degrade_config.cache = cache.clone();
         }
-        let degrade_layer = DegradeLayer::<ChatRequest>::from_config(&degrade_config)
-            .map_err(|err| build_error("degradation", err))?
-            .with_classifier(LlmClassifier::new());
+        let mut degrade_builder = DegradeLayer::<ChatRequest>::builder()
+            .config(degrade_config)
+            .classifier(LlmClassifier::new());
+        if store.is_shared() {
+            degrade_builder =
+                degrade_builder.cache_tier(Arc::new(crate::state::StoreTier::new(store.clone())));
+        }
+        let degrade_layer = degrade_builder
+            .build()
+            .map_err(|err| build_error("degradation", err))?;
         let degrade = degrade_layer.handle();
+        crate::state::share_pin(&store, &degrade);
         let service =
             BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
 
         let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
         let keys = config
             .auth
             .as_ref()
             .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
             .transpose()
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
 
         Ok(Arc::new(Self {
             config,
@@ -216,7 +238,21 @@ impl Gateway {
             admin,
             keys,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            streams: StreamShutdown::new(),
+            store,
         }))
+    }
+
+    /// The switch that ends every open stream (see [`StreamShutdown`]): what
+    /// [`serve`](crate::serve) pulls when the shutdown grace runs out.
+    pub fn streams(&self) -> &StreamShutdown {
+        &self.streams
+    }
+
+    /// Where provider state lives: in memory, or a Redis shared with other replicas (the
+    /// `state` section).
+    pub fn state_store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
     /// Sends a request through the whole stack, with the global deadline.
@@ -227,6 +263,7 @@ impl Gateway {
     pub async fn call(&self, mut request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
         let attempts = Attempts::default();
         request.extensions.insert(attempts.clone());
+        crate::telemetry::record_request(&request);
         let start = Instant::now();
         let deadline = self.config.server.request_timeout;
         // One deadline for the whole request: every layer below reads what is left of it
@@ -251,6 +288,7 @@ impl Gateway {
                     response.meta.origin() == brace_llm::Origin::Cache,
                 );
                 self.metrics.request("chat", 200, start.elapsed());
+                crate::telemetry::record_answer(&response, count);
                 Ok((response, count))
             }
             Ok(Err(err)) => {
@@ -259,11 +297,13 @@ impl Gateway {
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
+                crate::telemetry::record_failure(api.status(), count);
                 Err(api)
             }
             Err(_) => {
                 let err: BoxError = Box::new(brace_core::DeadlineExceeded::new(deadline));
                 self.metrics.request("chat", 504, start.elapsed());
+                crate::telemetry::record_failure(http::StatusCode::GATEWAY_TIMEOUT, count);
                 Err(ApiError::from_stack_error(&err))
             }
         }
@@ -416,6 +456,7 @@ impl Gateway {
             "status": status,
             "degradation": level.name(),
             "providers": providers,
+            "state_store": { "kind": self.store.kind(), "up": self.store.is_up() },
         })
     }
 
@@ -450,6 +491,8 @@ impl Gateway {
                 .circuit_state(handle.name(), circuit_gauge(handle.state()));
         }
         self.metrics.degradation_level(self.degrade.level().index());
+        self.metrics
+            .state_store_up(self.store.kind(), self.store.is_up());
     }
 
     /// The degradation state, for `GET`/`POST /v1/degradation/level`.
@@ -520,7 +563,7 @@ type ProbeFn =
 fn client_for(
     provider: &ProviderConfig,
     sims: &mut HashMap<String, SimHandle>,
-) -> Result<(LlmService, ProbeFn), BuildError> {
+) -> Result<(LlmService, ProbeFn), GatewayBuildError> {
     let name = provider.name.as_str();
     let client_config = || {
         let mut config = ClientConfig::new(
@@ -539,6 +582,9 @@ fn client_for(
         }
         if let Some(var) = provider.key_env() {
             config = config.with_api_key_env(var);
+        }
+        if let Some(hook) = crate::telemetry::upstream_hook() {
+            config = config.with_request_hook(hook);
         }
         config
     };
@@ -647,7 +693,8 @@ fn provider_stack(
     config: &GatewayConfig,
     circuits: &CircuitRegistry,
     metrics: &Metrics,
-) -> Result<(ChatService, CircuitHandle), BuildError> {
+    store: &Arc<dyn StateStore>,
+) -> Result<(ChatService, CircuitHandle), GatewayBuildError> {
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -664,17 +711,20 @@ fn provider_stack(
     let retry = config
         .fallback_for(provider)
         .map_err(|err| build_error(context(), err))?
-        .layer(LlmClassifier::new())
-        .map_err(|err| build_error(format!("{}: fallback", context()), err))?;
+        .builder(LlmClassifier::new())
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
+        .name(provider.name.as_str())
+        .build();
 
     let breaker_config = config
         .circuit_breaker_for(provider)
         .map_err(|err| build_error(context(), err))?;
-    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), &breaker_config)
-        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
-        .with_classifier(LlmClassifier::new());
+    // Built and listed in the registry (`GET /v1/circuits`) at once.
+    let breaker = breaker_config
+        .to_builder(provider.name.as_str())
+        .and_then(|builder| circuits.layer(builder.classifier(LlmClassifier::new())))
+        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?;
     let handle = breaker.handle();
-    circuits.register(handle.clone());
 
     let instrument = Instrument {
         provider: provider.name.as_str().into(),
@@ -687,15 +737,38 @@ fn provider_stack(
     let bulkhead = provider.max_in_flight.map(|limit| {
         crate::limits::BulkheadLayer::new(provider.name.as_str(), limit, metrics.clone())
     });
+    let accounting = crate::accounting::StreamAccountingLayer::new(
+        provider.name.as_str().into(),
+        metrics.clone(),
+        provider.price,
+    );
+    // The rate limit comes next (a shed call spends no quota): a call it refuses reaches
+    // neither the breaker nor an attempt, and failover moves on (the bulkhead's error).
+    let rate_limit = provider.rate_limit.map(|quota| {
+        crate::state::RateLimitLayer::new(
+            RateLimiter::new(&provider.name, quota, store.clone()),
+            metrics.clone(),
+        )
+    });
+    let base_url = provider
+        .base_url
+        .as_deref()
+        .or(Some(default_base_url(provider.kind())).filter(|url| !url.is_empty()));
+    let attempt_span = crate::telemetry::AttemptSpanLayer::new(provider, base_url, handle.clone());
     let stack = ServiceBuilder::new()
         .option_layer(bulkhead)
+        .option_layer(rate_limit)
         .layer(breaker)
         .layer(retry)
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
+        // One span per attempt, its outcome timeouts included.
+        .layer(attempt_span)
         // Each attempt's timeout, cut short by the request's deadline when that comes first.
         .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
+        // Each provider's own tokens, cost and how its stream ended.
+        .layer(accounting)
         .layer(guard)
         .service(client);
     Ok((BoxCloneSyncService::new(stack), handle))
@@ -707,8 +780,7 @@ fn provider_stack(
 type PreferenceFn = fn(&ChatRequest) -> Option<&str>;
 
 /// The failover service of one route.
-type Failover =
-    FailoverService<ChatService, LlmClassifier, brace_core::commit::Immediate, PreferenceFn>;
+type Failover = FailoverService<ChatService, LlmClassifier, RouteCommit, PreferenceFn>;
 
 fn preferred(request: &ChatRequest) -> Option<&str> {
     request
@@ -723,11 +795,14 @@ fn failover_for(
     config: &GatewayConfig,
     registry: &ProviderRegistry,
     route_order: bool,
-) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
+    classifier: LlmClassifier,
+    commit: RouteCommit,
+) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), GatewayBuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .registry(registry.clone())
-        .classifier(LlmClassifier::new())
+        .classifier(classifier)
+        .commit(commit)
         .preference(preferred as PreferenceFn)
         .selection(config.selection);
     for (index, (provider, target)) in targets.iter().enumerate() {

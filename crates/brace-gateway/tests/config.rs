@@ -240,6 +240,74 @@ async fn http2_prior_knowledge_reaches_the_providers_client() {
     h1.shutdown().await;
 }
 
+#[test]
+fn the_deployment_configuration_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gateway.yaml");
+    let config = GatewayConfig::from_file(&path).unwrap();
+    let state = config.state.as_ref().unwrap();
+    assert_eq!(state.redis_url_env.as_deref(), Some("BRACE_REDIS_URL"));
+    assert!(config.providers[0].rate_limit.is_some());
+}
+
+#[test]
+fn the_state_section_names_one_redis_and_never_shows_its_password() {
+    let config = GatewayConfig::from_yaml(
+        r"
+providers: [{ name: sim, model: m }]
+state: { redis_url: 'redis://:hunter2@10.0.0.5:6379/0', timeout: 20ms, probe_lease: 5s }
+",
+    )
+    .unwrap();
+    let state = config.state.as_ref().unwrap();
+    assert_eq!(state.key_prefix, "brace:");
+    assert_eq!(state.timeout, Duration::from_millis(20));
+    assert_eq!(state.probe_lease, Duration::from_secs(5));
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("redis://:***@10.0.0.5:6379/0"), "{shown}");
+
+    let neither = error("providers: [{ name: sim, model: m }]\nstate: { key_prefix: x }\n");
+    assert!(neither.contains("redis_url_env"), "{neither}");
+    let both = error(
+        "providers: [{ name: sim, model: m }]\nstate: { redis_url: 'redis://h', redis_url_env: X }\n",
+    );
+    assert!(both.contains("not both"), "{both}");
+    let scheme =
+        error("providers: [{ name: sim, model: m }]\nstate: { redis_url: 'http://:pw9@h' }\n");
+    assert!(
+        scheme.contains("redis://") && !scheme.contains("pw9"),
+        "{scheme}"
+    );
+    let unknown = error(
+        "providers: [{ name: sim, model: m }]\nstate: { redis_url: 'redis://h', cluster: true }\n",
+    );
+    assert!(unknown.contains("cluster"), "{unknown}");
+}
+
+#[test]
+fn a_rate_limit_needs_a_positive_limit() {
+    let zero =
+        error("providers: [{ name: sim, model: m, rate_limit: { requests_per_minute: 0 } }]\n");
+    assert!(
+        zero.contains("requests_per_minute must be at least 1"),
+        "{zero}"
+    );
+    let empty = error("providers: [{ name: sim, model: m, rate_limit: {} }]\n");
+    assert!(empty.contains("rate_limit needs"), "{empty}");
+    let typo = error("providers: [{ name: sim, model: m, rate_limit: { rpm: 5 } }]\n");
+    assert!(typo.contains("rpm"), "{typo}");
+}
+
+#[tokio::test]
+async fn a_missing_redis_url_variable_is_a_build_error_naming_it() {
+    let config = GatewayConfig::from_yaml(
+        "providers: [{ name: sim, model: m }]\nstate: { redis_url_env: NOT_SET_ANYWHERE }\n",
+    )
+    .unwrap();
+    let err = brace_gateway::Gateway::build_with_env(config, |_| None).unwrap_err();
+    assert!(err.to_string().contains("NOT_SET_ANYWHERE"), "{err}");
+}
+
 /// `(yaml, what the message must say, the line it must name)`: every impossible value, each
 /// rejected where it is written.
 const IMPOSSIBLE: &[(&str, &str, u32)] = &[
@@ -381,4 +449,64 @@ fn unset_client_keys_or_an_unreadable_keys_file_refuse_to_start() {
     let err =
         brace_gateway::Gateway::build_with_env(config, |_| Some(" , ,".to_owned())).unwrap_err();
     assert!(err.to_string().contains("no client key"), "{err}");
+}
+
+#[test]
+fn route_stream_and_refusal_policies_load_and_are_checked() {
+    use brace_gateway::policy::OnContentFilter;
+    use brace_llm::commit::CommitPolicy;
+
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}routes:
+  - match: held
+    providers: [{{name: openai}}, {{name: google}}]
+    commit: {{after_tokens: 64}}
+    on_content_filter: [anthropic]
+    on_context_length: [google]
+  - match: whole
+    providers: [{{name: openai}}]
+    commit: complete
+    on_content_filter: failover
+  - match: plain
+    providers: [{{name: openai}}]
+server:
+  max_stream_duration: 10m
+"
+    ))
+    .unwrap();
+    let routes = &config.routes;
+    assert_eq!(routes[0].commit, CommitPolicy::AfterTokens(64));
+    assert_eq!(
+        routes[0].on_content_filter,
+        OnContentFilter::Providers(vec!["anthropic".into()])
+    );
+    assert_eq!(routes[0].on_context_length, Some(vec!["google".into()]));
+    assert_eq!(routes[1].commit, CommitPolicy::Complete);
+    assert_eq!(routes[1].on_content_filter, OnContentFilter::Failover);
+    assert_eq!(routes[2].commit, CommitPolicy::FirstContent, "the default");
+    assert_eq!(
+        routes[2].on_content_filter,
+        OnContentFilter::Return,
+        "the default"
+    );
+    assert_eq!(routes[2].on_context_length, None);
+    assert_eq!(
+        config.server.max_stream_duration,
+        Some(Duration::from_mins(10))
+    );
+    brace_gateway::Gateway::build(config).unwrap();
+
+    let route = |keys: &str| {
+        format!("{SEED}routes:\n  - match: m\n    providers: [{{name: openai}}]\n{keys}")
+    };
+    let err = error(&route("    on_content_filter: [nobody]\n"));
+    assert!(err.contains("unknown provider `nobody`"), "{err}");
+    let err = error(&route("    on_context_length: [nobody]\n"));
+    assert!(err.contains("unknown provider `nobody`"), "{err}");
+    let err = error(&route("    on_content_filter: sometimes\n"));
+    assert!(err.contains("`return`, `failover`, or a list"), "{err}");
+    let err = error(&route("    commit: {after_tokens: 0}\n"));
+    assert!(err.contains("at least 1"), "{err}");
+    let err = error(&route("    commit: later\n"));
+    assert!(err.contains("later"), "{err}");
 }

@@ -18,7 +18,7 @@ fn every_thread_serves_one_shared_stack_and_stops_gracefully() {
     let control = tokio::runtime::Runtime::new().unwrap();
     let gateway = control
         .block_on(async { Gateway::build(GatewayConfig::from_yaml(YAML).unwrap()).unwrap() });
-    let serving = PerCore::start(gateway.clone(), "127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    let serving = PerCore::start(&gateway, "127.0.0.1:0".parse().unwrap(), 2).unwrap();
     assert_eq!(serving.threads(), 2);
     let addr = serving.local_addr();
     assert_ne!(addr.port(), 0);

@@ -280,6 +280,48 @@ pub struct ClientConfig {
     /// `lean` choose one (`lean` only reaches plain `http`). See [`HttpClient`].
     #[serde(default)]
     pub http_client: HttpClient,
+    /// Called with the headers of every request the client sends, just before it goes out
+    /// (see [`RequestHook`]). Not part of a configuration file.
+    #[serde(skip)]
+    pub request_hook: Option<RequestHook>,
+}
+
+/// A function that adds or changes headers of every request a provider client sends, just
+/// before it goes out, on the task (and in the [`tracing`] span) that sends it.
+///
+/// The gateway uses one to propagate the trace context (a W3C `traceparent` header from the
+/// current span), so that this crate needs no OpenTelemetry dependency. A hook must be
+/// quick: it runs once per request, and for every attempt.
+///
+/// ```
+/// use brace_providers::provider::{ClientConfig, RequestHook};
+///
+/// let config = ClientConfig::new("local", "http://localhost:11434/v1").with_request_hook(
+///     RequestHook::new(|headers| {
+///         headers.insert("x-team", http::HeaderValue::from_static("search"));
+///     }),
+/// );
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct RequestHook(Arc<dyn Fn(&mut HeaderMap) + Send + Sync>);
+
+impl RequestHook {
+    /// A hook calling `hook` with each request's headers.
+    pub fn new(hook: impl Fn(&mut HeaderMap) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+
+    /// Calls the hook on `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        (self.0)(headers);
+    }
+}
+
+impl fmt::Debug for RequestHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestHook")
+    }
 }
 
 /// Which HTTP client a provider's calls go through (see [`ClientConfig::http_client`]).
@@ -315,6 +357,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .field("http_client", &self.http_client)
+            .field("request_hook", &self.request_hook.is_some())
             .finish()
     }
 }
@@ -337,7 +380,16 @@ impl ClientConfig {
             max_response_bytes: default_max_response_bytes(),
             http2_prior_knowledge: false,
             http_client: HttpClient::Auto,
+            request_hook: None,
         }
+    }
+
+    /// Calls `hook` with the headers of every request the client sends (see
+    /// [`RequestHook`]).
+    #[must_use]
+    pub fn with_request_hook(mut self, hook: RequestHook) -> Self {
+        self.request_hook = Some(hook);
+        self
     }
 
     /// Sets the key.
@@ -572,6 +624,14 @@ enum Target {
 }
 
 impl Prepared {
+    /// The headers to send (a reqwest-form request's own).
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        match &mut self.reqwest {
+            Some(request) => request.headers_mut(),
+            None => &mut self.headers,
+        }
+    }
+
     fn from_reqwest(request: reqwest::Request) -> Self {
         Self {
             method: request.method().clone(),
@@ -901,6 +961,7 @@ struct Settings {
     malformed_events: MalformedEvents,
     stats: Arc<ProviderStats>,
     secret: Option<ApiKey>,
+    request_hook: Option<RequestHook>,
 }
 
 impl fmt::Debug for Transport {
@@ -962,6 +1023,7 @@ impl Transport {
                 malformed_events: config.malformed_events,
                 stats: Arc::new(ProviderStats::default()),
                 secret: config.resolve_api_key().ok().flatten(),
+                request_hook: config.request_hook.clone(),
             }),
         }
     }
@@ -982,7 +1044,9 @@ impl Transport {
     }
 
     /// Sends `request` and waits for the head of a successful answer, within the call's
-    /// timeout (which keeps running for the body: see [`HttpResponse`]).
+    /// timeout (which keeps running for the body: see [`HttpResponse`]). The configuration's
+    /// [`RequestHook`], if any, is called with the request's headers first (here, not when
+    /// the future is polled).
     ///
     /// The returned future is `Send + 'static` (it owns a clone of the transport).
     ///
@@ -1032,9 +1096,12 @@ impl Transport {
     /// [`decode_error`](crate::ProviderApi::decode_error)).
     pub(crate) fn send_request_with(
         &self,
-        request: Prepared,
+        mut request: Prepared,
         decode_error: DecodeErrorFn,
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
+        if let Some(hook) = &self.settings.request_hook {
+            hook.apply(request.headers_mut());
+        }
         let transport = self.clone();
         let deadline = Instant::now() + self.settings.timeout;
         async move { transport.send_until(request, deadline, decode_error).await }

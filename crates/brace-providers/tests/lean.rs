@@ -1,7 +1,10 @@
 //! The lean HTTP client (hyper-util directly) against reqwest, over real loopback sockets:
 //! which one a provider gets, that both give the same answers and the same errors, and that
-//! the lean one keeps one connection pool per runtime.
+//! the lean one keeps one connection pool per runtime and reuses its connections.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brace_llm::{ChatRequest, ChatResponse, LlmError, LlmErrorKind, Message, ResponseBody};
@@ -202,4 +205,122 @@ fn the_lean_client_keeps_one_pool_per_runtime() {
     });
     assert_eq!(lean.pools(), 3);
     server_rt.block_on(server.shutdown());
+}
+
+/// A TCP forwarder in front of `upstream` that counts the connections it accepts: how many
+/// connections a client opened to reach the server.
+struct CountingProxy {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sim server's socket address, from its base URL (`http://127.0.0.1:port`).
+fn sim_addr(server: &SimServer) -> SocketAddr {
+    server
+        .base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+/// A provider on a lean client of its own (no pool shared with other tests) reaching `addr`.
+fn lean_provider(addr: SocketAddr, http2_prior_knowledge: bool) -> OpenAiClient {
+    let config = config(format!("http://{addr}/v1"), HttpClient::Lean)
+        .map_client(|c| c.with_http2_prior_knowledge(http2_prior_knowledge));
+    let lean = LeanClient::new(
+        ClientOptions::new(Duration::from_secs(5))
+            .with_http2_prior_knowledge(http2_prior_knowledge),
+    );
+    let transport = Transport::with_lean_client(&config.client, lean);
+    OpenAiClient::with_transport(config, transport).unwrap()
+}
+
+#[tokio::test]
+async fn the_lean_client_reuses_its_connections() {
+    let server = sim(Behavior::reply(Reply::new().with_text("one two three"))).await;
+    let upstream = sim_addr(&server);
+
+    // HTTP/1.1: one call after another, streamed or not, all on the first connection (each
+    // body read to its end returns the connection to the pool).
+    let proxy = CountingProxy::start(upstream).await;
+    let client = lean_provider(proxy.addr, false);
+    for round in 0..6 {
+        let answer = text(guard(client.clone().oneshot(request(round % 2 == 1))).await).await;
+        assert_eq!(answer.unwrap(), "one two three", "call {round}");
+    }
+    assert_eq!(proxy.accepted(), 1, "sequential HTTP/1.1 calls");
+
+    // HTTP/1.1, four at once: a connection each; then calls one after another reuse those.
+    let calls = (0..4).map(|_| {
+        let client = client.clone();
+        async move { text(client.oneshot(request(true)).await).await }
+    });
+    for answer in guard(futures::future::join_all(calls)).await {
+        assert_eq!(answer.unwrap(), "one two three");
+    }
+    let after_burst = proxy.accepted();
+    assert!(
+        (1..=4).contains(&after_burst),
+        "{after_burst} connections for 4 concurrent calls"
+    );
+    for _ in 0..4 {
+        text(guard(client.clone().oneshot(request(false))).await)
+            .await
+            .unwrap();
+    }
+    assert_eq!(proxy.accepted(), after_burst, "calls after the burst");
+
+    // HTTP/2 with prior knowledge: ten calls at once share one connection.
+    let proxy = CountingProxy::start(upstream).await;
+    let client = lean_provider(proxy.addr, true);
+    let calls = (0..10).map(|_| {
+        let client = client.clone();
+        async move { text(client.oneshot(request(true)).await).await }
+    });
+    for answer in guard(futures::future::join_all(calls)).await {
+        assert_eq!(answer.unwrap(), "one two three");
+    }
+    assert_eq!(proxy.accepted(), 1, "concurrent HTTP/2 calls");
+    assert_eq!(
+        server.handle().stats().http_versions.get("HTTP/2.0"),
+        Some(&10)
+    );
+    server.shutdown().await;
 }

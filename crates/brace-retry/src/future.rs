@@ -241,7 +241,7 @@ impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
     Req: Clone,
 {
     type Output = Result<S::Response, BoxError>;
@@ -267,8 +267,9 @@ where
                     };
                     let (outcome, result) = match attempt {
                         Attempt::Done(result) => {
-                            let outcome = policy.classifier.classify(result.as_ref());
-                            (outcome, result.map_err(Into::into))
+                            // Judged as every layer judges: the error boxed.
+                            let result = result.map_err(Into::into);
+                            (policy.classifier.classify(result.as_ref()), result)
                         }
                         Attempt::TimedOut => {
                             let outcome = if policy.retry_attempt_timeouts {
@@ -422,6 +423,14 @@ fn decide<C, T>(
         ));
     }
     *previous_delay = backoff;
+    tracing::warn!(
+        name = policy.name.as_deref(),
+        attempt = i64::from(attempts),
+        delay_ms = duration_ms(delay),
+        retry_after_ms = hint.map(duration_ms),
+        reason = %Reason(result.as_ref().err(), outcome),
+        "retry"
+    );
     if let Some(hook) = &policy.on_retry {
         (hook.0)(&RetryEvent {
             attempt: attempts,
@@ -440,6 +449,13 @@ fn give_up<C, T>(
     outcome: Outcome,
     result: Result<T, BoxError>,
 ) -> Result<T, BoxError> {
+    tracing::warn!(
+        name = policy.name.as_deref(),
+        attempts = i64::from(attempts),
+        give_up = %reason,
+        reason = %Reason(result.as_ref().err(), outcome),
+        "retries exhausted"
+    );
     if let Some(hook) = &policy.on_give_up {
         (hook.0)(&GiveUpEvent {
             attempts,
@@ -449,6 +465,25 @@ fn give_up<C, T>(
         });
     }
     result.map_err(|last| Box::new(RetriesExhausted::new(attempts, reason, last)) as BoxError)
+}
+
+/// Milliseconds, for event fields (signed: OpenTelemetry attributes have no unsigned
+/// integers).
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why an attempt failed, for event fields: its error, or the class of a response judged a
+/// failure. Formatted only if a subscriber records the event.
+struct Reason<'a>(Option<&'a BoxError>, Outcome);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(err) => fmt::Display::fmt(err, f),
+            None => write!(f, "response judged a failure ({})", self.1.class()),
+        }
+    }
 }
 
 impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>

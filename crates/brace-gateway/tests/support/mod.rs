@@ -1,0 +1,128 @@
+//! Sending requests through the gateway's router without a socket, and reading the reply.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use brace_gateway::{Gateway, GatewayConfig, app::router};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A reply, read whole.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics, naming the body, if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
+    }
+
+    /// A header's value, or `""`.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Sends `request` through `gateway`'s router (`oneshot`, no socket).
+pub async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
+    let response = router(gateway.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// A JSON `POST` to `path`.
+pub fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+/// A `GET` of `path`.
+pub fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// A chat request for `model`.
+pub fn chat(model: &str, stream: bool) -> Request<Body> {
+    Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({
+                "model": model,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "Hello there"}],
+            })
+            .to_string(),
+        ))
+        .unwrap()
+}
+
+// ===== a misbehaving upstream =====
+
+/// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
+/// 100 KB model name, an absurd Retry-After, an error text with CR/LF in it.
+pub async fn hostile_upstream() -> String {
+    async fn answer(axum::Json(request): axum::Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match request["model"].as_str().unwrap_or_default() {
+            "huge-model" => axum::Json(json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": format!("m\r\nx-injected: 1{}", "m".repeat(100 * 1024)),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }))
+            .into_response(),
+            "limited" => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "99999999999")],
+                axum::Json(json!({"error": {"message": "slow down", "type": "requests"}})),
+            )
+                .into_response(),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": {
+                    "message": "boom\r\n2030-01-01T00:00:00.000000Z  INFO forged: all good\u{1b}[2J",
+                    "type": "invalid_request_error"}})),
+            )
+                .into_response(),
+        }
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+pub async fn behind_hostile_upstream(server: &str) -> Arc<Gateway> {
+    brace_providers::provider::install_crypto_provider();
+    let base_url = hostile_upstream().await;
+    let yaml = format!(
+        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+         api_key_env: ''\n    base_url: {base_url}\n\
+         routes:\n  - match: '*'\n    providers:\n      - name: upstream\n        passthrough: true\n\
+         fallback:\n  max_retries: 0\n\
+         degradation:\n  auto:\n    enabled: false\n\
+         server:\n{server}"
+    );
+    Gateway::build(GatewayConfig::from_yaml(&yaml).unwrap()).unwrap()
+}
