@@ -84,6 +84,8 @@ LITELLM_VERSION=1.104.0
 PORTKEY_DIR=${PORTKEY_DIR:-$CARGO_TARGET_DIR/peers/portkey}
 PORTKEY_VERSION=1.15.2
 mkdir -p "$OUT"
+# Absolute: nginx reads its configuration relative to its own prefix otherwise.
+OUT=$(cd "$OUT" && pwd)
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 

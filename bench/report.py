@@ -111,6 +111,12 @@ def ratio(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
 
+def over_floor(a, b):
+    """a ÷ b for an added latency over nginx's: None (undefined) unless nginx's is positive —
+    a ratio to zero or to a negative difference says nothing (and its sign would flip)."""
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
 def target_order(name):
     order = {"direct": 0, "nginx": 1, "gateway": 2, "portkey": 8, "litellm": 9}
     return (order.get(name, 3), name)
@@ -175,8 +181,8 @@ def open_rounds(runs, rate):
     for name, s in stats.items():
         if name == "nginx" or floor is None:
             continue
-        s["r50"] = [ratio(median(s["p50"]), median(floor["p50"]))]
-        s["r99"] = [ratio(median(s["p99"]), median(floor["p99"]))]
+        s["r50"] = [over_floor(median(s["p50"]), median(floor["p50"]))]
+        s["r99"] = [over_floor(median(s["p99"]), median(floor["p99"]))]
     return stats
 
 
@@ -423,9 +429,13 @@ def print_targets(runs, calls):
                                          ("r99", "p99", "p99 added", 2.0),
                                          ("rcpu", "cpu", "CPU per request", 2.0)):
                 m = median(s[key])
-                verdict = "n/a" if m is None else ("met" if m <= goal else "not met")
                 floor = stats.get("nginx", {}).get(raw, [])
-                shown = ratio_cell(s[key]) + " (ratio of the medians)" if key != "rcpu" else spread(s[key], '{:.2f}×')
+                if m is None and key != "rcpu" and floor:
+                    shown = "undefined: nginx's median added is ≤ 0"
+                    verdict = "—"
+                else:
+                    verdict = "n/a" if m is None else ("met" if m <= goal else "not met")
+                    shown = ratio_cell(s[key]) + " (ratio of the medians)" if key != "rcpu" else spread(s[key], '{:.2f}×')
                 print(f"| {name}: {what} at {rate} req/s ÷ nginx's | {shown} "
                       f"({name} {spread(s[raw], '{:,.0f}', False)} µs; "
                       f"nginx {spread(floor, '{:,.0f}', False)} µs) | ≤ {goal}× | {verdict} |")
