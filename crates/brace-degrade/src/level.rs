@@ -23,8 +23,22 @@ pub enum LevelKind {
 }
 
 /// One rung of the ladder: a name and what it does.
+///
+/// In configuration a level is a mapping (`{name: haiku, model: claude-haiku}`, see
+/// [`DegradeConfig`](crate::DegradeConfig)) or the bare name of a level of the
+/// [standard ladder](Ladder::standard) (`full`, `reduced`, `minimal`, `cached`, `offline`):
+///
+/// ```
+/// use brace_degrade::{DegradeConfig, LevelKind};
+///
+/// let config: DegradeConfig =
+///     serde_json::from_str(r#"{"levels": ["full", "reduced", "offline"]}"#).unwrap();
+/// let ladder = config.ladder().unwrap();
+/// assert_eq!(ladder.levels()[2].name(), "offline");
+/// assert!(matches!(ladder.levels()[2].kind(), LevelKind::Static(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(try_from = "LevelConfig", into = "LevelConfig")]
+#[serde(try_from = "LevelSpec", into = "LevelConfig")]
 pub struct Level {
     name: Arc<str>,
     kind: LevelKind,
@@ -100,6 +114,65 @@ enum KindName {
     Live,
     Cached,
     Static,
+}
+
+/// A level as written: the name of a standard level, or a whole [`LevelConfig`].
+enum LevelSpec {
+    Builtin(String),
+    Custom(LevelConfig),
+}
+
+impl<'de> serde::Deserialize<'de> for LevelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LevelSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "the name of a standard level (full, reduced, minimal, cached, offline) or a \
+                     mapping with `name` and `kind`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<LevelSpec, E> {
+                Ok(LevelSpec::Builtin(name.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LevelSpec, A::Error> {
+                serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(LevelSpec::Custom)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl TryFrom<LevelSpec> for Level {
+    type Error = InvalidConfig;
+
+    fn try_from(spec: LevelSpec) -> Result<Self, InvalidConfig> {
+        match spec {
+            LevelSpec::Custom(config) => config.try_into(),
+            LevelSpec::Builtin(name) => {
+                let standard = Ladder::standard();
+                let found = standard.levels().iter().find(|level| *level.name == *name);
+                found.cloned().ok_or_else(|| {
+                    let names: Vec<_> = standard.levels().iter().map(Level::name).collect();
+                    InvalidConfig::new(format!(
+                        "`{name}` is not a standard level (standard levels: {}); describe it as a \
+                         mapping with `name` and `kind`",
+                        names.join(", ")
+                    ))
+                })
+            }
+        }
+    }
 }
 
 impl TryFrom<LevelConfig> for Level {

@@ -160,3 +160,26 @@ impl brace_degrade::DegradeResponse for NoResponse {
         0
     }
 }
+
+#[test]
+fn standard_levels_can_be_named_and_mixed_with_mappings() {
+    let config: DegradeConfig = serde_json::from_str(
+        r#"{"levels": ["full", {"name": "small", "model": "tiny"}, "cached", "offline"]}"#,
+    )
+    .unwrap();
+    let ladder = config.ladder().unwrap();
+    let names: Vec<_> = ladder.levels().iter().map(|l| l.name()).collect();
+    assert_eq!(names, ["full", "small", "cached", "offline"]);
+    assert_eq!(ladder.levels()[2], brace_degrade::Level::cached("cached"));
+    // The named levels are the standard ones, message and shape included.
+    let standard = brace_degrade::Ladder::standard();
+    assert_eq!(ladder.levels()[3], standard.levels()[4]);
+
+    let err = serde_json::from_str::<DegradeConfig>(r#"{"levels": ["full", "tiny"]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`tiny` is not a standard level") && err.contains("full, reduced"),
+        "{err}"
+    );
+}

@@ -20,7 +20,7 @@ use crate::stack::Gateway;
 
 /// Builds the gateway's router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let body_limit = gateway.config.server.body_limit;
+    let body_limit = gateway.config().server.body_limit;
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(seed_completions))
@@ -35,7 +35,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             post(set_degradation_level).get(degradation_level),
         )
         .route("/metrics", get(metrics))
+        .merge(crate::ops::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::ops::chaos_header,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(gateway)
 }
@@ -200,7 +205,7 @@ async fn seed_call(
     let model = seed
         .model
         .clone()
-        .unwrap_or_else(|| gateway.default_model().to_owned());
+        .unwrap_or_else(|| gateway.default_model());
     let mut request = ChatRequest::new(model, seed.messages);
     request.max_tokens = seed.max_tokens;
     request.temperature = seed.temperature;

@@ -24,21 +24,48 @@
 //! assert_eq!(config.providers[2].kind(), brace_gateway::config::ProviderKind::Gemini);
 //! ```
 //!
-//! Unknown keys, wrong types and impossible values are rejected with the line and what is
-//! wrong.
+//! Unknown keys, wrong types and impossible values are rejected with the line, the column
+//! and what is wrong — checks that need the whole file (a route naming an unknown provider,
+//! two sections that contradict each other) included.
+//!
+//! What a new user types works: a route lists providers by name or as mappings, a
+//! provider only ever asked with `passthrough` needs no `model`, and the degradation ladder
+//! can name standard levels:
+//!
+//! ```
+//! let config = brace_gateway::GatewayConfig::from_yaml(r#"
+//! providers:
+//!   - name: openai
+//!     model: gpt-4o
+//!   - name: local-llama
+//!     base_url: http://127.0.0.1:11434/v1
+//! routes:
+//!   - match: "gpt-*"
+//!     providers: [openai]
+//!   - match: "llama*"
+//!     providers: [{name: local-llama, passthrough: true}]
+//! degradation:
+//!   levels: [full, reduced, offline]
+//! "#).unwrap();
+//! assert_eq!(config.routes[0].providers[0].name, "openai");
+//! assert_eq!(config.providers[1].model, None);
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use brace_sim::Behavior;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// It serializes to what it means — defaults filled in, the `health` shorthands folded into
+/// `circuit_breaker` — which is what `GET /v1/config` shows (with URL passwords elided).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawGatewayConfig")]
 pub struct GatewayConfig {
     /// Where to listen (default `127.0.0.1:8080`).
@@ -67,6 +94,9 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Failover drills started with the configuration (none by default): a named provider's
+    /// calls fail or slow down at a set rate for a bounded time (see [`crate::chaos`]).
+    pub chaos: Vec<crate::chaos::ChaosConfig>,
 }
 
 #[derive(Deserialize)]
@@ -74,7 +104,7 @@ pub struct GatewayConfig {
 struct RawGatewayConfig {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
-    providers: Vec<ProviderConfig>,
+    providers: Vec<RawProviderConfig>,
     #[serde(default)]
     fallback: brace_retry::RetryConfig,
     #[serde(default)]
@@ -95,57 +125,118 @@ struct RawGatewayConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    chaos: Vec<crate::chaos::ChaosConfig>,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
-impl TryFrom<RawGatewayConfig> for GatewayConfig {
-    type Error = String;
+/// A configuration mistake found after reading: where it is, as a key path such as
+/// `providers[1].circuit_breaker` (located in the file by [`GatewayConfig::from_yaml`]), and
+/// what is wrong.
+#[derive(Debug)]
+struct Invalid {
+    path: String,
+    message: String,
+}
 
-    fn try_from(raw: RawGatewayConfig) -> Result<Self, String> {
-        if raw.providers.is_empty() {
-            return Err("`providers` must list at least one provider".into());
+impl Invalid {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
         }
+    }
+
+    /// The same mistake, `prefix` (a path) in front of its path.
+    fn under(mut self, prefix: &str) -> Self {
+        self.path = match (prefix.is_empty(), self.path.is_empty()) {
+            (true, _) => self.path,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{}", self.path),
+        };
+        self
+    }
+
+    /// A mistake in the section at `path` whose message starts with the key it is about
+    /// (`rate_limited.max_retries must be at most 20`): located at that key.
+    fn in_section(path: &str, message: String) -> Self {
+        let key = message.split(' ').next().unwrap_or_default();
+        let is_key = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
+        if is_key {
+            Self::at(format!("{path}.{key}"), message)
+        } else {
+            Self::at(path, message)
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl TryFrom<RawGatewayConfig> for GatewayConfig {
+    type Error = Invalid;
+
+    fn try_from(raw: RawGatewayConfig) -> Result<Self, Invalid> {
+        if raw.providers.is_empty() {
+            return Err(Invalid::at(
+                "providers",
+                "`providers` must list at least one provider",
+            ));
+        }
+        let providers = raw
+            .providers
+            .into_iter()
+            .enumerate()
+            .map(|(index, provider)| {
+                ProviderConfig::try_from(provider).map_err(|err| err.under(&providers_at(index)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         raw.fallback
             .validate()
-            .map_err(|err| format!("fallback: {err}"))?;
-        let mut seen = HashMap::new();
-        for (index, provider) in raw.providers.iter().enumerate() {
-            if let Some(first) = seen.insert(provider.name.as_str(), index) {
-                return Err(format!(
-                    "providers[{index}]: the name `{}` is already used by providers[{first}]",
-                    provider.name
+            .map_err(|err| Invalid::in_section("fallback", err.to_string()))?;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (index, provider) in providers.iter().enumerate() {
+            if let Some(first) = seen.insert(provider.name.clone(), index) {
+                return Err(Invalid::at(
+                    format!("{}.name", providers_at(index)),
+                    format!(
+                        "the name `{}` is already used by providers[{first}]",
+                        provider.name
+                    ),
                 ));
             }
         }
-        for (index, route) in raw.routes.iter().enumerate() {
-            if route.providers.is_empty() {
-                return Err(format!(
-                    "routes[{index}] (`{}`): lists no provider",
-                    route.pattern
-                ));
-            }
-            for target in &route.providers {
-                if !seen.contains_key(target.name.as_str()) {
-                    return Err(format!(
-                        "routes[{index}] (`{}`): unknown provider `{}` (known: {})",
-                        route.pattern,
-                        target.name,
-                        raw.providers
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
-        }
+        check_routes(&raw.routes, &providers)?;
         let circuit_breaker = effective_breaker(raw.circuit_breaker, &raw.health)?;
+        brace_circuit::CircuitBreakerLayer::from_config("global", &circuit_breaker).map_err(
+            |err| {
+                let section = if raw.health.consecutive_failures.is_some()
+                    || raw.health.failure_rate.is_some()
+                    || raw.health.recovery_time.is_some()
+                {
+                    "circuit_breaker (with the health shorthands)"
+                } else {
+                    "circuit_breaker"
+                };
+                Invalid::at("circuit_breaker", format!("{section}: {err}"))
+            },
+        )?;
         let config = Self {
             listen: raw.listen,
-            providers: raw.providers,
+            providers,
             fallback: raw.fallback,
             circuit_breaker,
             degradation: raw.degradation.into(),
@@ -156,37 +247,138 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             admin: raw.admin,
             routes: raw.routes,
             server: raw.server,
+            chaos: raw.chaos,
         };
         let levels: Vec<String> = config
             .degradation
-            .ladder()
-            .map_err(|err| format!("degradation: {err}"))?
+            .validate()
+            .map_err(|err| Invalid::at("degradation", err.to_string()))?
             .levels()
             .iter()
             .map(|level| level.name().to_owned())
             .collect();
-        for provider in &config.providers {
+        for (index, provider) in config.providers.iter().enumerate() {
+            let at = providers_at(index);
             let name = &provider.name;
             for (level, model) in &provider.models {
                 if !levels.contains(level) {
-                    return Err(format!(
-                        "provider `{name}`: models: unknown degradation level `{level}` (levels: {})",
-                        levels.join(", ")
+                    return Err(Invalid::at(
+                        format!("{at}.models.{level}"),
+                        format!(
+                            "unknown degradation level `{level}` (levels: {}) in provider `{name}`",
+                            levels.join(", ")
+                        ),
                     ));
                 }
                 if model.trim().is_empty() {
-                    return Err(format!(
-                        "provider `{name}`: models.{level} must not be empty"
+                    return Err(Invalid::at(
+                        format!("{at}.models.{level}"),
+                        format!("models.{level} of provider `{name}` must not be empty"),
                     ));
                 }
             }
-            let breaker = config.circuit_breaker_for(provider)?;
-            brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker)
-                .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
-            config.fallback_for(provider)?;
+            // A provider's own sections are checked laid over the global ones, and blamed
+            // for what they add: the global sections were checked above.
+            if provider.circuit_breaker.is_some() {
+                let breaker = config
+                    .circuit_breaker_for(provider)
+                    .map_err(|err| Invalid::at(format!("{at}.circuit_breaker"), err))?;
+                brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker).map_err(
+                    |err| {
+                        Invalid::at(
+                            format!("{at}.circuit_breaker"),
+                            format!(
+                                "provider `{name}`: circuit_breaker (laid over the global \
+                                 section): {err}"
+                            ),
+                        )
+                    },
+                )?;
+            }
+            if provider.fallback.is_some() {
+                config
+                    .fallback_for(provider)
+                    .map_err(|err| Invalid::at(format!("{at}.fallback"), err))?;
+            }
+        }
+        for (index, drill) in config.chaos.iter().enumerate() {
+            drill
+                .validate()
+                .map_err(|(key, message)| Invalid::at(format!("chaos[{index}].{key}"), message))?;
+            if !seen.contains_key(drill.provider.as_str()) {
+                return Err(Invalid::at(
+                    format!("chaos[{index}].provider"),
+                    format!(
+                        "unknown provider `{}` (known: {})",
+                        drill.provider,
+                        known(&config.providers)
+                    ),
+                ));
+            }
         }
         Ok(config)
     }
+}
+
+fn providers_at(index: usize) -> String {
+    format!("providers[{index}]")
+}
+
+fn known(providers: &[ProviderConfig]) -> String {
+    providers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every route lists providers that exist, and asks each for a model it can name.
+fn check_routes(routes: &[RouteConfig], providers: &[ProviderConfig]) -> Result<(), Invalid> {
+    for (index, route) in routes.iter().enumerate() {
+        let at = format!("routes[{index}]");
+        if route.providers.is_empty() {
+            return Err(Invalid::at(
+                format!("{at}.providers"),
+                format!("route `{}` lists no provider", route.pattern),
+            ));
+        }
+        for (position, target) in route.providers.iter().enumerate() {
+            let target_at = format!("{at}.providers[{position}]");
+            let Some(provider) = providers.iter().find(|p| p.name == target.name) else {
+                return Err(Invalid::at(
+                    target_at,
+                    format!(
+                        "route `{}`: unknown provider `{}` (known: {})",
+                        route.pattern,
+                        target.name,
+                        known(providers)
+                    ),
+                ));
+            };
+            if target.passthrough && target.model.is_some() {
+                return Err(Invalid::at(
+                    target_at,
+                    format!(
+                        "route `{}`, provider `{}`: `passthrough` forwards the requested model, \
+                         so `model` has no effect; keep one of them",
+                        route.pattern, target.name
+                    ),
+                ));
+            }
+            if !target.passthrough && target.model.is_none() && provider.model.is_none() {
+                return Err(Invalid::at(
+                    target_at,
+                    format!(
+                        "route `{}`: provider `{}` has no `model`; give it one, or ask it for \
+                         one here (`{{name: {}, model: ...}}`), or forward the requested model \
+                         (`{{name: {}, passthrough: true}}`)",
+                        route.pattern, target.name, target.name, target.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The global breaker: the `circuit_breaker` section, with the `health` section's
@@ -196,18 +388,21 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
 fn effective_breaker(
     mut breaker: brace_circuit::CircuitBreakerConfig,
     health: &HealthConfig,
-) -> Result<brace_circuit::CircuitBreakerConfig, String> {
+) -> Result<brace_circuit::CircuitBreakerConfig, Invalid> {
     fn fold<T: PartialEq + Copy + fmt::Display>(
         slot: &mut Option<T>,
         from_health: Option<T>,
         health_key: &str,
         breaker_key: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Invalid> {
         match (*slot, from_health) {
-            (Some(set), Some(health)) if set != health => Err(format!(
-                "health.{health_key} ({health}) contradicts circuit_breaker.{breaker_key} \
-                 ({set}): a provider's circuit is the one rule for when it is tried; set it \
-                 in one place"
+            (Some(set), Some(health)) if set != health => Err(Invalid::at(
+                format!("health.{health_key}"),
+                format!(
+                    "health.{health_key} ({health}) contradicts circuit_breaker.{breaker_key} \
+                     ({set}): a provider's circuit is the one rule for when it is tried; set it \
+                     in one place"
+                ),
             )),
             (None, Some(health)) => {
                 *slot = Some(health);
@@ -219,8 +414,9 @@ fn effective_breaker(
     if let Some(rate) = health.failure_rate
         && !(rate > 0.0 && rate <= 1.0)
     {
-        return Err(format!(
-            "health.failure_rate must be a fraction in (0, 1], got {rate}"
+        return Err(Invalid::at(
+            "health.failure_rate",
+            format!("health.failure_rate must be a fraction in (0, 1], got {rate}"),
         ));
     }
     fold(
@@ -237,17 +433,25 @@ fn effective_breaker(
     )?;
     match (breaker.wait_in_open, health.recovery_time) {
         (Some(wait), Some(recovery)) if wait != recovery => {
-            return Err(format!(
-                "health.recovery_time ({recovery:?}) contradicts circuit_breaker.reset_timeout \
-                 / wait_in_open ({wait:?}): a provider's circuit is the one rule for when it \
-                 is tried; set it in one place"
+            return Err(Invalid::at(
+                "health.recovery_time",
+                format!(
+                    "health.recovery_time ({recovery:?}) contradicts \
+                     circuit_breaker.reset_timeout / wait_in_open ({wait:?}): a provider's \
+                     circuit is the one rule for when it is tried; set it in one place"
+                ),
             ));
         }
         (None, recovery) => breaker.wait_in_open = recovery,
         _ => {}
     }
     if breaker.failure_threshold == Some(0) {
-        return Err("circuit_breaker.failure_threshold must be at least 1".into());
+        let at = if health.consecutive_failures == Some(0) {
+            "health.consecutive_failures"
+        } else {
+            "circuit_breaker.failure_threshold"
+        };
+        return Err(Invalid::at(at, format!("{at} must be at least 1")));
     }
     breaker.failure_threshold.get_or_insert(3);
     breaker.sliding_window_size.get_or_insert(20);
@@ -363,11 +567,25 @@ impl From<DegradationConfig> for brace_degrade::DegradeConfig {
     }
 }
 
-/// A configuration that could not be loaded.
+/// A configuration that could not be loaded: where (the file, and the line and column when
+/// the mistake is in the text) and what is wrong.
 #[derive(Debug)]
 pub struct ConfigError {
     origin: String,
+    position: Option<crate::locate::Position>,
     message: String,
+}
+
+impl ConfigError {
+    /// The line of the mistake (from 1), when it is in the text.
+    pub fn line(&self) -> Option<u64> {
+        self.position.map(|p| p.line)
+    }
+
+    /// The column of the mistake (from 1), when it is in the text.
+    pub fn column(&self) -> Option<u64> {
+        self.position.map(|p| p.column)
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -383,7 +601,7 @@ impl GatewayConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the line and what is wrong.
+    /// A [`ConfigError`] naming the line, the column and what is wrong.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         Self::parse(text, "<config>")
     }
@@ -392,23 +610,98 @@ impl GatewayConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the file, the line and what is wrong.
+    /// A [`ConfigError`] naming the file, the line, the column and what is wrong.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             origin: origin.clone(),
+            position: None,
             message: format!("cannot read: {err}"),
         })?;
         Self::parse(&text, &origin)
     }
 
-    fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        serde_saphyr::from_str(text).map_err(|err| ConfigError {
-            origin: origin.to_owned(),
-            message: err.to_string(),
-        })
+    /// Parses `text`, read from `origin` (a file name, for errors).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_yaml`](Self::from_yaml).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|err| locate_error(&err, text, origin))
     }
 
+    /// What is probably a mistake but not an error, one sentence each (logged when a
+    /// gateway starts or reloads): a route that continues broken streams but has no
+    /// provider to continue on.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            if !route.continuation {
+                continue;
+            }
+            let can_continue = route.providers.iter().skip(1).any(|target| {
+                self.providers
+                    .iter()
+                    .any(|p| p.name == target.name && p.accepts_prefill)
+            });
+            if route.providers.len() < 2 {
+                warnings.push(format!(
+                    "routes[{index}] (`{}`): `continuation` is on but the route has one \
+                     provider: a broken stream has nowhere to continue",
+                    route.pattern
+                ));
+            } else if !can_continue {
+                warnings.push(format!(
+                    "routes[{index}] (`{}`): `continuation` is on but no provider after the \
+                     first accepts an assistant prefill (`accepts_prefill: true`): a broken \
+                     stream cannot be continued",
+                    route.pattern
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// A read error with its line and column: serde-saphyr's own position when it has one, else
+/// the position of the key path a whole-file check named (see [`Invalid`]).
+fn locate_error(err: &serde_saphyr::Error, text: &str, origin: &str) -> ConfigError {
+    let own = err
+        .location()
+        .filter(|location| location.line() > 0)
+        .map(|location| crate::locate::Position {
+            line: location.line(),
+            column: location.column(),
+        });
+    if own.is_none()
+        && let serde_saphyr::Error::Message { msg, .. } = err.without_snippet()
+        && let Some((path, _)) = msg.split_once(": ")
+        && let Some(position) = crate::locate::locate(text, path)
+    {
+        let source_line = text
+            .lines()
+            .nth(usize::try_from(position.line).unwrap_or(usize::MAX) - 1)
+            .unwrap_or_default();
+        let gutter = " ".repeat(position.line.to_string().len());
+        let caret = " ".repeat(usize::try_from(position.column).unwrap_or(1) - 1);
+        return ConfigError {
+            origin: origin.to_owned(),
+            position: Some(position),
+            message: format!(
+                "error: line {} column {}: {msg}\n{gutter} |\n{} | {source_line}\n{gutter} | \
+                 {caret}^",
+                position.line, position.column, position.line
+            ),
+        };
+    }
+    ConfigError {
+        origin: origin.to_owned(),
+        position: own,
+        message: err.to_string(),
+    }
+}
+
+impl GatewayConfig {
     /// The embedded demo: three simulated providers in-process — a flaky primary, a slow
     /// secondary and a steady local fallback — so failover, circuit breaking and degradation
     /// can be seen with no API key.
@@ -421,7 +714,7 @@ impl GatewayConfig {
 pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
 /// Which wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// OpenAI.
@@ -472,7 +765,7 @@ impl ProviderKind {
 }
 
 /// Price per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// Per million input (prompt) tokens.
@@ -482,14 +775,17 @@ pub struct Price {
 }
 
 /// One provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawProviderConfig")]
 pub struct ProviderConfig {
     /// Its name, unique.
     pub name: String,
     kind: ProviderKind,
-    /// The model asked for there unless a route says otherwise.
-    pub model: String,
+    /// The model asked for there unless a route says otherwise. A provider without one is
+    /// asked for the model the request names (as with a route's `passthrough`), and a route
+    /// that lists it must say `passthrough: true` or name a `model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Lower is tried first (default 1).
     pub priority: u32,
     /// Relative weight among providers of the same priority (default 1).
@@ -500,10 +796,13 @@ pub struct ProviderConfig {
     /// e.g. `OPENAI_API_KEY`; an empty string for a server that needs no key).
     pub api_key_env: Option<String>,
     /// Timeout of one call.
+    #[serde(serialize_with = "brace_core::duration::serialize")]
     pub timeout: Duration,
     /// Longest wait for the first streamed token.
+    #[serde(serialize_with = "brace_core::duration::option::serialize")]
     pub first_token_timeout: Option<Duration>,
     /// Longest silence between two streamed chunks.
+    #[serde(serialize_with = "brace_core::duration::option::serialize")]
     pub stream_idle_timeout: Option<Duration>,
     /// Whether the provider accepts an assistant prefill (stream continuation).
     pub accepts_prefill: bool,
@@ -525,7 +824,7 @@ pub struct ProviderConfig {
     /// The model to ask this provider for at a degradation level below the top, by level
     /// name (`{reduced: gpt-4o-mini, minimal: gpt-4o-mini}`). It wins over the level's own
     /// `model` and the route's; a level not listed asks for the provider's usual model.
-    pub models: HashMap<String, String>,
+    pub models: BTreeMap<String, String>,
     /// This provider's own circuit-breaker keys, laid over the global `circuit_breaker`
     /// section (see [`GatewayConfig::circuit_breaker_for`]).
     pub circuit_breaker: Option<serde_json::Value>,
@@ -540,7 +839,8 @@ struct RawProviderConfig {
     name: String,
     #[serde(default)]
     kind: Option<ProviderKind>,
-    model: String,
+    #[serde(default)]
+    model: Option<String>,
     #[serde(default = "one")]
     priority: u32,
     #[serde(default = "one")]
@@ -568,7 +868,7 @@ struct RawProviderConfig {
     #[serde(default)]
     seed: u64,
     #[serde(default)]
-    models: HashMap<String, String>,
+    models: BTreeMap<String, String>,
     #[serde(default)]
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
@@ -584,32 +884,49 @@ fn default_timeout() -> Duration {
 }
 
 impl TryFrom<RawProviderConfig> for ProviderConfig {
-    type Error = String;
+    type Error = Invalid;
 
-    fn try_from(raw: RawProviderConfig) -> Result<Self, String> {
+    fn try_from(raw: RawProviderConfig) -> Result<Self, Invalid> {
         let name = raw.name.trim().to_owned();
         if name.is_empty() {
-            return Err("a provider's `name` must not be empty".into());
+            return Err(Invalid::at("name", "a provider's `name` must not be empty"));
         }
         let kind = match raw.kind {
             Some(kind) => kind,
             None => ProviderKind::infer(&name).ok_or_else(|| {
-                format!(
-                    "provider `{name}`: cannot infer its kind from the name; set `kind` to one of \
-                     openai, azure, anthropic, gemini, openai-compatible, simulated"
+                Invalid::at(
+                    "name",
+                    format!(
+                        "provider `{name}`: cannot infer its kind from the name; set `kind` to \
+                         one of openai, azure, anthropic, gemini, openai-compatible, simulated"
+                    ),
                 )
             })?,
         };
-        if raw.model.trim().is_empty() {
-            return Err(format!("provider `{name}`: `model` must not be empty"));
+        let fail = |key: &str, message: String| Err(Invalid::at(key, message));
+        if raw
+            .model
+            .as_deref()
+            .is_some_and(|model| model.trim().is_empty())
+        {
+            return fail(
+                "model",
+                format!(
+                    "provider `{name}`: `model` must not be empty (leave it out to forward the requested model)"
+                ),
+            );
         }
         if raw.weight == 0 {
-            return Err(format!("provider `{name}`: `weight` must be at least 1"));
+            return fail(
+                "weight",
+                format!("provider `{name}`: `weight` must be at least 1"),
+            );
         }
         if raw.timeout.is_zero() {
-            return Err(format!(
-                "provider `{name}`: `timeout` must be more than zero"
-            ));
+            return fail(
+                "timeout",
+                format!("provider `{name}`: `timeout` must be more than zero"),
+            );
         }
         if let Some(price) = raw.price
             && (price.input < 0.0
@@ -617,36 +934,48 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
                 || !price.input.is_finite()
                 || !price.output.is_finite())
         {
-            return Err(format!(
-                "provider `{name}`: prices must be finite and not negative"
-            ));
+            return fail(
+                "price",
+                format!("provider `{name}`: prices must be finite and not negative"),
+            );
         }
         if matches!(kind, ProviderKind::Azure | ProviderKind::OpenaiCompatible)
             && raw.base_url.is_none()
         {
-            return Err(format!(
-                "provider `{name}`: `base_url` is required for kind {kind:?}"
-            ));
+            return fail(
+                "name",
+                format!("provider `{name}`: `base_url` is required for kind {kind:?}"),
+            );
         }
         if raw.simulate.is_some() && kind != ProviderKind::Simulated {
-            return Err(format!(
-                "provider `{name}`: `simulate` is only for kind simulated"
-            ));
+            return fail(
+                "simulate",
+                format!("provider `{name}`: `simulate` is only for kind simulated"),
+            );
         }
         if let Some(section) = &raw.circuit_breaker {
             serde_json::from_value::<brace_circuit::CircuitBreakerConfig>(section.clone())
-                .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
+                .map_err(|err| {
+                    Invalid::at(
+                        "circuit_breaker",
+                        format!("provider `{name}`: circuit_breaker: {err}"),
+                    )
+                })?;
         }
         if let Some(section) = &raw.fallback {
-            serde_json::from_value::<brace_retry::RetryConfig>(section.clone())
-                .map_err(|err| format!("provider `{name}`: fallback: {err}"))?;
+            serde_json::from_value::<brace_retry::RetryConfig>(section.clone()).map_err(|err| {
+                Invalid::at("fallback", format!("provider `{name}`: fallback: {err}"))
+            })?;
         }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
-            return Err(format!(
-                "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
-                 HTTP; this simulated provider runs in-process (set `base_url` to reach one \
-                 over HTTP)"
-            ));
+            return fail(
+                "http2_prior_knowledge",
+                format!(
+                    "provider `{name}`: `http2_prior_knowledge` is only for providers reached \
+                     over HTTP; this simulated provider runs in-process (set `base_url` to \
+                     reach one over HTTP)"
+                ),
+            );
         }
         Ok(Self {
             name,
@@ -696,7 +1025,7 @@ impl ProviderConfig {
 /// the breaker's `failure_threshold`, `failure_rate_threshold` (as a fraction) and
 /// `wait_in_open` / `reset_timeout`; setting one in both sections with different values is
 /// an error.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// How often to probe each provider actively (off when absent); a successful probe
@@ -714,7 +1043,7 @@ pub struct HealthConfig {
 }
 
 /// Admin endpoints.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// The environment variable holding the admin token; when set (and the variable is
@@ -724,7 +1053,7 @@ pub struct AdminConfig {
 }
 
 /// A route: requests whose `model` matches `pattern` go to these providers, in order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// An exact model name or a glob with `*` (`fast-*`).
@@ -737,18 +1066,74 @@ pub struct RouteConfig {
     pub continuation: bool,
 }
 
-/// One provider of a route.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One provider of a route: its name alone (`providers: [openai, anthropic]`), or a mapping
+/// with the model to ask it for or `passthrough`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteTarget {
     /// The provider's name.
     pub name: String,
     /// The model to ask for there (default: the provider's model).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Forward the requested model name as is.
-    #[serde(default)]
     pub passthrough: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteTarget {
+    name: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    passthrough: bool,
+}
+
+impl RouteTarget {
+    /// The provider named `name`, asked for its own model.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            model: None,
+            passthrough: false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RouteTarget;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a provider's name, or a mapping with `name` and optionally `model` or \
+                     `passthrough`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<RouteTarget, E> {
+                Ok(RouteTarget::named(name))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RouteTarget, A::Error> {
+                let raw =
+                    RawRouteTarget::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RouteTarget {
+                    name: raw.name,
+                    model: raw.model,
+                    passthrough: raw.passthrough,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl RouteConfig {
@@ -778,7 +1163,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// HTTP server limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Largest request body accepted (bytes; default 4 MiB).

@@ -243,7 +243,7 @@ pub async fn run(
     println!("{}", summary(&tally, &moves));
     Ok(DemoReport {
         primary: gateway
-            .config
+            .config()
             .providers
             .iter()
             .min_by_key(|p| p.priority)
@@ -296,7 +296,7 @@ impl Phase {
             }
         };
         let defaults: Vec<_> = gateway
-            .config
+            .config()
             .providers
             .iter()
             .map(|p| (p.name.clone(), p.simulate.clone().unwrap_or_default()))
@@ -361,7 +361,7 @@ fn render(
         "provider", "served", "circuit", "retry in", "fails", "opened", "closed"
     );
     let health = gateway.health();
-    for provider in &gateway.config.providers {
+    for provider in &gateway.config().providers {
         let served = tally.by_provider.get(&provider.name).copied().unwrap_or(0);
         let circuit = gateway
             .circuit_state(&provider.name)

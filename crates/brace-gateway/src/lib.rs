@@ -36,13 +36,18 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod app;
+pub mod chaos;
 pub mod config;
 pub mod demo;
 pub mod error;
+mod locate;
 pub mod metrics;
+mod ops;
+pub mod reload;
 mod request_id;
 pub mod sse;
 pub mod stack;
+pub mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -70,7 +75,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = gateway.config.server.shutdown_grace;
+    let grace = gateway.config().server.shutdown_grace;
     let app = app::router(gateway.clone()).layer(
         tower::ServiceBuilder::new()
             .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
