@@ -325,7 +325,9 @@ fn fingerprint(path: &Path) -> Result<blake3::Hash, std::io::ErrorKind> {
 pub async fn watch(gateway: Arc<Gateway>, path: PathBuf, options: WatchOptions) {
     gateway.set_config_source(path.display().to_string());
     let mut hangups = hangups(options.sighup);
-    let mut seen = fingerprint(&path);
+    // Unknown at first: the file may have changed since the configuration in force was read
+    // from it.
+    let mut seen = None;
     let mut poll = options.poll_interval.map(|every| {
         let mut interval = tokio::time::interval_at(Instant::now() + every, every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -350,8 +352,16 @@ pub async fn watch(gateway: Arc<Gateway>, path: PathBuf, options: WatchOptions) 
         tokio::select! {
             () = tick => {
                 let mut current = fingerprint(&path);
-                if current == seen {
+                if seen.as_ref() == Some(&current) {
                     continue;
+                }
+                if seen.is_none() {
+                    seen = Some(current.clone());
+                    let same = GatewayConfig::from_file(&path)
+                        .is_ok_and(|config| config == *gateway.config());
+                    if same {
+                        continue;
+                    }
                 }
                 // Changed: wait until it stops changing.
                 loop {
@@ -362,11 +372,11 @@ pub async fn watch(gateway: Arc<Gateway>, path: PathBuf, options: WatchOptions) 
                     }
                     current = next;
                 }
-                seen = current;
+                seen = Some(current);
                 tracing::info!(path = %path.display(), "configuration file changed: reloading");
             }
             () = hangup => {
-                seen = fingerprint(&path);
+                seen = Some(fingerprint(&path));
                 tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
             }
         }
