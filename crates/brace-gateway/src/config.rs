@@ -163,7 +163,10 @@ impl Invalid {
     /// A mistake in the section at `path` whose message starts with the key it is about
     /// (`rate_limited.max_retries must be at most 20`): located at that key.
     fn in_section(path: &str, message: String) -> Self {
-        let key = message.split(' ').next().unwrap_or_default();
+        let said = message
+            .rsplit_once(": ")
+            .map_or(message.as_str(), |(_, said)| said);
+        let key = said.split(' ').next().unwrap_or_default();
         let is_key = !key.is_empty()
             && key
                 .chars()
@@ -675,9 +678,11 @@ fn locate_error(err: &serde_saphyr::Error, text: &str, origin: &str) -> ConfigEr
         });
     if own.is_none()
         && let serde_saphyr::Error::Message { msg, .. } = err.without_snippet()
-        && let Some((path, _)) = msg.split_once(": ")
+        && let Some((path, said)) = msg.split_once(": ")
         && let Some(position) = crate::locate::locate(text, path)
     {
+        // The path once: some messages start with it already.
+        let msg = if said.starts_with(path) { said } else { msg };
         let source_line = text
             .lines()
             .nth(usize::try_from(position.line).unwrap_or(usize::MAX) - 1)

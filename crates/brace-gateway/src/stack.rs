@@ -178,6 +178,7 @@ impl Gateway {
             chaos: &chaos,
         };
         let (live, _) = assemble(&parts, config, None)?;
+        let level_changes = live.degrade.handle().subscribe();
         for warning in live.config.warnings() {
             tracing::warn!("{warning}");
         }
@@ -206,7 +207,7 @@ impl Gateway {
             reloads: crate::reload::Reloads::default(),
             admin_token,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
-            _sampler: crate::status::Sampler::spawn(weak.clone()),
+            _sampler: crate::status::Sampler::spawn(weak.clone(), level_changes),
         }))
     }
 

@@ -226,18 +226,25 @@ impl Drop for Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling, if there is a runtime to run on.
-    pub(crate) fn spawn(gateway: Weak<Gateway>) -> Option<Self> {
+    /// Starts sampling, if there is a runtime to run on; `changes` are the level changes of
+    /// the first stack (subscribed before the gateway serves, so that none is missed).
+    pub(crate) fn spawn(
+        gateway: Weak<Gateway>,
+        changes: tokio::sync::broadcast::Receiver<brace_degrade::LevelChange>,
+    ) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        Some(Self(runtime.spawn(sample(gateway))))
+        Some(Self(runtime.spawn(sample(gateway, changes))))
     }
 }
 
-async fn sample(weak: Weak<Gateway>) {
+async fn sample(
+    weak: Weak<Gateway>,
+    first: tokio::sync::broadcast::Receiver<brace_degrade::LevelChange>,
+) {
     let mut every = tokio::time::interval(SAMPLE_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut generation = None;
-    let mut changes: Option<tokio::sync::broadcast::Receiver<brace_degrade::LevelChange>> = None;
+    let mut generation = Some(0);
+    let mut changes = Some(first);
     loop {
         let change = async {
             match changes.as_mut() {
