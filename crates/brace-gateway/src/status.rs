@@ -5,7 +5,8 @@
 //! `/v1/status` and shows, for each provider, its circuit state, health, latency, requests
 //! and errors per second and cost; the degradation level with its recent changes; the cache
 //! hit rate; the drills running; and a chart of the request and error rates over the last
-//! five minutes.
+//! five minutes (the errors clients got, and the failed provider calls that retries and
+//! failover hid from them).
 //!
 //! The history behind the chart is kept in the gateway, in a ring buffer of
 //! [`HISTORY_LEN`] samples taken every [`SAMPLE_INTERVAL`] by a background task (started
@@ -135,6 +136,13 @@ struct Snapshot {
     errors: u64,
     level: usize,
     providers: HashMap<String, (u64, u64)>,
+}
+
+impl Snapshot {
+    /// Failed provider calls, all providers together (retried or failed over, or not).
+    fn provider_errors(&self) -> u64 {
+        self.providers.values().map(|(_, errors)| errors).sum()
+    }
 }
 
 /// A change of the degradation level.
@@ -368,6 +376,10 @@ impl Gateway {
                     round(rate(pair[1].requests, pair[0].requests, elapsed), 2),
                     round(rate(pair[1].errors, pair[0].errors, elapsed), 2),
                     pair[1].level,
+                    round(
+                        rate(pair[1].provider_errors(), pair[0].provider_errors(), elapsed),
+                        2,
+                    ),
                 ])
             })
             .collect();
@@ -418,7 +430,7 @@ impl Gateway {
             "drills": drills.iter().map(|(switch, drill)| crate::chaos::drill_json(switch, drill)).collect::<Vec<_>>(),
             "series": {
                 "interval_s": SAMPLE_INTERVAL.as_secs_f64(),
-                "columns": ["s_ago", "rps", "eps", "level"],
+                "columns": ["s_ago", "rps", "eps", "level", "provider_eps"],
                 "points": series,
             },
         })
