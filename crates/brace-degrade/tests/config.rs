@@ -168,7 +168,11 @@ fn standard_levels_can_be_named_and_mixed_with_mappings() {
     )
     .unwrap();
     let ladder = config.ladder().unwrap();
-    let names: Vec<_> = ladder.levels().iter().map(|l| l.name()).collect();
+    let names: Vec<_> = ladder
+        .levels()
+        .iter()
+        .map(brace_degrade::Level::name)
+        .collect();
     assert_eq!(names, ["full", "small", "cached", "offline"]);
     assert_eq!(ladder.levels()[2], brace_degrade::Level::cached("cached"));
     // The named levels are the standard ones, message and shape included.

@@ -614,6 +614,15 @@ impl Switches {
 
     /// The `x-brace-chaos` header's value while drills run: `provider=fault@rate` each.
     pub(crate) fn header(&self) -> Option<String> {
+        // Asked on every answer: with no drill, one pass over the switches, nothing more.
+        let any = self
+            .switches
+            .read()
+            .values()
+            .any(|switch| switch.inner.drill.load().is_some());
+        if !any {
+            return None;
+        }
         let running = self.running();
         if running.is_empty() {
             return None;

@@ -356,7 +356,7 @@ pub async fn watch(gateway: Arc<Gateway>, path: PathBuf, options: WatchOptions) 
                     continue;
                 }
                 if seen.is_none() {
-                    seen = Some(current.clone());
+                    seen = Some(current);
                     let same = GatewayConfig::from_file(&path)
                         .is_ok_and(|config| config == *gateway.config());
                     if same {

@@ -377,7 +377,11 @@ impl Gateway {
                     round(rate(pair[1].errors, pair[0].errors, elapsed), 2),
                     pair[1].level,
                     round(
-                        rate(pair[1].provider_errors(), pair[0].provider_errors(), elapsed),
+                        rate(
+                            pair[1].provider_errors(),
+                            pair[0].provider_errors(),
+                            elapsed
+                        ),
                         2,
                     ),
                 ])

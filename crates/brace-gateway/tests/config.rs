@@ -290,7 +290,11 @@ fn degradation_levels_can_name_the_standard_ones() {
     ))
     .unwrap();
     let ladder = config.degradation.ladder().unwrap();
-    let names: Vec<_> = ladder.levels().iter().map(|l| l.name()).collect();
+    let names: Vec<_> = ladder
+        .levels()
+        .iter()
+        .map(brace_degrade::Level::name)
+        .collect();
     assert_eq!(names, ["full", "reduced", "offline"]);
     let err = GatewayConfig::from_yaml(&format!("{SEED}degradation:\n  levels: [full, tiny]\n"))
         .unwrap_err();
