@@ -692,18 +692,52 @@ fn locate_error(err: &serde_saphyr::Error, text: &str, origin: &str) -> ConfigEr
         return ConfigError {
             origin: origin.to_owned(),
             position: Some(position),
-            message: format!(
+            message: scrub_passwords(&format!(
                 "error: line {} column {}: {msg}\n{gutter} |\n{} | {source_line}\n{gutter} | \
                  {caret}^",
                 position.line, position.column, position.line
-            ),
+            )),
         };
     }
     ConfigError {
         origin: origin.to_owned(),
         position: own,
-        message: err.to_string(),
+        message: scrub_passwords(&err.to_string()),
     }
+}
+
+/// `text` with the password of every `scheme://user:password@host` in it elided: an error
+/// quotes the lines of the file, and a URL with credentials may be one of them.
+fn scrub_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| {
+                c == '/'
+                    || c == '?'
+                    || c == '#'
+                    || c.is_whitespace()
+                    || c == '"'
+                    || c == '\''
+                    || c == '`'
+            })
+            .unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at_sign), Some(colon)) if colon < at_sign => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("REDACTED");
+                out.push_str(&authority[at_sign..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[authority_end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl GatewayConfig {
@@ -951,6 +985,11 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
                 "name",
                 format!("provider `{name}`: `base_url` is required for kind {kind:?}"),
             );
+        }
+        if let Some(base_url) = &raw.base_url {
+            brace_providers::provider::ProviderConfig::new(name.as_str(), base_url.as_str())
+                .checked_base_url()
+                .map_err(|err| Invalid::at("base_url", format!("provider `{name}`: {err}")))?;
         }
         if raw.simulate.is_some() && kind != ProviderKind::Simulated {
             return fail(
@@ -1211,6 +1250,18 @@ fn default_grace() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_quoted_urls_are_elided() {
+        assert_eq!(
+            scrub_passwords("4 |     base_url: \"ftp://user:hunter2@x/v1\" and http://a:b@c:80"),
+            "4 |     base_url: \"ftp://user:REDACTED@x/v1\" and http://a:REDACTED@c:80"
+        );
+        assert_eq!(
+            scrub_passwords("http://host:8080/x, https://user@host"),
+            "http://host:8080/x, https://user@host"
+        );
+    }
 
     #[test]
     fn globs_match_like_shells() {

@@ -382,6 +382,13 @@ fn every_error_names_its_line_and_column() {
             "unknown field `bogus`",
         ),
         (
+            "a base URL that is not one",
+            "providers:\n  - name: local\n    model: m\n    base_url: \"ftp://user:hunter2@x\"\n"
+                .into(),
+            (4, 5),
+            "must use http or https",
+        ),
+        (
             "an unknown provider in a route",
             format!("{TWO}routes:\n  - match: x\n    providers: [openai, nobody]\n"),
             (8, 25),
@@ -510,5 +517,6 @@ fn every_error_names_its_line_and_column() {
             "{what}: {message}"
         );
         assert!(message.contains(says), "{what}: {message}");
+        assert!(!message.contains("hunter2"), "{what}: {message}");
     }
 }
