@@ -24,7 +24,13 @@
 #      the dead-primary phase is ROUNDS alternations of "direct secondary R round N" and
 #      "gateway dead R round N" on one gateway (its health and breaker state carry over
 #      from round to round: the state after the primary was taken out is what is measured);
-#   4. the same load (at rates LiteLLM sustains) and chaos against LiteLLM.
+#   4. the same load (at rates LiteLLM sustains) and chaos against LiteLLM;
+#   5. stalled bodies (phase "stalled", not in the default PHASES): STALLED_CONNECTIONS
+#      connections (300) each send 1 MiB of a request body and stop; a gateway with
+#      `server.body_timeout: 5s` answers them 408 and closes them; its RSS is sampled idle,
+#      while they are held, and after, over STALLED_RUNS (3) runs in a row — once with glibc's
+#      default malloc settings, once with GLIBC_TUNABLES=$STALLED_TUNABLES (results in
+#      OUT_DIR/stalled.jsonl, not in results.jsonl).
 # Each result is one JSON line in OUT_DIR/results.jsonl; bench/report.py renders tables.
 #
 # Environment: DURATION (measured seconds per phase, default 5), RATES (default
@@ -267,6 +273,23 @@ if [ "$ROUNDS" -eq 0 ]; then
 fi
 echo "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
+fi
+
+# ---- 5. stalled request bodies ------------------------------------------------------------
+STALLED_CONNECTIONS=${STALLED_CONNECTIONS:-300}
+STALLED_RUNS=${STALLED_RUNS:-3}
+STALLED_TUNABLES=${STALLED_TUNABLES:-glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=131072}
+if has stalled; then
+{ cat "$OUT/gateway.yaml"; printf 'server:\n  body_timeout: 5s\n'; } > "$OUT/gateway-stalled.yaml"
+for tunables in "" "$STALLED_TUNABLES"; do
+    GLIBC_TUNABLES=$tunables start_gateway "stalled${tunables:+-tuned}" "$OUT/gateway-stalled.yaml"
+    for run in $(seq "$STALLED_RUNS"); do
+        log "stalled bodies, run $run${tunables:+ (GLIBC_TUNABLES=$tunables)}"
+        "$BIN/stalled" --url "$GATEWAY" --pid "$GW_PID" --connections "$STALLED_CONNECTIONS" \
+            --settle 3 | jq -c --arg t "$tunables" --argjson run "$run" '. + {glibc_tunables: $t, run: $run}' \
+            >> "$OUT/stalled.jsonl"
+    done
+done
 fi
 
 # ---- 4. LiteLLM's proxy ------------------------------------------------------------------

@@ -12,6 +12,7 @@
 //! | `llm` (default) | [`llm`] | chat types, `LlmError` and `LlmClassifier`, the stream guard and continuation layers |
 //! | `providers` (default) | [`providers`] | the OpenAI, Azure, Anthropic, Gemini and OpenAI-compatible clients over reqwest |
 //! | `sim` (default) | [`sim`] | the simulated provider, in-process and over HTTP |
+//! | `redis` | `redis` (brace-redis) | the Redis state store: replicas share circuits, the pinned level, a cache tier and rate limits |
 //!
 //! The generic layers (`circuit`, `retry`, `degrade`, `failover`) know nothing of LLMs;
 //! `llm`, `providers` and `sim` are what brace knows about them.
@@ -60,3 +61,7 @@ pub use brace_providers as providers;
 #[cfg(feature = "sim")]
 #[doc(inline)]
 pub use brace_sim as sim;
+
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use brace_redis as redis;

@@ -10,7 +10,7 @@ use brace::llm::{ChatRequest, ChatResponse, LlmClassifier, LlmErrorKind, Message
 use brace::providers::anthropic::AnthropicClient;
 use brace::providers::gemini::GeminiClient;
 use brace::providers::openai::{OpenAiClient, OpenAiConfig};
-use brace::providers::provider::ProviderConfig;
+use brace::providers::provider::ClientConfig;
 use brace::retry::{Backoff, RetryLayer};
 use brace::sim::{Behavior, SimConfig, SimHandle, SimServer};
 use tower::util::BoxCloneSyncService;
@@ -63,7 +63,7 @@ async fn killing_the_primary_mid_load_loses_no_request_and_its_circuit_stops_cal
             .unwrap(),
     ];
     let config = |name: &str, base: String| {
-        ProviderConfig::new(name, base)
+        ClientConfig::new(name, base)
             .with_default_model("m")
             .with_timeout(Duration::from_secs(5))
     };

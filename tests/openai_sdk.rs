@@ -1,5 +1,6 @@
 //! The official `openai` Python SDK as a real client of the gateway: plain and streamed
-//! completions, model listing, and the SDK's own typed errors for our 429, 503 and 400.
+//! completions, a stream broken mid-answer and finished by a verified restart, model
+//! listing, and the SDK's own typed errors for our 429, 503 and 400.
 //!
 //! The SDK lives in a virtual environment that `.ci/run` creates; its interpreter is given
 //! in `BRACE_PYTHON`. Without it the test says so and passes only outside CI (`CI` unset),
@@ -9,9 +10,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use brace::llm::LlmErrorKind;
-use brace::sim::{Behavior, Failure};
+use brace::llm::{ChatRequest, LlmErrorKind, Message};
+use brace::sim::{Behavior, Failure, Reply, SimProvider, StreamFault};
 use brace_gateway::{Gateway, GatewayConfig};
+use tower::ServiceExt;
 
 const CONFIG: &str = r"
 providers:
@@ -27,6 +29,10 @@ fallback:
 degradation:
   auto:
     enabled: false
+routes:
+  - match: sdk-restart
+    providers: [{name: primary}, {name: secondary}]
+    continuation: true
 ";
 
 fn python() -> Option<String> {
@@ -44,15 +50,21 @@ fn python() -> Option<String> {
 }
 
 async fn run(python: &str, url: &str, scenario: &str) {
+    run_with(python, url, scenario, &[]).await;
+}
+
+async fn run_with(python: &str, url: &str, scenario: &str, args: &[&str]) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sdk_client.py");
     let python = python.to_owned();
     let url = url.to_owned();
     let scenario_name = scenario.to_owned();
+    let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(script)
             .arg(url)
             .arg(scenario_name)
+            .args(args)
             .output()
     })
     .await
@@ -87,6 +99,38 @@ async fn the_official_openai_sdk_talks_to_the_gateway() {
     run(&python, &url, "stream").await;
     run(&python, &url, "models").await;
     run(&python, &url, "bad_request").await;
+
+    // One stream cut after 40 words, finished by a verified restart on a provider that
+    // rejects prefill and answers the same request with the same text.
+    let answer = Reply::new().with_chunks(60);
+    gateway
+        .sim("primary")
+        .unwrap()
+        .set_behavior(Behavior::reply(
+            answer
+                .clone()
+                .with_fault(StreamFault::Break { after: 1 + 40 }),
+        ));
+    gateway
+        .sim("secondary")
+        .unwrap()
+        .set_behavior(Behavior::reject_prefill(Behavior::reply(answer.clone())));
+    let expected = SimProvider::with_behavior("reference", Behavior::reply(answer))
+        .oneshot(ChatRequest::new(
+            "m",
+            vec![Message::user("Hello from the SDK")],
+        ))
+        .await
+        .unwrap()
+        .completion()
+        .unwrap()
+        .text();
+    run_with(&python, &url, "restarted_stream", &[&expected]).await;
+    let asked = gateway.sim("secondary").unwrap().last_request().unwrap();
+    assert_eq!(asked.messages.len(), 1, "restarted without a prefill");
+    for name in ["primary", "secondary"] {
+        gateway.sim(name).unwrap().set_behavior(Behavior::succeed());
+    }
 
     for (name, secs) in [("primary", 30), ("secondary", 7)] {
         gateway.sim(name).unwrap().set_behavior(Behavior::failure(

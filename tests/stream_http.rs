@@ -13,7 +13,7 @@ use brace::llm::continuation::{ContinuationLayer, ContinuationTarget, continued_
 use brace::llm::{ChatResponse, LlmErrorKind};
 use brace::providers::anthropic::AnthropicClient;
 use brace::providers::openai::{OpenAiClient, OpenAiConfig};
-use brace::providers::provider::{ApiKey, ProviderConfig};
+use brace::providers::provider::{ApiKey, ClientConfig};
 use brace::providers::sse::MalformedEvents;
 use brace::sim::{
     Behavior, Condition, Failure, Reply, SimConfig, SimHandle, SimServer, StreamFault,
@@ -63,7 +63,7 @@ async fn server(name: &str, behavior: Behavior) -> SimServer {
 
 fn openai(name: &str, server: &SimServer, malformed: MalformedEvents) -> OpenAiClient {
     let config = OpenAiConfig::compatible(name.to_owned(), format!("{}/v1", server.base_url()))
-        .map_provider(|provider| {
+        .map_client(|provider| {
             provider
                 .with_api_key(ApiKey::new("sk-test-stream"))
                 .with_timeout(Duration::from_secs(20))
@@ -74,7 +74,7 @@ fn openai(name: &str, server: &SimServer, malformed: MalformedEvents) -> OpenAiC
 
 fn anthropic(name: &str, server: &SimServer) -> AnthropicClient {
     AnthropicClient::new(
-        ProviderConfig::new(name.to_owned(), server.base_url())
+        ClientConfig::new(name.to_owned(), server.base_url())
             .with_api_key(ApiKey::new("sk-ant-test-stream"))
             .with_timeout(Duration::from_secs(20)),
     )
@@ -196,11 +196,19 @@ async fn cut_after_n_of_m_over_http_is_continued_on_the_prefill_accepting_provid
             completion.model, "backup-model",
             "the model that really answered"
         );
-        let usage = completion.usage.expect("the answering provider's usage");
+        let usage = completion.usage.expect("the summed usage");
         assert_eq!(
-            usage.completion_tokens, 8,
-            "the eight words the backup sent"
+            usage.completion_tokens, 12,
+            "the four words the primary delivered and the eight the backup sent"
         );
+        let segments = usage.extra["x_brace_segments"].as_array().unwrap();
+        assert_eq!(segments[0]["completion_tokens"], 4);
+        assert_eq!(
+            segments[0]["estimated"], true,
+            "the primary broke before its usage"
+        );
+        assert_eq!(segments[1]["completion_tokens"], 8);
+        assert_eq!(segments[1]["how"], "prefill");
         assert_eq!(p.backup.handle().stats().count("success"), 1);
     })
     .await;

@@ -7,7 +7,9 @@ mod stream_support;
 
 use std::time::Duration;
 
-use brace::llm::continuation::{Continuation, ContinuationLayer, ContinuationTarget, continued_by};
+use brace::llm::continuation::{
+    Continuation, ContinuationLayer, ContinuationTarget, How, continued_by, continued_how,
+};
 use brace::llm::{ChatChunk, ChatRequest, ChatResponse, Delta, FinishReason, LlmErrorKind};
 use brace::sim::{Behavior, Condition, Failure, Reply, SimProvider, StreamFault, ToolCallReply};
 use stream_support::{
@@ -140,8 +142,9 @@ async fn cut_after_n_of_m_chunks_with_continuation_delivers_the_whole_answer() {
         completion.choices[0].finish_reason,
         Some(FinishReason::Stop)
     );
-    // The usage is the answering provider's: the seven words it sent.
-    assert_eq!(completion.usage.unwrap().completion_tokens, 7);
+    // The usage sums the segments: the five words the primary delivered, the seven the
+    // backup sent.
+    assert_eq!(completion.usage.unwrap().completion_tokens, 12);
     assert_eq!(last_model, "backup-model", "the model that really answered");
     // The continuation was asked with the delivered text as an assistant prefill.
     assert_eq!(s.backup.handle().stats().count("success"), 1);
@@ -341,7 +344,27 @@ async fn continuation_that_does_not_start_within_the_deadline_surfaces_the_origi
 }
 
 #[tokio::test(start_paused = true)]
-async fn targets_not_accepting_prefill_are_never_asked() {
+async fn targets_not_accepting_prefill_get_a_verified_restart() {
+    let s = setup(
+        Behavior::reply(text_reply().with_fault(StreamFault::Break {
+            after: after_words(5),
+        })),
+        Behavior::reject_prefill(Behavior::reply(text_reply())),
+    );
+    let targets = [ContinuationTarget::new("backup", s.stacks[1].1.clone())];
+    let service = ContinuationLayer::new(targets).layer(s.failover.clone());
+    let all = items(call(service, request()).await).await;
+    let how = all
+        .iter()
+        .find_map(|item| item.as_ref().ok().and_then(continued_how));
+    assert_eq!(how, Some(How::VerifiedRestart));
+    let (answer, error) = split(all);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(answer.finish().unwrap().text(), TEXT);
+    let asked = s.backup.handle().last_request().unwrap();
+    assert_eq!(asked.messages.len(), 1, "the original request, no prefill");
+
+    // Turned off, such targets are never asked.
     let s = setup(
         Behavior::reply(text_reply().with_fault(StreamFault::Break {
             after: after_words(5),
@@ -349,11 +372,32 @@ async fn targets_not_accepting_prefill_are_never_asked() {
         Behavior::reply(text_reply()),
     );
     let targets = [ContinuationTarget::new("backup", s.stacks[1].1.clone())];
-    let service = ContinuationLayer::new(targets).layer(s.failover.clone());
+    let service = ContinuationLayer::new(targets)
+        .verified_restarts(false)
+        .layer(s.failover.clone());
     let (answer, error) = split(items(call(service, request()).await).await);
     assert_whole_or_error(&answer, error.as_ref());
     assert_eq!(error.unwrap().kind(), LlmErrorKind::StreamInterrupted);
     assert_eq!(s.backup.handle().calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_verified_restart_that_diverges_surfaces_the_original_break() {
+    let s = setup(
+        Behavior::reply(text_reply().with_fault(StreamFault::Break {
+            after: after_words(5),
+        })),
+        Behavior::reject_prefill(Behavior::reply(text_reply().with_divergence_after(3))),
+    );
+    let targets = [ContinuationTarget::new("backup", s.stacks[1].1.clone())];
+    let service = ContinuationLayer::new(targets).layer(s.failover.clone());
+    let (answer, error) = split(items(call(service, request()).await).await);
+    assert_whole_or_error(&answer, error.as_ref());
+    let error = error.unwrap();
+    assert_eq!(error.kind(), LlmErrorKind::StreamInterrupted);
+    assert_eq!(error.provider(), Some("primary"), "the original break");
+    assert_eq!(answer.text(), "one two three four five ");
+    assert_eq!(s.backup.handle().calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]

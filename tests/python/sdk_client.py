@@ -1,6 +1,6 @@
 """Drives the gateway with the official `openai` Python SDK, one scenario per run.
 
-Usage: sdk_client.py BASE_URL SCENARIO
+Usage: sdk_client.py BASE_URL SCENARIO [EXPECTED_TEXT]
 
 Exits 0 when the SDK saw what the scenario expects; prints what went wrong otherwise.
 """
@@ -43,6 +43,38 @@ def main() -> int:
         assert "Hello from the SDK" in text, text
         assert finish == "stop", finish
         assert usage is not None and usage.total_tokens > 0, usage
+        return 0
+
+    if scenario == "restarted_stream":
+        # The primary breaks after 40 words; the secondary rejects prefill, so the gateway
+        # restarts the request there, checks that the new answer repeats the 40 words, and
+        # streams the rest into the same stream: the SDK sees one whole answer.
+        stream = client.chat.completions.create(
+            model="sdk-restart",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, finish, usage, ids, continued = "", None, None, set(), {}
+        for chunk in stream:
+            ids.add(chunk.id)
+            extra = chunk.model_extra or {}
+            if "x_brace_continued_by" in extra:
+                continued = extra
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+        expected = sys.argv[3]
+        assert text == expected, f"{text!r} != {expected!r}"
+        assert finish == "stop", finish
+        assert len(ids) == 1, ids
+        assert continued.get("x_brace_continued_by") == "secondary", continued
+        assert continued.get("x_brace_continued_how") == "verified_restart", continued
+        assert usage is not None and usage.completion_tokens == 60, usage
+        segments = (usage.model_extra or {}).get("x_brace_segments")
+        assert [s["provider"] for s in segments] == ["primary", "secondary"], segments
         return 0
 
     if scenario == "models":

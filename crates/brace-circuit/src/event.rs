@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -19,6 +20,10 @@ pub struct StateTransition {
     pub(crate) from: CircuitState,
     pub(crate) to: CircuitState,
     pub(crate) at: Instant,
+    /// The wait of an open that this transition entered.
+    pub(crate) wait: Option<Duration>,
+    /// Applied from elsewhere ([`CircuitHandle::apply_remote`](crate::CircuitHandle::apply_remote)).
+    pub(crate) remote: bool,
 }
 
 impl StateTransition {
@@ -40,6 +45,20 @@ impl StateTransition {
     /// When.
     pub fn at(&self) -> Instant {
         self.at
+    }
+
+    /// For a transition to `Open`, how long the breaker stays open (the whole wait, from
+    /// [`at`](Self::at)); `None` for every other state.
+    pub fn wait(&self) -> Option<Duration> {
+        self.wait
+    }
+
+    /// `true` if the breaker did not decide this itself: the state was learned from
+    /// elsewhere (another replica, through a shared state store) and applied with
+    /// [`CircuitHandle::apply_remote`](crate::CircuitHandle::apply_remote). Whoever shares
+    /// transitions skips these, so that a state is not echoed back to where it came from.
+    pub fn is_remote(&self) -> bool {
+        self.remote
     }
 }
 

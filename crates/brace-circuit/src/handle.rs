@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::event::StateTransition;
+use crate::gate::HalfOpenGate;
 use crate::state::{Admission, CircuitState, Shared};
 
 /// A handle on one circuit breaker, shared with every service the breaker's layer built.
@@ -102,6 +103,30 @@ impl CircuitHandle {
     /// [`RecvError::Lagged`](broadcast::error::RecvError::Lagged).
     pub fn subscribe(&self) -> broadcast::Receiver<StateTransition> {
         self.shared.subscribe()
+    }
+
+    /// Applies a state learned from elsewhere — another replica's breaker for the same
+    /// service, through a shared store — without deciding it here:
+    ///
+    /// - `Open` with `wait`: open for `wait` from now (the other replica's remaining wait;
+    ///   an already open breaker takes the new wait);
+    /// - `Closed`: closed with an empty window (the other replica's trial succeeded, or the
+    ///   state was forced there);
+    /// - `ForcedOpen`, `Disabled`, `MetricsOnly`: as forced by hand;
+    /// - `HalfOpen` is never applied (a trial is one replica's own).
+    ///
+    /// The transition is emitted as any other, marked
+    /// [`is_remote`](StateTransition::is_remote) so that whoever shares transitions does
+    /// not send it back. Returns whether the breaker changed.
+    pub fn apply_remote(&self, state: CircuitState, wait: Option<Duration>) -> bool {
+        self.shared.apply_remote(state, wait)
+    }
+
+    /// Installs `gate`, asked before every move from open to half-open (see
+    /// [`HalfOpenGate`]). Returns `false`, changing nothing, if a gate is installed
+    /// already.
+    pub fn set_half_open_gate(&self, gate: Arc<dyn HalfOpenGate>) -> bool {
+        self.shared.set_gate(gate)
     }
 
     /// `true` if both handles control the same breaker.

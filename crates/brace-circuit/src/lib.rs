@@ -60,6 +60,16 @@
 //! ([`Builder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
 //! [`CircuitRegistry`] lists breakers by name.
 //!
+//! # Sharing a breaker between replicas
+//!
+//! Two small hooks let a store (such as brace-redis) share a breaker's transitions between
+//! replicas of a service without this crate doing any I/O: subscribers see every
+//! transition with its open wait ([`StateTransition::wait`]) and can send it elsewhere;
+//! [`CircuitHandle::apply_remote`] applies a state learned from elsewhere (marked
+//! [`StateTransition::is_remote`], so it is not sent back); and a [`HalfOpenGate`] decides
+//! whether an open breaker whose wait is over may move to half-open — one replica holding
+//! a probe lease, the others staying open until its trial's outcome arrives.
+//!
 //! # Details
 //!
 //! - A half-open trial call whose future is dropped gives its permit back and records
@@ -81,6 +91,7 @@ mod config;
 mod error;
 mod event;
 pub mod future;
+mod gate;
 mod handle;
 mod layer;
 mod registry;
@@ -93,6 +104,7 @@ pub use self::config::{
 };
 pub use self::error::{CircuitOpen, InvalidConfig};
 pub use self::event::StateTransition;
+pub use self::gate::HalfOpenGate;
 pub use self::handle::{CircuitHandle, CircuitMetrics};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::registry::CircuitRegistry;

@@ -7,8 +7,8 @@
 //! half-open permit is always returned to the generation that issued it.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use brace_core::{CircuitOpen, FailureClass, Outcome, Verdict};
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::{Settings, SlidingWindow};
 use crate::event::StateTransition;
+use crate::gate::HalfOpenGate;
 use crate::handle::CircuitMetrics;
 use crate::window::{CountWindow, Padded, Sample, TimeWindow, Totals, Window};
 
@@ -159,6 +160,8 @@ pub(crate) struct Shared {
     open_cause: AtomicU8,
     transitions: Mutex<Transitions>,
     events: broadcast::Sender<StateTransition>,
+    /// Asked before an open breaker moves to half-open (see [`HalfOpenGate`]).
+    gate: OnceLock<Arc<dyn HalfOpenGate>>,
 }
 
 #[derive(Debug)]
@@ -245,7 +248,21 @@ impl Shared {
                 last: now,
             }),
             events: broadcast::channel(EVENT_CAPACITY).0,
+            gate: OnceLock::new(),
         }
+    }
+
+    /// Installs the gate asked before every move from open to half-open; `false` if one is
+    /// installed already.
+    pub(crate) fn set_gate(&self, gate: Arc<dyn HalfOpenGate>) -> bool {
+        self.gate.set(gate).is_ok()
+    }
+
+    /// Whether the gate (if any) lets the breaker move from open to half-open now.
+    fn gate_allows(&self) -> bool {
+        self.gate
+            .get()
+            .is_none_or(|gate| gate.may_half_open(&self.name))
     }
 
     fn load(&self) -> Word {
@@ -299,8 +316,11 @@ impl Shared {
                 let until = self.open_until.load(Ordering::Acquire);
                 if elapsed < until {
                     Admission::Reject(self.refusal(Some(Duration::from_nanos(until - elapsed))))
-                } else {
+                } else if self.gate_allows() {
                     Admission::Trial
+                } else {
+                    // The wait is over, but the trial is someone else's (see `HalfOpenGate`).
+                    Admission::Reject(self.refusal(None))
                 }
             }
             CircuitState::HalfOpen if word.permits() > 0 => Admission::Trial,
@@ -313,6 +333,7 @@ impl Shared {
     pub(crate) fn try_half_open(self: &Arc<Self>) -> bool {
         let word = self.load();
         word.state() == CircuitState::Open
+            && self.gate_allows()
             && self.try_transition(word, CircuitState::HalfOpen, Instant::now())
     }
 
@@ -340,6 +361,9 @@ impl Shared {
                     let until = self.open_until.load(Ordering::Acquire);
                     if elapsed < until {
                         return Err(self.reject(Some(Duration::from_nanos(until - elapsed))));
+                    }
+                    if !self.gate_allows() {
+                        return Err(self.reject(None));
                     }
                     self.try_transition(word, CircuitState::HalfOpen, now);
                 }
@@ -492,7 +516,7 @@ impl Shared {
         if !current.same_state(expected) || current.state() == to {
             return false;
         }
-        self.enter(&mut transitions, current, to, now);
+        self.enter(&mut transitions, current, to, now, How::LOCAL);
         true
     }
 
@@ -502,7 +526,43 @@ impl Shared {
         let mut transitions = self.transitions.lock();
         let current = self.load();
         if current.state() != to {
-            self.enter(&mut transitions, current, to, Instant::now());
+            self.enter(&mut transitions, current, to, Instant::now(), How::LOCAL);
+        }
+    }
+
+    /// Applies a state learned from elsewhere: enters `to` (an open one for `wait`) and
+    /// tells subscribers the transition is remote. Returns whether anything changed.
+    pub(crate) fn apply_remote(self: &Arc<Self>, to: CircuitState, wait: Option<Duration>) -> bool {
+        let how = How {
+            remote: true,
+            wait: (to == CircuitState::Open).then(|| wait.unwrap_or_default()),
+        };
+        let mut transitions = self.transitions.lock();
+        let current = self.load();
+        let now = Instant::now();
+        match to {
+            // A trial is a replica's own business: nobody else's half-open is applied.
+            CircuitState::HalfOpen => false,
+            CircuitState::Open if current.state() == CircuitState::Open => {
+                // Already open: take the newer wait. A new generation makes the timer of
+                // the old wait (if any) a no-op.
+                let wait = how.wait.unwrap_or_default();
+                self.open_until
+                    .store(self.after(now, wait), Ordering::Release);
+                let next = Word::new(current.next_generation(), CircuitState::Open, 0);
+                self.word.store(next.0, Ordering::Release);
+                if self.settings.automatic_transition
+                    && let Some(at) = now.checked_add(wait)
+                {
+                    self.schedule(next, at, CircuitState::HalfOpen);
+                }
+                true
+            }
+            _ if current.state() == to => false,
+            _ => {
+                self.enter(&mut transitions, current, to, now, how);
+                true
+            }
         }
     }
 
@@ -520,7 +580,13 @@ impl Shared {
             let next = Word::new(current.next_generation(), CircuitState::Closed, 0);
             self.word.store(next.0, Ordering::Release);
         } else {
-            self.enter(&mut transitions, current, CircuitState::Closed, now);
+            self.enter(
+                &mut transitions,
+                current,
+                CircuitState::Closed,
+                now,
+                How::LOCAL,
+            );
         }
     }
 
@@ -532,15 +598,20 @@ impl Shared {
         current: Word,
         to: CircuitState,
         now: Instant,
+        how: How,
     ) {
         let mut permits = 0;
         let mut timer = None;
+        let mut open_wait = None;
         match to {
             CircuitState::Open => {
                 self.open_cause
                     .store(self.last_failure.load(Ordering::Relaxed), Ordering::Relaxed);
                 transitions.attempts = transitions.attempts.saturating_add(1);
-                let wait = self.settings.wait_in_open.wait(transitions.attempts);
+                let wait = how
+                    .wait
+                    .unwrap_or_else(|| self.settings.wait_in_open.wait(transitions.attempts));
+                open_wait = Some(wait);
                 self.open_until
                     .store(self.after(now, wait), Ordering::Release);
                 if self.settings.automatic_transition {
@@ -577,6 +648,8 @@ impl Shared {
             from: current.state(),
             to,
             at: now,
+            wait: open_wait,
+            remote: how.remote,
         };
         if let Some(callback) = &self.settings.on_transition {
             callback(&event);
@@ -598,7 +671,9 @@ impl Shared {
         let shared = Arc::downgrade(self);
         runtime.spawn(async move {
             tokio::time::sleep_until(at).await;
-            if let Some(shared) = shared.upgrade() {
+            if let Some(shared) = shared.upgrade()
+                && (to != CircuitState::HalfOpen || shared.gate_allows())
+            {
                 shared.try_transition(expected, to, Instant::now());
             }
         });
@@ -640,6 +715,22 @@ impl Shared {
             remaining_wait,
         }
     }
+}
+
+/// How a transition is entered.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    /// Learned from elsewhere.
+    remote: bool,
+    /// An open's wait, instead of the configured one.
+    wait: Option<Duration>,
+}
+
+impl How {
+    const LOCAL: Self = Self {
+        remote: false,
+        wait: None,
+    };
 }
 
 // ===== Permit =====

@@ -392,6 +392,9 @@ pub fn as_dyn_error<E: 'static>(err: &E) -> Option<&(dyn Error + 'static)> {
 /// - [`DeadlineExceeded`]: a failure of class timeout that is not retried, not failed over
 ///   and not worth a reshaped request (there is no time left).
 /// - `tower::timeout::error::Elapsed`: a transient failure.
+/// - `tower::load_shed::error::Overloaded` (a full bulkhead or load shedder refused the
+///   call before it was made): retryable and failing over, but ignored by circuit breakers
+///   and health tracking — a local limit says nothing about the service's health.
 ///
 /// Classifiers for richer error types (such as `brace_llm::LlmError`) call this for the
 /// errors they do not know, passing `inner` to judge the errors wrapped inside.
@@ -452,6 +455,13 @@ pub fn classify_error_with(
             _ => FailureClass::Other,
         };
         return Some(Outcome::transient().with_class(class));
+    }
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        return Some(
+            Outcome::transient()
+                .with_verdict(Verdict::Ignored)
+                .with_class(FailureClass::Overloaded),
+        );
     }
     None
 }
@@ -647,6 +657,9 @@ mod tests {
             Box::new(tower::timeout::error::Elapsed::new()),
         )));
         assert!(exhausted.is_failure() && !exhausted.is_retryable() && exhausted.should_failover());
+
+        let shed = classify(Box::new(tower::load_shed::error::Overloaded::new()));
+        assert!(shed.is_ignored() && shed.is_retryable() && shed.should_failover());
 
         let other = classify("boom".into());
         assert!(other.is_failure() && other.is_retryable());

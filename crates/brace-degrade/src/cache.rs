@@ -1,6 +1,8 @@
 //! The response cache: bounded by entries and bytes, with a time to live.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +106,17 @@ impl<V: Send + Sync + 'static> ResponseCache<V> {
         }
     }
 
+    /// How long an entry is served after it was stored.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// `true` if a value of `size` bytes may be stored (it is not heavier than the whole
+    /// cache).
+    pub fn admits_size(&self, size: usize) -> bool {
+        (size as u64).max(self.floor) <= self.max_bytes
+    }
+
     /// Stores `value`, which weighs `size` bytes, under `key`. A value heavier than the
     /// whole cache is not stored.
     pub fn insert(&self, key: CacheKey, value: V, size: usize) {
@@ -154,4 +167,27 @@ impl<V: Send + Sync + 'static> ResponseCache<V> {
     pub fn sync(&self) {
         self.inner.run_pending_tasks();
     }
+}
+
+/// What a [`CacheTier`] lookup returns.
+pub type TierFuture<V> = Pin<Box<dyn Future<Output = Option<V>> + Send + 'static>>;
+
+/// A second cache tier behind the in-process [`ResponseCache`] — typically one shared by
+/// several replicas (brace-redis keeps one in Redis), so that an answer stored by one serves
+/// the others.
+///
+/// The layer uses it with the same key, the same admission rule and the same time to live
+/// as the in-process cache: every response stored locally is also handed to
+/// [`put`](Self::put) (a value heavier than the whole local cache goes to neither), and a
+/// cached level that misses locally asks [`get`](Self::get) before falling to the next
+/// level; a hit is stored locally too.
+///
+/// A tier never fails a request: `get` bounds its own wait and answers `None` when it has
+/// nothing in time (or is down), and `put` works in the background.
+pub trait CacheTier<V>: Send + Sync + 'static {
+    /// The value stored under `key`, if the tier has one and answers in time.
+    fn get(&self, key: &CacheKey) -> TierFuture<V>;
+
+    /// Stores `value` under `key` for `ttl`, without waiting.
+    fn put(&self, key: &CacheKey, value: &V, ttl: Duration);
 }

@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::cache::CacheKey;
+use crate::cache::{CacheKey, TierFuture};
 use crate::config::Admit;
 use crate::error::NoLevelAnswered;
 use crate::layer::{CachedOf, Core};
@@ -38,7 +38,7 @@ pin_project! {
         R: Degradable,
     {
         #[pin]
-        state: State<brace_core::exclude::Within<S::Future>>,
+        state: State<brace_core::exclude::Within<S::Future>, CachedOf<R>>,
         svc: S,
         svc_ready: bool,
         svc_broken: bool,
@@ -75,10 +75,12 @@ pub(crate) const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, V> {
         Route,
         Ready,
         Call { #[pin] future: F },
+        // A local miss at a cached level, asking the second tier.
+        Tier { future: TierFuture<V> },
     }
 }
 
@@ -193,6 +195,13 @@ where
                             if let Some(mut response) = hit {
                                 response.annotate(&degradation);
                                 return Poll::Ready(Ok(response));
+                            }
+                            if let Some(tier) = &this.core.tier
+                                && let Some(key) = key_of(this.key, &*this.request)
+                            {
+                                let future = tier.get(&key);
+                                this.state.set(State::Tier { future });
+                                continue;
                             }
                             *this.level += 1;
                         }
@@ -344,6 +353,28 @@ where
                     *this.level += 1;
                     this.state.set(State::Route);
                 }
+                StateProj::Tier { future } => {
+                    let found = ready!(future.as_mut().poll(cx));
+                    if let (Some(cached), Some(cache), KeyState::Known(key)) =
+                        (found, &this.core.cache, *this.key)
+                    {
+                        let mut response =
+                            R::Response::from_cached(&cached, this.request.wants_stream());
+                        let size = R::Response::cached_size(&cached);
+                        cache.insert(key, cached, size);
+                        response.annotate(&Degradation {
+                            level: this.core.shared.ladder.levels()[*this.level]
+                                .name_arc()
+                                .clone(),
+                            index: *this.level,
+                            origin: Origin::Cache,
+                            reshaped: Reshaped::nothing(),
+                        });
+                        return Poll::Ready(Ok(response));
+                    }
+                    *this.level += 1;
+                    this.state.set(State::Route);
+                }
             }
         }
     }
@@ -478,8 +509,15 @@ where
         return response;
     };
     let cache = cache.clone();
+    let tier = core.tier.clone();
     response.tee(move |cached| {
         let size = R::Response::cached_size(&cached);
+        if !cache.admits_size(size) {
+            return;
+        }
+        if let Some(tier) = tier {
+            tier.put(&key, &cached, cache.ttl());
+        }
         cache.insert(key, cached, size);
     })
 }

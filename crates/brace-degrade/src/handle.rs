@@ -54,6 +54,9 @@ impl DegradeHandle {
     pub fn set(&self, name: &str) -> Result<LevelRef, UnknownLevel> {
         let index = self.index_of(name)?;
         self.shared.set(index, None);
+        if self.shared.is_pinned() {
+            self.shared.pin_changed(Some(index), false);
+        }
         Ok(self.shared.ladder.level_ref(index))
     }
 
@@ -66,12 +69,53 @@ impl DegradeHandle {
     pub fn pin(&self, name: &str) -> Result<LevelRef, UnknownLevel> {
         let index = self.index_of(name)?;
         self.shared.set(index, Some(true));
+        self.shared.pin_changed(Some(index), false);
         Ok(self.shared.ladder.level_ref(index))
     }
 
     /// Lets the level move by itself again, from where it is.
     pub fn release(&self) {
         self.shared.release();
+        self.shared.pin_changed(None, false);
+    }
+
+    /// Receives a [`PinChange`] for every pin and release from now on (a
+    /// [`set`](Self::set) while pinned moves the pin, and counts). A receiver that falls
+    /// more than 64 events behind loses the oldest.
+    ///
+    /// This is what a store that shares the pin between replicas listens to; it applies
+    /// the other replicas' pins with [`apply_remote_pin`](Self::apply_remote_pin).
+    pub fn subscribe_pins(&self) -> broadcast::Receiver<PinChange> {
+        self.shared.subscribe_pins()
+    }
+
+    /// Pins the level named `name` (`Some`) or releases the pin (`None`) because another
+    /// replica did: as [`pin`](Self::pin) and [`release`](Self::release), but the
+    /// [`PinChange`] says it is [remote](PinChange::is_remote), so that it is not sent
+    /// back. Only the pin is shared: each replica's automatic level moves by itself.
+    ///
+    /// # Errors
+    ///
+    /// [`UnknownLevel`] if no level has that name (replicas with different ladders).
+    pub fn apply_remote_pin(&self, name: Option<&str>) -> Result<(), UnknownLevel> {
+        match name {
+            Some(name) => {
+                let index = self.index_of(name)?;
+                if self.shared.is_pinned() && self.shared.current() == index {
+                    return Ok(());
+                }
+                self.shared.set(index, Some(true));
+                self.shared.pin_changed(Some(index), true);
+            }
+            None => {
+                if !self.shared.is_pinned() {
+                    return Ok(());
+                }
+                self.shared.release();
+                self.shared.pin_changed(None, true);
+            }
+        }
+        Ok(())
     }
 
     /// Receives a [`LevelChange`] for every change of the current level from now on.
@@ -132,5 +176,29 @@ impl LevelChange {
     /// `true` if the level went down (to less capability).
     pub fn is_drop(&self) -> bool {
         self.to.index() > self.from.index()
+    }
+}
+
+/// The level was pinned or released (see [`DegradeHandle::subscribe_pins`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinChange {
+    level: Option<LevelRef>,
+    remote: bool,
+}
+
+impl PinChange {
+    pub(crate) fn new(level: Option<LevelRef>, remote: bool) -> Self {
+        Self { level, remote }
+    }
+
+    /// The pinned level, `None` when the pin was released.
+    pub fn level(&self) -> Option<&LevelRef> {
+        self.level.as_ref()
+    }
+
+    /// `true` if another replica pinned or released it
+    /// ([`DegradeHandle::apply_remote_pin`]).
+    pub fn is_remote(&self) -> bool {
+        self.remote
     }
 }

@@ -8,7 +8,7 @@ use brace_core::DefaultClassifier;
 use brace_core::degrade::{Degradable, DegradeResponse};
 use tower_layer::Layer;
 
-use crate::cache::ResponseCache;
+use crate::cache::{CacheTier, ResponseCache};
 use crate::config::{Admit, DegradeConfig};
 use crate::error::InvalidConfig;
 use crate::handle::DegradeHandle;
@@ -23,6 +23,8 @@ pub type CachedOf<R> = <<R as Degradable>::Response as DegradeResponse>::Cached;
 pub(crate) struct Core<V, C> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) cache: Option<ResponseCache<V>>,
+    /// The cache's second tier, if any.
+    pub(crate) tier: Option<Arc<dyn CacheTier<V>>>,
     pub(crate) classifier: C,
     pub(crate) fallback_attempts: u32,
     pub(crate) fallback_to_static: bool,
@@ -34,6 +36,7 @@ impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
         f.debug_struct("Core")
             .field("shared", &self.shared)
             .field("cache", &self.cache)
+            .field("tier", &self.tier.is_some())
             .field("classifier", &self.classifier)
             .field("fallback_attempts", &self.fallback_attempts)
             .field("fallback_to_static", &self.fallback_to_static)
@@ -107,6 +110,7 @@ impl<R: Degradable> DegradeLayer<R> {
             core: Arc::new(Core {
                 shared: Arc::new(Shared::new(ladder, config.auto.clone(), start)),
                 cache,
+                tier: None,
                 classifier: DefaultClassifier,
                 fallback_attempts: config.fallback_attempts,
                 fallback_to_static: config.fallback_to_static,
@@ -124,7 +128,29 @@ impl<R: Degradable, C> DegradeLayer<R, C> {
             core: Arc::new(Core {
                 shared: self.core.shared.clone(),
                 cache: self.core.cache.clone(),
+                tier: self.core.tier.clone(),
                 classifier,
+                fallback_attempts: self.core.fallback_attempts,
+                fallback_to_static: self.core.fallback_to_static,
+                admit: self.core.admit,
+            }),
+            _request: PhantomData,
+        }
+    }
+
+    /// The same layer (same level state, cache and classifier) with `tier` as the
+    /// response cache's second tier (see [`CacheTier`]). Without an enabled cache there is
+    /// nothing for a tier to back, and it is not used.
+    pub fn with_cache_tier(&self, tier: Arc<dyn CacheTier<CachedOf<R>>>) -> Self
+    where
+        C: Clone,
+    {
+        DegradeLayer {
+            core: Arc::new(Core {
+                shared: self.core.shared.clone(),
+                cache: self.core.cache.clone(),
+                tier: self.core.cache.is_some().then_some(tier),
+                classifier: self.core.classifier.clone(),
                 fallback_attempts: self.core.fallback_attempts,
                 fallback_to_static: self.core.fallback_to_static,
                 admit: self.core.admit,

@@ -33,6 +33,15 @@
 //! stored once it completes, collected while it passes through, and replayed as a stream to
 //! callers who ask for one.
 //!
+//! # Replicas
+//!
+//! Replicas of a service can share two things through a store (brace-redis keeps them in
+//! Redis): a second cache tier behind the in-process one ([`CacheTier`],
+//! [`DegradeLayer::with_cache_tier`]: same key, same admission rule, same TTL; an answer
+//! stored by one replica serves the others at the cached level), and the pinned level
+//! ([`DegradeHandle::subscribe_pins`], [`DegradeHandle::apply_remote_pin`]). The automatic
+//! level stays each replica's own: it follows the failures that replica sees.
+//!
 //! # Example
 //!
 //! ```
@@ -104,10 +113,10 @@ pub mod level;
 pub mod service;
 mod state;
 
-pub use self::cache::{CacheKey, ResponseCache};
+pub use self::cache::{CacheKey, CacheTier, ResponseCache, TierFuture};
 pub use self::config::{Admit, AutoConfig, CacheConfig, DegradeConfig};
 pub use self::error::{InvalidConfig, NoLevelAnswered, UnknownLevel};
-pub use self::handle::{Cause, DegradeHandle, LevelChange};
+pub use self::handle::{Cause, DegradeHandle, LevelChange, PinChange};
 pub use self::layer::{CachedOf, DegradeLayer};
 pub use self::level::{DEFAULT_STATIC_MESSAGE, Ladder, Level, LevelKind, LevelRef};
 pub use self::service::Degrade;

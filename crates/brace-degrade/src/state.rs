@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::config::AutoConfig;
-use crate::handle::{Cause, LevelChange};
+use crate::handle::{Cause, LevelChange, PinChange};
 use crate::level::Ladder;
 
 const EVENT_CAPACITY: usize = 64;
@@ -23,6 +23,7 @@ pub(crate) struct Shared {
     probing: AtomicBool,
     movement: Mutex<Movement>,
     events: broadcast::Sender<LevelChange>,
+    pins: broadcast::Sender<PinChange>,
 }
 
 #[derive(Debug)]
@@ -74,7 +75,21 @@ impl Shared {
                 since: now,
             }),
             events,
+            pins: broadcast::channel(EVENT_CAPACITY).0,
         }
+    }
+
+    pub(crate) fn subscribe_pins(&self) -> broadcast::Receiver<PinChange> {
+        self.pins.subscribe()
+    }
+
+    /// Tells pin subscribers the pin is now on `level` (`None`: released).
+    pub(crate) fn pin_changed(&self, level: Option<usize>, remote: bool) {
+        // Nobody listening is fine.
+        let _ = self.pins.send(PinChange::new(
+            level.map(|index| self.ladder.level_ref(index)),
+            remote,
+        ));
     }
 
     pub(crate) fn current(&self) -> usize {

@@ -95,9 +95,11 @@ mod hedge;
 mod preference;
 mod probe;
 mod provider;
+pub mod quota;
 mod registry;
 mod select;
 mod service;
+pub mod store;
 
 pub use self::config::{FailoverConfig, HedgeConfig, Selection};
 pub use self::error::{BuildError, NotReady};
@@ -105,7 +107,9 @@ pub use self::future::ResponseFuture;
 pub use self::preference::{FromExtensions, NoPreference, Preference, PreferredProvider};
 pub use self::probe::Probe;
 pub use self::provider::Provider;
+pub use self::quota::{Acquired, QuotaExceeded, QuotaKind, QuotaPermit, RateLimit, RateLimiter};
 pub use self::registry::{
     ErrorKindFn, ProviderEntry, ProviderHealth, ProviderRegistry, default_error_kind,
 };
 pub use self::service::{Builder, FailoverService, MAX_PROVIDERS};
+pub use self::store::{MemoryStore, StateStore, StoreUnavailable};

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::probe::Probe;
+use crate::store::{MemoryStore, StateStore};
 
 /// Names the kind of an error, for the per-kind counters of [`ProviderHealth`].
 ///
@@ -76,10 +77,21 @@ pub fn default_error_kind(err: &(dyn Error + 'static)) -> &'static str {
 /// # let _ = (a, b);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ProviderRegistry {
     records: Arc<RwLock<Vec<ProviderEntry>>>,
     error_kind: Option<ErrorKindFn>,
+    store: Arc<dyn StateStore>,
+}
+
+impl Default for ProviderRegistry {
+    fn default() -> Self {
+        Self {
+            records: Arc::default(),
+            error_kind: None,
+            store: Arc::new(MemoryStore),
+        }
+    }
 }
 
 impl ProviderRegistry {
@@ -91,9 +103,31 @@ impl ProviderRegistry {
     /// An empty registry whose counters name errors with `error_kind`.
     pub fn with_error_kind(error_kind: ErrorKindFn) -> Self {
         Self {
-            records: Arc::default(),
             error_kind: Some(error_kind),
+            ..Self::default()
         }
+    }
+
+    /// The same (empty) registry sharing its providers' circuits through `store`: every
+    /// circuit attached from now on is handed to [`StateStore::share_circuit`]. Without
+    /// it the registry keeps its state in memory ([`MemoryStore`]).
+    ///
+    /// # Panics
+    ///
+    /// If a provider is registered already (its circuit would not be shared).
+    pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        assert!(
+            self.records.read().is_empty(),
+            "ProviderRegistry::with_store must be called before providers are registered"
+        );
+        self.store = store;
+        self
+    }
+
+    /// The state store (the in-memory one unless [`with_store`](Self::with_store) set
+    /// another).
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
     }
 
     /// The record of the provider named `name`, created if it is new.
@@ -108,6 +142,7 @@ impl ProviderRegistry {
         let entry = ProviderEntry(Arc::new(Record::new(
             name.into(),
             self.error_kind.unwrap_or(default_error_kind),
+            self.store.clone(),
         )));
         records.push(entry.clone());
         entry
@@ -177,7 +212,10 @@ impl ProviderRegistry {
 
 impl fmt::Debug for ProviderRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.records.read().iter()).finish()
+        f.debug_struct("ProviderRegistry")
+            .field("records", &*self.records.read())
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,6 +241,7 @@ pub(crate) struct Record {
     stats: Mutex<Stats>,
     error_kind: ErrorKindFn,
     probe_task: Mutex<Option<tokio::task::AbortHandle>>,
+    store: Arc<dyn StateStore>,
 }
 
 #[derive(Debug, Default)]
@@ -220,7 +259,7 @@ struct Stats {
 }
 
 impl Record {
-    fn new(name: Arc<str>, error_kind: ErrorKindFn) -> Self {
+    fn new(name: Arc<str>, error_kind: ErrorKindFn, store: Arc<dyn StateStore>) -> Self {
         Self {
             name,
             circuit: OnceLock::new(),
@@ -228,6 +267,7 @@ impl Record {
             stats: Mutex::new(Stats::default()),
             error_kind,
             probe_task: Mutex::new(None),
+            store,
         }
     }
 }
@@ -256,14 +296,23 @@ impl ProviderEntry {
     }
 
     /// Attaches the provider's circuit breaker: from now on it decides whether the provider
-    /// is tried. Attaching the same breaker again is a no-op.
+    /// is tried. The first attach hands it to the registry's
+    /// [state store](ProviderRegistry::with_store) to share with other replicas. Attaching
+    /// the same breaker again is a no-op.
     ///
     /// # Errors
     ///
     /// Another breaker is already attached (two breakers for one provider would be two
     /// truths).
     pub fn attach_circuit(&self, circuit: &CircuitHandle) -> Result<(), crate::BuildError> {
-        let attached = self.0.circuit.get_or_init(|| circuit.clone());
+        let mut first = false;
+        let attached = self.0.circuit.get_or_init(|| {
+            first = true;
+            circuit.clone()
+        });
+        if first {
+            self.0.store.share_circuit(&self.0.name, circuit);
+        }
         if attached.same_breaker(circuit) {
             Ok(())
         } else {

@@ -258,3 +258,38 @@ async fn a_providers_active_check_can_be_stopped() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(probes.load(Ordering::SeqCst), before);
 }
+
+/// A store that records which circuits it was handed.
+#[derive(Debug, Default)]
+struct Recording(parking_lot::Mutex<Vec<String>>);
+
+impl brace_failover::StateStore for Recording {
+    fn kind(&self) -> &'static str {
+        "recording"
+    }
+
+    fn share_circuit(&self, provider: &str, circuit: &brace_circuit::CircuitHandle) {
+        assert_eq!(provider, circuit.name());
+        self.0.lock().push(provider.to_owned());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_with_a_store_hands_it_each_providers_circuit_once() {
+    let log = new_log();
+    let a = Sim::new("a", &log, |_| Step::ok());
+    let store = Arc::new(Recording::default());
+    let registry = ProviderRegistry::new().with_store(store.clone());
+    assert_eq!(registry.store().kind(), "recording");
+    let breaker = layer("a");
+    for _ in 0..2 {
+        FailoverService::builder()
+            .registry(registry.clone())
+            .classifier(TestClassifier)
+            .provider(Provider::new("a", breaker.layer(a.clone())).circuit(breaker.handle()))
+            .build()
+            .unwrap();
+    }
+    assert_eq!(*store.0.lock(), ["a"]);
+    assert_eq!(ProviderRegistry::new().store().kind(), "memory");
+}

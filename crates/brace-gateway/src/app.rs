@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
+use axum::extract::{Extension, Query, State};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,13 +19,34 @@ use crate::error::ApiError;
 use crate::stack::Gateway;
 
 /// Builds the gateway's router.
+///
+/// The data plane (`/v1/chat/completions`, `/v1/completions`, `/v1/models`) checks client
+/// keys when the configuration has an `auth` section, and is bounded by
+/// `server.max_in_flight`; the health, metrics and admin endpoints are outside both, so they
+/// keep answering while the data plane sheds. Every request body is read under
+/// `server.body_timeout`, and every error — the framework's own rejections included, such
+/// as 405 — is answered in OpenAI's error shape.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let body_limit = gateway.config().server.body_limit;
-    Router::new()
+    let config = gateway.config();
+    let server = &config.server;
+    let in_flight =
+        crate::limits::InFlightLimitLayer::new(server.max_in_flight, gateway.metrics.clone());
+    let data_plane = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(seed_completions))
         .route("/v1/completions/circuit", post(seed_completions_circuit))
         .route("/v1/models", get(models))
+        .route_layer(in_flight)
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::auth::require_key,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::ops::chaos_header,
+        ));
+    Router::new()
+        .merge(data_plane)
         .route("/v1/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -37,16 +58,32 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::ops::routes())
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            gateway.clone(),
-            crate::ops::chaos_header,
+        .layer(axum::extract::DefaultBodyLimit::max(server.body_limit))
+        .layer(tower::util::MapRequestLayer::new(
+            crate::limits::time_request_body(server.body_timeout, server.request_timeout),
         ))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(crate::error::openai_shape))
         .with_state(gateway)
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// The answer to a request body that could not be read: 408 when it stalled, 413 when it is
+/// over the limit, else 400.
+fn body_error(rejection: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut source = Some(rejection);
+    while let Some(err) = source {
+        if let Some(timed_out) = err.downcast_ref::<crate::limits::BodyTimedOut>() {
+            return Some(
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, timed_out.to_string())
+                    .with_code("request_timeout"),
+            );
+        }
+        source = err.source();
+    }
+    None
 }
 
 // ===== chat completions =====
@@ -55,6 +92,9 @@ fn parse_json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     match body {
         Ok(Json(value)) => Ok(value),
         Err(rejection) => {
+            if let Some(err) = body_error(&rejection) {
+                return Err(err);
+            }
             let status = rejection.status();
             let message = match &rejection {
                 JsonRejection::JsonDataError(err) => {
@@ -92,6 +132,7 @@ async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
     body: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let started = tokio::time::Instant::now();
     let request = parse_json(body)?;
     request.validate().map_err(ApiError::bad_request)?;
     let (response, attempts) = gateway.call(request).await?;
@@ -101,31 +142,44 @@ async fn chat_completions(
         ResponseBody::Stream(chunks) => {
             let metrics = gateway.metrics.clone();
             let provider = response.meta.provider.clone();
-            let price = gateway.price_of(&provider);
-            // Cached and static answers cost no tokens.
+            // A live stream is accounted per provider inside the stack (each provider its
+            // own tokens and how its stream ended, continuations included); a cached or
+            // static one costs no tokens and is counted here.
             let live = response.meta.origin() == Origin::Live;
-            let events = crate::sse::events(chunks, move |outcome| {
-                if let Ok(Some(usage)) = outcome
-                    && live
-                {
-                    metrics.tokens(&provider, usage, price);
+            let trailers = crate::sse::TrailerSlot::default();
+            let slot = trailers.clone();
+            let limits = gateway
+                .streams()
+                .limits(started, gateway.config().server.max_stream_duration);
+            let events = crate::sse::events(chunks, limits, move |end| {
+                if !live {
+                    metrics.stream_ended(&provider, end.outcome.err());
                 }
-                metrics.stream_ended(&provider, outcome.err());
+                if let Some((by, how)) = end.continued {
+                    *slot.lock() = Some(crate::sse::continued_trailers(by, how));
+                }
             });
             headers.insert("cache-control", HeaderValue::from_static("no-cache"));
-            Ok((
+            headers.insert(
+                http::header::TRAILER,
+                HeaderValue::from_static("x-brace-continued-by, x-brace-continued-how"),
+            );
+            let response = (
                 headers,
                 Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
             )
-                .into_response())
+                .into_response();
+            Ok(response
+                .map(|body| axum::body::Body::new(crate::sse::WithTrailers::new(body, trailers))))
         }
     }
 }
 
 fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    // The model comes from the provider's body: its length and characters are not ours.
     let mut put = |name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
+        if let Some(value) = crate::bounded::header_value(value) {
             headers.insert(name, value);
         }
     };
@@ -229,7 +283,10 @@ async fn seed_call(
     }
     .into_completion()
     .await
-    .map_err(|err| ApiError::from_stack_error(&(Box::new(err) as brace_core::BoxError)))?;
+    .map_err(|err| {
+        ApiError::from_stack_error(&(Box::new(err) as brace_core::BoxError))
+            .clamp_retry_after(gateway.config().server.max_retry_after)
+    })?;
     let json = json!({
         "content": completion.text(),
         "provider": &*response.meta.provider,
@@ -298,11 +355,19 @@ async fn degradation_level(State(gateway): State<Arc<Gateway>>) -> Json<serde_js
 
 async fn set_degradation_level(
     State(gateway): State<Arc<Gateway>>,
+    listening: Option<Extension<crate::server::ListenAddr>>,
     headers: HeaderMap,
-    Query(query): Query<LevelQuery>,
-    body: axum::body::Bytes,
+    query: Result<Query<LevelQuery>, QueryRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    gateway.authorize_admin(&headers)?;
+    gateway.authorize_admin(&headers, listening.map(|Extension(addr)| addr.0))?;
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))
+    })?;
+    let body = body.map_err(|rejection| {
+        body_error(&rejection)
+            .unwrap_or_else(|| ApiError::new(rejection.status(), rejection.body_text()))
+    })?;
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {

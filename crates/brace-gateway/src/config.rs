@@ -88,12 +88,16 @@ pub struct GatewayConfig {
     pub hedging: Option<brace_failover::HedgeConfig>,
     /// Active probes (and, as shorthands, breaker settings: see [`HealthConfig`]).
     pub health: HealthConfig,
-    /// Admin endpoints.
-    pub admin: AdminConfig,
+    /// Admin endpoints: absent, the mutating ones answer only on a loopback address.
+    pub admin: Option<AdminConfig>,
+    /// Client keys: absent, the data plane needs no key.
+    pub auth: Option<AuthConfig>,
     /// Routes from requested model names to providers.
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
+    pub state: Option<StateConfig>,
     /// Failover drills started with the configuration (none by default): a named provider's
     /// calls fail or slow down at a set rate for a bounded time (see [`crate::chaos`]).
     pub chaos: Vec<crate::chaos::ChaosConfig>,
@@ -106,25 +110,29 @@ struct RawGatewayConfig {
     listen: SocketAddr,
     providers: Vec<RawProviderConfig>,
     #[serde(default)]
-    fallback: brace_retry::RetryConfig,
+    fallback: check::Fallback,
     #[serde(default)]
-    circuit_breaker: brace_circuit::CircuitBreakerConfig,
+    circuit_breaker: check::CircuitBreaker,
     #[serde(default)]
-    degradation: DegradationConfig,
+    degradation: check::Degradation,
     #[serde(default)]
-    cache: Option<brace_degrade::CacheConfig>,
+    cache: Option<check::Cache>,
     #[serde(default)]
     selection: brace_failover::Selection,
     #[serde(default)]
-    hedging: Option<brace_failover::HedgeConfig>,
+    hedging: Option<check::Hedging>,
     #[serde(default)]
     health: HealthConfig,
     #[serde(default)]
-    admin: AdminConfig,
+    admin: Option<AdminConfig>,
+    #[serde(default)]
+    auth: Option<AuthConfig>,
     #[serde(default)]
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    state: Option<StateConfig>,
     #[serde(default)]
     chaos: Vec<crate::chaos::ChaosConfig>,
 }
@@ -159,24 +167,6 @@ impl Invalid {
         };
         self
     }
-
-    /// A mistake in the section at `path` whose message starts with the key it is about
-    /// (`rate_limited.max_retries must be at most 20`): located at that key.
-    fn in_section(path: &str, message: String) -> Self {
-        let said = message
-            .rsplit_once(": ")
-            .map_or(message.as_str(), |(_, said)| said);
-        let key = said.split(' ').next().unwrap_or_default();
-        let is_key = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
-        if is_key {
-            Self::at(format!("{path}.{key}"), message)
-        } else {
-            Self::at(path, message)
-        }
-    }
 }
 
 impl fmt::Display for Invalid {
@@ -207,9 +197,6 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 ProviderConfig::try_from(provider).map_err(|err| err.under(&providers_at(index)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        raw.fallback
-            .validate()
-            .map_err(|err| Invalid::in_section("fallback", err.to_string()))?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (index, provider) in providers.iter().enumerate() {
             if let Some(first) = seen.insert(provider.name.clone(), index) {
@@ -223,7 +210,16 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             }
         }
         check_routes(&raw.routes, &providers)?;
-        let circuit_breaker = effective_breaker(raw.circuit_breaker, &raw.health)?;
+        let degradation: brace_degrade::DegradeConfig = raw.degradation.0.into();
+        if let Some(cache) = &raw.cache {
+            // The ladder is checked with the cache it will really use.
+            let mut effective = degradation.clone();
+            effective.cache = cache.0.clone();
+            effective
+                .validate()
+                .map_err(|err| Invalid::at("cache", format!("cache: {err}")))?;
+        }
+        let circuit_breaker = effective_breaker(raw.circuit_breaker.0, &raw.health)?;
         brace_circuit::CircuitBreakerLayer::from_config("global", &circuit_breaker).map_err(
             |err| {
                 let section = if raw.health.consecutive_failures.is_some()
@@ -240,16 +236,18 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
         let config = Self {
             listen: raw.listen,
             providers,
-            fallback: raw.fallback,
+            fallback: raw.fallback.0,
             circuit_breaker,
-            degradation: raw.degradation.into(),
-            cache: raw.cache,
+            degradation,
+            cache: raw.cache.map(|cache| cache.0),
             selection: raw.selection,
-            hedging: raw.hedging,
+            hedging: raw.hedging.map(|hedging| hedging.0),
             health: raw.health,
             admin: raw.admin,
+            auth: raw.auth,
             routes: raw.routes,
             server: raw.server,
+            state: raw.state,
             chaos: raw.chaos,
         };
         let levels: Vec<String> = config
@@ -343,6 +341,36 @@ fn check_routes(routes: &[RouteConfig], providers: &[ProviderConfig]) -> Result<
             return Err(Invalid::at(
                 format!("{at}.providers"),
                 format!("route `{}` lists no provider", route.pattern),
+            ));
+        }
+        let known_name = |name: &str| providers.iter().any(|p| p.name == name);
+        for (key, names) in [
+            ("on_content_filter", route.on_content_filter.providers()),
+            (
+                "on_context_length",
+                route.on_context_length.as_deref().unwrap_or_default(),
+            ),
+        ] {
+            if let Some((position, name)) =
+                names.iter().enumerate().find(|(_, name)| !known_name(name))
+            {
+                return Err(Invalid::at(
+                    format!("{at}.{key}[{position}]"),
+                    format!(
+                        "route `{}`: unknown provider `{name}` in {key} (known: {})",
+                        route.pattern,
+                        known(providers)
+                    ),
+                ));
+            }
+        }
+        if route.on_context_length.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Invalid::at(
+                format!("{at}.on_context_length"),
+                format!(
+                    "route `{}`: on_context_length lists no provider",
+                    route.pattern
+                ),
             ));
         }
         for (position, target) in route.providers.iter().enumerate() {
@@ -521,6 +549,12 @@ impl GatewayConfig {
             Some(over) => overlay(&self.fallback, over, &[])
                 .map_err(|err| format!("provider `{}`: fallback: {err}", provider.name))?,
         };
+        if merged.max_retries > MAX_RETRIES {
+            return Err(format!(
+                "provider `{}`: fallback: max_retries must be at most {MAX_RETRIES}, not {}",
+                provider.name, merged.max_retries
+            ));
+        }
         merged
             .validate()
             .map_err(|err| format!("provider `{}`: fallback: {err}", provider.name))?;
@@ -532,7 +566,7 @@ impl GatewayConfig {
 /// live levels all failed gets its real error (a 429 with Retry-After, a 503 listing each
 /// provider) rather than the static message, unless `fallback_to_static: true`. The static
 /// level still answers every request once the ladder has dropped to it (or it is pinned).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DegradationConfig {
     levels: Option<Vec<brace_degrade::Level>>,
@@ -692,7 +726,7 @@ fn locate_error(err: &serde_saphyr::Error, text: &str, origin: &str) -> ConfigEr
         return ConfigError {
             origin: origin.to_owned(),
             position: Some(position),
-            message: scrub_passwords(&format!(
+            message: scrub_url_passwords(&format!(
                 "error: line {} column {}: {msg}\n{gutter} |\n{} | {source_line}\n{gutter} | \
                  {caret}^",
                 position.line, position.column, position.line
@@ -702,42 +736,8 @@ fn locate_error(err: &serde_saphyr::Error, text: &str, origin: &str) -> ConfigEr
     ConfigError {
         origin: origin.to_owned(),
         position: own,
-        message: scrub_passwords(&err.to_string()),
+        message: scrub_url_passwords(&err.to_string()),
     }
-}
-
-/// `text` with the password of every `scheme://user:password@host` in it elided: an error
-/// quotes the lines of the file, and a URL with credentials may be one of them.
-fn scrub_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (before, after) = rest.split_at(at + 3);
-        out.push_str(before);
-        let authority_end = after
-            .find(|c: char| {
-                c == '/'
-                    || c == '?'
-                    || c == '#'
-                    || c.is_whitespace()
-                    || c == '"'
-                    || c == '\''
-                    || c == '`'
-            })
-            .unwrap_or(after.len());
-        let authority = &after[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at_sign), Some(colon)) if colon < at_sign => {
-                out.push_str(&authority[..=colon]);
-                out.push_str("REDACTED");
-                out.push_str(&authority[at_sign..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &after[authority_end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 impl GatewayConfig {
@@ -747,6 +747,49 @@ impl GatewayConfig {
     pub fn demo() -> Self {
         Self::from_yaml(DEMO_CONFIG).expect("the embedded demo configuration is valid")
     }
+}
+
+/// `text` with the password of every URL in it (`scheme://user:password@host`, or a
+/// `pass=` query value) replaced by `***`.
+pub fn scrub_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '\'' | '"' | '`' | ')'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(user_end) => match authority[..user_end].find(':') {
+                Some(colon) => {
+                    out.push_str(&authority[..=colon]);
+                    out.push_str("***");
+                    out.push_str(&authority[user_end..]);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut scrubbed = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("pass=") {
+        let (head, tail) = rest.split_at(at + 5);
+        scrubbed.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '&' | '\'' | '"' | '`'))
+            .unwrap_or(tail.len());
+        if end > 0 {
+            scrubbed.push_str("***");
+        }
+        rest = &tail[end..];
+    }
+    scrubbed.push_str(rest);
+    scrubbed
 }
 
 /// The embedded demo configuration.
@@ -843,6 +886,11 @@ pub struct ProviderConfig {
     /// Longest silence between two streamed chunks.
     #[serde(serialize_with = "brace_core::duration::option::serialize")]
     pub stream_idle_timeout: Option<Duration>,
+    /// The most calls in flight to this provider at once, streams included, shared by every
+    /// route (a bulkhead; default unbounded). A call beyond it is not queued: it fails over
+    /// to the next provider at once, and the caller gets a 503 with `Retry-After` if none is
+    /// left.
+    pub max_in_flight: Option<usize>,
     /// Whether the provider accepts an assistant prefill (stream continuation).
     pub accepts_prefill: bool,
     /// Speak HTTP/2 to the provider from the first byte (default off). Over plain `http`
@@ -870,6 +918,10 @@ pub struct ProviderConfig {
     /// This provider's own retry keys, laid over the global `fallback` section (see
     /// [`GatewayConfig::fallback_for`]).
     pub fallback: Option<serde_json::Value>,
+    /// The provider's quota (`requests_per_minute`, `tokens_per_minute`): a call that
+    /// would exceed it goes to the next provider at once, without counting against this
+    /// provider's circuit. Counted by every replica together when `state` names a Redis.
+    pub rate_limit: Option<brace_failover::RateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -890,10 +942,12 @@ struct RawProviderConfig {
     api_key_env: Option<String>,
     #[serde(default = "default_timeout", with = "brace_core::duration")]
     timeout: Duration,
-    #[serde(default, with = "brace_core::duration::option")]
+    #[serde(default, deserialize_with = "check::positive_duration_option")]
     first_token_timeout: Option<Duration>,
-    #[serde(default, with = "brace_core::duration::option")]
+    #[serde(default, deserialize_with = "check::positive_duration_option")]
     stream_idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "check::at_least_one_option")]
+    max_in_flight: Option<usize>,
     #[serde(default)]
     accepts_prefill: bool,
     #[serde(default)]
@@ -912,6 +966,8 @@ struct RawProviderConfig {
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
     fallback: Option<serde_json::Value>,
+    #[serde(default)]
+    rate_limit: Option<brace_failover::RateLimit>,
 }
 
 fn one() -> u32 {
@@ -987,9 +1043,14 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             );
         }
         if let Some(base_url) = &raw.base_url {
-            brace_providers::provider::ProviderConfig::new(name.as_str(), base_url.as_str())
+            brace_providers::ClientConfig::new(name.as_str(), base_url.as_str())
                 .checked_base_url()
                 .map_err(|err| Invalid::at("base_url", format!("provider `{name}`: {err}")))?;
+        }
+        if let Some(behavior) = &raw.simulate {
+            check::behavior(behavior).map_err(|err| {
+                Invalid::at("simulate", format!("provider `{name}`: simulate: {err}"))
+            })?;
         }
         if raw.simulate.is_some() && kind != ProviderKind::Simulated {
             return fail(
@@ -1010,6 +1071,11 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             serde_json::from_value::<brace_retry::RetryConfig>(section.clone()).map_err(|err| {
                 Invalid::at("fallback", format!("provider `{name}`: fallback: {err}"))
             })?;
+        }
+        if let Some(limit) = &raw.rate_limit {
+            limit
+                .validate()
+                .map_err(|err| Invalid::at("rate_limit", format!("provider `{name}`: {err}")))?;
         }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
             return fail(
@@ -1032,6 +1098,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             timeout: raw.timeout,
             first_token_timeout: raw.first_token_timeout,
             stream_idle_timeout: raw.stream_idle_timeout,
+            max_in_flight: raw.max_in_flight,
             accepts_prefill: raw.accepts_prefill,
             http2_prior_knowledge: raw.http2_prior_knowledge,
             price: raw.price,
@@ -1041,6 +1108,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             models: raw.models,
             circuit_breaker: raw.circuit_breaker,
             fallback: raw.fallback,
+            rate_limit: raw.rate_limit,
         })
     }
 }
@@ -1074,26 +1142,97 @@ impl ProviderConfig {
 pub struct HealthConfig {
     /// How often to probe each provider actively (off when absent); a successful probe
     /// moves an open circuit to half-open at once.
-    #[serde(with = "brace_core::duration::option")]
+    #[serde(
+        deserialize_with = "check::positive_duration_option",
+        serialize_with = "brace_core::duration::option::serialize"
+    )]
     pub probe_interval: Option<Duration>,
     /// Failures in a row that open a provider's circuit (`circuit_breaker.failure_threshold`).
+    #[serde(deserialize_with = "check::at_least_one_option")]
     pub consecutive_failures: Option<u32>,
     /// Failure rate over the breaker's window that opens it, 0–1
     /// (`circuit_breaker.failure_rate_threshold` / 100).
+    #[serde(deserialize_with = "check::fraction_option")]
     pub failure_rate: Option<f64>,
     /// How long an open circuit holds a provider out (`circuit_breaker.wait_in_open`).
-    #[serde(with = "brace_core::duration::option")]
+    #[serde(
+        deserialize_with = "check::positive_duration_option",
+        serialize_with = "brace_core::duration::option::serialize"
+    )]
     pub recovery_time: Option<Duration>,
 }
 
-/// Admin endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+/// Admin endpoints (`POST /v1/degradation/level`).
+///
+/// With this section, the mutating admin endpoints need `Authorization: Bearer <token>`, the
+/// token being the value of the variable `token_env` names; the gateway refuses to start if
+/// that variable is unset or empty. Without it, they answer only when the gateway listens on
+/// a loopback address, and 403 on any other.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// The environment variable holding the admin token; when set (and the variable is
-    /// set), admin endpoints need `Authorization: Bearer <token>`.
-    #[serde(default)]
-    pub token_env: Option<String>,
+    /// The environment variable holding the admin token.
+    #[serde(deserialize_with = "check::non_empty")]
+    pub token_env: String,
+}
+
+/// Client keys: who may use the data plane (`/v1/chat/completions`, `/v1/completions`,
+/// `/v1/models`).
+///
+/// Requests need `Authorization: Bearer <key>` with a listed key. Keys come from
+/// `keys_env` (comma-separated) and/or `keys_file` (one per line; `#` starts a comment), each
+/// entry either `KEY` or `NAME KEY`; the name, or else a short hash of the key, is what logs
+/// and metrics show. The file is read again when it changes and on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, try_from = "RawAuthConfig")]
+pub struct AuthConfig {
+    /// The environment variable holding comma-separated keys.
+    pub keys_env: Option<String>,
+    /// A file of keys, one per line.
+    pub keys_file: Option<std::path::PathBuf>,
+    /// Requests allowed per key per minute (a token bucket of that size; default unlimited).
+    /// Beyond it: 429 with `Retry-After`.
+    pub rate_per_minute: Option<u32>,
+    /// How often the keys file is checked for changes (default 5 s).
+    #[serde(serialize_with = "brace_core::duration::serialize")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthConfig {
+    #[serde(default, deserialize_with = "check::non_empty_option")]
+    keys_env: Option<String>,
+    #[serde(default, deserialize_with = "check::non_empty_option")]
+    keys_file: Option<String>,
+    #[serde(default, deserialize_with = "check::at_least_one_option")]
+    rate_per_minute: Option<u32>,
+    #[serde(
+        default = "default_reload_interval",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl TryFrom<RawAuthConfig> for AuthConfig {
+    type Error = String;
+
+    fn try_from(raw: RawAuthConfig) -> Result<Self, String> {
+        if raw.keys_env.is_none() && raw.keys_file.is_none() {
+            return Err("auth: set `keys_env`, `keys_file` or both".into());
+        }
+        Ok(Self {
+            keys_env: raw.keys_env,
+            keys_file: raw.keys_file.map(Into::into),
+            rate_per_minute: raw.rate_per_minute,
+            reload_interval: raw.reload_interval,
+        })
+    }
 }
 
 /// A route: requests whose `model` matches `pattern` go to these providers, in order.
@@ -1105,9 +1244,27 @@ pub struct RouteConfig {
     pub pattern: String,
     /// The providers, in order.
     pub providers: Vec<RouteTarget>,
-    /// Continue a broken stream on the next provider (off by default).
+    /// Continue a broken stream on the route's other providers (off by default): with an
+    /// assistant prefill on a provider with `accepts_prefill: true`, by a verified restart
+    /// on the others.
     #[serde(default)]
     pub continuation: bool,
+    /// When a stream commits to its provider: `first_content` (default), `{after_tokens:
+    /// N}` or `complete` (see [`brace_llm::commit`]). A hold-back makes a break before that
+    /// point an ordinary failure that fails over, at the cost of the caller's time to first
+    /// token.
+    #[serde(default)]
+    pub commit: brace_llm::commit::CommitPolicy,
+    /// What a content-policy refusal does: answered to the caller as a 400
+    /// `content_policy_violation` (default), `failover` to the route's next provider, or a
+    /// list of provider names to ask instead.
+    #[serde(default)]
+    pub on_content_filter: crate::policy::OnContentFilter,
+    /// Providers to ask when the prompt is too long for the route's providers (by default a
+    /// context-length error fails over along the route, as any failure another provider may
+    /// fix).
+    #[serde(default)]
+    pub on_context_length: Option<Vec<String>>,
 }
 
 /// One provider of a route: its name alone (`providers: [openai, anthropic]`), or a mapping
@@ -1206,18 +1363,218 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
+/// The `state` section: where provider state lives.
+///
+/// Absent: in memory, one process. With a Redis URL, replicas given the same Redis and
+/// `key_prefix` share circuit transitions (one half-open probe lease per provider), the
+/// pinned degradation level, a response-cache tier and the providers' rate limits; when
+/// Redis is down each replica serves from local state (see brace-redis).
+///
+/// ```
+/// let config = brace_gateway::GatewayConfig::from_yaml(r#"
+/// providers: [{ name: sim, model: m }]
+/// state: { redis_url_env: BRACE_REDIS_URL, key_prefix: "prod:" }
+/// "#).unwrap();
+/// assert_eq!(config.state.unwrap().key_prefix, "prod:");
+/// ```
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, try_from = "RawStateConfig")]
+pub struct StateConfig {
+    /// The Redis URL, written in the file (its password is never logged; prefer
+    /// `redis_url_env` to keep it out of the file).
+    pub redis_url: Option<String>,
+    /// The environment variable holding the Redis URL.
+    pub redis_url_env: Option<String>,
+    /// Put before every key (default `brace:`).
+    pub key_prefix: String,
+    /// The longest wait for one Redis command before local state answers (default 50 ms).
+    #[serde(serialize_with = "brace_core::duration::serialize")]
+    pub timeout: Duration,
+    /// How long a replica's half-open probe lease lasts (default 10 s).
+    #[serde(serialize_with = "brace_core::duration::serialize")]
+    pub probe_lease: Duration,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field(
+                "redis_url",
+                &self
+                    .redis_url
+                    .as_ref()
+                    .map(|url| brace_redis::RedisUrl::new(url.as_str())),
+            )
+            .field("redis_url_env", &self.redis_url_env)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_lease", &self.probe_lease)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStateConfig {
+    #[serde(default)]
+    redis_url: Option<String>,
+    #[serde(default)]
+    redis_url_env: Option<String>,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_state_timeout", with = "brace_core::duration")]
+    timeout: Duration,
+    #[serde(default = "default_probe_lease", with = "brace_core::duration")]
+    probe_lease: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "brace:".to_owned()
+}
+
+fn default_state_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_probe_lease() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TryFrom<RawStateConfig> for StateConfig {
+    type Error = String;
+
+    fn try_from(raw: RawStateConfig) -> Result<Self, String> {
+        match (&raw.redis_url, &raw.redis_url_env) {
+            (None, None) => {
+                return Err(
+                    "state: set redis_url_env (or redis_url) to share state through Redis, or \
+                     leave the section out to keep state in memory"
+                        .into(),
+                );
+            }
+            (Some(_), Some(_)) => {
+                return Err("state: set redis_url or redis_url_env, not both".into());
+            }
+            _ => {}
+        }
+        if let Some(url) = &raw.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return Err(format!(
+                "state.redis_url must start with redis:// (got {})",
+                brace_redis::RedisUrl::new(url.as_str())
+            ));
+        }
+        if raw.key_prefix.is_empty() {
+            return Err("state.key_prefix must not be empty".into());
+        }
+        if raw.timeout.is_zero() || raw.probe_lease.is_zero() {
+            return Err("state.timeout and state.probe_lease must be more than zero".into());
+        }
+        Ok(Self {
+            redis_url: raw.redis_url,
+            redis_url_env: raw.redis_url_env,
+            key_prefix: raw.key_prefix,
+            timeout: raw.timeout,
+            probe_lease: raw.probe_lease,
+        })
+    }
+}
+
 /// HTTP server limits.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Largest request body accepted (bytes; default 4 MiB).
-    #[serde(default = "default_body_limit")]
+    #[serde(
+        default = "default_body_limit",
+        deserialize_with = "check::at_least_one"
+    )]
     pub body_limit: usize,
-    /// Deadline for a whole request (default 120 s).
-    #[serde(default = "default_deadline", with = "brace_core::duration")]
+    /// Deadline for a whole request (default 120 s). For a stream it covers the time until
+    /// the stream commits to a provider (its first token, or the end of a hold-back); what
+    /// follows is bounded by `max_stream_duration` and each provider's own limits.
+    #[serde(
+        default = "default_deadline",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
     pub request_timeout: Duration,
-    /// How long in-flight requests get to finish on shutdown (default 30 s).
-    #[serde(default = "default_grace", with = "brace_core::duration")]
+    /// How long a connection may take to send a request head, its first byte and the
+    /// HTTP/2 preface included (default 30 s).
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub header_timeout: Duration,
+    /// The longest wait for the next piece of a request body (default 30 s); the whole body
+    /// must also arrive within `request_timeout`. A request whose body stalls is answered
+    /// 408 and its connection closed.
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub body_timeout: Duration,
+    /// How long a connection may stay open with no request in flight (default 75 s, as
+    /// nginx's `keepalive_timeout`).
+    #[serde(
+        default = "default_idle_timeout",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub idle_timeout: Duration,
+    /// How often an HTTP/2 connection is pinged (default 30 s).
+    #[serde(
+        default = "thirty_seconds",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub http2_keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed (default 20 s).
+    #[serde(
+        default = "default_keep_alive_timeout",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub http2_keep_alive_timeout: Duration,
+    /// The most connections open at once (default 10 000); beyond it a new connection is
+    /// answered 503 with `Retry-After` and closed.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "check::at_least_one"
+    )]
+    pub max_connections: usize,
+    /// The most data-plane requests in flight at once, streams included (default 4 096);
+    /// beyond it a request is answered 503 with `Retry-After` at once, never queued. Health,
+    /// metrics and admin endpoints are not counted and keep answering.
+    #[serde(
+        default = "default_max_in_flight",
+        deserialize_with = "check::at_least_one"
+    )]
+    pub max_in_flight: usize,
+    /// The longest `Retry-After` passed on to clients (default one day, also the most it can
+    /// be): a provider's longer wait is sent as this.
+    #[serde(
+        default = "default_max_retry_after",
+        deserialize_with = "check::retry_after_cap",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub max_retry_after: Duration,
+    /// The longest a whole streamed answer may take, from the request to its last event
+    /// (default: no bound beyond each provider's `timeout`). Past it the stream ends with an
+    /// SSE error event (`code: stream_deadline`) and no `[DONE]`.
+    #[serde(
+        default,
+        deserialize_with = "check::positive_duration_option",
+        serialize_with = "brace_core::duration::option::serialize"
+    )]
+    pub max_stream_duration: Option<Duration>,
+    /// How long in-flight requests get to finish on shutdown (default 30 s; 0 drops them at
+    /// once). Streams still open when it runs out end with an SSE error event
+    /// (`code: shutting_down`) and no `[DONE]`.
+    #[serde(default = "thirty_seconds", with = "brace_core::duration")]
     pub shutdown_grace: Duration,
     /// Log as JSON lines.
     #[serde(default)]
@@ -1229,7 +1586,16 @@ impl Default for ServerConfig {
         Self {
             body_limit: default_body_limit(),
             request_timeout: default_deadline(),
-            shutdown_grace: default_grace(),
+            header_timeout: thirty_seconds(),
+            body_timeout: thirty_seconds(),
+            idle_timeout: default_idle_timeout(),
+            http2_keep_alive_interval: thirty_seconds(),
+            http2_keep_alive_timeout: default_keep_alive_timeout(),
+            max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
+            max_retry_after: default_max_retry_after(),
+            max_stream_duration: None,
+            shutdown_grace: thirty_seconds(),
             json_logs: false,
         }
     }
@@ -1243,8 +1609,293 @@ fn default_deadline() -> Duration {
     Duration::from_mins(2)
 }
 
-fn default_grace() -> Duration {
+fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(75)
+}
+
+fn default_keep_alive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_in_flight() -> usize {
+    4_096
+}
+
+fn default_max_retry_after() -> Duration {
+    crate::error::MAX_RETRY_AFTER
+}
+
+/// The most retries `fallback.max_retries` may ask for: each is an upstream call, and past a
+/// few the answer is late anyway.
+pub const MAX_RETRIES: u32 = 20;
+
+/// Checks that reject impossible values where they are read, so the error names their line.
+mod check {
+    use std::time::Duration;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn positive_duration<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let duration = brace_core::duration::deserialize(deserializer)?;
+        if duration.is_zero() {
+            return Err(D::Error::custom("must be more than zero"));
+        }
+        Ok(duration)
+    }
+
+    pub(super) fn positive_duration_option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let duration = brace_core::duration::option::deserialize(deserializer)?;
+        if duration.is_some_and(|duration| duration.is_zero()) {
+            return Err(D::Error::custom("must be more than zero"));
+        }
+        Ok(duration)
+    }
+
+    pub(super) fn retry_after_cap<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let duration = positive_duration(deserializer)?;
+        if duration > crate::error::MAX_RETRY_AFTER {
+            return Err(D::Error::custom("must be at most one day (24h)"));
+        }
+        Ok(duration)
+    }
+
+    pub(super) fn at_least_one<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default + PartialEq,
+    {
+        let value = T::deserialize(deserializer)?;
+        if value == T::default() {
+            return Err(D::Error::custom("must be at least 1"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn at_least_one_option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default + PartialEq,
+    {
+        let value = Option::<T>::deserialize(deserializer)?;
+        if value.as_ref().is_some_and(|value| *value == T::default()) {
+            return Err(D::Error::custom("must be at least 1"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn fraction_option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<f64>, D::Error> {
+        let value = Option::<f64>::deserialize(deserializer)?;
+        if let Some(value) = value
+            && !(0.0..=1.0).contains(&value)
+        {
+            return Err(D::Error::custom(format!(
+                "must be between 0 and 1, not {value}"
+            )));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn non_empty<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<String, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        if value.trim().is_empty() {
+            return Err(D::Error::custom("must not be empty"));
+        }
+        Ok(value)
+    }
+
+    pub(super) fn non_empty_option<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<String>, D::Error> {
+        let value = Option::<String>::deserialize(deserializer)?;
+        if value
+            .as_deref()
+            .is_some_and(|value| value.trim().is_empty())
+        {
+            return Err(D::Error::custom("must not be empty"));
+        }
+        Ok(value)
+    }
+
+    /// Probabilities in a simulated provider's behaviour are between 0 and 1.
+    pub(super) fn behavior(node: &brace_sim::Behavior) -> Result<(), String> {
+        use brace_sim::Behavior;
+        match node {
+            Behavior::Flaky {
+                probability,
+                failure,
+                otherwise,
+            } => {
+                if !(0.0..=1.0).contains(probability) {
+                    return Err(format!(
+                        "`probability` must be between 0 and 1, not {probability}"
+                    ));
+                }
+                behavior(failure)?;
+                behavior(otherwise)
+            }
+            Behavior::Delay { then, .. } => behavior(then),
+            Behavior::Sequence { steps, then } => {
+                steps.iter().try_for_each(behavior)?;
+                behavior(then)
+            }
+            Behavior::When {
+                then, otherwise, ..
+            } => {
+                behavior(then)?;
+                behavior(otherwise)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ===== sections of other crates, checked where they are read =====
+
+    /// `fallback`: brace-retry's own checks, and at most [`MAX_RETRIES`](super::MAX_RETRIES).
+    #[derive(Default, Deserialize)]
+    #[serde(try_from = "brace_retry::RetryConfig")]
+    pub(super) struct Fallback(pub(super) brace_retry::RetryConfig);
+
+    impl TryFrom<brace_retry::RetryConfig> for Fallback {
+        type Error = String;
+
+        fn try_from(config: brace_retry::RetryConfig) -> Result<Self, String> {
+            if config.max_retries > super::MAX_RETRIES {
+                return Err(format!(
+                    "fallback: max_retries must be at most {}, not {}",
+                    super::MAX_RETRIES,
+                    config.max_retries
+                ));
+            }
+            config
+                .validate()
+                .map_err(|err| format!("fallback: {err}"))?;
+            Ok(Self(config))
+        }
+    }
+
+    /// `circuit_breaker`: values impossible whatever the rest (brace-circuit checks the
+    /// whole once the `health` shorthands and the defaults are folded in).
+    #[derive(Default, Deserialize)]
+    #[serde(try_from = "brace_circuit::CircuitBreakerConfig")]
+    pub(super) struct CircuitBreaker(pub(super) brace_circuit::CircuitBreakerConfig);
+
+    impl TryFrom<brace_circuit::CircuitBreakerConfig> for CircuitBreaker {
+        type Error = String;
+
+        fn try_from(config: brace_circuit::CircuitBreakerConfig) -> Result<Self, String> {
+            for (key, value) in [
+                ("wait_in_open", config.wait_in_open),
+                ("slow_call_duration", config.slow_call_duration),
+                ("max_wait_in_open", config.max_wait_in_open),
+            ] {
+                if value.is_some_and(|value| value.is_zero()) {
+                    return Err(format!("circuit_breaker: {key} must be more than zero"));
+                }
+            }
+            for (key, value) in [
+                ("failure_rate_threshold", config.failure_rate_threshold),
+                ("slow_call_rate_threshold", config.slow_call_rate_threshold),
+            ] {
+                if let Some(value) = value
+                    && !(value > 0.0 && value <= 100.0)
+                {
+                    return Err(format!(
+                        "circuit_breaker: {key} must be a percentage in (0, 100], got {value}"
+                    ));
+                }
+            }
+            if config.failure_threshold == Some(0) {
+                return Err("circuit_breaker: failure_threshold must be at least 1".into());
+            }
+            Ok(Self(config))
+        }
+    }
+
+    /// `degradation`: brace-degrade's checks of the ladder, the cache and the automatic
+    /// levels.
+    #[derive(Default, Deserialize)]
+    #[serde(try_from = "super::DegradationConfig")]
+    pub(super) struct Degradation(pub(super) super::DegradationConfig);
+
+    impl TryFrom<super::DegradationConfig> for Degradation {
+        type Error = String;
+
+        fn try_from(config: super::DegradationConfig) -> Result<Self, String> {
+            brace_degrade::DegradeConfig::from(config.clone())
+                .validate()
+                .map_err(|err| format!("degradation: {err}"))?;
+            Ok(Self(config))
+        }
+    }
+
+    /// `cache`.
+    #[derive(Deserialize)]
+    #[serde(try_from = "brace_degrade::CacheConfig")]
+    pub(super) struct Cache(pub(super) brace_degrade::CacheConfig);
+
+    impl TryFrom<brace_degrade::CacheConfig> for Cache {
+        type Error = String;
+
+        fn try_from(cache: brace_degrade::CacheConfig) -> Result<Self, String> {
+            brace_degrade::DegradeConfig {
+                cache: cache.clone(),
+                ..brace_degrade::DegradeConfig::default()
+            }
+            .validate()
+            .map_err(|err| format!("cache: {err}"))?;
+            Ok(Self(cache))
+        }
+    }
+
+    /// `hedging`: a delay above zero, a percentile and a budget that mean something.
+    #[derive(Deserialize)]
+    #[serde(try_from = "brace_failover::HedgeConfig")]
+    pub(super) struct Hedging(pub(super) brace_failover::HedgeConfig);
+
+    impl TryFrom<brace_failover::HedgeConfig> for Hedging {
+        type Error = String;
+
+        fn try_from(hedge: brace_failover::HedgeConfig) -> Result<Self, String> {
+            if hedge.delay.is_some_and(|delay| delay.is_zero()) {
+                return Err("hedging: delay must be more than zero".into());
+            }
+            if !(0.0..=1.0).contains(&hedge.percentile) {
+                return Err(format!(
+                    "hedging: percentile must be between 0 and 1, not {}",
+                    hedge.percentile
+                ));
+            }
+            if !(0.0..=1000.0).contains(&hedge.budget_ratio) {
+                return Err(format!(
+                    "hedging: budget_ratio must be between 0 and 1000, not {}",
+                    hedge.budget_ratio
+                ));
+            }
+            if hedge.budget_ttl.is_zero() {
+                return Err("hedging: budget_ttl must be more than zero".into());
+            }
+            Ok(Self(hedge))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1252,15 +1903,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_in_quoted_urls_are_elided() {
+    fn url_passwords_are_scrubbed() {
         assert_eq!(
-            scrub_passwords("4 |     base_url: \"ftp://user:hunter2@x/v1\" and http://a:b@c:80"),
-            "4 |     base_url: \"ftp://user:REDACTED@x/v1\" and http://a:REDACTED@c:80"
+            scrub_url_passwords("at 'redis://:pw@h:1/0' and http://u:p@x/y?pass=z&a=b, redis://h"),
+            "at 'redis://:***@h:1/0' and http://u:***@x/y?pass=***&a=b, redis://h"
         );
-        assert_eq!(
-            scrub_passwords("http://host:8080/x, https://user@host"),
-            "http://host:8080/x, https://user@host"
-        );
+        assert_eq!(scrub_url_passwords("no urls"), "no urls");
     }
 
     #[test]

@@ -10,9 +10,16 @@ use serde_json::json;
 
 use brace_core::BoxError;
 
+/// The longest `Retry-After` the gateway ever sends, whatever an upstream said.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_hours(24);
+
+/// The `Retry-After` of a request shed because the gateway or a provider is at its limit.
+pub const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// How a gateway answers a failed request: the status, and the `Retry-After` to send.
 ///
-/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status.
+/// - A [`LlmError`](brace_llm::LlmError) (also inside a `RetriesExhausted`) answers with its kind's status
+///   (a content-policy refusal: 400, code `content_policy_violation`).
 /// - `AllProvidersFailed` is judged by its whole trail, every pass included: 429 when every
 ///   provider was rate-limited — tried and answered 429, or skipped because a rate limit
 ///   opened its circuit, or left out of a later pass for one — with the shortest Retry-After
@@ -20,6 +27,8 @@ use brace_core::BoxError;
 ///   provider refused the request itself; 503 otherwise.
 /// - A circuit that is open answers 503 (429 if rate limits opened it) with its remaining
 ///   wait; a deadline or timeout, 504.
+/// - A full bulkhead or load shedder (`tower::load_shed::error::Overloaded`) answers 503 with
+///   `Retry-After` [`SHED_RETRY_AFTER`].
 pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Duration>) {
     use brace_core::exclude::Excluded;
     use brace_core::{
@@ -77,6 +86,9 @@ pub fn gateway_status(err: &(dyn Error + 'static)) -> (StatusCode, Option<Durati
     if err.is::<DeadlineExceeded>() || err.is::<tower::timeout::error::Elapsed>() {
         return (StatusCode::GATEWAY_TIMEOUT, None);
     }
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Some(SHED_RETRY_AFTER));
+    }
     (StatusCode::BAD_GATEWAY, None)
 }
 
@@ -121,6 +133,25 @@ impl ApiError {
         self
     }
 
+    /// A 503 for a request shed at a limit: `Retry-After` one second, code `overloaded`.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            .with_code("overloaded")
+            .with_retry_after(Some(SHED_RETRY_AFTER))
+    }
+
+    /// Caps the `Retry-After` at `max` (it is always capped at [`MAX_RETRY_AFTER`]).
+    #[must_use]
+    pub fn clamp_retry_after(mut self, max: Duration) -> Self {
+        self.retry_after = self.retry_after.map(|wait| wait.min(max));
+        self
+    }
+
+    /// The `Retry-After` to send, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after.map(|wait| wait.min(MAX_RETRY_AFTER))
+    }
+
     /// Maps a failure of the stack to its answer (see [`gateway_status`]).
     pub fn from_stack_error(err: &BoxError) -> Self {
         let err: &(dyn Error + 'static) = &**err;
@@ -162,6 +193,10 @@ fn code_for(err: &(dyn Error + 'static)) -> Option<String> {
     if let Some(llm) = find::<brace_llm::LlmError>(err)
         && !err.is::<brace_core::AllProvidersFailed>()
     {
+        // OpenAI's code for a refusal on content grounds, which its SDKs know.
+        if llm.kind() == brace_llm::LlmErrorKind::ContentFiltered {
+            return Some("content_policy_violation".to_owned());
+        }
         return Some(llm.kind().as_str().to_owned());
     }
     if err.is::<brace_core::AllProvidersFailed>() {
@@ -173,12 +208,15 @@ fn code_for(err: &(dyn Error + 'static)) -> Option<String> {
     if find::<brace_core::DeadlineExceeded>(err).is_some() {
         return Some("deadline_exceeded".to_owned());
     }
+    if find::<tower::load_shed::error::Overloaded>(err).is_some() {
+        return Some("overloaded".to_owned());
+    }
     None
 }
 
 fn error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 | 404 | 413 | 422 => "invalid_request_error",
+        400 | 404 | 405 | 408 | 413 | 415 | 422 => "invalid_request_error",
         401 | 403 => "authentication_error",
         429 => "rate_limit_error",
         504 => "timeout_error",
@@ -189,7 +227,7 @@ fn error_type(status: StatusCode) -> &'static str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(wait) = self.retry_after {
+        if let Some(wait) = self.retry_after() {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -206,3 +244,57 @@ impl std::fmt::Display for ApiError {
 }
 
 impl Error for ApiError {}
+
+/// Puts every error answer in OpenAI's shape, the framework's own included: a 405 for a
+/// wrong method, a rejected query or body, anything answered as plain text. Answers that
+/// are already JSON, and successes, pass as they are.
+pub(crate) async fn openai_shape(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    // `Uri` clones share its bytes.
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Rejection texts are short; anything longer is not worth echoing.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // The router adds the `Allow` header itself, after this.
+        format!(
+            "method {method} is not allowed for {}; the `Allow` header lists those that are",
+            uri.path()
+        )
+    } else if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let api = ApiError::new(status, message);
+    let mut shaped = api.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    for (name, value) in &parts.headers {
+        shaped.headers_mut().entry(name).or_insert(value.clone());
+    }
+    shaped
+}

@@ -276,28 +276,97 @@ impl Metrics {
 
     /// A stream from `provider` ended, cleanly or with an error.
     pub fn stream_ended(&self, provider: &str, error: Option<&LlmError>) {
-        let outcome = error.map_or("complete", |err| err.kind().as_str());
+        self.stream_outcome(
+            provider,
+            error.map_or("complete", |err| err.kind().as_str()),
+        );
+    }
+
+    /// A stream from `provider` ended with `outcome`: `complete`, the error kind that ended
+    /// it, or `cancelled` when it was dropped before its end.
+    pub fn stream_outcome(&self, provider: &str, outcome: &'static str) {
         self.counter("brace_streams_total", provider, outcome, || {
             metrics::counter!("brace_streams_total", "provider" => provider.to_owned(), "outcome" => outcome)
         })
         .increment(1);
     }
 
-    /// A broken stream from `broken` was handed to `target` to continue; `started` says
-    /// whether the continuation got going.
-    pub fn continuation(&self, broken: &str, target: &str, started: bool) {
+    /// A broken stream from `broken` was handed to `target` to continue, `how` (`prefill`
+    /// or `verified_restart`); `started` says whether the continuation got going.
+    pub fn continuation(&self, broken: &str, target: &str, how: &'static str, started: bool) {
         metrics::counter!(
             "brace_stream_continuations_total",
             "broken" => broken.to_owned(),
             "target" => target.to_owned(),
+            "how" => how,
             "outcome" => if started { "started" } else { "failed" },
         )
+        .increment(1);
+    }
+
+    /// A request was shed at a limit: `scope` is `gateway` (`server.max_in_flight`) or the
+    /// provider whose bulkhead was full.
+    pub fn shed(&self, scope: &str) {
+        self.counter(
+            "brace_shed_total",
+            scope,
+            "",
+            || metrics::counter!("brace_shed_total", "scope" => scope.to_owned()),
+        )
+        .increment(1);
+    }
+
+    /// A request with client key `key` was answered with `status`.
+    pub fn client_request(&self, key: &str, status: http::StatusCode) {
+        let status = status.as_str();
+        self.counter("brace_client_requests_total", key, status, || {
+            metrics::counter!("brace_client_requests_total", "key" => key.to_owned(), "status" => status.to_owned())
+        })
+        .increment(1);
+    }
+
+    /// A data-plane request was refused for its key: `status` 401 (missing or unknown key)
+    /// or 429 (over the key's rate).
+    pub fn auth_refused(&self, status: http::StatusCode) {
+        let status = status.as_str();
+        self.counter(
+            "brace_auth_refused_total",
+            status,
+            "",
+            || metrics::counter!("brace_auth_refused_total", "status" => status.to_owned()),
+        )
+        .increment(1);
+    }
+
+    /// Sets the number of open client connections.
+    pub fn open_connections(&self, open: usize) {
+        metrics::gauge!("brace_connections_open").set(open as f64);
+    }
+
+    /// A client connection was refused because `server.max_connections` were open.
+    pub fn connection_refused(&self) {
+        self.counter("brace_connections_refused_total", "", "", || {
+            metrics::counter!("brace_connections_refused_total")
+        })
         .increment(1);
     }
 
     /// Sets a provider's circuit state gauge (0 closed, 1 half-open, 2 open, 3 other).
     pub fn circuit_state(&self, provider: &str, state: f64) {
         metrics::gauge!("brace_circuit_state", "provider" => provider.to_owned()).set(state);
+    }
+
+    /// Sets `brace_state_store_up` (1 while the state store answers; an in-memory store is
+    /// always up).
+    pub fn state_store_up(&self, kind: &'static str, up: bool) {
+        metrics::gauge!("brace_state_store_up", "store" => kind).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// A call was refused by `provider`'s rate limit (`quota`: `requests_per_minute` or
+    /// `tokens_per_minute`) and moved on.
+    pub fn rate_limited(&self, provider: &str, quota: &'static str) {
+        metrics::counter!("brace_rate_limited_total", "provider" => provider.to_owned(), "quota" => quota)
+            .increment(1);
     }
 
     /// Sets the degradation level gauge (0 = full).
@@ -328,9 +397,29 @@ impl Metrics {
 /// How often [`serve`](crate::serve) runs [`Metrics::run_upkeep`].
 pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sets up logs: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or JSON lines.
+/// Sets up logs on stdout: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or
+/// JSON lines. Text logs are coloured only when stdout is a terminal and `NO_COLOR` is not
+/// set.
 pub fn init_tracing(json: bool, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
+    use std::io::IsTerminal;
+
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing::subscriber::set_global_default(subscriber(json, quiet, ansi, std::io::stdout));
+}
+
+/// The subscriber [`init_tracing`] installs, writing to `writer` (for tests and embedding
+/// applications that capture logs).
+pub fn subscriber<W>(
+    json: bool,
+    quiet: bool,
+    ansi: bool,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::{Layered, SubscriberExt};
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
 
     let default = if quiet {
         "warn"
@@ -341,12 +430,19 @@ pub fn init_tracing(json: bool, quiet: bool) {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
         _ => EnvFilter::new(default),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().try_init()
+    let format = tracing_subscriber::fmt::layer().with_writer(writer);
+    let format: Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync> = if json {
+        Box::new(format.json())
     } else {
-        builder.try_init()
+        // Fields of text logs are escaped: an upstream's error text must not start a line
+        // of its own (JSON logs are escaped by JSON itself).
+        Box::new(
+            format
+                .with_ansi(ansi)
+                .fmt_fields(crate::bounded::EscapedFields),
+        )
     };
+    tracing_subscriber::registry().with(filter).with(format)
 }
 
 #[cfg(test)]

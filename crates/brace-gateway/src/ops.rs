@@ -17,12 +17,12 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -39,6 +39,27 @@ pub(crate) fn routes() -> Router<Arc<Gateway>> {
         .route("/v1/config", get(config))
         .route("/v1/status", get(status))
         .route("/status", get(status_page))
+}
+
+/// Lets a request through to an admin endpoint, or answers why not
+/// ([`Gateway::authorize_admin`]): a token when one is configured, else a loopback address.
+#[derive(Debug)]
+struct Admin;
+
+impl FromRequestParts<Arc<Gateway>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        gateway: &Arc<Gateway>,
+    ) -> Result<Self, ApiError> {
+        let listening = parts
+            .extensions
+            .get::<crate::server::ListenAddr>()
+            .map(|addr| addr.0);
+        gateway.authorize_admin(&parts.headers, listening)?;
+        Ok(Self)
+    }
 }
 
 // ===== circuits =====
@@ -81,10 +102,9 @@ struct CircuitBody {
 async fn set_circuit(
     State(gateway): State<Arc<Gateway>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    _: Admin,
     body: Result<Json<CircuitBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    gateway.authorize_admin(&headers)?;
     let Json(body) = body.map_err(|rejection| {
         ApiError::bad_request(format!(
             "expected {{\"state\": \"forced_open\" | \"closed\" | \"disabled\" | \
@@ -148,10 +168,9 @@ async fn drills(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
 /// `POST /v1/chaos`: a drill as the configuration's `chaos` list writes one.
 async fn start_drill(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    _: Admin,
     body: Result<Json<ChaosConfig>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    gateway.authorize_admin(&headers)?;
     let Json(drill) = body.map_err(|rejection| {
         ApiError::bad_request(format!(
             "expected {{\"provider\", one of \"error_rate\" | \"status\" | \"latency\" | \
@@ -181,9 +200,8 @@ async fn start_drill(
 async fn stop_drill(
     State(gateway): State<Arc<Gateway>>,
     Path(provider): Path<String>,
-    headers: HeaderMap,
+    _: Admin,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    gateway.authorize_admin(&headers)?;
     let stopped = gateway.chaos.stop(&provider);
     gateway.refresh_gauges();
     Ok(Json(json!({ "provider": provider, "stopped": stopped })))
@@ -195,11 +213,8 @@ pub(crate) async fn chaos_header(
     request: Request,
     next: Next,
 ) -> Response {
-    let data_plane = request.uri().path().starts_with("/v1/chat/")
-        || request.uri().path().starts_with("/v1/completions");
     let mut response = next.run(request).await;
-    if data_plane
-        && let Some(value) = gateway.chaos.header()
+    if let Some(value) = gateway.chaos.header()
         && let Ok(value) = HeaderValue::from_str(&value)
     {
         response.headers_mut().insert("x-brace-chaos", value);
@@ -212,9 +227,8 @@ pub(crate) async fn chaos_header(
 /// `GET /v1/config`.
 async fn config(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    _: Admin,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    gateway.authorize_admin(&headers)?;
     Ok(Json(gateway.config_json()))
 }
 

@@ -15,8 +15,9 @@
 //! that replace the file and network file systems are seen alike; a change is acted on once
 //! the file has stopped changing for [`WatchOptions::debounce`]).
 //!
-//! `listen`, `server.body_limit`, `server.shutdown_grace`, `server.json_logs` and `admin`
-//! are read once at start: a reload that changes them logs that they wait for a restart.
+//! `listen`, `admin`, `auth`, `state` and the `server` section (but `request_timeout`,
+//! `max_retry_after` and `max_stream_duration`, read for each request) are read once at
+//! start: a reload that changes them logs that they wait for a restart.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -217,17 +218,25 @@ fn restart_only(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
     if old.listen != new.listen {
         sections.push("listen");
     }
-    if old.server.body_limit != new.server.body_limit {
-        sections.push("server.body_limit");
-    }
-    if old.server.shutdown_grace != new.server.shutdown_grace {
-        sections.push("server.shutdown_grace");
-    }
-    if old.server.json_logs != new.server.json_logs {
-        sections.push("server.json_logs");
+    // Read for each request: the deadline and the bounds on what clients are told.
+    let per_request = |server: &crate::config::ServerConfig| {
+        let mut server = server.clone();
+        server.request_timeout = Duration::ZERO;
+        server.max_retry_after = Duration::ZERO;
+        server.max_stream_duration = None;
+        server
+    };
+    if per_request(&old.server) != per_request(&new.server) {
+        sections.push("server (but request_timeout, max_retry_after, max_stream_duration)");
     }
     if old.admin != new.admin {
         sections.push("admin");
+    }
+    if old.auth != new.auth {
+        sections.push("auth");
+    }
+    if old.state != new.state {
+        sections.push("state");
     }
     sections
 }

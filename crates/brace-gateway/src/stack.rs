@@ -23,17 +23,20 @@ use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
-    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry,
+    FailoverService, PreferredProvider, Provider, ProviderHealth, ProviderRegistry, RateLimiter,
+    StateStore,
 };
-use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
+use brace_llm::continuation::ContinuationTarget;
 use brace_llm::guard::StreamGuardLayer;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, ModelName};
-use brace_providers::provider::ProviderConfig as ClientConfig;
+use brace_providers::ClientConfig;
 use brace_sim::{SimConfig, SimHandle, SimProvider};
 
-use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig};
+use crate::config::{GatewayConfig, ProviderConfig, ProviderKind, RouteConfig, RouteTarget};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::policy::RouteCommit;
+use crate::sse::StreamShutdown;
 
 /// One service of the stack: what every layer is boxed into.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
@@ -55,6 +58,12 @@ impl fmt::Display for BuildError {
 
 impl Error for BuildError {}
 
+impl BuildError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> BuildError {
     BuildError(format!("{context}: {err}"))
 }
@@ -75,8 +84,11 @@ pub struct Gateway {
     pub(crate) chaos: crate::chaos::Switches,
     pub(crate) status: crate::status::Board,
     pub(crate) reloads: crate::reload::Reloads,
-    admin_token: Option<String>,
+    admin: crate::admin::AdminAuth,
+    keys: Option<Arc<crate::auth::ClientKeys>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    streams: StreamShutdown,
+    store: Arc<dyn StateStore>,
     _sampler: Option<crate::status::Sampler>,
 }
 
@@ -116,6 +128,7 @@ pub(crate) struct Parts<'a> {
     pub(crate) circuits: &'a CircuitRegistry,
     pub(crate) providers: &'a ProviderRegistry,
     pub(crate) chaos: &'a crate::chaos::Switches,
+    pub(crate) store: &'a Arc<dyn StateStore>,
 }
 
 /// What a rebuild kept and what it started afresh, by provider name.
@@ -155,8 +168,9 @@ impl Gateway {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
-    /// Builds the whole stack, reading the admin token's variable through `env` instead of
-    /// the process environment (for tests and embedding applications).
+    /// Builds the whole stack, reading the admin token's and the client keys' variables
+    /// through `env` instead of the process environment (for tests and embedding
+    /// applications).
     ///
     /// # Errors
     ///
@@ -167,15 +181,26 @@ impl Gateway {
     ) -> Result<Arc<Self>, BuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
+        // In memory, or in Redis shared with the other replicas (see `state`).
+        let store = crate::state::store_for(config.state.as_ref(), &env)?;
         // One record per provider, shared by every route and the default route: its
-        // breaker, latency, counters and active check.
-        let providers = ProviderRegistry::with_error_kind(llm_error_kind);
+        // breaker, latency, counters and active check; its circuit shared through the store.
+        let providers = ProviderRegistry::with_error_kind(llm_error_kind).with_store(store.clone());
         let chaos = crate::chaos::Switches::default();
+        let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
+            .map_err(BuildError)?;
+        let keys = config
+            .auth
+            .as_ref()
+            .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
+            .transpose()
+            .map_err(BuildError)?;
         let parts = Parts {
             metrics: &metrics,
             circuits: &circuits,
             providers: &providers,
             chaos: &chaos,
+            store: &store,
         };
         let (live, _) = assemble(&parts, config, None)?;
         let level_changes = live.degrade.handle().subscribe();
@@ -183,19 +208,6 @@ impl Gateway {
             tracing::warn!("{warning}");
         }
         crate::chaos::start_configured(&chaos, &live.config, None);
-
-        let admin_token = live
-            .config
-            .admin
-            .token_env
-            .as_deref()
-            .and_then(&env)
-            .filter(|token| !token.is_empty());
-        if live.config.admin.token_env.is_some() && admin_token.is_none() {
-            tracing::warn!(
-                "admin.token_env is set but the variable is empty: admin endpoints are open"
-            );
-        }
 
         Ok(Arc::new_cyclic(|weak| Self {
             metrics,
@@ -205,8 +217,11 @@ impl Gateway {
             chaos,
             status: crate::status::Board::default(),
             reloads: crate::reload::Reloads::default(),
-            admin_token,
+            admin,
+            keys,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            streams: StreamShutdown::new(),
+            store,
             _sampler: crate::status::Sampler::spawn(weak.clone(), level_changes),
         }))
     }
@@ -221,6 +236,7 @@ impl Gateway {
             circuits: &self.circuits,
             providers: &self.providers,
             chaos: &self.chaos,
+            store: &self.store,
         };
         let (live, rebuilt) = assemble(&parts, config, Some(&previous))?;
         crate::chaos::start_configured(&self.chaos, &live.config, Some(&previous.config));
@@ -233,6 +249,18 @@ impl Gateway {
         self.live.load().config.clone()
     }
 
+    /// The switch that ends every open stream (see [`StreamShutdown`]): what
+    /// [`serve`](crate::serve) pulls when the shutdown grace runs out.
+    pub fn streams(&self) -> &StreamShutdown {
+        &self.streams
+    }
+
+    /// Where provider state lives: in memory, or a Redis shared with other replicas (the
+    /// `state` section).
+    pub fn state_store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
     /// Sends a request through the whole stack, with the global deadline.
     ///
     /// # Errors
@@ -243,9 +271,13 @@ impl Gateway {
         request.extensions.insert(attempts.clone());
         let start = Instant::now();
         // The request runs on the stack in force now, to its end, whatever a reload does.
-        let (service, deadline) = {
+        let (service, deadline, max_retry_after) = {
             let live = self.live.load();
-            (live.service.clone(), live.config.server.request_timeout)
+            (
+                live.service.clone(),
+                live.config.server.request_timeout,
+                live.config.server.max_retry_after,
+            )
         };
         // One deadline for the whole request: every layer below reads what is left of it
         // (retry backoffs, failover, hedges, each attempt's timeout), and the degradation
@@ -271,7 +303,7 @@ impl Gateway {
                 Ok((response, count))
             }
             Ok(Err(err)) => {
-                let api = ApiError::from_stack_error(&err);
+                let api = ApiError::from_stack_error(&err).clamp_retry_after(max_retry_after);
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
@@ -447,6 +479,7 @@ impl Gateway {
             "status": status,
             "degradation": level.name(),
             "providers": providers,
+            "state_store": { "kind": self.store.kind(), "up": self.store.is_up() },
         })
     }
 
@@ -483,6 +516,8 @@ impl Gateway {
         self.metrics
             .degradation_level(self.degradation().level().index());
         self.chaos.export();
+        self.metrics
+            .state_store_up(self.store.kind(), self.store.is_up());
     }
 
     /// The degradation state, for `GET`/`POST /v1/degradation/level`.
@@ -514,30 +549,26 @@ impl Gateway {
             .map_err(|_| ApiError::bad_request(format!("Invalid level: {level}")))
     }
 
-    /// Checks the admin token, when one is configured.
+    /// Lets a request to a mutating admin endpoint through, or says why not (see
+    /// [`admin`](crate::admin)); `listening` is the address the request came in on (default:
+    /// the configured `listen`).
     ///
     /// # Errors
     ///
-    /// A 401 when the token is missing or wrong.
-    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.admin_token else {
-            return Ok(());
-        };
-        let given = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                "invalid admin token",
-            )),
-            None => Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                "missing admin token: send `Authorization: Bearer <token>`",
-            )),
-        }
+    /// 401 when a token is configured and missing or wrong; 403 when none is configured and
+    /// the gateway does not listen on a loopback address.
+    pub fn authorize_admin(
+        &self,
+        headers: &HeaderMap,
+        listening: Option<std::net::SocketAddr>,
+    ) -> Result<(), ApiError> {
+        self.admin
+            .authorize(headers, listening.unwrap_or(self.config().listen))
+    }
+
+    /// The client keys, when the configuration has an `auth` section.
+    pub fn client_keys(&self) -> Option<&Arc<crate::auth::ClientKeys>> {
+        self.keys.as_ref()
     }
 }
 
@@ -552,10 +583,6 @@ fn circuit_gauge(state: CircuitState) -> f64 {
         CircuitState::Disabled => 4.0,
         CircuitState::MetricsOnly => 5.0,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ===== assembling a stack =====
@@ -681,9 +708,17 @@ pub(crate) fn assemble(
     rebuilt.degradation_kept = kept_degrade.is_some();
     let degrade = match kept_degrade {
         Some(layer) => layer,
-        None => DegradeLayer::<ChatRequest>::from_config(&degrade_config)
-            .map_err(|err| build_error("degradation", err))?
-            .with_classifier(LlmClassifier::new()),
+        None => {
+            let mut layer = DegradeLayer::<ChatRequest>::from_config(&degrade_config)
+                .map_err(|err| build_error("degradation", err))?
+                .with_classifier(LlmClassifier::new());
+            if parts.store.is_shared() {
+                layer = layer
+                    .with_cache_tier(Arc::new(crate::state::StoreTier::new(parts.store.clone())));
+            }
+            crate::state::share_pin(parts.store, &layer.handle());
+            layer
+        }
     };
     let service =
         BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade.clone()).service(router));
@@ -714,38 +749,38 @@ fn routes_for(
     let everyone: Vec<_> = config
         .providers
         .iter()
-        .map(|provider| (provider, crate::config::RouteTarget::named(&provider.name)))
+        .map(|provider| (provider, RouteTarget::named(&provider.name)))
         .collect();
-    let (default_failover, _) = failover_for(&everyone, stacks, config, registry, false)?;
+    let (default_failover, _) = failover_for(
+        &everyone,
+        stacks,
+        config,
+        registry,
+        false,
+        LlmClassifier::new(),
+        RouteCommit::default(),
+    )?;
 
     let mut routes = Vec::with_capacity(config.routes.len());
     for route in &config.routes {
-        let targets: Vec<_> = route
-            .providers
-            .iter()
-            .map(|target| {
-                let provider = config
-                    .providers
-                    .iter()
-                    .find(|p| p.name == target.name)
-                    .expect("routes are checked against providers when the config is read");
-                (provider, target.clone())
-            })
-            .collect();
-        let (failover, continuation_targets) =
-            failover_for(&targets, stacks, config, registry, true)?;
-        let service: ChatService = if route.continuation {
-            let counter = metrics.clone();
-            BoxCloneSyncService::new(
-                ContinuationLayer::new(continuation_targets)
-                    .on_attempt(move |attempt| {
-                        counter.continuation(attempt.broken, attempt.target, attempt.started);
-                    })
-                    .layer(failover),
-            )
-        } else {
-            BoxCloneSyncService::new(failover)
+        // A failover service over some of the providers, in the given order.
+        let build = |targets: &[RouteTarget], classifier, commit| {
+            let targets: Vec<_> = targets
+                .iter()
+                .map(|target| {
+                    let provider = config
+                        .providers
+                        .iter()
+                        .find(|p| p.name == target.name)
+                        .expect("routes are checked against providers when the config is read");
+                    (provider, target.clone())
+                })
+                .collect();
+            let (failover, continuation) =
+                failover_for(&targets, stacks, config, registry, true, classifier, commit)?;
+            Ok((BoxCloneSyncService::new(failover), continuation))
         };
+        let service = crate::policy::route_service(route, &build, metrics)?;
         routes.push((route.clone(), service));
     }
     Ok(Router {
@@ -792,7 +827,7 @@ fn client_for(
             Ok((BoxCloneSyncService::new(client), probe))
         }};
     }
-    let result: Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> =
+    let result: Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
                 // It answers as the model it is asked for: the provider's, or the route's.
@@ -845,8 +880,8 @@ fn client_for(
 /// answer instead).
 fn keyed(
     provider: &ProviderConfig,
-    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError>,
-) -> Result<(LlmService, ProbeFn), brace_providers::provider::ConfigError> {
+    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError>,
+) -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> {
     if let Some(var) = provider.key_env()
         && std::env::var(var).map_or(true, |key| key.trim().is_empty())
     {
@@ -890,7 +925,7 @@ fn provider_stack(
     retry_config: &brace_retry::RetryConfig,
     parts: &Parts<'_>,
 ) -> Result<(ChatService, CircuitHandle), BuildError> {
-    let metrics = parts.metrics;
+    let (metrics, store) = (parts.metrics, parts.store);
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -929,15 +964,38 @@ fn provider_stack(
         metrics: metrics.clone(),
         price: provider.price,
     };
+    // The bulkhead is outermost: a call it sheds reaches neither the breaker nor an attempt.
+    // Attempts are counted outside the timeout and the stream guard, so that an attempt
+    // they cut is counted with its outcome.
+    let bulkhead = provider.max_in_flight.map(|limit| {
+        crate::limits::BulkheadLayer::new(provider.name.as_str(), limit, metrics.clone())
+    });
+    let accounting = crate::accounting::StreamAccountingLayer::new(
+        provider.name.as_str().into(),
+        metrics.clone(),
+        provider.price,
+    );
+    // The rate limit comes next (a shed call spends no quota): a call it refuses reaches
+    // neither the breaker nor an attempt, and failover moves on (the bulkhead's error).
+    let rate_limit = provider.rate_limit.map(|quota| {
+        crate::state::RateLimitLayer::new(
+            RateLimiter::new(&provider.name, quota, store.clone()),
+            metrics.clone(),
+        )
+    });
     let stack = ServiceBuilder::new()
+        .option_layer(bulkhead)
+        .option_layer(rate_limit)
         .layer(breaker)
         .layer(retry)
-        // Each attempt's timeout, cut short by the request's deadline when that comes first.
-        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
-        .layer(guard)
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
+        // Each attempt's timeout, cut short by the request's deadline when that comes first.
+        .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
+        // Each provider's own tokens, cost and how its stream ended.
+        .layer(accounting)
+        .layer(guard)
         .service(BoxCloneSyncService::new(chaos.layer(client)));
     Ok((BoxCloneSyncService::new(stack), handle))
 }
@@ -948,8 +1006,7 @@ fn provider_stack(
 type PreferenceFn = fn(&ChatRequest) -> Option<&str>;
 
 /// The failover service of one route.
-type Failover =
-    FailoverService<ChatService, LlmClassifier, brace_core::commit::Immediate, PreferenceFn>;
+type Failover = FailoverService<ChatService, LlmClassifier, RouteCommit, PreferenceFn>;
 
 fn preferred(request: &ChatRequest) -> Option<&str> {
     request
@@ -964,11 +1021,14 @@ fn failover_for(
     config: &GatewayConfig,
     registry: &ProviderRegistry,
     route_order: bool,
+    classifier: LlmClassifier,
+    commit: RouteCommit,
 ) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .registry(registry.clone())
-        .classifier(LlmClassifier::new())
+        .classifier(classifier)
+        .commit(commit)
         .preference(preferred as PreferenceFn)
         .selection(config.selection);
     for (index, (provider, target)) in targets.iter().enumerate() {
@@ -1087,47 +1147,95 @@ struct Instrument {
 }
 
 impl Instrument {
-    fn wrap(self, inner: LlmService) -> Instrumented {
+    fn wrap<S>(self, inner: S) -> Instrumented<S> {
         Instrumented { inner, meta: self }
     }
 }
 
+/// Counts and times every attempt, with its outcome: `ok`, an error kind (`timeout` for one
+/// the timeout layer or the stream guard cut), or `cancelled` for one dropped before it
+/// ended (a hedge that lost, a caller gone, the global deadline).
 #[derive(Clone)]
-struct Instrumented {
-    inner: LlmService,
+struct Instrumented<S> {
+    inner: S,
     meta: Instrument,
 }
 
-impl Service<ChatRequest> for Instrumented {
+impl<S> Service<ChatRequest> for Instrumented<S>
+where
+    S: Service<ChatRequest, Response = ChatResponse>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
     type Response = ChatResponse;
-    type Error = LlmError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, LlmError>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         if let Some(attempts) = request.extensions.get::<Attempts>() {
             attempts.0.fetch_add(1, Ordering::Relaxed);
         }
-        let meta = self.meta.clone();
-        let start = Instant::now();
+        let mut attempt = AttemptRecord {
+            meta: Some(self.meta.clone()),
+            start: Instant::now(),
+        };
         let call = self.inner.call(request);
         Box::pin(async move {
-            let result = call.await;
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(err) => err.kind().as_str(),
-            };
-            meta.metrics
-                .attempt(&meta.provider, outcome, start.elapsed());
-            if let Ok(response) = &result
-                && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
-            {
-                meta.metrics.tokens(&meta.provider, usage, meta.price);
-            }
+            let result = call.await.map_err(Into::into);
+            attempt.finish(&result);
             result
         })
+    }
+}
+
+/// Records one attempt when it ends, or as `cancelled` if it is dropped first.
+struct AttemptRecord {
+    meta: Option<Instrument>,
+    start: Instant,
+}
+
+impl AttemptRecord {
+    fn finish(&mut self, result: &Result<ChatResponse, BoxError>) {
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(err) => attempt_outcome(&**err),
+        };
+        meta.metrics
+            .attempt(&meta.provider, outcome, self.start.elapsed());
+        if let Ok(response) = result
+            && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
+        {
+            meta.metrics.tokens(&meta.provider, usage, meta.price);
+        }
+    }
+}
+
+impl Drop for AttemptRecord {
+    fn drop(&mut self) {
+        if let Some(meta) = self.meta.take() {
+            meta.metrics.attempt(
+                &meta.provider,
+                LlmErrorKind::Cancelled.as_str(),
+                self.start.elapsed(),
+            );
+        }
+    }
+}
+
+fn attempt_outcome(err: &(dyn Error + 'static)) -> &'static str {
+    if let Some(err) = brace_core::error::find::<LlmError>(err) {
+        err.kind().as_str()
+    } else if err.is::<tower::timeout::error::Elapsed>() || err.is::<brace_core::DeadlineExceeded>()
+    {
+        LlmErrorKind::Timeout.as_str()
+    } else {
+        "error"
     }
 }

@@ -1,15 +1,17 @@
 //! The gateway's HTTP API through `router(..).oneshot(..)`: every endpoint and error.
 
+mod support;
+
+use support::{post, send};
+
 use std::sync::Arc;
 
 use axum::body::Body;
-use brace_gateway::{Gateway, GatewayConfig, app::router};
+use brace_gateway::{Gateway, GatewayConfig};
 use brace_llm::LlmErrorKind;
 use brace_sim::{Behavior, Failure};
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const THREE_SIMS: &str = r"
 providers:
@@ -44,44 +46,6 @@ degradation:
 
 fn gateway(yaml: &str) -> Arc<Gateway> {
     Gateway::build(GatewayConfig::from_yaml(yaml).unwrap()).unwrap()
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
-    let response = router(gateway.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "application/json")
-        .body(body.into())
-        .unwrap()
 }
 
 fn chat(body: &Value) -> Request<Body> {

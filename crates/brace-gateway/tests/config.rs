@@ -427,8 +427,8 @@ fn every_error_names_its_line_and_column() {
         (
             "a failure rate out of range",
             format!("{TWO}health:\n  failure_rate: 50\n"),
-            (7, 3),
-            "fraction",
+            (7, 17),
+            "must be between 0 and 1",
         ),
         (
             "a global breaker that cannot be built",
@@ -454,7 +454,7 @@ fn every_error_names_its_line_and_column() {
         (
             "a per-class retry limit too high",
             format!("{TWO}fallback:\n  rate_limited:\n    max_retries: 50\n"),
-            (8, 5),
+            (7, 3),
             "rate_limited.max_retries",
         ),
         (
@@ -473,7 +473,7 @@ fn every_error_names_its_line_and_column() {
         (
             "an unknown start level",
             format!("{TWO}degradation:\n  start: nowhere\n"),
-            (6, 1),
+            (7, 3),
             "nowhere",
         ),
         (
@@ -519,4 +519,275 @@ fn every_error_names_its_line_and_column() {
         assert!(message.contains(says), "{what}: {message}");
         assert!(!message.contains("hunter2"), "{what}: {message}");
     }
+}
+
+#[test]
+fn the_deployment_configuration_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gateway.yaml");
+    let config = GatewayConfig::from_file(&path).unwrap();
+    let state = config.state.as_ref().unwrap();
+    assert_eq!(state.redis_url_env.as_deref(), Some("BRACE_REDIS_URL"));
+    assert!(config.providers[0].rate_limit.is_some());
+}
+
+#[test]
+fn the_state_section_names_one_redis_and_never_shows_its_password() {
+    let config = GatewayConfig::from_yaml(
+        r"
+providers: [{ name: sim, model: m }]
+state: { redis_url: 'redis://:hunter2@10.0.0.5:6379/0', timeout: 20ms, probe_lease: 5s }
+",
+    )
+    .unwrap();
+    let state = config.state.as_ref().unwrap();
+    assert_eq!(state.key_prefix, "brace:");
+    assert_eq!(state.timeout, Duration::from_millis(20));
+    assert_eq!(state.probe_lease, Duration::from_secs(5));
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("redis://:***@10.0.0.5:6379/0"), "{shown}");
+
+    let neither = error("providers: [{ name: sim, model: m }]\nstate: { key_prefix: x }\n");
+    assert!(neither.contains("redis_url_env"), "{neither}");
+    let both = error(
+        "providers: [{ name: sim, model: m }]\nstate: { redis_url: 'redis://h', redis_url_env: X }\n",
+    );
+    assert!(both.contains("not both"), "{both}");
+    let scheme =
+        error("providers: [{ name: sim, model: m }]\nstate: { redis_url: 'http://:pw9@h' }\n");
+    assert!(
+        scheme.contains("redis://") && !scheme.contains("pw9"),
+        "{scheme}"
+    );
+    let unknown = error(
+        "providers: [{ name: sim, model: m }]\nstate: { redis_url: 'redis://h', cluster: true }\n",
+    );
+    assert!(unknown.contains("cluster"), "{unknown}");
+}
+
+#[test]
+fn a_rate_limit_needs_a_positive_limit() {
+    let zero =
+        error("providers: [{ name: sim, model: m, rate_limit: { requests_per_minute: 0 } }]\n");
+    assert!(
+        zero.contains("requests_per_minute must be at least 1"),
+        "{zero}"
+    );
+    let empty = error("providers: [{ name: sim, model: m, rate_limit: {} }]\n");
+    assert!(empty.contains("rate_limit needs"), "{empty}");
+    let typo = error("providers: [{ name: sim, model: m, rate_limit: { rpm: 5 } }]\n");
+    assert!(typo.contains("rpm"), "{typo}");
+}
+
+#[tokio::test]
+async fn a_missing_redis_url_variable_is_a_build_error_naming_it() {
+    let config = GatewayConfig::from_yaml(
+        "providers: [{ name: sim, model: m }]\nstate: { redis_url_env: NOT_SET_ANYWHERE }\n",
+    )
+    .unwrap();
+    let err = brace_gateway::Gateway::build_with_env(config, |_| None).unwrap_err();
+    assert!(err.to_string().contains("NOT_SET_ANYWHERE"), "{err}");
+}
+
+/// `(yaml, what the message must say, the line it must name)`: every impossible value, each
+/// rejected where it is written.
+const IMPOSSIBLE: &[(&str, &str, u32)] = &[
+    ("server:\n  request_timeout: 0s\n", "more than zero", 6),
+    ("server:\n  body_limit: 0\n", "at least 1", 6),
+    ("server:\n  header_timeout: 0ms\n", "more than zero", 6),
+    ("server:\n  body_timeout: 0s\n", "more than zero", 6),
+    ("server:\n  idle_timeout: 0s\n", "more than zero", 6),
+    (
+        "server:\n  http2_keep_alive_interval: 0s\n",
+        "more than zero",
+        6,
+    ),
+    (
+        "server:\n  http2_keep_alive_timeout: 0s\n",
+        "more than zero",
+        6,
+    ),
+    ("server:\n  max_connections: 0\n", "at least 1", 6),
+    ("server:\n  max_in_flight: 0\n", "at least 1", 6),
+    ("server:\n  max_retry_after: 0s\n", "more than zero", 6),
+    ("server:\n  max_retry_after: 2d\n", "at most one day", 6),
+    ("health:\n  failure_rate: 2.5\n", "between 0 and 1", 6),
+    ("health:\n  failure_rate: -0.1\n", "between 0 and 1", 6),
+    ("health:\n  recovery_time: 0s\n", "more than zero", 6),
+    ("health:\n  probe_interval: 0s\n", "more than zero", 6),
+    (
+        "fallback:\n  max_retries: 4294967295\n  base_delay: 0ms\n",
+        "max_retries must be at most 20",
+        6,
+    ),
+    ("fallback:\n  max_retries: 21\n", "at most 20", 6),
+    ("fallback:\n  factor: 0.5\n", "factor", 6),
+    ("fallback:\n  attempt_timeout: 0s\n", "attempt_timeout", 6),
+    (
+        "circuit_breaker:\n  failure_rate_threshold: 250\n",
+        "failure_rate_threshold",
+        6,
+    ),
+    ("circuit_breaker:\n  wait_in_open: 0s\n", "wait_in_open", 6),
+    ("degradation:\n  auto:\n    window: 0s\n", "auto.window", 6),
+    ("cache:\n  ttl: 0s\n", "cache.ttl", 6),
+    (
+        "hedging:\n  percentile: 1.5\n",
+        "percentile must be between 0 and 1",
+        6,
+    ),
+    ("hedging:\n  delay: 0s\n", "delay must be more than zero", 6),
+    ("hedging:\n  budget_ratio: -1\n", "budget_ratio", 6),
+    ("admin:\n  token_env: ''\n", "must not be empty", 6),
+    ("auth:\n  rate_per_minute: 5\n", "keys_env", 6),
+    (
+        "auth:\n  keys_env: KEYS\n  rate_per_minute: 0\n",
+        "at least 1",
+        7,
+    ),
+    (
+        "auth:\n  keys_env: KEYS\n  reload_interval: 0s\n",
+        "more than zero",
+        7,
+    ),
+];
+
+#[test]
+fn every_impossible_value_is_rejected_with_its_line() {
+    let base = "providers:\n  - name: sim\n    kind: simulated\n    model: m\n";
+    for (section, expected, line) in IMPOSSIBLE {
+        let message = error(&format!("{base}{section}"));
+        assert!(message.contains(expected), "{section}: {message}");
+        assert!(
+            message.contains(&format!("line {line} ")),
+            "{section}: {message}"
+        );
+    }
+}
+
+#[test]
+fn impossible_provider_values_are_rejected_with_their_line() {
+    for (key, expected) in [
+        ("first_token_timeout: 0s", "more than zero"),
+        ("stream_idle_timeout: 0s", "more than zero"),
+        ("max_in_flight: 0", "at least 1"),
+        (
+            "simulate: {type: flaky, probability: 1.5, failure: {type: hang}}",
+            "`probability` must be between 0 and 1",
+        ),
+    ] {
+        let message = error(&format!(
+            "providers:\n  - name: sim\n    kind: simulated\n    model: m\n    {key}\n"
+        ));
+        assert!(message.contains(expected), "{key}: {message}");
+        assert!(message.contains("line "), "{key}: {message}");
+    }
+}
+
+#[test]
+fn the_server_defaults_bound_every_connection_and_request() {
+    let server = GatewayConfig::from_yaml(SEED).unwrap().server;
+    assert_eq!(server.header_timeout, Duration::from_secs(30));
+    assert_eq!(server.body_timeout, Duration::from_secs(30));
+    assert_eq!(server.idle_timeout, Duration::from_secs(75));
+    assert_eq!(server.http2_keep_alive_interval, Duration::from_secs(30));
+    assert_eq!(server.http2_keep_alive_timeout, Duration::from_secs(20));
+    assert_eq!(server.max_connections, 10_000);
+    assert_eq!(server.max_in_flight, 4_096);
+    assert_eq!(server.max_retry_after, Duration::from_hours(24));
+}
+
+#[test]
+fn an_unset_or_empty_admin_token_variable_refuses_to_start() {
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}admin:\n  token_env: BRACE_TEST_NO_SUCH_VAR\n"
+    ))
+    .unwrap();
+    let err = brace_gateway::Gateway::build_with_env(config.clone(), |_| None).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("BRACE_TEST_NO_SUCH_VAR"), "{message}");
+    assert!(message.contains("not set"), "{message}");
+    let err = brace_gateway::Gateway::build_with_env(config, |_| Some(String::new())).unwrap_err();
+    assert!(err.to_string().contains("is empty"), "{err}");
+}
+
+#[test]
+fn unset_client_keys_or_an_unreadable_keys_file_refuse_to_start() {
+    let config =
+        GatewayConfig::from_yaml(&format!("{SEED}auth:\n  keys_env: MY_CLIENT_KEYS\n")).unwrap();
+    let err = brace_gateway::Gateway::build_with_env(config, |_| None).unwrap_err();
+    assert!(err.to_string().contains("MY_CLIENT_KEYS"), "{err}");
+
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}auth:\n  keys_file: /nonexistent/brace-keys\n"
+    ))
+    .unwrap();
+    let err = brace_gateway::Gateway::build_with_env(config, |_| None).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/brace-keys"), "{err}");
+
+    let config =
+        GatewayConfig::from_yaml(&format!("{SEED}auth:\n  keys_env: MY_CLIENT_KEYS\n")).unwrap();
+    let err =
+        brace_gateway::Gateway::build_with_env(config, |_| Some(" , ,".to_owned())).unwrap_err();
+    assert!(err.to_string().contains("no client key"), "{err}");
+}
+
+#[test]
+fn route_stream_and_refusal_policies_load_and_are_checked() {
+    use brace_gateway::policy::OnContentFilter;
+    use brace_llm::commit::CommitPolicy;
+
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}routes:
+  - match: held
+    providers: [{{name: openai}}, {{name: google}}]
+    commit: {{after_tokens: 64}}
+    on_content_filter: [anthropic]
+    on_context_length: [google]
+  - match: whole
+    providers: [{{name: openai}}]
+    commit: complete
+    on_content_filter: failover
+  - match: plain
+    providers: [{{name: openai}}]
+server:
+  max_stream_duration: 10m
+"
+    ))
+    .unwrap();
+    let routes = &config.routes;
+    assert_eq!(routes[0].commit, CommitPolicy::AfterTokens(64));
+    assert_eq!(
+        routes[0].on_content_filter,
+        OnContentFilter::Providers(vec!["anthropic".into()])
+    );
+    assert_eq!(routes[0].on_context_length, Some(vec!["google".into()]));
+    assert_eq!(routes[1].commit, CommitPolicy::Complete);
+    assert_eq!(routes[1].on_content_filter, OnContentFilter::Failover);
+    assert_eq!(routes[2].commit, CommitPolicy::FirstContent, "the default");
+    assert_eq!(
+        routes[2].on_content_filter,
+        OnContentFilter::Return,
+        "the default"
+    );
+    assert_eq!(routes[2].on_context_length, None);
+    assert_eq!(
+        config.server.max_stream_duration,
+        Some(Duration::from_mins(10))
+    );
+    brace_gateway::Gateway::build(config).unwrap();
+
+    let route = |keys: &str| {
+        format!("{SEED}routes:\n  - match: m\n    providers: [{{name: openai}}]\n{keys}")
+    };
+    let err = error(&route("    on_content_filter: [nobody]\n"));
+    assert!(err.contains("unknown provider `nobody`"), "{err}");
+    let err = error(&route("    on_context_length: [nobody]\n"));
+    assert!(err.contains("unknown provider `nobody`"), "{err}");
+    let err = error(&route("    on_content_filter: sometimes\n"));
+    assert!(err.contains("`return`, `failover`, or a list"), "{err}");
+    let err = error(&route("    commit: {after_tokens: 0}\n"));
+    assert!(err.contains("at least 1"), "{err}");
+    let err = error(&route("    commit: later\n"));
+    assert!(err.contains("later"), "{err}");
 }

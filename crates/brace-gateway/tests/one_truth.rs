@@ -6,48 +6,19 @@
 //! except where time matters: those tests run in-process simulated providers on paused
 //! time.
 
+mod support;
+
+use support::{get, send};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use brace_gateway::{Gateway, GatewayConfig, app::router};
+use brace_gateway::{Gateway, GatewayConfig};
 use brace_llm::LlmErrorKind;
 use brace_sim::{Behavior, Failure, SimConfig, SimHandle, SimServer};
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
-async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
-    let response = router(gateway.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
+use serde_json::json;
 
 fn chat(model: &str) -> Request<Body> {
     let body = json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]});
@@ -55,10 +26,6 @@ fn chat(model: &str) -> Request<Body> {
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
 }
 
 /// A simulated provider over HTTP on 127.0.0.1.

@@ -28,8 +28,14 @@ fn set_of(predicate: fn(LlmErrorKind) -> bool) -> u32 {
 /// |---|---|---|---|
 /// | rate limited, overloaded, server, timeout, connect, malformed response, stream interrupted | yes | yes (after Retry-After) | yes |
 /// | quota exhausted, auth | yes | no | yes |
-/// | context length exceeded, content filtered, model not found | no | no | yes |
+/// | context length exceeded, model not found | no | no | yes |
+/// | content filtered | no | no | no |
 /// | bad request, cancelled | no | no | no |
+///
+/// A content-policy refusal is returned to the caller as it is: another provider answering
+/// it would bypass a safety decision. An operator who wants content-policy fallbacks opts in
+/// with `.failover_on(LlmErrorKind::ContentFiltered, true)` (any provider next in line), or
+/// names the providers to ask with a [`FallbackLayer`](crate::fallback::FallbackLayer).
 ///
 /// Each column can be changed per kind. Errors that are not [`LlmError`]s are judged by
 /// [`brace_core::classify::classify_error`] (circuit open, retries exhausted, all providers

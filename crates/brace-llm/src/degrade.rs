@@ -211,7 +211,8 @@ fn without_images(message: &Message) -> Message {
 // ===== ChatResponse =====
 
 /// What the response cache keeps for a chat answer: the whole completion and who served it.
-#[derive(Debug, Clone)]
+/// It serializes (as JSON) for a cache tier outside the process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CachedChat {
     /// The provider that answered.
     pub provider: Arc<str>,

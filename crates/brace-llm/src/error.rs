@@ -129,10 +129,17 @@ impl LlmErrorKind {
         )
     }
 
-    /// `true` if another provider may answer where this one failed. Only a malformed
-    /// request (which every provider would refuse) and a cancellation stop failover.
+    /// `true` if another provider may answer where this one failed. A malformed request
+    /// (which every provider would refuse), a cancellation and a content-policy refusal stop
+    /// failover: routing a refusal to another provider would bypass a safety decision, so it
+    /// is the caller's answer unless the operator opts in
+    /// ([`LlmClassifier::failover_on`](crate::LlmClassifier::failover_on), or a
+    /// [`FallbackLayer`](crate::fallback::FallbackLayer) naming the providers to ask).
     pub fn should_failover(self) -> bool {
-        !matches!(self, Self::BadRequest | Self::Cancelled)
+        !matches!(
+            self,
+            Self::BadRequest | Self::Cancelled | Self::ContentFiltered
+        )
     }
 
     /// The HTTP status a gateway answers with for this kind.

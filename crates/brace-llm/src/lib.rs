@@ -11,8 +11,11 @@
 //!   circuit, retry, fail over), as a [`brace_core::Classify`].
 //!
 //! - [`commit`], [`guard::StreamGuardLayer`] and [`continuation::ContinuationLayer`]: a
-//!   streamed answer's commit point, its time limits, and its continuation on another
-//!   provider after a break.
+//!   streamed answer's commit point (at its first token, or after a hold-back), its time
+//!   limits, and its continuation on another provider after a break (with an assistant
+//!   prefill, or a verified restart).
+//! - [`fallback::FallbackLayer`]: on an error of a chosen kind (a content-policy refusal, a
+//!   prompt too long), ask another service — named providers — instead.
 //! - [`degrade`]: [`ChatRequest`] and [`ChatResponse`] as the degradation layer's request and
 //!   response.
 //!
@@ -52,6 +55,7 @@ pub mod commit;
 pub mod continuation;
 pub mod degrade;
 pub mod error;
+pub mod fallback;
 pub mod guard;
 pub mod response;
 pub mod types;

@@ -1135,6 +1135,27 @@ impl Usage {
             extra: Extra::new(),
         }
     }
+
+    /// An estimate of `request`'s prompt tokens, for a call whose provider never reported
+    /// them (a stream that broke before its usage chunk): a quarter of the bytes of its
+    /// messages' text, at least one — the usual rule of thumb for English text with
+    /// OpenAI's tokenizers. brace has no tokenizer; use it only where nothing better is
+    /// known, and say it is an estimate.
+    pub fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
+        let bytes: usize = request
+            .messages
+            .iter()
+            .map(|message| message.text().len())
+            .sum();
+        bytes.div_ceil(4).max(1) as u64
+    }
+
+    /// Adds `other`'s counts to these (the `extra` fields are left as they are).
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+    }
 }
 
 /// A whole completion (`"object": "chat.completion"`).

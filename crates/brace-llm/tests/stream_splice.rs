@@ -1,6 +1,7 @@
 //! Properties of the continuation splice over arbitrary text and chunking: the caller gets
 //! exactly the whole answer whether the continuation resumes or restarts (its repeat is
-//! stripped), and no input makes it panic.
+//! stripped), a verified restart that diverges ends with the original break, and no input
+//! makes it panic.
 
 use brace_core::BoxError;
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
@@ -61,6 +62,16 @@ fn chunks(
 }
 
 fn run(delivered: Vec<String>, continuation: Vec<String>) -> (StreamAccumulator, Option<LlmError>) {
+    run_with(true, delivered, continuation)
+}
+
+/// The primary streams `delivered` and breaks; the target answers `continuation`, asked with
+/// a prefill (`prefill`) or for a verified restart.
+fn run_with(
+    prefill: bool,
+    delivered: Vec<String>,
+    continuation: Vec<String>,
+) -> (StreamAccumulator, Option<LlmError>) {
     let primary = service_fn(move |_request: ChatRequest| {
         let mut items = chunks("a", "m1", &delivered, false);
         items.push(Err(
@@ -77,7 +88,12 @@ fn run(delivered: Vec<String>, continuation: Vec<String>) -> (StreamAccumulator,
     let target = BoxCloneSyncService::new(service_fn(move |request: ChatRequest| {
         let items = chunks("b", "m2", &continuation, true);
         async move {
-            assert_eq!(request.messages.last().unwrap().role, Role::Assistant);
+            let last = request.messages.last().unwrap().role;
+            assert_eq!(
+                last == Role::Assistant,
+                prefill,
+                "a restart gets the original request"
+            );
             Ok::<_, BoxError>(ChatResponse::stream(
                 "backup",
                 "m2",
@@ -86,8 +102,10 @@ fn run(delivered: Vec<String>, continuation: Vec<String>) -> (StreamAccumulator,
         }
     }));
     let service =
-        ContinuationLayer::new([ContinuationTarget::new("backup", target).accepts_prefill(true)])
-            .layer(primary);
+        ContinuationLayer::new(
+            [ContinuationTarget::new("backup", target).accepts_prefill(prefill)],
+        )
+        .layer(primary);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -164,5 +182,40 @@ proptest! {
         prop_assert!(whole.starts_with(&head));
         let rest = &whole[head.len()..];
         prop_assert!(rest == tail || Some(rest) == tail.strip_prefix(head.as_str()));
+    }
+
+    #[test]
+    fn a_verified_restart_that_repeats_the_delivered_text_completes_the_answer(
+        text in "[a-zé日 ]{2,60}",
+        fraction in 0.0f64..1.0,
+        sizes_a in proptest::collection::vec(1usize..8, 0..10),
+        sizes_b in proptest::collection::vec(1usize..8, 0..10),
+    ) {
+        let (head, _) = split_at_char(&text, fraction);
+        prop_assume!(!head.is_empty());
+        let (answer, error) = run_with(false, pieces(&head, &sizes_a), pieces(&text, &sizes_b));
+        prop_assert!(error.is_none());
+        prop_assert_eq!(answer.finish().unwrap().text(), text);
+    }
+
+    #[test]
+    fn a_verified_restart_that_diverges_ends_with_the_original_break(
+        text in "[a-z ]{2,60}",
+        other in "[A-Z]{1,60}",
+        fraction in 0.0f64..1.0,
+        sizes_a in proptest::collection::vec(1usize..8, 0..10),
+        sizes_b in proptest::collection::vec(1usize..8, 0..10),
+    ) {
+        let (head, _) = split_at_char(&text, fraction);
+        prop_assume!(!head.is_empty());
+        // The same start, then something else (or only the start, then the end).
+        let common = head.len() / 2;
+        let restart = format!("{}{other}", &head[..common]);
+        let (answer, error) = run_with(false, pieces(&head, &sizes_a), pieces(&restart, &sizes_b));
+        let error = error.expect("the original break");
+        prop_assert_eq!(error.kind(), LlmErrorKind::StreamInterrupted);
+        prop_assert_eq!(error.provider(), Some("primary"));
+        prop_assert_eq!(answer.text(), head.as_str());
+        prop_assert!(!answer.is_finished());
     }
 }

@@ -449,7 +449,6 @@ fn classification_follows_the_kind_table() {
     }
     for kind in [
         LlmErrorKind::ContextLengthExceeded,
-        LlmErrorKind::ContentFiltered,
         LlmErrorKind::ModelNotFound,
     ] {
         let o = outcome(kind);
@@ -458,7 +457,12 @@ fn classification_follows_the_kind_table() {
             "{kind:?}"
         );
     }
-    for kind in [LlmErrorKind::BadRequest, LlmErrorKind::Cancelled] {
+    // A content-policy refusal is the caller's answer: not routed around by default.
+    for kind in [
+        LlmErrorKind::ContentFiltered,
+        LlmErrorKind::BadRequest,
+        LlmErrorKind::Cancelled,
+    ] {
         let o = outcome(kind);
         assert!(
             o.is_ignored() && !o.is_retryable() && !o.should_failover(),
@@ -473,6 +477,12 @@ fn classification_follows_the_kind_table() {
     assert!(!Classify::<(), LlmError>::classify(&custom, Err(&err)).should_failover());
     let err = LlmError::new(LlmErrorKind::RateLimited, "x");
     assert!(Classify::<(), LlmError>::classify(&custom, Err(&err)).is_ignored());
+
+    // The operator's opt-in: content-policy refusals fail over (and still count nothing).
+    let routed = LlmClassifier::new().failover_on(LlmErrorKind::ContentFiltered, true);
+    let err = LlmError::new(LlmErrorKind::ContentFiltered, "x");
+    let o = Classify::<(), LlmError>::classify(&routed, Err(&err));
+    assert!(o.should_failover() && o.is_ignored() && !o.is_retryable());
 }
 
 #[test]

@@ -6,11 +6,12 @@
 //!   OpenAI decoder, and the whole `ChunkStream` over in-memory bytes — against the
 //!   baseline of deserializing the same chunks from ready-split JSON.
 //!
-//! Run with: `cargo bench -p brace-llm --bench openai -- --warm-up-time 1 --measurement-time 2`
+//! Run with: `cargo bench -p brace-providers --bench openai -- --warm-up-time 1 --measurement-time 2`
 
 use std::hint::black_box;
 
 use brace_llm::{ChatChunk, ChatCompletion, ChatRequest, LlmError, Message};
+use brace_providers::ProviderApi;
 use brace_providers::openai::{OpenAiConfig, OpenAiDecoder, OpenAiWire, parse_completion};
 use brace_providers::provider::ApiKey;
 use brace_providers::sse::{ChunkStream, SseDecoder, SseEvents, SseParser};
@@ -50,7 +51,7 @@ fn call(c: &mut Criterion) {
     let wire = OpenAiWire::new(
         OpenAiConfig::openai(ApiKey::new("sk-bench-0123456789"))
             .with_organization("org-bench")
-            .map_provider(|p| p.with_model("gpt-4o", "gpt-4o-2024-08-06")),
+            .map_client(|p| p.with_model("gpt-4o", "gpt-4o-2024-08-06")),
     )
     .unwrap();
     let request = conversation();

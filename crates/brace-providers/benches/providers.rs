@@ -5,7 +5,7 @@
 //! - `stream_events`: decode one text-delta event into a chunk.
 //! - `sse_stream`: parse a whole 200-event stream body (SSE framing + decoding).
 //!
-//! Run with `cargo bench -p brace-llm --bench providers -- --warm-up-time 1 --measurement-time 2`.
+//! Run with `cargo bench -p brace-providers --bench providers -- --warm-up-time 1 --measurement-time 2`.
 
 use std::hint::black_box;
 
@@ -100,11 +100,11 @@ fn stream_events(c: &mut Criterion) {
     let openai = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":" brown fox"},"finish_reason":null}]}"#;
     let anthropic_event = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" brown fox"}}"#;
     let gemini_event = r#"{"candidates":[{"content":{"parts":[{"text":" brown fox"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8},"modelVersion":"gemini-2.5-flash","responseId":"r1"}"#;
-    let mut anthropic_state = anthropic::StreamState::new(false);
+    let mut anthropic_state = anthropic::AnthropicDecoder::new(false);
     anthropic_state
         .on_event(r#"{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":1}}}"#)
         .unwrap();
-    let mut gemini_state = gemini::StreamState::new("gemini-2.5-flash", false);
+    let mut gemini_state = gemini::GeminiDecoder::new("gemini-2.5-flash", false);
 
     let mut group = c.benchmark_group("stream_events");
     group.throughput(Throughput::Elements(1));
@@ -159,7 +159,7 @@ fn sse_stream(c: &mut Criterion) {
     group.bench_function("anthropic", |b| {
         b.iter(|| {
             let mut parser = SseParser::new();
-            let mut state = anthropic::StreamState::new(false);
+            let mut state = anthropic::AnthropicDecoder::new(false);
             parser.push(black_box(anthropic_body.as_bytes()));
             let mut chunks = 0;
             while let Some(event) = parser.next_event().unwrap() {
@@ -172,7 +172,7 @@ fn sse_stream(c: &mut Criterion) {
     group.bench_function("gemini", |b| {
         b.iter(|| {
             let mut parser = SseParser::new();
-            let mut state = gemini::StreamState::new("gemini-2.5-flash", false);
+            let mut state = gemini::GeminiDecoder::new("gemini-2.5-flash", false);
             parser.push(black_box(gemini_body.as_bytes()));
             let mut chunks = 0;
             while let Some(event) = parser.next_event().unwrap() {

@@ -9,12 +9,19 @@
 //! - [`anthropic::AnthropicClient`]: Anthropic's Messages API;
 //! - [`gemini::GeminiClient`]: Google's Gemini API.
 //!
-//! They share the HTTP plumbing of [`provider`] — [`ProviderConfig`], [`ApiKey`] (never
-//! printed), one pooled reqwest client, a [`Transport`] that bounds every wait and turns each
-//! failure into an [`LlmError`](brace_llm::LlmError) naming the provider — and the SSE reader
-//! of [`sse`]. The clients keep the raw status, `Retry-After` and rate-limit headers, see the
-//! first streamed byte, pass unknown fields through, and never retry on their own: that is
-//! the job of brace's layers stacked on top.
+//! Each is one generic client, [`ProviderClient`], over one implementation of one trait,
+//! [`ProviderApi`]: the provider's endpoints and authentication headers, how a
+//! [`ChatRequest`](brace_llm::ChatRequest) is encoded, how a whole answer, a stream event and
+//! an error answer are decoded. [`ProviderClient`] does the rest once for all of them: the
+//! HTTP plumbing of [`provider`] — [`ClientConfig`], [`ApiKey`] (never printed), one pooled
+//! reqwest client, a [`Transport`] that bounds every wait and turns each failure into an
+//! [`LlmError`](brace_llm::LlmError) naming the provider — the SSE reader of [`sse`], the
+//! statistics and the health probe. A client for another API is an implementation of
+//! [`ProviderApi`].
+//!
+//! The clients keep the raw status, `Retry-After` and rate-limit headers, see the first
+//! streamed byte, pass unknown fields through, and never retry on their own: that is the job
+//! of brace's layers stacked on top.
 //!
 //! # Example
 //!
@@ -42,12 +49,18 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod anthropic;
+mod api;
+mod client;
 pub mod gemini;
 pub mod openai;
 pub mod provider;
 pub mod sse;
 
+pub use self::api::{Encoded, ProviderApi};
+pub use self::client::ProviderClient;
 pub use self::provider::{
-    ApiKey, ClientOptions, ConfigError, HttpResponse, ProviderConfig, ProviderStats, Transport,
+    ApiKey, ClientConfig, ClientConfigError, ClientOptions, HttpResponse, ProviderStats, Transport,
     error_from_reqwest, install_crypto_provider,
 };
+/// The URL type of [`ProviderApi`] endpoints (reqwest's, re-exported).
+pub use reqwest::Url;

@@ -1,24 +1,24 @@
 //! Shared HTTP plumbing for provider clients: secrets, configuration, one pooled reqwest
 //! client, and the common path from a built request to an [`LlmError`] or a bounded body.
 //!
-//! A provider client (OpenAI, Anthropic, Gemini, …) is three parts:
+//! A provider client (OpenAI, Anthropic, Gemini, …) is a
+//! [`ProviderClient`](crate::ProviderClient) over two parts:
 //!
-//! 1. pure functions that build an [`http::Request<Bytes>`] from a
-//!    [`ChatRequest`](brace_llm::ChatRequest) and read the provider's answer back (testable
-//!    without a socket);
+//! 1. a [`ProviderApi`](crate::ProviderApi): pure functions that encode a
+//!    [`ChatRequest`](brace_llm::ChatRequest) for the provider and read its answers back,
+//!    with an [`SseDecoder`] for its stream events (testable without a socket);
 //! 2. a [`Transport`] that sends the request on the shared pooled client, bounds every wait,
 //!    and turns every non-2xx answer and transport failure into an [`LlmError`] naming the
-//!    provider;
-//! 3. for streams, [`HttpResponse::into_chunks`] with a provider-specific [`SseDecoder`].
+//!    provider; a stream's body is read by [`HttpResponse::into_chunks`].
 //!
 //! # Timeouts
 //!
 //! Nothing waits without a bound:
 //!
-//! - [`ProviderConfig::timeout`] bounds the whole call, from sending the request to the last
+//! - [`ClientConfig::timeout`] bounds the whole call, from sending the request to the last
 //!   byte of the body — streamed bodies included;
-//! - [`ProviderConfig::connect_timeout`] bounds opening a connection;
-//! - [`ProviderConfig::stream_idle_timeout`] bounds the gap between two pieces of a body
+//! - [`ClientConfig::connect_timeout`] bounds opening a connection;
+//! - [`ClientConfig::stream_idle_timeout`] bounds the gap between two pieces of a body
 //!   (a stream that stalls fails with [`LlmErrorKind::Timeout`] even if the total timeout is
 //!   far away);
 //! - an error body is read for at most [`ERROR_BODY_TIMEOUT`] and [`MAX_ERROR_BODY`] bytes.
@@ -29,7 +29,7 @@
 //! public APIs of OpenAI, Anthropic and Gemini all do): every stream to that host is then
 //! multiplexed over few connections. Over plain `http`, a client speaks HTTP/1.1 (one
 //! connection per request in flight) unless the provider is configured with
-//! [`ProviderConfig::http2_prior_knowledge`], for upstreams known to speak cleartext HTTP/2
+//! [`ClientConfig::http2_prior_knowledge`], for upstreams known to speak cleartext HTTP/2
 //! (h2c): an internal proxy, another gateway, brace-sim's `SimServer`.
 //! See [`ClientOptions`] for the HTTP/2 settings.
 //!
@@ -44,9 +44,9 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use brace_providers::provider::{ApiKey, ProviderConfig};
+//! use brace_providers::provider::{ApiKey, ClientConfig};
 //!
-//! let config = ProviderConfig::new("openai", "https://api.openai.com/v1")
+//! let config = ClientConfig::new("openai", "https://api.openai.com/v1")
 //!     .with_api_key(ApiKey::new("sk-test-0123456789"))
 //!     .with_default_model("gpt-4o-mini")
 //!     .with_model("fast", "gpt-4o-mini")
@@ -114,18 +114,18 @@ impl ApiKey {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the variable (never its value) if it is unset, empty or not
+    /// A [`ClientConfigError`] naming the variable (never its value) if it is unset, empty or not
     /// Unicode.
-    pub fn from_env(var: &str) -> Result<Self, ConfigError> {
+    pub fn from_env(var: &str) -> Result<Self, ClientConfigError> {
         match std::env::var(var) {
             Ok(value) if !value.trim().is_empty() => Ok(Self::new(value)),
-            Ok(_) => Err(ConfigError::new(format!(
+            Ok(_) => Err(ClientConfigError::new(format!(
                 "environment variable `{var}` is empty"
             ))),
-            Err(std::env::VarError::NotPresent) => Err(ConfigError::new(format!(
+            Err(std::env::VarError::NotPresent) => Err(ClientConfigError::new(format!(
                 "environment variable `{var}` is not set"
             ))),
-            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::new(format!(
+            Err(std::env::VarError::NotUnicode(_)) => Err(ClientConfigError::new(format!(
                 "environment variable `{var}` is not valid Unicode"
             ))),
         }
@@ -140,11 +140,13 @@ impl ApiKey {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if the key holds characters a header cannot carry (the message does
+    /// A [`ClientConfigError`] if the key holds characters a header cannot carry (the message does
     /// not include the key).
-    pub fn header_value(&self, prefix: &str) -> Result<HeaderValue, ConfigError> {
-        let mut value = HeaderValue::try_from(format!("{prefix}{}", self.expose()))
-            .map_err(|_| ConfigError::new("the API key holds characters a header cannot carry"))?;
+    pub fn header_value(&self, prefix: &str) -> Result<HeaderValue, ClientConfigError> {
+        let mut value =
+            HeaderValue::try_from(format!("{prefix}{}", self.expose())).map_err(|_| {
+                ClientConfigError::new("the API key holds characters a header cannot carry")
+            })?;
         value.set_sensitive(true);
         Ok(value)
     }
@@ -156,17 +158,17 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-// ===== ConfigError =====
+// ===== ClientConfigError =====
 
 /// A provider could not be set up: a bad URL, a missing key, an invalid header.
 ///
 /// Its message never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct ClientConfigError {
     message: String,
 }
 
-impl ConfigError {
+impl ClientConfigError {
     /// An error with `message`.
     pub fn new(message: impl Into<String>) -> Self {
         Self {
@@ -175,15 +177,15 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for ClientConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid provider configuration: {}", self.message)
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ClientConfigError {}
 
-// ===== ProviderConfig =====
+// ===== ClientConfig =====
 
 fn default_timeout() -> Duration {
     Duration::from_mins(2)
@@ -207,9 +209,9 @@ fn default_max_response_bytes() -> usize {
 /// never part of the file: name the environment variable in `api_key_env`.
 ///
 /// ```
-/// use brace_providers::provider::ProviderConfig;
+/// use brace_providers::provider::ClientConfig;
 ///
-/// let config: ProviderConfig = serde_json::from_str(r#"{
+/// let config: ClientConfig = serde_json::from_str(r#"{
 ///     "name": "local-llama",
 ///     "base_url": "http://127.0.0.1:11434/v1",
 ///     "default_model": "llama3.1:8b",
@@ -220,7 +222,7 @@ fn default_max_response_bytes() -> usize {
 /// assert_eq!(config.resolve_model("gpt-4o"), "llama3.1:8b");
 /// ```
 #[derive(Clone, Deserialize)]
-pub struct ProviderConfig {
+pub struct ClientConfig {
     /// The provider's name, as it appears in errors, metrics and [`ResponseMeta`].
     ///
     /// [`ResponseMeta`]: brace_llm::ResponseMeta
@@ -274,9 +276,9 @@ pub struct ProviderConfig {
     pub http2_prior_knowledge: bool,
 }
 
-impl fmt::Debug for ProviderConfig {
+impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProviderConfig")
+        f.debug_struct("ClientConfig")
             .field("name", &self.name)
             .field("base_url", &redact_url(&self.base_url))
             .field("api_key", &self.api_key)
@@ -294,7 +296,7 @@ impl fmt::Debug for ProviderConfig {
     }
 }
 
-impl ProviderConfig {
+impl ClientConfig {
     /// A provider called `name` at `base_url`, with no key and the default timeouts.
     pub fn new(name: impl Into<Arc<str>>, base_url: impl Into<String>) -> Self {
         Self {
@@ -408,8 +410,8 @@ impl ProviderConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if `api_key_env` names a variable that is unset or empty.
-    pub fn resolve_api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
+    /// A [`ClientConfigError`] if `api_key_env` names a variable that is unset or empty.
+    pub fn resolve_api_key(&self) -> Result<Option<ApiKey>, ClientConfigError> {
         if let Some(key) = &self.api_key {
             return Ok(Some(key.clone()));
         }
@@ -423,14 +425,15 @@ impl ProviderConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the header (not its value) if a name or value is invalid.
-    pub fn header_map(&self) -> Result<HeaderMap, ConfigError> {
+    /// A [`ClientConfigError`] naming the header (not its value) if a name or value is invalid.
+    pub fn header_map(&self) -> Result<HeaderMap, ClientConfigError> {
         let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             let header = HeaderName::try_from(name.as_str())
-                .map_err(|_| ConfigError::new(format!("invalid header name `{name}`")))?;
-            let mut value = HeaderValue::try_from(value.as_str())
-                .map_err(|_| ConfigError::new(format!("invalid value for header `{name}`")))?;
+                .map_err(|_| ClientConfigError::new(format!("invalid header name `{name}`")))?;
+            let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                ClientConfigError::new(format!("invalid value for header `{name}`"))
+            })?;
             value.set_sensitive(true);
             map.insert(header, value);
         }
@@ -441,17 +444,17 @@ impl ProviderConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if it is not.
-    pub fn checked_base_url(&self) -> Result<String, ConfigError> {
+    /// A [`ClientConfigError`] if it is not.
+    pub fn checked_base_url(&self) -> Result<String, ClientConfigError> {
         let base = self.base_url.trim().trim_end_matches('/');
         let url = reqwest::Url::parse(base).map_err(|err| {
-            ConfigError::new(format!(
+            ClientConfigError::new(format!(
                 "base URL `{}` is not a valid URL: {err}",
                 redact_url(base)
             ))
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::new(format!(
+            return Err(ClientConfigError::new(format!(
                 "base URL `{}` must use http or https",
                 redact_url(base)
             )));
@@ -462,10 +465,10 @@ impl ProviderConfig {
     /// [`checked_base_url`](Self::checked_base_url), parsed: parse it once, when a client is
     /// built, and make each endpoint from it with [`endpoint`] (never printed: a URL is
     /// kept out of every `Debug`, `Display` and error).
-    pub(crate) fn parsed_base_url(&self) -> Result<reqwest::Url, ConfigError> {
+    pub(crate) fn parsed_base_url(&self) -> Result<reqwest::Url, ClientConfigError> {
         let base = self.checked_base_url()?;
         reqwest::Url::parse(&base).map_err(|err| {
-            ConfigError::new(format!(
+            ClientConfigError::new(format!(
                 "base URL `{}` is not a valid URL: {err}",
                 redact_url(&base)
             ))
@@ -578,9 +581,9 @@ pub const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 ///
 /// ```
 /// use std::time::Duration;
-/// use brace_providers::provider::{ClientOptions, ProviderConfig};
+/// use brace_providers::provider::{ClientOptions, ClientConfig};
 ///
-/// let config = ProviderConfig::new("internal", "http://127.0.0.1:4000/v1")
+/// let config = ClientConfig::new("internal", "http://127.0.0.1:4000/v1")
 ///     .with_http2_prior_knowledge(true);
 /// assert_eq!(
 ///     config.client_options(),
@@ -603,7 +606,7 @@ impl ClientOptions {
         }
     }
 
-    /// Speak HTTP/2 from the first byte: see [`ProviderConfig::http2_prior_knowledge`].
+    /// Speak HTTP/2 from the first byte: see [`ClientConfig::http2_prior_knowledge`].
     #[must_use]
     pub fn with_http2_prior_knowledge(mut self, enabled: bool) -> Self {
         self.http2_prior_knowledge = enabled;
@@ -626,8 +629,8 @@ impl ClientOptions {
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] if the TLS set-up fails (for example, no usable root certificates).
-pub fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+/// A [`ClientConfigError`] if the TLS set-up fails (for example, no usable root certificates).
+pub fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, ClientConfigError> {
     shared_client_with(ClientOptions::new(connect_timeout))
 }
 
@@ -639,8 +642,8 @@ pub fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, Confi
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] if the TLS set-up fails (for example, no usable root certificates).
-pub fn shared_client_with(options: ClientOptions) -> Result<reqwest::Client, ConfigError> {
+/// A [`ClientConfigError`] if the TLS set-up fails (for example, no usable root certificates).
+pub fn shared_client_with(options: ClientOptions) -> Result<reqwest::Client, ClientConfigError> {
     static CLIENTS: OnceLock<Mutex<HashMap<ClientOptions, reqwest::Client>>> = OnceLock::new();
     let clients = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut clients = clients.lock();
@@ -657,8 +660,8 @@ pub fn shared_client_with(options: ClientOptions) -> Result<reqwest::Client, Con
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] if the TLS set-up fails.
-pub fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, ConfigError> {
+/// A [`ClientConfigError`] if the TLS set-up fails.
+pub fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, ClientConfigError> {
     build_client_with(ClientOptions::new(connect_timeout))
 }
 
@@ -667,8 +670,8 @@ pub fn build_client(connect_timeout: Duration) -> Result<reqwest::Client, Config
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] if the TLS set-up fails.
-pub fn build_client_with(options: ClientOptions) -> Result<reqwest::Client, ConfigError> {
+/// A [`ClientConfigError`] if the TLS set-up fails.
+pub fn build_client_with(options: ClientOptions) -> Result<reqwest::Client, ClientConfigError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(options.connect_timeout)
@@ -682,7 +685,7 @@ pub fn build_client_with(options: ClientOptions) -> Result<reqwest::Client, Conf
         builder = builder.http2_prior_knowledge();
     }
     builder.build().map_err(|err| {
-        ConfigError::new(format!(
+        ClientConfigError::new(format!(
             "could not build the HTTP client: {}",
             brace_llm::error::redact_secrets(&err.without_url().to_string())
         ))
@@ -721,6 +724,9 @@ impl ProviderStats {
 
 // ===== Transport =====
 
+/// Reads an error answer (status, headers, body) into an [`LlmError`].
+pub(crate) type DecodeErrorFn = fn(StatusCode, &HeaderMap, &[u8]) -> LlmError;
+
 /// Sends built requests for one provider on a pooled client, with every wait bounded and
 /// every failure turned into an [`LlmError`] that names the provider.
 ///
@@ -754,13 +760,13 @@ impl fmt::Debug for Transport {
 
 impl Transport {
     /// A transport for `config`'s provider on the [`shared_client_with`] for its
-    /// [`client_options`](ProviderConfig::client_options) (its connect timeout, HTTP/2 prior
+    /// [`client_options`](ClientConfig::client_options) (its connect timeout, HTTP/2 prior
     /// knowledge or not).
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if the client cannot be built.
-    pub fn new(config: &ProviderConfig) -> Result<Self, ConfigError> {
+    /// A [`ClientConfigError`] if the client cannot be built.
+    pub fn new(config: &ClientConfig) -> Result<Self, ClientConfigError> {
         Ok(Self::with_client(
             config,
             shared_client_with(config.client_options())?,
@@ -772,7 +778,7 @@ impl Transport {
     ///
     /// The provider's key (if `config` has one) is remembered only to mask it in error
     /// messages, should a provider echo it back.
-    pub fn with_client(config: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn with_client(config: &ClientConfig, client: reqwest::Client) -> Self {
         Self {
             client,
             settings: Arc::new(Settings {
@@ -832,7 +838,9 @@ impl Transport {
                 )
                 .with_provider(transport.settings.provider.clone())
             })?;
-            transport.send_until(request, deadline).await
+            transport
+                .send_until(request, deadline, LlmError::from_response)
+                .await
         }
     }
 
@@ -851,15 +859,27 @@ impl Transport {
         &self,
         request: reqwest::Request,
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
+        self.send_request_with(request, LlmError::from_response)
+    }
+
+    /// [`send_request`](Self::send_request) with `decode_error` reading an error answer
+    /// (a [`ProviderApi`](crate::ProviderApi)'s
+    /// [`decode_error`](crate::ProviderApi::decode_error)).
+    pub(crate) fn send_request_with(
+        &self,
+        request: reqwest::Request,
+        decode_error: DecodeErrorFn,
+    ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
         let transport = self.clone();
         let deadline = Instant::now() + self.settings.timeout;
-        async move { transport.send_until(request, deadline).await }
+        async move { transport.send_until(request, deadline, decode_error).await }
     }
 
     async fn send_until(
         self,
         request: reqwest::Request,
         deadline: Instant,
+        decode_error: DecodeErrorFn,
     ) -> Result<HttpResponse, LlmError> {
         let provider = self.settings.provider.clone();
         let response = match tokio::time::timeout_at(deadline, self.client.execute(request)).await {
@@ -883,7 +903,7 @@ impl Transport {
         let body = read_capped(response, MAX_ERROR_BODY, body_deadline, &self.settings)
             .await
             .unwrap_or_else(|partial| partial);
-        Err(self.scrub(LlmError::from_response(status, &headers, &body).with_provider(provider)))
+        Err(self.scrub(decode_error(status, &headers, &body).with_provider(provider)))
     }
 
     /// `err` with this provider's key masked in its message, should the provider have
@@ -981,7 +1001,7 @@ impl HttpResponse {
     ///
     /// [`LlmErrorKind::Timeout`] past the call's timeout or the idle timeout,
     /// [`LlmErrorKind::MalformedResponse`] if the body is larger than
-    /// [`ProviderConfig::max_response_bytes`], and [`LlmErrorKind::StreamInterrupted`] if the connection
+    /// [`ClientConfig::max_response_bytes`], and [`LlmErrorKind::StreamInterrupted`] if the connection
     /// breaks.
     ///
     /// # Cancel safety
@@ -1287,7 +1307,7 @@ mod tests {
 
     #[test]
     fn model_resolution_prefers_mapping_then_default_then_request() {
-        let config = ProviderConfig::new("p", "http://127.0.0.1:1")
+        let config = ClientConfig::new("p", "http://127.0.0.1:1")
             .with_model("fast", "small-v2")
             .with_model("big", "big");
         assert_eq!(config.resolve_model("fast"), "small-v2");
@@ -1312,10 +1332,10 @@ mod tests {
 
     #[test]
     fn bad_base_urls_are_refused_without_their_query() {
-        let config = ProviderConfig::new("p", "ftp://host/x?key=secret-value");
+        let config = ClientConfig::new("p", "ftp://host/x?key=secret-value");
         let err = config.checked_base_url().unwrap_err();
         assert!(!err.to_string().contains("secret-value"), "{err}");
-        let config = ProviderConfig::new("p", "not a url?key=secret-value");
+        let config = ClientConfig::new("p", "not a url?key=secret-value");
         assert!(
             !config
                 .checked_base_url()
@@ -1323,7 +1343,7 @@ mod tests {
                 .to_string()
                 .contains("secret")
         );
-        let config = ProviderConfig::new("p", "http://127.0.0.1:8080/v1/");
+        let config = ClientConfig::new("p", "http://127.0.0.1:8080/v1/");
         assert_eq!(
             config.checked_base_url().unwrap(),
             "http://127.0.0.1:8080/v1"

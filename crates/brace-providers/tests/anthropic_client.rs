@@ -9,15 +9,16 @@ use anthropic_support::{End, Reply, Server, error_cases, fixture};
 use brace_llm::{
     ChatChunk, ChatRequest, FinishReason, LlmError, LlmErrorKind, Message, ResponseBody,
 };
+use brace_providers::ProviderApi;
 use brace_providers::anthropic::AnthropicClient;
-use brace_providers::provider::{ApiKey, ProviderConfig};
+use brace_providers::provider::{ApiKey, ClientConfig};
 use futures::StreamExt;
 use tower::{Service, ServiceExt};
 
 const KEY: &str = "sk-ant-api03-SECRETSECRET0123456789";
 
-fn config(server: &Server) -> ProviderConfig {
-    ProviderConfig::new("anthropic", server.base.clone())
+fn config(server: &Server) -> ClientConfig {
+    ClientConfig::new("anthropic", server.base.clone())
         .with_api_key(ApiKey::new(KEY))
         .with_model("fast", "claude-haiku-4-5")
         .with_timeout(Duration::from_secs(5))
@@ -229,7 +230,7 @@ async fn nothing_listening_is_a_connect_error() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let client =
-        AnthropicClient::new(ProviderConfig::new("anthropic", base).with_api_key(ApiKey::new(KEY)))
+        AnthropicClient::new(ClientConfig::new("anthropic", base).with_api_key(ApiKey::new(KEY)))
             .unwrap();
     let err = client.oneshot(request()).await.unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Connect);
@@ -350,7 +351,7 @@ async fn no_api_key_in_debug_display_or_errors() {
     let client = client(&server);
     assert_no_key(&format!("{client:?}"));
     assert_no_key(&format!("{:?}", client.config()));
-    let (http, _) = client.http_request(&request()).unwrap();
+    let http = client.api().chat_request(&request()).unwrap();
     assert_no_key(&format!("{http:?}"));
     let mut errors = Vec::new();
     errors.push(client.clone().oneshot(request()).await.unwrap_err());
@@ -365,14 +366,14 @@ async fn no_api_key_in_debug_display_or_errors() {
 
 #[tokio::test]
 async fn a_missing_key_variable_is_a_config_error() {
-    let config = ProviderConfig::new("anthropic", "http://127.0.0.1:9")
+    let config = ClientConfig::new("anthropic", "http://127.0.0.1:9")
         .with_api_key_env("BRACE_TEST_ANTHROPIC_KEY_THAT_IS_NOT_SET");
     let err = AnthropicClient::new(config).unwrap_err();
     assert!(
         err.to_string()
             .contains("BRACE_TEST_ANTHROPIC_KEY_THAT_IS_NOT_SET")
     );
-    let err = AnthropicClient::new(ProviderConfig::new("anthropic", "ftp://x")).unwrap_err();
+    let err = AnthropicClient::new(ClientConfig::new("anthropic", "ftp://x")).unwrap_err();
     assert!(err.to_string().contains("http"));
 }
 

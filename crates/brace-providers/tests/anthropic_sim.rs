@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anthropic_support::sim::{self, sim};
 use brace_providers::anthropic::AnthropicClient;
-use brace_providers::provider::{ApiKey, ProviderConfig};
+use brace_providers::provider::{ApiKey, ClientConfig};
 use brace_sim::Behavior;
 
 fn client(base: String) -> AnthropicClient {
     AnthropicClient::new(
-        ProviderConfig::new("anthropic", base)
+        ClientConfig::new("anthropic", base)
             .with_api_key(ApiKey::new("sk-ant-test-key"))
             .with_timeout(Duration::from_secs(5))
             .with_stream_idle_timeout(Duration::from_secs(2)),

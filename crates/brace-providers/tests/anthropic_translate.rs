@@ -7,7 +7,7 @@ use brace_llm::{
     ChatChunk, ChatRequest, Content, ContentPart, FinishReason, LlmErrorKind, Message, Role,
     StreamAccumulator, Tool,
 };
-use brace_providers::anthropic::{self, RequestOptions, StreamState};
+use brace_providers::anthropic::{self, AnthropicDecoder, RequestOptions};
 use serde_json::{Value, json};
 
 fn fixture(path: &str) -> String {
@@ -40,8 +40,8 @@ fn encode(request: &ChatRequest) -> Value {
     anthropic::request_to_value(request, OPTIONS).unwrap()
 }
 
-fn replay(events: &[String], include_usage: bool) -> (Vec<ChatChunk>, StreamState) {
-    let mut state = StreamState::new(include_usage);
+fn replay(events: &[String], include_usage: bool) -> (Vec<ChatChunk>, AnthropicDecoder) {
+    let mut state = AnthropicDecoder::new(include_usage);
     let chunks = events
         .iter()
         .filter_map(|data| state.on_event(data).unwrap())
@@ -384,7 +384,7 @@ fn tool_use_stream_assembles_tool_calls_and_skips_thinking() {
 #[test]
 fn error_event_in_a_stream_is_an_overloaded_error() {
     let events = sse_data(&fixture("stream_error.sse"));
-    let mut state = StreamState::new(false);
+    let mut state = AnthropicDecoder::new(false);
     let mut text = String::new();
     let mut error = None;
     for data in &events {
@@ -414,7 +414,7 @@ fn error_event_types_map_to_kinds() {
         ("something_new", LlmErrorKind::Server),
     ] {
         let data = json!({"type": "error", "error": {"type": kind, "message": "m"}}).to_string();
-        let err = StreamState::new(false).on_event(&data).unwrap_err();
+        let err = AnthropicDecoder::new(false).on_event(&data).unwrap_err();
         assert_eq!(err.kind(), expected, "{kind}");
     }
 }
@@ -425,13 +425,13 @@ fn a_stream_cut_before_its_end_is_interrupted() {
     let (_, state) = replay(&events[..5], false);
     let err = state.finish().unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::StreamInterrupted);
-    let err = StreamState::new(false).finish().unwrap_err();
+    let err = AnthropicDecoder::new(false).finish().unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::StreamInterrupted);
 }
 
 #[test]
 fn malformed_stream_events_are_errors() {
-    let mut state = StreamState::new(false);
+    let mut state = AnthropicDecoder::new(false);
     for data in [
         "not json",
         "{}",
@@ -447,7 +447,7 @@ fn malformed_stream_events_are_errors() {
 
 #[test]
 fn server_tool_blocks_and_their_input_are_skipped() {
-    let mut state = StreamState::new(false);
+    let mut state = AnthropicDecoder::new(false);
     let events = [
         r#"{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":3}}}"#,
         r#"{"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}"#,
@@ -468,7 +468,7 @@ proptest::proptest! {
     #[test]
     fn no_input_makes_decoding_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
         let _ = anthropic::decode_response(&body);
-        let _ = StreamState::new(true).on_event(&String::from_utf8_lossy(&body));
+        let _ = AnthropicDecoder::new(true).on_event(&String::from_utf8_lossy(&body));
     }
 
     #[test]
@@ -476,7 +476,7 @@ proptest::proptest! {
         for sample in [fixture("response_text.json"), fixture("response_tool_use.json"), fixture("stream_tool_use.sse")] {
             let end = sample.floor_char_boundary(cut.min(sample.len()));
             let _ = anthropic::decode_response(&sample.as_bytes()[..end]);
-            let mut state = StreamState::new(true);
+            let mut state = AnthropicDecoder::new(true);
             for data in sse_data(&sample[..end]) {
                 let _ = state.on_event(&data);
             }

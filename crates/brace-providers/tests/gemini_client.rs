@@ -10,16 +10,17 @@ use std::time::Duration;
 use brace_llm::{
     ChatChunk, ChatRequest, FinishReason, LlmError, LlmErrorKind, Message, ResponseBody,
 };
+use brace_providers::ProviderApi;
 use brace_providers::gemini::GeminiClient;
-use brace_providers::provider::{ApiKey, ProviderConfig};
+use brace_providers::provider::{ApiKey, ClientConfig};
 use futures::StreamExt;
 use support::{End, Reply, Server, error_cases, fixture};
 use tower::ServiceExt;
 
 const KEY: &str = "AIzaSyD-SECRETSECRET0123456789";
 
-fn config(server: &Server) -> ProviderConfig {
-    ProviderConfig::new("gemini", server.base.clone())
+fn config(server: &Server) -> ClientConfig {
+    ClientConfig::new("gemini", server.base.clone())
         .with_api_key(ApiKey::new(KEY))
         .with_model("fast", "gemini-2.5-flash-lite")
         .with_timeout(Duration::from_secs(5))
@@ -305,7 +306,7 @@ async fn no_api_key_in_debug_display_urls_or_errors() {
     let server = Server::start(vec![Reply::json(400, echo), Reply::Drop]).await;
     let client = client(&server);
     assert_no_key(&format!("{client:?}"));
-    let (http, _) = client.http_request(&request()).unwrap();
+    let http = client.api().chat_request(&request()).unwrap();
     assert_no_key(&format!("{http:?}"));
     assert_no_key(&http.uri().to_string());
     let first = client.clone().oneshot(request()).await.unwrap_err();

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anthropic_support::sim::{self, sim};
 use brace_providers::gemini::GeminiClient;
-use brace_providers::provider::{ApiKey, ProviderConfig};
+use brace_providers::provider::{ApiKey, ClientConfig};
 use brace_sim::Behavior;
 
 fn client(base: String) -> GeminiClient {
     GeminiClient::new(
-        ProviderConfig::new("gemini", base)
+        ClientConfig::new("gemini", base)
             .with_api_key(ApiKey::new("AIza-test-key"))
             .with_timeout(Duration::from_secs(5))
             .with_stream_idle_timeout(Duration::from_secs(2)),

@@ -6,7 +6,7 @@ use std::path::Path;
 use brace_llm::{
     ChatChunk, ChatRequest, FinishReason, LlmErrorKind, Message, Role, StreamAccumulator, Tool,
 };
-use brace_providers::gemini::{self, StreamState};
+use brace_providers::gemini::{self, GeminiDecoder};
 use serde_json::{Value, json};
 
 fn fixture(path: &str) -> String {
@@ -277,7 +277,7 @@ fn malformed_and_error_bodies_are_errors_not_panics() {
 
 #[test]
 fn text_stream_accumulates_to_the_whole_answer() {
-    let mut state = StreamState::new("gemini-2.5-flash", true);
+    let mut state = GeminiDecoder::new("gemini-2.5-flash", true);
     let chunks: Vec<ChatChunk> = sse_data(&fixture("stream_text.sse"))
         .iter()
         .map(|data| state.on_event(data).unwrap())
@@ -308,7 +308,7 @@ fn text_stream_accumulates_to_the_whole_answer() {
 
 #[test]
 fn function_call_stream_gives_whole_tool_calls() {
-    let mut state = StreamState::new("gemini-2.5-flash", false);
+    let mut state = GeminiDecoder::new("gemini-2.5-flash", false);
     let chunks: Vec<ChatChunk> = sse_data(&fixture("stream_function_call.sse"))
         .iter()
         .map(|data| state.on_event(data).unwrap())
@@ -331,7 +331,7 @@ fn function_call_stream_gives_whole_tool_calls() {
 #[test]
 fn an_error_object_in_a_stream_is_rate_limited() {
     let events = sse_data(&fixture("stream_error.sse"));
-    let mut state = StreamState::new("m", false);
+    let mut state = GeminiDecoder::new("m", false);
     assert!(state.on_event(&events[0]).is_ok());
     let err = state.on_event(&events[1]).unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::RateLimited);
@@ -344,14 +344,14 @@ fn a_blocked_prompt_in_a_stream_is_content_filtered() {
         &serde_json::from_str::<Value>(&fixture("response_blocked.json")).unwrap(),
     )
     .unwrap();
-    let err = StreamState::new("m", false).on_event(&data).unwrap_err();
+    let err = GeminiDecoder::new("m", false).on_event(&data).unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::ContentFiltered);
 }
 
 #[test]
 fn a_stream_without_a_finish_reason_is_interrupted() {
     let events = sse_data(&fixture("stream_text.sse"));
-    let mut state = StreamState::new("m", false);
+    let mut state = GeminiDecoder::new("m", false);
     for data in &events[..2] {
         state.on_event(data).unwrap();
     }
@@ -360,11 +360,11 @@ fn a_stream_without_a_finish_reason_is_interrupted() {
         LlmErrorKind::StreamInterrupted
     );
     assert_eq!(
-        StreamState::new("m", false).finish().unwrap_err().kind(),
+        GeminiDecoder::new("m", false).finish().unwrap_err().kind(),
         LlmErrorKind::StreamInterrupted
     );
     assert_eq!(
-        StreamState::new("m", false)
+        GeminiDecoder::new("m", false)
             .on_event("{oops")
             .unwrap_err()
             .kind(),
@@ -376,7 +376,7 @@ proptest::proptest! {
     #[test]
     fn no_input_makes_decoding_panic(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
         let _ = gemini::decode_response(&body, "m");
-        let _ = StreamState::new("m", true).on_event(&String::from_utf8_lossy(&body));
+        let _ = GeminiDecoder::new("m", true).on_event(&String::from_utf8_lossy(&body));
     }
 
     #[test]
@@ -384,7 +384,7 @@ proptest::proptest! {
         for sample in [fixture("response_text.json"), fixture("response_function_call.json"), fixture("stream_function_call.sse")] {
             let end = sample.floor_char_boundary(cut.min(sample.len()));
             let _ = gemini::decode_response(&sample.as_bytes()[..end], "m");
-            let mut state = StreamState::new("m", true);
+            let mut state = GeminiDecoder::new("m", true);
             for data in sse_data(&sample[..end]) {
                 let _ = state.on_event(&data);
             }

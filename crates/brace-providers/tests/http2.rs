@@ -28,7 +28,7 @@ async fn sim(behavior: Behavior) -> SimServer {
 
 fn client(server: &SimServer, http2_prior_knowledge: bool) -> OpenAiClient {
     let config = OpenAiConfig::compatible("sim-openai", format!("{}/v1", server.base_url()))
-        .map_provider(|p| {
+        .map_client(|p| {
             p.with_timeout(Duration::from_secs(30))
                 .with_http2_prior_knowledge(http2_prior_knowledge)
         });

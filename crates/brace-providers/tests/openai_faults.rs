@@ -217,7 +217,7 @@ async fn refused_connection_is_a_connect_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let mut config = Server::always(vec![]).await.config();
-    config.provider.base_url = format!("http://{addr}/v1");
+    config.client.base_url = format!("http://{addr}/v1");
     let client = brace_providers::openai::OpenAiClient::new(config).unwrap();
     let err = guard(client.oneshot(request(false))).await.unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::Connect, "{err}");
@@ -334,7 +334,7 @@ async fn concurrent_calls_share_the_pool_and_all_answer() {
 async fn oversized_answer_is_refused_not_buffered() {
     let server = Server::always(vec![Step::Write(http(200, &[], COMPLETION))]).await;
     let mut config = server.config();
-    config.provider.max_response_bytes = 100;
+    config.client.max_response_bytes = 100;
     let client = brace_providers::openai::OpenAiClient::new(config).unwrap();
     let err = guard(client.oneshot(request(false))).await.unwrap_err();
     assert_eq!(err.kind(), LlmErrorKind::MalformedResponse, "{err}");

@@ -4,8 +4,9 @@
 mod openai_fixture;
 
 use brace_llm::LlmError;
+use brace_providers::ProviderApi;
 use brace_providers::openai::{OpenAiClient, OpenAiConfig, OpenAiWire};
-use brace_providers::provider::{ApiKey, ProviderConfig, Transport};
+use brace_providers::provider::{ApiKey, ClientConfig, Transport};
 use openai_fixture::{SECRET, Server, Step, guard, http, request, sse_head, text_event};
 use tower::ServiceExt;
 
@@ -80,17 +81,17 @@ async fn no_key_in_any_client_config_request_or_error() {
     .await;
 
     let mut config = server_errors.config().with_organization("org-1");
-    config.provider = config.provider.with_header("x-custom-auth", SECRET);
+    config.client = config.client.with_header("x-custom-auth", SECRET);
     assert_clean("OpenAiConfig Debug", &format!("{config:?}"));
-    assert_clean("ProviderConfig Debug", &format!("{:?}", config.provider));
+    assert_clean("ClientConfig Debug", &format!("{:?}", config.client));
     let client = OpenAiClient::new(config.clone()).unwrap();
     assert_clean("OpenAiClient Debug", &format!("{client:?}"));
-    assert_clean("OpenAiWire Debug", &format!("{:?}", client.wire()));
+    assert_clean("OpenAiWire Debug", &format!("{:?}", client.api()));
     assert_clean(
         "Transport Debug",
-        &format!("{:?}", Transport::new(&config.provider).unwrap()),
+        &format!("{:?}", Transport::new(&config.client).unwrap()),
     );
-    let built = client.wire().chat_request(&request(false)).unwrap();
+    let built = client.api().chat_request(&request(false)).unwrap();
     assert_clean("http::Request Debug", &format!("{built:?}"));
     assert_clean("ChatRequest Debug", &format!("{:?}", request(false)));
 
@@ -117,7 +118,7 @@ async fn no_key_in_any_client_config_request_or_error() {
         ApiKey::new(AZURE_SECRET),
         "2024-10-21",
     )
-    .map_provider(|p| p.with_default_model("dep"));
+    .map_client(|p| p.with_default_model("dep"));
     assert_clean("Azure config Debug", &format!("{azure:?}"));
     let azure_client = OpenAiClient::new(azure.clone()).unwrap();
     assert_clean("Azure client Debug", &format!("{azure_client:?}"));
@@ -133,13 +134,13 @@ async fn no_key_in_any_client_config_request_or_error() {
     // Configuration errors never carry the key or a URL's query.
     let bad = OpenAiConfig::compatible("x", format!("ftp://h/?api_key={SECRET}"));
     assert_clean(
-        "ConfigError",
+        "ClientConfigError",
         &OpenAiClient::new(bad).unwrap_err().to_string(),
     );
     let bad_key = OpenAiConfig::openai(ApiKey::new(format!("{SECRET}\n")));
-    let bad_key = bad_key.map_provider(|p| p.with_api_key(ApiKey::new(format!("a\u{7f}{SECRET}"))));
+    let bad_key = bad_key.map_client(|p| p.with_api_key(ApiKey::new(format!("a\u{7f}{SECRET}"))));
     let err = OpenAiClient::new(bad_key).unwrap_err();
-    assert_clean("ConfigError", &format!("{err} {err:?}"));
-    let provider = ProviderConfig::new("p", "http://127.0.0.1:1").with_api_key(ApiKey::new(SECRET));
-    assert_clean("ProviderConfig Debug", &format!("{provider:#?}"));
+    assert_clean("ClientConfigError", &format!("{err} {err:?}"));
+    let provider = ClientConfig::new("p", "http://127.0.0.1:1").with_api_key(ApiKey::new(SECRET));
+    assert_clean("ClientConfig Debug", &format!("{provider:#?}"));
 }

@@ -23,7 +23,7 @@ async fn sim(behavior: Behavior) -> (SimServer, OpenAiClient) {
     .await
     .unwrap();
     let config = OpenAiConfig::compatible("sim-openai", format!("{}/v1", server.base_url()))
-        .map_provider(|p| {
+        .map_client(|p| {
             p.with_timeout(Duration::from_millis(500))
                 .with_stream_idle_timeout(Duration::from_millis(250))
                 .with_connect_timeout(Duration::from_millis(250))

@@ -241,7 +241,7 @@ async fn malformed_event_in_the_middle_is_skipped_and_counted() {
     // The same stream under the fail policy ends at the bad event.
     let config = server
         .config()
-        .map_provider(|p| p.with_malformed_events(MalformedEvents::Fail));
+        .map_client(|p| p.with_malformed_events(MalformedEvents::Fail));
     let client = OpenAiClient::new(config).unwrap();
     let stream = into_stream(guard(client.oneshot(request(true))).await.unwrap());
     let (chunks, error) = drain(stream).await;

@@ -5,10 +5,11 @@
 mod openai_fixture;
 
 use brace_llm::{ChatRequest, LlmErrorKind, Message};
+use brace_providers::ProviderApi;
 use brace_providers::openai::{
     OpenAiApi, OpenAiConfig, OpenAiDecoder, OpenAiWire, parse_completion,
 };
-use brace_providers::provider::{ApiKey, ProviderConfig};
+use brace_providers::provider::{ApiKey, ClientConfig};
 use brace_providers::sse::{DecodeError, Flow, SseDecoder, SseEvent, SseParser};
 use openai_fixture::{COMPLETION, Server, Step, guard, http};
 use proptest::prelude::*;
@@ -30,7 +31,7 @@ fn openai_requests_carry_bearer_organization_project_and_extra_headers() {
     let config = openai()
         .with_organization("org-abc")
         .with_project("proj_xyz")
-        .map_provider(|p| p.with_header("x-trace", "t-1"));
+        .map_client(|p| p.with_header("x-trace", "t-1"));
     let wire = OpenAiWire::new(config).unwrap();
     let request = wire
         .chat_request(&ChatRequest::new("gpt-4o", vec![Message::user("Hi")]))
@@ -69,7 +70,7 @@ fn azure_requests_use_the_deployment_url_api_version_and_api_key_header() {
         ApiKey::new("azurekey0123456789"),
         "2024-10-21",
     )
-    .map_provider(|p| {
+    .map_client(|p| {
         p.with_model("gpt-4o", "gpt4o-prod")
             .with_default_model("gpt-4o-mini-dev")
     });
@@ -106,7 +107,7 @@ fn azure_requests_use_the_deployment_url_api_version_and_api_key_header() {
             .ends_with("/deployments/gpt-4o-mini-dev/chat/completions")
     );
     assert_eq!(
-        wire.models_url(),
+        wire.probe_request().unwrap().uri().to_string(),
         "https://contoso.openai.azure.com/openai/models?api-version=2024-10-21"
     );
 }
@@ -118,7 +119,7 @@ fn azure_deployment_names_cannot_escape_the_path() {
         ApiKey::new("k0123456"),
         "2024-10-21",
     )
-    .map_provider(|p| p.with_default_model("../x?api-version=evil#"));
+    .map_client(|p| p.with_default_model("../x?api-version=evil#"));
     let wire = OpenAiWire::new(config).unwrap();
     let request = wire
         .chat_request(&ChatRequest::new("m", vec![Message::user("Hi")]))
@@ -142,10 +143,13 @@ fn compatible_servers_need_no_key_and_get_none() {
         .unwrap();
     assert_eq!(request.uri(), "http://127.0.0.1:11434/v1/chat/completions");
     assert!(header(&request, "authorization").is_none());
-    assert_eq!(wire.models_url(), "http://127.0.0.1:11434/v1/models");
+    assert_eq!(
+        wire.probe_request().unwrap().uri().to_string(),
+        "http://127.0.0.1:11434/v1/models"
+    );
 
     let keyed = OpenAiConfig::compatible("vllm", "http://127.0.0.1:8000/v1")
-        .map_provider(|p| p.with_api_key(ApiKey::new("token-abc123")));
+        .map_client(|p| p.with_api_key(ApiKey::new("token-abc123")));
     let request = OpenAiWire::new(keyed)
         .unwrap()
         .chat_request(&ChatRequest::new("m", vec![Message::user("Hi")]))
@@ -159,12 +163,12 @@ fn compatible_servers_need_no_key_and_get_none() {
 #[test]
 fn configurations_that_cannot_work_are_refused_at_build_time() {
     let no_key = OpenAiConfig::new(
-        ProviderConfig::new("openai", "https://api.openai.com/v1"),
+        ClientConfig::new("openai", "https://api.openai.com/v1"),
         OpenAiApi::default(),
     );
     assert!(OpenAiWire::new(no_key).is_err());
     let missing_env = OpenAiConfig::new(
-        ProviderConfig::new("openai", "https://api.openai.com/v1")
+        ClientConfig::new("openai", "https://api.openai.com/v1")
             .with_api_key_env("BRACE_TEST_NO_SUCH_KEY_VARIABLE"),
         OpenAiApi::default(),
     );
@@ -174,7 +178,7 @@ fn configurations_that_cannot_work_are_refused_at_build_time() {
     assert!(OpenAiWire::new(bad_url).is_err());
     let azure_no_version = OpenAiConfig::azure("https://a.openai.azure.com", ApiKey::new("k"), " ");
     assert!(OpenAiWire::new(azure_no_version).is_err());
-    let bad_header = openai().map_provider(|p| p.with_header("x-bad", "a\nb"));
+    let bad_header = openai().map_client(|p| p.with_header("x-bad", "a\nb"));
     assert!(OpenAiWire::new(bad_header).is_err());
 }
 
@@ -186,7 +190,7 @@ fn request_body_keeps_unknown_fields_and_only_the_model_changes() {
     )
     .unwrap();
     let wire =
-        OpenAiWire::new(openai().map_provider(|p| p.with_model("fast", "gpt-4o-mini"))).unwrap();
+        OpenAiWire::new(openai().map_client(|p| p.with_model("fast", "gpt-4o-mini"))).unwrap();
     let built = wire.chat_request(&request).unwrap();
     let body: serde_json::Value = serde_json::from_slice(built.body()).unwrap();
     let mut expected = serde_json::to_value(&request).unwrap();
@@ -211,7 +215,7 @@ fn configuration_deserializes_each_flavour() {
         }
     );
     assert_eq!(
-        openai.provider.stream_idle_timeout,
+        openai.client.stream_idle_timeout,
         std::time::Duration::from_secs(15)
     );
     let azure: OpenAiConfig = serde_json::from_str(
@@ -229,7 +233,7 @@ fn configuration_deserializes_each_flavour() {
     )
     .unwrap();
     assert_eq!(local.api, OpenAiApi::Compatible);
-    assert_eq!(local.provider.timeout, std::time::Duration::from_secs(5));
+    assert_eq!(local.client.timeout, std::time::Duration::from_secs(5));
 }
 
 #[test]
@@ -298,10 +302,10 @@ async fn sent_request_matches_the_pure_builder() {
     let config = server
         .config()
         .with_organization("org-abc")
-        .map_provider(|p| p.with_model("gpt-4o", "gpt-4o-2024-08-06"));
+        .map_client(|p| p.with_model("gpt-4o", "gpt-4o-2024-08-06"));
     let client = brace_providers::openai::OpenAiClient::new(config).unwrap();
     let request = ChatRequest::new("gpt-4o", vec![Message::user("Hi")]);
-    let built = client.wire().chat_request(&request).unwrap();
+    let built = client.api().chat_request(&request).unwrap();
     guard(client.oneshot(request)).await.unwrap();
     let seen = &server.seen()[0];
     assert_eq!(seen.request_line(), "POST /v1/chat/completions HTTP/1.1");

@@ -170,6 +170,27 @@ impl Behavior {
         }
     }
 
+    /// Refuse a request that ends with an assistant prefill — a `400 bad request` with the
+    /// message current models answer it with — and do `otherwise` with every other request.
+    /// A provider that rejects prefill and, by default, answers the same request with the
+    /// same text: the fallback a verified restart can continue on.
+    ///
+    /// ```
+    /// use brace_sim::{Behavior, Condition};
+    ///
+    /// let behavior = Behavior::reject_prefill(Behavior::succeed());
+    /// assert!(matches!(behavior, Behavior::When { when: Condition::Prefill, .. }));
+    /// ```
+    pub fn reject_prefill(otherwise: Behavior) -> Self {
+        Self::When {
+            when: Condition::Prefill,
+            then: Box::new(Self::Fail(
+                Failure::new(LlmErrorKind::BadRequest).with_message(PREFILL_REJECTED),
+            )),
+            otherwise: Box::new(otherwise),
+        }
+    }
+
     /// Drop the connection after `after_bytes` bytes of the answer.
     pub fn drop_connection(after_bytes: usize) -> Self {
         Self::Drop { after_bytes }
@@ -185,6 +206,10 @@ impl Behavior {
         Self::Truncated
     }
 }
+
+/// The message of [`Behavior::reject_prefill`]'s refusal.
+pub const PREFILL_REJECTED: &str = "This model does not support assistant message prefill. \
+     The conversation must end with a user message.";
 
 /// A condition on the request, for [`Behavior::When`].
 ///
@@ -246,6 +271,12 @@ impl ToolCallReply {
 }
 
 /// A successful answer, and how it is streamed when the request asks for a stream.
+///
+/// The answer is deterministic: the same request gets the same text (by default derived
+/// from the request, padded to [`chunks`](Self::chunks) words), from this provider or any
+/// other simulated one with the same reply — what a model at temperature 0 does, and what a
+/// verified restart relies on. [`diverge_after`](Self::diverge_after) makes it sample
+/// instead.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Reply {
@@ -253,6 +284,10 @@ pub struct Reply {
     /// the conversation ends with an assistant message that begins the answer (a prefill),
     /// only the rest of the answer is sent, so the two add up to the whole.
     pub text: Option<String>,
+    /// From this piece on (counted from 0), the answer's pieces are replaced with words
+    /// unique to the call: the text diverges from what the same request gets elsewhere (or
+    /// on another call), as a model sampling at a temperature does.
+    pub diverge_after: Option<usize>,
     /// Answer with this tool call (finish reason `tool_calls`) instead of text.
     pub tool_call: Option<ToolCallReply>,
     /// The model named in the answer; by default the provider's configured model, else the
@@ -284,6 +319,14 @@ impl Reply {
     #[must_use]
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
+        self
+    }
+
+    /// Diverges from the deterministic text from piece `at` on (see
+    /// [`diverge_after`](Self::diverge_after)).
+    #[must_use]
+    pub fn with_divergence_after(mut self, at: usize) -> Self {
+        self.diverge_after = Some(at);
         self
     }
 

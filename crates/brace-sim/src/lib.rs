@@ -49,8 +49,8 @@ mod service;
 mod wire;
 
 pub use self::behavior::{
-    ALL_KINDS, Behavior, Condition, Failure, Reply, SimConfig, StreamFault, ToolCallReply,
-    WireFormat, parse_kind,
+    ALL_KINDS, Behavior, Condition, Failure, PREFILL_REJECTED, Reply, SimConfig, StreamFault,
+    ToolCallReply, WireFormat, parse_kind,
 };
 pub use self::script::{SimHandle, SimStats};
 pub use self::server::SimServer;

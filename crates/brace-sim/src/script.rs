@@ -415,10 +415,13 @@ impl ReplyPlan {
             ),
             None => {
                 let text = reply.text.clone().unwrap_or_else(|| derived_text(request));
-                (
-                    split_pieces(continuation(request, &text), reply.chunks),
-                    FinishReason::Stop,
-                )
+                let mut pieces = split_pieces(continuation(request, &text), reply.chunks);
+                if let Some(at) = reply.diverge_after {
+                    for (index, piece) in pieces.iter_mut().enumerate().skip(at) {
+                        *piece = format!("sampled{call}w{index} ");
+                    }
+                }
+                (pieces, FinishReason::Stop)
             }
         };
         let mut finish_reason = reply
@@ -672,6 +675,27 @@ mod tests {
         assert_eq!(pieces.len(), 4);
         assert_eq!(pieces.concat(), r#"{"city":"Paris"}"#);
         assert_eq!(split_chars("", Some(3)), [""]);
+    }
+
+    #[test]
+    fn the_same_request_gets_the_same_text_unless_the_reply_diverges() {
+        let request = ChatRequest::new("m", vec![brace_llm::Message::user("count")]);
+        let reply = Reply::new().with_chunks(50);
+        let first = ReplyPlan::new(&reply, &request, None, 1).text();
+        assert_eq!(
+            ReplyPlan::new(&reply, &request, Some("other"), 7).text(),
+            first
+        );
+        let sampled = ReplyPlan::new(&reply.clone().with_divergence_after(10), &request, None, 2);
+        assert_eq!(sampled.pieces.len(), 50);
+        let common: String = sampled.pieces[..10].concat();
+        assert!(first.starts_with(&common));
+        assert!(!first.starts_with(&sampled.text()));
+        assert_ne!(
+            ReplyPlan::new(&reply.with_divergence_after(10), &request, None, 3).text(),
+            sampled.text(),
+            "another call samples another text"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Anthropic's streaming events turned into OpenAI-style chunks.
+//! [`AnthropicDecoder`]: Anthropic's streaming events turned into OpenAI-style chunks.
 
 use std::collections::HashMap;
 
@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::translate::{AnthropicUsage, error_event, finish_reason};
 use crate::provider::unix_now;
+use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
 use brace_llm::types::{
     ChatChunk, ChunkChoice, Delta, Extra, FinishReason, FunctionCallDelta, Role, ToolCallDelta,
@@ -94,9 +95,9 @@ struct MessageDeltaBody {
 /// events give nothing; an `error` event is an error.
 ///
 /// ```
-/// use brace_providers::anthropic::StreamState;
+/// use brace_providers::anthropic::AnthropicDecoder;
 ///
-/// let mut state = StreamState::new(false);
+/// let mut decoder = AnthropicDecoder::new(false);
 /// let events = [
 ///     r#"{"type":"message_start","message":{"id":"msg_1","model":"claude-sonnet-4-5","usage":{"input_tokens":5,"output_tokens":1}}}"#,
 ///     r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
@@ -106,14 +107,14 @@ struct MessageDeltaBody {
 /// ];
 /// let chunks: Vec<_> = events
 ///     .iter()
-///     .filter_map(|event| state.on_event(event).unwrap())
+///     .filter_map(|event| decoder.on_event(event).unwrap())
 ///     .collect();
 /// assert_eq!(chunks[1].choices[0].delta.content.as_deref(), Some("Hi"));
 /// assert_eq!(chunks[2].finish_reason().map(|r| r.as_str()), Some("stop"));
-/// assert!(state.finish().is_ok());
+/// assert!(decoder.finish().is_ok());
 /// ```
 #[derive(Debug, Default)]
-pub struct StreamState {
+pub struct AnthropicDecoder {
     id: String,
     model: String,
     created: u64,
@@ -128,7 +129,7 @@ pub struct StreamState {
     stopped: bool,
 }
 
-impl StreamState {
+impl AnthropicDecoder {
     /// A state for a new stream; `include_usage` adds a usage chunk at the end.
     pub fn new(include_usage: bool) -> Self {
         Self {
@@ -324,5 +325,31 @@ impl StreamState {
                 },
             ))
         }
+    }
+}
+
+impl SseDecoder for AnthropicDecoder {
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+        match self.on_event(&event.data) {
+            Ok(Some(chunk)) => out.push(chunk),
+            Ok(None) => {}
+            Err(err) if err.kind() == LlmErrorKind::MalformedResponse => {
+                return Err(DecodeError::Malformed(err.message().to_owned()));
+            }
+            Err(err) => return Err(DecodeError::Fatal(err)),
+        }
+        Ok(if self.is_done() {
+            Flow::Done
+        } else {
+            Flow::Continue
+        })
+    }
+
+    fn finish(
+        &mut self,
+        _saw_finish_reason: bool,
+        _out: &mut Vec<ChatChunk>,
+    ) -> Result<(), LlmError> {
+        AnthropicDecoder::finish(self)
     }
 }

@@ -1,7 +1,9 @@
-//! Gemini's streamed `GenerateContentResponse`s turned into OpenAI-style chunks.
+//! [`GeminiDecoder`]: Gemini's streamed `GenerateContentResponse`s turned into OpenAI-style
+//! chunks.
 
 use super::translate::{UsageMetadata, blocked, candidate_parts, finish_reason};
 use crate::provider::unix_now;
+use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
 use brace_llm::types::{
     ChatChunk, ChunkChoice, Delta, Extra, FunctionCallDelta, Role, ToolCallDelta,
@@ -17,9 +19,9 @@ use brace_llm::types::{
 /// whether every candidate finished, and gives the usage chunk if the caller asked for it.
 ///
 /// ```
-/// use brace_providers::gemini::StreamState;
+/// use brace_providers::gemini::GeminiDecoder;
 ///
-/// let mut state = StreamState::new("gemini-2.5-flash", false);
+/// let mut state = GeminiDecoder::new("gemini-2.5-flash", false);
 /// let first = state
 ///     .on_event(r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"Hel"}]},"index":0}]}"#)
 ///     .unwrap();
@@ -31,7 +33,7 @@ use brace_llm::types::{
 /// assert!(state.finish().unwrap().is_none());
 /// ```
 #[derive(Debug)]
-pub struct StreamState {
+pub struct GeminiDecoder {
     id: String,
     model: String,
     created: u64,
@@ -48,7 +50,7 @@ struct CandidateState {
     finished: bool,
 }
 
-impl StreamState {
+impl GeminiDecoder {
     /// A state for a new stream from `model`; `include_usage` adds a usage chunk at the end.
     pub fn new(model: impl Into<String>, include_usage: bool) -> Self {
         let created = unix_now();
@@ -186,5 +188,27 @@ impl StreamState {
                 usage: Some(usage.to_usage()),
                 extra: Extra::new(),
             }))
+    }
+}
+
+impl SseDecoder for GeminiDecoder {
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+        match self.on_event(&event.data) {
+            Ok(chunk) => out.push(chunk),
+            Err(err) if err.kind() == LlmErrorKind::MalformedResponse => {
+                return Err(DecodeError::Malformed(err.message().to_owned()));
+            }
+            Err(err) => return Err(DecodeError::Fatal(err)),
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(
+        &mut self,
+        _saw_finish_reason: bool,
+        out: &mut Vec<ChatChunk>,
+    ) -> Result<(), LlmError> {
+        out.extend(GeminiDecoder::finish(self)?);
+        Ok(())
     }
 }

@@ -1,8 +1,8 @@
-//! [`OpenAiConfig`]: a provider configuration and the OpenAI flavour it speaks.
+//! [`OpenAiConfig`]: a client configuration and the OpenAI flavour it speaks.
 
 use serde::Deserialize;
 
-use crate::provider::{ApiKey, ProviderConfig};
+use crate::provider::{ApiKey, ClientConfig};
 
 /// OpenAI's API base URL (the version included, as the official SDKs expect).
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -19,7 +19,7 @@ fn default_api_version() -> String {
 
 /// Which OpenAI-style API a server speaks.
 ///
-/// In a configuration file it is the `api` field next to the provider's fields:
+/// In a configuration file it is the `api` field next to the client's fields:
 /// `api: openai` (with optional `organization`, `project`), `api: azure` (with optional
 /// `api_version`), or `api: compatible`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -38,7 +38,7 @@ pub enum OpenAiApi {
     },
     /// Azure OpenAI: `POST {endpoint}/openai/deployments/{deployment}/chat/completions?
     /// api-version=…`, the key in `api-key`. The deployment is the provider model the
-    /// requested one resolves to ([`ProviderConfig::resolve_model`]).
+    /// requested one resolves to ([`ClientConfig::resolve_model`]).
     Azure {
         /// The `api-version` query parameter.
         #[serde(default = "default_api_version")]
@@ -73,22 +73,22 @@ impl Default for OpenAiApi {
 ///     "timeout": "30s"
 /// }"#).unwrap();
 /// assert_eq!(config.api, OpenAiApi::Azure { api_version: "2024-10-21".into() });
-/// assert_eq!(config.provider.resolve_model("gpt-4o"), "gpt4o-prod");
+/// assert_eq!(config.client.resolve_model("gpt-4o"), "gpt4o-prod");
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "ConfigFile")]
 pub struct OpenAiConfig {
     /// Name, base URL, key, models, timeouts, extra headers.
-    pub provider: ProviderConfig,
+    pub client: ClientConfig,
     /// The flavour of the API (`api` in a file; `openai` if absent).
     pub api: OpenAiApi,
 }
 
-/// What a configuration file holds: the provider's fields and the flavour's, side by side.
+/// What a configuration file holds: the client's fields and the flavour's, side by side.
 #[derive(Deserialize)]
 struct ConfigFile {
     #[serde(flatten)]
-    provider: ProviderConfig,
+    client: ClientConfig,
     #[serde(default)]
     api: ApiName,
     #[serde(default)]
@@ -121,20 +121,20 @@ impl From<ConfigFile> for OpenAiConfig {
             },
             ApiName::Compatible => OpenAiApi::Compatible,
         };
-        Self::new(file.provider, api)
+        Self::new(file.client, api)
     }
 }
 
 impl OpenAiConfig {
     /// A configuration from its parts.
-    pub fn new(provider: ProviderConfig, api: OpenAiApi) -> Self {
-        Self { provider, api }
+    pub fn new(client: ClientConfig, api: OpenAiApi) -> Self {
+        Self { client, api }
     }
 
     /// OpenAI with `key`: provider `openai` at [`DEFAULT_BASE_URL`].
     pub fn openai(key: ApiKey) -> Self {
         Self::new(
-            ProviderConfig::new("openai", DEFAULT_BASE_URL).with_api_key(key),
+            ClientConfig::new("openai", DEFAULT_BASE_URL).with_api_key(key),
             OpenAiApi::default(),
         )
     }
@@ -142,18 +142,18 @@ impl OpenAiConfig {
     /// OpenAI with the key read from [`OPENAI_API_KEY_ENV`] when the client is built.
     pub fn openai_from_env() -> Self {
         Self::new(
-            ProviderConfig::new("openai", DEFAULT_BASE_URL).with_api_key_env(OPENAI_API_KEY_ENV),
+            ClientConfig::new("openai", DEFAULT_BASE_URL).with_api_key_env(OPENAI_API_KEY_ENV),
             OpenAiApi::default(),
         )
     }
 
     /// Azure OpenAI at `endpoint` (`https://NAME.openai.azure.com`), provider
     /// `azure-openai`. Map requested models to deployments with
-    /// [`ProviderConfig::with_model`] (or set a default deployment with
-    /// [`ProviderConfig::with_default_model`]).
+    /// [`ClientConfig::with_model`] (or set a default deployment with
+    /// [`ClientConfig::with_default_model`]).
     pub fn azure(endpoint: impl Into<String>, key: ApiKey, api_version: impl Into<String>) -> Self {
         Self::new(
-            ProviderConfig::new("azure-openai", endpoint).with_api_key(key),
+            ClientConfig::new("azure-openai", endpoint).with_api_key(key),
             OpenAiApi::Azure {
                 api_version: api_version.into(),
             },
@@ -164,7 +164,7 @@ impl OpenAiConfig {
     /// and [`DEFAULT_AZURE_API_VERSION`].
     pub fn azure_from_env(endpoint: impl Into<String>) -> Self {
         Self::new(
-            ProviderConfig::new("azure-openai", endpoint).with_api_key_env(AZURE_API_KEY_ENV),
+            ClientConfig::new("azure-openai", endpoint).with_api_key_env(AZURE_API_KEY_ENV),
             OpenAiApi::Azure {
                 api_version: default_api_version(),
             },
@@ -173,9 +173,9 @@ impl OpenAiConfig {
 
     /// An OpenAI-compatible server called `name` at `base_url` (such as
     /// `http://127.0.0.1:11434/v1` for Ollama), with no key (add one with
-    /// [`ProviderConfig::with_api_key`] if the server wants it).
+    /// [`ClientConfig::with_api_key`] if the server wants it).
     pub fn compatible(name: impl Into<std::sync::Arc<str>>, base_url: impl Into<String>) -> Self {
-        Self::new(ProviderConfig::new(name, base_url), OpenAiApi::Compatible)
+        Self::new(ClientConfig::new(name, base_url), OpenAiApi::Compatible)
     }
 
     /// Sets the `OpenAI-Organization` header (OpenAI only; ignored by the other flavours).
@@ -199,10 +199,10 @@ impl OpenAiConfig {
         self
     }
 
-    /// Changes the provider part (`|p| p.with_timeout(…)`).
+    /// Changes the client part (`|c| c.with_timeout(…)`).
     #[must_use]
-    pub fn map_provider(mut self, f: impl FnOnce(ProviderConfig) -> ProviderConfig) -> Self {
-        self.provider = f(self.provider);
+    pub fn map_client(mut self, f: impl FnOnce(ClientConfig) -> ClientConfig) -> Self {
+        self.client = f(self.client);
         self
     }
 }

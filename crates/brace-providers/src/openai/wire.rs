@@ -1,28 +1,31 @@
-//! The pure part of the OpenAI client: requests built, answers read, no socket.
+//! [`OpenAiWire`]: OpenAI's chat-completions API (and Azure's, and compatible servers') as
+//! a [`ProviderApi`]; [`OpenAiDecoder`] for its stream events.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode};
+use http::StatusCode;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::config::{OpenAiApi, OpenAiConfig};
-use crate::provider::{ConfigError, ProviderConfig, endpoint, prepared_request};
+use crate::api::{Encoded, ProviderApi};
+use crate::provider::{ClientConfig, ClientConfigError, endpoint};
 use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
 use brace_llm::types::{ChatChunk, ChatCompletion, ChatRequest};
 
-/// Builds an OpenAI-style provider's HTTP requests and reads its answers, without I/O.
+/// OpenAI's chat-completions API in one of its flavours ([`OpenAiApi`]): requests built,
+/// answers and stream events read, without I/O.
 ///
-/// Made once per client from an [`OpenAiConfig`] (the key is read then); every method is a
-/// pure function of its arguments. Its `Debug` shows no key and no header value.
+/// Made once per client from an [`OpenAiConfig`] (the key is read then). Its `Debug` shows
+/// no key and no header value. [`OpenAiClient`](super::OpenAiClient) is a
+/// [`ProviderClient`](crate::ProviderClient) over it.
 #[derive(Clone)]
 pub struct OpenAiWire {
-    provider: ProviderConfig,
+    client: ClientConfig,
     api: OpenAiApi,
-    base: String,
     headers: HeaderMap,
     urls: Urls,
 }
@@ -35,27 +38,30 @@ struct Urls {
     chat: Option<reqwest::Url>,
     /// Azure: the chat-completions URL of each deployment the configuration names.
     deployments: HashMap<String, reqwest::Url>,
+    /// Azure: the `api-version` query, for a deployment the configuration does not name.
+    query: String,
     /// The base, for a deployment the configuration does not name.
     base: reqwest::Url,
     models: reqwest::Url,
 }
 
 impl Urls {
-    fn new(provider: &ProviderConfig, api: &OpenAiApi) -> Result<Self, ConfigError> {
-        let base = provider.parsed_base_url()?;
+    fn new(client: &ClientConfig, api: &OpenAiApi) -> Result<Self, ClientConfigError> {
+        let base = client.parsed_base_url()?;
         Ok(match api {
             OpenAiApi::Azure { api_version } => {
                 let query = format!("api-version={}", percent_encode(api_version));
-                let deployments = provider
+                let deployments = client
                     .models
                     .values()
-                    .chain(provider.default_model.as_ref())
+                    .chain(client.default_model.as_ref())
                     .map(|model| (model.clone(), azure_chat_url(&base, model, &query)))
                     .collect();
                 Self {
                     chat: None,
                     deployments,
                     models: endpoint(&base, "/openai/models", Some(&query)),
+                    query,
                     base,
                 }
             }
@@ -63,9 +69,18 @@ impl Urls {
                 chat: Some(endpoint(&base, "/chat/completions", None)),
                 deployments: HashMap::new(),
                 models: endpoint(&base, "/models", None),
+                query: String::new(),
                 base,
             },
         })
+    }
+
+    /// The chat-completions URL for the provider model (for Azure, the deployment) `model`.
+    fn chat(&self, model: &str) -> reqwest::Url {
+        match (&self.chat, self.deployments.get(model)) {
+            (Some(url), _) | (None, Some(url)) => url.clone(),
+            (None, None) => azure_chat_url(&self.base, model, &self.query),
+        }
     }
 }
 
@@ -80,7 +95,7 @@ fn azure_chat_url(base: &reqwest::Url, model: &str, query: &str) -> reqwest::Url
 impl fmt::Debug for OpenAiWire {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiWire")
-            .field("provider", &self.provider.name)
+            .field("provider", &self.client.name)
             .field("api", &self.api)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
@@ -92,30 +107,31 @@ impl OpenAiWire {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] if the base URL is not an http(s) URL, the key's environment
+    /// A [`ClientConfigError`] if the base URL is not an http(s) URL, the key's environment
     /// variable is unset or empty, OpenAI or Azure has no key, a header is invalid, or
     /// Azure's `api-version` is empty.
-    pub fn new(config: OpenAiConfig) -> Result<Self, ConfigError> {
-        let base = config.provider.checked_base_url()?;
-        let key = config.provider.resolve_api_key()?;
-        let mut headers = config.provider.header_map()?;
+    pub fn new(config: OpenAiConfig) -> Result<Self, ClientConfigError> {
+        let key = config.client.resolve_api_key()?;
+        let mut headers = config.client.header_map()?;
         match (&config.api, key) {
             (OpenAiApi::Azure { api_version }, key) => {
                 if api_version.trim().is_empty() {
-                    return Err(ConfigError::new("Azure OpenAI needs an `api_version`"));
+                    return Err(ClientConfigError::new(
+                        "Azure OpenAI needs an `api_version`",
+                    ));
                 }
                 let key = key.ok_or_else(|| {
-                    ConfigError::new(format!(
+                    ClientConfigError::new(format!(
                         "provider `{}` (Azure OpenAI) needs an API key",
-                        config.provider.name
+                        config.client.name
                     ))
                 })?;
                 headers.insert(HeaderName::from_static("api-key"), key.header_value("")?);
             }
             (OpenAiApi::OpenAi { .. }, None) => {
-                return Err(ConfigError::new(format!(
+                return Err(ClientConfigError::new(format!(
                     "provider `{}` (OpenAI) needs an API key",
-                    config.provider.name
+                    config.client.name
                 )));
             }
             (OpenAiApi::OpenAi { .. } | OpenAiApi::Compatible, Some(key)) => {
@@ -133,18 +149,18 @@ impl OpenAiWire {
                 ("openai-project", project),
             ] {
                 if let Some(value) = value {
-                    let value = HeaderValue::try_from(value.as_str())
-                        .map_err(|_| ConfigError::new(format!("invalid value for `{name}`")))?;
+                    let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                        ClientConfigError::new(format!("invalid value for `{name}`"))
+                    })?;
                     headers.insert(HeaderName::from_static(name), value);
                 }
             }
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let urls = Urls::new(&config.provider, &config.api)?;
+        let urls = Urls::new(&config.client, &config.api)?;
         Ok(Self {
-            provider: config.provider,
+            client: config.client,
             api: config.api,
-            base,
             headers,
             urls,
         })
@@ -152,7 +168,7 @@ impl OpenAiWire {
 
     /// The provider's name.
     pub fn provider(&self) -> &Arc<str> {
-        &self.provider.name
+        &self.client.name
     }
 
     /// The flavour.
@@ -162,133 +178,63 @@ impl OpenAiWire {
 
     /// The provider model (for Azure: the deployment) a requested model resolves to.
     pub fn resolve_model<'a>(&'a self, requested: &'a str) -> &'a str {
-        self.provider.resolve_model(requested)
+        self.client.resolve_model(requested)
+    }
+}
+
+impl ProviderApi for OpenAiWire {
+    type Config = OpenAiConfig;
+    type Decoder = OpenAiDecoder;
+
+    fn from_config(config: OpenAiConfig) -> Result<Self, ClientConfigError> {
+        Self::new(config)
     }
 
-    /// The chat-completions URL for the provider model `model`.
-    pub fn chat_url(&self, model: &str) -> String {
-        match &self.api {
-            OpenAiApi::Azure { api_version } => format!(
-                "{}/openai/deployments/{}/chat/completions?api-version={}",
-                self.base,
-                percent_encode(model),
-                percent_encode(api_version)
-            ),
-            OpenAiApi::OpenAi { .. } | OpenAiApi::Compatible => {
-                format!("{}/chat/completions", self.base)
-            }
-        }
+    fn client_config(config: &OpenAiConfig) -> &ClientConfig {
+        &config.client
     }
 
-    /// The URL the health probe asks: the model list (`GET {base}/models`; for Azure
-    /// `GET {endpoint}/openai/models?api-version=…`).
-    pub fn models_url(&self) -> String {
-        match &self.api {
-            OpenAiApi::Azure { api_version } => format!(
-                "{}/openai/models?api-version={}",
-                self.base,
-                percent_encode(api_version)
-            ),
-            OpenAiApi::OpenAi { .. } | OpenAiApi::Compatible => format!("{}/models", self.base),
-        }
+    fn config(&self) -> &ClientConfig {
+        &self.client
     }
 
-    /// The HTTP request for `request`: its model resolved, everything else — unknown fields
-    /// included — sent as it came. `Accept` is `text/event-stream` for a streamed request.
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// `POST {base}/chat/completions` (Azure: the deployment's URL with `api-version`) with
+    /// the request as it came — unknown fields included — but its model resolved.
     ///
     /// # Errors
     ///
-    /// [`LlmErrorKind::BadRequest`] if the request cannot be serialized or the URL is
-    /// invalid (a model name cannot make it invalid: it is percent-encoded).
-    pub fn chat_request(&self, request: &ChatRequest) -> Result<Request<Bytes>, LlmError> {
+    /// [`LlmErrorKind::BadRequest`] if the request cannot be serialized.
+    fn encode(&self, request: &ChatRequest) -> Result<Encoded, LlmError> {
         let model = self.resolve_model(&request.model);
-        let url = self.chat_url(model);
-        let (accept, body) = Self::chat_body(request, model)?;
-        self.build(Method::POST, &url, accept, body)
-    }
-
-    /// [`chat_request`](Self::chat_request) in reqwest's form, its URL one parsed when the
-    /// wire was made (cloned, not parsed again).
-    pub(crate) fn prepared_chat_request(
-        &self,
-        request: &ChatRequest,
-    ) -> Result<reqwest::Request, LlmError> {
-        let model = self.resolve_model(&request.model);
-        let (accept, body) = Self::chat_body(request, model)?;
-        let url = match (&self.urls.chat, &self.api) {
-            (Some(url), _) => url.clone(),
-            (None, OpenAiApi::Azure { api_version }) => match self.urls.deployments.get(model) {
-                Some(url) => url.clone(),
-                None => azure_chat_url(
-                    &self.urls.base,
-                    model,
-                    &format!("api-version={}", percent_encode(api_version)),
-                ),
-            },
-            (None, _) => endpoint(&self.urls.base, "/chat/completions", None),
-        };
-        let mut headers = self.headers.clone();
-        headers.insert(ACCEPT, accept);
-        Ok(prepared_request(Method::POST, url, headers, body))
-    }
-
-    /// [`probe_request`](Self::probe_request) in reqwest's form, its URL parsed in advance.
-    pub(crate) fn prepared_probe_request(&self) -> reqwest::Request {
-        let mut headers = self.headers.clone();
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        prepared_request(Method::GET, self.urls.models.clone(), headers, Bytes::new())
-    }
-
-    /// The `Accept` header and the body for `request` sent to the provider model `model`.
-    fn chat_body(request: &ChatRequest, model: &str) -> Result<(HeaderValue, Bytes), LlmError> {
-        let wire = request.wire().with_model(model);
-        let body = serde_json::to_vec(&wire).map_err(|err| {
+        let body = serde_json::to_vec(&request.wire().with_model(model)).map_err(|err| {
             LlmError::new(
                 LlmErrorKind::BadRequest,
                 format!("the request cannot be serialized: {err}"),
             )
         })?;
-        let accept = if request.is_stream() {
-            HeaderValue::from_static("text/event-stream")
-        } else {
-            HeaderValue::from_static("application/json")
-        };
-        Ok((accept, Bytes::from(body)))
+        Ok(Encoded {
+            url: self.urls.chat(model),
+            body: Bytes::from(body),
+            model: model.to_owned(),
+        })
     }
 
-    /// The probe's HTTP request (see [`models_url`](Self::models_url)).
-    ///
-    /// # Errors
-    ///
-    /// [`LlmErrorKind::BadRequest`] if the URL is invalid.
-    pub fn probe_request(&self) -> Result<Request<Bytes>, LlmError> {
-        self.build(
-            Method::GET,
-            &self.models_url(),
-            HeaderValue::from_static("application/json"),
-            Bytes::new(),
-        )
+    fn decode(&self, body: &[u8], _model: &str) -> Result<ChatCompletion, LlmError> {
+        parse_completion(body)
     }
 
-    fn build(
-        &self,
-        method: Method,
-        url: &str,
-        accept: HeaderValue,
-        body: Bytes,
-    ) -> Result<Request<Bytes>, LlmError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(url)
-            .body(body)
-            .map_err(|_| LlmError::new(LlmErrorKind::BadRequest, "invalid request URL"))?;
-        let headers = request.headers_mut();
-        headers.reserve(self.headers.len() + 1);
-        for (name, value) in &self.headers {
-            headers.insert(name, value.clone());
-        }
-        headers.insert(ACCEPT, accept);
-        Ok(request)
+    fn decoder(&self, _model: &str, _include_usage: bool) -> OpenAiDecoder {
+        OpenAiDecoder::new()
+    }
+
+    /// The model list: `GET {base}/models` (Azure: `GET {endpoint}/openai/models?
+    /// api-version=…`).
+    fn probe_url(&self) -> Result<reqwest::Url, LlmError> {
+        Ok(self.urls.models.clone())
     }
 }
 
@@ -411,68 +357,27 @@ mod tests {
         assert_eq!(percent_encode("é"), "%C3%A9");
     }
 
-    use crate::provider::ApiKey;
-    use brace_llm::types::Message;
-
-    /// The parsed-once URL, method and headers of the request the client sends are those of
-    /// the public, string-built [`OpenAiWire::chat_request`].
-    fn assert_prepared_matches(wire: &OpenAiWire, model: &str, stream: bool) {
-        let request = ChatRequest::new(model, vec![Message::user("Hi")]).with_stream(stream);
-        let built = wire.chat_request(&request).unwrap();
-        let prepared = wire.prepared_chat_request(&request).unwrap();
-        assert_eq!(prepared.url().as_str(), built.uri().to_string());
-        assert_eq!(prepared.method(), built.method());
-        assert_eq!(prepared.headers(), built.headers());
-        let body = prepared.body().and_then(reqwest::Body::as_bytes).unwrap();
-        assert_eq!(body, built.body().as_ref());
-    }
-
     #[test]
-    fn prepared_requests_match_built_ones_for_every_flavour() {
-        let openai = OpenAiWire::new(OpenAiConfig::openai(ApiKey::new("sk-KEY123456"))).unwrap();
-        assert_prepared_matches(&openai, "gpt-4o", false);
-        assert_prepared_matches(&openai, "gpt-4o", true);
-        let compatible = OpenAiWire::new(OpenAiConfig::compatible(
-            "local",
-            "http://127.0.0.1:8080/v1/",
-        ))
-        .unwrap();
-        assert_prepared_matches(&compatible, "llama", false);
-        let azure = OpenAiConfig::azure(
+    fn azure_urls_for_named_and_unnamed_deployments() {
+        let config = OpenAiConfig::azure(
             "https://res.openai.azure.com/",
-            ApiKey::new("azure-KEY123456"),
+            crate::provider::ApiKey::new("azure-KEY123456"),
             "2024-10-21",
         )
-        .map_provider(|p| p.with_model("gpt-4o", "prod gpt/4o"));
-        let azure = OpenAiWire::new(azure).unwrap();
-        // A configured deployment (parsed once) and an unknown one (made from the base).
-        assert_prepared_matches(&azure, "gpt-4o", true);
-        assert_prepared_matches(&azure, "other?model é", false);
+        .map_client(|c| c.with_model("gpt-4o", "prod gpt/4o"));
+        let azure = OpenAiWire::new(config).unwrap();
+        let url = |model: &str| {
+            let request = ChatRequest::new(model, vec![]);
+            azure.encode(&request).unwrap().url.to_string()
+        };
+        // Parsed once (a named deployment) or made from the base (any other).
         assert_eq!(
-            azure
-                .prepared_chat_request(&ChatRequest::new("gpt-4o", vec![]))
-                .unwrap()
-                .url()
-                .as_str(),
+            url("gpt-4o"),
             "https://res.openai.azure.com/openai/deployments/prod%20gpt%2F4o/chat/completions?api-version=2024-10-21"
         );
-    }
-
-    #[test]
-    fn prepared_probes_match_built_ones() {
-        let openai = OpenAiWire::new(OpenAiConfig::openai(ApiKey::new("sk-KEY123456"))).unwrap();
-        let azure = OpenAiWire::new(OpenAiConfig::azure(
-            "https://res.openai.azure.com",
-            ApiKey::new("azure-KEY123456"),
-            "2024-10-21",
-        ))
-        .unwrap();
-        for wire in [openai, azure] {
-            let built = wire.probe_request().unwrap();
-            let prepared = wire.prepared_probe_request();
-            assert_eq!(prepared.url().as_str(), built.uri().to_string());
-            assert_eq!(prepared.method(), built.method());
-            assert_eq!(prepared.headers(), built.headers());
-        }
+        assert_eq!(
+            url("other?model é"),
+            "https://res.openai.azure.com/openai/deployments/other%3Fmodel%20%C3%A9/chat/completions?api-version=2024-10-21"
+        );
     }
 }

@@ -96,13 +96,13 @@ impl Server {
 
     pub fn config(&self) -> OpenAiConfig {
         let mut config = OpenAiConfig::openai(ApiKey::new(SECRET));
-        config.provider = config
-            .provider
+        config.client = config
+            .client
             .with_timeout(Duration::from_millis(400))
             .with_stream_idle_timeout(Duration::from_millis(200))
             .with_connect_timeout(Duration::from_millis(200));
-        config.provider.name = "openai-test".into();
-        config.provider.base_url = self.base_url();
+        config.client.name = "openai-test".into();
+        config.client.base_url = self.base_url();
         config
     }
 }

@@ -1,0 +1,132 @@
+//! Values that come from upstream (a provider's body, its error text) made safe to put in
+//! a response header or a log line.
+
+use std::fmt;
+
+use http::HeaderValue;
+
+/// The longest header value taken from an upstream answer, in bytes.
+pub(crate) const MAX_HEADER_VALUE: usize = 256;
+
+/// A header value from text an upstream chose: control characters removed and cut to
+/// [`MAX_HEADER_VALUE`] bytes (at a character boundary). `None` if nothing is left.
+pub(crate) fn header_value(text: &str) -> Option<HeaderValue> {
+    let mut clean = String::with_capacity(text.len().min(MAX_HEADER_VALUE));
+    for ch in text.chars().filter(|ch| !ch.is_control()) {
+        if clean.len() + ch.len_utf8() > MAX_HEADER_VALUE {
+            break;
+        }
+        clean.push(ch);
+    }
+    let clean = clean.trim();
+    if clean.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(clean).ok()
+}
+
+/// Writes text through to `inner` with control characters escaped (`\r`, `\n`, `\t`,
+/// `\u{1b}`, …), so that a value from upstream can neither forge a log line nor reach a
+/// terminal as an escape sequence.
+pub(crate) struct EscapingWriter<W>(pub(crate) W);
+
+impl<W: fmt::Write> fmt::Write for EscapingWriter<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut rest = text;
+        while let Some(at) = rest.find(char::is_control) {
+            self.0.write_str(&rest[..at])?;
+            let ch = rest[at..]
+                .chars()
+                .next()
+                .expect("a character was found there");
+            match ch {
+                '\r' => self.0.write_str("\\r")?,
+                '\n' => self.0.write_str("\\n")?,
+                '\t' => self.0.write_str("\\t")?,
+                other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
+            }
+            rest = &rest[at + ch.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// Text logs' field formatter: every field — the message included, and fields of other
+/// crates' events — written as `tracing_subscriber`'s default formatter writes it, through
+/// an [`EscapingWriter`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EscapedFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut visitor = FieldVisitor {
+            writer: EscapingWriter(writer),
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct FieldVisitor<'writer> {
+    writer: EscapingWriter<tracing_subscriber::fmt::format::Writer<'writer>>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write;
+
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if self.first { "" } else { " " };
+        self.first = false;
+        let name = field.name();
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{value:?}")
+        } else {
+            // A raw identifier (`r#type`) is named without its prefix, as the default
+            // formatter does.
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            write!(self.writer, "{separator}{name}={value:?}")
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_cut_and_lose_control_characters() {
+        let huge = "m".repeat(100 * 1024);
+        let value = header_value(&huge).unwrap();
+        assert_eq!(value.len(), MAX_HEADER_VALUE);
+        assert_eq!(header_value("gpt\r\nx-evil: 1").unwrap(), "gptx-evil: 1");
+        assert_eq!(header_value("\u{1b}[31mred").unwrap(), "[31mred");
+        // A multi-byte character is never split.
+        let accents = "é".repeat(200);
+        let value = header_value(&accents).unwrap();
+        assert_eq!(value.len(), 256);
+        assert!(std::str::from_utf8(value.as_bytes()).is_ok());
+        assert_eq!(header_value("\n\r"), None);
+    }
+
+    #[test]
+    fn escaped_text_has_no_line_breaks_or_escapes() {
+        use std::fmt::Write;
+
+        let mut out = String::new();
+        EscapingWriter(&mut out)
+            .write_str("boom\r\n2025-01-01 INFO forged\u{1b}[0m\ttab")
+            .unwrap();
+        assert_eq!(out, "boom\\r\\n2025-01-01 INFO forged\\u{1b}[0m\\ttab");
+    }
+}

@@ -1,0 +1,697 @@
+//! Serving the gateway on a TCP listener: the accept loop, and how long each connection may
+//! live.
+//!
+//! No connection is held open without a bound:
+//!
+//! - the first bytes — for HTTP/2 the whole 24-byte connection preface — and every request
+//!   head must arrive within `server.header_timeout`;
+//! - a request body must keep arriving (`server.body_timeout` between pieces, the whole of it
+//!   within `server.request_timeout`), see [`limits`](crate::limits);
+//! - a connection with no request in flight for `server.idle_timeout` is closed (HTTP/2 with
+//!   a GOAWAY first);
+//! - HTTP/2 connections are pinged every `server.http2_keep_alive_interval` and closed when a
+//!   ping goes unanswered for `server.http2_keep_alive_timeout`;
+//! - at most `server.max_connections` are open at once; one more is answered `503` with
+//!   `Retry-After` and closed, and counted in `brace_connections_refused_total`.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::Request;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::Service;
+
+use crate::config::ServerConfig;
+use crate::limits::Holding;
+use crate::metrics::Metrics;
+use crate::stack::Gateway;
+
+/// The address the gateway listens on, in each request's extensions (set by [`serve`]).
+/// Without it — a router served some other way — the configured `listen` is assumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests (streams included) finish within the configured grace period. Streams
+/// still open when it runs out end with an SSE error event (`code: shutting_down`, no
+/// `[DONE]`; see [`sse`](crate::sse)).
+///
+/// Each connection speaks HTTP/1.1, or HTTP/2 when it opens with the HTTP/2 preface (prior
+/// knowledge), within the limits of the [module docs](self). Idle keep-alive connections are
+/// closed as soon as `shutdown` resolves. When the configuration has a client keys file, it
+/// is watched for changes and SIGHUP while serving.
+///
+/// # Errors
+///
+/// The listener's address cannot be read. As in axum's own accept loop, a failed `accept` is
+/// logged and retried (after a second, for errors such as running out of file descriptors).
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listening = listener.local_addr()?;
+    let options = Arc::new(gateway.config().server.clone());
+    if !listening.ip().to_canonical().is_loopback() && gateway.client_keys().is_none() {
+        tracing::warn!(
+            %listening,
+            "no `auth` section: anyone who can reach this address can use the configured providers"
+        );
+    }
+    let app = crate::app::router(gateway.clone()).layer(
+        tower::ServiceBuilder::new()
+            .layer(
+                tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                    http::header::AUTHORIZATION,
+                ]),
+            )
+            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                crate::request_id::FastRequestId,
+            ))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                    |request: &http::Request<Body>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id = %id,
+                            key = tracing::field::Empty,
+                        )
+                    },
+                ),
+            )
+            .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+            .layer(axum::Extension(ListenAddr(listening))),
+    );
+    // Histogram samples pile up in the recorder until they are folded into buckets.
+    let upkeep = {
+        let metrics = gateway.metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::metrics::UPKEEP_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        })
+    };
+    let _stop_upkeep = AbortOnDrop(upkeep);
+    let _stop_watching_keys = gateway
+        .client_keys()
+        .map(|keys| AbortOnDrop(tokio::spawn(keys.clone().watch())));
+    let slots = Slots::new(options.max_connections, gateway.metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
+    let (all_closed_tx, all_closed_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _remote)) => stream,
+                Err(err) => {
+                    accept_error(&err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = slots.take() else {
+            slots.refuse(stream);
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            app.clone(),
+            options.clone(),
+            slot,
+            stop_rx.clone(),
+            all_closed_rx.clone(),
+        ));
+    }
+    gateway.begin_shutdown();
+    let _ = stop_tx.send(true);
+    drop(listener);
+    drop(all_closed_rx);
+    // Every connection finishes what it has in flight, within the grace period.
+    let grace = options.shutdown_grace;
+    if tokio::time::timeout(grace, all_closed_tx.closed())
+        .await
+        .is_err()
+    {
+        // Streams still open end with the documented error event, so that no client takes
+        // a cut for an answer; their connections then close.
+        let open = gateway.streams().end_all();
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            open_streams = open,
+            "shutdown grace period over; ending open streams with an error event"
+        );
+        if tokio::time::timeout(STREAM_END_FLUSH, all_closed_tx.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("dropping remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// How long connections get, once the grace period is over, to send their streams' final
+/// error event and close.
+const STREAM_END_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Aborts a background task when dropped (when `serve` returns or is dropped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ===== the connection bound =====
+
+/// The open connections, at most `server.max_connections`.
+#[derive(Clone)]
+struct Slots {
+    semaphore: Arc<Semaphore>,
+    open: Arc<AtomicUsize>,
+    refusing: Arc<AtomicUsize>,
+    metrics: Metrics,
+}
+
+/// One open connection's place; dropping it frees the place.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    slots: Slots,
+}
+
+/// How many refused connections are answered at once; beyond that they are closed without
+/// an answer.
+const MAX_REFUSING: usize = 256;
+
+/// How long a refused connection is given to send its request and read the 503.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// What a connection beyond `server.max_connections` is told before it is closed: a whole
+/// HTTP/1.1 503 in OpenAI's error shape.
+static REFUSAL: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
+    let body = crate::error::ApiError::overloaded(
+        "the gateway is at its limit of open connections (server.max_connections); retry \
+         shortly",
+    )
+    .body()
+    .to_string();
+    let secs = crate::error::SHED_RETRY_AFTER.as_secs();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: {secs}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into()
+});
+
+impl Slots {
+    fn new(max: usize, metrics: Metrics) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            open: Arc::default(),
+            refusing: Arc::default(),
+            metrics,
+        }
+    }
+
+    fn take(&self) -> Option<Slot> {
+        let permit = self.semaphore.clone().try_acquire_owned().ok()?;
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.open_connections(open);
+        Some(Slot {
+            _permit: permit,
+            slots: self.clone(),
+        })
+    }
+
+    /// Answers a connection beyond the bound with a 503 and closes it, off the accept loop.
+    fn refuse(&self, mut stream: TcpStream) {
+        self.metrics.connection_refused();
+        if self.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSING {
+            self.refusing.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let refusing = self.refusing.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REFUSAL_TIME, async {
+                // Read the request first: closing with it unread would reset the connection
+                // and could lose the answer.
+                let mut buf = [0u8; 1024];
+                let _request = stream.read(&mut buf).await?;
+                stream.write_all(&REFUSAL).await?;
+                stream.shutdown().await?;
+                while stream.read(&mut buf).await? > 0 {}
+                io::Result::Ok(())
+            })
+            .await;
+            refusing.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let open = self.slots.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.slots.metrics.open_connections(open);
+    }
+}
+
+// ===== one connection =====
+
+/// The HTTP/2 connection preface a client speaking HTTP/2 without TLS starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Sends every write at once: without `TCP_NODELAY`, Nagle's algorithm holds a small write
+/// (a streamed event, a response) while the previous one is unacknowledged — up to the
+/// peer's delayed-ACK time, 40 ms on Linux — a stall between streamed tokens.
+fn configure_socket(stream: &TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "could not set TCP_NODELAY on a connection");
+    }
+}
+
+/// Which protocol a connection speaks, and the bytes already read to find out.
+#[derive(Debug, PartialEq, Eq)]
+enum Opening {
+    Http1(Bytes),
+    Http2(Bytes),
+}
+
+/// Reads as much of the connection's opening as it takes to tell HTTP/2's preface from an
+/// HTTP/1 request.
+///
+/// The first bytes are peeked, not read: a connection that does not open with the preface
+/// goes to the HTTP/1 server with nothing consumed, whose read buffer then sees the request
+/// head whole, and one whose first segment holds the whole preface goes to the HTTP/2
+/// server likewise. (Reading them through hyper-util's version detection hands HTTP/1 a
+/// 24-byte prefix first, which makes its 8 KiB read buffer grow to 16 KiB on every
+/// connection.) Only an opening that arrives in pieces is read here, until it stops
+/// matching the preface or the preface is complete, and handed on with those bytes.
+async fn read_opening(stream: &mut TcpStream) -> io::Result<Opening> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    let n = stream.peek(&mut first).await?;
+    if n == 0 || !H2_PREFACE.starts_with(&first[..n]) {
+        return Ok(Opening::Http1(Bytes::new()));
+    }
+    if n == H2_PREFACE.len() {
+        return Ok(Opening::Http2(Bytes::new()));
+    }
+    let mut read = Vec::with_capacity(H2_PREFACE.len());
+    while read.len() < H2_PREFACE.len() {
+        let mut chunk = [0u8; H2_PREFACE.len()];
+        let n = stream
+            .read(&mut chunk[..H2_PREFACE.len() - read.len()])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        read.extend_from_slice(&chunk[..n]);
+        if !H2_PREFACE.starts_with(&read) {
+            return Ok(Opening::Http1(read.into()));
+        }
+    }
+    Ok(Opening::Http2(read.into()))
+}
+
+/// Serves one connection until it closes, it has been idle for `idle_timeout`, or `stop`
+/// turns `true` and the requests in flight on it are answered.
+async fn serve_connection(
+    mut stream: TcpStream,
+    app: axum::Router,
+    options: Arc<ServerConfig>,
+    slot: Slot,
+    mut stop: watch::Receiver<bool>,
+    closed: watch::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+
+    configure_socket(&stream);
+    let opening = tokio::select! {
+        opening = tokio::time::timeout(options.header_timeout, read_opening(&mut stream)) => match opening {
+            Ok(Ok(opening)) => opening,
+            // A connection that sends nothing, or only part of the preface, within the head
+            // timeout is not kept open; nor one that fails or closes meanwhile.
+            Ok(Err(_)) | Err(_) => return,
+        },
+        _ = stop.wait_for(|stopped| *stopped) => return,
+    };
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The same bound on every request head that follows, idle keep-alive waits included.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.http2_keep_alive_interval)
+        .keep_alive_timeout(options.http2_keep_alive_timeout);
+    let prefix = match opening {
+        Opening::Http1(prefix) => {
+            builder = builder.http1_only();
+            prefix
+        }
+        Opening::Http2(prefix) => {
+            builder = builder.http2_only();
+            prefix
+        }
+    };
+    let (active_tx, mut active) = watch::channel(0usize);
+    let service = hyper_util::service::TowerToHyperService::new(Tracked {
+        inner: app,
+        active: Arc::new(active_tx),
+    });
+    let io = TokioIo::new(Prefixed {
+        prefix,
+        inner: stream,
+    });
+    let connection = builder.serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    let idle = tokio::time::sleep(options.idle_timeout);
+    let mut idle = std::pin::pin!(idle);
+    let mut idle_armed = true;
+    let mut watching = true;
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::trace!(error = %err, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.wait_for(|stopped| *stopped), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            changed = active.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                idle_armed = *active.borrow_and_update() == 0;
+                if idle_armed {
+                    idle.as_mut().reset(tokio::time::Instant::now() + options.idle_timeout);
+                }
+            }
+            () = idle.as_mut(), if idle_armed && !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    drop(slot);
+    drop(closed);
+}
+
+// ===== requests in flight on one connection =====
+
+/// Counts a connection's requests in flight, each until its response body ends.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    active: Arc<watch::Sender<usize>>,
+}
+
+/// One request in flight.
+struct Active(Arc<watch::Sender<usize>>);
+
+impl Active {
+    fn new(active: &Arc<watch::Sender<usize>>) -> Self {
+        active.send_modify(|count| *count += 1);
+        Self(active.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.send_modify(|count| *count -= 1);
+    }
+}
+
+impl<S, B> Service<Request<B>> for Tracked<S>
+where
+    S: Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        TrackedFuture {
+            active: Some(Active::new(&self.active)),
+            future: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Tracked`]: moves the request's count into its body.
+    struct TrackedFuture<F> {
+        #[pin]
+        future: F,
+        active: Option<Active>,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx))?;
+        let active = this.active.take().expect("polled after completion");
+        Poll::Ready(Ok(
+            response.map(|body| Body::new(Holding::new(body, active)))
+        ))
+    }
+}
+
+// ===== an opening read before the protocol was known =====
+
+pin_project! {
+    /// A stream whose first bytes were already read: they are read again first.
+    struct Prefixed {
+        prefix: Bytes,
+        #[pin]
+        inner: TcpStream,
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// What axum's own accept loop does with an accept error: a connection that failed before
+/// it was accepted is skipped; anything else (say, out of file descriptors) is logged and
+/// accepting pauses for a second.
+async fn accept_error(err: &io::Error) {
+    use io::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "accept error");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
+///
+/// # Errors
+///
+/// The bind error.
+pub async fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        drop(client);
+        assert!(!accepted.nodelay().unwrap(), "Nagle is on by default");
+        configure_socket(&accepted);
+        assert!(accepted.nodelay().unwrap());
+    }
+
+    #[test]
+    fn the_refusal_is_a_whole_http_answer_in_openai_shape() {
+        let text = std::str::from_utf8(&REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "overloaded");
+        assert!(head.contains("retry-after: 1"));
+    }
+
+    /// A connection pair on loopback: (client, accepted).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn an_opening_in_pieces_is_read_until_it_is_told_apart() {
+        // (Whether the first piece is peeked alone depends on scheduling; either way the
+        // verdict is the same, and the bytes handed on are exactly those read.)
+        // The preface in two pieces: HTTP/2.
+        let (mut client, mut accepted) = pair().await;
+        let reading = tokio::spawn(async move { read_opening(&mut accepted).await });
+        client.write_all(&H2_PREFACE[..16]).await.unwrap();
+        tokio::task::yield_now().await;
+        client.write_all(&H2_PREFACE[16..]).await.unwrap();
+        match reading.await.unwrap().unwrap() {
+            Opening::Http2(read) => assert!(read.is_empty() || read == H2_PREFACE, "{read:?}"),
+            other @ Opening::Http1(_) => panic!("{other:?}"),
+        }
+
+        // `P`, then the rest of a `POST`: HTTP/1.
+        let (mut client, mut accepted) = pair().await;
+        let reading = tokio::spawn(async move { read_opening(&mut accepted).await });
+        let head = b"POST / HTTP/1.1\r\n";
+        client.write_all(&head[..1]).await.unwrap();
+        tokio::task::yield_now().await;
+        client.write_all(&head[1..]).await.unwrap();
+        match reading.await.unwrap().unwrap() {
+            Opening::Http1(read) => assert!(head.starts_with(&read), "{read:?}"),
+            other @ Opening::Http2(_) => panic!("{other:?}"),
+        }
+
+        // A whole request head at once: HTTP/1, nothing consumed.
+        let (mut client, mut accepted) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(
+            read_opening(&mut accepted).await.unwrap(),
+            Opening::Http1(Bytes::new())
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_read_before_the_protocol_was_known_are_read_again_first() {
+        let (mut client, accepted) = pair().await;
+        client.write_all(b" world").await.unwrap();
+        let mut prefixed = Prefixed {
+            prefix: Bytes::from_static(b"hello"),
+            inner: accepted,
+        };
+        let mut read = [0u8; 11];
+        prefixed.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"hello world");
+    }
+}
