@@ -1162,7 +1162,8 @@ pub struct HealthConfig {
     pub recovery_time: Option<Duration>,
 }
 
-/// Admin endpoints (`POST /v1/degradation/level`).
+/// Admin endpoints (`POST /v1/degradation/level`, `POST /v1/circuits/{name}`,
+/// `POST`/`DELETE /v1/chaos`, `GET /v1/config`).
 ///
 /// With this section, the mutating admin endpoints need `Authorization: Bearer <token>`, the
 /// token being the value of the variable `token_env` names; the gateway refuses to start if
