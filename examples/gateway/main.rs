@@ -77,7 +77,36 @@ async fn run(args: Args) -> std::process::ExitCode {
         },
         None => GatewayConfig::demo(),
     };
-    brace_gateway::metrics::init_tracing(config.server.json_logs, args.demo);
+    let telemetry =
+        match brace_gateway::telemetry::init(config.server.json_logs, args.demo, &config.telemetry)
+        {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return std::process::ExitCode::from(2);
+            }
+        };
+    let traces = telemetry.settings().map(|settings| {
+        format!(
+            "traces: exported over OTLP ({}) to {}, service `{}`, {}% of new traces",
+            settings.protocol,
+            settings.endpoint,
+            settings.service_name,
+            settings.sample_ratio * 100.0
+        )
+    });
+    let code = serve(args, config, traces).await;
+    if let Err(err) = telemetry.shutdown().await {
+        eprintln!("warning: {err}");
+    }
+    code
+}
+
+async fn serve(
+    args: Args,
+    config: GatewayConfig,
+    traces: Option<String>,
+) -> std::process::ExitCode {
     let listen = args.listen.unwrap_or(config.listen);
     let gateway = match Gateway::build(config) {
         Ok(gateway) => gateway,
@@ -105,13 +134,17 @@ async fn run(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    println!("brace gateway listening on http://{addr}");
-    println!("try:");
-    println!(
-        "  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"demo\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"
+    let source = match &args.config {
+        Some(path) => brace_gateway::banner::ConfigSource::File(path),
+        None => brace_gateway::banner::ConfigSource::Demo,
+    };
+    print!(
+        "{}",
+        brace_gateway::banner::banner(addr, source, &gateway.config())
     );
-    println!("  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits");
-    println!("live status page: http://{addr}/status");
+    if let Some(traces) = traces {
+        println!("{traces}");
+    }
 
     if args.demo {
         let server = tokio::spawn(brace_gateway::serve(

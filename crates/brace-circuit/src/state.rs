@@ -181,6 +181,12 @@ impl fmt::Debug for Shared {
     }
 }
 
+/// Milliseconds, for event fields (signed: OpenTelemetry attributes have no unsigned
+/// integers).
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// No failure class recorded.
 const NO_CAUSE: u8 = u8::MAX;
 
@@ -292,6 +298,12 @@ impl Shared {
 
     fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {
         self.not_permitted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            name = &*self.name,
+            state = self.state().as_str(),
+            retry_after_ms = retry_after.map(duration_ms),
+            "call not permitted"
+        );
         self.refusal(retry_after)
     }
 
@@ -651,6 +663,7 @@ impl Shared {
             wait: open_wait,
             remote: how.remote,
         };
+        self.log_transition(&event, open_wait);
         if let Some(callback) = &self.settings.on_transition {
             callback(&event);
         }
@@ -659,6 +672,42 @@ impl Shared {
 
         if let Some((at, target)) = timer {
             self.schedule(next, at, target);
+        }
+    }
+
+    /// Logs a transition once: a warning when the breaker opens (failures opened it, an
+    /// operator forced it open, or another replica shared its open), information otherwise.
+    fn log_transition(&self, event: &StateTransition, open_wait: Option<Duration>) {
+        let cause = match event.to {
+            _ if event.remote => "another replica",
+            CircuitState::Open => class_from_bits(self.open_cause.load(Ordering::Relaxed))
+                .map_or("failures", FailureClass::as_str),
+            CircuitState::ForcedOpen | CircuitState::Disabled | CircuitState::MetricsOnly => {
+                "forced"
+            }
+            CircuitState::HalfOpen => "wait over",
+            CircuitState::Closed => match event.from {
+                CircuitState::HalfOpen => "trial calls succeeded",
+                _ => "reset",
+            },
+        };
+        macro_rules! transition {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    name = &*self.name,
+                    from = event.from.as_str(),
+                    to = event.to.as_str(),
+                    cause,
+                    wait_ms = open_wait.map(duration_ms),
+                    "circuit state changed"
+                )
+            };
+        }
+        if matches!(event.to, CircuitState::Open | CircuitState::ForcedOpen) {
+            transition!(tracing::Level::WARN);
+        } else {
+            transition!(tracing::Level::INFO);
         }
     }
 

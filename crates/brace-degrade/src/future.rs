@@ -192,6 +192,7 @@ where
                                     R::Response::from_cached(cached, stream)
                                 })
                             });
+                            log_cache(level.name(), hit.is_some());
                             if let Some(mut response) = hit {
                                 response.annotate(&degradation);
                                 return Poll::Ready(Ok(response));
@@ -213,6 +214,7 @@ where
                             {
                                 return Poll::Ready(give_up(this.last, this.trail, *this.cut));
                             }
+                            log_static(level.name());
                             let mut response = this.request.static_response(message);
                             degradation.origin = Origin::Static;
                             response.annotate(&degradation);
@@ -378,6 +380,24 @@ where
             }
         }
     }
+}
+
+/// Logs the cache decision at the cached level (out of line: the live path stays small).
+#[cold]
+#[inline(never)]
+fn log_cache(level: &str, hit: bool) {
+    if hit {
+        tracing::debug!(level, "cache hit");
+    } else {
+        tracing::debug!(level, "cache miss");
+    }
+}
+
+/// Logs an answer from the static level.
+#[cold]
+#[inline(never)]
+fn log_static(level: &str) {
+    tracing::info!(level, "static answer");
 }
 
 /// What the request ends with when no level answered: the trail of every failed pass (a

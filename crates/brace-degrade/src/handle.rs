@@ -145,6 +145,17 @@ pub enum Cause {
     Manual,
 }
 
+impl Cause {
+    /// The cause's name: `failures`, `recovered` or `manual`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failures => "failures",
+            Self::Recovered => "recovered",
+            Self::Manual => "manual",
+        }
+    }
+}
+
 /// The current level changed (serializable, for an admin endpoint or an event log).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LevelChange {

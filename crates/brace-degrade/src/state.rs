@@ -227,12 +227,35 @@ impl Shared {
         movement.since = now;
         let from = self.current.swap(to, Ordering::AcqRel);
         if from != to {
-            // Nobody listening is fine.
-            let _ = self.events.send(LevelChange::new(
+            let change = LevelChange::new(
                 self.ladder.level_ref(from),
                 self.ladder.level_ref(to),
                 cause,
-            ));
+            );
+            log_change(&change);
+            // Nobody listening is fine.
+            let _ = self.events.send(change);
         }
+    }
+}
+
+/// Logs a level change once: a warning when the level drops (less capability), information
+/// when it climbs back or is set by hand.
+fn log_change(change: &LevelChange) {
+    macro_rules! change {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                from = change.from().name(),
+                to = change.to().name(),
+                cause = change.cause().as_str(),
+                "degradation level changed"
+            )
+        };
+    }
+    if change.is_drop() && change.cause() != Cause::Manual {
+        change!(tracing::Level::WARN);
+    } else {
+        change!(tracing::Level::INFO);
     }
 }

@@ -160,10 +160,14 @@ where
                         Some(response) => Ok(*response),
                         None => {
                             skip_rest(shared, *this.tried, this.exclusions.as_ref(), this.failures);
+                            log_all_failed(this.failures);
                             Err(Box::new(AllProvidersFailed::new(mem::take(this.failures))))
                         }
                     });
                 };
+                if !first {
+                    log_failover(shared.entries[index].name(), *this.tried);
+                }
                 this.primary
                     .set(Attempt::start(shared, this.request, index, now));
                 if first
@@ -224,6 +228,7 @@ where
                             this.exclusions.as_ref(),
                         )
                     {
+                        log_hedge(shared.entries[index].name(), hedging.delay());
                         let attempt = Attempt::start(shared, this.request, index, now);
                         match this.secondary.as_mut() {
                             Some(hedge) => hedge.as_mut().set(attempt),
@@ -322,6 +327,53 @@ fn skip_rest<S, C, K>(
     }
 }
 
+/// Logs a provider's failure that makes the request move on (out of line: the success
+/// path stays small).
+#[cold]
+#[inline(never)]
+fn log_failed(provider: &str, reason: &dyn fmt::Display) {
+    tracing::warn!(provider, reason = %reason, "provider failed");
+}
+
+/// Logs a provider whose own breaker refused the call.
+#[cold]
+#[inline(never)]
+fn log_skipped(provider: &str, reason: &(dyn Error + Send + Sync)) {
+    tracing::debug!(provider, reason = %reason, "provider skipped");
+}
+
+/// Logs a move to the next provider (out of line: the first pick stays small).
+#[cold]
+#[inline(never)]
+fn log_failover(provider: &str, tried: Tried) {
+    tracing::info!(
+        provider,
+        tried = i64::from(tried.count_ones() - 1),
+        "failover"
+    );
+}
+
+/// Logs a hedge started on `provider` after `after`.
+#[cold]
+#[inline(never)]
+fn log_hedge(provider: &str, after: Option<Duration>) {
+    tracing::info!(
+        provider,
+        after_ms = after.map(|delay| i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+        "hedge"
+    );
+}
+
+/// Logs a request every provider failed or refused, once, with how many were called and
+/// how many were skipped.
+fn log_all_failed(failures: &[ProviderFailure]) {
+    tracing::warn!(
+        called = failures.iter().filter(|f| !f.is_skipped()).count(),
+        skipped = failures.iter().filter(|f| f.is_skipped()).count(),
+        "all providers failed"
+    );
+}
+
 /// A provider left untried although nothing refused it (its circuit's wait ended while the
 /// request was failing over).
 #[derive(Debug)]
@@ -356,6 +408,7 @@ where
     if let Err(err) = &result
         && err.is::<CircuitOpen>()
     {
+        log_skipped(entry.name(), &**err);
         entry.record_skip();
         if let Err(err) = result {
             failures.push(ProviderFailure::skipped(entry.name_arc().clone(), err));
@@ -377,10 +430,15 @@ where
     }
     match result {
         Ok(response) if outcome.should_failover() => {
+            log_failed(
+                entry.name(),
+                &format_args!("response judged a failure ({})", outcome.class()),
+            );
             *fallback = Some(Box::new(response));
             None
         }
         Err(err) if outcome.should_failover() => {
+            log_failed(entry.name(), &err);
             failures.push(ProviderFailure::new(
                 shared.providers[index].name.clone(),
                 err,

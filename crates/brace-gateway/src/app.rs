@@ -155,7 +155,11 @@ async fn chat_completions(
                 if !live {
                     metrics.stream_ended(&provider, end.outcome.err());
                 }
+                if let Ok(Some(usage)) = end.outcome {
+                    crate::telemetry::record_stream_usage(usage);
+                }
                 if let Some((by, how)) = end.continued {
+                    crate::telemetry::record_continuation(by);
                     *slot.lock() = Some(crate::sse::continued_trailers(by, how));
                 }
             });

@@ -96,6 +96,8 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// HTTP server limits.
     pub server: ServerConfig,
+    /// Trace export (off by default).
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
     pub state: Option<StateConfig>,
     /// Failover drills started with the configuration (none by default): a named provider's
@@ -132,6 +134,7 @@ struct RawGatewayConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
+    telemetry: crate::telemetry::TelemetryConfig,
     state: Option<StateConfig>,
     #[serde(default)]
     chaos: Vec<crate::chaos::ChaosConfig>,
@@ -247,6 +250,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             auth: raw.auth,
             routes: raw.routes,
             server: raw.server,
+            telemetry: raw.telemetry,
             state: raw.state,
             chaos: raw.chaos,
         };

@@ -154,6 +154,8 @@ pub async fn run(
     let mut last_line = Instant::now();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut n: usize = 0;
+    // Each redraw clears the screen: the banner's hint is shown again under the view.
+    let hint = crate::banner::curl_hint(addr, &gateway.config());
 
     loop {
         let elapsed = start.elapsed();
@@ -212,7 +214,7 @@ pub async fn run(
                 while in_flight.try_join_next().is_some() {}
                 let view = render(&gateway, &tally.lock(), &moves.lock(), elapsed, options.duration, phase);
                 if tty {
-                    print!("\x1b[2J\x1b[H{view}");
+                    print!("{}", frame(&view, &hint));
                     let _ = std::io::stdout().flush();
                 } else if last_line.elapsed() >= Duration::from_secs(2) {
                     last_line = Instant::now();
@@ -319,6 +321,12 @@ impl Phase {
             }
         }
     }
+}
+
+/// One screen of the live view on a terminal: the screen is cleared, then the view and the
+/// banner's hint (which the clear would otherwise wipe) are drawn.
+fn frame(view: &str, hint: &str) -> String {
+    format!("\x1b[2J\x1b[H{view}\nwhile the demo runs, {hint}")
 }
 
 fn bar(done: f64, width: usize) -> String {
@@ -453,4 +461,21 @@ fn summary(tally: &Tally, moves: &BTreeMap<String, CircuitMoves>) -> String {
         let _ = writeln!(out, "{label:<28} {count:>10}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_frame_redraws_the_hint_after_clearing_the_screen() {
+        let config = crate::GatewayConfig::demo();
+        let hint = crate::banner::curl_hint("127.0.0.1:8080".parse().unwrap(), &config);
+        let frame = frame("brace demo [----]", &hint);
+        let cleared = frame.rfind("\x1b[2J").expect("the screen is cleared");
+        let shown = frame
+            .find(r#""model":"sim-large""#)
+            .expect("the hint is drawn");
+        assert!(shown > cleared, "{frame:?}");
+    }
 }

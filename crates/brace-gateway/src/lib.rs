@@ -42,6 +42,7 @@ mod accounting;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod banner;
 mod bounded;
 pub mod chaos;
 pub mod config;
@@ -59,6 +60,7 @@ pub mod sse;
 pub mod stack;
 mod state;
 pub mod status;
+pub mod telemetry;
 
 pub use self::config::GatewayConfig;
 pub use self::error::{ApiError, gateway_status};

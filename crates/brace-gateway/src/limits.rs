@@ -120,6 +120,11 @@ where
                 },
             },
             Err(_) => {
+                tracing::warn!(
+                    scope = "gateway",
+                    limit = self.layer.limit,
+                    "request shed: server.max_in_flight reached"
+                );
                 self.layer.metrics.shed("gateway");
                 let response = ApiError::overloaded(format!(
                     "the gateway is at its limit of {} requests in flight \
@@ -338,6 +343,11 @@ where
                 },
             },
             Err(_) => {
+                tracing::warn!(
+                    scope = "provider",
+                    provider = &*self.layer.provider,
+                    "request shed: the provider's max_in_flight reached"
+                );
                 self.layer.metrics.shed(&self.layer.provider);
                 BulkheadFuture {
                     state: BulkheadState::Shed,

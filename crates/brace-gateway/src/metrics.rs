@@ -23,10 +23,21 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// `brace_attempts_per_request` counts attempts, not seconds: one bucket per small count,
+/// then Fibonacci steps.
+const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0];
+
 fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new().set_buckets(LATENCY_BUCKETS).ok()?;
+            let builder = PrometheusBuilder::new()
+                .set_buckets(LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("brace_attempts_per_request".into()),
+                    ATTEMPT_BUCKETS,
+                )
+                .ok()?;
             // Another recorder may already be installed by the embedding application; then
             // `/metrics` renders nothing and the application's recorder gets the data.
             builder.install_recorder().ok()
@@ -397,14 +408,25 @@ impl Metrics {
 /// How often [`serve`](crate::serve) runs [`Metrics::run_upkeep`].
 pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sets up logs on stdout: `RUST_LOG` or `info` (`warn` for the noisy demo), as text or
+/// Sets up logs on stdout: `RUST_LOG` or `info` (`error` for the demo), as text or
 /// JSON lines. Text logs are coloured only when stdout is a terminal and `NO_COLOR` is not
-/// set.
+/// set. ([`telemetry::init`](crate::telemetry::init) does the same, and exports traces when
+/// configured.)
 pub fn init_tracing(json: bool, quiet: bool) {
+    let _ = tracing::subscriber::set_global_default(subscriber(
+        json,
+        quiet,
+        ansi_stdout(),
+        std::io::stdout,
+    ));
+}
+
+/// `true` when text logs on stdout may be coloured: stdout is a terminal and `NO_COLOR` is
+/// not set.
+pub fn ansi_stdout() -> bool {
     use std::io::IsTerminal;
 
-    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing::subscriber::set_global_default(subscriber(json, quiet, ansi, std::io::stdout));
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// The subscriber [`init_tracing`] installs, writing to `writer` (for tests and embedding
@@ -418,20 +440,42 @@ pub fn subscriber<W>(
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    use tracing_subscriber::layer::{Layered, SubscriberExt};
-    use tracing_subscriber::{EnvFilter, Layer, Registry};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    tracing_subscriber::registry()
+        .with(log_filter(quiet))
+        .with(log_layer(json, ansi, writer))
+}
+
+/// Which logs are written: the directives in `RUST_LOG`, else `info`; `error` when `quiet`
+/// (the demo, whose live view shows what the warnings would say: every retry and failover
+/// is a warning).
+pub fn log_filter(quiet: bool) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
 
     let default = if quiet {
-        "warn"
+        "error"
     } else {
         "info,tower_http=info"
     };
-    let filter = match std::env::var("RUST_LOG") {
+    match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
         _ => EnvFilter::new(default),
-    };
+    }
+}
+
+/// The log lines, as text (coloured if `ansi`) or JSON, written to `writer`.
+pub fn log_layer<S, W>(
+    json: bool,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let format = tracing_subscriber::fmt::layer().with_writer(writer);
-    let format: Box<dyn Layer<Layered<EnvFilter, Registry>> + Send + Sync> = if json {
+    if json {
         Box::new(format.json())
     } else {
         // Fields of text logs are escaped: an upstream's error text must not start a line
@@ -441,8 +485,7 @@ where
                 .with_ansi(ansi)
                 .fmt_fields(crate::bounded::EscapedFields),
         )
-    };
-    tracing_subscriber::registry().with(filter).with(format)
+    }
 }
 
 #[cfg(test)]
@@ -481,11 +524,34 @@ mod tests {
         metrics.tokens("memo-a", &usage, None);
         metrics.tokens("memo-a", &usage, None);
 
+        // The histogram has no labels: other tests of this process may record into it too,
+        // so what is checked is what these calls add.
+        let per_request = "brace_attempts_per_request_bucket";
+        let buckets = ["1", "2", "3", "5", "21", "+Inf"];
+        let before = metrics.render();
+        for attempts in [1, 1, 3, 4, 30] {
+            metrics.attempts(attempts);
+        }
+
         let rendered = metrics.render();
         if rendered.is_empty() {
             // Another recorder owns the process: nothing to read back.
             return;
         }
+        // Attempts are counted in count buckets (cumulative), not the latency buckets.
+        for (le, added) in buckets.into_iter().zip([2.0, 2.0, 3.0, 4.0, 4.0, 5.0]) {
+            let series = format!("{per_request}{{le=\"{le}\"}}");
+            let was = value(&before, &series).unwrap_or(0.0);
+            assert_eq!(
+                value(&rendered, &series).map(|now| now - was),
+                Some(added),
+                "le={le} in:\n{rendered}"
+            );
+        }
+        assert_eq!(
+            value(&rendered, &format!("{per_request}{{le=\"0.005\"}}")),
+            None
+        );
         let attempts = "brace_provider_attempts_total";
         for (series, expected) in [
             (

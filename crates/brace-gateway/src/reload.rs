@@ -15,7 +15,7 @@
 //! that replace the file and network file systems are seen alike; a change is acted on once
 //! the file has stopped changing for [`WatchOptions::debounce`]).
 //!
-//! `listen`, `admin`, `auth`, `state` and the `server` section (but `request_timeout`,
+//! `listen`, `admin`, `auth`, `state`, `telemetry` and the `server` section (but `request_timeout`,
 //! `max_retry_after` and `max_stream_duration`, read for each request) are read once at
 //! start: a reload that changes them logs that they wait for a restart.
 
@@ -237,6 +237,9 @@ fn restart_only(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
     }
     if old.state != new.state {
         sections.push("state");
+    }
+    if old.telemetry != new.telemetry {
+        sections.push("telemetry");
     }
     sections
 }

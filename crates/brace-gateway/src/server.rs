@@ -81,22 +81,8 @@ pub async fn serve(
                 crate::request_id::FastRequestId,
             ))
             .layer(
-                tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                    |request: &http::Request<Body>| {
-                        let id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-");
-                        tracing::info_span!(
-                            "request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                            request_id = %id,
-                            key = tracing::field::Empty,
-                        )
-                    },
-                ),
+                tower_http::trace::TraceLayer::new_for_http()
+                    .make_span_with(crate::telemetry::request_span::<Body>),
             )
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
             .layer(axum::Extension(ListenAddr(listening))),

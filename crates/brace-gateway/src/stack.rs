@@ -269,6 +269,7 @@ impl Gateway {
     pub async fn call(&self, mut request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
         let attempts = Attempts::default();
         request.extensions.insert(attempts.clone());
+        crate::telemetry::record_request(&request);
         let start = Instant::now();
         // The request runs on the stack in force now, to its end, whatever a reload does.
         let (service, deadline, max_retry_after) = {
@@ -300,6 +301,7 @@ impl Gateway {
                     response.meta.origin() == brace_llm::Origin::Cache,
                 );
                 self.metrics.request("chat", 200, start.elapsed());
+                crate::telemetry::record_answer(&response, count);
                 Ok((response, count))
             }
             Ok(Err(err)) => {
@@ -307,11 +309,13 @@ impl Gateway {
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
+                crate::telemetry::record_failure(api.status(), count);
                 Err(api)
             }
             Err(_) => {
                 let err: BoxError = Box::new(brace_core::DeadlineExceeded::new(deadline));
                 self.metrics.request("chat", 504, start.elapsed());
+                crate::telemetry::record_failure(http::StatusCode::GATEWAY_TIMEOUT, count);
                 Err(ApiError::from_stack_error(&err))
             }
         }
@@ -817,6 +821,9 @@ fn client_for(
         if let Some(var) = provider.key_env() {
             config = config.with_api_key_env(var);
         }
+        if let Some(hook) = crate::telemetry::upstream_hook() {
+            config = config.with_request_hook(hook);
+        }
         config
     };
     macro_rules! boxed {
@@ -940,8 +947,10 @@ fn provider_stack(
         guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
 
     let retry = retry_config
-        .layer(LlmClassifier::new())
-        .map_err(|err| build_error(format!("{}: fallback", context()), err))?;
+        .builder(LlmClassifier::new())
+        .map_err(|err| build_error(format!("{}: fallback", context()), err))?
+        .name(provider.name.as_str())
+        .build();
 
     let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), breaker_config)
         .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
@@ -983,6 +992,11 @@ fn provider_stack(
             metrics.clone(),
         )
     });
+    let base_url = provider
+        .base_url
+        .as_deref()
+        .or(Some(default_base_url(provider.kind())).filter(|url| !url.is_empty()));
+    let attempt_span = crate::telemetry::AttemptSpanLayer::new(provider, base_url, handle.clone());
     let stack = ServiceBuilder::new()
         .option_layer(bulkhead)
         .option_layer(rate_limit)
@@ -991,6 +1005,8 @@ fn provider_stack(
         .layer(tower::layer::layer_fn(move |inner| {
             instrument.clone().wrap(inner)
         }))
+        // One span per attempt, its outcome timeouts included.
+        .layer(attempt_span)
         // Each attempt's timeout, cut short by the request's deadline when that comes first.
         .layer(brace_core::deadline::TimeoutLayer::new(provider.timeout))
         // Each provider's own tokens, cost and how its stream ended.

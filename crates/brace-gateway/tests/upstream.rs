@@ -3,86 +3,16 @@
 
 mod support;
 
-use support::send;
+use support::{behind_hostile_upstream, chat, send};
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, StatusCode};
-use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use brace_gateway::{Gateway, GatewayConfig, app::router};
-
-fn chat(model: &str, stream: bool) -> Request<Body> {
-    Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({
-                "model": model,
-                "stream": stream,
-                "messages": [{"role": "user", "content": "Hello there"}],
-            })
-            .to_string(),
-        ))
-        .unwrap()
-}
-
-// ===== a misbehaving upstream =====
-
-/// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
-/// 100 KB model name, an absurd Retry-After, an error text with CR/LF in it.
-async fn hostile_upstream() -> String {
-    async fn answer(axum::Json(request): axum::Json<Value>) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        match request["model"].as_str().unwrap_or_default() {
-            "huge-model" => axum::Json(json!({
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": format!("m\r\nx-injected: 1{}", "m".repeat(100 * 1024)),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }))
-            .into_response(),
-            "limited" => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("retry-after", "99999999999")],
-                axum::Json(json!({"error": {"message": "slow down", "type": "requests"}})),
-            )
-                .into_response(),
-            _ => (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": {
-                    "message": "boom\r\n2030-01-01T00:00:00.000000Z  INFO forged: all good\u{1b}[2J",
-                    "type": "invalid_request_error"}})),
-            )
-                .into_response(),
-        }
-    }
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/v1")
-}
-
-async fn behind_hostile_upstream(server: &str) -> Arc<Gateway> {
-    brace_providers::provider::install_crypto_provider();
-    let base_url = hostile_upstream().await;
-    let yaml = format!(
-        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
-         api_key_env: ''\n    base_url: {base_url}\n\
-         routes:\n  - match: '*'\n    providers:\n      - name: upstream\n        passthrough: true\n\
-         fallback:\n  max_retries: 0\n\
-         degradation:\n  auto:\n    enabled: false\n\
-         server:\n{server}"
-    );
-    Gateway::build(GatewayConfig::from_yaml(&yaml).unwrap()).unwrap()
-}
 
 #[tokio::test]
 async fn a_huge_model_name_from_upstream_is_cut_and_cleaned_before_it_becomes_a_header() {
@@ -113,58 +43,6 @@ async fn an_absurd_retry_after_from_upstream_is_clamped() {
     let gateway = behind_hostile_upstream("  json_logs: false\n").await;
     let reply = send(&gateway, chat("limited", false)).await;
     assert_eq!(reply.headers["retry-after"], "86400");
-}
-
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-#[tokio::test]
-async fn cr_lf_in_an_upstream_error_cannot_forge_a_text_log_line() {
-    let gateway = behind_hostile_upstream("  json_logs: false\n").await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber =
-        brace_gateway::metrics::subscriber(false, false, false, move || writer.clone());
-    let reply = {
-        let _logging = tracing::subscriber::set_default(subscriber);
-        send(&gateway, chat("anything-else", false)).await
-    };
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
-    // The client gets the message JSON-escaped.
-    assert!(
-        reply.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("boom\r\n")
-    );
-
-    let log = captured.text();
-    assert!(log.contains("request failed"), "{log}");
-    assert!(log.contains("boom\\r\\n2030-01-01"), "{log}");
-    assert!(
-        !log.lines().any(|line| line.starts_with("2030-01-01")),
-        "a forged line: {log}"
-    );
-    assert!(!log.contains('\u{1b}'), "a raw escape sequence: {log}");
-    assert!(log.contains("\\u{1b}[2J"), "{log}");
 }
 
 // ===== errors in OpenAI's shape =====

@@ -664,7 +664,9 @@ where
                 }
                 return Some(Err(err));
             }
-            tracing::warn!(
+            // The break itself is the stream guard's warning (`stream broke`); asking is a
+            // step, and its outcome is logged below.
+            tracing::debug!(
                 provider = %self.serving(),
                 delivered_bytes = self.delivered.len(),
                 delivered_tokens = self.segment().delivered_tokens,

@@ -176,8 +176,14 @@ where
             let ResponseBody::Stream(stream) = body else {
                 return Ok(ChatResponse { meta, body });
             };
+            let first_token = start.elapsed();
+            tracing::debug!(
+                provider = &*meta.provider,
+                first_token_ms = i64::try_from(first_token.as_millis()).unwrap_or(i64::MAX),
+                "stream committed"
+            );
             if let Some(hook) = &config.on_first_token {
-                hook(&meta.provider, start.elapsed());
+                hook(&meta.provider, first_token);
             }
             let guarded = Guarded {
                 stream: Some(stream),
@@ -211,6 +217,16 @@ fn first_token_elapsed(limit: Option<Duration>) -> LlmError {
     )
 }
 
+/// Logs a committed stream that broke, once: the caller has part of an answer.
+fn log_break(err: &LlmError) {
+    tracing::warn!(
+        provider = err.provider(),
+        kind = err.kind().as_str(),
+        reason = %err,
+        "stream broke"
+    );
+}
+
 struct Guarded {
     stream: Option<ChatStream>,
     idle: Option<Duration>,
@@ -240,6 +256,7 @@ impl Guarded {
                         };
                         let err = LlmError::new(LlmErrorKind::StreamInterrupted, message)
                             .with_provider(state.provider.clone());
+                        log_break(&err);
                         return Some((Err(err), state));
                     }
                 },
@@ -257,6 +274,7 @@ impl Guarded {
                     } else {
                         err.with_provider(state.provider.clone())
                     };
+                    log_break(&err);
                     Some((Err(err), state))
                 }
                 // A clean end without a finish reason is a cut, not a complete answer.
@@ -266,6 +284,7 @@ impl Guarded {
                         "stream ended without a finish reason",
                     )
                     .with_provider(state.provider.clone());
+                    log_break(&err);
                     Some((Err(err), state))
                 }
                 None => None,

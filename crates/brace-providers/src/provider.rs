@@ -274,6 +274,48 @@ pub struct ClientConfig {
     /// [`ClientOptions`]).
     #[serde(default)]
     pub http2_prior_knowledge: bool,
+    /// Called with the headers of every request the client sends, just before it goes out
+    /// (see [`RequestHook`]). Not part of a configuration file.
+    #[serde(skip)]
+    pub request_hook: Option<RequestHook>,
+}
+
+/// A function that adds or changes headers of every request a provider client sends, just
+/// before it goes out, on the task (and in the [`tracing`] span) that sends it.
+///
+/// The gateway uses one to propagate the trace context (a W3C `traceparent` header from the
+/// current span), so that this crate needs no OpenTelemetry dependency. A hook must be
+/// quick: it runs once per request, and for every attempt.
+///
+/// ```
+/// use brace_providers::provider::{ClientConfig, RequestHook};
+///
+/// let config = ClientConfig::new("local", "http://localhost:11434/v1").with_request_hook(
+///     RequestHook::new(|headers| {
+///         headers.insert("x-team", http::HeaderValue::from_static("search"));
+///     }),
+/// );
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct RequestHook(Arc<dyn Fn(&mut HeaderMap) + Send + Sync>);
+
+impl RequestHook {
+    /// A hook calling `hook` with each request's headers.
+    pub fn new(hook: impl Fn(&mut HeaderMap) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(hook))
+    }
+
+    /// Calls the hook on `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        (self.0)(headers);
+    }
+}
+
+impl fmt::Debug for RequestHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequestHook")
+    }
 }
 
 impl fmt::Debug for ClientConfig {
@@ -292,6 +334,7 @@ impl fmt::Debug for ClientConfig {
             .field("malformed_events", &self.malformed_events)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("request_hook", &self.request_hook.is_some())
             .finish()
     }
 }
@@ -313,7 +356,16 @@ impl ClientConfig {
             malformed_events: MalformedEvents::default(),
             max_response_bytes: default_max_response_bytes(),
             http2_prior_knowledge: false,
+            request_hook: None,
         }
+    }
+
+    /// Calls `hook` with the headers of every request the client sends (see
+    /// [`RequestHook`]).
+    #[must_use]
+    pub fn with_request_hook(mut self, hook: RequestHook) -> Self {
+        self.request_hook = Some(hook);
+        self
     }
 
     /// Sets the key.
@@ -746,6 +798,7 @@ struct Settings {
     malformed_events: MalformedEvents,
     stats: Arc<ProviderStats>,
     secret: Option<ApiKey>,
+    request_hook: Option<RequestHook>,
 }
 
 impl fmt::Debug for Transport {
@@ -789,6 +842,7 @@ impl Transport {
                 malformed_events: config.malformed_events,
                 stats: Arc::new(ProviderStats::default()),
                 secret: config.resolve_api_key().ok().flatten(),
+                request_hook: config.request_hook.clone(),
             }),
         }
     }
@@ -804,7 +858,9 @@ impl Transport {
     }
 
     /// Sends `request` and waits for the head of a successful answer, within the call's
-    /// timeout (which keeps running for the body: see [`HttpResponse`]).
+    /// timeout (which keeps running for the body: see [`HttpResponse`]). The configuration's
+    /// [`RequestHook`], if any, is called with the request's headers first (here, not when
+    /// the future is polled).
     ///
     /// The returned future is `Send + 'static` (it owns a clone of the transport).
     ///
@@ -830,6 +886,10 @@ impl Transport {
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
         let transport = self.clone();
         let deadline = Instant::now() + self.settings.timeout;
+        let mut request = request;
+        if let Some(hook) = &self.settings.request_hook {
+            hook.apply(request.headers_mut());
+        }
         async move {
             let request = reqwest::Request::try_from(request).map_err(|_| {
                 LlmError::new(
@@ -867,9 +927,12 @@ impl Transport {
     /// [`decode_error`](crate::ProviderApi::decode_error)).
     pub(crate) fn send_request_with(
         &self,
-        request: reqwest::Request,
+        mut request: reqwest::Request,
         decode_error: DecodeErrorFn,
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
+        if let Some(hook) = &self.settings.request_hook {
+            hook.apply(request.headers_mut());
+        }
         let transport = self.clone();
         let deadline = Instant::now() + self.settings.timeout;
         async move { transport.send_until(request, deadline, decode_error).await }

@@ -422,6 +422,14 @@ fn decide<C, T>(
         ));
     }
     *previous_delay = backoff;
+    tracing::warn!(
+        name = policy.name.as_deref(),
+        attempt = i64::from(attempts),
+        delay_ms = duration_ms(delay),
+        retry_after_ms = hint.map(duration_ms),
+        reason = %Reason(result.as_ref().err(), outcome),
+        "retry"
+    );
     if let Some(hook) = &policy.on_retry {
         (hook.0)(&RetryEvent {
             attempt: attempts,
@@ -440,6 +448,13 @@ fn give_up<C, T>(
     outcome: Outcome,
     result: Result<T, BoxError>,
 ) -> Result<T, BoxError> {
+    tracing::warn!(
+        name = policy.name.as_deref(),
+        attempts = i64::from(attempts),
+        give_up = %reason,
+        reason = %Reason(result.as_ref().err(), outcome),
+        "retries exhausted"
+    );
     if let Some(hook) = &policy.on_give_up {
         (hook.0)(&GiveUpEvent {
             attempts,
@@ -449,6 +464,25 @@ fn give_up<C, T>(
         });
     }
     result.map_err(|last| Box::new(RetriesExhausted::new(attempts, reason, last)) as BoxError)
+}
+
+/// Milliseconds, for event fields (signed: OpenTelemetry attributes have no unsigned
+/// integers).
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why an attempt failed, for event fields: its error, or the class of a response judged a
+/// failure. Formatted only if a subscriber records the event.
+struct Reason<'a>(Option<&'a BoxError>, Outcome);
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(err) => fmt::Display::fmt(err, f),
+            None => write!(f, "response judged a failure ({})", self.1.class()),
+        }
+    }
 }
 
 impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>

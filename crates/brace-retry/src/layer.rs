@@ -85,6 +85,7 @@ impl<S, C> Layer<S> for RetryLayer<C> {
 
 /// Builds a [`RetryLayer`]. See [`RetryLayer::builder`] for the defaults.
 pub struct RetryLayerBuilder<C = DefaultClassifier> {
+    name: Option<Arc<str>>,
     classifier: C,
     max_retries: u32,
     backoff: Backoff,
@@ -103,6 +104,7 @@ impl RetryLayerBuilder {
     /// The defaults (see [`RetryLayer::builder`]).
     pub fn new() -> Self {
         Self {
+            name: None,
             classifier: DefaultClassifier,
             max_retries: 2,
             backoff: Backoff::default(),
@@ -138,6 +140,7 @@ impl<C> RetryLayerBuilder<C> {
     /// does with its `on_error` list).
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2> {
         RetryLayerBuilder {
+            name: self.name,
             classifier,
             max_retries: self.max_retries,
             backoff: self.backoff,
@@ -151,6 +154,13 @@ impl<C> RetryLayerBuilder<C> {
             on_retry: self.on_retry,
             on_give_up: self.on_give_up,
         }
+    }
+
+    /// A name for the layer's events: the `name` field of its `retry` and `retries exhausted`
+    /// [`tracing`] events (say, the provider the layer retries). Unnamed by default.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Retries after the first attempt (so at most `max_retries + 1` calls), for failures
@@ -288,6 +298,7 @@ impl<C> RetryLayerBuilder<C> {
             .fold(default.max_retries, u32::max);
         RetryLayer {
             policy: Arc::new(Policy {
+                name: self.name,
                 classifier: self.classifier,
                 default,
                 classes,
@@ -308,6 +319,7 @@ impl<C> RetryLayerBuilder<C> {
 impl<C: fmt::Debug> fmt::Debug for RetryLayerBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayerBuilder")
+            .field("name", &self.name)
             .field("classifier", &self.classifier)
             .field("max_retries", &self.max_retries)
             .field("backoff", &self.backoff)

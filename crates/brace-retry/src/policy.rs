@@ -105,6 +105,8 @@ pub(crate) struct Rule {
 
 /// Shared by a [`RetryLayer`](crate::RetryLayer), the services it builds and their futures.
 pub(crate) struct Policy<C> {
+    /// What the layer's events call it (`name` in each log line), if named.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) classifier: C,
     /// For failures of a class without a rule of its own.
     pub(crate) default: Rule,
@@ -154,6 +156,7 @@ impl<C> Policy<C> {
 impl<C: fmt::Debug> fmt::Debug for Policy<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
+            .field("name", &self.name)
             .field("classifier", &self.classifier)
             .field("max_retries", &self.default.max_retries)
             .field("backoff", &self.default.backoff)

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use brace_gateway::{Gateway, app::router};
+use brace_gateway::{Gateway, GatewayConfig, app::router};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// A reply, read whole.
@@ -56,4 +56,73 @@ pub fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
 /// A `GET` of `path`.
 pub fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// A chat request for `model`.
+pub fn chat(model: &str, stream: bool) -> Request<Body> {
+    Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({
+                "model": model,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "Hello there"}],
+            })
+            .to_string(),
+        ))
+        .unwrap()
+}
+
+// ===== a misbehaving upstream =====
+
+/// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
+/// 100 KB model name, an absurd Retry-After, an error text with CR/LF in it.
+pub async fn hostile_upstream() -> String {
+    async fn answer(axum::Json(request): axum::Json<Value>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match request["model"].as_str().unwrap_or_default() {
+            "huge-model" => axum::Json(json!({
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": format!("m\r\nx-injected: 1{}", "m".repeat(100 * 1024)),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }))
+            .into_response(),
+            "limited" => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "99999999999")],
+                axum::Json(json!({"error": {"message": "slow down", "type": "requests"}})),
+            )
+                .into_response(),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": {
+                    "message": "boom\r\n2030-01-01T00:00:00.000000Z  INFO forged: all good\u{1b}[2J",
+                    "type": "invalid_request_error"}})),
+            )
+                .into_response(),
+        }
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+pub async fn behind_hostile_upstream(server: &str) -> Arc<Gateway> {
+    brace_providers::provider::install_crypto_provider();
+    let base_url = hostile_upstream().await;
+    let yaml = format!(
+        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+         api_key_env: ''\n    base_url: {base_url}\n\
+         routes:\n  - match: '*'\n    providers:\n      - name: upstream\n        passthrough: true\n\
+         fallback:\n  max_retries: 0\n\
+         degradation:\n  auto:\n    enabled: false\n\
+         server:\n{server}"
+    );
+    Gateway::build(GatewayConfig::from_yaml(&yaml).unwrap()).unwrap()
 }
