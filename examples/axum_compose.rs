@@ -6,7 +6,9 @@
 //! stack's errors into HTTP answers with `brace_gateway::gateway_status` (503 when every
 //! provider failed, 429 with `Retry-After` when every provider is rate-limited, …).
 //!
-//! It listens on `127.0.0.1:3000`, or on the address in `BRACE_EXAMPLE_LISTEN`.
+//! It listens on `127.0.0.1:3000`, or on the address in `BRACE_EXAMPLE_LISTEN`. With
+//! `--check` (`cargo run --example axum_compose -- --check`, as CI runs it) it listens on a
+//! free loopback port, asks itself one question over HTTP, prints the answer and stops.
 
 use std::time::Duration;
 
@@ -69,9 +71,9 @@ where
     let breaker = CircuitBreakerLayer::builder(name)
         .consecutive_failures(5)
         .wait_in_open(Duration::from_secs(10))
+        .classifier(LlmClassifier::new())
         .build()
-        .expect("valid breaker settings")
-        .with_classifier(LlmClassifier::new());
+        .expect("valid breaker settings");
     let retry = RetryLayer::builder()
         .classifier(LlmClassifier::new())
         .max_retries(1)
@@ -152,6 +154,9 @@ impl IntoResponse for AskError {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    if std::env::args().any(|arg| arg == "--check") {
+        return check().await;
+    }
     let listen =
         std::env::var("BRACE_EXAMPLE_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
@@ -161,6 +166,28 @@ async fn main() -> Result<(), BoxError> {
         "  curl -s http://{addr}/ask -H 'content-type: application/json' -d '{{\"question\":\"What is brace?\"}}'"
     );
     axum::serve(listener, app()).await?;
+    Ok(())
+}
+
+/// Serves on a free loopback port, asks one question over a real socket, and stops.
+async fn check() -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app()).await });
+    brace::providers::install_crypto_provider();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/ask"))
+        .json(&serde_json::json!({"question": "What is brace?"}))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    server.abort();
+    println!("POST /ask → {status}: {body}");
+    if status != reqwest::StatusCode::OK || body["answer"].as_str().is_none_or(str::is_empty) {
+        return Err(format!("unexpected answer: {status} {body}").into());
+    }
+    println!("ok");
     Ok(())
 }
 

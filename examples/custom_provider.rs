@@ -117,8 +117,8 @@ where
     let breaker = CircuitBreakerLayer::builder(name)
         .consecutive_failures(2)
         .wait_in_open(Duration::from_millis(30))
-        .build()?
-        .with_classifier(LlmClassifier::new());
+        .classifier(LlmClassifier::new())
+        .build()?;
     let circuit = breaker.handle();
     let retry = RetryLayer::builder()
         .classifier(LlmClassifier::new())

@@ -28,6 +28,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod builder;
+mod layers;
+
+pub use self::builder::ServiceBuilderExt;
+pub use self::layers::Layers;
+
+// The README's Rust blocks are doc tests: what it shows compiles and runs.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+
 // brace-core's items at the top level (a module named `core` would shadow `::core`). An
 // explicit re-export below (`degrade`) takes precedence over brace-core's module of the
 // same name, whose items brace-degrade re-exports.

@@ -32,9 +32,9 @@ where
         .sliding_window(brace::circuit::SlidingWindow::Count(8))
         .failure_rate_threshold(50.0)
         .wait_in_open(Duration::from_mins(1))
+        .classifier(LlmClassifier::new())
         .build()
-        .unwrap()
-        .with_classifier(LlmClassifier::new());
+        .unwrap();
     let handle = breaker.handle();
     let retry = RetryLayer::builder()
         .classifier(LlmClassifier::new())

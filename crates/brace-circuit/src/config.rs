@@ -1,4 +1,4 @@
-//! Configuration: the [`Builder`] and the serde-deserializable [`CircuitBreakerConfig`].
+//! Configuration: the [`CircuitBreakerBuilder`] and the serde-deserializable [`CircuitBreakerConfig`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InvalidConfig;
+use brace_core::DefaultClassifier;
+
+use crate::error::CircuitConfigError;
 use crate::event::StateTransition;
 use crate::layer::CircuitBreakerLayer;
 use crate::window::MAX_COUNT_WINDOW;
@@ -146,12 +148,12 @@ pub(crate) const MAX_TIME_WINDOW: u32 = 86_400;
 pub(crate) const MAX_HALF_OPEN_PERMITS: u32 = u16::MAX as u32;
 
 impl Settings {
-    fn validate(&self) -> Result<(), InvalidConfig> {
+    fn validate(&self) -> Result<(), CircuitConfigError> {
         let rate = |name: &str, value: f32| {
             if value > 0.0 && value <= 100.0 {
                 Ok(())
             } else {
-                Err(InvalidConfig::new(format!(
+                Err(CircuitConfigError::new(format!(
                     "{name} must be a percentage in (0, 100], got {value}"
                 )))
             }
@@ -160,29 +162,29 @@ impl Settings {
         rate("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
         match self.sliding_window {
             SlidingWindow::Count(size) if size == 0 || size > MAX_COUNT_WINDOW => {
-                return Err(InvalidConfig::new(format!(
+                return Err(CircuitConfigError::new(format!(
                     "sliding_window_size must be between 1 and {MAX_COUNT_WINDOW} calls, got {size}"
                 )));
             }
             SlidingWindow::Time(seconds) if seconds == 0 || seconds > MAX_TIME_WINDOW => {
-                return Err(InvalidConfig::new(format!(
+                return Err(CircuitConfigError::new(format!(
                     "sliding_window_size must be between 1 and {MAX_TIME_WINDOW} seconds, got {seconds}"
                 )));
             }
             _ => {}
         }
         if self.minimum_calls == 0 {
-            return Err(InvalidConfig::new("minimum_calls must be at least 1"));
+            return Err(CircuitConfigError::new("minimum_calls must be at least 1"));
         }
         if self.consecutive_failures == Some(0) {
-            return Err(InvalidConfig::new(
+            return Err(CircuitConfigError::new(
                 "consecutive_failures (failure_threshold) must be at least 1",
             ));
         }
         if self.permitted_calls_in_half_open == 0
             || self.permitted_calls_in_half_open > MAX_HALF_OPEN_PERMITS
         {
-            return Err(InvalidConfig::new(format!(
+            return Err(CircuitConfigError::new(format!(
                 "permitted_calls_in_half_open must be between 1 and {MAX_HALF_OPEN_PERMITS}, got {}",
                 self.permitted_calls_in_half_open
             )));
@@ -190,7 +192,7 @@ impl Settings {
         if let WaitInterval::Exponential { multiplier, .. } = self.wait_in_open
             && !(multiplier.is_finite() && multiplier >= 1.0)
         {
-            return Err(InvalidConfig::new(format!(
+            return Err(CircuitConfigError::new(format!(
                 "wait_multiplier must be a finite number of at least 1, got {multiplier}"
             )));
         }
@@ -206,7 +208,7 @@ impl Settings {
     }
 }
 
-// ===== Builder =====
+// ===== CircuitBreakerBuilder =====
 
 /// Builds a [`CircuitBreakerLayer`]. Start with [`CircuitBreakerLayer::builder`].
 ///
@@ -231,22 +233,39 @@ impl Settings {
 ///     .permitted_calls_in_half_open(3)
 ///     .build()?;
 /// assert_eq!(layer.handle().name(), "openai");
-/// # Ok::<(), brace_circuit::InvalidConfig>(())
+/// # Ok::<(), brace_circuit::CircuitConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct Builder {
+pub struct CircuitBreakerBuilder<C = DefaultClassifier> {
     name: Arc<str>,
     settings: Settings,
     /// Whether `permitted_calls_in_half_open` was set (so `consecutive_failures` keeps it).
     half_open_set: bool,
+    classifier: C,
 }
 
-impl Builder {
+impl CircuitBreakerBuilder {
     pub(crate) fn new(name: impl Into<Arc<str>>) -> Self {
         Self {
             name: name.into(),
             settings: Settings::default(),
             half_open_set: false,
+            classifier: DefaultClassifier,
+        }
+    }
+}
+
+impl<C> CircuitBreakerBuilder<C> {
+    /// How outcomes are judged ([`DefaultClassifier`] unless set): success, failure or
+    /// ignored, from `Result<&Response, &BoxError>` as every brace layer asks (for example
+    /// [`StatusClassifier`](brace_core::StatusClassifier) for `http::Response`s,
+    /// `brace_llm::LlmClassifier` for LLM providers).
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
+            name: self.name,
+            settings: self.settings,
+            half_open_set: self.half_open_set,
+            classifier,
         }
     }
 
@@ -359,11 +378,15 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] when a setting is out of range: a rate outside (0, 100], an empty
+    /// [`CircuitConfigError`] when a setting is out of range: a rate outside (0, 100], an empty
     /// window, zero minimum calls or half-open permits, a wait multiplier below 1.
-    pub fn build(self) -> Result<CircuitBreakerLayer, InvalidConfig> {
+    pub fn build(self) -> Result<CircuitBreakerLayer<C>, CircuitConfigError> {
         self.settings.validate()?;
-        Ok(CircuitBreakerLayer::from_settings(self.name, self.settings))
+        Ok(CircuitBreakerLayer::from_settings(
+            self.name,
+            self.settings,
+            self.classifier,
+        ))
     }
 }
 
@@ -384,7 +407,7 @@ pub enum SlidingWindowKind {
 ///
 /// Durations are humantime text (`500ms`, `30s`, `5m`) or a number of seconds. The seed
 /// configuration's `failure_threshold: 5` and `reset_timeout: 60` are accepted: the first is
-/// the consecutive-failures rule ([`Builder::consecutive_failures`]), which works beside the
+/// the consecutive-failures rule ([`CircuitBreakerBuilder::consecutive_failures`]), which works beside the
 /// window's failure rate, the second is another name for `wait_in_open`.
 ///
 /// # Example
@@ -403,11 +426,11 @@ pub enum SlidingWindowKind {
 ///     "max_wait_in_open": "10m",
 ///     "permitted_calls_in_half_open": 2
 /// }"#)?;
-/// let layer = CircuitBreakerLayer::from_config("openai", &config)?;
+/// let layer = config.to_builder("openai")?.build()?;
 ///
 /// let seed: CircuitBreakerConfig =
 ///     serde_json::from_str(r#"{"failure_threshold": 5, "reset_timeout": 60}"#)?;
-/// let layer = CircuitBreakerLayer::from_config("anthropic", &seed)?;
+/// let layer = seed.to_builder("anthropic")?.classifier(brace_core::StatusClassifier::new()).build()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -451,13 +474,17 @@ pub struct CircuitBreakerConfig {
 }
 
 impl CircuitBreakerConfig {
-    /// A builder holding these settings, for further changes (such as a transition callback).
+    /// A builder holding these settings, for the rest (the classifier, a transition
+    /// callback): `config.to_builder(name)?.classifier(c).build()?`.
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] when `failure_threshold` is combined with window settings.
-    pub fn to_builder(&self, name: impl Into<Arc<str>>) -> Result<Builder, InvalidConfig> {
-        let mut builder = Builder::new(name);
+    /// [`CircuitConfigError`] when `failure_threshold` is combined with window settings.
+    pub fn to_builder(
+        &self,
+        name: impl Into<Arc<str>>,
+    ) -> Result<CircuitBreakerBuilder, CircuitConfigError> {
+        let mut builder = CircuitBreakerBuilder::new(name);
         if let Some(failures) = self.failure_threshold {
             builder = builder.consecutive_failures(failures);
         }
@@ -485,7 +512,7 @@ impl CircuitBreakerConfig {
             builder = builder.track_slow_calls(yes);
         }
         if self.max_wait_in_open.is_some() && self.wait_multiplier.is_none() {
-            return Err(InvalidConfig::new(
+            return Err(CircuitConfigError::new(
                 "max_wait_in_open caps a growing wait: it needs wait_multiplier",
             ));
         }

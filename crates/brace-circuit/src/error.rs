@@ -6,11 +6,11 @@ pub use brace_core::CircuitOpen;
 
 /// A circuit breaker's settings are out of range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidConfig {
+pub struct CircuitConfigError {
     message: String,
 }
 
-impl InvalidConfig {
+impl CircuitConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -18,10 +18,10 @@ impl InvalidConfig {
     }
 }
 
-impl fmt::Display for InvalidConfig {
+impl fmt::Display for CircuitConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid circuit breaker config: {}", self.message)
     }
 }
 
-impl std::error::Error for InvalidConfig {}
+impl std::error::Error for CircuitConfigError {}

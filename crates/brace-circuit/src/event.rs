@@ -11,7 +11,7 @@ use crate::state::CircuitState;
 /// A circuit breaker changed state.
 ///
 /// Delivered to the callback set with
-/// [`Builder::on_transition`](crate::Builder::on_transition) and to every receiver from
+/// [`CircuitBreakerBuilder::on_transition`](crate::CircuitBreakerBuilder::on_transition) and to every receiver from
 /// [`CircuitHandle::subscribe`](crate::CircuitHandle::subscribe). A transition to the state
 /// the breaker is already in is not a transition: it emits nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,7 +56,7 @@ impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
+    C: Classify<T, BoxError>,
 {
     type Output = Result<T, BoxError>;
 
@@ -64,11 +64,12 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future } => {
-                let result = ready!(future.poll(cx));
+                // Judged as every layer judges: the error boxed, as the layer returns it.
+                let result = ready!(future.poll(cx)).map_err(Into::into);
                 if let Some(permit) = this.permit.take() {
                     permit.complete(&this.classifier.classify(result.as_ref()));
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
             KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
         }

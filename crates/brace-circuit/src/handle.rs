@@ -28,7 +28,7 @@ use crate::state::{Admission, CircuitState, Shared};
 /// assert_eq!(handle.state(), CircuitState::ForcedOpen);
 /// handle.reset();
 /// assert_eq!(handle.metrics().buffered_calls, 0);
-/// # Ok::<(), brace_circuit::InvalidConfig>(())
+/// # Ok::<(), brace_circuit::CircuitConfigError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct CircuitHandle {

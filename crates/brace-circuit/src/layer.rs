@@ -5,8 +5,7 @@ use std::sync::Arc;
 use brace_core::DefaultClassifier;
 use tower_layer::Layer;
 
-use crate::config::{Builder, CircuitBreakerConfig, Settings};
-use crate::error::InvalidConfig;
+use crate::config::{CircuitBreakerBuilder, Settings};
 use crate::handle::CircuitHandle;
 use crate::service::CircuitBreaker;
 use crate::state::Shared;
@@ -14,12 +13,13 @@ use crate::state::Shared;
 /// Wraps services in a [`CircuitBreaker`]; every service it builds shares one breaker.
 ///
 /// `C` is the classifier that judges each outcome ([`DefaultClassifier`] unless set with
-/// [`with_classifier`](Self::with_classifier)).
+/// the builder's [`classifier`](CircuitBreakerBuilder::classifier)).
 ///
 /// # Example
 ///
 /// ```
 /// use brace_circuit::CircuitBreakerLayer;
+/// use brace_core::StatusClassifier;
 /// use tower::{ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -29,6 +29,10 @@ use crate::state::Shared;
 ///     .layer(layer)
 ///     .service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
 /// assert_eq!(service.oneshot(7).await?, 7);
+///
+/// // Over HTTP: 5xx and 429 count, other 4xx are ignored.
+/// let http = CircuitBreakerLayer::builder("api").classifier(StatusClassifier::new()).build()?;
+/// # let _ = http;
 /// # Ok(())
 /// # }
 /// ```
@@ -40,45 +44,19 @@ pub struct CircuitBreakerLayer<C = DefaultClassifier> {
 
 impl CircuitBreakerLayer {
     /// Starts a builder for a breaker named `name` (the name appears in [`CircuitOpen`]
-    /// errors, events and metrics).
+    /// errors, events and metrics). A configuration file's settings give one too:
+    /// [`CircuitBreakerConfig::to_builder`](crate::CircuitBreakerConfig::to_builder).
     ///
     /// [`CircuitOpen`]: crate::CircuitOpen
-    pub fn builder(name: impl Into<Arc<str>>) -> Builder {
-        Builder::new(name)
-    }
-
-    /// A layer configured from a file's settings.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidConfig`] when a setting is out of range or `failure_threshold` is combined
-    /// with window settings.
-    pub fn from_config(
-        name: impl Into<Arc<str>>,
-        config: &CircuitBreakerConfig,
-    ) -> Result<Self, InvalidConfig> {
-        config.to_builder(name)?.build()
-    }
-
-    /// A layer around an existing breaker, so that several stacks share it.
-    pub fn from_handle(handle: CircuitHandle) -> Self {
-        Self {
-            handle,
-            classifier: DefaultClassifier,
-        }
-    }
-
-    pub(crate) fn from_settings(name: Arc<str>, settings: Settings) -> Self {
-        Self::from_handle(CircuitHandle::new(Arc::new(Shared::new(name, settings))))
+    pub fn builder(name: impl Into<Arc<str>>) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::new(name)
     }
 }
 
 impl<C> CircuitBreakerLayer<C> {
-    /// The same breaker, judging outcomes with `classifier` (for example
-    /// [`StatusClassifier`](brace_core::StatusClassifier) for `http::Response`s).
-    pub fn with_classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2> {
-        CircuitBreakerLayer {
-            handle: self.handle,
+    pub(crate) fn from_settings(name: Arc<str>, settings: Settings, classifier: C) -> Self {
+        Self {
+            handle: CircuitHandle::new(Arc::new(Shared::new(name, settings))),
             classifier,
         }
     }

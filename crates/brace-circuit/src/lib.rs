@@ -48,16 +48,17 @@
 //!
 //! The default classifier, [`DefaultClassifier`](brace_core::DefaultClassifier), counts every
 //! `Err` as a failure (except another breaker's [`CircuitOpen`], which is ignored). For
-//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier) with
-//! [`CircuitBreakerLayer::with_classifier`]: 5xx (and 429, unless told otherwise) count as
-//! failures and other 4xx are ignored. brace-llm provides a classifier for LLM outcomes.
+//! `http::Response`s use [`StatusClassifier`](brace_core::StatusClassifier), set with the
+//! builder's [`classifier`](CircuitBreakerBuilder::classifier): 5xx (and 429, unless told
+//! otherwise) count as failures and other 4xx are ignored. brace-llm provides a classifier
+//! for LLM outcomes; brace-core's `GrpcClassifier` reads gRPC status codes.
 //!
 //! # States
 //!
 //! Besides closed, open and half-open, a [`CircuitHandle`] can force the breaker open, disable
 //! it (admit and record nothing) or put it in metrics-only state (admit and record, never
 //! open). Every transition emits a [`StateTransition`] to a callback
-//! ([`Builder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
+//! ([`CircuitBreakerBuilder::on_transition`]) and to subscribers ([`CircuitHandle::subscribe`]); a
 //! [`CircuitRegistry`] lists breakers by name.
 //!
 //! # Sharing a breaker between replicas
@@ -80,7 +81,7 @@
 //!   half-open.
 //! - Clones of the service, and every service the layer builds, share one breaker.
 //! - Timing calls to find slow ones reads the clock twice per call, the largest part of a
-//!   closed breaker's cost where the clock is slow; [`Builder::track_slow_calls`] turns it
+//!   closed breaker's cost where the clock is slow; [`CircuitBreakerBuilder::track_slow_calls`] turns it
 //!   off.
 //!
 //! [tower]: https://docs.rs/tower
@@ -100,9 +101,9 @@ mod state;
 mod window;
 
 pub use self::config::{
-    Builder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
+    CircuitBreakerBuilder, CircuitBreakerConfig, SlidingWindow, SlidingWindowKind, WaitInterval,
 };
-pub use self::error::{CircuitOpen, InvalidConfig};
+pub use self::error::{CircuitConfigError, CircuitOpen};
 pub use self::event::StateTransition;
 pub use self::gate::HalfOpenGate;
 pub use self::handle::{CircuitHandle, CircuitMetrics};

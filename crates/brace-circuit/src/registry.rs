@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::config::CircuitBreakerConfig;
-use crate::error::InvalidConfig;
+use crate::config::CircuitBreakerBuilder;
+use crate::error::CircuitConfigError;
 use crate::handle::{CircuitHandle, CircuitMetrics};
 use crate::layer::CircuitBreakerLayer;
 
@@ -23,12 +23,12 @@ use crate::layer::CircuitBreakerLayer;
 /// use brace_circuit::{CircuitBreakerConfig, CircuitRegistry, CircuitState};
 ///
 /// let registry = CircuitRegistry::new();
-/// let openai = registry.layer("openai", &CircuitBreakerConfig::default())?;
+/// let openai = registry.layer(CircuitBreakerConfig::default().to_builder("openai")?)?;
 /// registry.get("openai").unwrap().force_open();
 /// assert_eq!(openai.handle().state(), CircuitState::ForcedOpen);
 /// let listed = registry.metrics();
 /// assert_eq!(listed[0].name.as_ref(), "openai");
-/// # Ok::<(), brace_circuit::InvalidConfig>(())
+/// # Ok::<(), brace_circuit::CircuitConfigError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct CircuitRegistry {
@@ -47,17 +47,16 @@ impl CircuitRegistry {
         self.breakers.write().insert(name, handle)
     }
 
-    /// Builds a layer from `config` and registers its breaker as `name`.
+    /// Builds the layer `builder` describes and registers its breaker under its name.
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] when the configuration is out of range.
-    pub fn layer(
+    /// [`CircuitConfigError`] when a setting is out of range.
+    pub fn layer<C>(
         &self,
-        name: &str,
-        config: &CircuitBreakerConfig,
-    ) -> Result<CircuitBreakerLayer, InvalidConfig> {
-        let layer = CircuitBreakerLayer::from_config(name, config)?;
+        builder: CircuitBreakerBuilder<C>,
+    ) -> Result<CircuitBreakerLayer<C>, CircuitConfigError> {
+        let layer = builder.build()?;
         self.register(layer.handle());
         Ok(layer)
     }

@@ -30,7 +30,7 @@ use crate::handle::CircuitHandle;
 /// increment, a swap of the call's slot in the window and, only when the slot held a call of
 /// another kind, one atomic add to the window's totals. The future holds a reference to the
 /// breaker (one reference-count increment). Timing slow calls reads the clock twice per
-/// call; turn it off with [`track_slow_calls(false)`](crate::Builder::track_slow_calls)
+/// call; turn it off with [`track_slow_calls(false)`](crate::CircuitBreakerBuilder::track_slow_calls)
 /// where the clock is slow.
 ///
 /// # Clone
@@ -65,27 +65,14 @@ impl<S, C> CircuitBreaker<S, C> {
         &self.handle
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    brace_core::define_inner_service_accessors!();
 }
 
 impl<S, C, Req> Service<Req> for CircuitBreaker<S, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;

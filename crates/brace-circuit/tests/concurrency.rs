@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use brace_circuit::{CircuitBreakerLayer, CircuitOpen, CircuitState, SlidingWindow};
 use brace_core::BoxError;
-use common::{Call, Harness, TestError};
+use common::{Call, Harness, TestError, judged};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceExt};
 
@@ -65,10 +65,8 @@ async fn half_open_never_admits_more_trial_calls_than_permitted_across_threads()
         .minimum_calls(5)
         .failure_rate_threshold(50.0)
         .wait_in_open(Duration::ZERO)
-        .permitted_calls_in_half_open(PERMITTED as u32)
-        .build()
-        .unwrap();
-    let h = Harness::new(layer);
+        .permitted_calls_in_half_open(PERMITTED as u32);
+    let h = Harness::new(&judged(layer));
     tokio::time::timeout(HANG_GUARD, async {
         for round in 0..40 {
             h.handle.reset();
@@ -158,10 +156,8 @@ async fn counts_stay_consistent_while_state_flips_under_load() {
         .minimum_calls(20)
         .failure_rate_threshold(50.0)
         .wait_in_open(Duration::ZERO)
-        .permitted_calls_in_half_open(PERMITTED)
-        .build()
-        .unwrap();
-    let mut h = Harness::new(layer);
+        .permitted_calls_in_half_open(PERMITTED);
+    let mut h = Harness::new(&judged(layer));
     let transitions = Arc::new(AtomicUsize::new(0));
     let mut events = h.handle.subscribe();
     let counter = transitions.clone();

@@ -3,10 +3,17 @@
 use std::time::Duration;
 
 use brace_circuit::{
-    CircuitBreakerConfig, CircuitBreakerLayer, CircuitRegistry, CircuitState, SlidingWindow,
-    SlidingWindowKind,
+    CircuitBreakerConfig, CircuitBreakerLayer, CircuitConfigError, CircuitRegistry, CircuitState,
+    SlidingWindow, SlidingWindowKind,
 };
 use tower::{Service, ServiceExt};
+
+fn from_config(
+    name: &str,
+    config: &CircuitBreakerConfig,
+) -> Result<CircuitBreakerLayer, CircuitConfigError> {
+    config.to_builder(name)?.build()
+}
 
 fn parse(json: &str) -> Result<CircuitBreakerConfig, serde_json::Error> {
     serde_json::from_str(json)
@@ -35,7 +42,7 @@ fn config_reads_every_field_with_humantime_or_second_durations() {
     assert_eq!(config.slow_call_duration, Some(Duration::from_millis(2500)));
     assert_eq!(config.wait_in_open, Some(Duration::from_secs(15)));
     assert_eq!(config.max_wait_in_open, Some(Duration::from_mins(5)));
-    CircuitBreakerLayer::from_config("a", &config).unwrap();
+    from_config("a", &config).unwrap();
 }
 
 #[test]
@@ -43,7 +50,7 @@ fn config_accepts_the_seed_failure_threshold_and_reset_timeout() {
     let config = parse(r#"{"failure_threshold": 5, "reset_timeout": 60}"#).unwrap();
     assert_eq!(config.failure_threshold, Some(5));
     assert_eq!(config.wait_in_open, Some(Duration::from_mins(1)));
-    CircuitBreakerLayer::from_config("seed", &config).unwrap();
+    from_config("seed", &config).unwrap();
 }
 
 #[test]
@@ -57,7 +64,7 @@ fn config_rejects_unknown_fields_and_bad_durations() {
 #[test]
 fn config_rejects_a_wait_cap_without_growth() {
     let config = parse(r#"{"max_wait_in_open": "5m"}"#).unwrap();
-    let err = CircuitBreakerLayer::from_config("a", &config).unwrap_err();
+    let err = from_config("a", &config).unwrap_err();
     assert!(err.to_string().contains("wait_multiplier"), "{err}");
 }
 
@@ -65,9 +72,9 @@ fn config_rejects_a_wait_cap_without_growth() {
 fn config_takes_failure_threshold_beside_window_settings() {
     let config = parse(r#"{"consecutive_failures": 5, "minimum_calls": 10}"#).unwrap();
     assert_eq!(config.failure_threshold, Some(5));
-    CircuitBreakerLayer::from_config("a", &config).unwrap();
+    from_config("a", &config).unwrap();
     let zero = parse(r#"{"failure_threshold": 0}"#).unwrap();
-    let err = CircuitBreakerLayer::from_config("a", &zero).unwrap_err();
+    let err = from_config("a", &zero).unwrap_err();
     assert!(err.to_string().contains("at least 1"), "{err}");
 }
 
@@ -105,7 +112,7 @@ fn huge_waits_saturate_instead_of_overflowing() {
     let config = parse(r#"{"wait_in_open": "1000000000years", "wait_multiplier": 1e300}"#);
     // Either the duration parser refuses it, or the breaker takes it without panicking.
     if let Ok(config) = config {
-        let _ = CircuitBreakerLayer::from_config("a", &config);
+        let _ = from_config("a", &config);
     }
     let layer = CircuitBreakerLayer::builder("a")
         .consecutive_failures(1)
@@ -133,10 +140,15 @@ fn huge_waits_saturate_instead_of_overflowing() {
 fn registry_lists_breakers_by_name_as_json() {
     let registry = CircuitRegistry::new();
     registry
-        .layer("b", &parse(r#"{"failure_threshold": 3}"#).unwrap())
+        .layer(
+            parse(r#"{"failure_threshold": 3}"#)
+                .unwrap()
+                .to_builder("b")
+                .unwrap(),
+        )
         .unwrap();
     let a = registry
-        .layer("a", &CircuitBreakerConfig::default())
+        .layer(CircuitBreakerConfig::default().to_builder("a").unwrap())
         .unwrap();
     a.handle().force_open();
     let json = serde_json::to_value(registry.metrics()).unwrap();

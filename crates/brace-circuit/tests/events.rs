@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use brace_circuit::{CircuitBreakerLayer, CircuitState, SlidingWindow};
 use capture::Capture;
-use common::{Call, Harness};
+use common::{Call, Harness, judged};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -17,16 +17,14 @@ const SECOND: Duration = Duration::from_secs(1);
 async fn each_transition_is_logged_once_with_its_cause() {
     let capture = Capture::default();
     let _default = tracing::subscriber::set_default(capture.subscriber());
-    let mut h = Harness::new(
+    let mut h = Harness::new(&judged(
         CircuitBreakerLayer::builder("primary")
             .sliding_window(SlidingWindow::Count(5))
             .minimum_calls(3)
             .failure_rate_threshold(50.0)
             .wait_in_open(5 * SECOND)
-            .permitted_calls_in_half_open(1)
-            .build()
-            .unwrap(),
-    );
+            .permitted_calls_in_half_open(1),
+    ));
     h.calls(3, || Call::Fail).await;
     assert_eq!(h.handle.state(), CircuitState::Open);
     h.call(Call::Ok).await.unwrap_err();
@@ -82,7 +80,7 @@ async fn each_transition_is_logged_once_with_its_cause() {
 async fn calls_through_a_closed_breaker_log_nothing() {
     let capture = Capture::default();
     let _default = tracing::subscriber::set_default(capture.subscriber());
-    let mut h = Harness::new(CircuitBreakerLayer::builder("quiet").build().unwrap());
+    let mut h = Harness::new(&judged(CircuitBreakerLayer::builder("quiet")));
     h.calls(10, || Call::Ok).await;
     h.call(Call::Fail).await.unwrap_err();
     assert!(capture.events().is_empty(), "{:?}", capture.events());

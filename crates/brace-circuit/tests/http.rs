@@ -9,11 +9,12 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 async fn status_classifier_counts_server_errors_and_ignores_client_errors() {
     let layer = CircuitBreakerLayer::builder("upstream")
         .consecutive_failures(3)
+        .classifier(StatusClassifier::new())
         .build()
         .unwrap();
     let handle = layer.handle();
     let mut service = ServiceBuilder::new()
-        .layer(layer.with_classifier(StatusClassifier::new()))
+        .layer(layer)
         .service_fn(|status: u16| async move {
             Ok::<_, std::io::Error>(
                 Response::builder()

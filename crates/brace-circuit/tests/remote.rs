@@ -8,20 +8,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brace_circuit::{Admission, CircuitBreakerLayer, CircuitOpen, CircuitState};
-use common::{Call, Harness};
+use common::{Call, Harness, judged};
 use tokio::time::advance;
 
 const SECOND: Duration = Duration::from_secs(1);
 
 fn harness() -> Harness {
-    Harness::new(
+    Harness::new(&judged(
         CircuitBreakerLayer::builder("remote")
             .consecutive_failures(2)
             .wait_in_open(10 * SECOND)
-            .permitted_calls_in_half_open(1)
-            .build()
-            .unwrap(),
-    )
+            .permitted_calls_in_half_open(1),
+    ))
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,10 +140,8 @@ async fn a_gate_holds_the_automatic_transition_too() {
     let layer = CircuitBreakerLayer::builder("auto")
         .consecutive_failures(1)
         .wait_in_open(SECOND)
-        .automatic_transition(true)
-        .build()
-        .unwrap();
-    let mut h = Harness::new(layer);
+        .automatic_transition(true);
+    let mut h = Harness::new(&judged(layer));
     h.handle.set_half_open_gate(Arc::new(|_: &str| false));
     h.calls(1, || Call::Fail).await;
     advance(2 * SECOND).await;

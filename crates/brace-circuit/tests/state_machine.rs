@@ -7,10 +7,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use brace_circuit::{
-    Builder, CircuitBreakerLayer, CircuitOpen, CircuitState, SlidingWindow, StateTransition,
+    CircuitBreakerBuilder, CircuitBreakerLayer, CircuitOpen, CircuitState, SlidingWindow,
+    StateTransition,
 };
 use brace_core::BoxError;
-use common::{Call, Harness};
+use common::{Call, Harness, judged};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
@@ -19,7 +20,7 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// A count window of 5 calls, 3 of which are needed, 50 % failure threshold, 5 s in open
 /// state and 2 trial calls.
-fn builder() -> Builder {
+fn builder() -> CircuitBreakerBuilder {
     CircuitBreakerLayer::builder("test")
         .sliding_window(SlidingWindow::Count(5))
         .minimum_calls(3)
@@ -29,8 +30,8 @@ fn builder() -> Builder {
         .permitted_calls_in_half_open(2)
 }
 
-fn harness(builder: Builder) -> Harness {
-    Harness::new(builder.build().unwrap())
+fn harness(builder: CircuitBreakerBuilder) -> Harness {
+    Harness::new(&judged(builder))
 }
 
 fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
@@ -43,7 +44,7 @@ fn open_error(result: Result<(), BoxError>) -> CircuitOpen {
 /// Records every transition the callback sees as `(from, to)`.
 type Seen = Arc<Mutex<Vec<(CircuitState, CircuitState)>>>;
 
-fn recording(builder: Builder) -> (Builder, Seen) {
+fn recording(builder: CircuitBreakerBuilder) -> (CircuitBreakerBuilder, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let builder = builder.on_transition(move |event: &StateTransition| {
@@ -641,9 +642,9 @@ async fn event_display_names_the_breaker_and_both_states() {
 
 #[tokio::test(start_paused = true)]
 async fn clones_of_the_service_share_one_breaker() {
-    let layer = builder().build().unwrap();
-    let mut a = Harness::new(layer.clone());
-    let mut b = Harness::new(layer);
+    let layer = judged(builder());
+    let mut a = Harness::new(&layer);
+    let mut b = Harness::new(&layer);
     a.calls(2, || Call::Fail).await;
     b.call(Call::Fail).await.unwrap_err();
     assert!(a.handle.same_breaker(&b.handle));

@@ -306,8 +306,15 @@ impl Outcome {
 
 /// Decides what the result of a call means.
 ///
-/// Every brace layer takes a classifier. Implement it for your own response and error types,
-/// or pass a closure:
+/// Every brace layer takes a classifier, and every layer asks it about the same input:
+/// `Result<&Response, &BoxError>`, the inner service's response or its error boxed (as the
+/// layers return errors). So one classifier judges an outcome the same way in the circuit
+/// breaker, the retry layer, the degradation layer and the failover service, in any order:
+/// a breaker right over a provider sees the provider's error boxed, one over a retry layer
+/// sees its [`RetriesExhausted`], one over failover its [`AllProvidersFailed`] — each
+/// downcasts to what it knows. Implement `Classify<Response, BoxError>` for a stack (the
+/// classifiers here and `brace_llm::LlmClassifier` do), or pass a closure; outside the
+/// layers any error type can be judged:
 ///
 /// ```
 /// use brace_core::{Classify, Outcome};

@@ -1,12 +1,14 @@
 //! The contract between a degradation layer and the requests it reshapes.
 //!
 //! brace's degradation layer (`brace-degrade`) is generic: it knows a ladder of levels, a
-//! response cache and when to move between levels, but not what an LLM request looks like.
-//! What it needs from a request it asks through [`Degradable`], and from a response through
-//! [`DegradeResponse`]:
+//! response cache and when to move between levels, but not what a request looks like, nor
+//! what a level changes in it. What it needs from a request it asks through [`Degradable`],
+//! and from a response through [`DegradeResponse`]:
 //!
-//! - [`Degradable::reshape`]: make the request fit a level's [`Shape`] (override the model,
-//!   cap `max_tokens`, remove features the level does not allow) and say what changed.
+//! - [`Degradable::Shape`]: what a live level says about a request (for chat requests: a
+//!   model, a `max_tokens` cap, the features allowed — `brace_llm::degrade::Shape`), and
+//!   [`Degradable::reshape`], which makes the request fit it and says what changed
+//!   ([`Degradable::Reshaped`], a [`Reshape`]).
 //! - [`Degradable::write_cache_key`]: write a canonical form of the request, which the layer
 //!   hashes into a cache key. Two requests that should share a cached answer write the same
 //!   bytes.
@@ -21,134 +23,36 @@
 //!
 //! `brace_llm` implements both traits for its chat types.
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-/// Request features a level may allow or remove.
+/// What reshaping a request changed, as a degradation level records it in the response.
 ///
-/// In configuration every field defaults to allowed: `{ tools: false }` removes tools only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Features {
-    /// Tool (function) definitions and tool choice.
-    pub tools: bool,
-    /// A streamed response.
-    pub stream: bool,
-    /// Image (vision) inputs.
-    pub images: bool,
-    /// A requested response format (JSON mode, a JSON schema).
-    pub response_format: bool,
-}
-
-impl Default for Features {
-    fn default() -> Self {
-        Self::ALL
-    }
-}
-
-impl Features {
-    /// Every feature.
-    pub const ALL: Features = Features {
-        tools: true,
-        stream: true,
-        images: true,
-        response_format: true,
-    };
-
-    /// No feature.
-    pub const NONE: Features = Features {
-        tools: false,
-        stream: false,
-        images: false,
-        response_format: false,
-    };
-
-    /// `true` if no feature is set.
-    pub const fn is_empty(&self) -> bool {
-        !(self.tools || self.stream || self.images || self.response_format)
-    }
-
-    /// The names of the features that are set, in a fixed order.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> {
-        [
-            (self.tools, "tools"),
-            (self.stream, "stream"),
-            (self.images, "images"),
-            (self.response_format, "response_format"),
-        ]
-        .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
-    }
-}
-
-/// How a live level reshapes a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Shape {
-    /// The model to use instead of the caller's, if any.
-    pub model: Option<Arc<str>>,
-    /// A cap on the response length: the request gets the smaller of the caller's
-    /// `max_tokens` and this (this when the caller set none).
-    pub max_tokens: Option<u32>,
-    /// The features the level allows; the others are removed from the request.
-    pub allow: Features,
-}
-
-impl Shape {
-    /// A shape that changes nothing.
-    pub fn unchanged() -> Self {
-        Self::default()
-    }
-
-    /// `true` if this shape changes nothing.
-    pub fn is_unchanged(&self) -> bool {
-        self.model.is_none() && self.max_tokens.is_none() && self.allow == Features::ALL
-    }
-}
-
-/// What [`Degradable::reshape`] changed in a request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Reshaped {
-    /// The features that the request used and that were removed.
-    pub removed: Features,
-    /// The model the request was switched to, if it was.
-    pub model: Option<Arc<str>>,
-    /// The `max_tokens` the request was capped to, if it was lowered or set.
-    pub max_tokens: Option<u32>,
-}
-
-impl Default for Reshaped {
-    fn default() -> Self {
-        Self::nothing()
-    }
-}
-
-impl Reshaped {
+/// `()` is the change of a request type that levels do not reshape.
+pub trait Reshape: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// Nothing changed.
-    pub fn nothing() -> Self {
-        Self {
-            removed: Features::NONE,
-            model: None,
-            max_tokens: None,
-        }
-    }
+    fn nothing() -> Self;
 
     /// `true` if nothing changed.
-    pub fn is_nothing(&self) -> bool {
-        self.removed.is_empty() && self.model.is_none() && self.max_tokens.is_none()
+    fn is_nothing(&self) -> bool;
+
+    /// `true` if this change sends the request somewhere `previous` did not (another model,
+    /// say), so that a failure a smaller request cannot change — a rate limit, a refused
+    /// key — may still go differently: the degradation layer then asks again the providers
+    /// it would otherwise leave out of a later pass.
+    fn retargets(&self, previous: &Self) -> bool;
+}
+
+impl Reshape for () {
+    fn nothing() -> Self {}
+
+    fn is_nothing(&self) -> bool {
+        true
     }
 
-    /// What changed, by name: the removed features (`tools`, `stream`, `images`,
-    /// `response_format`), then `model` and `max_tokens` if they were changed.
-    pub fn changes(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.removed.names().chain(
-            [
-                (self.model.is_some(), "model"),
-                (self.max_tokens.is_some(), "max_tokens"),
-            ]
-            .into_iter()
-            .filter_map(|(changed, name)| changed.then_some(name)),
-        )
+    fn retargets(&self, (): &Self) -> bool {
+        false
     }
 }
 
@@ -176,9 +80,10 @@ impl Origin {
 }
 
 /// Which level answered a request and how: what a degradation layer records in every
-/// response it returns.
+/// response it returns. `R` is what the level changed in the request
+/// ([`Degradable::Reshaped`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Degradation {
+pub struct Degradation<R> {
     /// The name of the level that answered.
     pub level: Arc<str>,
     /// Its position in the ladder, `0` being the top (full capability).
@@ -186,10 +91,10 @@ pub struct Degradation {
     /// Where the answer came from.
     pub origin: Origin,
     /// What the level changed in the request (nothing for cache and static answers).
-    pub reshaped: Reshaped,
+    pub reshaped: R,
 }
 
-impl Degradation {
+impl<R: Reshape> Degradation<R> {
     /// `true` if the answer is not what the caller's request would have got at full
     /// capability: a lower level, a reshaped request, a cached or a static answer.
     pub fn is_degraded(&self) -> bool {
@@ -200,12 +105,19 @@ impl Degradation {
 /// A request that a degradation layer can reshape, cache and answer statically.
 pub trait Degradable {
     /// The response the service returns for this request.
-    type Response: DegradeResponse;
+    type Response: DegradeResponse<Self::Reshaped>;
 
-    /// Makes the request fit `shape` and says what changed. A feature the shape does not
-    /// allow is removed only if the request used it, and only then listed in
-    /// [`Reshaped::removed`].
-    fn reshape(&mut self, shape: &Shape) -> Reshaped;
+    /// What a live level says about the request: how to reshape it (for chat requests, a
+    /// model, a `max_tokens` cap and the features allowed). The default shape changes
+    /// nothing.
+    type Shape: Clone + fmt::Debug + Default + PartialEq + Send + Sync + 'static;
+
+    /// What [`reshape`](Self::reshape) changed, recorded in the response.
+    type Reshaped: Reshape;
+
+    /// Makes the request fit `shape` and says what changed (only what really changed: a
+    /// feature the shape does not allow and the request did not use is not a change).
+    fn reshape(&mut self, shape: &Self::Shape) -> Self::Reshaped;
 
     /// Records that the request is sent at the level named `level`, below the top of the
     /// ladder (called before [`reshape`](Self::reshape); never for the top level), so that
@@ -239,13 +151,14 @@ pub trait Degradable {
     fn static_response(&self, message: &str) -> Self::Response;
 }
 
-/// A response that a degradation layer can annotate, cache and replay.
-pub trait DegradeResponse: Sized {
+/// A response that a degradation layer can annotate, cache and replay; `R` is what a level
+/// changed in the request ([`Degradable::Reshaped`]).
+pub trait DegradeResponse<R>: Sized {
     /// What the cache keeps: the whole response, streams collected.
     type Cached: Send + Sync + 'static;
 
     /// Records which level answered and how.
-    fn annotate(&mut self, degradation: &Degradation);
+    fn annotate(&mut self, degradation: &Degradation<R>);
 
     /// Passes the complete response to `fill` and returns the response unchanged to the
     /// caller. A whole response calls `fill` at once; a stream is teed: its items go on to

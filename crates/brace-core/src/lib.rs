@@ -38,6 +38,7 @@ pub mod degrade;
 pub mod duration;
 pub mod error;
 pub mod exclude;
+pub mod grpc;
 pub mod on_error;
 pub mod retry_after;
 
@@ -48,6 +49,7 @@ pub use self::error::{
     AllProvidersFailed, CircuitOpen, DeadlineExceeded, GiveUpReason, ProviderFailure,
     RetriesExhausted,
 };
+pub use self::grpc::{GrpcClassifier, GrpcHttpClassifier};
 
 /// An error that can be sent across threads: what every brace layer that creates errors
 /// of its own returns, as tower's middleware does.

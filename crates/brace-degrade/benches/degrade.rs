@@ -50,13 +50,19 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(call(&mut bare, black_box(req.clone()))));
     });
 
-    let layer = DegradeLayer::<Req>::from_config(&support::config()).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .build()
+        .unwrap();
     let mut full = layer.clone().layer(backend());
     group.bench_function("full_level_with_cache_fill", |b| {
         b.iter(|| black_box(call(&mut full, black_box(req.clone()))));
     });
 
-    let cached_layer = DegradeLayer::<Req>::from_config(&support::config()).unwrap();
+    let cached_layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .build()
+        .unwrap();
     let mut cached = cached_layer.clone().layer(backend());
     call(&mut cached, req.clone());
     cached_layer.handle().pin("cached").unwrap();

@@ -2,22 +2,33 @@
 
 use std::time::Duration;
 
-use crate::error::InvalidConfig;
-use crate::level::{Ladder, Level};
+use crate::error::DegradeConfigError;
+use crate::level::{Ladder, Level, NoShape};
 
 /// Everything a [`DegradeLayer`](crate::DegradeLayer) can be configured with.
 ///
 /// Every field has a default; unknown fields are rejected. Durations are humantime text
 /// (`30s`, `5m`) or seconds.
 ///
+/// `Sh` is how live levels reshape a request (the request type's
+/// [`Degradable::Shape`](brace_core::degrade::Degradable::Shape)); its fields sit beside a
+/// level's name (for chat requests, `brace_llm::degrade::Shape`: `{"name": "haiku",
+/// "model": "claude-haiku", "max_tokens": 512, "allow": {"tools": false}}`).
+///
 /// ```
 /// use brace_degrade::DegradeConfig;
 ///
+/// #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+/// #[serde(default, deny_unknown_fields)]
+/// struct Shape {
+///     brief: bool,
+/// }
+///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let config: DegradeConfig = serde_json::from_str(r#"{
+/// let config: DegradeConfig<Shape> = serde_json::from_str(r#"{
 ///     "levels": [
-///         { "name": "opus" },
-///         { "name": "haiku", "model": "claude-haiku", "max_tokens": 512, "allow": { "tools": false } },
+///         { "name": "full" },
+///         { "name": "brief", "brief": true },
 ///         { "name": "cached", "kind": "cached" },
 ///         { "name": "offline", "kind": "static", "message": "Back soon" }
 ///     ],
@@ -30,10 +41,17 @@ use crate::level::{Ladder, Level};
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DegradeConfig {
+#[serde(
+    default,
+    deny_unknown_fields,
+    bound(
+        serialize = "Sh: Clone + Default + PartialEq + serde::Serialize",
+        deserialize = "Sh: Default + PartialEq + serde::Deserialize<'de>"
+    )
+)]
+pub struct DegradeConfig<Sh = NoShape> {
     /// The ladder, top first; [`Ladder::standard`] when absent.
-    pub levels: Option<Vec<Level>>,
+    pub levels: Option<Vec<Level<Sh>>>,
     /// The level to start at, by name; the top when absent.
     pub start: Option<String>,
     /// How many more live attempts, each one level further down, a request gets after a
@@ -52,7 +70,7 @@ pub struct DegradeConfig {
     pub auto: AutoConfig,
 }
 
-impl Default for DegradeConfig {
+impl<Sh> Default for DegradeConfig<Sh> {
     fn default() -> Self {
         Self {
             levels: None,
@@ -65,13 +83,13 @@ impl Default for DegradeConfig {
     }
 }
 
-impl DegradeConfig {
+impl<Sh: Clone + Default> DegradeConfig<Sh> {
     /// The configured ladder.
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] if the levels are empty or two share a name.
-    pub fn ladder(&self) -> Result<Ladder, InvalidConfig> {
+    /// [`DegradeConfigError`] if the levels are empty or two share a name.
+    pub fn ladder(&self) -> Result<Ladder<Sh>, DegradeConfigError> {
         match &self.levels {
             Some(levels) => Ladder::new(levels.clone()),
             None => Ok(Ladder::standard()),
@@ -82,31 +100,31 @@ impl DegradeConfig {
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] saying what is wrong.
-    pub fn validate(&self) -> Result<Ladder, InvalidConfig> {
+    /// [`DegradeConfigError`] saying what is wrong.
+    pub fn validate(&self) -> Result<Ladder<Sh>, DegradeConfigError> {
         let ladder = self.ladder()?;
         if let Some(start) = &self.start
             && ladder.index_of(start).is_none()
         {
-            return Err(InvalidConfig::new(format!(
+            return Err(DegradeConfigError::new(format!(
                 "start level `{start}` is not on the ladder"
             )));
         }
         if self.cache.max_entries == 0 || self.cache.max_bytes == 0 {
-            return Err(InvalidConfig::new(
+            return Err(DegradeConfigError::new(
                 "cache.max_entries and cache.max_bytes must be positive (disable with `enabled: false`)",
             ));
         }
         if self.cache.ttl.is_zero() {
-            return Err(InvalidConfig::new("cache.ttl must be positive"));
+            return Err(DegradeConfigError::new("cache.ttl must be positive"));
         }
         if self.auto.failure_threshold == 0 {
-            return Err(InvalidConfig::new(
+            return Err(DegradeConfigError::new(
                 "auto.failure_threshold must be positive",
             ));
         }
         if self.auto.window.is_zero() || self.auto.probe_interval.is_zero() {
-            return Err(InvalidConfig::new(
+            return Err(DegradeConfigError::new(
                 "auto.window and auto.probe_interval must be positive",
             ));
         }

@@ -53,11 +53,11 @@ impl Error for UnknownLevel {}
 
 /// A ladder or configuration that cannot work, with what is wrong.
 #[derive(Debug, Clone)]
-pub struct InvalidConfig {
+pub struct DegradeConfigError {
     reason: String,
 }
 
-impl InvalidConfig {
+impl DegradeConfigError {
     pub(crate) fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
@@ -70,10 +70,10 @@ impl InvalidConfig {
     }
 }
 
-impl fmt::Display for InvalidConfig {
+impl fmt::Display for DegradeConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid degradation config: {}", self.reason)
     }
 }
 
-impl Error for InvalidConfig {}
+impl Error for DegradeConfigError {}

@@ -6,13 +6,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::any::Any;
 use std::time::Duration;
 
-use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshaped};
+use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshape};
 use brace_core::exclude::{Excluded, Exclusions};
 use brace_core::{
-    AllProvidersFailed, BoxError, CircuitOpen, Classify, DeadlineExceeded, FailureClass, Outcome,
+    AllProvidersFailed, BoxError, CircuitOpen, Classify, DeadlineExceeded, FailureClass,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -21,7 +20,7 @@ use tower_service::Service;
 use crate::cache::{CacheKey, TierFuture};
 use crate::config::Admit;
 use crate::error::NoLevelAnswered;
-use crate::layer::{CachedOf, Core};
+use crate::layer::{CachedOf, CoreOf};
 use crate::level::LevelKind;
 use crate::state::Start;
 
@@ -46,10 +45,10 @@ pin_project! {
         key: KeyState,
         level: usize,
         live_left: u32,
-        reshaped: Reshaped,
+        reshaped: R::Reshaped,
         // What the previous live pass changed in the request: a later pass that would send
         // the same request is skipped.
-        previous: Option<Reshaped>,
+        previous: Option<R::Reshaped>,
         start: Start,
         // The last live level's failure, returned if no lower level answers. Boxed: only a
         // failing request fills it, and inline it would grow every request's future.
@@ -65,7 +64,7 @@ pin_project! {
         // still be given; then the live call is dropped for it.
         cutoff: Option<Pin<Box<Sleep>>>,
         cut: bool,
-        core: Arc<Core<CachedOf<R>, C>>,
+        core: Arc<CoreOf<R, C>>,
     }
 }
 
@@ -107,7 +106,7 @@ where
         svc_ready: bool,
         request: R,
         start: Start,
-        core: Arc<Core<CachedOf<R>, C>>,
+        core: Arc<CoreOf<R, C>>,
     ) -> Self {
         Self {
             state: State::Route,
@@ -118,7 +117,7 @@ where
             key: KeyState::Unknown,
             level: start.level,
             live_left: core.fallback_attempts.saturating_add(1),
-            reshaped: Reshaped::nothing(),
+            reshaped: R::Reshaped::nothing(),
             previous: None,
             start,
             last: None,
@@ -156,8 +155,8 @@ impl<S, R, C> Future for ResponseFuture<S, R, C>
 where
     R: Degradable + Clone,
     S: Service<R, Response = R::Response>,
-    S::Error: Into<BoxError> + 'static,
-    C: Classify<R::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<R::Response, BoxError>,
 {
     type Output = Result<R::Response, BoxError>;
 
@@ -174,7 +173,7 @@ where
                         level: level.name_arc().clone(),
                         index: *this.level,
                         origin: Origin::Cache,
-                        reshaped: Reshaped::nothing(),
+                        reshaped: R::Reshaped::nothing(),
                     };
                     match level.kind() {
                         LevelKind::Live(_) => {
@@ -236,7 +235,6 @@ where
                     }
                     let Some(LevelKind::Live(shape)) = this
                         .core
-                        .shared
                         .ladder
                         .get(*this.level)
                         .map(crate::level::Level::kind)
@@ -254,7 +252,7 @@ where
                     // A later pass is worth its calls only if it sends a different request
                     // to someone whose failure that can change.
                     if let Some(previous) = &*this.previous {
-                        let model_changed = reshaped.model != previous.model;
+                        let model_changed = reshaped.retargets(previous);
                         let level = this.core.shared.ladder.levels()[*this.level].name_arc();
                         let worth_it = reshaped != *previous
                             && match this.trail.as_deref() {
@@ -288,7 +286,8 @@ where
                 }
                 StateProj::Call { future } => {
                     let result = match future.poll(cx) {
-                        Poll::Ready(result) => result,
+                        // Judged as every layer judges: the error boxed.
+                        Poll::Ready(result) => result.map_err(Into::into),
                         Poll::Pending => {
                             let Some(cutoff) = this.cutoff.as_mut() else {
                                 return Poll::Pending;
@@ -317,7 +316,7 @@ where
                             .clone(),
                         index: *this.level,
                         origin: Origin::Live,
-                        reshaped: std::mem::take(this.reshaped),
+                        reshaped: std::mem::replace(this.reshaped, R::Reshaped::nothing()),
                     };
                     match result {
                         Ok(mut response) => {
@@ -332,11 +331,9 @@ where
                             }
                             *this.last = Some(Box::new(Ok(response)));
                         }
-                        Err(err) if !failed => return Poll::Ready(Err(err.into())),
+                        Err(err) if !failed => return Poll::Ready(Err(err)),
                         Err(err) => {
                             let level = &degradation.level;
-                            let judged = judge(&this.core.classifier, &err);
-                            let err: BoxError = err.into();
                             match err.downcast::<AllProvidersFailed>() {
                                 Ok(all) => {
                                     let all = all.in_pass(level);
@@ -346,7 +343,7 @@ where
                                     }
                                 }
                                 Err(err) => {
-                                    *this.last_reshapable = judged.reshaping_may_help();
+                                    *this.last_reshapable = outcome.reshaping_may_help();
                                     *this.last = Some(Box::new(Err(err)));
                                 }
                             }
@@ -370,7 +367,7 @@ where
                                 .clone(),
                             index: *this.level,
                             origin: Origin::Cache,
-                            reshaped: Reshaped::nothing(),
+                            reshaped: R::Reshaped::nothing(),
                         });
                         return Poll::Ready(Ok(response));
                     }
@@ -419,25 +416,11 @@ fn give_up<T>(
     }
 }
 
-/// Judges an inner error with the layer's classifier.
-fn judge<T, E: 'static, C: Classify<T, E>>(classifier: &C, err: &E) -> Outcome {
-    classifier.classify(Err(err))
-}
-
-/// Judges one provider's error of a trail: with the layer's classifier when the inner
-/// service's errors are `BoxError`s (any tower stack), else with brace's own rules.
-fn judge_entry<T, E: 'static, C: Classify<T, E>>(classifier: &C, err: &BoxError) -> Outcome {
-    match (err as &dyn Any).downcast_ref::<E>() {
-        Some(err) => classifier.classify(Err(err)),
-        None => brace_core::classify::classify_error(&**err).unwrap_or_else(Outcome::transient),
-    }
-}
-
 /// The providers the pass at `level` leaves out: each one's latest entry in the trail is an
 /// open circuit, or — unless the pass asks for another model, which may fail otherwise — a
 /// failure a reshaped request cannot change (a rate limit, a refused key), or it was left
 /// out already.
-fn exclusions<T, E: 'static, C: Classify<T, E>>(
+fn exclusions<T, C: Classify<T, BoxError>>(
     trail: &AllProvidersFailed,
     level: &Arc<str>,
     classifier: &C,
@@ -461,7 +444,7 @@ fn exclusions<T, E: 'static, C: Classify<T, E>>(
         if let Some(excluded) = entry.error.downcast_ref::<Excluded>() {
             return Some((name.clone(), Excluded::new(level.clone(), excluded.class())));
         }
-        let outcome = judge_entry::<T, E, C>(classifier, &entry.error);
+        let outcome = classifier.classify(Err(&entry.error));
         (!outcome.reshaping_may_help())
             .then(|| (name.clone(), Excluded::new(level.clone(), outcome.class())))
     }))
@@ -478,7 +461,7 @@ fn nobody_left(trail: &AllProvidersFailed, exclusions: &Exclusions) -> bool {
 }
 
 /// `true` if a cached or static answer could stand in for a live one cut by the deadline.
-fn has_fallback<R: Degradable, C>(core: &Core<CachedOf<R>, C>, request: &R) -> bool {
+fn has_fallback<R: Degradable, C>(core: &CoreOf<R, C>, request: &R) -> bool {
     let ladder = core.shared.ladder.levels();
     let cached = core.cache.is_some()
         && match core.admit {
@@ -507,7 +490,7 @@ fn cutoff() -> Option<Pin<Box<Sleep>>> {
 /// Hands a successful live response to the cache, if the request may be cached.
 fn fill<R, C>(
     response: R::Response,
-    core: &Core<CachedOf<R>, C>,
+    core: &CoreOf<R, C>,
     key: &mut KeyState,
     request: &R,
 ) -> R::Response

@@ -10,17 +10,23 @@ use tower_layer::Layer;
 
 use crate::cache::{CacheTier, ResponseCache};
 use crate::config::{Admit, DegradeConfig};
-use crate::error::InvalidConfig;
+use crate::error::DegradeConfigError;
 use crate::handle::DegradeHandle;
 use crate::level::Ladder;
 use crate::service::Degrade;
 use crate::state::Shared;
 
 /// What the cache of a layer for requests `R` stores.
-pub type CachedOf<R> = <<R as Degradable>::Response as DegradeResponse>::Cached;
+pub type CachedOf<R> =
+    <<R as Degradable>::Response as DegradeResponse<<R as Degradable>::Reshaped>>::Cached;
+
+/// What every service of a layer for requests `R` shares.
+pub(crate) type CoreOf<R, C> = Core<CachedOf<R>, <R as Degradable>::Shape, C>;
 
 /// What every service of one layer shares: the level state, the cache, the classifier.
-pub(crate) struct Core<V, C> {
+pub(crate) struct Core<V, Sh, C> {
+    /// The ladder with its shapes (the level state keeps it without them).
+    pub(crate) ladder: Ladder<Sh>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) cache: Option<ResponseCache<V>>,
     /// The cache's second tier, if any.
@@ -31,9 +37,10 @@ pub(crate) struct Core<V, C> {
     pub(crate) admit: Admit,
 }
 
-impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
+impl<V, Sh: fmt::Debug, C: fmt::Debug> fmt::Debug for Core<V, Sh, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Core")
+            .field("ladder", &self.ladder)
             .field("shared", &self.shared)
             .field("cache", &self.cache)
             .field("tier", &self.tier.is_some())
@@ -52,10 +59,10 @@ impl<V, C: fmt::Debug> fmt::Debug for Core<V, C> {
 /// [`DegradeHandle`], as tower's `GlobalConcurrencyLimitLayer` shares its semaphore.
 ///
 /// `R` is the request type ([`Degradable`]); `C` judges outcomes
-/// ([`Classify`](brace_core::Classify)), [`DefaultClassifier`] unless
-/// [`with_classifier`](Self::with_classifier) says otherwise.
+/// ([`Classify`](brace_core::Classify)), [`DefaultClassifier`] unless the builder's
+/// [`classifier`](DegradeLayerBuilder::classifier) says otherwise.
 pub struct DegradeLayer<R: Degradable, C = DefaultClassifier> {
-    core: Arc<Core<CachedOf<R>, C>>,
+    core: Arc<CoreOf<R, C>>,
     _request: PhantomData<fn(R)>,
 }
 
@@ -77,83 +84,55 @@ impl<R: Degradable, C: fmt::Debug> fmt::Debug for DegradeLayer<R, C> {
 }
 
 impl<R: Degradable> DegradeLayer<R> {
-    /// A layer over `ladder` with the default configuration otherwise.
-    pub fn new(ladder: Ladder) -> Self {
+    /// A layer over `ladder` with the default configuration otherwise and the
+    /// [`DefaultClassifier`]; [`builder`](Self::builder) sets the rest.
+    pub fn new(ladder: Ladder<R::Shape>) -> Self {
         let config = DegradeConfig {
             levels: Some(ladder.levels().to_vec()),
             ..DegradeConfig::default()
         };
-        Self::build(ladder, &config, 0)
+        Self::assemble(ladder, &config, 0, DefaultClassifier, None)
     }
 
-    /// A layer built from `config`.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidConfig`] if [`DegradeConfig::validate`] finds a problem.
-    pub fn from_config(config: &DegradeConfig) -> Result<Self, InvalidConfig> {
-        let ladder = config.validate()?;
-        let start = config
-            .start
-            .as_deref()
-            .and_then(|name| ladder.index_of(name))
-            .unwrap_or(0);
-        Ok(Self::build(ladder, config, start))
-    }
-
-    fn build(ladder: Ladder, config: &DegradeConfig, start: usize) -> Self {
-        let cache = config
-            .cache
-            .enabled
-            .then(|| ResponseCache::new(&config.cache));
-        Self {
-            core: Arc::new(Core {
-                shared: Arc::new(Shared::new(ladder, config.auto.clone(), start)),
-                cache,
-                tier: None,
-                classifier: DefaultClassifier,
-                fallback_attempts: config.fallback_attempts,
-                fallback_to_static: config.fallback_to_static,
-                admit: config.cache.admit,
-            }),
+    /// Starts a builder: the configuration ([`DegradeConfig`]: ladder, start level, cache,
+    /// automatic movement) and the classifier.
+    pub fn builder() -> DegradeLayerBuilder<R> {
+        DegradeLayerBuilder {
+            config: DegradeConfig::default(),
+            classifier: DefaultClassifier,
+            tier: None,
             _request: PhantomData,
         }
     }
 }
 
 impl<R: Degradable, C> DegradeLayer<R, C> {
-    /// The same layer (same level state and cache) judging outcomes with `classifier`.
-    pub fn with_classifier<C2>(&self, classifier: C2) -> DegradeLayer<R, C2> {
-        DegradeLayer {
+    fn assemble(
+        ladder: Ladder<R::Shape>,
+        config: &DegradeConfig<R::Shape>,
+        start: usize,
+        classifier: C,
+        tier: Option<Arc<dyn CacheTier<CachedOf<R>>>>,
+    ) -> Self {
+        let cache = config
+            .cache
+            .enabled
+            .then(|| ResponseCache::new(&config.cache));
+        Self {
             core: Arc::new(Core {
-                shared: self.core.shared.clone(),
-                cache: self.core.cache.clone(),
-                tier: self.core.tier.clone(),
+                shared: Arc::new(Shared::new(
+                    ladder.without_shapes(),
+                    config.auto.clone(),
+                    start,
+                )),
+                ladder,
+                // Without an enabled cache there is nothing for a tier to back.
+                tier: tier.filter(|_| cache.is_some()),
+                cache,
                 classifier,
-                fallback_attempts: self.core.fallback_attempts,
-                fallback_to_static: self.core.fallback_to_static,
-                admit: self.core.admit,
-            }),
-            _request: PhantomData,
-        }
-    }
-
-    /// The same layer (same level state, cache and classifier) with `tier` as the
-    /// response cache's second tier (see [`CacheTier`]). Without an enabled cache there is
-    /// nothing for a tier to back, and it is not used.
-    pub fn with_cache_tier(&self, tier: Arc<dyn CacheTier<CachedOf<R>>>) -> Self
-    where
-        C: Clone,
-    {
-        DegradeLayer {
-            core: Arc::new(Core {
-                shared: self.core.shared.clone(),
-                cache: self.core.cache.clone(),
-                tier: self.core.cache.is_some().then_some(tier),
-                classifier: self.core.classifier.clone(),
-                fallback_attempts: self.core.fallback_attempts,
-                fallback_to_static: self.core.fallback_to_static,
-                admit: self.core.admit,
+                fallback_attempts: config.fallback_attempts,
+                fallback_to_static: config.fallback_to_static,
+                admit: config.cache.admit,
             }),
             _request: PhantomData,
         }
@@ -175,5 +154,85 @@ impl<S, R: Degradable, C> Layer<S> for DegradeLayer<R, C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Degrade::from_core(inner, self.core.clone())
+    }
+}
+
+// ===== DegradeLayerBuilder =====
+
+/// Builds a [`DegradeLayer`]; start with [`DegradeLayer::builder`].
+pub struct DegradeLayerBuilder<R: Degradable, C = DefaultClassifier> {
+    config: DegradeConfig<R::Shape>,
+    classifier: C,
+    tier: Option<Arc<dyn CacheTier<CachedOf<R>>>>,
+    _request: PhantomData<fn(R)>,
+}
+
+impl<R: Degradable, C> DegradeLayerBuilder<R, C> {
+    /// Every setting from `config` (a file's `degradation` section, say).
+    #[must_use]
+    pub fn config(mut self, config: DegradeConfig<R::Shape>) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The ladder (by default [`Ladder::standard`]).
+    #[must_use]
+    #[allow(clippy::needless_pass_by_value)] // by value, as every other setter
+    pub fn ladder(mut self, ladder: Ladder<R::Shape>) -> Self {
+        self.config.levels = Some(ladder.levels().to_vec());
+        self
+    }
+
+    /// How outcomes are judged ([`DefaultClassifier`] unless set), from
+    /// `Result<&Response, &BoxError>` as every brace layer asks: a failure, or an error that
+    /// should fail over, sends the request down the ladder and counts against the level.
+    pub fn classifier<C2>(self, classifier: C2) -> DegradeLayerBuilder<R, C2> {
+        DegradeLayerBuilder {
+            config: self.config,
+            classifier,
+            tier: self.tier,
+            _request: PhantomData,
+        }
+    }
+
+    /// A second tier behind the response cache (see [`CacheTier`]): a cache shared by
+    /// replicas, say. Without an enabled cache there is nothing for a tier to back, and it is
+    /// not used.
+    #[must_use]
+    pub fn cache_tier(mut self, tier: Arc<dyn CacheTier<CachedOf<R>>>) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`DegradeConfigError`] if [`DegradeConfig::validate`] finds a problem.
+    pub fn build(self) -> Result<DegradeLayer<R, C>, DegradeConfigError> {
+        let ladder = self.config.validate()?;
+        let start = self
+            .config
+            .start
+            .as_deref()
+            .and_then(|name| ladder.index_of(name))
+            .unwrap_or(0);
+        Ok(DegradeLayer::assemble(
+            ladder,
+            &self.config,
+            start,
+            self.classifier,
+            self.tier,
+        ))
+    }
+}
+
+impl<R: Degradable, C: fmt::Debug> fmt::Debug for DegradeLayerBuilder<R, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DegradeLayerBuilder")
+            .field("config", &self.config)
+            .field("classifier", &self.classifier)
+            .field("tier", &self.tier.is_some())
+            .finish()
     }
 }

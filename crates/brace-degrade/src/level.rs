@@ -1,20 +1,29 @@
 //! Levels and the ladder they form.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use brace_core::degrade::{Features, Shape};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
-use crate::error::InvalidConfig;
+use crate::error::DegradeConfigError;
 
 /// The message the default ladder's static level answers with.
 pub const DEFAULT_STATIC_MESSAGE: &str = "Service temporarily limited";
 
-/// What a level does with a request.
+/// The shape of a request type that levels do not reshape: configured as nothing (a level
+/// with no reshaping fields).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoShape {}
+
+/// What a level does with a request; `Sh` is how a live level reshapes it (the request
+/// type's [`Degradable::Shape`](brace_core::degrade::Degradable::Shape)).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LevelKind {
-    /// Calls the inner service with the request reshaped to this [`Shape`].
-    Live(Shape),
+pub enum LevelKind<Sh = NoShape> {
+    /// Calls the inner service with the request reshaped to this shape.
+    Live(Sh),
     /// Answers from the response cache; a miss falls to the next level.
     Cached,
     /// Answers with this message as a normal, complete response, without calling the inner
@@ -24,29 +33,27 @@ pub enum LevelKind {
 
 /// One rung of the ladder: a name and what it does.
 ///
-/// In configuration a level is a mapping (`{name: haiku, model: claude-haiku}`, see
-/// [`DegradeConfig`](crate::DegradeConfig)) or the bare name of a level of the
-/// [standard ladder](Ladder::standard) (`full`, `reduced`, `minimal`, `cached`, `offline`):
-///
-/// ```
-/// use brace_degrade::{DegradeConfig, LevelKind};
-///
-/// let config: DegradeConfig =
-///     serde_json::from_str(r#"{"levels": ["full", "reduced", "offline"]}"#).unwrap();
-/// let ladder = config.ladder().unwrap();
-/// assert_eq!(ladder.levels()[2].name(), "offline");
-/// assert!(matches!(ladder.levels()[2].kind(), LevelKind::Static(_)));
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(try_from = "LevelSpec", into = "LevelConfig")]
-pub struct Level {
+/// In configuration a level is `{name, kind, message}` with the shape's own fields beside
+/// them (for chat requests `model`, `max_tokens` and `allow`): `kind` is `live` (the
+/// default), `cached` or `static`; the shape's fields apply to live levels, `message` to
+/// static ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "LevelConfig<Sh>",
+    into = "LevelConfig<Sh>",
+    bound(
+        serialize = "Sh: Clone + Default + PartialEq + Serialize",
+        deserialize = "Sh: Default + PartialEq + Deserialize<'de>"
+    )
+)]
+pub struct Level<Sh = NoShape> {
     name: Arc<str>,
-    kind: LevelKind,
+    kind: LevelKind<Sh>,
 }
 
-impl Level {
+impl<Sh> Level<Sh> {
     /// A level that calls the inner service with requests reshaped to `shape`.
-    pub fn live(name: impl Into<Arc<str>>, shape: Shape) -> Self {
+    pub fn live(name: impl Into<Arc<str>>, shape: Sh) -> Self {
         Self {
             name: name.into(),
             kind: LevelKind::Live(shape),
@@ -79,7 +86,7 @@ impl Level {
     }
 
     /// What the level does.
-    pub fn kind(&self) -> &LevelKind {
+    pub fn kind(&self) -> &LevelKind<Sh> {
         &self.kind
     }
 
@@ -87,27 +94,39 @@ impl Level {
     pub fn is_live(&self) -> bool {
         matches!(self.kind, LevelKind::Live(_))
     }
+
+    /// The same level without its shape: what the level state and handle keep.
+    pub(crate) fn without_shape(&self) -> Level {
+        Level {
+            name: self.name.clone(),
+            kind: match &self.kind {
+                LevelKind::Live(_) => LevelKind::Live(NoShape {}),
+                LevelKind::Cached => LevelKind::Cached,
+                LevelKind::Static(message) => LevelKind::Static(message.clone()),
+            },
+        }
+    }
 }
 
-/// A level as written in configuration: `kind` is `live` (the default), `cached` or
-/// `static`; `model`, `max_tokens` and `allow` apply to live levels, `message` to static ones.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct LevelConfig {
+/// A level as written in configuration (see [`Level`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LevelConfig<Sh> {
     name: String,
     #[serde(default)]
     kind: KindName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    model: Option<Arc<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    allow: Option<Features>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     message: Option<Arc<str>>,
+    // The shape's fields, beside the level's own.
+    #[serde(flatten)]
+    shape: Sh,
+    // What neither the level nor its shape knows (a flattened struct ignores unknown keys,
+    // so they are collected here and refused).
+    #[serde(flatten, skip_serializing)]
+    #[allow(clippy::zero_sized_map_values)] // only the keys matter, to name them
+    unknown: BTreeMap<String, IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum KindName {
     #[default]
@@ -116,95 +135,36 @@ enum KindName {
     Static,
 }
 
-/// A level as written: the name of a standard level, or a whole [`LevelConfig`].
-enum LevelSpec {
-    Builtin(String),
-    Custom(LevelConfig),
-}
+impl<Sh: Default + PartialEq> TryFrom<LevelConfig<Sh>> for Level<Sh> {
+    type Error = DegradeConfigError;
 
-impl<'de> serde::Deserialize<'de> for LevelSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = LevelSpec;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "the name of a standard level (full, reduced, minimal, cached, offline) or a \
-                     mapping with `name` and `kind`",
-                )
-            }
-
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<LevelSpec, E> {
-                Ok(LevelSpec::Builtin(name.to_owned()))
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<LevelSpec, A::Error> {
-                serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(LevelSpec::Custom)
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-impl TryFrom<LevelSpec> for Level {
-    type Error = InvalidConfig;
-
-    fn try_from(spec: LevelSpec) -> Result<Self, InvalidConfig> {
-        match spec {
-            LevelSpec::Custom(config) => config.try_into(),
-            LevelSpec::Builtin(name) => {
-                let standard = Ladder::standard();
-                let found = standard.levels().iter().find(|level| *level.name == *name);
-                found.cloned().ok_or_else(|| {
-                    let names: Vec<_> = standard.levels().iter().map(Level::name).collect();
-                    InvalidConfig::new(format!(
-                        "`{name}` is not a standard level (standard levels: {}); describe it as a \
-                         mapping with `name` and `kind`",
-                        names.join(", ")
-                    ))
-                })
-            }
-        }
-    }
-}
-
-impl TryFrom<LevelConfig> for Level {
-    type Error = InvalidConfig;
-
-    fn try_from(config: LevelConfig) -> Result<Self, InvalidConfig> {
+    fn try_from(config: LevelConfig<Sh>) -> Result<Self, DegradeConfigError> {
         if config.name.trim().is_empty() {
-            return Err(InvalidConfig::new("a level needs a name"));
+            return Err(DegradeConfigError::new("a level needs a name"));
         }
         let name = config.name.as_str();
-        let live_fields =
-            config.model.is_some() || config.max_tokens.is_some() || config.allow.is_some();
+        if let Some(field) = config.unknown.keys().next() {
+            return Err(DegradeConfigError::new(format!(
+                "level `{name}`: unknown field `{field}`"
+            )));
+        }
+        let reshapes = config.shape != Sh::default();
         match config.kind {
             KindName::Live => {
                 if config.message.is_some() {
-                    return Err(InvalidConfig::new(format!(
+                    return Err(DegradeConfigError::new(format!(
                         "level `{name}`: `message` is for static levels"
                     )));
                 }
-                Ok(Level::live(
-                    name,
-                    Shape {
-                        model: config.model,
-                        max_tokens: config.max_tokens,
-                        allow: config.allow.unwrap_or(Features::ALL),
-                    },
-                ))
+                Ok(Level::live(name, config.shape))
             }
-            KindName::Cached | KindName::Static if live_fields => Err(InvalidConfig::new(format!(
-                "level `{name}`: `model`, `max_tokens` and `allow` are for live levels"
-            ))),
-            KindName::Cached if config.message.is_some() => Err(InvalidConfig::new(format!(
+            KindName::Cached | KindName::Static if reshapes => {
+                Err(DegradeConfigError::new(format!(
+                    "level `{name}`: how a request is reshaped (`model`, `max_tokens`, \
+                     `allow`, …) is for live levels"
+                )))
+            }
+            KindName::Cached if config.message.is_some() => Err(DegradeConfigError::new(format!(
                 "level `{name}`: `message` is for static levels"
             ))),
             KindName::Cached => Ok(Level::cached(name)),
@@ -218,22 +178,17 @@ impl TryFrom<LevelConfig> for Level {
     }
 }
 
-impl From<Level> for LevelConfig {
-    fn from(level: Level) -> Self {
+impl<Sh: Default> From<Level<Sh>> for LevelConfig<Sh> {
+    fn from(level: Level<Sh>) -> Self {
         let mut config = LevelConfig {
             name: level.name.to_string(),
             kind: KindName::Live,
-            model: None,
-            max_tokens: None,
-            allow: None,
             message: None,
+            shape: Sh::default(),
+            unknown: BTreeMap::new(),
         };
         match level.kind {
-            LevelKind::Live(shape) => {
-                config.model = shape.model;
-                config.max_tokens = shape.max_tokens;
-                config.allow = (shape.allow != Features::ALL).then_some(shape.allow);
-            }
+            LevelKind::Live(shape) => config.shape = shape,
             LevelKind::Cached => config.kind = KindName::Cached,
             LevelKind::Static(message) => {
                 config.kind = KindName::Static;
@@ -274,46 +229,48 @@ impl fmt::Display for LevelRef {
     }
 }
 
-/// An ordered list of levels, from full capability (index 0) down.
+/// An ordered list of levels, from full capability (index 0) down; `Sh` is how its live
+/// levels reshape a request.
 ///
 /// # Example
 ///
 /// ```
-/// use brace_degrade::{Ladder, Level};
-/// use brace_core::degrade::Shape;
+/// use brace_degrade::{Ladder, Level, NoShape};
 ///
 /// let ladder = Ladder::new(vec![
-///     Level::live("opus", Shape::unchanged()),
-///     Level::live("haiku", Shape { model: Some("claude-haiku".into()), ..Shape::unchanged() }),
+///     Level::live("live", NoShape {}),
+///     Level::cached("cached"),
 ///     Level::fixed("offline", "try again later"),
 /// ])
 /// .unwrap();
-/// assert_eq!(ladder.index_of("haiku"), Some(1));
+/// assert_eq!(ladder.index_of("cached"), Some(1));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ladder {
-    levels: Arc<[Level]>,
+pub struct Ladder<Sh = NoShape> {
+    levels: Arc<[Level<Sh>]>,
 }
 
-impl Default for Ladder {
+impl<Sh: Default> Default for Ladder<Sh> {
     fn default() -> Self {
         Self::standard()
     }
 }
 
-impl Ladder {
+impl<Sh> Ladder<Sh> {
     /// A ladder of these levels, top first.
     ///
     /// # Errors
     ///
-    /// [`InvalidConfig`] if there are no levels or two share a name.
-    pub fn new(levels: Vec<Level>) -> Result<Self, InvalidConfig> {
+    /// [`DegradeConfigError`] if there are no levels or two share a name.
+    pub fn new(levels: Vec<Level<Sh>>) -> Result<Self, DegradeConfigError> {
         if levels.is_empty() {
-            return Err(InvalidConfig::new("the ladder needs at least one level"));
+            return Err(DegradeConfigError::new(
+                "the ladder needs at least one level",
+            ));
         }
         for (i, level) in levels.iter().enumerate() {
             if levels[..i].iter().any(|other| other.name == level.name) {
-                return Err(InvalidConfig::new(format!(
+                return Err(DegradeConfigError::new(format!(
                     "two levels are named `{}`",
                     level.name
                 )));
@@ -324,45 +281,42 @@ impl Ladder {
         })
     }
 
-    /// The default ladder, five levels:
+    /// These live levels (name and shape, top first), then a `cached` level and a static
+    /// `offline` one answering [`DEFAULT_STATIC_MESSAGE`].
+    ///
+    /// # Errors
+    ///
+    /// [`DegradeConfigError`] if two levels share a name.
+    pub fn with_live_levels(
+        live: impl IntoIterator<Item = (impl Into<Arc<str>>, Sh)>,
+    ) -> Result<Self, DegradeConfigError> {
+        let mut levels: Vec<Level<Sh>> = live
+            .into_iter()
+            .map(|(name, shape)| Level::live(name, shape))
+            .collect();
+        levels.push(Level::cached("cached"));
+        levels.push(Level::fixed("offline", DEFAULT_STATIC_MESSAGE));
+        Self::new(levels)
+    }
+
+    /// The default ladder, three levels:
     ///
     /// | level | does |
     /// |---|---|
-    /// | `full` | the request as sent |
-    /// | `reduced` | `max_tokens` capped at 1024, no images |
-    /// | `minimal` | `max_tokens` capped at 256; no tools, images or response format |
+    /// | `full` | the request as sent (the default shape) |
     /// | `cached` | answers from the response cache; a miss falls to `offline` |
     /// | `offline` | "Service temporarily limited", never calling the inner service |
     ///
-    /// The default ladder overrides no model, since model names depend on the provider:
-    /// give `reduced` and `minimal` a `model` (e.g. a Sonnet and a Haiku) in your own ladder.
-    pub fn standard() -> Self {
+    /// What lower live levels would change is the request type's business: for chat
+    /// requests, `Ladder::with_live_levels(brace_llm::degrade::Shape::standard_levels())`
+    /// is the gateway's five-level default (`full`, `reduced`, `minimal`, `cached`,
+    /// `offline`).
+    pub fn standard() -> Self
+    where
+        Sh: Default,
+    {
         let levels = vec![
-            Level::live("full", Shape::unchanged()),
-            Level::live(
-                "reduced",
-                Shape {
-                    model: None,
-                    max_tokens: Some(1024),
-                    allow: Features {
-                        images: false,
-                        ..Features::ALL
-                    },
-                },
-            ),
-            Level::live(
-                "minimal",
-                Shape {
-                    model: None,
-                    max_tokens: Some(256),
-                    allow: Features {
-                        tools: false,
-                        stream: true,
-                        images: false,
-                        response_format: false,
-                    },
-                },
-            ),
+            Level::live("full", Sh::default()),
             Level::cached("cached"),
             Level::fixed("offline", DEFAULT_STATIC_MESSAGE),
         ];
@@ -372,7 +326,7 @@ impl Ladder {
     }
 
     /// The levels, top first.
-    pub fn levels(&self) -> &[Level] {
+    pub fn levels(&self) -> &[Level<Sh>] {
         &self.levels
     }
 
@@ -387,7 +341,7 @@ impl Ladder {
     }
 
     /// The level at `index`.
-    pub fn get(&self, index: usize) -> Option<&Level> {
+    pub fn get(&self, index: usize) -> Option<&Level<Sh>> {
         self.levels.get(index)
     }
 
@@ -405,5 +359,12 @@ impl Ladder {
         (0..index.min(self.levels.len()))
             .rev()
             .find(|&i| self.levels[i].is_live())
+    }
+
+    /// The same ladder without its shapes: what the level state and handle keep.
+    pub(crate) fn without_shapes(&self) -> Ladder {
+        Ladder {
+            levels: self.levels.iter().map(Level::without_shape).collect(),
+        }
     }
 }

@@ -4,22 +4,25 @@
 //! [`DegradeLayer`] wraps a service in [`Degrade`], which answers every request at the
 //! *current level* of an ordered [`Ladder`]:
 //!
-//! - **live** levels call the inner service with the request reshaped (another model, a
-//!   `max_tokens` cap, features such as tools, streaming, images or a response format
-//!   removed);
+//! - **live** levels call the inner service with the request reshaped to the level's shape
+//!   (for chat requests: another model, a `max_tokens` cap, features such as tools, streaming,
+//!   images or a response format removed — what a shape is and does is the request type's
+//!   business, [`Degradable::Shape`]);
 //! - **cached** levels answer from a bounded response cache, marked as cached; a miss falls
 //!   to the next level;
 //! - **static** levels answer with a configured message, never calling the inner service.
 //!
-//! The default ladder ([`Ladder::standard`]) is `full`, `reduced`, `minimal`, `cached`,
-//! `offline`. A request whose level fails is retried once at the next level down; the current
+//! The default ladder ([`Ladder::standard`]) is `full`, `cached`, `offline`;
+//! [`Ladder::with_live_levels`] puts more live levels above the cached and static ones (the
+//! gateway's default for chat requests adds `reduced` and `minimal`, from
+//! `brace_llm::degrade::Shape::standard_levels`). A request whose level fails is retried once at the next level down; the current
 //! level drops after sustained failure and climbs back one level at a time when a probe at the
 //! level above succeeds ([`AutoConfig`]). A [`DegradeHandle`] reads, sets, pins and releases
 //! the level and reports every change.
 //!
-//! The layer is generic: the request type tells it how to reshape itself, write its cache key
-//! and make a static answer through [`brace_core::degrade::Degradable`]; `brace_llm`
-//! implements it for chat requests.
+//! The layer is generic and knows nothing of LLMs: the request type tells it what a level's
+//! shape is, how to reshape itself, write its cache key and make a static answer through
+//! [`brace_core::degrade::Degradable`]; `brace_llm` implements it for chat requests.
 //!
 //! # Caching
 //!
@@ -37,7 +40,7 @@
 //!
 //! Replicas of a service can share two things through a store (brace-redis keeps them in
 //! Redis): a second cache tier behind the in-process one ([`CacheTier`],
-//! [`DegradeLayer::with_cache_tier`]: same key, same admission rule, same TTL; an answer
+//! [`DegradeLayerBuilder::cache_tier`]: same key, same admission rule, same TTL; an answer
 //! stored by one replica serves the others at the cached level), and the pinned level
 //! ([`DegradeHandle::subscribe_pins`], [`DegradeHandle::apply_remote_pin`]). The automatic
 //! level stays each replica's own: it follows the failures that replica sees.
@@ -48,8 +51,8 @@
 //! use std::convert::Infallible;
 //! use std::io;
 //!
-//! use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Reshaped, Shape};
-//! use brace_degrade::{DegradeLayer, Ladder};
+//! use brace_core::degrade::{Degradable, Degradation, DegradeResponse};
+//! use brace_degrade::{DegradeLayer, Ladder, NoShape};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! #[derive(Clone)]
@@ -60,7 +63,9 @@
 //!
 //! impl Degradable for Ask {
 //!     type Response = Answer;
-//!     fn reshape(&mut self, _: &Shape) -> Reshaped { Reshaped::nothing() }
+//!     type Shape = NoShape; // levels do not reshape an `Ask`
+//!     type Reshaped = ();
+//!     fn reshape(&mut self, _: &NoShape) {}
 //!     fn write_cache_key(&self, out: &mut dyn io::Write) -> io::Result<()> {
 //!         out.write_all(self.0.as_bytes())
 //!     }
@@ -71,9 +76,9 @@
 //!     }
 //! }
 //!
-//! impl DegradeResponse for Answer {
+//! impl DegradeResponse<()> for Answer {
 //!     type Cached = String;
-//!     fn annotate(&mut self, d: &Degradation) { self.level = d.level.to_string(); }
+//!     fn annotate(&mut self, d: &Degradation<()>) { self.level = d.level.to_string(); }
 //!     fn tee<F: FnOnce(String) + Send + 'static>(self, fill: F) -> Self {
 //!         fill(self.text.clone());
 //!         self
@@ -115,11 +120,9 @@ mod state;
 
 pub use self::cache::{CacheKey, CacheTier, ResponseCache, TierFuture};
 pub use self::config::{Admit, AutoConfig, CacheConfig, DegradeConfig};
-pub use self::error::{InvalidConfig, NoLevelAnswered, UnknownLevel};
+pub use self::error::{DegradeConfigError, NoLevelAnswered, UnknownLevel};
 pub use self::handle::{Cause, DegradeHandle, LevelChange, PinChange};
-pub use self::layer::{CachedOf, DegradeLayer};
-pub use self::level::{DEFAULT_STATIC_MESSAGE, Ladder, Level, LevelKind, LevelRef};
+pub use self::layer::{CachedOf, DegradeLayer, DegradeLayerBuilder};
+pub use self::level::{DEFAULT_STATIC_MESSAGE, Ladder, Level, LevelKind, LevelRef, NoShape};
 pub use self::service::Degrade;
-pub use brace_core::degrade::{
-    Degradable, Degradation, DegradeResponse, Features, Origin, Reshaped, Shape,
-};
+pub use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshape};

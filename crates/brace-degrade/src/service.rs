@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::handle::DegradeHandle;
-use crate::layer::{CachedOf, Core, DegradeLayer};
+use crate::layer::{CoreOf, DegradeLayer};
 
 /// Answers each request at the current degradation level, falling down the ladder when a
 /// level fails, and moves the current level by itself. Made by [`DegradeLayer`].
@@ -30,7 +30,7 @@ use crate::layer::{CachedOf, Core, DegradeLayer};
 /// Clones share the level state and cache; readiness is not cloned.
 pub struct Degrade<S, R: Degradable, C> {
     inner: S,
-    core: Arc<Core<CachedOf<R>, C>>,
+    core: Arc<CoreOf<R, C>>,
     ready: bool,
 }
 
@@ -59,7 +59,7 @@ impl<S, R: Degradable, C> Degrade<S, R, C> {
         tower_layer::Layer::layer(layer, inner)
     }
 
-    pub(crate) fn from_core(inner: S, core: Arc<Core<CachedOf<R>, C>>) -> Self {
+    pub(crate) fn from_core(inner: S, core: Arc<CoreOf<R, C>>) -> Self {
         Self {
             inner,
             core,
@@ -72,28 +72,15 @@ impl<S, R: Degradable, C> Degrade<S, R, C> {
         DegradeHandle::new(self.core.shared.clone())
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Takes the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    brace_core::define_inner_service_accessors!();
 }
 
 impl<S, R, C> Service<R> for Degrade<S, R, C>
 where
     R: Degradable + Clone,
     S: Service<R, Response = R::Response> + Clone,
-    S::Error: Into<BoxError> + 'static,
-    C: Classify<R::Response, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<R::Response, BoxError>,
 {
     type Response = R::Response;
     type Error = BoxError;

@@ -99,7 +99,10 @@ async fn entries_expire_after_the_ttl() {
 #[tokio::test(start_paused = true)]
 async fn an_expired_entry_makes_the_cached_level_fall_through() {
     let backend = Backend::new(Mode::Healthy);
-    let layer = DegradeLayer::<Req>::from_config(&support::config()).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .build()
+        .unwrap();
     let mut svc = layer.clone().layer(backend.service());
     ask(&mut svc, Req::new("hello")).await.unwrap();
     layer.handle().pin("cached").unwrap();
@@ -117,7 +120,10 @@ async fn an_expired_entry_makes_the_cached_level_fall_through() {
 #[tokio::test]
 async fn a_stream_is_cached_once_complete_and_replayed_as_a_stream() {
     let backend = Backend::new(Mode::Streaming);
-    let layer = DegradeLayer::<Req>::from_config(&support::config()).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .build()
+        .unwrap();
     let cache = layer.cache().unwrap().clone();
     let mut svc = layer.clone().layer(backend.service());
     let req = Req {
@@ -161,7 +167,10 @@ async fn a_stream_is_cached_once_complete_and_replayed_as_a_stream() {
 #[tokio::test]
 async fn a_stream_dropped_early_is_not_cached() {
     let backend = Backend::new(Mode::Streaming);
-    let layer = DegradeLayer::<Req>::from_config(&support::config()).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .build()
+        .unwrap();
     let cache = layer.cache().unwrap().clone();
     let mut svc = layer.layer(backend.service());
     let req = Req {
@@ -187,7 +196,10 @@ async fn a_disabled_cache_stores_nothing_and_the_cached_level_misses() {
         },
         ..support::config()
     };
-    let layer = DegradeLayer::<Req>::from_config(&config).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(config.clone())
+        .build()
+        .unwrap();
     assert!(layer.cache().is_none());
     let mut svc = layer.clone().layer(backend.service());
     ask(&mut svc, Req::new("hello")).await.unwrap();

@@ -1,8 +1,14 @@
 //! Reading configuration.
 
+mod support;
+
 use std::time::Duration;
 
-use brace_degrade::{Admit, DegradeConfig, Features, Ladder, LevelKind};
+use brace_degrade::{Admit, Ladder, LevelKind};
+use support::{Features, Shape};
+
+/// The configuration of a ladder whose live levels reshape the test's requests.
+type DegradeConfig = brace_degrade::DegradeConfig<Shape>;
 
 #[test]
 fn empty_config_gives_the_standard_ladder_and_defaults() {
@@ -14,11 +20,30 @@ fn empty_config_gives_the_standard_ladder_and_defaults() {
         .iter()
         .map(|l| l.name().to_string())
         .collect();
-    assert_eq!(names, ["full", "reduced", "minimal", "cached", "offline"]);
+    assert_eq!(names, ["full", "cached", "offline"]);
     assert_eq!(
-        ladder.get(4).unwrap().kind(),
+        ladder.get(0).unwrap().kind(),
+        &LevelKind::Live(Shape::default())
+    );
+    assert_eq!(
+        ladder.get(2).unwrap().kind(),
         &LevelKind::Static("Service temporarily limited".into())
     );
+
+    // Live levels of the request type's own go above the cached and static ones.
+    let reduced = Shape {
+        max_tokens: Some(1024),
+        ..Shape::default()
+    };
+    let ladder =
+        Ladder::with_live_levels([("full", Shape::default()), ("reduced", reduced)]).unwrap();
+    let names: Vec<_> = ladder
+        .levels()
+        .iter()
+        .map(brace_degrade::Level::name)
+        .collect();
+    assert_eq!(names, ["full", "reduced", "cached", "offline"]);
+    assert!(Ladder::with_live_levels([("cached", Shape::default())]).is_err());
 }
 
 #[test]
@@ -56,7 +81,9 @@ fn levels_durations_and_cache_rules_are_read() {
     assert_eq!(config.cache.admit, Admit::All);
     assert_eq!(config.auto.window, Duration::from_secs(5));
     assert_eq!(config.auto.probe_interval, Duration::from_mins(1));
-    let layer = brace_degrade::DegradeLayer::<NoRequest>::from_config(&config);
+    let layer = brace_degrade::DegradeLayer::<NoRequest>::builder()
+        .config(config.clone())
+        .build();
     assert_eq!(layer.unwrap().handle().level().name(), "haiku");
 }
 
@@ -113,7 +140,7 @@ fn inconsistent_levels_are_rejected_with_a_reason() {
 #[test]
 fn a_config_survives_a_round_trip() {
     let config = DegradeConfig {
-        levels: Some(Ladder::standard().levels().to_vec()),
+        levels: Some(support::ladder().levels().to_vec()),
         ..DegradeConfig::default()
     };
     let text = serde_json::to_string(&config).unwrap();
@@ -127,9 +154,9 @@ struct NoRequest;
 
 impl brace_degrade::Degradable for NoRequest {
     type Response = NoResponse;
-    fn reshape(&mut self, _: &brace_degrade::Shape) -> brace_degrade::Reshaped {
-        brace_degrade::Reshaped::nothing()
-    }
+    type Shape = Shape;
+    type Reshaped = ();
+    fn reshape(&mut self, _: &Shape) {}
     fn write_cache_key(&self, _: &mut dyn std::io::Write) -> std::io::Result<()> {
         Ok(())
     }
@@ -146,9 +173,9 @@ impl brace_degrade::Degradable for NoRequest {
 
 struct NoResponse;
 
-impl brace_degrade::DegradeResponse for NoResponse {
+impl brace_degrade::DegradeResponse<()> for NoResponse {
     type Cached = ();
-    fn annotate(&mut self, _: &brace_degrade::Degradation) {}
+    fn annotate(&mut self, _: &brace_degrade::Degradation<()>) {}
     fn tee<F: FnOnce(()) + Send + 'static>(self, fill: F) -> Self {
         fill(());
         self
@@ -159,31 +186,4 @@ impl brace_degrade::DegradeResponse for NoResponse {
     fn cached_size((): &()) -> usize {
         0
     }
-}
-
-#[test]
-fn standard_levels_can_be_named_and_mixed_with_mappings() {
-    let config: DegradeConfig = serde_json::from_str(
-        r#"{"levels": ["full", {"name": "small", "model": "tiny"}, "cached", "offline"]}"#,
-    )
-    .unwrap();
-    let ladder = config.ladder().unwrap();
-    let names: Vec<_> = ladder
-        .levels()
-        .iter()
-        .map(brace_degrade::Level::name)
-        .collect();
-    assert_eq!(names, ["full", "small", "cached", "offline"]);
-    assert_eq!(ladder.levels()[2], brace_degrade::Level::cached("cached"));
-    // The named levels are the standard ones, message and shape included.
-    let standard = brace_degrade::Ladder::standard();
-    assert_eq!(ladder.levels()[3], standard.levels()[4]);
-
-    let err = serde_json::from_str::<DegradeConfig>(r#"{"levels": ["full", "tiny"]}"#)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("`tiny` is not a standard level") && err.contains("full, reduced"),
-        "{err}"
-    );
 }

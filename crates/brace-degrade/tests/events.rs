@@ -13,7 +13,10 @@ use support::{Backend, Mode, Req, Resp};
 use tower::{Layer, Service, ServiceExt};
 
 fn layer() -> DegradeLayer<Req> {
-    DegradeLayer::from_config(&support::config()).unwrap()
+    DegradeLayer::builder()
+        .config(support::config())
+        .build()
+        .unwrap()
 }
 
 async fn ask<S>(svc: &mut S, req: Req) -> Result<Resp, BoxError>

@@ -4,14 +4,19 @@ mod support;
 
 use std::time::Duration;
 
-use brace_core::degrade::{Features, Origin};
+use brace_core::degrade::Origin;
 use brace_core::{BoxError, Outcome};
-use brace_degrade::{DegradeConfig, DegradeLayer, NoLevelAnswered};
+use brace_degrade::{DegradeConfig, DegradeLayer, DegradeLayerBuilder, NoLevelAnswered};
+use support::Features;
 use support::{Backend, Mode, Req, Resp};
 use tower::{Layer, Service, ServiceExt};
 
 fn layer() -> DegradeLayer<Req> {
-    DegradeLayer::from_config(&support::config()).unwrap()
+    builder().build().unwrap()
+}
+
+fn builder() -> DegradeLayerBuilder<Req> {
+    DegradeLayer::builder().config(support::config())
 }
 
 async fn ask<S>(svc: &mut S, req: Req) -> Result<Resp, BoxError>
@@ -120,7 +125,9 @@ async fn more_fallback_attempts_try_more_live_levels() {
         ..support::config()
     };
     backend.set(Mode::Failing);
-    let mut svc = DegradeLayer::<Req>::from_config(&config)
+    let mut svc = DegradeLayer::<Req>::builder()
+        .config(config.clone())
+        .build()
         .unwrap()
         .layer(backend.service());
     let resp = ask(&mut svc, Req::new("hello")).await.unwrap();
@@ -180,7 +187,9 @@ async fn a_request_that_fails_at_the_top_is_answered_from_cache() {
         fallback_attempts: 0,
         ..support::config()
     };
-    let mut svc = DegradeLayer::<Req>::from_config(&config)
+    let mut svc = DegradeLayer::<Req>::builder()
+        .config(config.clone())
+        .build()
         .unwrap()
         .layer(backend.service());
     ask(&mut svc, Req::new("hello")).await.unwrap();
@@ -210,7 +219,10 @@ async fn sampled_requests_are_not_cached_by_default() {
         },
         ..support::config()
     };
-    let layer = DegradeLayer::<Req>::from_config(&all).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(all.clone())
+        .build()
+        .unwrap();
     let mut svc = layer.clone().layer(backend.service());
     ask(&mut svc, sampled).await.unwrap();
     assert!(layer.cache().unwrap().contains(&key));
@@ -223,7 +235,7 @@ async fn an_error_that_is_the_callers_is_returned_without_falling_back() {
         Ok(_) => Outcome::success(),
         Err(_) => Outcome::ignored(),
     };
-    let layer = layer().with_classifier(classify);
+    let layer = builder().classifier(classify).build().unwrap();
     let mut svc = layer.layer(backend.service());
     let err = ask(&mut svc, Req::new("hello")).await.unwrap_err();
     assert!(err.is::<support::BackendDown>());
@@ -232,7 +244,8 @@ async fn an_error_that_is_the_callers_is_returned_without_falling_back() {
 
 #[tokio::test]
 async fn a_ladder_without_a_static_level_returns_the_last_error() {
-    use brace_degrade::{Ladder, Level, Shape};
+    use brace_degrade::{Ladder, Level};
+    use support::Shape;
     let backend = Backend::new(Mode::Failing);
     let ladder = Ladder::new(vec![
         Level::live("full", Shape::unchanged()),
@@ -256,7 +269,10 @@ async fn without_fallback_to_static_a_failing_request_gets_its_real_error() {
         fallback_to_static: false,
         ..support::config()
     };
-    let layer = DegradeLayer::<Req>::from_config(&config).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(config.clone())
+        .build()
+        .unwrap();
     let mut svc = layer.clone().layer(backend.service());
     let err = ask(&mut svc, Req::new("hello")).await.unwrap_err();
     assert!(err.is::<support::BackendDown>(), "{err}");

@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use brace_core::BoxError;
 use brace_core::degrade::Origin;
-use brace_degrade::{Cause, DegradeLayer, LevelChange};
+use brace_degrade::{Cause, DegradeLayer, DegradeLayerBuilder, LevelChange};
 use support::{Backend, Mode, Req, Resp};
 use tokio::sync::broadcast::Receiver;
 use tower::{Layer, Service, ServiceExt};
 
 fn layer() -> DegradeLayer<Req> {
-    DegradeLayer::from_config(&support::config()).unwrap()
+    builder().build().unwrap()
+}
+
+fn builder() -> DegradeLayerBuilder<Req> {
+    DegradeLayer::builder().config(support::config())
 }
 
 async fn ask<S>(svc: &mut S, req: Req) -> Result<Resp, BoxError>
@@ -223,7 +227,7 @@ async fn the_callers_own_errors_do_not_count_toward_recovery() {
         Ok(_) => brace_core::Outcome::success(),
         Err(_) => brace_core::Outcome::ignored(),
     };
-    let layer = layer().with_classifier(classify);
+    let layer = builder().classifier(classify).build().unwrap();
     let handle = layer.handle();
     handle.set("reduced").unwrap();
     let mut svc = layer.layer(backend.service());

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use brace_core::degrade::Shape;
 use brace_core::exclude::Excluded;
 use brace_core::{AllProvidersFailed, BoxError, Classify, DeadlineExceeded, FailureClass, Outcome};
 use brace_degrade::{DegradeConfig, DegradeLayer, Ladder, Level};
 use brace_failover::{FailoverService, Provider};
-use support::{Req, Resp};
+use support::{Req, Resp, Shape};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -46,7 +45,7 @@ impl<T> Classify<T, BoxError> for ByClass {
 }
 
 /// full (unchanged) → reduced (`max_tokens` capped at 1024, same model) → cached → offline.
-fn ladder() -> Ladder {
+fn ladder() -> Ladder<Shape> {
     Ladder::new(vec![
         Level::live("full", Shape::unchanged()),
         Level::live(
@@ -63,13 +62,15 @@ fn ladder() -> Ladder {
 }
 
 fn layer(fallback_to_static: bool) -> DegradeLayer<Req, ByClass> {
-    DegradeLayer::<Req>::from_config(&DegradeConfig {
-        levels: Some(ladder().levels().to_vec()),
-        fallback_to_static,
-        ..DegradeConfig::default()
-    })
-    .unwrap()
-    .with_classifier(ByClass)
+    DegradeLayer::<Req>::builder()
+        .config(DegradeConfig {
+            levels: Some(ladder().levels().to_vec()),
+            fallback_to_static,
+            ..DegradeConfig::default()
+        })
+        .classifier(ByClass)
+        .build()
+        .unwrap()
 }
 
 /// A provider that fails every call with `class`, counting calls.

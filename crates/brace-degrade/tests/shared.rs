@@ -51,9 +51,11 @@ impl CacheTier<String> for MapTier {
 async fn an_answer_stored_by_one_replica_serves_another_at_the_cached_level() {
     let tier = Arc::new(MapTier::default());
     let replica = || {
-        DegradeLayer::<Req>::from_config(&support::config())
+        DegradeLayer::<Req>::builder()
+            .config(support::config())
+            .cache_tier(tier.clone())
+            .build()
             .unwrap()
-            .with_cache_tier(tier.clone())
     };
     let (a, b) = (replica(), replica());
     let backend = Backend::new(Mode::Healthy);
@@ -89,9 +91,11 @@ async fn an_answer_stored_by_one_replica_serves_another_at_the_cached_level() {
 #[tokio::test]
 async fn answers_the_cache_does_not_admit_go_to_neither_tier() {
     let tier = Arc::new(MapTier::default());
-    let layer = DegradeLayer::<Req>::from_config(&support::config())
-        .unwrap()
-        .with_cache_tier(tier.clone());
+    let layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .cache_tier(tier.clone())
+        .build()
+        .unwrap();
     let mut svc = layer.layer(Backend::new(Mode::Healthy).service());
     let sampled = Req {
         deterministic: false,
@@ -103,7 +107,10 @@ async fn answers_the_cache_does_not_admit_go_to_neither_tier() {
 
 #[tokio::test]
 async fn pins_are_announced_and_remote_pins_are_applied_without_echo() {
-    let layer = DegradeLayer::<Req>::from_config(&support::config()).unwrap();
+    let layer = DegradeLayer::<Req>::builder()
+        .config(support::config())
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let mut pins = handle.subscribe_pins();
 

@@ -34,7 +34,7 @@ impl Error for NotReady {}
 
 /// A failover service could not be built.
 #[derive(Debug)]
-pub struct BuildError {
+pub struct FailoverBuildError {
     kind: BuildErrorKind,
 }
 
@@ -46,7 +46,7 @@ enum BuildErrorKind {
     SecondCircuit(String),
 }
 
-impl BuildError {
+impl FailoverBuildError {
     pub(crate) fn too_many_providers(count: usize) -> Self {
         Self {
             kind: BuildErrorKind::TooManyProviders(count),
@@ -72,7 +72,7 @@ impl BuildError {
     }
 }
 
-impl fmt::Display for BuildError {
+impl fmt::Display for FailoverBuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             BuildErrorKind::TooManyProviders(count) => write!(
@@ -95,4 +95,4 @@ impl fmt::Display for BuildError {
     }
 }
 
-impl Error for BuildError {}
+impl Error for FailoverBuildError {}

@@ -12,7 +12,7 @@
 //! Whether a provider is tried is decided by one thing: its circuit breaker
 //! ([`Provider::circuit`]). Passive health is the breaker's rule (a failure rate over a
 //! window, or N failures in a row); the breaker's open wait is the only time a provider is
-//! held out, and an active check ([`Builder::probe`]) may end it early. The breakers,
+//! held out, and an active check ([`FailoverBuilder::probe`]) may end it early. The breakers,
 //! latencies, counters and checks live in a [`ProviderRegistry`] that every failover
 //! service (every route of a gateway) built from it shares.
 //!
@@ -102,7 +102,7 @@ mod service;
 pub mod store;
 
 pub use self::config::{FailoverConfig, HedgeConfig, Selection};
-pub use self::error::{BuildError, NotReady};
+pub use self::error::{FailoverBuildError, NotReady};
 pub use self::future::ResponseFuture;
 pub use self::preference::{FromExtensions, NoPreference, Preference, PreferredProvider};
 pub use self::probe::Probe;
@@ -111,5 +111,5 @@ pub use self::quota::{Acquired, QuotaExceeded, QuotaKind, QuotaPermit, RateLimit
 pub use self::registry::{
     ErrorKindFn, ProviderEntry, ProviderHealth, ProviderRegistry, default_error_kind,
 };
-pub use self::service::{Builder, FailoverService, MAX_PROVIDERS};
+pub use self::service::{FailoverBuilder, FailoverService, MAX_PROVIDERS};
 pub use self::store::{MemoryStore, StateStore, StoreUnavailable};

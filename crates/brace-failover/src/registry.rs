@@ -45,7 +45,7 @@ pub fn default_error_kind(err: &(dyn Error + 'static)) -> &'static str {
 /// about whether it is tried), its latency, its counters and its active health check.
 ///
 /// Every [`FailoverService`](crate::FailoverService) built with
-/// [`Builder::registry`](crate::Builder::registry) from the same registry shares these
+/// [`FailoverBuilder::registry`](crate::FailoverBuilder::registry) from the same registry shares these
 /// records: a circuit opened through one route is open for every route, a latency measured
 /// on one route steers selection on all, and the counters see all traffic. A failover
 /// service built without one gets a registry of its own.
@@ -200,9 +200,9 @@ impl ProviderRegistry {
         &self,
         interval: Duration,
         probe: &P,
-    ) -> Result<(), crate::BuildError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| crate::BuildError::no_runtime())?;
+    ) -> Result<(), crate::FailoverBuildError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| crate::FailoverBuildError::no_runtime())?;
         for entry in self.entries() {
             entry.start_probe(&runtime, interval, probe.clone());
         }
@@ -304,7 +304,7 @@ impl ProviderEntry {
     ///
     /// Another breaker is already attached (two breakers for one provider would be two
     /// truths).
-    pub fn attach_circuit(&self, circuit: &CircuitHandle) -> Result<(), crate::BuildError> {
+    pub fn attach_circuit(&self, circuit: &CircuitHandle) -> Result<(), crate::FailoverBuildError> {
         let mut first = false;
         let attached = self.0.circuit.get_or_init(|| {
             first = true;
@@ -316,7 +316,7 @@ impl ProviderEntry {
         if attached.same_breaker(circuit) {
             Ok(())
         } else {
-            Err(crate::BuildError::second_circuit(self.name()))
+            Err(crate::FailoverBuildError::second_circuit(self.name()))
         }
     }
 

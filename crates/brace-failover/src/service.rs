@@ -1,4 +1,4 @@
-//! [`FailoverService`] and its [`Builder`].
+//! [`FailoverService`] and its [`FailoverBuilder`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tower_service::Service;
 
 use crate::config::{FailoverConfig, HedgeConfig, Selection};
-use crate::error::BuildError;
+use crate::error::FailoverBuildError;
 use crate::future::ResponseFuture;
 use crate::hedge::Hedging;
 use crate::preference::{NoPreference, Preference};
@@ -57,7 +57,7 @@ const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// and waiting for every provider to be ready would let one stalled provider block them
 /// all (the head-of-line blocking tower's `Steer` warns about). Each attempt drives the
 /// readiness of the provider it calls, and only that one; with a
-/// [ready timeout](Builder::ready_timeout) a provider that stays unready is charged a
+/// [ready timeout](FailoverBuilder::ready_timeout) a provider that stays unready is charged a
 /// [`NotReady`](crate::NotReady) error and the request moves on.
 ///
 /// # Provider types
@@ -120,7 +120,7 @@ type ProbeSpawner = Box<dyn FnOnce(&tokio::runtime::Handle, &[ProviderEntry], Du
 /// # Ok(())
 /// # }
 /// ```
-pub struct Builder<S, C = DefaultClassifier, K = Immediate, P = NoPreference> {
+pub struct FailoverBuilder<S, C = DefaultClassifier, K = Immediate, P = NoPreference> {
     providers: Vec<Provider<S>>,
     config: FailoverConfig,
     classifier: C,
@@ -134,8 +134,8 @@ pub struct Builder<S, C = DefaultClassifier, K = Immediate, P = NoPreference> {
 
 impl<S> FailoverService<S> {
     /// Starts building a failover service.
-    pub fn builder() -> Builder<S> {
-        Builder {
+    pub fn builder() -> FailoverBuilder<S> {
+        FailoverBuilder {
             providers: Vec::new(),
             config: FailoverConfig::default(),
             classifier: DefaultClassifier,
@@ -237,9 +237,9 @@ impl<S, C, K, P> fmt::Debug for FailoverService<S, C, K, P> {
     }
 }
 
-// ===== impl Builder =====
+// ===== impl FailoverBuilder =====
 
-impl<S, C, K, P> Builder<S, C, K, P> {
+impl<S, C, K, P> FailoverBuilder<S, C, K, P> {
     /// Adds a provider. Providers of equal priority keep the order they were added in.
     #[must_use]
     pub fn provider(mut self, provider: Provider<S>) -> Self {
@@ -300,8 +300,8 @@ impl<S, C, K, P> Builder<S, C, K, P> {
     }
 
     /// Sets the classifier that decides which results move on to the next provider.
-    pub fn classifier<C2>(self, classifier: C2) -> Builder<S, C2, K, P> {
-        Builder {
+    pub fn classifier<C2>(self, classifier: C2) -> FailoverBuilder<S, C2, K, P> {
+        FailoverBuilder {
             providers: self.providers,
             config: self.config,
             classifier,
@@ -313,8 +313,8 @@ impl<S, C, K, P> Builder<S, C, K, P> {
     }
 
     /// Sets when a response commits to its provider (see [`brace_core::commit`]).
-    pub fn commit<K2>(self, commit: K2) -> Builder<S, C, K2, P> {
-        Builder {
+    pub fn commit<K2>(self, commit: K2) -> FailoverBuilder<S, C, K2, P> {
+        FailoverBuilder {
             providers: self.providers,
             config: self.config,
             classifier: self.classifier,
@@ -326,8 +326,8 @@ impl<S, C, K, P> Builder<S, C, K, P> {
     }
 
     /// Sets how a request names its preferred provider.
-    pub fn preference<P2>(self, preference: P2) -> Builder<S, C, K, P2> {
-        Builder {
+    pub fn preference<P2>(self, preference: P2) -> FailoverBuilder<S, C, K, P2> {
+        FailoverBuilder {
             providers: self.providers,
             config: self.config,
             classifier: self.classifier,
@@ -360,22 +360,23 @@ impl<S, C, K, P> Builder<S, C, K, P> {
     /// More than [`MAX_PROVIDERS`] providers, two providers with one name, a provider whose
     /// registry record already has another circuit breaker, or active health checks outside
     /// a tokio runtime.
-    pub fn build(self) -> Result<FailoverService<S, C, K, P>, BuildError> {
+    pub fn build(self) -> Result<FailoverService<S, C, K, P>, FailoverBuildError> {
         if self.providers.len() > MAX_PROVIDERS {
-            return Err(BuildError::too_many_providers(self.providers.len()));
+            return Err(FailoverBuildError::too_many_providers(self.providers.len()));
         }
         for (i, provider) in self.providers.iter().enumerate() {
             if self.providers[..i]
                 .iter()
                 .any(|other| other.meta.name == provider.meta.name)
             {
-                return Err(BuildError::duplicate_name(&provider.meta.name));
+                return Err(FailoverBuildError::duplicate_name(&provider.meta.name));
             }
         }
         let runtime = match self.probe {
-            Some(_) => {
-                Some(tokio::runtime::Handle::try_current().map_err(|_| BuildError::no_runtime())?)
-            }
+            Some(_) => Some(
+                tokio::runtime::Handle::try_current()
+                    .map_err(|_| FailoverBuildError::no_runtime())?,
+            ),
             None => None,
         };
         let registry = self.registry.unwrap_or_default();
@@ -422,9 +423,9 @@ impl<S, C, K, P> Builder<S, C, K, P> {
     }
 }
 
-impl<S, C, K, P> fmt::Debug for Builder<S, C, K, P> {
+impl<S, C, K, P> fmt::Debug for FailoverBuilder<S, C, K, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("FailoverBuilder")
             .field("providers", &self.providers)
             .field("config", &self.config)
             .field("probe", &self.probe.is_some())

@@ -9,8 +9,8 @@ use std::time::Duration;
 use brace_circuit::{CircuitBreaker, CircuitBreakerLayer, CircuitState};
 use brace_core::{AllProvidersFailed, BoxError, CircuitOpen, ProviderFailure};
 use brace_failover::{
-    BuildError, FailoverService, HedgeConfig, PreferredProvider, Provider, ProviderRegistry,
-    Selection,
+    FailoverBuildError, FailoverService, HedgeConfig, PreferredProvider, Provider,
+    ProviderRegistry, Selection,
 };
 use support::{Sim, Status, Step, TestClassifier, new_log};
 use tokio::time::Instant;
@@ -38,9 +38,9 @@ fn guarded(provider: Provider<Sim>, spec: Breaker) -> Provider<Guarded> {
     let layer = CircuitBreakerLayer::builder(provider.name())
         .consecutive_failures(spec.failures)
         .wait_in_open(spec.wait)
+        .classifier(TestClassifier)
         .build()
-        .unwrap()
-        .with_classifier(TestClassifier);
+        .unwrap();
     let handle = layer.handle();
     provider.map_service(|sim| layer.layer(sim)).circuit(handle)
 }
@@ -166,9 +166,9 @@ async fn a_failure_rate_over_the_breakers_window_takes_a_provider_out() {
         .sliding_window(brace_circuit::SlidingWindow::Count(10))
         .minimum_calls(10)
         .failure_rate_threshold(50.0)
+        .classifier(TestClassifier)
         .build()
-        .unwrap()
-        .with_classifier(TestClassifier);
+        .unwrap();
     let handle = layer.handle();
     let mut svc: Failover = FailoverService::builder()
         .provider(Provider::new("a", layer.layer(a.clone())).circuit(handle))
@@ -477,7 +477,7 @@ async fn probe_task_stops_when_service_is_dropped() {
 #[test]
 fn probe_outside_a_runtime_is_a_build_error() {
     let log = new_log();
-    let err: BuildError = FailoverService::builder()
+    let err: FailoverBuildError = FailoverService::builder()
         .provider(Provider::new("a", Sim::new("a", &log, |_| Step::ok())))
         .probe(Duration::from_secs(1), |_: Arc<str>| async { Ok(()) })
         .build()

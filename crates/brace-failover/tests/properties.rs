@@ -64,9 +64,9 @@ proptest! {
                     let breaker = CircuitBreakerLayer::builder(NAMES[i])
                         .consecutive_failures(2)
                         .wait_in_open(Duration::from_secs(5))
+                        .classifier(TestClassifier)
                         .build()
-                        .unwrap()
-                        .with_classifier(TestClassifier);
+                        .unwrap();
                     Provider::new(NAMES[i], breaker.layer(sim))
                         .priority(*priority)
                         .weight(*weight)

@@ -19,9 +19,9 @@ fn layer(name: &str) -> brace_circuit::CircuitBreakerLayer<TestClassifier> {
     CircuitBreakerLayer::builder(name)
         .consecutive_failures(1)
         .wait_in_open(Duration::from_secs(30))
+        .classifier(TestClassifier)
         .build()
         .unwrap()
-        .with_classifier(TestClassifier)
 }
 
 #[tokio::test(start_paused = true)]

@@ -51,6 +51,7 @@
 //! assert_eq!(config.providers[1].model, None);
 //! ```
 
+use brace_llm::degrade::Shape;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
@@ -79,7 +80,7 @@ pub struct GatewayConfig {
     /// it (see [`circuit_breaker_for`](Self::circuit_breaker_for)).
     pub circuit_breaker: brace_circuit::CircuitBreakerConfig,
     /// The degradation ladder.
-    pub degradation: brace_degrade::DegradeConfig,
+    pub degradation: DegradeConfig,
     /// The response cache (overrides `degradation.cache`).
     pub cache: Option<brace_degrade::CacheConfig>,
     /// How providers of equal priority are chosen.
@@ -213,7 +214,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             }
         }
         check_routes(&raw.routes, &providers)?;
-        let degradation: brace_degrade::DegradeConfig = raw.degradation.0.into();
+        let degradation: DegradeConfig = raw.degradation.0.into();
         if let Some(cache) = &raw.cache {
             // The ladder is checked with the cache it will really use.
             let mut effective = degradation.clone();
@@ -223,8 +224,10 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 .map_err(|err| Invalid::at("cache", format!("cache: {err}")))?;
         }
         let circuit_breaker = effective_breaker(raw.circuit_breaker.0, &raw.health)?;
-        brace_circuit::CircuitBreakerLayer::from_config("global", &circuit_breaker).map_err(
-            |err| {
+        circuit_breaker
+            .to_builder("global")
+            .and_then(brace_circuit::CircuitBreakerBuilder::build)
+            .map_err(|err| {
                 let section = if raw.health.consecutive_failures.is_some()
                     || raw.health.failure_rate.is_some()
                     || raw.health.recovery_time.is_some()
@@ -234,8 +237,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                     "circuit_breaker"
                 };
                 Invalid::at("circuit_breaker", format!("{section}: {err}"))
-            },
-        )?;
+            })?;
         let config = Self {
             listen: raw.listen,
             providers,
@@ -288,8 +290,10 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                 let breaker = config
                     .circuit_breaker_for(provider)
                     .map_err(|err| Invalid::at(format!("{at}.circuit_breaker"), err))?;
-                brace_circuit::CircuitBreakerLayer::from_config(name.as_str(), &breaker).map_err(
-                    |err| {
+                breaker
+                    .to_builder(name.as_str())
+                    .and_then(brace_circuit::CircuitBreakerBuilder::build)
+                    .map_err(|err| {
                         Invalid::at(
                             format!("{at}.circuit_breaker"),
                             format!(
@@ -297,8 +301,7 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
                                  section): {err}"
                             ),
                         )
-                    },
-                )?;
+                    })?;
             }
             if provider.fallback.is_some() {
                 config
@@ -566,6 +569,19 @@ impl GatewayConfig {
     }
 }
 
+/// The degradation section's settings: brace-degrade's configuration over chat requests'
+/// shapes (a level's `model`, `max_tokens` and `allow`).
+pub type DegradeConfig = brace_degrade::DegradeConfig<Shape>;
+
+/// The gateway's default ladder, when the configuration names no levels: `full`, `reduced`
+/// (`max_tokens` capped at 1024, no images), `minimal` (256; no tools, images or response
+/// format), `cached`, `offline` ([`Shape::standard_levels`] above brace-degrade's cached and
+/// static levels).
+pub fn default_ladder() -> brace_degrade::Ladder<Shape> {
+    brace_degrade::Ladder::with_live_levels(Shape::standard_levels())
+        .expect("the standard levels have distinct names")
+}
+
 /// The `degradation` section: brace-degrade's configuration, except that a request whose
 /// live levels all failed gets its real error (a 429 with Retry-After, a 503 listing each
 /// provider) rather than the static message, unless `fallback_to_static: true`. The static
@@ -573,7 +589,7 @@ impl GatewayConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DegradationConfig {
-    levels: Option<Vec<brace_degrade::Level>>,
+    levels: Option<Vec<LevelSpec>>,
     start: Option<String>,
     fallback_attempts: u32,
     fallback_to_static: bool,
@@ -583,9 +599,11 @@ struct DegradationConfig {
 
 impl Default for DegradationConfig {
     fn default() -> Self {
-        let library = brace_degrade::DegradeConfig::default();
+        let library = DegradeConfig::default();
         Self {
-            levels: library.levels,
+            levels: library
+                .levels
+                .map(|levels| levels.into_iter().map(LevelSpec).collect()),
             start: library.start,
             fallback_attempts: library.fallback_attempts,
             fallback_to_static: false,
@@ -595,16 +613,70 @@ impl Default for DegradationConfig {
     }
 }
 
-impl From<DegradationConfig> for brace_degrade::DegradeConfig {
+impl From<DegradationConfig> for DegradeConfig {
     fn from(config: DegradationConfig) -> Self {
         Self {
-            levels: config.levels,
+            // Without levels, the gateway's default ladder.
+            levels: Some(config.levels.map_or_else(
+                || default_ladder().levels().to_vec(),
+                |levels| levels.into_iter().map(|LevelSpec(level)| level).collect(),
+            )),
             start: config.start,
             fallback_attempts: config.fallback_attempts,
             fallback_to_static: config.fallback_to_static,
             cache: config.cache,
             auto: config.auto,
         }
+    }
+}
+
+/// A level of the `degradation` section as written: a mapping (see
+/// [`brace_degrade::Level`]) or the bare name of a level of the [default
+/// ladder](default_ladder) (`full`, `reduced`, `minimal`, `cached`, `offline`).
+#[derive(Clone)]
+struct LevelSpec(brace_degrade::Level<Shape>);
+
+impl<'de> Deserialize<'de> for LevelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LevelSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "the name of a standard level (full, reduced, minimal, cached, offline) or a \
+                     mapping with `name` and `kind`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<LevelSpec, E> {
+                let standard = default_ladder();
+                let found = standard.levels().iter().find(|level| level.name() == name);
+                found.cloned().map(LevelSpec).ok_or_else(|| {
+                    let names: Vec<_> = standard
+                        .levels()
+                        .iter()
+                        .map(brace_degrade::Level::name)
+                        .collect();
+                    E::custom(format!(
+                        "`{name}` is not a standard level (standard levels: {}); describe it as a \
+                         mapping with `name` and `kind`",
+                        names.join(", ")
+                    ))
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LevelSpec, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(LevelSpec)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -1646,6 +1718,8 @@ pub const MAX_RETRIES: u32 = 20;
 mod check {
     use std::time::Duration;
 
+    use super::DegradeConfig;
+
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
 
@@ -1845,7 +1919,7 @@ mod check {
         type Error = String;
 
         fn try_from(config: super::DegradationConfig) -> Result<Self, String> {
-            brace_degrade::DegradeConfig::from(config.clone())
+            DegradeConfig::from(config.clone())
                 .validate()
                 .map_err(|err| format!("degradation: {err}"))?;
             Ok(Self(config))
@@ -1861,9 +1935,9 @@ mod check {
         type Error = String;
 
         fn try_from(cache: brace_degrade::CacheConfig) -> Result<Self, String> {
-            brace_degrade::DegradeConfig {
+            DegradeConfig {
                 cache: cache.clone(),
-                ..brace_degrade::DegradeConfig::default()
+                ..DegradeConfig::default()
             }
             .validate()
             .map_err(|err| format!("cache: {err}"))?;

@@ -15,7 +15,7 @@ use tower::util::BoxCloneSyncService;
 
 use crate::config::{RouteConfig, RouteTarget};
 use crate::metrics::Metrics;
-use crate::stack::{BuildError, ChatService};
+use crate::stack::{ChatService, GatewayBuildError};
 
 /// Builds a failover service over the given providers, in order, with a classifier and a
 /// commit policy; also returns each provider as a continuation target.
@@ -23,7 +23,7 @@ pub(crate) type BuildFailover<'a> = dyn Fn(
         &[RouteTarget],
         LlmClassifier,
         RouteCommit,
-    ) -> Result<(ChatService, Vec<ContinuationTarget<ChatService>>), BuildError>
+    ) -> Result<(ChatService, Vec<ContinuationTarget<ChatService>>), GatewayBuildError>
     + 'a;
 
 /// One route's service: failover over its providers with its commit policy and its
@@ -35,7 +35,7 @@ pub(crate) fn route_service(
     route: &RouteConfig,
     build: &BuildFailover<'_>,
     metrics: &Metrics,
-) -> Result<ChatService, BuildError> {
+) -> Result<ChatService, GatewayBuildError> {
     let commit = RouteCommit(route.commit);
     let classifier = route
         .on_content_filter

@@ -30,7 +30,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, GatewayConfig};
-use crate::stack::{BuildError, Gateway, Rebuilt};
+use crate::stack::{Gateway, GatewayBuildError, Rebuilt};
 
 /// The hash `GET /v1/config` shows: BLAKE3 of the configuration as it serializes (its
 /// meaning, not its text: comments and key order do not change it), 16 hex digits.
@@ -54,7 +54,7 @@ pub enum ReloadError {
     /// The file could not be read or is not a valid configuration.
     Invalid(ConfigError),
     /// The configuration is valid but its stack could not be built.
-    Build(BuildError),
+    Build(GatewayBuildError),
 }
 
 impl fmt::Display for ReloadError {
@@ -101,7 +101,7 @@ impl Gateway {
     /// # Errors
     ///
     /// The stack of `config` cannot be built; the running one stays in force.
-    pub fn reload(&self, config: GatewayConfig) -> Result<Reloaded, BuildError> {
+    pub fn reload(&self, config: GatewayConfig) -> Result<Reloaded, GatewayBuildError> {
         let _one_at_a_time = self.reloads.lock.lock();
         let result = self.reload_locked(config);
         let outcome = match &result {
@@ -116,7 +116,7 @@ impl Gateway {
         result
     }
 
-    fn reload_locked(&self, config: GatewayConfig) -> Result<Reloaded, BuildError> {
+    fn reload_locked(&self, config: GatewayConfig) -> Result<Reloaded, GatewayBuildError> {
         let previous = self.config();
         if config == *previous {
             tracing::info!("configuration reloaded: unchanged");

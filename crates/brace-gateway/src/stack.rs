@@ -19,7 +19,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::CircuitHandle;
-use brace_circuit::{CircuitBreakerLayer, CircuitRegistry, CircuitState};
+use brace_circuit::{CircuitRegistry, CircuitState};
 use brace_core::BoxError;
 use brace_degrade::{DegradeHandle, DegradeLayer};
 use brace_failover::{
@@ -48,24 +48,24 @@ pub struct Attempts(pub(crate) Arc<AtomicU32>);
 
 /// The stack could not be built from the configuration.
 #[derive(Debug)]
-pub struct BuildError(String);
+pub struct GatewayBuildError(String);
 
-impl fmt::Display for BuildError {
+impl fmt::Display for GatewayBuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl Error for BuildError {}
+impl Error for GatewayBuildError {}
 
-impl BuildError {
+impl GatewayBuildError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 }
 
-fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> BuildError {
-    BuildError(format!("{context}: {err}"))
+fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> GatewayBuildError {
+    GatewayBuildError(format!("{context}: {err}"))
 }
 
 /// The gateway: the stack in force, and the handles the HTTP API reads and steers it through.
@@ -102,7 +102,7 @@ pub(crate) struct Live {
     pub(crate) loaded_at: Instant,
     service: ChatService,
     pub(crate) degrade: DegradeLayer<ChatRequest, LlmClassifier>,
-    degrade_config: brace_degrade::DegradeConfig,
+    degrade_config: crate::config::DegradeConfig,
     pub(crate) built: HashMap<String, Built>,
 }
 
@@ -163,8 +163,8 @@ impl Gateway {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming the part of the configuration that cannot be used.
-    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, BuildError> {
+    /// A [`GatewayBuildError`] naming the part of the configuration that cannot be used.
+    pub fn build(config: GatewayConfig) -> Result<Arc<Self>, GatewayBuildError> {
         Self::build_with_env(config, |var| std::env::var(var).ok())
     }
 
@@ -178,7 +178,7 @@ impl Gateway {
     pub fn build_with_env(
         config: GatewayConfig,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Arc<Self>, BuildError> {
+    ) -> Result<Arc<Self>, GatewayBuildError> {
         let metrics = Metrics::new();
         let circuits = CircuitRegistry::new();
         // In memory, or in Redis shared with the other replicas (see `state`).
@@ -188,13 +188,13 @@ impl Gateway {
         let providers = ProviderRegistry::with_error_kind(llm_error_kind).with_store(store.clone());
         let chaos = crate::chaos::Switches::default();
         let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
         let keys = config
             .auth
             .as_ref()
             .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
             .transpose()
-            .map_err(BuildError)?;
+            .map_err(GatewayBuildError)?;
         let parts = Parts {
             metrics: &metrics,
             circuits: &circuits,
@@ -229,7 +229,7 @@ impl Gateway {
     /// Builds the stack of `config` over this gateway's state (see [`Gateway`]) and puts it
     /// in force; requests already running finish on the stack they started on. Used by
     /// [`reload`](Self::reload), which checks and counts first.
-    pub(crate) fn rebuild(&self, config: GatewayConfig) -> Result<Rebuilt, BuildError> {
+    pub(crate) fn rebuild(&self, config: GatewayConfig) -> Result<Rebuilt, GatewayBuildError> {
         let previous = self.live.load_full();
         let parts = Parts {
             metrics: &self.metrics,
@@ -601,7 +601,7 @@ pub(crate) fn assemble(
     parts: &Parts<'_>,
     config: GatewayConfig,
     previous: Option<&Live>,
-) -> Result<(Live, Rebuilt), BuildError> {
+) -> Result<(Live, Rebuilt), GatewayBuildError> {
     let mut rebuilt = Rebuilt::default();
     let mut built: HashMap<String, Built> = HashMap::new();
     for provider in &config.providers {
@@ -713,13 +713,16 @@ pub(crate) fn assemble(
     let degrade = match kept_degrade {
         Some(layer) => layer,
         None => {
-            let mut layer = DegradeLayer::<ChatRequest>::from_config(&degrade_config)
-                .map_err(|err| build_error("degradation", err))?
-                .with_classifier(LlmClassifier::new());
+            let mut builder = DegradeLayer::<ChatRequest>::builder()
+                .config(degrade_config.clone())
+                .classifier(LlmClassifier::new());
             if parts.store.is_shared() {
-                layer = layer
-                    .with_cache_tier(Arc::new(crate::state::StoreTier::new(parts.store.clone())));
+                builder =
+                    builder.cache_tier(Arc::new(crate::state::StoreTier::new(parts.store.clone())));
             }
+            let layer = builder
+                .build()
+                .map_err(|err| build_error("degradation", err))?;
             crate::state::share_pin(parts.store, &layer.handle());
             layer
         }
@@ -749,7 +752,7 @@ fn routes_for(
     stacks: &HashMap<String, (ChatService, CircuitHandle)>,
     registry: &ProviderRegistry,
     metrics: &Metrics,
-) -> Result<Router, BuildError> {
+) -> Result<Router, GatewayBuildError> {
     let everyone: Vec<_> = config
         .providers
         .iter()
@@ -802,7 +805,7 @@ type ProbeFn =
 fn client_for(
     provider: &ProviderConfig,
     sims: &mut HashMap<String, SimHandle>,
-) -> Result<(LlmService, ProbeFn), BuildError> {
+) -> Result<(LlmService, ProbeFn), GatewayBuildError> {
     let name = provider.name.as_str();
     let client_config = || {
         let mut config = ClientConfig::new(
@@ -931,7 +934,7 @@ fn provider_stack(
     breaker_config: &brace_circuit::CircuitBreakerConfig,
     retry_config: &brace_retry::RetryConfig,
     parts: &Parts<'_>,
-) -> Result<(ChatService, CircuitHandle), BuildError> {
+) -> Result<(ChatService, CircuitHandle), GatewayBuildError> {
     let (metrics, store) = (parts.metrics, parts.store);
     let context = || format!("provider `{}`", provider.name);
 
@@ -952,9 +955,11 @@ fn provider_stack(
         .name(provider.name.as_str())
         .build();
 
-    let breaker = CircuitBreakerLayer::from_config(provider.name.as_str(), breaker_config)
-        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?
-        .with_classifier(LlmClassifier::new());
+    // Listed in the registry (`GET /v1/circuits`) when the whole stack is committed.
+    let breaker = breaker_config
+        .to_builder(provider.name.as_str())
+        .and_then(|builder| builder.classifier(LlmClassifier::new()).build())
+        .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?;
     let handle = breaker.handle();
 
     // Drills inject their faults where real ones come from: everything above meets them.
@@ -1039,7 +1044,7 @@ fn failover_for(
     route_order: bool,
     classifier: LlmClassifier,
     commit: RouteCommit,
-) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), BuildError> {
+) -> Result<(Failover, Vec<ContinuationTarget<ChatService>>), GatewayBuildError> {
     let mut continuation_targets = Vec::with_capacity(targets.len());
     let mut builder = FailoverService::builder()
         .registry(registry.clone())

@@ -19,13 +19,13 @@ use tower::{Layer, Service};
 
 use crate::config::StateConfig;
 use crate::metrics::Metrics;
-use crate::stack::BuildError;
+use crate::stack::GatewayBuildError;
 
 /// The store the `state` section names: Redis when it names one, memory otherwise.
 pub(crate) fn store_for(
     config: Option<&StateConfig>,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn StateStore>, BuildError> {
+) -> Result<Arc<dyn StateStore>, GatewayBuildError> {
     let Some(config) = config else {
         return Ok(Arc::new(MemoryStore));
     };
@@ -34,7 +34,7 @@ pub(crate) fn store_for(
         (None, Some(var)) => env(var)
             .filter(|url| !url.trim().is_empty())
             .ok_or_else(|| {
-                BuildError::new(format!(
+                GatewayBuildError::new(format!(
                     "state.redis_url_env: the environment variable {var} is not set"
                 ))
             })?,
@@ -45,7 +45,7 @@ pub(crate) fn store_for(
         .timeout(config.timeout)
         .probe_lease(config.probe_lease);
     let store = brace_redis::RedisStore::connect(redis)
-        .map_err(|err| BuildError::new(format!("state: {err}")))?;
+        .map_err(|err| GatewayBuildError::new(format!("state: {err}")))?;
     Ok(Arc::new(store))
 }
 

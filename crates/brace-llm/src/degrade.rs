@@ -3,7 +3,11 @@
 //! answered it, is teed into a cache and replayed from it.
 //!
 //! These implement [`brace_core::degrade`]'s traits, so a generic degradation layer
-//! (`brace_degrade::DegradeLayer<ChatRequest>`) can run over any chat service.
+//! (`brace_degrade::DegradeLayer<ChatRequest>`) can run over any chat service. What a level
+//! does to a chat request is this crate's business: [`Shape`] (a level's model,
+//! `max_tokens` cap and allowed [`Features`]), [`Reshaped`] (what changed), and the gateway's
+//! default levels ([`Shape::standard_levels`]: `max_tokens` 1024 at `reduced`, 256 at
+//! `minimal`).
 //!
 //! # Reshaping
 //!
@@ -42,13 +46,215 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Reshaped, Shape};
+use brace_core::degrade::{Degradable, DegradeResponse, Reshape};
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use crate::error::LlmError;
 use crate::response::{ChatResponse, ChatStream, ResponseBody, ResponseMeta, StreamAccumulator};
 use crate::types::{ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, Message};
+
+// ===== what a level does to a chat request =====
+
+/// Request features a level may allow or remove.
+///
+/// In configuration every field defaults to allowed: `{ tools: false }` removes tools only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Features {
+    /// Tool (function) definitions and tool choice.
+    pub tools: bool,
+    /// A streamed response.
+    pub stream: bool,
+    /// Image (vision) inputs.
+    pub images: bool,
+    /// A requested response format (JSON mode, a JSON schema).
+    pub response_format: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Features {
+    /// Every feature.
+    pub const ALL: Features = Features {
+        tools: true,
+        stream: true,
+        images: true,
+        response_format: true,
+    };
+
+    /// No feature.
+    pub const NONE: Features = Features {
+        tools: false,
+        stream: false,
+        images: false,
+        response_format: false,
+    };
+
+    /// `true` if no feature is set.
+    pub const fn is_empty(&self) -> bool {
+        !(self.tools || self.stream || self.images || self.response_format)
+    }
+
+    /// The names of the features that are set, in a fixed order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.tools, "tools"),
+            (self.stream, "stream"),
+            (self.images, "images"),
+            (self.response_format, "response_format"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+    }
+}
+
+/// How a live degradation level reshapes a chat request: `ChatRequest`'s
+/// [`Degradable::Shape`]. In a level's configuration its fields sit beside the level's
+/// name: `{name: haiku, model: claude-haiku, max_tokens: 512, allow: {tools: false}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shape {
+    /// The model to use instead of the caller's, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<Arc<str>>,
+    /// A cap on the response length: the request gets the smaller of the caller's
+    /// `max_tokens` and this (this when the caller set none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The features the level allows; the others are removed from the request.
+    #[serde(skip_serializing_if = "Features::is_all")]
+    pub allow: Features,
+}
+
+impl Features {
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes `&Self`
+    fn is_all(&self) -> bool {
+        *self == Self::ALL
+    }
+}
+
+impl Shape {
+    /// A shape that changes nothing.
+    pub fn unchanged() -> Self {
+        Self::default()
+    }
+
+    /// `true` if this shape changes nothing.
+    pub fn is_unchanged(&self) -> bool {
+        self.model.is_none() && self.max_tokens.is_none() && self.allow == Features::ALL
+    }
+
+    /// The `reduced` level of the gateway's default ladder: `max_tokens` capped at 1024, no
+    /// images.
+    pub fn reduced() -> Self {
+        Self {
+            model: None,
+            max_tokens: Some(1024),
+            allow: Features {
+                images: false,
+                ..Features::ALL
+            },
+        }
+    }
+
+    /// The `minimal` level of the gateway's default ladder: `max_tokens` capped at 256; no
+    /// tools, images or response format.
+    pub fn minimal() -> Self {
+        Self {
+            model: None,
+            max_tokens: Some(256),
+            allow: Features {
+                tools: false,
+                stream: true,
+                images: false,
+                response_format: false,
+            },
+        }
+    }
+
+    /// The live levels of the gateway's default ladder, top first: `full` (the request as
+    /// sent), [`reduced`](Self::reduced), [`minimal`](Self::minimal). (The default ladder
+    /// overrides no model, since model names depend on the provider: give `reduced` and
+    /// `minimal` a `model` in your own ladder.) Below them the ladder has a `cached` and a
+    /// static `offline` level.
+    pub fn standard_levels() -> [(&'static str, Shape); 3] {
+        [
+            ("full", Self::unchanged()),
+            ("reduced", Self::reduced()),
+            ("minimal", Self::minimal()),
+        ]
+    }
+}
+
+/// What [`Degradable::reshape`] changed in a chat request: `ChatRequest`'s
+/// [`Degradable::Reshaped`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reshaped {
+    /// The features that the request used and that were removed.
+    pub removed: Features,
+    /// The model the request was switched to, if it was.
+    pub model: Option<Arc<str>>,
+    /// The `max_tokens` the request was capped to, if it was lowered or set.
+    pub max_tokens: Option<u32>,
+}
+
+impl Default for Reshaped {
+    fn default() -> Self {
+        Self::nothing()
+    }
+}
+
+impl Reshaped {
+    /// Nothing changed.
+    pub fn nothing() -> Self {
+        Self {
+            removed: Features::NONE,
+            model: None,
+            max_tokens: None,
+        }
+    }
+
+    /// `true` if nothing changed.
+    pub fn is_nothing(&self) -> bool {
+        self.removed.is_empty() && self.model.is_none() && self.max_tokens.is_none()
+    }
+
+    /// What changed, by name: the removed features (`tools`, `stream`, `images`,
+    /// `response_format`), then `model` and `max_tokens` if they were changed.
+    pub fn changes(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.removed.names().chain(
+            [
+                (self.model.is_some(), "model"),
+                (self.max_tokens.is_some(), "max_tokens"),
+            ]
+            .into_iter()
+            .filter_map(|(changed, name)| changed.then_some(name)),
+        )
+    }
+}
+
+impl Reshape for Reshaped {
+    fn nothing() -> Self {
+        Reshaped::nothing()
+    }
+
+    fn is_nothing(&self) -> bool {
+        Reshaped::is_nothing(self)
+    }
+
+    /// Another model may fail otherwise.
+    fn retargets(&self, previous: &Self) -> bool {
+        self.model != previous.model
+    }
+}
+
+/// Which level answered a chat request and how (see [`brace_core::degrade::Degradation`]).
+pub type Degradation = brace_core::degrade::Degradation<Reshaped>;
 
 /// The provider name on static answers: no provider was asked.
 pub const STATIC_PROVIDER: &str = "brace";
@@ -64,6 +270,8 @@ pub struct DegradationLevel(pub Arc<str>);
 
 impl Degradable for ChatRequest {
     type Response = ChatResponse;
+    type Shape = Shape;
+    type Reshaped = Reshaped;
 
     fn set_level(&mut self, level: &Arc<str>) {
         self.extensions.insert(DegradationLevel(level.clone()));
@@ -255,7 +463,7 @@ impl CachedChat {
     }
 }
 
-impl DegradeResponse for ChatResponse {
+impl DegradeResponse<Reshaped> for ChatResponse {
     type Cached = CachedChat;
 
     fn annotate(&mut self, degradation: &Degradation) {
@@ -358,7 +566,7 @@ where
 mod tests {
     use std::sync::Mutex;
 
-    use brace_core::degrade::{Features, Origin};
+    use brace_core::degrade::Origin;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 

@@ -118,20 +118,7 @@ pub struct StreamGuard<S> {
 }
 
 impl<S> StreamGuard<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    brace_core::define_inner_service_accessors!();
 }
 
 impl<S> Service<ChatRequest> for StreamGuard<S>

@@ -13,7 +13,8 @@ use crate::types::{
     FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage,
 };
 
-pub use brace_core::degrade::{Degradation, Origin};
+pub use crate::degrade::Degradation;
+pub use brace_core::degrade::Origin;
 
 /// Who served a response and how.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

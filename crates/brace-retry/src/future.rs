@@ -241,7 +241,7 @@ impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
     Req: Clone,
 {
     type Output = Result<S::Response, BoxError>;
@@ -267,8 +267,9 @@ where
                     };
                     let (outcome, result) = match attempt {
                         Attempt::Done(result) => {
-                            let outcome = policy.classifier.classify(result.as_ref());
-                            (outcome, result.map_err(Into::into))
+                            // Judged as every layer judges: the error boxed.
+                            let result = result.map_err(Into::into);
+                            (policy.classifier.classify(result.as_ref()), result)
                         }
                         Attempt::TimedOut => {
                             let outcome = if policy.retry_attempt_timeouts {

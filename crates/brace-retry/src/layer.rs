@@ -133,7 +133,8 @@ impl<C> RetryLayerBuilder<C> {
     /// [`is_retryable`](brace_core::Outcome::is_retryable) says, picks the
     /// [class policy](Self::class) by [`class`](brace_core::Outcome::class) and honours
     /// [`retry_after`](brace_core::Outcome::retry_after). The classifier sees the inner
-    /// service's own response and error types.
+    /// service's response and its error boxed (`Result<&S::Response, &BoxError>`), as every
+    /// brace layer's classifier does.
     ///
     /// To retry only what a list names, wrap the classifier in
     /// [`brace_core::on_error::OnError`] (as [`RetryConfig::builder`](crate::RetryConfig::builder)

@@ -88,7 +88,7 @@ impl<S, C, Req> Service<Req> for Retry<S, C>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
     Req: Clone,
 {
     type Response = S::Response;

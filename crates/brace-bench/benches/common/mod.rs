@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use brace_circuit::{CircuitBreakerLayer, CircuitHandle};
 use brace_core::BoxError;
-use brace_degrade::{DegradeConfig, DegradeLayer};
+use brace_degrade::{DegradeConfig, DegradeLayer, Ladder};
 use brace_failover::{FailoverService, Provider};
 use brace_gateway::{Gateway, GatewayConfig};
+use brace_llm::degrade::Shape;
 use brace_llm::{ChatRequest, ChatResponse, LlmClassifier, LlmError, LlmErrorKind, Message};
 use brace_retry::{Backoff, RetryLayer};
 use brace_sim::{SimConfig, SimProvider};
@@ -115,9 +116,9 @@ pub fn provider_stack(
     CircuitHandle,
 ) {
     let breaker = CircuitBreakerLayer::builder(name)
+        .classifier(LlmClassifier::new())
         .build()
-        .unwrap()
-        .with_classifier(LlmClassifier::new());
+        .unwrap();
     let handle = breaker.handle();
     let mut retry = RetryLayer::builder()
         .classifier(LlmClassifier::new())
@@ -153,11 +154,21 @@ pub fn brace_stack(
         .provider(Provider::new("tertiary", third).priority(3))
         .build()
         .unwrap();
-    let mut config = DegradeConfig::default();
+    let mut config = DegradeConfig {
+        levels: Some(
+            Ladder::with_live_levels(Shape::standard_levels())
+                .unwrap()
+                .levels()
+                .to_vec(),
+        ),
+        ..DegradeConfig::default()
+    };
     config.cache.enabled = cache;
-    let degrade = DegradeLayer::<ChatRequest>::from_config(&config)
-        .unwrap()
-        .with_classifier(LlmClassifier::new());
+    let degrade = DegradeLayer::<ChatRequest>::builder()
+        .config(config)
+        .classifier(LlmClassifier::new())
+        .build()
+        .unwrap();
     (degrade.layer(failover), handle)
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use brace_circuit::{CircuitBreakerLayer, CircuitHandle};
+use brace_circuit::{CircuitBreakerBuilder, CircuitBreakerLayer, CircuitHandle};
 use brace_core::{BoxError, FailureClass, Outcome};
 use tokio::sync::oneshot;
 use tower::util::BoxCloneSyncService;
@@ -40,16 +40,28 @@ impl fmt::Display for TestError {
 
 impl std::error::Error for TestError {}
 
-/// Server errors count, bad requests are ignored.
-pub fn classify(result: Result<&(), &TestError>) -> Outcome {
-    match result {
+/// Server errors count, bad requests are ignored. Layers judge errors boxed, as they
+/// return them.
+pub fn classify(result: Result<&(), &BoxError>) -> Outcome {
+    match result.map_err(|err| err.downcast_ref::<TestError>()) {
         Ok(()) => Outcome::success(),
-        Err(TestError("bad request")) => Outcome::ignored(),
-        Err(TestError("rate limited")) => {
+        Err(Some(TestError("bad request"))) => Outcome::ignored(),
+        Err(Some(TestError("rate limited"))) => {
             Outcome::transient().with_class(FailureClass::RateLimited)
         }
         Err(_) => Outcome::transient().with_class(FailureClass::Server),
     }
+}
+
+/// The test classifier's type.
+pub type TestClassify = fn(Result<&(), &BoxError>) -> Outcome;
+
+/// `builder`'s layer, judging with [`classify`].
+pub fn judged(builder: CircuitBreakerBuilder) -> CircuitBreakerLayer<TestClassify> {
+    builder
+        .classifier(classify as TestClassify)
+        .build()
+        .unwrap()
 }
 
 pub type Svc = BoxCloneSyncService<Call, (), BoxError>;
@@ -62,7 +74,8 @@ pub struct Harness {
 }
 
 impl Harness {
-    pub fn new(layer: CircuitBreakerLayer) -> Self {
+    /// A breaker from `layer`, built with [`classify`] (see [`judged`]).
+    pub fn new(layer: &CircuitBreakerLayer<TestClassify>) -> Self {
         let handle = layer.handle();
         let inner_calls = Arc::new(AtomicUsize::new(0));
         let counter = inner_calls.clone();
@@ -89,9 +102,7 @@ impl Harness {
                 }
             }
         });
-        let service = layer
-            .with_classifier(classify as fn(Result<&(), &TestError>) -> Outcome)
-            .layer(inner);
+        let service = layer.layer(inner);
         Self {
             service: BoxCloneSyncService::new(service),
             handle,

@@ -9,10 +9,86 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use brace_core::BoxError;
-use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Features, Reshaped, Shape};
+use brace_core::degrade::{Degradable, DegradeResponse, Reshape};
 use futures::Stream;
 use futures::StreamExt;
 use parking_lot::Mutex;
+
+// ===== what a level does to a `Req`: the test's own shape =====
+
+/// Features of a `Req` a level may allow or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Features {
+    pub tools: bool,
+    pub stream: bool,
+    pub images: bool,
+    pub response_format: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl Features {
+    pub const ALL: Features = Features {
+        tools: true,
+        stream: true,
+        images: true,
+        response_format: true,
+    };
+    pub const NONE: Features = Features {
+        tools: false,
+        stream: false,
+        images: false,
+        response_format: false,
+    };
+}
+
+/// How a level reshapes a `Req`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shape {
+    pub model: Option<Arc<str>>,
+    pub max_tokens: Option<u32>,
+    pub allow: Features,
+}
+
+impl Shape {
+    pub fn unchanged() -> Self {
+        Self::default()
+    }
+}
+
+/// What reshaping changed in a `Req`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reshaped {
+    pub removed: Features,
+    pub model: Option<Arc<str>>,
+    pub max_tokens: Option<u32>,
+}
+
+impl Reshape for Reshaped {
+    fn nothing() -> Self {
+        Self {
+            removed: Features::NONE,
+            model: None,
+            max_tokens: None,
+        }
+    }
+
+    fn is_nothing(&self) -> bool {
+        *self == Self::nothing()
+    }
+
+    fn retargets(&self, previous: &Self) -> bool {
+        self.model != previous.model
+    }
+}
+
+pub type Degradation = brace_core::degrade::Degradation<Reshaped>;
 
 /// A request with the features a level can remove.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +121,8 @@ impl Req {
 
 impl Degradable for Req {
     type Response = Resp;
+    type Shape = Shape;
+    type Reshaped = Reshaped;
 
     fn reshape(&mut self, shape: &Shape) -> Reshaped {
         let mut reshaped = Reshaped::nothing();
@@ -198,7 +276,7 @@ impl Stream for Tee {
     }
 }
 
-impl DegradeResponse for Resp {
+impl DegradeResponse<Reshaped> for Resp {
     type Cached = String;
 
     fn annotate(&mut self, degradation: &Degradation) {
@@ -342,7 +420,7 @@ impl Backend {
 }
 
 /// The test ladder: the standard one with model overrides.
-pub fn ladder() -> brace_degrade::Ladder {
+pub fn ladder() -> brace_degrade::Ladder<Shape> {
     use brace_degrade::{Ladder, Level};
     Ladder::new(vec![
         Level::live("full", Shape::unchanged()),
@@ -377,7 +455,7 @@ pub fn ladder() -> brace_degrade::Ladder {
 }
 
 /// A config over [`ladder`] with quick, exact movement rules for tests.
-pub fn config() -> brace_degrade::DegradeConfig {
+pub fn config() -> brace_degrade::DegradeConfig<Shape> {
     brace_degrade::DegradeConfig {
         levels: Some(ladder().levels().to_vec()),
         auto: brace_degrade::AutoConfig {
