@@ -1602,6 +1602,14 @@ pub struct ServerConfig {
         serialize_with = "brace_core::duration::serialize"
     )]
     pub idle_timeout: Duration,
+    /// The longest a response may make no progress towards the client (default 60 s, as
+    /// nginx's `send_timeout`): a client that stops reading has its connection closed, and
+    /// the request it held (an upstream stream included) is dropped.
+    #[serde(
+        default = "default_send_timeout",
+        deserialize_with = "check::positive_duration"
+    )]
+    pub send_timeout: Duration,
     /// How often an HTTP/2 connection is pinged (default 30 s).
     #[serde(
         default = "thirty_seconds",
@@ -1666,6 +1674,7 @@ impl Default for ServerConfig {
             header_timeout: thirty_seconds(),
             body_timeout: thirty_seconds(),
             idle_timeout: default_idle_timeout(),
+            send_timeout: default_send_timeout(),
             http2_keep_alive_interval: thirty_seconds(),
             http2_keep_alive_timeout: default_keep_alive_timeout(),
             max_connections: default_max_connections(),
@@ -1692,6 +1701,10 @@ fn thirty_seconds() -> Duration {
 
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(75)
+}
+
+fn default_send_timeout() -> Duration {
+    Duration::from_mins(1)
 }
 
 fn default_keep_alive_timeout() -> Duration {

@@ -597,6 +597,7 @@ const IMPOSSIBLE: &[(&str, &str, u32)] = &[
     ("server:\n  header_timeout: 0ms\n", "more than zero", 6),
     ("server:\n  body_timeout: 0s\n", "more than zero", 6),
     ("server:\n  idle_timeout: 0s\n", "more than zero", 6),
+    ("server:\n  send_timeout: 0s\n", "more than zero", 6),
     (
         "server:\n  http2_keep_alive_interval: 0s\n",
         "more than zero",
@@ -689,6 +690,7 @@ fn the_server_defaults_bound_every_connection_and_request() {
     let server = GatewayConfig::from_yaml(SEED).unwrap().server;
     assert_eq!(server.header_timeout, Duration::from_secs(30));
     assert_eq!(server.body_timeout, Duration::from_secs(30));
+    assert_eq!(server.send_timeout, Duration::from_mins(1));
     assert_eq!(server.idle_timeout, Duration::from_secs(75));
     assert_eq!(server.http2_keep_alive_interval, Duration::from_secs(30));
     assert_eq!(server.http2_keep_alive_timeout, Duration::from_secs(20));
