@@ -1607,7 +1607,8 @@ pub struct ServerConfig {
     /// the request it held (an upstream stream included) is dropped.
     #[serde(
         default = "default_send_timeout",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub send_timeout: Duration,
     /// How often an HTTP/2 connection is pinged (default 30 s).

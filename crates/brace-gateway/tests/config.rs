@@ -793,3 +793,19 @@ server:
     let err = error(&route("    commit: later\n"));
     assert!(err.contains("later"), "{err}");
 }
+
+#[test]
+fn the_configuration_in_force_loads_back_as_itself() {
+    // `GET /v1/config` shows the configuration with every default filled in: written back
+    // to a file, it is the same configuration (every duration in the form it is read in).
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}routes:\n  - match: \"gpt-*\"\n    providers: [openai, anthropic]\n\
+         degradation:\n  levels: [full, reduced, offline]\n\
+         server:\n  send_timeout: 90s\n  request_timeout: 30s\n"
+    ))
+    .unwrap();
+    let written = serde_json::to_string_pretty(&config).unwrap();
+    let again = GatewayConfig::from_yaml(&written).unwrap_or_else(|err| panic!("{err}\n{written}"));
+    assert_eq!(again, config, "{written}");
+    assert_eq!(again.server.send_timeout, Duration::from_secs(90));
+}
