@@ -467,4 +467,29 @@ mod tests {
         assert_ne!(config_hash(&a), config_hash(&c));
         assert_eq!(config_hash(&a).len(), 16);
     }
+
+    #[test]
+    fn settings_read_at_start_are_named_and_per_request_ones_are_not() {
+        let config = |extra: &str| {
+            GatewayConfig::from_yaml(&format!(
+                "providers:\n  - name: openai\n    model: m\n{extra}"
+            ))
+            .unwrap()
+        };
+        let base = config("");
+        assert!(restart_only(&base, &base).is_empty());
+        // Read for each request: in force at once.
+        assert!(restart_only(&base, &config("server:\n  request_timeout: 5s\n")).is_empty());
+        assert_eq!(
+            restart_only(&base, &config("server:\n  send_timeout: 5s\n")),
+            ["server (but request_timeout, max_retry_after, max_stream_duration)"]
+        );
+        assert_eq!(
+            restart_only(
+                &base,
+                &config("telemetry:\n  otlp_endpoint: http://127.0.0.1:4318\n")
+            ),
+            ["telemetry"]
+        );
+    }
 }
