@@ -66,7 +66,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listening = listener.local_addr()?;
-    let options = Arc::new(gateway.config.server.clone());
+    let options = Arc::new(gateway.config().server.clone());
     if !listening.ip().to_canonical().is_loopback() && gateway.client_keys().is_none() {
         tracing::warn!(
             %listening,
