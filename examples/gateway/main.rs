@@ -5,7 +5,8 @@
 //! and a steady local fallback) — on `127.0.0.1:8080`, so failover, circuit breaking and
 //! degradation can be seen with no API key.
 //!
-//! - `--config FILE`: load a YAML configuration (see the README).
+//! - `--config FILE`: load a YAML configuration (see the README); it is reloaded on SIGHUP
+//!   and when the file changes, without dropping a request.
 //! - `--listen ADDR`: override the address.
 //! - `--demo`: also drive traffic through the gateway for a while and show a live view of
 //!   requests per provider, errors, circuit states and the degradation level.
@@ -159,6 +160,18 @@ async fn serve(
             return std::process::ExitCode::from(2);
         }
     };
+    // A configuration file is reloaded on SIGHUP and when it changes.
+    let _watching = match &args.config {
+        Some(path) => Some(AbortOnDrop(tokio::spawn(brace_gateway::reload::watch(
+            gateway.clone(),
+            path.clone(),
+            brace_gateway::reload::WatchOptions::default(),
+        )))),
+        None => {
+            gateway.set_config_source("embedded demo configuration (simulated providers)");
+            None
+        }
+    };
     if args.runtime == RuntimeKind::PerCore {
         return serve_per_core(gateway, listen, &args, traces.as_deref()).await;
     }
@@ -220,7 +233,7 @@ fn print_listening(addr: SocketAddr, args: &Args, gateway: &Gateway, traces: Opt
     };
     print!(
         "{}",
-        brace_gateway::banner::banner(addr, source, &gateway.config)
+        brace_gateway::banner::banner(addr, source, &gateway.config())
     );
     if let Some(traces) = traces {
         println!("{traces}");
@@ -259,5 +272,14 @@ async fn serve_per_core(
             std::process::ExitCode::from(1)
         }
         Err(_) => std::process::ExitCode::from(1),
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

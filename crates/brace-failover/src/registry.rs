@@ -424,6 +424,23 @@ impl ProviderEntry {
         }
     }
 
+    /// Stops the provider's active check, if one runs (when a reloaded configuration no
+    /// longer asks for probes).
+    pub fn stop_probe(&self) {
+        if let Some(task) = self.0.probe_task.lock().take() {
+            task.abort();
+        }
+    }
+
+    /// `true` while an active check runs for the provider.
+    pub fn is_probed(&self) -> bool {
+        self.0
+            .probe_task
+            .lock()
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+    }
+
     /// A snapshot of the provider's health.
     pub fn health(&self) -> ProviderHealth {
         let circuit = self.circuit();

@@ -234,6 +234,31 @@ async fn no_hedge_is_sent_that_would_start_after_the_deadline() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_providers_active_check_can_be_stopped() {
+    let registry = ProviderRegistry::new();
+    let entry = registry.entry("a");
+    let probes = Arc::new(AtomicUsize::new(0));
+    let probe = {
+        let probes = probes.clone();
+        move |_name: Arc<str>| {
+            probes.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<(), BoxError>(()) }
+        }
+    };
+    registry.probe(Duration::from_secs(1), &probe).unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let before = probes.load(Ordering::SeqCst);
+    assert!(before >= 3, "probed {before} times in 3.5 s");
+    assert!(entry.is_probed());
+
+    entry.stop_probe();
+    tokio::task::yield_now().await;
+    assert!(!entry.is_probed());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(probes.load(Ordering::SeqCst), before);
+}
+
 /// A store that records which circuits it was handed.
 #[derive(Debug, Default)]
 struct Recording(parking_lot::Mutex<Vec<String>>);

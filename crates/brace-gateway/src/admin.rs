@@ -1,4 +1,5 @@
-//! Who may use the mutating admin endpoints (`POST /v1/degradation/level`).
+//! Who may use the admin endpoints (`POST /v1/degradation/level`, `POST /v1/circuits/{name}`,
+//! `POST`/`DELETE /v1/chaos`, `GET /v1/config`).
 //!
 //! The admin endpoints fail closed:
 //!

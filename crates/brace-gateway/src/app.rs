@@ -27,7 +27,8 @@ use crate::stack::Gateway;
 /// `server.body_timeout`, and every error — the framework's own rejections included, such
 /// as 405 — is answered in OpenAI's error shape.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let server = &gateway.config.server;
+    let config = gateway.config();
+    let server = &config.server;
     let in_flight =
         crate::limits::InFlightLimitLayer::new(server.max_in_flight, gateway.metrics.clone());
     let data_plane = Router::new()
@@ -39,6 +40,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             crate::auth::require_key,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            crate::ops::chaos_header,
         ));
     Router::new()
         .merge(data_plane)
@@ -51,6 +56,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             post(set_degradation_level).get(degradation_level),
         )
         .route("/metrics", get(metrics))
+        .merge(crate::ops::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(server.body_limit))
         .layer(tower::util::MapRequestLayer::new(
@@ -144,7 +150,7 @@ async fn chat_completions(
             let slot = trailers.clone();
             let limits = gateway
                 .streams()
-                .limits(started, gateway.config.server.max_stream_duration);
+                .limits(started, gateway.config().server.max_stream_duration);
             let events = crate::sse::events(chunks, limits, move |end| {
                 if !live {
                     metrics.stream_ended(&provider, end.outcome.err());
@@ -264,7 +270,7 @@ async fn seed_call(
     let model = seed
         .model
         .clone()
-        .unwrap_or_else(|| gateway.default_model().to_owned());
+        .unwrap_or_else(|| gateway.default_model());
     let mut request = ChatRequest::new(model, seed.messages);
     request.max_tokens = seed.max_tokens;
     request.temperature = seed.temperature;
@@ -290,7 +296,7 @@ async fn seed_call(
     .await
     .map_err(|err| {
         ApiError::from_stack_error(&(Box::new(err) as brace_core::BoxError))
-            .clamp_retry_after(gateway.config.server.max_retry_after)
+            .clamp_retry_after(gateway.config().server.max_retry_after)
     })?;
     let json = json!({
         "content": completion.text(),

@@ -43,7 +43,7 @@ pub fn banner(addr: SocketAddr, source: ConfigSource<'_>, config: &GatewayConfig
             "  {:<width$}  {:<17}  model {}",
             provider.name,
             kind_name(provider.kind()),
-            provider.model,
+            provider.model.as_deref().unwrap_or("as requested"),
         );
     }
     if config.routes.is_empty() {
@@ -84,7 +84,7 @@ pub fn curl_hint(addr: SocketAddr, config: &GatewayConfig) -> String {
     // Inside single quotes, the shell takes everything but a single quote as it is.
     let body = body.replace('\'', r"'\''");
     format!(
-        "try:\n  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{body}'\n  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits\n"
+        "try:\n  curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{body}'\n  curl -s http://{addr}/v1/health; curl -s http://{addr}/v1/circuits\nlive status page: http://{addr}/status\n"
     )
 }
 
@@ -102,8 +102,10 @@ pub fn hint_model(config: &GatewayConfig) -> String {
     config
         .providers
         .iter()
+        .filter(|provider| provider.model.is_some())
         .min_by_key(|provider| provider.priority)
-        .map_or_else(|| "default".to_owned(), |provider| provider.model.clone())
+        .and_then(|provider| provider.model.clone())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 fn kind_name(kind: ProviderKind) -> &'static str {

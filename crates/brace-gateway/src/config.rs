@@ -24,22 +24,49 @@
 //! assert_eq!(config.providers[2].kind(), brace_gateway::config::ProviderKind::Gemini);
 //! ```
 //!
-//! Unknown keys, wrong types and impossible values are rejected with the line and what is
-//! wrong.
+//! Unknown keys, wrong types and impossible values are rejected with the line, the column
+//! and what is wrong — checks that need the whole file (a route naming an unknown provider,
+//! two sections that contradict each other) included.
+//!
+//! What a new user types works: a route lists providers by name or as mappings, a
+//! provider only ever asked with `passthrough` needs no `model`, and the degradation ladder
+//! can name standard levels:
+//!
+//! ```
+//! let config = brace_gateway::GatewayConfig::from_yaml(r#"
+//! providers:
+//!   - name: openai
+//!     model: gpt-4o
+//!   - name: local-llama
+//!     base_url: http://127.0.0.1:11434/v1
+//! routes:
+//!   - match: "gpt-*"
+//!     providers: [openai]
+//!   - match: "llama*"
+//!     providers: [{name: local-llama, passthrough: true}]
+//! degradation:
+//!   levels: [full, reduced, offline]
+//! "#).unwrap();
+//! assert_eq!(config.routes[0].providers[0].name, "openai");
+//! assert_eq!(config.providers[1].model, None);
+//! ```
 
 use brace_llm::degrade::Shape;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use brace_sim::Behavior;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// It serializes to what it means — defaults filled in, the `health` shorthands folded into
+/// `circuit_breaker` — which is what `GET /v1/config` shows (with URL passwords elided).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawGatewayConfig")]
 pub struct GatewayConfig {
     /// Where to listen (default `127.0.0.1:8080`).
@@ -74,6 +101,9 @@ pub struct GatewayConfig {
     pub telemetry: crate::telemetry::TelemetryConfig,
     /// Where provider state is kept: in memory (absent), or in Redis shared by replicas.
     pub state: Option<StateConfig>,
+    /// Failover drills started with the configuration (none by default): a named provider's
+    /// calls fail or slow down at a set rate for a bounded time (see [`crate::chaos`]).
+    pub chaos: Vec<crate::chaos::ChaosConfig>,
 }
 
 #[derive(Deserialize)]
@@ -81,7 +111,7 @@ pub struct GatewayConfig {
 struct RawGatewayConfig {
     #[serde(default = "default_listen")]
     listen: SocketAddr,
-    providers: Vec<ProviderConfig>,
+    providers: Vec<RawProviderConfig>,
     #[serde(default)]
     fallback: check::Fallback,
     #[serde(default)]
@@ -107,70 +137,83 @@ struct RawGatewayConfig {
     #[serde(default)]
     telemetry: crate::telemetry::TelemetryConfig,
     state: Option<StateConfig>,
+    #[serde(default)]
+    chaos: Vec<crate::chaos::ChaosConfig>,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
-impl TryFrom<RawGatewayConfig> for GatewayConfig {
-    type Error = String;
+/// A configuration mistake found after reading: where it is, as a key path such as
+/// `providers[1].circuit_breaker` (located in the file by [`GatewayConfig::from_yaml`]), and
+/// what is wrong.
+#[derive(Debug)]
+struct Invalid {
+    path: String,
+    message: String,
+}
 
-    fn try_from(raw: RawGatewayConfig) -> Result<Self, String> {
+impl Invalid {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same mistake, `prefix` (a path) in front of its path.
+    fn under(mut self, prefix: &str) -> Self {
+        self.path = match (prefix.is_empty(), self.path.is_empty()) {
+            (true, _) => self.path,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{}", self.path),
+        };
+        self
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl TryFrom<RawGatewayConfig> for GatewayConfig {
+    type Error = Invalid;
+
+    fn try_from(raw: RawGatewayConfig) -> Result<Self, Invalid> {
         if raw.providers.is_empty() {
-            return Err("`providers` must list at least one provider".into());
+            return Err(Invalid::at(
+                "providers",
+                "`providers` must list at least one provider",
+            ));
         }
-        let mut seen = HashMap::new();
-        for (index, provider) in raw.providers.iter().enumerate() {
-            if let Some(first) = seen.insert(provider.name.as_str(), index) {
-                return Err(format!(
-                    "providers[{index}]: the name `{}` is already used by providers[{first}]",
-                    provider.name
+        let providers = raw
+            .providers
+            .into_iter()
+            .enumerate()
+            .map(|(index, provider)| {
+                ProviderConfig::try_from(provider).map_err(|err| err.under(&providers_at(index)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (index, provider) in providers.iter().enumerate() {
+            if let Some(first) = seen.insert(provider.name.clone(), index) {
+                return Err(Invalid::at(
+                    format!("{}.name", providers_at(index)),
+                    format!(
+                        "the name `{}` is already used by providers[{first}]",
+                        provider.name
+                    ),
                 ));
             }
         }
-        for (index, route) in raw.routes.iter().enumerate() {
-            if route.providers.is_empty() {
-                return Err(format!(
-                    "routes[{index}] (`{}`): lists no provider",
-                    route.pattern
-                ));
-            }
-            let named = route
-                .on_content_filter
-                .providers()
-                .iter()
-                .chain(route.on_context_length.iter().flatten());
-            for name in named {
-                if !seen.contains_key(name.as_str()) {
-                    return Err(format!(
-                        "routes[{index}] (`{}`): unknown provider `{name}` in on_content_filter \
-                         / on_context_length",
-                        route.pattern
-                    ));
-                }
-            }
-            if route.on_context_length.as_ref().is_some_and(Vec::is_empty) {
-                return Err(format!(
-                    "routes[{index}] (`{}`): on_context_length lists no provider",
-                    route.pattern
-                ));
-            }
-            for target in &route.providers {
-                if !seen.contains_key(target.name.as_str()) {
-                    return Err(format!(
-                        "routes[{index}] (`{}`): unknown provider `{}` (known: {})",
-                        route.pattern,
-                        target.name,
-                        raw.providers
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
-        }
+        check_routes(&raw.routes, &providers)?;
         let degradation: DegradeConfig = raw.degradation.0.into();
         if let Some(cache) = &raw.cache {
             // The ladder is checked with the cache it will really use.
@@ -178,12 +221,26 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             effective.cache = cache.0.clone();
             effective
                 .validate()
-                .map_err(|err| format!("cache: {err}"))?;
+                .map_err(|err| Invalid::at("cache", format!("cache: {err}")))?;
         }
         let circuit_breaker = effective_breaker(raw.circuit_breaker.0, &raw.health)?;
+        circuit_breaker
+            .to_builder("global")
+            .and_then(brace_circuit::CircuitBreakerBuilder::build)
+            .map_err(|err| {
+                let section = if raw.health.consecutive_failures.is_some()
+                    || raw.health.failure_rate.is_some()
+                    || raw.health.recovery_time.is_some()
+                {
+                    "circuit_breaker (with the health shorthands)"
+                } else {
+                    "circuit_breaker"
+                };
+                Invalid::at("circuit_breaker", format!("{section}: {err}"))
+            })?;
         let config = Self {
             listen: raw.listen,
-            providers: raw.providers,
+            providers,
             fallback: raw.fallback.0,
             circuit_breaker,
             degradation,
@@ -197,39 +254,169 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
             server: raw.server,
             telemetry: raw.telemetry,
             state: raw.state,
+            chaos: raw.chaos,
         };
         let levels: Vec<String> = config
             .degradation
-            .ladder()
-            .map_err(|err| format!("degradation: {err}"))?
+            .validate()
+            .map_err(|err| Invalid::at("degradation", err.to_string()))?
             .levels()
             .iter()
             .map(|level| level.name().to_owned())
             .collect();
-        for provider in &config.providers {
+        for (index, provider) in config.providers.iter().enumerate() {
+            let at = providers_at(index);
             let name = &provider.name;
             for (level, model) in &provider.models {
                 if !levels.contains(level) {
-                    return Err(format!(
-                        "provider `{name}`: models: unknown degradation level `{level}` (levels: {})",
-                        levels.join(", ")
+                    return Err(Invalid::at(
+                        format!("{at}.models.{level}"),
+                        format!(
+                            "unknown degradation level `{level}` (levels: {}) in provider `{name}`",
+                            levels.join(", ")
+                        ),
                     ));
                 }
                 if model.trim().is_empty() {
-                    return Err(format!(
-                        "provider `{name}`: models.{level} must not be empty"
+                    return Err(Invalid::at(
+                        format!("{at}.models.{level}"),
+                        format!("models.{level} of provider `{name}` must not be empty"),
                     ));
                 }
             }
-            let breaker = config.circuit_breaker_for(provider)?;
-            breaker
-                .to_builder(name.as_str())
-                .and_then(brace_circuit::CircuitBreakerBuilder::build)
-                .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
-            config.fallback_for(provider)?;
+            // A provider's own sections are checked laid over the global ones, and blamed
+            // for what they add: the global sections were checked above.
+            if provider.circuit_breaker.is_some() {
+                let breaker = config
+                    .circuit_breaker_for(provider)
+                    .map_err(|err| Invalid::at(format!("{at}.circuit_breaker"), err))?;
+                breaker
+                    .to_builder(name.as_str())
+                    .and_then(brace_circuit::CircuitBreakerBuilder::build)
+                    .map_err(|err| {
+                        Invalid::at(
+                            format!("{at}.circuit_breaker"),
+                            format!(
+                                "provider `{name}`: circuit_breaker (laid over the global \
+                                 section): {err}"
+                            ),
+                        )
+                    })?;
+            }
+            if provider.fallback.is_some() {
+                config
+                    .fallback_for(provider)
+                    .map_err(|err| Invalid::at(format!("{at}.fallback"), err))?;
+            }
+        }
+        for (index, drill) in config.chaos.iter().enumerate() {
+            drill
+                .validate()
+                .map_err(|(key, message)| Invalid::at(format!("chaos[{index}].{key}"), message))?;
+            if !seen.contains_key(drill.provider.as_str()) {
+                return Err(Invalid::at(
+                    format!("chaos[{index}].provider"),
+                    format!(
+                        "unknown provider `{}` (known: {})",
+                        drill.provider,
+                        known(&config.providers)
+                    ),
+                ));
+            }
         }
         Ok(config)
     }
+}
+
+fn providers_at(index: usize) -> String {
+    format!("providers[{index}]")
+}
+
+fn known(providers: &[ProviderConfig]) -> String {
+    providers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every route lists providers that exist, and asks each for a model it can name.
+fn check_routes(routes: &[RouteConfig], providers: &[ProviderConfig]) -> Result<(), Invalid> {
+    for (index, route) in routes.iter().enumerate() {
+        let at = format!("routes[{index}]");
+        if route.providers.is_empty() {
+            return Err(Invalid::at(
+                format!("{at}.providers"),
+                format!("route `{}` lists no provider", route.pattern),
+            ));
+        }
+        let known_name = |name: &str| providers.iter().any(|p| p.name == name);
+        for (key, names) in [
+            ("on_content_filter", route.on_content_filter.providers()),
+            (
+                "on_context_length",
+                route.on_context_length.as_deref().unwrap_or_default(),
+            ),
+        ] {
+            if let Some((position, name)) =
+                names.iter().enumerate().find(|(_, name)| !known_name(name))
+            {
+                return Err(Invalid::at(
+                    format!("{at}.{key}[{position}]"),
+                    format!(
+                        "route `{}`: unknown provider `{name}` in {key} (known: {})",
+                        route.pattern,
+                        known(providers)
+                    ),
+                ));
+            }
+        }
+        if route.on_context_length.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Invalid::at(
+                format!("{at}.on_context_length"),
+                format!(
+                    "route `{}`: on_context_length lists no provider",
+                    route.pattern
+                ),
+            ));
+        }
+        for (position, target) in route.providers.iter().enumerate() {
+            let target_at = format!("{at}.providers[{position}]");
+            let Some(provider) = providers.iter().find(|p| p.name == target.name) else {
+                return Err(Invalid::at(
+                    target_at,
+                    format!(
+                        "route `{}`: unknown provider `{}` (known: {})",
+                        route.pattern,
+                        target.name,
+                        known(providers)
+                    ),
+                ));
+            };
+            if target.passthrough && target.model.is_some() {
+                return Err(Invalid::at(
+                    target_at,
+                    format!(
+                        "route `{}`, provider `{}`: `passthrough` forwards the requested model, \
+                         so `model` has no effect; keep one of them",
+                        route.pattern, target.name
+                    ),
+                ));
+            }
+            if !target.passthrough && target.model.is_none() && provider.model.is_none() {
+                return Err(Invalid::at(
+                    target_at,
+                    format!(
+                        "route `{}`: provider `{}` has no `model`; give it one, or ask it for \
+                         one here (`{{name: {}, model: ...}}`), or forward the requested model \
+                         (`{{name: {}, passthrough: true}}`)",
+                        route.pattern, target.name, target.name, target.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The global breaker: the `circuit_breaker` section, with the `health` section's
@@ -239,18 +426,21 @@ impl TryFrom<RawGatewayConfig> for GatewayConfig {
 fn effective_breaker(
     mut breaker: brace_circuit::CircuitBreakerConfig,
     health: &HealthConfig,
-) -> Result<brace_circuit::CircuitBreakerConfig, String> {
+) -> Result<brace_circuit::CircuitBreakerConfig, Invalid> {
     fn fold<T: PartialEq + Copy + fmt::Display>(
         slot: &mut Option<T>,
         from_health: Option<T>,
         health_key: &str,
         breaker_key: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), Invalid> {
         match (*slot, from_health) {
-            (Some(set), Some(health)) if set != health => Err(format!(
-                "health.{health_key} ({health}) contradicts circuit_breaker.{breaker_key} \
-                 ({set}): a provider's circuit is the one rule for when it is tried; set it \
-                 in one place"
+            (Some(set), Some(health)) if set != health => Err(Invalid::at(
+                format!("health.{health_key}"),
+                format!(
+                    "health.{health_key} ({health}) contradicts circuit_breaker.{breaker_key} \
+                     ({set}): a provider's circuit is the one rule for when it is tried; set it \
+                     in one place"
+                ),
             )),
             (None, Some(health)) => {
                 *slot = Some(health);
@@ -262,8 +452,9 @@ fn effective_breaker(
     if let Some(rate) = health.failure_rate
         && !(rate > 0.0 && rate <= 1.0)
     {
-        return Err(format!(
-            "health.failure_rate must be a fraction in (0, 1], got {rate}"
+        return Err(Invalid::at(
+            "health.failure_rate",
+            format!("health.failure_rate must be a fraction in (0, 1], got {rate}"),
         ));
     }
     fold(
@@ -280,17 +471,25 @@ fn effective_breaker(
     )?;
     match (breaker.wait_in_open, health.recovery_time) {
         (Some(wait), Some(recovery)) if wait != recovery => {
-            return Err(format!(
-                "health.recovery_time ({recovery:?}) contradicts circuit_breaker.reset_timeout \
-                 / wait_in_open ({wait:?}): a provider's circuit is the one rule for when it \
-                 is tried; set it in one place"
+            return Err(Invalid::at(
+                "health.recovery_time",
+                format!(
+                    "health.recovery_time ({recovery:?}) contradicts \
+                     circuit_breaker.reset_timeout / wait_in_open ({wait:?}): a provider's \
+                     circuit is the one rule for when it is tried; set it in one place"
+                ),
             ));
         }
         (None, recovery) => breaker.wait_in_open = recovery,
         _ => {}
     }
     if breaker.failure_threshold == Some(0) {
-        return Err("circuit_breaker.failure_threshold must be at least 1".into());
+        let at = if health.consecutive_failures == Some(0) {
+            "health.consecutive_failures"
+        } else {
+            "circuit_breaker.failure_threshold"
+        };
+        return Err(Invalid::at(at, format!("{at} must be at least 1")));
     }
     breaker.failure_threshold.get_or_insert(3);
     breaker.sliding_window_size.get_or_insert(20);
@@ -390,7 +589,7 @@ pub fn default_ladder() -> brace_degrade::Ladder<Shape> {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DegradationConfig {
-    levels: Option<Vec<brace_degrade::Level<Shape>>>,
+    levels: Option<Vec<LevelSpec>>,
     start: Option<String>,
     fallback_attempts: u32,
     fallback_to_static: bool,
@@ -402,7 +601,9 @@ impl Default for DegradationConfig {
     fn default() -> Self {
         let library = DegradeConfig::default();
         Self {
-            levels: library.levels,
+            levels: library
+                .levels
+                .map(|levels| levels.into_iter().map(LevelSpec).collect()),
             start: library.start,
             fallback_attempts: library.fallback_attempts,
             fallback_to_static: false,
@@ -416,11 +617,10 @@ impl From<DegradationConfig> for DegradeConfig {
     fn from(config: DegradationConfig) -> Self {
         Self {
             // Without levels, the gateway's default ladder.
-            levels: Some(
-                config
-                    .levels
-                    .unwrap_or_else(|| default_ladder().levels().to_vec()),
-            ),
+            levels: Some(config.levels.map_or_else(
+                || default_ladder().levels().to_vec(),
+                |levels| levels.into_iter().map(|LevelSpec(level)| level).collect(),
+            )),
             start: config.start,
             fallback_attempts: config.fallback_attempts,
             fallback_to_static: config.fallback_to_static,
@@ -430,11 +630,75 @@ impl From<DegradationConfig> for DegradeConfig {
     }
 }
 
-/// A configuration that could not be loaded.
+/// A level of the `degradation` section as written: a mapping (see
+/// [`brace_degrade::Level`]) or the bare name of a level of the [default
+/// ladder](default_ladder) (`full`, `reduced`, `minimal`, `cached`, `offline`).
+#[derive(Clone)]
+struct LevelSpec(brace_degrade::Level<Shape>);
+
+impl<'de> Deserialize<'de> for LevelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LevelSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "the name of a standard level (full, reduced, minimal, cached, offline) or a \
+                     mapping with `name` and `kind`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<LevelSpec, E> {
+                let standard = default_ladder();
+                let found = standard.levels().iter().find(|level| level.name() == name);
+                found.cloned().map(LevelSpec).ok_or_else(|| {
+                    let names: Vec<_> = standard
+                        .levels()
+                        .iter()
+                        .map(brace_degrade::Level::name)
+                        .collect();
+                    E::custom(format!(
+                        "`{name}` is not a standard level (standard levels: {}); describe it as a \
+                         mapping with `name` and `kind`",
+                        names.join(", ")
+                    ))
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<LevelSpec, A::Error> {
+                Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(LevelSpec)
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A configuration that could not be loaded: where (the file, and the line and column when
+/// the mistake is in the text) and what is wrong.
 #[derive(Debug)]
 pub struct ConfigError {
     origin: String,
+    position: Option<crate::locate::Position>,
     message: String,
+}
+
+impl ConfigError {
+    /// The line of the mistake (from 1), when it is in the text.
+    pub fn line(&self) -> Option<u64> {
+        self.position.map(|p| p.line)
+    }
+
+    /// The column of the mistake (from 1), when it is in the text.
+    pub fn column(&self) -> Option<u64> {
+        self.position.map(|p| p.column)
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -450,7 +714,7 @@ impl GatewayConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the line and what is wrong.
+    /// A [`ConfigError`] naming the line, the column and what is wrong.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         Self::parse(text, "<config>")
     }
@@ -459,24 +723,100 @@ impl GatewayConfig {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the file, the line and what is wrong.
+    /// A [`ConfigError`] naming the file, the line, the column and what is wrong.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             origin: origin.clone(),
+            position: None,
             message: format!("cannot read: {err}"),
         })?;
         Self::parse(&text, &origin)
     }
 
-    fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        serde_saphyr::from_str(text).map_err(|err| ConfigError {
-            origin: origin.to_owned(),
-            // The parser quotes the offending line, which may hold a URL with a password.
-            message: scrub_url_passwords(&err.to_string()),
-        })
+    /// Parses `text`, read from `origin` (a file name, for errors).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_yaml`](Self::from_yaml).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|err| locate_error(&err, text, origin))
     }
 
+    /// What is probably a mistake but not an error, one sentence each (logged when a
+    /// gateway starts or reloads): a route that continues broken streams but has no
+    /// provider to continue on.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            if !route.continuation {
+                continue;
+            }
+            let can_continue = route.providers.iter().skip(1).any(|target| {
+                self.providers
+                    .iter()
+                    .any(|p| p.name == target.name && p.accepts_prefill)
+            });
+            if route.providers.len() < 2 {
+                warnings.push(format!(
+                    "routes[{index}] (`{}`): `continuation` is on but the route has one \
+                     provider: a broken stream has nowhere to continue",
+                    route.pattern
+                ));
+            } else if !can_continue {
+                warnings.push(format!(
+                    "routes[{index}] (`{}`): `continuation` is on but no provider after the \
+                     first accepts an assistant prefill (`accepts_prefill: true`): a broken \
+                     stream cannot be continued",
+                    route.pattern
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// A read error with its line and column: serde-saphyr's own position when it has one, else
+/// the position of the key path a whole-file check named (see [`Invalid`]).
+fn locate_error(err: &serde_saphyr::Error, text: &str, origin: &str) -> ConfigError {
+    let own = err
+        .location()
+        .filter(|location| location.line() > 0)
+        .map(|location| crate::locate::Position {
+            line: location.line(),
+            column: location.column(),
+        });
+    if own.is_none()
+        && let serde_saphyr::Error::Message { msg, .. } = err.without_snippet()
+        && let Some((path, said)) = msg.split_once(": ")
+        && let Some(position) = crate::locate::locate(text, path)
+    {
+        // The path once: some messages start with it already.
+        let msg = if said.starts_with(path) { said } else { msg };
+        let source_line = text
+            .lines()
+            .nth(usize::try_from(position.line).unwrap_or(usize::MAX) - 1)
+            .unwrap_or_default();
+        let gutter = " ".repeat(position.line.to_string().len());
+        let caret = " ".repeat(usize::try_from(position.column).unwrap_or(1) - 1);
+        return ConfigError {
+            origin: origin.to_owned(),
+            position: Some(position),
+            message: scrub_url_passwords(&format!(
+                "error: line {} column {}: {msg}\n{gutter} |\n{} | {source_line}\n{gutter} | \
+                 {caret}^",
+                position.line, position.column, position.line
+            )),
+        };
+    }
+    ConfigError {
+        origin: origin.to_owned(),
+        position: own,
+        message: scrub_url_passwords(&err.to_string()),
+    }
+}
+
+impl GatewayConfig {
     /// The embedded demo: three simulated providers in-process — a flaky primary, a slow
     /// secondary and a steady local fallback — so failover, circuit breaking and degradation
     /// can be seen with no API key.
@@ -532,7 +872,7 @@ pub fn scrub_url_passwords(text: &str) -> String {
 pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
 /// Which wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// OpenAI.
@@ -583,7 +923,7 @@ impl ProviderKind {
 }
 
 /// Price per million tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     /// Per million input (prompt) tokens.
@@ -593,14 +933,17 @@ pub struct Price {
 }
 
 /// One provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawProviderConfig")]
 pub struct ProviderConfig {
     /// Its name, unique.
     pub name: String,
     kind: ProviderKind,
-    /// The model asked for there unless a route says otherwise.
-    pub model: String,
+    /// The model asked for there unless a route says otherwise. A provider without one is
+    /// asked for the model the request names (as with a route's `passthrough`), and a route
+    /// that lists it must say `passthrough: true` or name a `model`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Lower is tried first (default 1).
     pub priority: u32,
     /// Relative weight among providers of the same priority (default 1).
@@ -611,10 +954,13 @@ pub struct ProviderConfig {
     /// e.g. `OPENAI_API_KEY`; an empty string for a server that needs no key).
     pub api_key_env: Option<String>,
     /// Timeout of one call.
+    #[serde(serialize_with = "brace_core::duration::serialize")]
     pub timeout: Duration,
     /// Longest wait for the first streamed token.
+    #[serde(serialize_with = "brace_core::duration::option::serialize")]
     pub first_token_timeout: Option<Duration>,
     /// Longest silence between two streamed chunks.
+    #[serde(serialize_with = "brace_core::duration::option::serialize")]
     pub stream_idle_timeout: Option<Duration>,
     /// The most calls in flight to this provider at once, streams included, shared by every
     /// route (a bulkhead; default unbounded). A call beyond it is not queued: it fails over
@@ -645,7 +991,7 @@ pub struct ProviderConfig {
     /// The model to ask this provider for at a degradation level below the top, by level
     /// name (`{reduced: gpt-4o-mini, minimal: gpt-4o-mini}`). It wins over the level's own
     /// `model` and the route's; a level not listed asks for the provider's usual model.
-    pub models: HashMap<String, String>,
+    pub models: BTreeMap<String, String>,
     /// This provider's own circuit-breaker keys, laid over the global `circuit_breaker`
     /// section (see [`GatewayConfig::circuit_breaker_for`]).
     pub circuit_breaker: Option<serde_json::Value>,
@@ -664,7 +1010,8 @@ struct RawProviderConfig {
     name: String,
     #[serde(default)]
     kind: Option<ProviderKind>,
-    model: String,
+    #[serde(default)]
+    model: Option<String>,
     #[serde(default = "one")]
     priority: u32,
     #[serde(default = "one")]
@@ -696,7 +1043,7 @@ struct RawProviderConfig {
     #[serde(default)]
     seed: u64,
     #[serde(default)]
-    models: HashMap<String, String>,
+    models: BTreeMap<String, String>,
     #[serde(default)]
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
@@ -714,32 +1061,49 @@ fn default_timeout() -> Duration {
 }
 
 impl TryFrom<RawProviderConfig> for ProviderConfig {
-    type Error = String;
+    type Error = Invalid;
 
-    fn try_from(raw: RawProviderConfig) -> Result<Self, String> {
+    fn try_from(raw: RawProviderConfig) -> Result<Self, Invalid> {
         let name = raw.name.trim().to_owned();
         if name.is_empty() {
-            return Err("a provider's `name` must not be empty".into());
+            return Err(Invalid::at("name", "a provider's `name` must not be empty"));
         }
         let kind = match raw.kind {
             Some(kind) => kind,
             None => ProviderKind::infer(&name).ok_or_else(|| {
-                format!(
-                    "provider `{name}`: cannot infer its kind from the name; set `kind` to one of \
-                     openai, azure, anthropic, gemini, openai-compatible, simulated"
+                Invalid::at(
+                    "name",
+                    format!(
+                        "provider `{name}`: cannot infer its kind from the name; set `kind` to \
+                         one of openai, azure, anthropic, gemini, openai-compatible, simulated"
+                    ),
                 )
             })?,
         };
-        if raw.model.trim().is_empty() {
-            return Err(format!("provider `{name}`: `model` must not be empty"));
+        let fail = |key: &str, message: String| Err(Invalid::at(key, message));
+        if raw
+            .model
+            .as_deref()
+            .is_some_and(|model| model.trim().is_empty())
+        {
+            return fail(
+                "model",
+                format!(
+                    "provider `{name}`: `model` must not be empty (leave it out to forward the requested model)"
+                ),
+            );
         }
         if raw.weight == 0 {
-            return Err(format!("provider `{name}`: `weight` must be at least 1"));
+            return fail(
+                "weight",
+                format!("provider `{name}`: `weight` must be at least 1"),
+            );
         }
         if raw.timeout.is_zero() {
-            return Err(format!(
-                "provider `{name}`: `timeout` must be more than zero"
-            ));
+            return fail(
+                "timeout",
+                format!("provider `{name}`: `timeout` must be more than zero"),
+            );
         }
         if let Some(price) = raw.price
             && (price.input < 0.0
@@ -747,45 +1111,63 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
                 || !price.input.is_finite()
                 || !price.output.is_finite())
         {
-            return Err(format!(
-                "provider `{name}`: prices must be finite and not negative"
-            ));
+            return fail(
+                "price",
+                format!("provider `{name}`: prices must be finite and not negative"),
+            );
         }
         if matches!(kind, ProviderKind::Azure | ProviderKind::OpenaiCompatible)
             && raw.base_url.is_none()
         {
-            return Err(format!(
-                "provider `{name}`: `base_url` is required for kind {kind:?}"
-            ));
+            return fail(
+                "name",
+                format!("provider `{name}`: `base_url` is required for kind {kind:?}"),
+            );
+        }
+        if let Some(base_url) = &raw.base_url {
+            brace_providers::ClientConfig::new(name.as_str(), base_url.as_str())
+                .checked_base_url()
+                .map_err(|err| Invalid::at("base_url", format!("provider `{name}`: {err}")))?;
         }
         if let Some(behavior) = &raw.simulate {
-            check::behavior(behavior)
-                .map_err(|err| format!("provider `{name}`: simulate: {err}"))?;
+            check::behavior(behavior).map_err(|err| {
+                Invalid::at("simulate", format!("provider `{name}`: simulate: {err}"))
+            })?;
         }
         if raw.simulate.is_some() && kind != ProviderKind::Simulated {
-            return Err(format!(
-                "provider `{name}`: `simulate` is only for kind simulated"
-            ));
+            return fail(
+                "simulate",
+                format!("provider `{name}`: `simulate` is only for kind simulated"),
+            );
         }
         if let Some(section) = &raw.circuit_breaker {
             serde_json::from_value::<brace_circuit::CircuitBreakerConfig>(section.clone())
-                .map_err(|err| format!("provider `{name}`: circuit_breaker: {err}"))?;
+                .map_err(|err| {
+                    Invalid::at(
+                        "circuit_breaker",
+                        format!("provider `{name}`: circuit_breaker: {err}"),
+                    )
+                })?;
         }
         if let Some(section) = &raw.fallback {
-            serde_json::from_value::<brace_retry::RetryConfig>(section.clone())
-                .map_err(|err| format!("provider `{name}`: fallback: {err}"))?;
+            serde_json::from_value::<brace_retry::RetryConfig>(section.clone()).map_err(|err| {
+                Invalid::at("fallback", format!("provider `{name}`: fallback: {err}"))
+            })?;
         }
         if let Some(limit) = &raw.rate_limit {
             limit
                 .validate()
-                .map_err(|err| format!("provider `{name}`: {err}"))?;
+                .map_err(|err| Invalid::at("rate_limit", format!("provider `{name}`: {err}")))?;
         }
         if raw.http2_prior_knowledge && kind == ProviderKind::Simulated && raw.base_url.is_none() {
-            return Err(format!(
-                "provider `{name}`: `http2_prior_knowledge` is only for providers reached over \
-                 HTTP; this simulated provider runs in-process (set `base_url` to reach one \
-                 over HTTP)"
-            ));
+            return fail(
+                "http2_prior_knowledge",
+                format!(
+                    "provider `{name}`: `http2_prior_knowledge` is only for providers reached \
+                     over HTTP; this simulated provider runs in-process (set `base_url` to \
+                     reach one over HTTP)"
+                ),
+            );
         }
         Ok(Self {
             name,
@@ -838,12 +1220,15 @@ impl ProviderConfig {
 /// the breaker's `failure_threshold`, `failure_rate_threshold` (as a fraction) and
 /// `wait_in_open` / `reset_timeout`; setting one in both sections with different values is
 /// an error.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// How often to probe each provider actively (off when absent); a successful probe
     /// moves an open circuit to half-open at once.
-    #[serde(deserialize_with = "check::positive_duration_option")]
+    #[serde(
+        deserialize_with = "check::positive_duration_option",
+        serialize_with = "brace_core::duration::option::serialize"
+    )]
     pub probe_interval: Option<Duration>,
     /// Failures in a row that open a provider's circuit (`circuit_breaker.failure_threshold`).
     #[serde(deserialize_with = "check::at_least_one_option")]
@@ -853,17 +1238,21 @@ pub struct HealthConfig {
     #[serde(deserialize_with = "check::fraction_option")]
     pub failure_rate: Option<f64>,
     /// How long an open circuit holds a provider out (`circuit_breaker.wait_in_open`).
-    #[serde(deserialize_with = "check::positive_duration_option")]
+    #[serde(
+        deserialize_with = "check::positive_duration_option",
+        serialize_with = "brace_core::duration::option::serialize"
+    )]
     pub recovery_time: Option<Duration>,
 }
 
-/// Admin endpoints (`POST /v1/degradation/level`).
+/// Admin endpoints (`POST /v1/degradation/level`, `POST /v1/circuits/{name}`,
+/// `POST`/`DELETE /v1/chaos`, `GET /v1/config`).
 ///
 /// With this section, the mutating admin endpoints need `Authorization: Bearer <token>`, the
 /// token being the value of the variable `token_env` names; the gateway refuses to start if
 /// that variable is unset or empty. Without it, they answer only when the gateway listens on
 /// a loopback address, and 403 on any other.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// The environment variable holding the admin token.
@@ -878,7 +1267,7 @@ pub struct AdminConfig {
 /// `keys_env` (comma-separated) and/or `keys_file` (one per line; `#` starts a comment), each
 /// entry either `KEY` or `NAME KEY`; the name, or else a short hash of the key, is what logs
 /// and metrics show. The file is read again when it changes and on SIGHUP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawAuthConfig")]
 pub struct AuthConfig {
     /// The environment variable holding comma-separated keys.
@@ -889,6 +1278,7 @@ pub struct AuthConfig {
     /// Beyond it: 429 with `Retry-After`.
     pub rate_per_minute: Option<u32>,
     /// How often the keys file is checked for changes (default 5 s).
+    #[serde(serialize_with = "brace_core::duration::serialize")]
     pub reload_interval: Duration,
 }
 
@@ -903,7 +1293,8 @@ struct RawAuthConfig {
     rate_per_minute: Option<u32>,
     #[serde(
         default = "default_reload_interval",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     reload_interval: Duration,
 }
@@ -929,7 +1320,7 @@ impl TryFrom<RawAuthConfig> for AuthConfig {
 }
 
 /// A route: requests whose `model` matches `pattern` go to these providers, in order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// An exact model name or a glob with `*` (`fast-*`).
@@ -960,18 +1351,74 @@ pub struct RouteConfig {
     pub on_context_length: Option<Vec<String>>,
 }
 
-/// One provider of a route.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One provider of a route: its name alone (`providers: [openai, anthropic]`), or a mapping
+/// with the model to ask it for or `passthrough`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteTarget {
     /// The provider's name.
     pub name: String,
     /// The model to ask for there (default: the provider's model).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Forward the requested model name as is.
-    #[serde(default)]
     pub passthrough: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteTarget {
+    name: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    passthrough: bool,
+}
+
+impl RouteTarget {
+    /// The provider named `name`, asked for its own model.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            model: None,
+            passthrough: false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RouteTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RouteTarget;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a provider's name, or a mapping with `name` and optionally `model` or \
+                     `passthrough`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<RouteTarget, E> {
+                Ok(RouteTarget::named(name))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RouteTarget, A::Error> {
+                let raw =
+                    RawRouteTarget::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RouteTarget {
+                    name: raw.name,
+                    model: raw.model,
+                    passthrough: raw.passthrough,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl RouteConfig {
@@ -1014,7 +1461,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// "#).unwrap();
 /// assert_eq!(config.state.unwrap().key_prefix, "prod:");
 /// ```
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, try_from = "RawStateConfig")]
 pub struct StateConfig {
     /// The Redis URL, written in the file (its password is never logged; prefer
@@ -1025,8 +1472,10 @@ pub struct StateConfig {
     /// Put before every key (default `brace:`).
     pub key_prefix: String,
     /// The longest wait for one Redis command before local state answers (default 50 ms).
+    #[serde(serialize_with = "brace_core::duration::serialize")]
     pub timeout: Duration,
     /// How long a replica's half-open probe lease lasts (default 10 s).
+    #[serde(serialize_with = "brace_core::duration::serialize")]
     pub probe_lease: Duration,
 }
 
@@ -1117,7 +1566,7 @@ impl TryFrom<RawStateConfig> for StateConfig {
 }
 
 /// HTTP server limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Largest request body accepted (bytes; default 4 MiB).
@@ -1131,14 +1580,16 @@ pub struct ServerConfig {
     /// follows is bounded by `max_stream_duration` and each provider's own limits.
     #[serde(
         default = "default_deadline",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub request_timeout: Duration,
     /// How long a connection may take to send a request head, its first byte and the
     /// HTTP/2 preface included (default 30 s).
     #[serde(
         default = "thirty_seconds",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub header_timeout: Duration,
     /// The longest wait for the next piece of a request body (default 30 s); the whole body
@@ -1146,26 +1597,39 @@ pub struct ServerConfig {
     /// 408 and its connection closed.
     #[serde(
         default = "thirty_seconds",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub body_timeout: Duration,
     /// How long a connection may stay open with no request in flight (default 75 s, as
     /// nginx's `keepalive_timeout`).
     #[serde(
         default = "default_idle_timeout",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub idle_timeout: Duration,
+    /// The longest a response may make no progress towards the client (default 60 s, as
+    /// nginx's `send_timeout`): a client that stops reading has its connection closed, and
+    /// the request it held (an upstream stream included) is dropped.
+    #[serde(
+        default = "default_send_timeout",
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
+    )]
+    pub send_timeout: Duration,
     /// How often an HTTP/2 connection is pinged (default 30 s).
     #[serde(
         default = "thirty_seconds",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub http2_keep_alive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed (default 20 s).
     #[serde(
         default = "default_keep_alive_timeout",
-        deserialize_with = "check::positive_duration"
+        deserialize_with = "check::positive_duration",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub http2_keep_alive_timeout: Duration,
     /// The most connections open at once (default 10 000); beyond it a new connection is
@@ -1187,13 +1651,18 @@ pub struct ServerConfig {
     /// be): a provider's longer wait is sent as this.
     #[serde(
         default = "default_max_retry_after",
-        deserialize_with = "check::retry_after_cap"
+        deserialize_with = "check::retry_after_cap",
+        serialize_with = "brace_core::duration::serialize"
     )]
     pub max_retry_after: Duration,
     /// The longest a whole streamed answer may take, from the request to its last event
     /// (default: no bound beyond each provider's `timeout`). Past it the stream ends with an
     /// SSE error event (`code: stream_deadline`) and no `[DONE]`.
-    #[serde(default, deserialize_with = "check::positive_duration_option")]
+    #[serde(
+        default,
+        deserialize_with = "check::positive_duration_option",
+        serialize_with = "brace_core::duration::option::serialize"
+    )]
     pub max_stream_duration: Option<Duration>,
     /// How long in-flight requests get to finish on shutdown (default 30 s; 0 drops them at
     /// once). Streams still open when it runs out end with an SSE error event
@@ -1213,6 +1682,7 @@ impl Default for ServerConfig {
             header_timeout: thirty_seconds(),
             body_timeout: thirty_seconds(),
             idle_timeout: default_idle_timeout(),
+            send_timeout: default_send_timeout(),
             http2_keep_alive_interval: thirty_seconds(),
             http2_keep_alive_timeout: default_keep_alive_timeout(),
             max_connections: default_max_connections(),
@@ -1239,6 +1709,10 @@ fn thirty_seconds() -> Duration {
 
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(75)
+}
+
+fn default_send_timeout() -> Duration {
+    Duration::from_mins(1)
 }
 
 fn default_keep_alive_timeout() -> Duration {

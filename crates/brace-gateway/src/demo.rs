@@ -155,7 +155,7 @@ pub async fn run(
     let mut in_flight = tokio::task::JoinSet::new();
     let mut n: usize = 0;
     // Each redraw clears the screen: the banner's hint is shown again under the view.
-    let hint = crate::banner::curl_hint(addr, &gateway.config);
+    let hint = crate::banner::curl_hint(addr, &gateway.config());
 
     loop {
         let elapsed = start.elapsed();
@@ -245,7 +245,7 @@ pub async fn run(
     println!("{}", summary(&tally, &moves));
     Ok(DemoReport {
         primary: gateway
-            .config
+            .config()
             .providers
             .iter()
             .min_by_key(|p| p.priority)
@@ -298,7 +298,7 @@ impl Phase {
             }
         };
         let defaults: Vec<_> = gateway
-            .config
+            .config()
             .providers
             .iter()
             .map(|p| (p.name.clone(), p.simulate.clone().unwrap_or_default()))
@@ -369,7 +369,7 @@ fn render(
         "provider", "served", "circuit", "retry in", "fails", "opened", "closed"
     );
     let health = gateway.health();
-    for provider in &gateway.config.providers {
+    for provider in &gateway.config().providers {
         let served = tally.by_provider.get(&provider.name).copied().unwrap_or(0);
         let circuit = gateway
             .circuit_state(&provider.name)

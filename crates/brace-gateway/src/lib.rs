@@ -5,7 +5,10 @@
 //! per-provider circuit breaker → retry → timeout → provider client — served by an axum
 //! [`router`](app::router) that speaks `POST /v1/chat/completions` (JSON and SSE), the seed's
 //! `POST /v1/completions`, `GET /v1/models`, `GET /v1/health`, `GET /v1/circuits`,
-//! `POST /v1/degradation/level` and `GET /metrics`.
+//! `POST /v1/degradation/level` and `GET /metrics`, and the operator's endpoints: circuits set
+//! by hand (`POST /v1/circuits/{name}`), failover drills ([`chaos`], `/v1/chaos`), the
+//! configuration in force (`GET /v1/config`, replaced without a restart by [`reload`]) and a
+//! live status page ([`status`], `GET /status`).
 //!
 //! # Example
 //!
@@ -41,19 +44,24 @@ pub mod app;
 pub mod auth;
 pub mod banner;
 mod bounded;
+pub mod chaos;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod limits;
+mod locate;
 pub mod metrics;
+mod ops;
 #[cfg(unix)]
 pub mod per_core;
 pub mod policy;
+pub mod reload;
 mod request_id;
 pub mod server;
 pub mod sse;
 pub mod stack;
 mod state;
+pub mod status;
 pub mod telemetry;
 
 pub use self::config::GatewayConfig;

@@ -53,6 +53,7 @@ fn handle() -> Option<&'static PrometheusHandle> {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     handles: Arc<Handles>,
+    tally: Arc<crate::status::Tally>,
 }
 
 /// Registered counters and histograms, by metric name and label values.
@@ -169,8 +170,14 @@ impl Metrics {
         self.handles.histograms.get(metric, a, "", register)
     }
 
+    /// The running totals behind the status page.
+    pub(crate) fn tally(&self) -> &crate::status::Tally {
+        &self.tally
+    }
+
     /// A request to `endpoint` finished with `status` after `elapsed`.
     pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+        self.tally.request(status);
         let known = self
             .handles
             .requests
@@ -198,6 +205,7 @@ impl Metrics {
 
     /// One attempt at `provider` finished with `outcome` (`ok` or an error kind).
     pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
+        self.tally.attempt(provider, outcome == "ok");
         self.counter("brace_provider_attempts_total", provider, outcome, || {
             metrics::counter!("brace_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
         })
@@ -232,6 +240,7 @@ impl Metrics {
             metrics::counter!("brace_served_total", "provider" => provider.to_owned(), "level" => level.to_owned())
         })
         .increment(1);
+        self.tally.cache(cache_hit);
         let name = if cache_hit {
             "brace_cache_hits_total"
         } else {
@@ -257,6 +266,8 @@ impl Metrics {
                 + usage.completion_tokens as f64 * price.output)
                 / 1_000_000.0;
             // Counters are integers: cost is kept in micro-dollars.
+            self.tally
+                .cost(provider, (cost * 1_000_000.0).round() as u64);
             self.counter("brace_cost_microdollars_total", provider, "", || {
                 metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())
             })

@@ -132,6 +132,16 @@ impl OnContentFilter {
     }
 }
 
+impl serde::Serialize for OnContentFilter {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Return => serializer.serialize_str("return"),
+            Self::Failover => serializer.serialize_str("failover"),
+            Self::Providers(names) => names.serialize(serializer),
+        }
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for OnContentFilter {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Expected;

@@ -9,6 +9,9 @@
 //!   within `server.request_timeout`), see [`limits`](crate::limits);
 //! - a connection with no request in flight for `server.idle_timeout` is closed (HTTP/2 with
 //!   a GOAWAY first);
+//! - a response must keep leaving: a connection whose writes make no progress for
+//!   `server.send_timeout` (a client that stopped reading, or vanished without a reset) is
+//!   closed, and the request it held — an upstream stream included — is dropped with it;
 //! - HTTP/2 connections are pinged every `server.http2_keep_alive_interval` and closed when a
 //!   ping goes unanswered for `server.http2_keep_alive_timeout`;
 //! - at most `server.max_connections` are open at once; one more is answered `503` with
@@ -63,7 +66,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listening = listener.local_addr()?;
-    let options = Arc::new(gateway.config.server.clone());
+    let options = Arc::new(gateway.config().server.clone());
     if !listening.ip().to_canonical().is_loopback() && gateway.client_keys().is_none() {
         tracing::warn!(
             %listening,
@@ -373,10 +376,13 @@ async fn serve_connection(
         inner: app,
         active: Arc::new(active_tx),
     });
-    let io = TokioIo::new(Prefixed {
-        prefix,
-        inner: stream,
-    });
+    let io = TokioIo::new(SendTimeout::new(
+        Prefixed {
+            prefix,
+            inner: stream,
+        },
+        options.send_timeout,
+    ));
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
     let idle = tokio::time::sleep(options.idle_timeout);
@@ -540,6 +546,108 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+// ===== a bound on writes that make no progress =====
+
+pin_project! {
+    /// Fails a write, flush or shutdown that has made no progress for `limit`: a peer that
+    /// stops reading fills the socket's buffers, and without this the connection, its
+    /// request and whatever that request holds upstream would wait for it forever.
+    ///
+    /// The clock starts when a write first returns `Pending` and stops at any progress; a
+    /// connection that is merely quiet (nothing to send) is never timed here.
+    struct SendTimeout<T> {
+        #[pin]
+        inner: T,
+        limit: Duration,
+        stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<T> SendTimeout<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+}
+
+/// What a pending write turns into: still pending, or the error that ends the connection.
+fn stalled<R>(
+    stalled: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+    polled: Poll<io::Result<R>>,
+) -> Poll<io::Result<R>> {
+    if polled.is_ready() {
+        *stalled = None;
+        return polled;
+    }
+    let sleep = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    match sleep.as_mut().poll(cx) {
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(()) => {
+            tracing::debug!(
+                send_timeout_secs = limit.as_secs_f64(),
+                "closing a connection whose peer stopped reading"
+            );
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within server.send_timeout",
+            )))
+        }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for SendTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for SendTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        stalled(this.stalled, *this.limit, cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        stalled(this.stalled, *this.limit, cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        stalled(this.stalled, *this.limit, cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_shutdown(cx);
+        stalled(this.stalled, *this.limit, cx, polled)
     }
 }
 

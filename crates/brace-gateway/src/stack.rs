@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 use serde_json::json;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use brace_circuit::CircuitHandle;
 use brace_circuit::{CircuitRegistry, CircuitState};
@@ -67,29 +68,92 @@ fn build_error(context: impl fmt::Display, err: impl fmt::Display) -> GatewayBui
     GatewayBuildError(format!("{context}: {err}"))
 }
 
-/// The gateway: the stack, and the handles the HTTP API reads and steers it through.
+/// The gateway: the stack in force, and the handles the HTTP API reads and steers it through.
+///
+/// The stack is swapped whole when the configuration is reloaded
+/// ([`reload`](Self::reload)): a request runs to its end on the stack it started on, and
+/// what belongs to a provider whose settings did not change — its client, circuit breaker,
+/// latency and counters — carries over, as do the degradation level and the response cache
+/// while the `degradation` and `cache` sections stay the same.
 pub struct Gateway {
-    /// The configuration it was built from.
-    pub config: GatewayConfig,
     /// Metrics.
     pub metrics: Metrics,
-    service: ChatService,
+    pub(crate) live: ArcSwap<Live>,
     circuits: CircuitRegistry,
     providers: ProviderRegistry,
-    degrade: DegradeHandle,
-    sims: HashMap<String, SimHandle>,
+    pub(crate) chaos: crate::chaos::Switches,
+    pub(crate) status: crate::status::Board,
+    pub(crate) reloads: crate::reload::Reloads,
     admin: crate::admin::AdminAuth,
     keys: Option<Arc<crate::auth::ClientKeys>>,
     shutting_down: std::sync::atomic::AtomicBool,
     streams: StreamShutdown,
     store: Arc<dyn StateStore>,
+    _sampler: Option<crate::status::Sampler>,
+}
+
+/// One configuration's stack: what a reload replaces.
+pub(crate) struct Live {
+    pub(crate) config: Arc<GatewayConfig>,
+    /// The configuration's hash (see [`crate::reload::config_hash`]).
+    pub(crate) hash: String,
+    /// 0 for the first stack, one more for each reload.
+    pub(crate) generation: u64,
+    pub(crate) loaded_at: Instant,
+    service: ChatService,
+    pub(crate) degrade: DegradeLayer<ChatRequest, LlmClassifier>,
+    degrade_config: crate::config::DegradeConfig,
+    pub(crate) built: HashMap<String, Built>,
+}
+
+/// One provider's stack and what it was built from.
+#[derive(Clone)]
+pub(crate) struct Built {
+    /// The settings its stack depends on (its priority and weight, which only steer
+    /// selection, left out).
+    identity: (
+        ProviderConfig,
+        brace_circuit::CircuitBreakerConfig,
+        brace_retry::RetryConfig,
+    ),
+    stack: ChatService,
+    pub(crate) circuit: CircuitHandle,
+    probe: ProbeFn,
+    sim: Option<SimHandle>,
+}
+
+/// What a stack is built with and keeps across rebuilds.
+pub(crate) struct Parts<'a> {
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) circuits: &'a CircuitRegistry,
+    pub(crate) providers: &'a ProviderRegistry,
+    pub(crate) chaos: &'a crate::chaos::Switches,
+    pub(crate) store: &'a Arc<dyn StateStore>,
+}
+
+/// What a rebuild kept and what it started afresh, by provider name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Providers whose state (circuit, latency, counters, client) carried over.
+    pub kept: Vec<String>,
+    /// Providers whose settings changed: their state starts afresh.
+    pub changed: Vec<String>,
+    /// New providers.
+    pub added: Vec<String>,
+    /// Providers no longer configured.
+    pub removed: Vec<String>,
+    /// Whether the degradation level and the response cache carried over (the `degradation`
+    /// and `cache` sections are unchanged).
+    pub degradation_kept: bool,
 }
 
 impl fmt::Debug for Gateway {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let live = self.live.load();
         f.debug_struct("Gateway")
-            .field("providers", &self.config.providers.len())
-            .field("routes", &self.config.routes.len())
+            .field("providers", &live.config.providers.len())
+            .field("routes", &live.config.routes.len())
+            .field("generation", &live.generation)
             .finish_non_exhaustive()
     }
 }
@@ -122,102 +186,7 @@ impl Gateway {
         // One record per provider, shared by every route and the default route: its
         // breaker, latency, counters and active check; its circuit shared through the store.
         let providers = ProviderRegistry::with_error_kind(llm_error_kind).with_store(store.clone());
-        let mut sims = HashMap::new();
-        let mut stacks: HashMap<String, (ChatService, CircuitHandle)> = HashMap::new();
-        let mut probes: HashMap<String, ProbeFn> = HashMap::new();
-
-        for provider in &config.providers {
-            let (client, probe) = client_for(provider, &mut sims)?;
-            let stack = provider_stack(provider, client, &config, &circuits, &metrics, &store)?;
-            stacks.insert(provider.name.clone(), stack);
-            probes.insert(provider.name.clone(), probe);
-        }
-
-        // The default route: every provider by priority, each asked for its own model.
-        let everyone: Vec<_> = config
-            .providers
-            .iter()
-            .map(|provider| {
-                let target = crate::config::RouteTarget {
-                    name: provider.name.clone(),
-                    model: None,
-                    passthrough: false,
-                };
-                (provider, target)
-            })
-            .collect();
-        let (default_failover, _) = failover_for(
-            &everyone,
-            &stacks,
-            &config,
-            &providers,
-            false,
-            LlmClassifier::new(),
-            RouteCommit::default(),
-        )?;
-
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            // A failover service over some of the providers, in the given order.
-            let build = |targets: &[RouteTarget], classifier, commit| {
-                let targets: Vec<_> = targets
-                    .iter()
-                    .map(|target| {
-                        let provider = config
-                            .providers
-                            .iter()
-                            .find(|p| p.name == target.name)
-                            .expect("routes are checked against providers when the config is read");
-                        (provider, target.clone())
-                    })
-                    .collect();
-                let (failover, continuation) = failover_for(
-                    &targets, &stacks, &config, &providers, true, classifier, commit,
-                )?;
-                Ok((BoxCloneSyncService::new(failover), continuation))
-            };
-            let service = crate::policy::route_service(route, &build, &metrics)?;
-            routes.push((route.clone(), service));
-        }
-        let router = Router {
-            routes: Arc::new(routes),
-            default: BoxCloneSyncService::new(default_failover),
-        };
-        // One active check per provider, however many routes use it.
-        if let Some(interval) = config.health.probe_interval {
-            let probes = Arc::new(probes);
-            providers
-                .probe(interval, &move |name: Arc<str>| {
-                    let probe = probes.get(&*name).cloned();
-                    async move {
-                        match probe {
-                            Some(probe) => probe().await.map_err(BoxError::from),
-                            None => Ok(()),
-                        }
-                    }
-                })
-                .map_err(|err| build_error("health.probe_interval", err))?;
-        }
-
-        let mut degrade_config = config.degradation.clone();
-        if let Some(cache) = &config.cache {
-            degrade_config.cache = cache.clone();
-        }
-        let mut degrade_builder = DegradeLayer::<ChatRequest>::builder()
-            .config(degrade_config)
-            .classifier(LlmClassifier::new());
-        if store.is_shared() {
-            degrade_builder =
-                degrade_builder.cache_tier(Arc::new(crate::state::StoreTier::new(store.clone())));
-        }
-        let degrade_layer = degrade_builder
-            .build()
-            .map_err(|err| build_error("degradation", err))?;
-        let degrade = degrade_layer.handle();
-        crate::state::share_pin(&store, &degrade);
-        let service =
-            BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade_layer).service(router));
-
+        let chaos = crate::chaos::Switches::default();
         let admin = crate::admin::AdminAuth::from_config(config.admin.as_ref(), &env)
             .map_err(GatewayBuildError)?;
         let keys = config
@@ -226,21 +195,58 @@ impl Gateway {
             .map(|auth| crate::auth::ClientKeys::from_config(auth, &env).map(Arc::new))
             .transpose()
             .map_err(GatewayBuildError)?;
+        let parts = Parts {
+            metrics: &metrics,
+            circuits: &circuits,
+            providers: &providers,
+            chaos: &chaos,
+            store: &store,
+        };
+        let (live, _) = assemble(&parts, config, None)?;
+        let level_changes = live.degrade.handle().subscribe();
+        for warning in live.config.warnings() {
+            tracing::warn!("{warning}");
+        }
+        crate::chaos::start_configured(&chaos, &live.config, None);
 
-        Ok(Arc::new(Self {
-            config,
+        Ok(Arc::new_cyclic(|weak| Self {
             metrics,
-            service,
+            live: ArcSwap::from_pointee(live),
             circuits,
             providers,
-            degrade,
-            sims,
+            chaos,
+            status: crate::status::Board::default(),
+            reloads: crate::reload::Reloads::default(),
             admin,
             keys,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             streams: StreamShutdown::new(),
             store,
+            _sampler: crate::status::Sampler::spawn(weak.clone(), level_changes),
         }))
+    }
+
+    /// Builds the stack of `config` over this gateway's state (see [`Gateway`]) and puts it
+    /// in force; requests already running finish on the stack they started on. Used by
+    /// [`reload`](Self::reload), which checks and counts first.
+    pub(crate) fn rebuild(&self, config: GatewayConfig) -> Result<Rebuilt, GatewayBuildError> {
+        let previous = self.live.load_full();
+        let parts = Parts {
+            metrics: &self.metrics,
+            circuits: &self.circuits,
+            providers: &self.providers,
+            chaos: &self.chaos,
+            store: &self.store,
+        };
+        let (live, rebuilt) = assemble(&parts, config, Some(&previous))?;
+        crate::chaos::start_configured(&self.chaos, &live.config, Some(&previous.config));
+        self.live.store(Arc::new(live));
+        Ok(rebuilt)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.live.load().config.clone()
     }
 
     /// The switch that ends every open stream (see [`StreamShutdown`]): what
@@ -265,12 +271,19 @@ impl Gateway {
         request.extensions.insert(attempts.clone());
         crate::telemetry::record_request(&request);
         let start = Instant::now();
-        let deadline = self.config.server.request_timeout;
+        // The request runs on the stack in force now, to its end, whatever a reload does.
+        let (service, deadline, max_retry_after) = {
+            let live = self.live.load();
+            (
+                live.service.clone(),
+                live.config.server.request_timeout,
+                live.config.server.max_retry_after,
+            )
+        };
         // One deadline for the whole request: every layer below reads what is left of it
         // (retry backoffs, failover, hedges, each attempt's timeout), and the degradation
         // layer answers from cache or the static level just before it, when it can.
-        let call =
-            brace_core::deadline::within(start + deadline, self.service.clone().oneshot(request));
+        let call = brace_core::deadline::within(start + deadline, service.oneshot(request));
         let result = tokio::time::timeout(deadline, call).await;
         let count = attempts.0.load(Ordering::Relaxed);
         self.metrics.attempts(count);
@@ -292,8 +305,7 @@ impl Gateway {
                 Ok((response, count))
             }
             Ok(Err(err)) => {
-                let api = ApiError::from_stack_error(&err)
-                    .clamp_retry_after(self.config.server.max_retry_after);
+                let api = ApiError::from_stack_error(&err).clamp_retry_after(max_retry_after);
                 tracing::warn!(error = %api.message(), status = api.status().as_u16(), attempts = count, "request failed");
                 self.metrics
                     .request("chat", api.status().as_u16(), start.elapsed());
@@ -337,13 +349,16 @@ impl Gateway {
         }
     }
 
-    /// The model named when a request does not name one.
-    pub fn default_model(&self) -> &str {
-        self.config
+    /// The model named when a request does not name one: the model of the first provider
+    /// by priority that has one.
+    pub fn default_model(&self) -> String {
+        self.config()
             .providers
             .iter()
+            .filter(|p| p.model.is_some())
             .min_by_key(|p| p.priority)
-            .map_or("default", |p| p.model.as_str())
+            .and_then(|p| p.model.clone())
+            .unwrap_or_else(|| "default".to_owned())
     }
 
     /// The provider registry: one record per provider, shared by every route.
@@ -353,7 +368,9 @@ impl Gateway {
 
     /// A provider's price per million tokens, if configured.
     pub fn price_of(&self, provider: &str) -> Option<crate::config::Price> {
-        self.config
+        self.live
+            .load()
+            .config
             .providers
             .iter()
             .find(|p| p.name == provider)
@@ -362,7 +379,12 @@ impl Gateway {
 
     /// `true` if a provider has this name.
     pub fn has_provider(&self, name: &str) -> bool {
-        self.config.providers.iter().any(|p| p.name == name)
+        self.live
+            .load()
+            .config
+            .providers
+            .iter()
+            .any(|p| p.name == name)
     }
 
     /// Asks failover to try `provider` first for this request.
@@ -373,23 +395,27 @@ impl Gateway {
     /// Model ids for `GET /v1/models`: every route pattern without a wildcard and every
     /// provider's model, with who serves it.
     pub fn model_names(&self) -> Vec<(String, String)> {
+        let config = self.config();
         let mut names: Vec<(String, String)> = Vec::new();
-        for route in &self.config.routes {
+        for route in &config.routes {
             if !route.pattern.contains('*') {
                 names.push((route.pattern.clone(), "brace".to_owned()));
             }
         }
-        for provider in &self.config.providers {
-            if !names.iter().any(|(id, _)| *id == provider.model) {
-                names.push((provider.model.clone(), provider.name.clone()));
+        for provider in &config.providers {
+            let Some(model) = &provider.model else {
+                continue;
+            };
+            if !names.iter().any(|(id, _)| id == model) {
+                names.push((model.clone(), provider.name.clone()));
             }
         }
         names
     }
 
-    /// The simulated providers' handles, by name (to script them in demos and tests).
-    pub fn sim(&self, name: &str) -> Option<&SimHandle> {
-        self.sims.get(name)
+    /// A simulated provider's handle, by name (to script it in demos and tests).
+    pub fn sim(&self, name: &str) -> Option<SimHandle> {
+        self.live.load().built.get(name)?.sim.clone()
     }
 
     /// The circuit breakers.
@@ -397,20 +423,21 @@ impl Gateway {
         &self.circuits
     }
 
-    /// The degradation handle.
-    pub fn degradation(&self) -> &DegradeHandle {
-        &self.degrade
+    /// The degradation handle (of the stack in force: a reload that changes the
+    /// `degradation` or `cache` section starts a new one).
+    pub fn degradation(&self) -> DegradeHandle {
+        self.live.load().degrade.handle()
     }
 
     /// Every provider's health, from the registry (all routes' traffic), with its
     /// configured model and priority.
     pub fn health(&self) -> Vec<ProviderHealth> {
-        self.config
+        self.config()
             .providers
             .iter()
             .filter_map(|provider| {
                 let mut health = self.providers.get(&provider.name)?.health();
-                health.model = Some(provider.model.as_str().into());
+                health.model = provider.model.as_deref().map(Into::into);
                 health.priority = Some(provider.priority);
                 Some(health)
             })
@@ -451,7 +478,7 @@ impl Gateway {
         } else {
             "unavailable"
         };
-        let level = self.degrade.level();
+        let level = self.degradation().level();
         json!({
             "status": status,
             "degradation": level.name(),
@@ -490,19 +517,22 @@ impl Gateway {
             self.metrics
                 .circuit_state(handle.name(), circuit_gauge(handle.state()));
         }
-        self.metrics.degradation_level(self.degrade.level().index());
+        self.metrics
+            .degradation_level(self.degradation().level().index());
+        self.chaos.export();
         self.metrics
             .state_store_up(self.store.kind(), self.store.is_up());
     }
 
     /// The degradation state, for `GET`/`POST /v1/degradation/level`.
     pub fn degradation_json(&self) -> serde_json::Value {
-        let level = self.degrade.level();
+        let degrade = self.degradation();
+        let level = degrade.level();
         json!({
             "level": level.name(),
             "index": level.index(),
-            "pinned": self.degrade.is_pinned(),
-            "levels": self.degrade.ladder().levels().iter().map(brace_degrade::Level::name).collect::<Vec<_>>(),
+            "pinned": degrade.is_pinned(),
+            "levels": degrade.ladder().levels().iter().map(brace_degrade::Level::name).collect::<Vec<_>>(),
         })
     }
 
@@ -512,11 +542,12 @@ impl Gateway {
     ///
     /// A 400 `Invalid level: X` for an unknown level.
     pub fn set_level(&self, level: &str) -> Result<(), ApiError> {
+        let degrade = self.degradation();
         if level == "auto" {
-            self.degrade.release();
+            degrade.release();
             return Ok(());
         }
-        self.degrade
+        degrade
             .pin(level)
             .map(|_| ())
             .map_err(|_| ApiError::bad_request(format!("Invalid level: {level}")))
@@ -536,7 +567,7 @@ impl Gateway {
         listening: Option<std::net::SocketAddr>,
     ) -> Result<(), ApiError> {
         self.admin
-            .authorize(headers, listening.unwrap_or(self.config.listen))
+            .authorize(headers, listening.unwrap_or(self.config().listen))
     }
 
     /// The client keys, when the configuration has an `auth` section.
@@ -545,13 +576,224 @@ impl Gateway {
     }
 }
 
+/// `brace_circuit_state`: 0 closed, 1 half-open, 2 open, 3 forced open, 4 disabled, 5
+/// metrics only.
 fn circuit_gauge(state: CircuitState) -> f64 {
     match state {
         CircuitState::Closed => 0.0,
         CircuitState::HalfOpen => 1.0,
-        CircuitState::Open | CircuitState::ForcedOpen => 2.0,
-        _ => 3.0,
+        CircuitState::Open => 2.0,
+        CircuitState::ForcedOpen => 3.0,
+        CircuitState::Disabled => 4.0,
+        CircuitState::MetricsOnly => 5.0,
     }
+}
+
+// ===== assembling a stack =====
+
+/// Builds the stack of `config`. With `previous` (a reload), a provider whose settings are
+/// unchanged keeps its stack — client, circuit breaker, and through the breaker its record
+/// in the registry (latency, counters) — and the degradation layer (level and cache) is kept
+/// while its sections are unchanged; a changed or removed provider's record is dropped from
+/// the registry so that it starts afresh. Nothing shared is touched until everything that
+/// can fail has been built.
+pub(crate) fn assemble(
+    parts: &Parts<'_>,
+    config: GatewayConfig,
+    previous: Option<&Live>,
+) -> Result<(Live, Rebuilt), GatewayBuildError> {
+    let mut rebuilt = Rebuilt::default();
+    let mut built: HashMap<String, Built> = HashMap::new();
+    for provider in &config.providers {
+        let breaker = config
+            .circuit_breaker_for(provider)
+            .map_err(|err| build_error(format!("provider `{}`", provider.name), err))?;
+        let fallback = config
+            .fallback_for(provider)
+            .map_err(|err| build_error(format!("provider `{}`", provider.name), err))?;
+        let mut settings = provider.clone();
+        settings.priority = 0;
+        settings.weight = 1;
+        let identity = (settings, breaker, fallback);
+        let kept = previous
+            .and_then(|live| live.built.get(&provider.name))
+            .filter(|old| old.identity == identity);
+        if let Some(old) = kept {
+            rebuilt.kept.push(provider.name.clone());
+            built.insert(provider.name.clone(), old.clone());
+            continue;
+        }
+        if previous.is_some_and(|live| live.built.contains_key(&provider.name)) {
+            rebuilt.changed.push(provider.name.clone());
+        } else if previous.is_some() {
+            rebuilt.added.push(provider.name.clone());
+        }
+        let mut sims = HashMap::new();
+        let (client, probe) = client_for(provider, &mut sims)?;
+        let (stack, circuit) = provider_stack(provider, client, &identity.1, &identity.2, parts)?;
+        built.insert(
+            provider.name.clone(),
+            Built {
+                identity,
+                stack,
+                circuit,
+                probe,
+                sim: sims.remove(&provider.name),
+            },
+        );
+    }
+    if let Some(previous) = previous {
+        rebuilt.removed = previous
+            .built
+            .keys()
+            .filter(|name| !built.contains_key(*name))
+            .cloned()
+            .collect();
+        rebuilt.removed.sort();
+    }
+
+    // Every failover is built once against a scratch registry: what could fail, fails
+    // before the shared registry is changed.
+    let stacks: HashMap<String, (ChatService, CircuitHandle)> = built
+        .iter()
+        .map(|(name, b)| (name.clone(), (b.stack.clone(), b.circuit.clone())))
+        .collect();
+    routes_for(&config, &stacks, &ProviderRegistry::new(), parts.metrics)?;
+
+    // Commit: changed and removed providers start afresh; every breaker is listed.
+    for name in rebuilt.changed.iter().chain(&rebuilt.removed) {
+        parts.providers.remove(name);
+        parts.circuits.remove(name);
+        if rebuilt.removed.contains(name) {
+            parts.chaos.stop(name);
+        }
+    }
+    for b in built.values() {
+        parts.circuits.register(b.circuit.clone());
+    }
+    let router = routes_for(&config, &stacks, parts.providers, parts.metrics)?;
+
+    // One active check per provider, however many routes use it.
+    match config.health.probe_interval {
+        Some(interval) => {
+            let probes: Arc<HashMap<String, ProbeFn>> = Arc::new(
+                built
+                    .iter()
+                    .map(|(name, b)| (name.clone(), b.probe.clone()))
+                    .collect(),
+            );
+            parts
+                .providers
+                .probe(interval, &move |name: Arc<str>| {
+                    let probe = probes.get(&*name).cloned();
+                    async move {
+                        match probe {
+                            Some(probe) => probe().await.map_err(BoxError::from),
+                            None => Ok(()),
+                        }
+                    }
+                })
+                .map_err(|err| build_error("health.probe_interval", err))?;
+        }
+        None => {
+            for entry in parts.providers.entries() {
+                entry.stop_probe();
+            }
+        }
+    }
+
+    let mut degrade_config = config.degradation.clone();
+    if let Some(cache) = &config.cache {
+        degrade_config.cache = cache.clone();
+    }
+    let kept_degrade = previous
+        .filter(|live| live.degrade_config == degrade_config)
+        .map(|live| live.degrade.clone());
+    rebuilt.degradation_kept = kept_degrade.is_some();
+    let degrade = match kept_degrade {
+        Some(layer) => layer,
+        None => {
+            let mut builder = DegradeLayer::<ChatRequest>::builder()
+                .config(degrade_config.clone())
+                .classifier(LlmClassifier::new());
+            if parts.store.is_shared() {
+                builder =
+                    builder.cache_tier(Arc::new(crate::state::StoreTier::new(parts.store.clone())));
+            }
+            let layer = builder
+                .build()
+                .map_err(|err| build_error("degradation", err))?;
+            crate::state::share_pin(parts.store, &layer.handle());
+            layer
+        }
+    };
+    let service =
+        BoxCloneSyncService::new(ServiceBuilder::new().layer(degrade.clone()).service(router));
+    let config = Arc::new(config);
+    Ok((
+        Live {
+            hash: crate::reload::config_hash(&config),
+            config,
+            generation: previous.map_or(0, |live| live.generation + 1),
+            loaded_at: Instant::now(),
+            service,
+            degrade,
+            degrade_config,
+            built,
+        },
+        rebuilt,
+    ))
+}
+
+/// The routes of `config` over the providers' `stacks`, and the default route (every
+/// provider by priority, each asked for its own model).
+fn routes_for(
+    config: &GatewayConfig,
+    stacks: &HashMap<String, (ChatService, CircuitHandle)>,
+    registry: &ProviderRegistry,
+    metrics: &Metrics,
+) -> Result<Router, GatewayBuildError> {
+    let everyone: Vec<_> = config
+        .providers
+        .iter()
+        .map(|provider| (provider, RouteTarget::named(&provider.name)))
+        .collect();
+    let (default_failover, _) = failover_for(
+        &everyone,
+        stacks,
+        config,
+        registry,
+        false,
+        LlmClassifier::new(),
+        RouteCommit::default(),
+    )?;
+
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        // A failover service over some of the providers, in the given order.
+        let build = |targets: &[RouteTarget], classifier, commit| {
+            let targets: Vec<_> = targets
+                .iter()
+                .map(|target| {
+                    let provider = config
+                        .providers
+                        .iter()
+                        .find(|p| p.name == target.name)
+                        .expect("routes are checked against providers when the config is read");
+                    (provider, target.clone())
+                })
+                .collect();
+            let (failover, continuation) =
+                failover_for(&targets, stacks, config, registry, true, classifier, commit)?;
+            Ok((BoxCloneSyncService::new(failover), continuation))
+        };
+        let service = crate::policy::route_service(route, &build, metrics)?;
+        routes.push((route.clone(), service));
+    }
+    Ok(Router {
+        routes: Arc::new(routes),
+        default: BoxCloneSyncService::new(default_failover),
+    })
 }
 
 // ===== provider clients =====
@@ -690,11 +932,11 @@ fn default_base_url(kind: ProviderKind) -> &'static str {
 fn provider_stack(
     provider: &ProviderConfig,
     client: LlmService,
-    config: &GatewayConfig,
-    circuits: &CircuitRegistry,
-    metrics: &Metrics,
-    store: &Arc<dyn StateStore>,
+    breaker_config: &brace_circuit::CircuitBreakerConfig,
+    retry_config: &brace_retry::RetryConfig,
+    parts: &Parts<'_>,
 ) -> Result<(ChatService, CircuitHandle), GatewayBuildError> {
+    let (metrics, store) = (parts.metrics, parts.store);
     let context = || format!("provider `{}`", provider.name);
 
     let mut guard = StreamGuardLayer::new().total_timeout(provider.timeout);
@@ -708,23 +950,29 @@ fn provider_stack(
     guard =
         guard.on_first_token(move |provider, elapsed| ttft_metrics.first_token(provider, elapsed));
 
-    let retry = config
-        .fallback_for(provider)
-        .map_err(|err| build_error(context(), err))?
+    let retry = retry_config
         .builder(LlmClassifier::new())
         .map_err(|err| build_error(format!("{}: fallback", context()), err))?
         .name(provider.name.as_str())
         .build();
 
-    let breaker_config = config
-        .circuit_breaker_for(provider)
-        .map_err(|err| build_error(context(), err))?;
-    // Built and listed in the registry (`GET /v1/circuits`) at once.
+    // Listed in the registry (`GET /v1/circuits`) when the whole stack is committed.
     let breaker = breaker_config
         .to_builder(provider.name.as_str())
-        .and_then(|builder| circuits.layer(builder.classifier(LlmClassifier::new())))
+        .and_then(|builder| builder.classifier(LlmClassifier::new()).build())
         .map_err(|err| build_error(format!("{}: circuit_breaker", context()), err))?;
     let handle = breaker.handle();
+
+    // Drills inject their faults where real ones come from: everything above meets them.
+    let chaos = {
+        let name: Arc<str> = provider.name.as_str().into();
+        crate::chaos::ChaosLayer::new(parts.chaos.switch(&provider.name), move |status: u16| {
+            let status =
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+            LlmError::from_response(status, &HeaderMap::new(), b"chaos drill: injected fault")
+                .with_provider(name.clone())
+        })
+    };
 
     let instrument = Instrument {
         provider: provider.name.as_str().into(),
@@ -770,7 +1018,7 @@ fn provider_stack(
         // Each provider's own tokens, cost and how its stream ended.
         .layer(accounting)
         .layer(guard)
-        .service(client);
+        .service(BoxCloneSyncService::new(chaos.layer(client)));
     Ok((BoxCloneSyncService::new(stack), handle))
 }
 
@@ -807,15 +1055,11 @@ fn failover_for(
         .selection(config.selection);
     for (index, (provider, target)) in targets.iter().enumerate() {
         let (stack, circuit) = stacks[&provider.name].clone();
+        // No model (passthrough, or a provider without one): the requested model as is.
         let model = if target.passthrough {
             None
         } else {
-            Some(
-                target
-                    .model
-                    .clone()
-                    .unwrap_or_else(|| provider.model.clone()),
-            )
+            target.model.clone().or_else(|| provider.model.clone())
         };
         let per_level: Arc<HashMap<String, ModelName>> = Arc::new(
             provider

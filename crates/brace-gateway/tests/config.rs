@@ -195,6 +195,12 @@ fn http_client_is_a_provider_key_auto_by_default() {
     .unwrap();
     assert_eq!(config.providers[0].http_client, HttpClient::Reqwest);
     assert_eq!(config.providers[1].http_client, HttpClient::Auto);
+    // As `GET /v1/config` writes it, and back.
+    let written = serde_json::to_value(&config).unwrap();
+    assert_eq!(written["providers"][0]["http_client"], "reqwest");
+    assert_eq!(written["providers"][1]["http_client"], "auto");
+    let again = GatewayConfig::from_yaml(&written.to_string()).unwrap();
+    assert_eq!(again, config);
 
     let message = error(
         "providers:\n  - name: internal\n    kind: openai-compatible\n    model: m\n    \
@@ -238,6 +244,308 @@ async fn http2_prior_knowledge_reaches_the_providers_client() {
     }
     h2.shutdown().await;
     h1.shutdown().await;
+}
+
+// ===== what a new user types =====
+
+#[test]
+fn a_route_lists_providers_by_name_or_as_mappings() {
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}routes:\n  - match: smart\n    providers: [anthropic, openai]\n  - match: \
+         cheap\n    providers:\n      - google\n      - {{name: openai, model: gpt-4o-mini}}\n"
+    ))
+    .unwrap();
+    let names: Vec<_> = config.routes[0]
+        .providers
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(names, ["anthropic", "openai"]);
+    assert_eq!(config.routes[0].providers[0].model, None);
+    assert!(!config.routes[0].providers[0].passthrough);
+    assert_eq!(config.routes[1].providers[0].name, "google");
+    assert_eq!(
+        config.routes[1].providers[1].model.as_deref(),
+        Some("gpt-4o-mini")
+    );
+    // A target that is neither a name nor a mapping is explained.
+    let message = error(&format!(
+        "{SEED}routes:\n  - match: x\n    providers: [[openai]]\n"
+    ));
+    assert!(
+        message.contains("a provider's name, or a mapping"),
+        "{message}"
+    );
+    assert!(message.contains("line 18 column 17"), "{message}");
+}
+
+#[tokio::test]
+async fn a_provider_used_only_with_passthrough_needs_no_model() {
+    let yaml = "providers:\n  - name: local-llama\n    base_url: http://127.0.0.1:9/v1\n  \
+                - name: sim\n    kind: simulated\n    model: sim-model\nroutes:\n  - match: \
+                \"llama*\"\n    providers: [{name: local-llama, passthrough: true}, sim]\n";
+    let config = GatewayConfig::from_yaml(yaml).unwrap();
+    assert_eq!(config.providers[0].model, None);
+    let gateway = brace_gateway::Gateway::build(config).unwrap();
+    // Not asked for a model of its own: the default model is the one provider that has one.
+    assert_eq!(gateway.default_model(), "sim-model");
+    let models: Vec<_> = gateway
+        .model_names()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(models, ["sim-model"]);
+
+    // Asked without passthrough and without a model, it is an error at that line.
+    let err = GatewayConfig::from_yaml(
+        "providers:\n  - name: local-llama\n    base_url: http://127.0.0.1:9/v1\nroutes:\n  - \
+         match: x\n    providers: [local-llama]\n",
+    )
+    .unwrap_err();
+    assert_eq!((err.line(), err.column()), (Some(6), Some(17)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("has no `model`") && message.contains("passthrough: true"),
+        "{message}"
+    );
+}
+
+#[test]
+fn degradation_levels_can_name_the_standard_ones() {
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}degradation:\n  levels: [full, reduced, offline]\n"
+    ))
+    .unwrap();
+    let ladder = config.degradation.ladder().unwrap();
+    let names: Vec<_> = ladder
+        .levels()
+        .iter()
+        .map(brace_degrade::Level::name)
+        .collect();
+    assert_eq!(names, ["full", "reduced", "offline"]);
+    let err = GatewayConfig::from_yaml(&format!("{SEED}degradation:\n  levels: [full, tiny]\n"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("`tiny` is not a standard level"),
+        "{err}"
+    );
+    assert_eq!((err.line(), err.column()), (Some(17), Some(18)), "{err}");
+}
+
+#[test]
+fn a_continuation_route_with_nowhere_to_continue_is_warned_about() {
+    let yaml = |continuation_targets: &str| {
+        format!(
+            "providers:\n  - name: a\n    kind: simulated\n    model: m\n  - name: b\n    kind: \
+             simulated\n    model: m\n  - name: c\n    kind: simulated\n    model: m\n    \
+             accepts_prefill: true\nroutes:\n  - match: x\n    providers: \
+             {continuation_targets}\n    continuation: true\n"
+        )
+    };
+    let warnings = GatewayConfig::from_yaml(&yaml("[a]")).unwrap().warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("nowhere to continue"), "{warnings:?}");
+    let warnings = GatewayConfig::from_yaml(&yaml("[a, b]"))
+        .unwrap()
+        .warnings();
+    assert!(
+        warnings[0].contains("accepts_prefill"),
+        "no provider after the first accepts a prefill: {warnings:?}"
+    );
+    // The first provider's prefill does not help: it is the one whose stream broke.
+    let warnings = GatewayConfig::from_yaml(&yaml("[c, a]"))
+        .unwrap()
+        .warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        GatewayConfig::from_yaml(&yaml("[a, c]"))
+            .unwrap()
+            .warnings()
+            .is_empty()
+    );
+}
+
+/// Each mistake, the line and column it is reported at, and a phrase of its message.
+#[test]
+fn every_error_names_its_line_and_column() {
+    const TWO: &str =
+        "providers:\n  - name: openai\n    model: m\n  - name: anthropic\n    model: n\n";
+    let cases: &[(&str, String, (u64, u64), &str)] = &[
+        (
+            "no provider",
+            "providers: []\n".into(),
+            (1, 1),
+            "at least one provider",
+        ),
+        (
+            "a duplicate name",
+            "providers:\n  - name: openai\n    model: m\n  - name: openai\n    model: n\n".into(),
+            (4, 5),
+            "already used",
+        ),
+        (
+            "weight 0",
+            "providers:\n  - name: openai\n    model: m\n    weight: 0\n".into(),
+            (4, 5),
+            "`weight` must be at least 1",
+        ),
+        (
+            "an empty model",
+            "providers:\n  - name: openai\n    model: ''\n".into(),
+            (3, 5),
+            "`model` must not be empty",
+        ),
+        (
+            "a kind that cannot be inferred",
+            "providers:\n  - name: mystery\n    model: m\n".into(),
+            (2, 5),
+            "cannot infer its kind",
+        ),
+        (
+            "an unknown key in a provider's breaker",
+            "providers:\n  - name: openai\n    model: m\n    circuit_breaker:\n      bogus: 1\n"
+                .into(),
+            (4, 5),
+            "unknown field `bogus`",
+        ),
+        (
+            "a base URL that is not one",
+            "providers:\n  - name: local\n    model: m\n    base_url: \"ftp://user:hunter2@x\"\n"
+                .into(),
+            (4, 5),
+            "must use http or https",
+        ),
+        (
+            "an unknown provider in a route",
+            format!("{TWO}routes:\n  - match: x\n    providers: [openai, nobody]\n"),
+            (8, 25),
+            "unknown provider `nobody`",
+        ),
+        (
+            "a route without providers",
+            format!("{TWO}routes:\n  - match: x\n    providers: []\n"),
+            (8, 5),
+            "lists no provider",
+        ),
+        (
+            "passthrough with a model",
+            format!(
+                "{TWO}routes:\n  - match: x\n    providers:\n      - {{name: openai, model: \
+                 m2, passthrough: true}}\n"
+            ),
+            (9, 9),
+            "`passthrough` forwards the requested model",
+        ),
+        (
+            "health contradicting the breaker",
+            format!(
+                "{TWO}circuit_breaker:\n  failure_threshold: 5\nhealth:\n  \
+                 consecutive_failures: 3\n"
+            ),
+            (9, 3),
+            "contradicts circuit_breaker.failure_threshold",
+        ),
+        (
+            "a recovery time contradicting the breaker",
+            format!("{TWO}circuit_breaker:\n  reset_timeout: 60\nhealth:\n  recovery_time: 30s\n"),
+            (9, 3),
+            "health.recovery_time",
+        ),
+        (
+            "a failure rate out of range",
+            format!("{TWO}health:\n  failure_rate: 50\n"),
+            (7, 17),
+            "must be between 0 and 1",
+        ),
+        (
+            "a global breaker that cannot be built",
+            format!("{TWO}circuit_breaker:\n  sliding_window_size: 0\n"),
+            (6, 1),
+            "circuit_breaker",
+        ),
+        (
+            "a provider's breaker that cannot be built over the global one",
+            format!(
+                "{TWO}  - name: google\n    model: g\n    circuit_breaker:\n      \
+                 sliding_window_size: 0\n"
+            ),
+            (8, 5),
+            "provider `google`",
+        ),
+        (
+            "a global retry limit too high",
+            format!("{TWO}fallback:\n  max_retries: 50\n"),
+            (7, 3),
+            "max_retries must be at most 20",
+        ),
+        (
+            "a per-class retry limit too high",
+            format!("{TWO}fallback:\n  rate_limited:\n    max_retries: 50\n"),
+            (7, 3),
+            "rate_limited.max_retries",
+        ),
+        (
+            "a provider's retry section invalid over the global one",
+            "providers:\n  - name: openai\n    model: m\n    fallback:\n      max_retries: 50\n"
+                .into(),
+            (4, 5),
+            "provider `openai`: fallback",
+        ),
+        (
+            "a model for an unknown level",
+            "providers:\n  - name: openai\n    model: m\n    models:\n      tiny: m2\n".into(),
+            (5, 7),
+            "unknown degradation level `tiny`",
+        ),
+        (
+            "an unknown start level",
+            format!("{TWO}degradation:\n  start: nowhere\n"),
+            (7, 3),
+            "nowhere",
+        ),
+        (
+            "a drill on an unknown provider",
+            format!("{TWO}chaos:\n  - provider: nobody\n    stall: true\n    duration: 1m\n"),
+            (7, 5),
+            "unknown provider `nobody`",
+        ),
+        (
+            "a drill too long",
+            format!("{TWO}chaos:\n  - provider: openai\n    stall: true\n    duration: 2d\n"),
+            (9, 5),
+            "at most 24h",
+        ),
+        (
+            "a drill with two faults",
+            format!(
+                "{TWO}chaos:\n  - provider: openai\n    stall: true\n    latency: 1s\n    \
+                 duration: 1m\n"
+            ),
+            (7, 5),
+            "exactly one fault",
+        ),
+        (
+            "an unknown key",
+            format!("{TWO}retries: 3\n"),
+            (6, 1),
+            "retries",
+        ),
+    ];
+    for (what, yaml, (line, column), says) in cases {
+        let err = GatewayConfig::from_yaml(yaml).expect_err(what);
+        let message = err.to_string();
+        assert_eq!(
+            (err.line(), err.column()),
+            (Some(*line), Some(*column)),
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains(&format!("line {line} column {column}")),
+            "{what}: {message}"
+        );
+        assert!(message.contains(says), "{what}: {message}");
+        assert!(!message.contains("hunter2"), "{what}: {message}");
+    }
 }
 
 #[test]
@@ -316,6 +624,7 @@ const IMPOSSIBLE: &[(&str, &str, u32)] = &[
     ("server:\n  header_timeout: 0ms\n", "more than zero", 6),
     ("server:\n  body_timeout: 0s\n", "more than zero", 6),
     ("server:\n  idle_timeout: 0s\n", "more than zero", 6),
+    ("server:\n  send_timeout: 0s\n", "more than zero", 6),
     (
         "server:\n  http2_keep_alive_interval: 0s\n",
         "more than zero",
@@ -408,6 +717,7 @@ fn the_server_defaults_bound_every_connection_and_request() {
     let server = GatewayConfig::from_yaml(SEED).unwrap().server;
     assert_eq!(server.header_timeout, Duration::from_secs(30));
     assert_eq!(server.body_timeout, Duration::from_secs(30));
+    assert_eq!(server.send_timeout, Duration::from_mins(1));
     assert_eq!(server.idle_timeout, Duration::from_secs(75));
     assert_eq!(server.http2_keep_alive_interval, Duration::from_secs(30));
     assert_eq!(server.http2_keep_alive_timeout, Duration::from_secs(20));
@@ -509,4 +819,20 @@ server:
     assert!(err.contains("at least 1"), "{err}");
     let err = error(&route("    commit: later\n"));
     assert!(err.contains("later"), "{err}");
+}
+
+#[test]
+fn the_configuration_in_force_loads_back_as_itself() {
+    // `GET /v1/config` shows the configuration with every default filled in: written back
+    // to a file, it is the same configuration (every duration in the form it is read in).
+    let config = GatewayConfig::from_yaml(&format!(
+        "{SEED}routes:\n  - match: \"gpt-*\"\n    providers: [openai, anthropic]\n\
+         degradation:\n  levels: [full, reduced, offline]\n\
+         server:\n  send_timeout: 90s\n  request_timeout: 30s\n"
+    ))
+    .unwrap();
+    let written = serde_json::to_string_pretty(&config).unwrap();
+    let again = GatewayConfig::from_yaml(&written).unwrap_or_else(|err| panic!("{err}\n{written}"));
+    assert_eq!(again, config, "{written}");
+    assert_eq!(again.server.send_timeout, Duration::from_secs(90));
 }

@@ -353,3 +353,107 @@ async fn requests_beyond_max_in_flight_are_shed_with_retry_after_while_health_an
     }
     drop(streaming);
 }
+
+/// An upstream speaking OpenAI's streaming wire that sends `chunks` events of 8 KiB of
+/// content each as fast as it is read; resolves to whether it wrote them all (`false`: the
+/// gateway hung up first).
+async fn flooding_upstream(chunks: usize) -> (String, tokio::task::JoinHandle<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let wrote_all = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // The request head and body (small) arrive in the first reads.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.ends_with(b"}") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return false;
+        }
+        let content = "x".repeat(8 * 1024);
+        for _ in 0..chunks {
+            let event = format!(
+                "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+                 \"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{content}\"}},\
+                 \"finish_reason\":null}}]}}\n\n"
+            );
+            if stream.write_all(event.as_bytes()).await.is_err() {
+                return false;
+            }
+        }
+        let end = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+                   \"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                   data: [DONE]\n\n";
+        stream.write_all(end.as_bytes()).await.is_ok()
+    });
+    (format!("http://{addr}/v1"), wrote_all)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout_with_its_upstream_stream() {
+    // 4 096 events of 8 KiB: 32 MiB, more than every socket buffer between the upstream and
+    // a client that reads nothing can hold.
+    let (base_url, wrote_all) = flooding_upstream(4096).await;
+    let yaml = format!(
+        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+         api_key_env: ''\n    base_url: {base_url}\n    timeout: 1h\n\
+         fallback:\n  max_retries: 0\n\
+         degradation:\n  auto:\n    enabled: false\n\
+         server:\n  send_timeout: 10s\n"
+    );
+    let served = serve(&yaml).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(served.addr).await.unwrap();
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    client
+        .write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+
+    // The client reads nothing for a while: the buffers fill, the gateway's writes stall.
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    // What the client finds when it reads at last: a cut stream, then the close.
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+        assert!(received.len() < 64 * 1024 * 1024, "the stream never ended");
+    }
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        received.starts_with("HTTP/1.1 200"),
+        "{}",
+        &received[..200.min(received.len())]
+    );
+    assert!(
+        !received.contains("[DONE]"),
+        "a cut stream ended as if whole"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    // The gateway gave up on the client and dropped the upstream stream it was reading.
+    assert!(
+        !wrote_all.await.unwrap(),
+        "the upstream wrote its whole answer to a gateway whose client reads nothing"
+    );
+    drop(served.gateway);
+}

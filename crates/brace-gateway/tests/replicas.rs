@@ -555,3 +555,39 @@ fn redis_going_away_fails_no_request_and_sharing_resumes_when_it_is_back() {
         "no request failed"
     );
 }
+
+#[test]
+fn a_provider_rebuilt_by_a_reload_shares_its_new_circuit() {
+    let Some(url) = redis_url() else { return };
+    let upstreams = Upstreams::start();
+    let prefix = unique_prefix("reload");
+    let replicas = replicas(&upstreams, &url, &prefix, &DEFAULTS);
+    let [a, b, _] = &replicas[..] else {
+        unreachable!()
+    };
+    // A's primary changes (its timeout): A builds it a new breaker, and shares that one.
+    let changed = Options {
+        primary_timeout: "15s",
+        ..DEFAULTS
+    };
+    let reloaded = a
+        .gateway
+        .reload(config(&upstreams, &prefix, &changed))
+        .unwrap();
+    let brace_gateway::reload::Reloaded::Applied(rebuilt) = reloaded else {
+        panic!("the configuration changed");
+    };
+    assert_eq!(rebuilt.changed, ["primary"]);
+    assert_eq!(rebuilt.kept, ["secondary"]);
+
+    upstreams
+        .primary_sim
+        .set_behavior(Behavior::fail(LlmErrorKind::Server));
+    for _ in 0..2 {
+        assert_eq!(&*a.ask(request("hi")).unwrap().meta.provider, "secondary");
+    }
+    assert_eq!(a.circuit(), CircuitState::Open);
+    eventually("B sees the rebuilt circuit open", || {
+        b.circuit() == CircuitState::Open
+    });
+}

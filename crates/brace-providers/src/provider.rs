@@ -73,8 +73,8 @@ use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
 
 use crate::sse::{ChunkStream, MalformedEvents, SseDecoder, SseEvents};
@@ -325,7 +325,7 @@ impl fmt::Debug for RequestHook {
 }
 
 /// Which HTTP client a provider's calls go through (see [`ClientConfig::http_client`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HttpClient {
     /// The lean client for plain `http` without a proxy in the environment, else reqwest.
