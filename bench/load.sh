@@ -1,66 +1,91 @@
 #!/usr/bin/env bash
-# brace's loopback load and chaos benches, with LiteLLM's proxy as a peer, in one run.
+# brace's loopback load and chaos benches, with nginx as the floor and Portkey's and
+# LiteLLM's gateways as peers, in one run.
 #
 #   bench/load.sh [OUT_DIR]
 #
-# Starts three instant simulated providers (crates/brace-bench simserver), the gateway
-# (release build of `examples/gateway`) in front of them as three OpenAI-compatible
-# providers, and — unless SKIP_LITELLM=1 — LiteLLM's proxy (installed into its own virtual
-# environment) with the same three providers and fallbacks. Then, on 127.0.0.1 only:
-#   1. open-loop fixed-rate load (RATES) and closed-loop maximum load, direct-to-sim vs
-#      through the gateway, interleaved so noise hits both alike; gateway CPU and RSS; at
-#      the target rate ROUND_RATE, ROUNDS alternations of direct then gateway (labels
-#      "direct open 1000 round N", "gateway open 1000 round N") so the added latency is
-#      a same-round difference repeated ROUNDS times, not one pair of runs;
-#   2. 1000 concurrent slow streams (2 s each) through the gateway, for its peak RSS: once
-#      with the gateway speaking HTTP/1.1 to the providers (one upstream connection per
-#      stream; labels "... streams 1000"), once with a second gateway configured
-#      `http2_prior_knowledge: true` for every provider (cleartext HTTP/2: the streams share
-#      one upstream connection, as they would over TLS with a real provider; labels
-#      "... streams 1000 h2"); the providers' count of calls by HTTP version is recorded
-#      beside each;
-#   3. chaos: primary failing 30% of requests, then dead; secondary called directly as the
-#      baseline; attempts per request from x-brace-attempts and from the providers' counts;
-#      the dead-primary phase is ROUNDS alternations of "direct secondary R round N" and
-#      "gateway dead R round N" on one gateway (its health and breaker state carry over
-#      from round to round: the state after the primary was taken out is what is measured);
-#   4. the same load (at rates LiteLLM sustains) and chaos against LiteLLM;
-#   5. stalled bodies (phase "stalled", not in the default PHASES): STALLED_CONNECTIONS
+# Starts three instant simulated providers (crates/brace-bench simserver) and, in front of
+# them, on 127.0.0.1:
+#   - the gateway (release build of `examples/gateway`) with the three as OpenAI-compatible
+#     providers (retry, breaker, failover, health, metrics, request ids: the configuration
+#     of every gateway row);
+#   - nginx (Debian's `nginx`, installed with apt-get if missing), the floor: a generated
+#     configuration, one worker, the three providers as one upstream (primary, then the two
+#     as backups, `proxy_next_upstream` on errors, timeouts, 429/500/502/503, `max_fails` 3),
+#     upstream keep-alive, `proxy_buffering off` (streams pass through);
+#   - Portkey's open-source gateway (npm `@portkey-ai/gateway`, pinned, installed into
+#     $CARGO_TARGET_DIR/peers/portkey on first use; on Node.js), routed by an
+#     `x-portkey-config` header: the three providers as fallback targets with one retry.
+#     Non-streamed calls only (its streaming answers 500 on Node 20);
+#   - LiteLLM's proxy (installed into its own virtual environment) with the same providers,
+#     one retry and fallbacks.
+# Then:
+#   1. load (phase "load"): open loop at fixed RATES, direct-to-sim vs nginx vs the gateway;
+#      at ROUND_RATE, ROUNDS rounds of direct, nginx, the gateway and each ROUND_VARIANTS
+#      gateway back to back (labels "direct open 1000 round N", "nginx open 1000 round N",
+#      "gateway open 1000 round N", "gateway-1w open 1000 round N"), so each added latency
+#      and CPU per request is a same-round difference repeated ROUNDS times;
+#   2. closed loop (phase "closed"): CLOSED_ROUNDS rounds of the closed-loop maximum
+#      (32 workers) through direct, nginx, the gateway, its variants and the peers (labels
+#      "<target> closed 32 round N");
+#   3. 1000 concurrent slow streams (phase "streams", 2 s each) for peak RSS: direct, nginx,
+#      the gateway over HTTP/1.1 upstreams, and a gateway configured
+#      `http2_prior_knowledge: true` (labels "... streams 1000", "... streams 1000 h2"); the
+#      providers' count of calls by HTTP version is recorded beside each;
+#   4. chaos (phase "chaos"): primary failing 30%, then dead, through the gateway and nginx;
+#      the secondary called directly is the baseline; the dead-primary phase is ROUNDS
+#      rounds of "direct secondary R round N", "gateway dead R round N" and
+#      "nginx dead R round N", each gateway primed first;
+#   5. peers (phase "peers"): PEER_RATES (rates the peers sustain) through every target, and
+#      Portkey's and LiteLLM's chaos at LL_CHAOS_RATE;
+#   6. stalled bodies (phase "stalled", not in the default PHASES): STALLED_CONNECTIONS
 #      connections (300) each send 1 MiB of a request body and stop; a gateway with
 #      `server.body_timeout: 5s` answers them 408 and closes them; its RSS is sampled idle,
 #      while they are held, and after, over STALLED_RUNS (3) runs in a row — once with glibc's
 #      default malloc settings, once with GLIBC_TUNABLES=$STALLED_TUNABLES (results in
 #      OUT_DIR/stalled.jsonl, not in results.jsonl).
-# Each result is one JSON line in OUT_DIR/results.jsonl; bench/report.py renders tables.
+# Each result is one JSON line in OUT_DIR/results.jsonl; bench/report.py renders the tables
+# (ratios to nginx and to direct).
 #
-# Environment: DURATION (measured seconds per phase, default 5), RATES (default
-# "500 1000 2000 5000"), ROUNDS (5; 0 turns the rounds off and measures ROUND_RATE once
-# like the other rates), ROUND_RATE (1000), ROUND_WORKERS (1: a second gateway with that many
-# tokio workers joins the rounds; empty turns it off), ROUND_DURATION (measured seconds per round,
-# default 5, or DURATION if that is less), CHAOS_RATE (500), LITELLM_RATES (default "10 25 50"),
-# LITELLM_DURATION (10), LL_CHAOS_RATE (20), SKIP_LITELLM, LITELLM_VENV,
-# PHASES (default "load closed streams chaos litellm"), CARGO_TARGET_DIR. Every loop is
-# bounded in count and time; every process started here is
-# stopped on exit.
+# Environment: DURATION (measured seconds per single run, default 5), RATES (default
+# "500 2000 5000"), ROUNDS (7; 0 turns the rounds off), ROUND_RATE (1000), ROUND_DURATION
+# (seconds per round, default 5 or DURATION if less), ROUND_VARIANTS (default
+# "mt:--runtime,multi-thread 1w:--runtime,multi-thread,--worker-threads,1": NAME:ARGS
+# gateways that join the rounds — the gateway itself runs its default, one runtime per
+# core on this size of machine; these run tokio's multi-threaded runtime, with its default
+# workers and with one — ARGS comma-separated; empty turns them off), CLOSED_ROUNDS (3), CLOSED_CONCURRENCY (32), CHAOS_RATE (500),
+# PEER_RATES (default "10 50"), PEER_DURATION (10), LL_CHAOS_RATE (20), PHASES (default
+# "load closed streams chaos peers"), SKIP_NGINX, SKIP_PORTKEY, SKIP_LITELLM (1 leaves one
+# out), LITELLM_VENV, PORTKEY_DIR, CARGO_TARGET_DIR. Every loop is bounded in count and
+# time; every process started here is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${1:-$CARGO_TARGET_DIR/bench-results/$(date -u +%Y%m%dT%H%M%SZ)}
 DURATION=${DURATION:-5}
-RATES=${RATES:-"500 1000 2000 5000"}
-ROUNDS=${ROUNDS:-5}
+BASE_DURATION=$DURATION
+RATES=${RATES:-"500 2000 5000"}
+ROUNDS=${ROUNDS:-7}
 ROUND_RATE=${ROUND_RATE:-1000}
-ROUND_WORKERS=${ROUND_WORKERS-1}
+ROUND_VARIANTS=${ROUND_VARIANTS-"mt:--runtime,multi-thread 1w:--runtime,multi-thread,--worker-threads,1"}
 ROUND_DURATION=${ROUND_DURATION:-$(awk -v d="$DURATION" 'BEGIN { print (d < 5 ? d : 5) }')}
-LITELLM_RATES=${LITELLM_RATES:-"10 25 50"}
-LITELLM_DURATION=${LITELLM_DURATION:-10}
+CLOSED_ROUNDS=${CLOSED_ROUNDS:-3}
+CLOSED_CONCURRENCY=${CLOSED_CONCURRENCY:-32}
+PEER_RATES=${PEER_RATES:-"10 50"}
+PEER_DURATION=${PEER_DURATION:-10}
+SKIP_NGINX=${SKIP_NGINX:-0}
+SKIP_PORTKEY=${SKIP_PORTKEY:-0}
 SKIP_LITELLM=${SKIP_LITELLM:-0}
-PHASES=${PHASES:-"load closed streams chaos litellm"}
+PHASES=${PHASES:-"load closed streams chaos peers"}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
 VENV=${LITELLM_VENV:-$CARGO_TARGET_DIR/litellm-venv}
 LITELLM_VERSION=1.104.0
+PORTKEY_DIR=${PORTKEY_DIR:-$CARGO_TARGET_DIR/peers/portkey}
+PORTKEY_VERSION=1.15.2
 mkdir -p "$OUT"
+# Absolute: nginx reads its configuration relative to its own prefix otherwise.
+OUT=$(cd "$OUT" && pwd)
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
@@ -72,6 +97,7 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+note() { echo "$*" >> "$OUT/machine.txt"; }
 
 # Waits (at most $2 tenths of a second) until file $1 matches pattern $3.
 wait_for() {
@@ -83,6 +109,12 @@ wait_for() {
     echo "timed out waiting for '$pattern' in $file" >&2
     return 1
 }
+# free_port: a free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# stop_pid PID: stops a process started here (nothing if PID is empty).
+stop_pid() {
+    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
+}
 
 log "building (release)"
 (cd "$ROOT" && cargo build --release -q -p brace-bench --bins && cargo build --release -q --example gateway)
@@ -91,11 +123,57 @@ LOADGEN=$BIN/loadgen
 
 {
     echo "date_utc: $(date -u +%FT%TZ)"
+    echo "commit: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "nproc: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "loadavg_before: $(cat /proc/loadavg)"
     echo "kernel: $(uname -r)"
 } > "$OUT/machine.txt"
+
+# ---- installs (only what is missing) -------------------------------------------------------
+ensure_nginx() {
+    [ "$SKIP_NGINX" = 1 ] && return 1
+    if ! command -v nginx > /dev/null 2>&1 && [ -x /usr/sbin/nginx ]; then PATH=$PATH:/usr/sbin; fi
+    if ! command -v nginx > /dev/null 2>&1; then
+        log "installing nginx (apt-get)"
+        if ! { [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null &&
+               DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx > "$OUT/nginx-install.log" 2>&1; }; then
+            note "nginx: not installed and could not be installed (see nginx-install.log): skipped"
+            SKIP_NGINX=1
+            return 1
+        fi
+        PATH=$PATH:/usr/sbin
+    fi
+    note "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+}
+ensure_portkey() {
+    [ "$SKIP_PORTKEY" = 1 ] && return 1
+    local entry=$PORTKEY_DIR/node_modules/@portkey-ai/gateway/build/start-server.js
+    if [ ! -f "$entry" ] || ! grep -q "\"version\": \"$PORTKEY_VERSION\"" "$PORTKEY_DIR/node_modules/@portkey-ai/gateway/package.json" 2>/dev/null; then
+        log "installing @portkey-ai/gateway@$PORTKEY_VERSION into $PORTKEY_DIR"
+        mkdir -p "$PORTKEY_DIR"
+        [ -f "$PORTKEY_DIR/package.json" ] || echo '{"private": true}' > "$PORTKEY_DIR/package.json"
+        if ! { command -v node > /dev/null && (cd "$PORTKEY_DIR" && npm install --no-audit --no-fund --omit=dev \
+                "@portkey-ai/gateway@$PORTKEY_VERSION"); } > "$OUT/portkey-install.log" 2>&1; then
+            note "portkey: install failed (see portkey-install.log): skipped"
+            SKIP_PORTKEY=1
+            return 1
+        fi
+    fi
+    note "portkey: @portkey-ai/gateway $PORTKEY_VERSION on node $(node --version)"
+}
+ensure_litellm() {
+    [ "$SKIP_LITELLM" = 1 ] && return 1
+    if [ ! -x "$VENV/bin/litellm" ]; then
+        log "installing litellm[proxy]==$LITELLM_VERSION into $VENV"
+        if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"; } > "$OUT/litellm-install.log" 2>&1; then
+            note "litellm: install failed (see litellm-install.log): skipped"
+            SKIP_LITELLM=1
+            return 1
+        fi
+    fi
+    note "litellm: $("$VENV/bin/pip" show litellm 2>/dev/null | awk '/^Version/{print $2}'), $("$VENV/bin/python" --version 2>&1)"
+}
 
 # ---- simulated providers -----------------------------------------------------------------
 "$BIN/simserver" --names primary,secondary,tertiary --threads 2 --lifetime 3600 > "$OUT/sim.txt" 2>&1 &
@@ -119,6 +197,7 @@ sim_calls() {
     echo "$total"
 }
 sim_calls_of() { curl -sf -m 5 "$1/_sim/stats" | jq -c '{calls, outcomes}'; }
+hostport() { echo "${1#http://}"; }
 
 # ---- the gateway -------------------------------------------------------------------------
 cat > "$OUT/gateway.yaml" <<EOF
@@ -171,148 +250,122 @@ launch_gateway() {
     LAUNCHED_URL=$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-$name.log")
     log "gateway ($name): $LAUNCHED_URL (pid $LAUNCHED_PID)"
 }
-# stop_pid PID: stops a process started here (nothing if PID is empty).
-stop_pid() {
-    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
-}
 start_gateway load
-echo "gateway_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$GW_PID/status)" >> "$OUT/machine.txt"
+note "gateway_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$GW_PID/status)"
 
-# run LABEL URL WATCH_PID loadgen-args... : one loadgen run, appended to results.jsonl.
-# (Later flags win: a --duration in the arguments overrides DURATION.)
-run() {
-    local label=$1 url=$2 pid=$3
-    shift 3
-    log "$label"
-    "$LOADGEN" --url "$url/v1/chat/completions" --label "$label" --watch-pid "$pid" \
-        --duration "$DURATION" "$@" >> "$RESULTS"
+# ---- nginx, the floor ----------------------------------------------------------------------
+# start_nginx NAME: a fresh nginx (new passive-health state); sets NGINX, NGINX_PIDS
+# ("master,worker", what loadgen watches) and NGINX_MASTER. Nothing if nginx is skipped.
+NGINX_MASTER=
+start_nginx() {
+    stop_pid "$NGINX_MASTER"
+    NGINX_MASTER=
+    [ "$SKIP_NGINX" = 1 ] && return 0
+    local name=$1 port dir=$OUT/nginx
+    port=$(free_port)
+    mkdir -p "$dir/tmp"
+    # The worker may run as another user (nobody) when started as root.
+    chmod 0777 "$dir/tmp"
+    cat > "$dir/nginx-$name.conf" <<EOF
+# Generated by bench/load.sh: nginx as a plain reverse proxy in front of the simulated
+# providers, with one worker, upstream keep-alive and the providers in failover order.
+worker_processes 1;
+daemon off;
+pid $dir/nginx-$name.pid;
+error_log $dir/error-$name.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 100000;
+    upstream providers {
+        server $(hostport "$PRIMARY") max_fails=3 fail_timeout=60s;
+        server $(hostport "$SECONDARY") max_fails=3 fail_timeout=60s backup;
+        server $(hostport "$TERTIARY") max_fails=3 fail_timeout=60s backup;
+        keepalive 256;
+        keepalive_requests 100000;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://providers;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_next_upstream error timeout http_500 http_502 http_503 http_429 non_idempotent;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 5s;
+            proxy_read_timeout 5s;
+        }
+    }
 }
-echo "rounds: $ROUNDS at $ROUND_RATE req/s, ${ROUND_DURATION} s each (+1 s warm-up)" >> "$OUT/machine.txt"
-
-# ---- 1. load: direct vs gateway ----------------------------------------------------------
-if has load; then
-run "warmup gateway" "$GATEWAY" "$GW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
-for rate in $RATES; do
-    [ "$ROUNDS" -gt 0 ] && [ "$rate" = "$ROUND_RATE" ] && continue
-    run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
-    run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
-done
-# The target rate: rounds of direct then gateway, each round's runs back to back. With
-# ROUND_WORKERS set, a second gateway started with `--worker-threads $ROUND_WORKERS` runs
-# in the same rounds, third ("gateway-${ROUND_WORKERS}w open ... round N").
-if [ "$ROUNDS" -gt 0 ] && [ -n "$ROUND_WORKERS" ]; then
-    launch_gateway "workers-$ROUND_WORKERS" "$OUT/gateway.yaml" --worker-threads "$ROUND_WORKERS"
-    GWW_PID=$LAUNCHED_PID
-    GATEWAY_W=$LAUNCHED_URL
-    run "warmup gateway-w" "$GATEWAY_W" "$GWW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
-fi
-for round in $(seq "$ROUNDS"); do
-    run "direct open $ROUND_RATE round $round" "$PRIMARY" "$SIM_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
-    run "gateway open $ROUND_RATE round $round" "$GATEWAY" "$GW_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
-    if [ -n "${GWW_PID:-}" ]; then
-        run "gateway-${ROUND_WORKERS}w open $ROUND_RATE round $round" "$GATEWAY_W" "$GWW_PID" --mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION"
-    fi
-done
-stop_pid "${GWW_PID:-}"
-fi
-# A fresh gateway: an overloaded open-loop phase leaves connections and memory behind.
-if has closed; then
-start_gateway closed
-for concurrency in 32; do
-    run "direct closed $concurrency" "$PRIMARY" "$SIM_PID" --mode closed --concurrency "$concurrency"
-    run "gateway closed $concurrency" "$GATEWAY" "$GW_PID" --mode closed --concurrency "$concurrency"
-done
-fi
-
-# ---- 2. 1000 concurrent streams (2 s each) -------------------------------------------------
-sim_behavior "$PRIMARY" '{"type":"succeed","chunks":20,"chunk_delay":"100ms"}'
-if has streams; then
-STREAMS=(--mode closed --concurrency 1000 --stream --timeout 20 --warmup 0 --duration 6)
-# streams LABEL URL PID: a streams run with the primary's calls by HTTP version beside it.
-streams() {
-    sim_reset
-    run "$@" "${STREAMS[@]}"
-    echo "{\"label\":\"$1\",\"provider_calls\":$(sim_calls),\"primary\":$(curl -sf -m 5 "$PRIMARY/_sim/stats" | jq -c '{calls, outcomes, http_versions}')}" >> "$RESULTS"
-}
-start_gateway streams
-streams "direct streams 1000" "$PRIMARY" "$SIM_PID"
-streams "gateway streams 1000" "$GATEWAY" "$GW_PID"
-start_gateway streams-h2 "$OUT/gateway-h2.yaml"
-streams "gateway streams 1000 h2" "$GATEWAY" "$GW_PID"
-sim_behavior "$PRIMARY" '{"type":"succeed"}'
-fi
-
-# ---- 3. chaos through the gateway ----------------------------------------------------------
-CHAOS_RATE=${CHAOS_RATE:-500}
-chaos() { # chaos LABEL URL PID args...: a run with the providers' call counts around it
-    local label=$1
-    sim_reset
-    run "$@"
-    echo "{\"label\":\"$label\",\"provider_calls\":$(sim_calls),\"primary\":$(sim_calls_of "$PRIMARY"),\"secondary\":$(sim_calls_of "$SECONDARY")}" >> "$RESULTS"
-}
-if has chaos; then
-chaos "direct secondary $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
-# Each chaos phase starts a fresh gateway, so no health or breaker state carries over.
-start_gateway flaky30
-sim_behavior "$PRIMARY" '{"type":"flaky","probability":0.3,"failure":{"type":"fail","kind":"server"}}'
-chaos "gateway flaky30 $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
-echo "gateway_circuits_after_flaky30: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
-start_gateway dead
-sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
-# Take the primary out before the first round (health tracking after 3 consecutive failures,
-# or the breaker): 1 s at CHAOS_RATE, not recorded. Every round then measures the gateway
-# with the primary already out, on the same gateway; with health's 60 s recovery time the
-# gateway probes the dead primary again about once a minute, which the rounds include.
-run "prime gateway dead" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE" --warmup 0 --duration 1 > /dev/null
-for round in $(seq "$ROUNDS"); do
-    chaos "direct secondary $CHAOS_RATE round $round" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
-    chaos "gateway dead $CHAOS_RATE round $round" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
-done
-if [ "$ROUNDS" -eq 0 ]; then
-    chaos "gateway dead $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
-fi
-echo "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')" >> "$OUT/machine.txt"
-sim_behavior "$PRIMARY" '{"type":"succeed"}'
-fi
-
-# ---- 5. stalled request bodies ------------------------------------------------------------
-STALLED_CONNECTIONS=${STALLED_CONNECTIONS:-300}
-STALLED_RUNS=${STALLED_RUNS:-3}
-STALLED_TUNABLES=${STALLED_TUNABLES:-glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=131072}
-if has stalled; then
-{ cat "$OUT/gateway.yaml"; printf 'server:\n  body_timeout: 5s\n'; } > "$OUT/gateway-stalled.yaml"
-for tunables in "" "$STALLED_TUNABLES"; do
-    GLIBC_TUNABLES=$tunables start_gateway "stalled${tunables:+-tuned}" "$OUT/gateway-stalled.yaml"
-    for run in $(seq "$STALLED_RUNS"); do
-        log "stalled bodies, run $run${tunables:+ (GLIBC_TUNABLES=$tunables)}"
-        "$BIN/stalled" --url "$GATEWAY" --pid "$GW_PID" --connections "$STALLED_CONNECTIONS" \
-            --settle 3 | jq -c --arg t "$tunables" --argjson run "$run" '. + {glibc_tunables: $t, run: $run}' \
-            >> "$OUT/stalled.jsonl"
+EOF
+    nginx -c "$dir/nginx-$name.conf" > "$dir/nginx-$name.out" 2>&1 &
+    NGINX_MASTER=$!
+    PIDS+=("$NGINX_MASTER")
+    NGINX=http://127.0.0.1:$port
+    local worker=
+    for _ in $(seq 100); do
+        worker=$(pgrep -P "$NGINX_MASTER" | head -n1 || true)
+        [ -n "$worker" ] && curl -s -o /dev/null -m 1 "$NGINX/" && break
+        sleep 0.1
     done
-done
-fi
-
-# ---- 4. LiteLLM's proxy ------------------------------------------------------------------
-if [ "$SKIP_LITELLM" = 1 ] || ! has litellm; then
-    echo "litellm: skipped (SKIP_LITELLM=1 or not in PHASES)" >> "$OUT/machine.txt"
-    echo "loadavg_after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
-    exit 0
-fi
-start_gateway peer
-if [ ! -x "$VENV/bin/litellm" ]; then
-    log "installing litellm[proxy]==$LITELLM_VERSION into $VENV"
-    if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "litellm[proxy]==$LITELLM_VERSION"; } > "$OUT/litellm-install.log" 2>&1; then
-        echo "litellm: install failed (see litellm-install.log)" >> "$OUT/machine.txt"
-        exit 0
+    if [ -z "$worker" ]; then
+        echo "nginx did not start (see $dir/nginx-$name.out, $dir/error-$name.log)" >&2
+        exit 1
     fi
-fi
-echo "litellm: $("$VENV/bin/pip" show litellm 2>/dev/null | awk '/^Version/{print $2}')" >> "$OUT/machine.txt"
-echo "python: $("$VENV/bin/python" --version 2>&1)" >> "$OUT/machine.txt"
+    NGINX_PIDS=$NGINX_MASTER,$worker
+    log "nginx ($name): $NGINX (master $NGINX_MASTER, worker $worker)"
+}
+ensure_nginx || true
+start_nginx load
+[ "$SKIP_NGINX" = 1 ] || note "nginx_rss_idle_kib: $(( $(awk '/VmRSS/{print $2}' /proc/$NGINX_MASTER/status) + $(awk '/VmRSS/{print $2}' /proc/${NGINX_PIDS#*,}/status) ))"
 
-LITELLM_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-LITELLM_MASTER_KEY="sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export LITELLM_MASTER_KEY
-cat > "$OUT/litellm.yaml" <<EOF
+# ---- the peers (started for the closed and peers phases) -----------------------------------
+PORTKEY_PID=
+LL_PID=
+portkey_config() { # the x-portkey-config header: the three providers as fallback targets, one retry
+    printf '{"strategy":{"mode":"fallback","on_status_codes":[429,500,502,503]},"retry":{"attempts":1,"on_status_codes":[429,500,502,503]},"targets":[%s]}' \
+        "$(printf '{"provider":"openai","api_key":"sk-sim","custom_host":"%s/v1"},' "${SIMS[@]}" | sed 's/,$//')"
+}
+start_portkey() {
+    [ -n "$PORTKEY_PID" ] && return 0
+    ensure_portkey || return 0
+    local port
+    port=$(free_port)
+    # It serves on every interface (it has no option to choose); only loopback is used.
+    (cd "$PORTKEY_DIR" && exec node node_modules/@portkey-ai/gateway/build/start-server.js --port="$port" --headless) > "$OUT/portkey.log" 2>&1 &
+    PORTKEY_PID=$!
+    PIDS+=("$PORTKEY_PID")
+    PORTKEY=http://127.0.0.1:$port
+    for _ in $(seq 300); do
+        curl -s -o /dev/null -m 1 "$PORTKEY/" && break
+        kill -0 "$PORTKEY_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! curl -s -o /dev/null -m 1 "$PORTKEY/"; then
+        note "portkey: did not start (see portkey.log): skipped"
+        SKIP_PORTKEY=1
+        PORTKEY_PID=
+        return 0
+    fi
+    PORTKEY_ARGS=(--header "x-portkey-config: $(portkey_config)")
+    log "portkey: $PORTKEY (pid $PORTKEY_PID)"
+    note "portkey_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$PORTKEY_PID/status)"
+}
+start_litellm() {
+    [ -n "$LL_PID" ] && return 0
+    ensure_litellm || return 0
+    local port
+    port=$(free_port)
+    LITELLM_MASTER_KEY="sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    export LITELLM_MASTER_KEY
+    cat > "$OUT/litellm.yaml" <<EOF
 model_list:
   - model_name: primary
     litellm_params: { model: openai/sim-model, api_base: "$PRIMARY/v1", api_key: sk-sim }
@@ -333,42 +386,229 @@ litellm_settings:
 general_settings:
   master_key: os.environ/LITELLM_MASTER_KEY
 EOF
-LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/litellm" --config "$OUT/litellm.yaml" \
-    --host 127.0.0.1 --port "$LITELLM_PORT" > "$OUT/litellm.log" 2>&1 &
-LL_PID=$!
-PIDS+=("$LL_PID")
-LITELLM=http://127.0.0.1:$LITELLM_PORT
-for _ in $(seq 600); do
-    curl -sf -m 2 "$LITELLM/health/liveliness" > /dev/null 2>&1 && break
-    kill -0 "$LL_PID" 2>/dev/null || break
-    sleep 0.2
-done
-if ! curl -sf -m 2 "$LITELLM/health/liveliness" > /dev/null 2>&1; then
-    echo "litellm: did not start (see litellm.log)" >> "$OUT/machine.txt"
-    exit 0
-fi
-log "litellm: $LITELLM (pid $LL_PID)"
-echo "litellm_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$LL_PID/status)" >> "$OUT/machine.txt"
-AUTH=(--header "Authorization: Bearer $LITELLM_MASTER_KEY" --model primary)
+    LITELLM_LOCAL_MODEL_COST_MAP=True "$VENV/bin/litellm" --config "$OUT/litellm.yaml" \
+        --host 127.0.0.1 --port "$port" > "$OUT/litellm.log" 2>&1 &
+    LL_PID=$!
+    PIDS+=("$LL_PID")
+    LITELLM=http://127.0.0.1:$port
+    for _ in $(seq 600); do
+        curl -sf -m 2 "$LITELLM/health/liveliness" > /dev/null 2>&1 && break
+        kill -0 "$LL_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    if ! curl -sf -m 2 "$LITELLM/health/liveliness" > /dev/null 2>&1; then
+        note "litellm: did not start (see litellm.log): skipped"
+        SKIP_LITELLM=1
+        LL_PID=
+        return 0
+    fi
+    LITELLM_ARGS=(--header "Authorization: Bearer $LITELLM_MASTER_KEY" --model primary)
+    log "litellm: $LITELLM (pid $LL_PID)"
+    note "litellm_rss_idle_kib: $(awk '/VmRSS/{print $2}' /proc/$LL_PID/status)"
+}
+stop_peers() {
+    stop_pid "$PORTKEY_PID"
+    stop_pid "$LL_PID"
+    PORTKEY_PID=
+    LL_PID=
+}
 
-DURATION=$LITELLM_DURATION
-run "warmup litellm" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode closed --concurrency 4 --warmup 0 --max-requests 200 > /dev/null
-for rate in $LITELLM_RATES; do
+# run LABEL URL WATCH_PIDS loadgen-args... : one loadgen run, appended to results.jsonl.
+# (Later flags win: a --duration in the arguments overrides DURATION.)
+run() {
+    local label=$1 url=$2 pids=$3
+    shift 3
+    log "$label"
+    "$LOADGEN" --url "$url/v1/chat/completions" --label "$label" --watch-pid "$pids" \
+        --duration "$DURATION" "$@" >> "$RESULTS"
+}
+note "rounds: $ROUNDS at $ROUND_RATE req/s, ${ROUND_DURATION} s each (+1 s warm-up); closed-loop rounds: $CLOSED_ROUNDS"
+
+# The gateways of ROUND_VARIANTS (NAME:ARGS, ARGS comma-separated), started for the load
+# and closed phases: VARIANT_NAMES, VARIANT_URLS, VARIANT_PIDS.
+VARIANT_NAMES=()
+VARIANT_URLS=()
+VARIANT_PIDS=()
+start_variants() {
+    [ "${#VARIANT_NAMES[@]}" -gt 0 ] && return 0
+    local spec name args
+    for spec in $ROUND_VARIANTS; do
+        name=${spec%%:*}
+        IFS=, read -r -a args <<< "${spec#*:}"
+        launch_gateway "variant-$name" "$OUT/gateway.yaml" "${args[@]}"
+        VARIANT_NAMES+=("$name")
+        VARIANT_URLS+=("$LAUNCHED_URL")
+        VARIANT_PIDS+=("$LAUNCHED_PID")
+        note "variant gateway-$name: ${args[*]}"
+        run "warmup gateway-$name" "$LAUNCHED_URL" "$LAUNCHED_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
+    done
+}
+stop_variants() {
+    local pid
+    for pid in "${VARIANT_PIDS[@]}"; do stop_pid "$pid"; done
+    VARIANT_NAMES=()
+    VARIANT_URLS=()
+    VARIANT_PIDS=()
+}
+
+# ---- 1. load: direct vs nginx vs gateway ---------------------------------------------------
+if has load; then
+run "warmup gateway" "$GATEWAY" "$GW_PID" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
+[ "$SKIP_NGINX" = 1 ] || run "warmup nginx" "$NGINX" "$NGINX_PIDS" --mode closed --concurrency 16 --warmup 0 --max-requests 5000 > /dev/null
+for rate in $RATES; do
+    [ "$ROUNDS" -gt 0 ] && [ "$rate" = "$ROUND_RATE" ] && continue
     run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
+    [ "$SKIP_NGINX" = 1 ] || run "nginx open $rate" "$NGINX" "$NGINX_PIDS" --mode open --rate "$rate"
     run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
-    run "litellm open $rate" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode open --rate "$rate" --max-in-flight 512
 done
-for concurrency in 32; do
-    run "litellm closed $concurrency" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode closed --concurrency "$concurrency"
-    run "gateway closed $concurrency (again)" "$GATEWAY" "$GW_PID" --mode closed --concurrency "$concurrency"
+# The target rate: rounds of direct, nginx, the gateway and its variants, back to back.
+[ "$ROUNDS" -gt 0 ] && start_variants
+for round in $(seq "$ROUNDS"); do
+    args=(--mode open --rate "$ROUND_RATE" --duration "$ROUND_DURATION")
+    run "direct open $ROUND_RATE round $round" "$PRIMARY" "$SIM_PID" "${args[@]}"
+    [ "$SKIP_NGINX" = 1 ] || run "nginx open $ROUND_RATE round $round" "$NGINX" "$NGINX_PIDS" "${args[@]}"
+    run "gateway open $ROUND_RATE round $round" "$GATEWAY" "$GW_PID" "${args[@]}"
+    for i in "${!VARIANT_NAMES[@]}"; do
+        run "gateway-${VARIANT_NAMES[$i]} open $ROUND_RATE round $round" "${VARIANT_URLS[$i]}" "${VARIANT_PIDS[$i]}" "${args[@]}"
+    done
 done
+fi
 
+# ---- 2. closed loop: the maximum, every target in each round -------------------------------
+if has closed; then
+# Fresh gateways: an overloaded open-loop phase leaves connections and memory behind.
+start_gateway closed
+stop_variants
+start_variants
+start_nginx closed
+if has peers || has litellm; then start_portkey; start_litellm; fi
+c=$CLOSED_CONCURRENCY
+for round in $(seq "$CLOSED_ROUNDS"); do
+    args=(--mode closed --concurrency "$c" --duration "$ROUND_DURATION")
+    run "direct closed $c round $round" "$PRIMARY" "$SIM_PID" "${args[@]}"
+    [ "$SKIP_NGINX" = 1 ] || run "nginx closed $c round $round" "$NGINX" "$NGINX_PIDS" "${args[@]}"
+    run "gateway closed $c round $round" "$GATEWAY" "$GW_PID" "${args[@]}"
+    for i in "${!VARIANT_NAMES[@]}"; do
+        run "gateway-${VARIANT_NAMES[$i]} closed $c round $round" "${VARIANT_URLS[$i]}" "${VARIANT_PIDS[$i]}" "${args[@]}"
+    done
+    [ -z "$PORTKEY_PID" ] || run "portkey closed $c round $round" "$PORTKEY" "$PORTKEY_PID" "${PORTKEY_ARGS[@]}" "${args[@]}"
+    [ -z "$LL_PID" ] || run "litellm closed $c round $round" "$LITELLM" "$LL_PID" "${LITELLM_ARGS[@]}" "${args[@]}"
+done
+fi
+stop_variants
+
+# ---- 5. peers at rates they sustain, and their chaos -----------------------------------------
+CHAOS_RATE=${CHAOS_RATE:-500}
 LL_CHAOS_RATE=${LL_CHAOS_RATE:-20}
+chaos() { # chaos LABEL URL PIDS args...: a run with the providers' call counts around it
+    local label=$1
+    sim_reset
+    run "$@"
+    echo "{\"label\":\"$label\",\"provider_calls\":$(sim_calls),\"primary\":$(sim_calls_of "$PRIMARY"),\"secondary\":$(sim_calls_of "$SECONDARY")}" >> "$RESULTS"
+}
+if has peers || has litellm; then
+start_gateway peer
+start_nginx peer
+start_portkey
+start_litellm
+DURATION=$PEER_DURATION
+[ -z "$PORTKEY_PID" ] || run "warmup portkey" "$PORTKEY" "$PORTKEY_PID" "${PORTKEY_ARGS[@]}" --mode closed --concurrency 4 --warmup 0 --max-requests 500 > /dev/null
+[ -z "$LL_PID" ] || run "warmup litellm" "$LITELLM" "$LL_PID" "${LITELLM_ARGS[@]}" --mode closed --concurrency 4 --warmup 0 --max-requests 200 > /dev/null
+for rate in $PEER_RATES; do
+    run "direct open $rate" "$PRIMARY" "$SIM_PID" --mode open --rate "$rate"
+    [ "$SKIP_NGINX" = 1 ] || run "nginx open $rate" "$NGINX" "$NGINX_PIDS" --mode open --rate "$rate"
+    run "gateway open $rate" "$GATEWAY" "$GW_PID" --mode open --rate "$rate"
+    [ -z "$PORTKEY_PID" ] || run "portkey open $rate" "$PORTKEY" "$PORTKEY_PID" "${PORTKEY_ARGS[@]}" --mode open --rate "$rate" --max-in-flight 512
+    [ -z "$LL_PID" ] || run "litellm open $rate" "$LITELLM" "$LL_PID" "${LITELLM_ARGS[@]}" --mode open --rate "$rate" --max-in-flight 512
+done
 chaos "direct secondary $LL_CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$LL_CHAOS_RATE"
-sim_behavior "$PRIMARY" '{"type":"flaky","probability":0.3,"failure":{"type":"fail","kind":"server"}}'
-chaos "litellm flaky30 $LL_CHAOS_RATE" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode open --rate "$LL_CHAOS_RATE" --max-in-flight 512
-sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
-chaos "litellm dead $LL_CHAOS_RATE" "$LITELLM" "$LL_PID" "${AUTH[@]}" --mode open --rate "$LL_CHAOS_RATE" --max-in-flight 512
+for peer in portkey litellm; do
+    if [ "$peer" = portkey ]; then
+        [ -n "$PORTKEY_PID" ] || continue
+        url=$PORTKEY pid=$PORTKEY_PID peer_args=("${PORTKEY_ARGS[@]}")
+    else
+        [ -n "$LL_PID" ] || continue
+        url=$LITELLM pid=$LL_PID peer_args=("${LITELLM_ARGS[@]}")
+    fi
+    sim_behavior "$PRIMARY" '{"type":"flaky","probability":0.3,"failure":{"type":"fail","kind":"server"}}'
+    chaos "$peer flaky30 $LL_CHAOS_RATE" "$url" "$pid" "${peer_args[@]}" --mode open --rate "$LL_CHAOS_RATE" --max-in-flight 512
+    sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
+    chaos "$peer dead $LL_CHAOS_RATE" "$url" "$pid" "${peer_args[@]}" --mode open --rate "$LL_CHAOS_RATE" --max-in-flight 512
+    sim_behavior "$PRIMARY" '{"type":"succeed"}'
+done
+DURATION=$BASE_DURATION
+fi
+stop_peers
+
+# ---- 3. 1000 concurrent streams (2 s each) -------------------------------------------------
+if has streams; then
+sim_behavior "$PRIMARY" '{"type":"succeed","chunks":20,"chunk_delay":"100ms"}'
+STREAMS=(--mode closed --concurrency 1000 --stream --timeout 20 --warmup 0 --duration 6)
+# streams LABEL URL PIDS: a streams run with the primary's calls by HTTP version beside it.
+streams() {
+    sim_reset
+    run "$@" "${STREAMS[@]}"
+    echo "{\"label\":\"$1\",\"provider_calls\":$(sim_calls),\"primary\":$(curl -sf -m 5 "$PRIMARY/_sim/stats" | jq -c '{calls, outcomes, http_versions}')}" >> "$RESULTS"
+}
+start_gateway streams
+streams "direct streams 1000" "$PRIMARY" "$SIM_PID"
+if [ "$SKIP_NGINX" != 1 ]; then
+    start_nginx streams
+    streams "nginx streams 1000" "$NGINX" "$NGINX_PIDS"
+fi
+streams "gateway streams 1000" "$GATEWAY" "$GW_PID"
+start_gateway streams-h2 "$OUT/gateway-h2.yaml"
+streams "gateway streams 1000 h2" "$GATEWAY" "$GW_PID"
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
-echo "loadavg_after: $(cat /proc/loadavg)" >> "$OUT/machine.txt"
+fi
+
+# ---- 4. chaos through the gateway and nginx --------------------------------------------------
+if has chaos; then
+chaos "direct secondary $CHAOS_RATE" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE"
+# Each chaos phase starts fresh proxies, so no health or breaker state carries over.
+start_gateway flaky30
+start_nginx flaky30
+sim_behavior "$PRIMARY" '{"type":"flaky","probability":0.3,"failure":{"type":"fail","kind":"server"}}'
+chaos "gateway flaky30 $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
+[ "$SKIP_NGINX" = 1 ] || chaos "nginx flaky30 $CHAOS_RATE" "$NGINX" "$NGINX_PIDS" --mode open --rate "$CHAOS_RATE"
+note "gateway_circuits_after_flaky30: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')"
+start_gateway dead
+start_nginx dead
+sim_behavior "$PRIMARY" '{"type":"fail","kind":"server"}'
+# Take the primary out before the first round (health tracking after 3 consecutive failures,
+# or the breaker; nginx's max_fails): 1 s at CHAOS_RATE, not recorded. Every round then
+# measures each proxy with the primary already out; the gateway (health's 60 s recovery time)
+# and nginx (fail_timeout 60s) probe the dead primary again about once a minute.
+run "prime gateway dead" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE" --warmup 0 --duration 1 > /dev/null
+[ "$SKIP_NGINX" = 1 ] || run "prime nginx dead" "$NGINX" "$NGINX_PIDS" --mode open --rate "$CHAOS_RATE" --warmup 0 --duration 1 > /dev/null
+for round in $(seq "$ROUNDS"); do
+    chaos "direct secondary $CHAOS_RATE round $round" "$SECONDARY" "$SIM_PID" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
+    chaos "gateway dead $CHAOS_RATE round $round" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
+    [ "$SKIP_NGINX" = 1 ] || chaos "nginx dead $CHAOS_RATE round $round" "$NGINX" "$NGINX_PIDS" --mode open --rate "$CHAOS_RATE" --duration "$ROUND_DURATION"
+done
+if [ "$ROUNDS" -eq 0 ]; then
+    chaos "gateway dead $CHAOS_RATE" "$GATEWAY" "$GW_PID" --mode open --rate "$CHAOS_RATE"
+fi
+note "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -c 'map_values(.state)')"
+sim_behavior "$PRIMARY" '{"type":"succeed"}'
+fi
+
+# ---- 6. stalled request bodies ------------------------------------------------------------
+STALLED_CONNECTIONS=${STALLED_CONNECTIONS:-300}
+STALLED_RUNS=${STALLED_RUNS:-3}
+STALLED_TUNABLES=${STALLED_TUNABLES:-glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=131072}
+if has stalled; then
+{ cat "$OUT/gateway.yaml"; printf 'server:\n  body_timeout: 5s\n'; } > "$OUT/gateway-stalled.yaml"
+for tunables in "" "$STALLED_TUNABLES"; do
+    GLIBC_TUNABLES=$tunables start_gateway "stalled${tunables:+-tuned}" "$OUT/gateway-stalled.yaml"
+    for run in $(seq "$STALLED_RUNS"); do
+        log "stalled bodies, run $run${tunables:+ (GLIBC_TUNABLES=$tunables)}"
+        "$BIN/stalled" --url "$GATEWAY" --pid "$GW_PID" --connections "$STALLED_CONNECTIONS" \
+            --settle 3 | jq -c --arg t "$tunables" --argjson run "$run" '. + {glibc_tunables: $t, run: $run}' \
+            >> "$OUT/stalled.jsonl"
+    done
+done
+fi
+
+note "loadavg_after: $(cat /proc/loadavg)"
 log "done: $RESULTS"

@@ -95,6 +95,8 @@ degradation:
 }
 
 fn client() -> reqwest::Client {
+    // The gateway reaches its plain-http providers without reqwest: nothing else installs it.
+    brace::providers::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()

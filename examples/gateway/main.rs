@@ -11,6 +11,10 @@
 //! - `--demo`: also drive traffic through the gateway for a while and show a live view of
 //!   requests per provider, errors, circuit states and the degradation level.
 //! - `--worker-threads N`: the number of tokio worker threads (default: one per CPU).
+//! - `--runtime per-core|multi-thread|auto`: one single-threaded runtime per core (or per
+//!   `--worker-threads`), each with its own listening socket on the address
+//!   (`brace_gateway::per_core`), or tokio's multi-threaded runtime; `auto` (the default)
+//!   takes per-core on machines with up to 4 cores, where it measured faster (BENCHMARKS.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,13 +52,54 @@ struct Args {
     /// request (see BENCHMARKS.md).
     #[arg(long, env = "BRACE_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// How requests are scheduled: `per-core` (one single-threaded runtime per worker
+    /// thread, each with its own `SO_REUSEPORT` listener: a connection stays on one thread),
+    /// `multi-thread` (tokio's work-stealing runtime), or `auto`: per-core on machines with
+    /// up to 4 cores, multi-thread on larger ones (see BENCHMARKS.md). `--demo` always runs
+    /// multi-thread.
+    #[arg(long, env = "BRACE_RUNTIME", value_enum, default_value_t = RuntimeKind::Auto)]
+    runtime: RuntimeKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeKind {
+    Auto,
+    MultiThread,
+    PerCore,
+}
+
+/// The most cores on which `auto` runs one runtime per core.
+const PER_CORE_UP_TO: usize = 4;
+
+impl RuntimeKind {
+    /// `auto` decided for this machine (`demo`: always multi-thread).
+    fn resolve(self, demo: bool) -> Self {
+        match self {
+            _ if demo => Self::MultiThread,
+            Self::Auto => {
+                let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+                if cores <= PER_CORE_UP_TO {
+                    Self::PerCore
+                } else {
+                    Self::MultiThread
+                }
+            }
+            chosen => chosen,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let mut args = Args::parse();
+    args.runtime = args.runtime.resolve(args.demo);
+    // Per core: this runtime builds the gateway and runs its background tasks, the serving
+    // threads run their own.
+    let mut runtime = match args.runtime {
+        RuntimeKind::PerCore => tokio::runtime::Builder::new_current_thread(),
+        RuntimeKind::MultiThread | RuntimeKind::Auto => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(workers) = args.worker_threads {
+    if let (Some(workers), RuntimeKind::MultiThread) = (args.worker_threads, args.runtime) {
         runtime.worker_threads(usize::from(workers));
     }
     match runtime.build() {
@@ -127,6 +172,9 @@ async fn serve(
             None
         }
     };
+    if args.runtime == RuntimeKind::PerCore {
+        return serve_per_core(gateway, listen, &args, traces.as_deref()).await;
+    }
     let (listener, addr) = match brace_gateway::bind(listen).await {
         Ok(bound) => bound,
         Err(err) => {
@@ -134,17 +182,7 @@ async fn serve(
             return std::process::ExitCode::from(1);
         }
     };
-    let source = match &args.config {
-        Some(path) => brace_gateway::banner::ConfigSource::File(path),
-        None => brace_gateway::banner::ConfigSource::Demo,
-    };
-    print!(
-        "{}",
-        brace_gateway::banner::banner(addr, source, &gateway.config())
-    );
-    if let Some(traces) = traces {
-        println!("{traces}");
-    }
+    print_listening(addr, &args, &gateway, traces.as_deref());
 
     if args.demo {
         let server = tokio::spawn(brace_gateway::serve(
@@ -184,6 +222,56 @@ async fn serve(
             eprintln!("error: {err}");
             std::process::ExitCode::from(1)
         }
+    }
+}
+
+/// The banner: where the gateway listens, its configuration, and where traces go.
+fn print_listening(addr: SocketAddr, args: &Args, gateway: &Gateway, traces: Option<&str>) {
+    let source = match &args.config {
+        Some(path) => brace_gateway::banner::ConfigSource::File(path),
+        None => brace_gateway::banner::ConfigSource::Demo,
+    };
+    print!(
+        "{}",
+        brace_gateway::banner::banner(addr, source, &gateway.config())
+    );
+    if let Some(traces) = traces {
+        println!("{traces}");
+    }
+}
+
+/// Serves with one current-thread runtime per worker thread until SIGINT/SIGTERM.
+async fn serve_per_core(
+    gateway: std::sync::Arc<Gateway>,
+    listen: SocketAddr,
+    args: &Args,
+    traces: Option<&str>,
+) -> std::process::ExitCode {
+    let threads = args.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        usize::from,
+    );
+    let serving = match brace_gateway::per_core::PerCore::start(&gateway, listen, threads) {
+        Ok(serving) => serving,
+        Err(err) => {
+            eprintln!("error: cannot listen on {listen}: {err}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    print_listening(serving.local_addr(), args, &gateway, traces);
+    println!(
+        "runtime: {} threads, one single-threaded runtime each",
+        serving.threads()
+    );
+    brace_gateway::shutdown_signal().await;
+    serving.stop();
+    match tokio::task::spawn_blocking(move || serving.join()).await {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            eprintln!("error: {err}");
+            std::process::ExitCode::from(1)
+        }
+        Err(_) => std::process::ExitCode::from(1),
     }
 }
 

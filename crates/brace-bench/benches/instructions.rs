@@ -13,8 +13,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use brace_llm::ChatRequest;
 use common::{
     Backend, STACKS, brace_stack, build, failover_stack, provider_stack, request, retry_timeout,
@@ -39,7 +37,7 @@ fn main() {
         .skip(1)
         .find(|arg| !arg.starts_with('-'))
         .cloned();
-    if Command::new("valgrind").arg("--version").output().is_err() {
+    if !common::callgrind::available() {
         println!("instructions: valgrind is not installed; nothing measured");
         return;
     }
@@ -107,24 +105,7 @@ fn print_sizes() {
 
 /// Instructions valgrind counted for `calls` calls through `stack` (start-up included).
 fn count(exe: &std::path::Path, stack: &str, calls: u64) -> u64 {
-    let output = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            "--cache-sim=no",
-            "--branch-sim=no",
-        ])
-        .arg(exe)
-        .args(["--child", stack, &calls.to_string()])
-        .output()
-        .expect("valgrind runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "valgrind failed: {stderr}");
-    stderr
-        .lines()
-        .find_map(|line| line.split("Collected :").nth(1))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no instruction count in valgrind's output: {stderr}"))
+    common::callgrind::count(exe, &["--child", stack, &calls.to_string()], None)
 }
 
 /// Runs `calls` calls through `stack` on a current-thread runtime.

@@ -180,33 +180,30 @@ async fn chat_completions(
 }
 
 fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    use http::header::HeaderName;
+    const PROVIDER: HeaderName = HeaderName::from_static("x-brace-provider");
+    const MODEL: HeaderName = HeaderName::from_static("x-brace-model");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-brace-attempts");
+    const DEGRADATION: HeaderName = HeaderName::from_static("x-brace-degradation");
+    const CACHE: HeaderName = HeaderName::from_static("x-brace-cache");
+    const STATIC: HeaderName = HeaderName::from_static("x-brace-static");
+    const REMOVED: HeaderName = HeaderName::from_static("x-brace-removed");
+
+    let mut headers = HeaderMap::with_capacity(8);
     // The model comes from the provider's body: its length and characters are not ours.
-    let mut put = |name: &'static str, value: &str| {
+    let mut put = |name: HeaderName, value: &str| {
         if let Some(value) = crate::bounded::header_value(value) {
             headers.insert(name, value);
         }
     };
-    put("x-brace-provider", &response.meta.provider);
-    put("x-brace-model", &response.meta.model);
-    put("x-brace-attempts", &attempts.to_string());
+    put(PROVIDER, &response.meta.provider);
+    put(MODEL, &response.meta.model);
     let level = response
         .meta
         .degradation
         .as_ref()
         .map_or("full", |degradation| &degradation.level);
-    put("x-brace-degradation", level);
-    put(
-        "x-brace-cache",
-        if response.meta.origin() == Origin::Cache {
-            "hit"
-        } else {
-            "miss"
-        },
-    );
-    if response.meta.origin() == Origin::Static {
-        put("x-brace-static", "true");
-    }
+    put(DEGRADATION, level);
     if let Some(degradation) = &response.meta.degradation {
         // What the level took away; a model change shows in `x-brace-model`.
         let removed: Vec<_> = degradation
@@ -215,8 +212,18 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
             .filter(|change| *change != "model")
             .collect();
         if !removed.is_empty() {
-            put("x-brace-removed", &removed.join(","));
+            put(REMOVED, &removed.join(","));
         }
+    }
+    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
+    let cache = if response.meta.origin() == Origin::Cache {
+        "hit"
+    } else {
+        "miss"
+    };
+    headers.insert(CACHE, HeaderValue::from_static(cache));
+    if response.meta.origin() == Origin::Static {
+        headers.insert(STATIC, HeaderValue::from_static("true"));
     }
     headers
 }

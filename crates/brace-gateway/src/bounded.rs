@@ -11,6 +11,16 @@ pub(crate) const MAX_HEADER_VALUE: usize = 256;
 /// A header value from text an upstream chose: control characters removed and cut to
 /// [`MAX_HEADER_VALUE`] bytes (at a character boundary). `None` if nothing is left.
 pub(crate) fn header_value(text: &str) -> Option<HeaderValue> {
+    // The usual case, without a copy to clean: short, visible ASCII, no surrounding space.
+    let bytes = text.as_bytes();
+    if !bytes.is_empty()
+        && bytes.len() <= MAX_HEADER_VALUE
+        && bytes.iter().all(|&b| b.is_ascii_graphic() || b == b' ')
+        && bytes[0] != b' '
+        && bytes[bytes.len() - 1] != b' '
+    {
+        return HeaderValue::from_str(text).ok();
+    }
     let mut clean = String::with_capacity(text.len().min(MAX_HEADER_VALUE));
     for ch in text.chars().filter(|ch| !ch.is_control()) {
         if clean.len() + ch.len_utf8() > MAX_HEADER_VALUE {
@@ -33,12 +43,24 @@ pub(crate) struct EscapingWriter<W>(pub(crate) W);
 impl<W: fmt::Write> fmt::Write for EscapingWriter<W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         let mut rest = text;
-        while let Some(at) = rest.find(char::is_control) {
-            self.0.write_str(&rest[..at])?;
+        // A byte scan, not a character one (this runs over every field of every log line):
+        // a control character (U+0000–U+001F, U+007F–U+009F) starts with a byte below 0x20,
+        // 0x7F, or 0xC2 (U+0080–U+00BF); the candidate is then decoded and checked.
+        let mut from = 0;
+        while let Some(found) = rest.as_bytes()[from..]
+            .iter()
+            .position(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
+        {
+            let at = from + found;
             let ch = rest[at..]
                 .chars()
                 .next()
-                .expect("a character was found there");
+                .expect("a candidate byte starts a character");
+            if !ch.is_control() {
+                from = at + ch.len_utf8();
+                continue;
+            }
+            self.0.write_str(&rest[..at])?;
             match ch {
                 '\r' => self.0.write_str("\\r")?,
                 '\n' => self.0.write_str("\\n")?,
@@ -46,6 +68,7 @@ impl<W: fmt::Write> fmt::Write for EscapingWriter<W> {
                 other => write!(self.0, "\\u{{{:x}}}", u32::from(other))?,
             }
             rest = &rest[at + ch.len_utf8()..];
+            from = 0;
         }
         self.0.write_str(rest)
     }
@@ -117,6 +140,13 @@ mod tests {
         assert_eq!(value.len(), 256);
         assert!(std::str::from_utf8(value.as_bytes()).is_ok());
         assert_eq!(header_value("\n\r"), None);
+        // The common case takes a shortcut with the same result.
+        assert_eq!(
+            header_value("gpt-4o-mini 2024").unwrap(),
+            "gpt-4o-mini 2024"
+        );
+        assert_eq!(header_value(" padded ").unwrap(), "padded");
+        assert_eq!(header_value(" "), None);
     }
 
     #[test]
@@ -128,5 +158,39 @@ mod tests {
             .write_str("boom\r\n2025-01-01 INFO forged\u{1b}[0m\ttab")
             .unwrap();
         assert_eq!(out, "boom\\r\\n2025-01-01 INFO forged\\u{1b}[0m\\ttab");
+
+        // C1 controls (U+0080–U+009F, two bytes from 0xC2) are escaped; the other
+        // characters from 0xC2 and every other non-ASCII character pass as they are.
+        let mut out = String::new();
+        EscapingWriter(&mut out)
+            .write_str("a\u{85}b\u{9b}31m c\u{a0}d \u{a2} é ü\u{7f}z\u{0}")
+            .unwrap();
+        assert_eq!(out, "a\\u{85}b\\u{9b}31m c\u{a0}d \u{a2} é ü\\u{7f}z\\u{0}");
+        let plain = "no controls at all: ünïcödé ¢ and ASCII";
+        let mut out = String::new();
+        EscapingWriter(&mut out).write_str(plain).unwrap();
+        assert_eq!(out, plain);
+    }
+
+    proptest::proptest! {
+        /// The byte scan escapes exactly what a character-by-character pass escapes.
+        #[test]
+        fn escaping_matches_a_character_by_character_pass(text in "\\PC*|.*|[\\x00-\\x{ff}]*") {
+            use std::fmt::Write;
+
+            let mut fast = String::new();
+            EscapingWriter(&mut fast).write_str(&text).unwrap();
+            let mut slow = String::new();
+            for ch in text.chars() {
+                match ch {
+                    '\r' => slow.push_str("\\r"),
+                    '\n' => slow.push_str("\\n"),
+                    '\t' => slow.push_str("\\t"),
+                    ch if ch.is_control() => write!(slow, "\\u{{{:x}}}", u32::from(ch)).unwrap(),
+                    ch => slow.push(ch),
+                }
+            }
+            proptest::prop_assert_eq!(fast, slow);
+        }
     }
 }

@@ -976,6 +976,10 @@ pub struct ProviderConfig {
     /// every call. Over `https`, HTTP/2 is negotiated anyway where the server offers it.
     /// Only for providers reached over HTTP (not an in-process `simulated` one).
     pub http2_prior_knowledge: bool,
+    /// The HTTP client the provider's calls go through: `auto` (default: brace's lean client
+    /// on hyper-util for plain `http`, reqwest for `https` and behind an `http_proxy`),
+    /// `reqwest` or `lean` (see `brace_providers::HttpClient`).
+    pub http_client: brace_providers::HttpClient,
     /// Price per million tokens.
     pub price: Option<Price>,
     /// Azure: the `api-version`.
@@ -1028,6 +1032,8 @@ struct RawProviderConfig {
     accepts_prefill: bool,
     #[serde(default)]
     http2_prior_knowledge: bool,
+    #[serde(default)]
+    http_client: brace_providers::HttpClient,
     #[serde(default)]
     price: Option<Price>,
     #[serde(default)]
@@ -1177,6 +1183,7 @@ impl TryFrom<RawProviderConfig> for ProviderConfig {
             max_in_flight: raw.max_in_flight,
             accepts_prefill: raw.accepts_prefill,
             http2_prior_knowledge: raw.http2_prior_knowledge,
+            http_client: raw.http_client,
             price: raw.price,
             api_version: raw.api_version,
             simulate: raw.simulate,

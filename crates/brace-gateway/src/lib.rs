@@ -52,6 +52,8 @@ pub mod limits;
 mod locate;
 pub mod metrics;
 mod ops;
+#[cfg(unix)]
+pub mod per_core;
 pub mod policy;
 pub mod reload;
 mod request_id;

@@ -817,7 +817,8 @@ fn client_for(
         )
         // No default model: every request names its model (the provider's or the route's).
         .with_timeout(provider.timeout)
-        .with_http2_prior_knowledge(provider.http2_prior_knowledge);
+        .with_http2_prior_knowledge(provider.http2_prior_knowledge)
+        .with_http_client(provider.http_client);
         if let Some(idle) = provider.stream_idle_timeout {
             config = config.with_stream_idle_timeout(idle);
         }

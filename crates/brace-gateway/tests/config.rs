@@ -183,6 +183,33 @@ fn http2_prior_knowledge_must_be_a_boolean_for_a_provider_reached_over_http() {
     assert!(message.contains("in-process"), "{message}");
 }
 
+#[test]
+fn http_client_is_a_provider_key_auto_by_default() {
+    use brace_providers::HttpClient;
+
+    let config = GatewayConfig::from_yaml(
+        "providers:\n  - name: internal\n    kind: openai-compatible\n    model: m\n    \
+         base_url: http://127.0.0.1:4000/v1\n    http_client: reqwest\n  - name: openai\n    \
+         model: gpt-4o\n",
+    )
+    .unwrap();
+    assert_eq!(config.providers[0].http_client, HttpClient::Reqwest);
+    assert_eq!(config.providers[1].http_client, HttpClient::Auto);
+    // As `GET /v1/config` writes it, and back.
+    let written = serde_json::to_value(&config).unwrap();
+    assert_eq!(written["providers"][0]["http_client"], "reqwest");
+    assert_eq!(written["providers"][1]["http_client"], "auto");
+    let again = GatewayConfig::from_yaml(&written.to_string()).unwrap();
+    assert_eq!(again, config);
+
+    let message = error(
+        "providers:\n  - name: internal\n    kind: openai-compatible\n    model: m\n    \
+         base_url: http://127.0.0.1:4000/v1\n    http_client: curl\n",
+    );
+    assert!(message.contains("curl"), "{message}");
+    assert!(message.contains("line 6"), "{message}");
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_reaches_the_providers_client() {
     use brace_llm::{ChatRequest, Message};

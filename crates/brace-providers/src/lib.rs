@@ -52,6 +52,7 @@ pub mod anthropic;
 mod api;
 mod client;
 pub mod gemini;
+pub mod lean;
 pub mod openai;
 pub mod provider;
 pub mod sse;
@@ -59,8 +60,8 @@ pub mod sse;
 pub use self::api::{Encoded, ProviderApi};
 pub use self::client::ProviderClient;
 pub use self::provider::{
-    ApiKey, ClientConfig, ClientConfigError, ClientOptions, HttpResponse, ProviderStats, Transport,
-    error_from_reqwest, install_crypto_provider,
+    ApiKey, ClientConfig, ClientConfigError, ClientOptions, HttpClient, HttpResponse,
+    ProviderStats, Transport, error_from_reqwest, install_crypto_provider,
 };
 /// The URL type of [`ProviderApi`] endpoints (reqwest's, re-exported).
 pub use reqwest::Url;

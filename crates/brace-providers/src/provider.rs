@@ -73,8 +73,8 @@ use http::StatusCode;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
 
 use crate::sse::{ChunkStream, MalformedEvents, SseDecoder, SseEvents};
@@ -274,6 +274,12 @@ pub struct ClientConfig {
     /// [`ClientOptions`]).
     #[serde(default)]
     pub http2_prior_knowledge: bool,
+    /// Which HTTP client sends the calls: `auto` (default) uses brace's lean client on
+    /// hyper-util for plain `http` base URLs when no proxy is configured in the
+    /// environment, and reqwest for `https` (its TLS) and behind a proxy; `reqwest` and
+    /// `lean` choose one (`lean` only reaches plain `http`). See [`HttpClient`].
+    #[serde(default)]
+    pub http_client: HttpClient,
     /// Called with the headers of every request the client sends, just before it goes out
     /// (see [`RequestHook`]). Not part of a configuration file.
     #[serde(skip)]
@@ -318,6 +324,22 @@ impl fmt::Debug for RequestHook {
     }
 }
 
+/// Which HTTP client a provider's calls go through (see [`ClientConfig::http_client`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpClient {
+    /// The lean client for plain `http` without a proxy in the environment, else reqwest.
+    #[default]
+    Auto,
+    /// reqwest: TLS, proxies from the environment.
+    Reqwest,
+    /// [`LeanClient`](crate::lean::LeanClient) on hyper-util: plain `http` only, no proxy.
+    Lean,
+}
+
+/// The environment variables reqwest reads a proxy for plain `http` from.
+const HTTP_PROXY_VARS: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
+
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientConfig")
@@ -334,6 +356,7 @@ impl fmt::Debug for ClientConfig {
             .field("malformed_events", &self.malformed_events)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("http2_prior_knowledge", &self.http2_prior_knowledge)
+            .field("http_client", &self.http_client)
             .field("request_hook", &self.request_hook.is_some())
             .finish()
     }
@@ -356,6 +379,7 @@ impl ClientConfig {
             malformed_events: MalformedEvents::default(),
             max_response_bytes: default_max_response_bytes(),
             http2_prior_knowledge: false,
+            http_client: HttpClient::Auto,
             request_hook: None,
         }
     }
@@ -437,6 +461,28 @@ impl ClientConfig {
     pub fn with_http2_prior_knowledge(mut self, enabled: bool) -> Self {
         self.http2_prior_knowledge = enabled;
         self
+    }
+
+    /// Chooses the HTTP client (see [`http_client`](Self::http_client)).
+    #[must_use]
+    pub fn with_http_client(mut self, client: HttpClient) -> Self {
+        self.http_client = client;
+        self
+    }
+
+    /// `true` if this provider's calls go through the [lean client](crate::lean): chosen,
+    /// or `auto` with a plain `http` base URL and no proxy variable in the environment.
+    pub fn uses_lean_client(&self) -> bool {
+        match self.http_client {
+            HttpClient::Lean => true,
+            HttpClient::Reqwest => false,
+            HttpClient::Auto => {
+                self.base_url.trim_start().starts_with("http://")
+                    && HTTP_PROXY_VARS
+                        .iter()
+                        .all(|var| std::env::var_os(var).is_none_or(|value| value.is_empty()))
+            }
+        }
     }
 
     /// The options of the pooled client this provider's calls go through.
@@ -543,18 +589,108 @@ pub(crate) fn endpoint(base: &reqwest::Url, path: &str, query: Option<&str>) -> 
     url
 }
 
-/// A request to send with [`Transport::send_request`], from a URL parsed in advance (cloned,
-/// not parsed again), the headers, and the body.
+/// A request to send with [`Transport::send_request_with`], from a URL parsed in advance
+/// (cloned, not parsed again), the headers, and the body.
 pub(crate) fn prepared_request(
     method: http::Method,
     url: reqwest::Url,
     headers: HeaderMap,
     body: Bytes,
-) -> reqwest::Request {
-    let mut request = reqwest::Request::new(method, url);
-    *request.headers_mut() = headers;
-    *request.body_mut() = Some(body.into());
-    request
+) -> Prepared {
+    Prepared {
+        method,
+        target: Target::Url(url),
+        headers,
+        body: Some(body),
+        reqwest: None,
+    }
+}
+
+/// A request ready for either HTTP client.
+pub(crate) struct Prepared {
+    method: http::Method,
+    target: Target,
+    headers: HeaderMap,
+    /// `None` only for a reqwest request whose body is a stream (kept in `reqwest`).
+    body: Option<Bytes>,
+    /// A request that came in reqwest's form, sent as it is by reqwest.
+    reqwest: Option<reqwest::Request>,
+}
+
+/// Where a [`Prepared`] request goes, in the form it came in.
+enum Target {
+    Url(reqwest::Url),
+    Uri(http::Uri),
+}
+
+impl Prepared {
+    /// The headers to send (a reqwest-form request's own).
+    fn headers_mut(&mut self) -> &mut HeaderMap {
+        match &mut self.reqwest {
+            Some(request) => request.headers_mut(),
+            None => &mut self.headers,
+        }
+    }
+
+    fn from_reqwest(request: reqwest::Request) -> Self {
+        Self {
+            method: request.method().clone(),
+            target: Target::Url(request.url().clone()),
+            headers: HeaderMap::new(),
+            body: None,
+            reqwest: Some(request),
+        }
+    }
+
+    fn from_http(request: http::Request<Bytes>) -> Self {
+        let (parts, body) = request.into_parts();
+        Self {
+            method: parts.method,
+            target: Target::Uri(parts.uri),
+            headers: parts.headers,
+            body: Some(body),
+            reqwest: None,
+        }
+    }
+
+    /// The request in reqwest's form (`None`: its URL cannot be one).
+    fn into_reqwest(self) -> Option<reqwest::Request> {
+        if let Some(request) = self.reqwest {
+            return Some(request);
+        }
+        let url = match self.target {
+            Target::Url(url) => url,
+            Target::Uri(uri) => reqwest::Url::parse(&uri.to_string()).ok()?,
+        };
+        let mut request = reqwest::Request::new(self.method, url);
+        *request.headers_mut() = self.headers;
+        *request.body_mut() = self.body.map(Into::into);
+        Some(request)
+    }
+
+    /// The request for the lean client (`None`: its URL is not an `http` URI, or its body
+    /// is a stream).
+    fn into_http(self) -> Option<http::Request<http_body_util::Full<Bytes>>> {
+        let (headers, body) = match self.reqwest {
+            Some(request) => {
+                let body = match request.body() {
+                    Some(body) => Bytes::copy_from_slice(body.as_bytes()?),
+                    None => Bytes::new(),
+                };
+                (request.headers().clone(), body)
+            }
+            None => (self.headers, self.body.unwrap_or_default()),
+        };
+        let uri = match self.target {
+            Target::Uri(uri) => uri,
+            Target::Url(url) => http::Uri::try_from(url.as_str()).ok()?,
+        };
+        let mut request = http::Request::new(http_body_util::Full::new(body));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Some(request)
+    }
 }
 
 /// The URL with its query, fragment and any user info dropped, for messages.
@@ -581,6 +717,13 @@ pub fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// How long an idle pooled connection is kept open.
+pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// TCP keep-alive: probes after this long without traffic, then at this interval (three
+/// tries), on every upstream connection.
+pub(crate) const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// How often a ping is sent on an HTTP/2 connection that has streams open but has received
 /// nothing for that long (see [`ClientOptions`]).
@@ -707,6 +850,19 @@ pub fn shared_client_with(options: ClientOptions) -> Result<reqwest::Client, Cli
     Ok(client)
 }
 
+/// The process-wide [lean client](crate::lean::LeanClient) for `options`: every provider
+/// with the same options shares it (one connection pool per runtime).
+pub fn shared_lean_client(options: ClientOptions) -> crate::lean::LeanClient {
+    static CLIENTS: OnceLock<Mutex<HashMap<ClientOptions, crate::lean::LeanClient>>> =
+        OnceLock::new();
+    let clients = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
+    clients
+        .lock()
+        .entry(options)
+        .or_insert_with(|| crate::lean::LeanClient::new(options))
+        .clone()
+}
+
 /// A new pooled client configured as [`shared_client`]'s (use it to give a provider a pool
 /// of its own): [`build_client_with`] with [`ClientOptions::new`]`(connect_timeout)`.
 ///
@@ -727,7 +883,7 @@ pub fn build_client_with(options: ClientOptions) -> Result<reqwest::Client, Clie
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .connect_timeout(options.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())
         .http2_keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
@@ -785,8 +941,15 @@ pub(crate) type DecodeErrorFn = fn(StatusCode, &HeaderMap, &[u8]) -> LlmError;
 /// Cheap to clone (shared state behind `Arc`).
 #[derive(Clone)]
 pub struct Transport {
-    client: reqwest::Client,
+    client: Backend,
     settings: Arc<Settings>,
+}
+
+/// The HTTP client a [`Transport`] sends on.
+#[derive(Clone)]
+enum Backend {
+    Reqwest(reqwest::Client),
+    Lean(crate::lean::LeanClient),
 }
 
 #[derive(Debug)]
@@ -812,18 +975,32 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// A transport for `config`'s provider on the [`shared_client_with`] for its
+    /// A transport for `config`'s provider on the process-wide pooled client for its
     /// [`client_options`](ClientConfig::client_options) (its connect timeout, HTTP/2 prior
-    /// knowledge or not).
+    /// knowledge or not): the [lean client](crate::lean) when
+    /// [`uses_lean_client`](ClientConfig::uses_lean_client), else [`shared_client_with`]'s
+    /// reqwest client.
     ///
     /// # Errors
     ///
     /// A [`ClientConfigError`] if the client cannot be built.
     pub fn new(config: &ClientConfig) -> Result<Self, ClientConfigError> {
+        if config.uses_lean_client() {
+            return Ok(Self::with_lean_client(
+                config,
+                shared_lean_client(config.client_options()),
+            ));
+        }
         Ok(Self::with_client(
             config,
             shared_client_with(config.client_options())?,
         ))
+    }
+
+    /// A transport for `config`'s provider on a given [`LeanClient`](crate::lean::LeanClient)
+    /// (the client's options apply, not `config`'s); it reaches plain `http` URLs only.
+    pub fn with_lean_client(config: &ClientConfig, client: crate::lean::LeanClient) -> Self {
+        Self::with_backend(config, Backend::Lean(client))
     }
 
     /// A transport for `config`'s provider on a given client (the client's connect timeout
@@ -832,6 +1009,10 @@ impl Transport {
     /// The provider's key (if `config` has one) is remembered only to mask it in error
     /// messages, should a provider echo it back.
     pub fn with_client(config: &ClientConfig, client: reqwest::Client) -> Self {
+        Self::with_backend(config, Backend::Reqwest(client))
+    }
+
+    fn with_backend(config: &ClientConfig, client: Backend) -> Self {
         Self {
             client,
             settings: Arc::new(Settings {
@@ -850,6 +1031,11 @@ impl Transport {
     /// The provider's name.
     pub fn provider(&self) -> &Arc<str> {
         &self.settings.provider
+    }
+
+    /// `true` if the transport sends on the [lean client](crate::lean), `false` on reqwest.
+    pub fn is_lean(&self) -> bool {
+        matches!(self.client, Backend::Lean(_))
     }
 
     /// The counters shared by this transport and its clones.
@@ -884,24 +1070,7 @@ impl Transport {
         &self,
         request: http::Request<Bytes>,
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
-        let transport = self.clone();
-        let deadline = Instant::now() + self.settings.timeout;
-        let mut request = request;
-        if let Some(hook) = &self.settings.request_hook {
-            hook.apply(request.headers_mut());
-        }
-        async move {
-            let request = reqwest::Request::try_from(request).map_err(|_| {
-                LlmError::new(
-                    LlmErrorKind::BadRequest,
-                    "the request could not be turned into an HTTP request",
-                )
-                .with_provider(transport.settings.provider.clone())
-            })?;
-            transport
-                .send_until(request, deadline, LlmError::from_response)
-                .await
-        }
+        self.send_request_with(Prepared::from_http(request), LlmError::from_response)
     }
 
     /// [`send`](Self::send) for a request already in reqwest's form (its URL parsed in
@@ -919,7 +1088,7 @@ impl Transport {
         &self,
         request: reqwest::Request,
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
-        self.send_request_with(request, LlmError::from_response)
+        self.send_request_with(Prepared::from_reqwest(request), LlmError::from_response)
     }
 
     /// [`send_request`](Self::send_request) with `decode_error` reading an error answer
@@ -927,7 +1096,7 @@ impl Transport {
     /// [`decode_error`](crate::ProviderApi::decode_error)).
     pub(crate) fn send_request_with(
         &self,
-        mut request: reqwest::Request,
+        mut request: Prepared,
         decode_error: DecodeErrorFn,
     ) -> impl Future<Output = Result<HttpResponse, LlmError>> + Send + 'static {
         if let Some(hook) = &self.settings.request_hook {
@@ -940,33 +1109,59 @@ impl Transport {
 
     async fn send_until(
         self,
-        request: reqwest::Request,
+        request: Prepared,
         deadline: Instant,
         decode_error: DecodeErrorFn,
     ) -> Result<HttpResponse, LlmError> {
         let provider = self.settings.provider.clone();
-        let response = match tokio::time::timeout_at(deadline, self.client.execute(request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => {
-                return Err(self.scrub(error_from_reqwest(&err).with_provider(provider)));
+        let unsendable = || {
+            LlmError::new(
+                LlmErrorKind::BadRequest,
+                "the request could not be turned into an HTTP request",
+            )
+            .with_provider(provider.clone())
+        };
+        let head = match &self.client {
+            Backend::Reqwest(client) => {
+                let request = request.into_reqwest().ok_or_else(unsendable)?;
+                let call = client.execute(request);
+                futures_util::future::Either::Left(async move {
+                    let response: http::Response<reqwest::Body> =
+                        call.await.map_err(|err| error_from_reqwest(&err))?.into();
+                    let (parts, body) = response.into_parts();
+                    Ok((parts, RawBody::Reqwest(body)))
+                })
             }
+            Backend::Lean(client) => {
+                let request = request.into_http().ok_or_else(unsendable)?;
+                let call = client.send(request);
+                futures_util::future::Either::Right(async move {
+                    let (parts, body) = call.await?.into_parts();
+                    Ok::<_, LlmError>((parts, RawBody::Lean(body)))
+                })
+            }
+        };
+        let (parts, body) = match tokio::time::timeout_at(deadline, head).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(err)) => return Err(self.scrub(err.with_provider(provider))),
             Err(_) => return Err(self.timeout_error("no response")),
         };
-        let status = response.status();
+        let status = parts.status;
         tracing::debug!(provider = %provider, status = status.as_u16(), "provider answered");
         if status.is_success() {
             return Ok(HttpResponse {
-                response,
+                status,
+                headers: parts.headers,
+                body,
                 deadline,
                 transport: self,
             });
         }
-        let headers = response.headers().clone();
         let body_deadline = deadline.min(Instant::now() + ERROR_BODY_TIMEOUT);
-        let body = read_capped(response, MAX_ERROR_BODY, body_deadline, &self.settings)
+        let body = read_capped(body, MAX_ERROR_BODY, body_deadline, &self.settings)
             .await
             .unwrap_or_else(|partial| partial);
-        Err(self.scrub(decode_error(status, &headers, &body).with_provider(provider)))
+        Err(self.scrub(decode_error(status, &parts.headers, &body).with_provider(provider)))
     }
 
     /// `err` with this provider's key masked in its message, should the provider have
@@ -988,7 +1183,7 @@ impl Transport {
 /// Reads a body up to `cap` bytes, each piece bounded by the idle timeout and the whole by
 /// `deadline`. `Err` carries what was read before a failure or the bound.
 async fn read_capped(
-    mut response: reqwest::Response,
+    mut response: RawBody,
     cap: usize,
     deadline: Instant,
     settings: &Settings,
@@ -996,7 +1191,7 @@ async fn read_capped(
     let mut body = BytesMut::new();
     loop {
         let idle = Instant::now() + settings.stream_idle_timeout;
-        match tokio::time::timeout_at(deadline.min(idle), response.chunk()).await {
+        match tokio::time::timeout_at(deadline.min(idle), response.data()).await {
             Ok(Ok(Some(piece))) => {
                 let room = cap.saturating_sub(body.len());
                 body.extend_from_slice(&piece[..piece.len().min(room)]);
@@ -1015,16 +1210,56 @@ async fn read_capped(
 /// The head of a successful (2xx) answer; the body is still to be read, within the call's
 /// timeout.
 pub struct HttpResponse {
-    response: reqwest::Response,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: RawBody,
     deadline: Instant,
     transport: Transport,
+}
+
+/// A response body from either HTTP client.
+enum RawBody {
+    Reqwest(reqwest::Body),
+    Lean(hyper::body::Incoming),
+}
+
+impl RawBody {
+    /// The next piece of data (trailers are skipped), or the failure that cut the body
+    /// ([`LlmErrorKind::StreamInterrupted`], or what reqwest calls a timeout).
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, LlmError>>> {
+        use http_body::Body as _;
+        loop {
+            let frame = match self {
+                Self::Reqwest(body) => match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(err)) => return Poll::Ready(Some(Err(body_error(&err)))),
+                    None => return Poll::Ready(None),
+                },
+                Self::Lean(body) => match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(err)) => {
+                        return Poll::Ready(Some(Err(crate::lean::body_error_from_hyper(&err))));
+                    }
+                    None => return Poll::Ready(None),
+                },
+            };
+            if let Ok(data) = frame.into_data() {
+                return Poll::Ready(Some(Ok(data)));
+            }
+        }
+    }
+
+    /// The next piece of data: [`poll_data`](Self::poll_data) as a future.
+    fn data(&mut self) -> impl Future<Output = Result<Option<Bytes>, LlmError>> + '_ {
+        std::future::poll_fn(|cx| self.poll_data(cx).map(Option::transpose))
+    }
 }
 
 impl fmt::Debug for HttpResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpResponse")
             .field("provider", &self.transport.settings.provider)
-            .field("status", &self.response.status())
+            .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
@@ -1032,12 +1267,12 @@ impl fmt::Debug for HttpResponse {
 impl HttpResponse {
     /// The status (always 2xx).
     pub fn status(&self) -> StatusCode {
-        self.response.status()
+        self.status
     }
 
     /// The headers.
     pub fn headers(&self) -> &HeaderMap {
-        self.response.headers()
+        &self.headers
     }
 
     /// `true` if the body is server-sent events (`text/event-stream`).
@@ -1073,11 +1308,11 @@ impl HttpResponse {
     pub async fn bytes(self) -> Result<Bytes, LlmError> {
         let settings = &self.transport.settings;
         let cap = settings.max_response_bytes;
-        let mut response = self.response;
+        let mut response = self.body;
         let mut body = BytesMut::new();
         loop {
             let idle = Instant::now() + settings.stream_idle_timeout;
-            match tokio::time::timeout_at(self.deadline.min(idle), response.chunk()).await {
+            match tokio::time::timeout_at(self.deadline.min(idle), response.data()).await {
                 Ok(Ok(Some(piece))) => {
                     if body.len() + piece.len() > cap {
                         return Err(LlmError::new(
@@ -1090,7 +1325,7 @@ impl HttpResponse {
                 }
                 Ok(Ok(None)) => return Ok(body.freeze()),
                 Ok(Err(err)) => {
-                    return Err(body_error(&err).with_provider(settings.provider.clone()));
+                    return Err(err.with_provider(settings.provider.clone()));
                 }
                 Err(_) => {
                     return Err(self.transport.timeout_error("response body not complete"));
@@ -1121,7 +1356,7 @@ impl HttpResponse {
     pub fn into_body_stream(self) -> BodyStream {
         let settings = self.transport.settings.clone();
         BodyStream {
-            inner: Box::pin(self.response.bytes_stream()),
+            inner: self.body,
             deadline: Box::pin(tokio::time::sleep_until(self.deadline)),
             idle: Box::pin(tokio::time::sleep(settings.stream_idle_timeout)),
             settings,
@@ -1259,7 +1494,7 @@ pin_project! {
     /// error ([`LlmErrorKind::StreamInterrupted`] for a connection that breaks) — and then
     /// ends.
     pub struct BodyStream {
-        inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+        inner: RawBody,
         deadline: Pin<Box<Sleep>>,
         idle: Pin<Box<Sleep>>,
         settings: Arc<Settings>,
@@ -1284,7 +1519,7 @@ impl Stream for BodyStream {
         if *this.done {
             return Poll::Ready(None);
         }
-        match this.inner.as_mut().poll_next(cx) {
+        match this.inner.poll_data(cx) {
             Poll::Ready(Some(Ok(piece))) => {
                 let next = Instant::now() + this.settings.stream_idle_timeout;
                 this.idle.as_mut().reset(next);
@@ -1292,9 +1527,7 @@ impl Stream for BodyStream {
             }
             Poll::Ready(Some(Err(err))) => {
                 *this.done = true;
-                return Poll::Ready(Some(Err(
-                    body_error(&err).with_provider(this.settings.provider.clone())
-                )));
+                return Poll::Ready(Some(Err(err.with_provider(this.settings.provider.clone()))));
             }
             Poll::Ready(None) => {
                 *this.done = true;

@@ -3,6 +3,8 @@
 // Each bench uses a part of it.
 #![allow(dead_code)]
 
+pub mod callgrind;
+
 use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -21,7 +21,8 @@
 //!
 //! Every run is bounded by `--duration` (and `--max-requests`), each request by `--timeout`.
 //! With `--watch-pid` the CPU time and resident memory of another process (the gateway under
-//! test) are sampled. The result is one JSON object on stdout.
+//! test) are sampled; with several pids (`--watch-pid 10,11`: nginx's master and worker) their
+//! sum. The result is one JSON object on stdout.
 //!
 //! `loadgen --url http://127.0.0.1:8080/v1/chat/completions --mode open --rate 2000 --duration 10`
 
@@ -74,9 +75,10 @@ struct Args {
     /// Extra request headers, `Name: value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
-    /// A process whose CPU time and resident memory to sample during the measured load.
-    #[arg(long)]
-    watch_pid: Option<u32>,
+    /// Processes whose CPU time and resident memory to sample during the measured load
+    /// (comma-separated or repeated: nginx's master and worker are summed as one server).
+    #[arg(long = "watch-pid", value_delimiter = ',')]
+    watch_pids: Vec<u32>,
     /// A label copied into the output.
     #[arg(long, default_value = "")]
     label: String,
@@ -255,8 +257,20 @@ struct Watch {
     rss_peak_kib: u64,
 }
 
-fn sample_rss(pid: Option<u32>, watch: &Mutex<Watch>) {
-    if let Some(kib) = pid.and_then(procfs::rss_kib) {
+/// The summed CPU ticks of `pids` (`None` if one of them cannot be read).
+fn cpu_ticks(pids: &[u32]) -> Option<u64> {
+    (!pids.is_empty()).then_some(())?;
+    pids.iter().map(|&pid| procfs::cpu_ticks(pid)).sum()
+}
+
+/// The summed resident memory of `pids` in KiB (`None` if one of them cannot be read).
+fn rss_kib(pids: &[u32]) -> Option<u64> {
+    (!pids.is_empty()).then_some(())?;
+    pids.iter().map(|&pid| procfs::rss_kib(pid)).sum()
+}
+
+fn sample_rss(pids: &[u32], watch: &Mutex<Watch>) {
+    if let Some(kib) = rss_kib(pids) {
         let mut watch = watch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -307,20 +321,20 @@ async fn run(args: &Args) -> Result<Value, String> {
     // Samples the watched process: CPU ticks when measuring starts, RSS every 100 ms.
     let sampler = {
         let watch = watch.clone();
-        let pid = args.watch_pid;
+        let pids = args.watch_pids.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from).await;
             {
                 let mut w = watch
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                w.ticks_start = pid.and_then(procfs::cpu_ticks);
-                w.rss_start_kib = pid.and_then(procfs::rss_kib);
+                w.ticks_start = cpu_ticks(&pids);
+                w.rss_start_kib = rss_kib(&pids);
             }
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while Instant::now() < end {
                 tick.tick().await;
-                sample_rss(pid, &watch);
+                sample_rss(&pids, &watch);
             }
         })
     };
@@ -330,8 +344,8 @@ async fn run(args: &Args) -> Result<Value, String> {
         Mode::Open => open_loop(args, &target, &tally, start, measure_from, end).await,
     };
     let finished = Instant::now();
-    let ticks_end = args.watch_pid.and_then(procfs::cpu_ticks);
-    sample_rss(args.watch_pid, &watch);
+    let ticks_end = cpu_ticks(&args.watch_pids);
+    sample_rss(&args.watch_pids, &watch);
     sampler.abort();
 
     let measured = finished
@@ -345,7 +359,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let errors: u64 = tally.errors.values().sum();
     let answered = tally.ok + errors;
-    let gateway = args.watch_pid.map(|pid| {
+    let gateway = args.watch_pids.first().map(|&pid| {
         let cpu_seconds = match (watch.ticks_start, ticks_end) {
             (Some(a), Some(b)) => {
                 Some(b.saturating_sub(a) as f64 / procfs::ticks_per_second() as f64)
@@ -354,6 +368,7 @@ async fn run(args: &Args) -> Result<Value, String> {
         };
         json!({
             "pid": pid,
+            "pids": args.watch_pids,
             "cpu_seconds": cpu_seconds,
             "cpu_percent_of_one_core": cpu_seconds.map(|s| 100.0 * s / measured.max(1e-9)),
             "rss_start_kib": watch.rss_start_kib,

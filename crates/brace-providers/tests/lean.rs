@@ -1,0 +1,326 @@
+//! The lean HTTP client (hyper-util directly) against reqwest, over real loopback sockets:
+//! which one a provider gets, that both give the same answers and the same errors, and that
+//! the lean one keeps one connection pool per runtime and reuses its connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use brace_llm::{ChatRequest, ChatResponse, LlmError, LlmErrorKind, Message, ResponseBody};
+use brace_providers::lean::LeanClient;
+use brace_providers::openai::{OpenAiClient, OpenAiConfig};
+use brace_providers::{ClientConfig, ClientOptions, HttpClient, Transport};
+use brace_sim::{Behavior, Reply, SimConfig, SimHandle, SimServer, StreamFault};
+use futures::StreamExt;
+use tower::ServiceExt;
+
+async fn sim(behavior: Behavior) -> SimServer {
+    SimServer::start(SimHandle::new(
+        SimConfig::new("sim-lean")
+            .with_model("sim-model")
+            .with_behavior(behavior),
+    ))
+    .await
+    .unwrap()
+}
+
+fn config(base_url: String, http_client: HttpClient) -> OpenAiConfig {
+    OpenAiConfig::compatible("sim-openai", base_url).map_client(|c| {
+        c.with_timeout(Duration::from_secs(30))
+            .with_http_client(http_client)
+    })
+}
+
+fn client(server: &SimServer, http_client: HttpClient) -> OpenAiClient {
+    OpenAiClient::new(config(format!("{}/v1", server.base_url()), http_client)).unwrap()
+}
+
+fn request(stream: bool) -> ChatRequest {
+    ChatRequest::new("gpt-4o", vec![Message::user("hello sim")]).with_stream(stream)
+}
+
+/// Bounds a wait (nothing here should come near it; it only turns a hang into a failure).
+async fn guard<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("the client hung")
+}
+
+/// The whole text of an answer, or the error that ended it.
+async fn text(response: Result<ChatResponse, LlmError>) -> Result<String, LlmError> {
+    let response = response?;
+    match response.body {
+        ResponseBody::Complete(completion) => Ok(completion.text()),
+        ResponseBody::Stream(mut chunks) => {
+            let mut text = String::new();
+            while let Some(chunk) = chunks.next().await {
+                for choice in chunk?.choices {
+                    text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+const BOTH: [HttpClient; 2] = [HttpClient::Lean, HttpClient::Reqwest];
+
+#[test]
+fn auto_takes_the_lean_client_for_plain_http_and_reqwest_for_https() {
+    let transport = |url: &str, choice: HttpClient| {
+        Transport::new(&ClientConfig::new("p", url).with_http_client(choice))
+            .unwrap()
+            .is_lean()
+    };
+    // (A proxy variable in the environment would make `auto` take reqwest; none is set
+    // where the tests run.)
+    assert!(transport("http://127.0.0.1:8080/v1", HttpClient::Auto));
+    assert!(!transport("https://api.openai.com/v1", HttpClient::Auto));
+    assert!(!transport("http://127.0.0.1:8080/v1", HttpClient::Reqwest));
+    assert!(transport("http://127.0.0.1:8080/v1", HttpClient::Lean));
+    let yaml: ClientConfig = serde_json::from_str(
+        r#"{"name": "p", "base_url": "http://h/v1", "http_client": "reqwest"}"#,
+    )
+    .unwrap();
+    assert_eq!(yaml.http_client, HttpClient::Reqwest);
+}
+
+#[tokio::test]
+async fn both_clients_give_the_same_answers() {
+    let server = sim(Behavior::reply(Reply::new().with_text("one two three"))).await;
+    for choice in BOTH {
+        let client = client(&server, choice);
+        for stream in [false, true] {
+            let answer = text(guard(client.clone().oneshot(request(stream))).await).await;
+            assert_eq!(
+                answer.unwrap(),
+                "one two three",
+                "{choice:?}, stream {stream}"
+            );
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn both_clients_give_the_same_errors() {
+    let cases = [
+        (
+            Behavior::fail(LlmErrorKind::Overloaded),
+            false,
+            LlmErrorKind::Overloaded,
+        ),
+        (
+            Behavior::fail(LlmErrorKind::RateLimited),
+            false,
+            LlmErrorKind::RateLimited,
+        ),
+        (
+            Behavior::drop_connection(20),
+            false,
+            LlmErrorKind::StreamInterrupted,
+        ),
+        (
+            Behavior::reply(
+                Reply::new()
+                    .with_text("a b c d e f")
+                    .with_fault(StreamFault::Break { after: 3 }),
+            ),
+            true,
+            LlmErrorKind::StreamInterrupted,
+        ),
+    ];
+    for (behavior, stream, kind) in cases {
+        let server = sim(behavior.clone()).await;
+        for choice in BOTH {
+            let client = client(&server, choice);
+            let err = text(guard(client.oneshot(request(stream))).await)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), kind, "{choice:?} on {behavior:?}: {err}");
+            assert_eq!(err.provider(), Some("sim-openai"));
+        }
+        server.shutdown().await;
+    }
+    // Nothing listening.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    for choice in BOTH {
+        let client = OpenAiClient::new(config(format!("http://{addr}/v1"), choice)).unwrap();
+        let err = guard(client.oneshot(request(false))).await.unwrap_err();
+        assert_eq!(err.kind(), LlmErrorKind::Connect, "{choice:?}: {err}");
+        assert!(
+            !err.to_string().contains(&addr.port().to_string()),
+            "no URL in {err}"
+        );
+    }
+}
+
+#[test]
+fn the_lean_client_keeps_one_pool_per_runtime() {
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let server = server_rt.block_on(sim(Behavior::default()));
+    let base_url = format!("{}/v1", server.base_url());
+    let lean = LeanClient::new(ClientOptions::new(Duration::from_secs(5)));
+    let provider = |lean: &LeanClient| -> OpenAiClient {
+        let config = config(base_url.clone(), HttpClient::Lean);
+        let transport = Transport::with_lean_client(&config.client, lean.clone());
+        OpenAiClient::with_transport(config, transport).unwrap()
+    };
+    let call = |client: OpenAiClient| async move {
+        text(guard(client.oneshot(request(false))).await)
+            .await
+            .unwrap()
+    };
+    // Two current-thread runtimes (one per core, as the gateway's per-core mode runs them),
+    // side by side: a pool each.
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let client = provider(&lean);
+            scope.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(call(client));
+            });
+        }
+    });
+    assert_eq!(lean.pools(), 2);
+    // Every worker of a multi-threaded runtime shares that runtime's one pool.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let calls: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(call(provider(&lean))))
+            .collect();
+        for answered in futures::future::join_all(calls).await {
+            answered.unwrap();
+        }
+    });
+    assert_eq!(lean.pools(), 3);
+    server_rt.block_on(server.shutdown());
+}
+
+/// A TCP forwarder in front of `upstream` that counts the connections it accepts: how many
+/// connections a client opened to reach the server.
+struct CountingProxy {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The sim server's socket address, from its base URL (`http://127.0.0.1:port`).
+fn sim_addr(server: &SimServer) -> SocketAddr {
+    server
+        .base_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+/// A provider on a lean client of its own (no pool shared with other tests) reaching `addr`.
+fn lean_provider(addr: SocketAddr, http2_prior_knowledge: bool) -> OpenAiClient {
+    let config = config(format!("http://{addr}/v1"), HttpClient::Lean)
+        .map_client(|c| c.with_http2_prior_knowledge(http2_prior_knowledge));
+    let lean = LeanClient::new(
+        ClientOptions::new(Duration::from_secs(5))
+            .with_http2_prior_knowledge(http2_prior_knowledge),
+    );
+    let transport = Transport::with_lean_client(&config.client, lean);
+    OpenAiClient::with_transport(config, transport).unwrap()
+}
+
+#[tokio::test]
+async fn the_lean_client_reuses_its_connections() {
+    let server = sim(Behavior::reply(Reply::new().with_text("one two three"))).await;
+    let upstream = sim_addr(&server);
+
+    // HTTP/1.1: one call after another, streamed or not, all on the first connection (each
+    // body read to its end returns the connection to the pool).
+    let proxy = CountingProxy::start(upstream).await;
+    let client = lean_provider(proxy.addr, false);
+    for round in 0..6 {
+        let answer = text(guard(client.clone().oneshot(request(round % 2 == 1))).await).await;
+        assert_eq!(answer.unwrap(), "one two three", "call {round}");
+    }
+    assert_eq!(proxy.accepted(), 1, "sequential HTTP/1.1 calls");
+
+    // HTTP/1.1, four at once: a connection each; then calls one after another reuse those.
+    let calls = (0..4).map(|_| {
+        let client = client.clone();
+        async move { text(client.oneshot(request(true)).await).await }
+    });
+    for answer in guard(futures::future::join_all(calls)).await {
+        assert_eq!(answer.unwrap(), "one two three");
+    }
+    let after_burst = proxy.accepted();
+    assert!(
+        (1..=4).contains(&after_burst),
+        "{after_burst} connections for 4 concurrent calls"
+    );
+    for _ in 0..4 {
+        text(guard(client.clone().oneshot(request(false))).await)
+            .await
+            .unwrap();
+    }
+    assert_eq!(proxy.accepted(), after_burst, "calls after the burst");
+
+    // HTTP/2 with prior knowledge: ten calls at once share one connection.
+    let proxy = CountingProxy::start(upstream).await;
+    let client = lean_provider(proxy.addr, true);
+    let calls = (0..10).map(|_| {
+        let client = client.clone();
+        async move { text(client.oneshot(request(true)).await).await }
+    });
+    for answer in guard(futures::future::join_all(calls)).await {
+        assert_eq!(answer.unwrap(), "one two three");
+    }
+    assert_eq!(proxy.accepted(), 1, "concurrent HTTP/2 calls");
+    assert_eq!(
+        server.handle().stats().http_versions.get("HTTP/2.0"),
+        Some(&10)
+    );
+    server.shutdown().await;
+}
