@@ -1611,7 +1611,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// The longest a response may make no progress towards the client (default 60 s, as
     /// nginx's `send_timeout`): a client that stops reading has its connection closed, and
-    /// the request it held (an upstream stream included) is dropped.
+    /// the request it held (an upstream stream included) is dropped. Over HTTP/2, a stream
+    /// whose client takes none of its data for as long (its flow-control window left shut)
+    /// is dropped alone.
     #[serde(
         default = "default_send_timeout",
         deserialize_with = "check::positive_duration",

@@ -11,7 +11,9 @@
 //!   a GOAWAY first);
 //! - a response must keep leaving: a connection whose writes make no progress for
 //!   `server.send_timeout` (a client that stopped reading, or vanished without a reset) is
-//!   closed, and the request it held — an upstream stream included — is dropped with it;
+//!   closed, and the request it held — an upstream stream included — is dropped with it; an
+//!   HTTP/2 stream whose client takes none of its data for as long (its flow-control window
+//!   left shut while the connection stays alive) is reset alone, its request dropped likewise;
 //! - HTTP/2 connections are pinged every `server.http2_keep_alive_interval` and closed when a
 //!   ping goes unanswered for `server.http2_keep_alive_timeout`;
 //! - at most `server.max_connections` are open at once; one more is answered `503` with
@@ -361,20 +363,27 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .keep_alive_interval(options.http2_keep_alive_interval)
         .keep_alive_timeout(options.http2_keep_alive_timeout);
-    let prefix = match opening {
+    let (prefix, h2) = match opening {
         Opening::Http1(prefix) => {
             builder = builder.http1_only();
-            prefix
+            (prefix, false)
         }
         Opening::Http2(prefix) => {
             builder = builder.http2_only();
-            prefix
+            (prefix, true)
         }
     };
     let (active_tx, mut active) = watch::channel(0usize);
+    let watchlist = h2.then(|| Arc::new(Watchlist::default()));
+    let mut sweeps = watchlist.as_ref().map(|_| {
+        let mut every = tokio::time::interval(options.send_timeout / SWEEPS_PER_SEND_TIMEOUT);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every
+    });
     let service = hyper_util::service::TowerToHyperService::new(Tracked {
         inner: app,
         active: Arc::new(active_tx),
+        watchlist: watchlist.clone(),
     });
     let io = TokioIo::new(SendTimeout::new(
         Prefixed {
@@ -416,6 +425,11 @@ async fn serve_connection(
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
+            () = next_sweep(&mut sweeps), if !idle_armed => {
+                if let Some(watchlist) = &watchlist {
+                    watchlist.sweep(SWEEPS_PER_SEND_TIMEOUT);
+                }
+            }
         }
     }
     drop(slot);
@@ -429,6 +443,8 @@ async fn serve_connection(
 struct Tracked<S> {
     inner: S,
     active: Arc<watch::Sender<usize>>,
+    /// HTTP/2 only: the response bodies watched for a client that takes none of their data.
+    watchlist: Option<Arc<Watchlist>>,
 }
 
 /// One request in flight.
@@ -462,6 +478,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         TrackedFuture {
             active: Some(Active::new(&self.active)),
+            watchlist: self.watchlist.clone(),
             future: self.inner.call(request),
         }
     }
@@ -473,6 +490,7 @@ pin_project! {
         #[pin]
         future: F,
         active: Option<Active>,
+        watchlist: Option<Arc<Watchlist>>,
     }
 }
 
@@ -486,9 +504,168 @@ where
         let this = self.project();
         let response = ready!(this.future.poll(cx))?;
         let active = this.active.take().expect("polled after completion");
-        Poll::Ready(Ok(
-            response.map(|body| Body::new(Holding::new(body, active)))
-        ))
+        Poll::Ready(Ok(response.map(|body| {
+            let body = Body::new(Holding::new(body, active));
+            match this.watchlist {
+                Some(watchlist) => watchlist.watch(body),
+                None => body,
+            }
+        })))
+    }
+}
+
+// ===== HTTP/2 streams whose client takes none of their data =====
+
+/// How often, per `send_timeout`, an HTTP/2 connection's response bodies are checked: a
+/// stalled stream is reset between 1 and 1¼ `send_timeout` after its client last took data.
+const SWEEPS_PER_SEND_TIMEOUT: u32 = 4;
+
+/// The next sweep of an HTTP/2 connection; never, for HTTP/1 (whose stalls end at the socket:
+/// see [`SendTimeout`]).
+async fn next_sweep(sweeps: &mut Option<tokio::time::Interval>) {
+    match sweeps {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The response bodies of one HTTP/2 connection, watched for a client that takes none of
+/// their data.
+///
+/// HTTP/2 asks a response body for data only while the client's flow-control window has
+/// room, so a client that leaves a stream's window shut — and answers pings, so the
+/// connection looks alive — would hold that request, its place in `max_in_flight` and its
+/// upstream stream for ever. No socket write stalls, so [`SendTimeout`] cannot see it; each
+/// body counts how often it is asked for data instead, and a sweep drops the request of any
+/// body that handed out a frame and was not asked again for `send_timeout`. The client's next
+/// read of that stream ends in an error (a reset); the connection's other streams go on.
+#[derive(Default)]
+struct Watchlist(parking_lot::Mutex<Vec<Watch>>);
+
+/// One watched body, as the sweeps last saw it.
+struct Watch {
+    stream: std::sync::Weak<WatchedStream>,
+    polls: u64,
+    stale: u32,
+}
+
+/// What a watched body and the sweeps share.
+struct WatchedStream {
+    /// The body; taken (and so dropped, with the request it holds) when the stream stalled.
+    body: parking_lot::Mutex<Option<Body>>,
+    /// How often the body was asked for data.
+    polls: std::sync::atomic::AtomicU64,
+    /// Whether the body waits to be asked again: it has handed out a frame (or nothing yet)
+    /// and has not been asked since.
+    waiting: std::sync::atomic::AtomicBool,
+}
+
+impl Watchlist {
+    fn watch(&self, body: Body) -> Body {
+        let stream = Arc::new(WatchedStream {
+            body: parking_lot::Mutex::new(Some(body)),
+            polls: std::sync::atomic::AtomicU64::new(0),
+            waiting: std::sync::atomic::AtomicBool::new(true),
+        });
+        self.0.lock().push(Watch {
+            stream: Arc::downgrade(&stream),
+            polls: 0,
+            stale: 0,
+        });
+        Body::new(WatchedBody(stream))
+    }
+
+    /// Drops the request of every body that waited to be asked for data through more than
+    /// `sweeps` sweeps in a row, and forgets the bodies that ended.
+    fn sweep(&self, sweeps: u32) {
+        let mut stalled = Vec::new();
+        self.0.lock().retain_mut(|watch| {
+            let Some(stream) = watch.stream.upgrade() else {
+                return false;
+            };
+            let polls = stream.polls.load(Ordering::Relaxed);
+            if polls != watch.polls || !stream.waiting.load(Ordering::Relaxed) {
+                watch.polls = polls;
+                watch.stale = 0;
+                return true;
+            }
+            watch.stale += 1;
+            // More sweeps than fit in `send_timeout`: never sooner than that.
+            if watch.stale <= sweeps {
+                return true;
+            }
+            stalled.push(stream);
+            false
+        });
+        if stalled.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            streams = stalled.len(),
+            "dropping HTTP/2 streams whose client took no data within server.send_timeout"
+        );
+        // Dropped outside the list's lock: a body's drop may end an upstream call.
+        let bodies: Vec<_> = stalled
+            .iter()
+            .map(|stream| stream.body.lock().take())
+            .collect();
+        drop(bodies);
+    }
+}
+
+/// A response body on an HTTP/2 connection, watched by its [`Watchlist`].
+struct WatchedBody(Arc<WatchedStream>);
+
+/// The error a stalled stream ends with, if its client ever asks again.
+#[derive(Debug)]
+struct StreamStalled;
+
+impl std::fmt::Display for StreamStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client took none of the stream's data within server.send_timeout")
+    }
+}
+
+impl std::error::Error for StreamStalled {}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let stream = &self.0;
+        stream.polls.fetch_add(1, Ordering::Relaxed);
+        stream.waiting.store(false, Ordering::Relaxed);
+        let mut body = stream.body.lock();
+        let Some(inner) = body.as_mut() else {
+            return Poll::Ready(Some(Err(axum::Error::new(StreamStalled))));
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(Some(Ok(_)))) {
+            stream.waiting.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .body
+            .lock()
+            .as_ref()
+            .is_some_and(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .body
+            .lock()
+            .as_ref()
+            .map_or_else(http_body::SizeHint::default, http_body::Body::size_hint)
     }
 }
 

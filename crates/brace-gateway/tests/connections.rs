@@ -457,3 +457,69 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout_with_its_ups
     );
     drop(served.gateway);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_whose_window_stays_shut_is_dropped_at_the_send_timeout_alone() {
+    // The same 32 MiB stream, to an HTTP/2 client that answers pings (its connection looks
+    // alive) but never reads the stream, so its flow-control window stays shut.
+    let (base_url, wrote_all) = flooding_upstream(4096).await;
+    let yaml = format!(
+        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+         api_key_env: ''\n    base_url: {base_url}\n    timeout: 1h\n\
+         fallback:\n  max_retries: 0\n\
+         degradation:\n  auto:\n    enabled: false\n\
+         server:\n  send_timeout: 10s\n  idle_timeout: 1h\n  body_timeout: 1h\n  request_timeout: 1h\n"
+    );
+    let served = serve(&yaml).await;
+    let stream = TcpStream::connect(served.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(65_535)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let stalled = sender
+        .send_request(
+            http::Request::post("http://gateway/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
+    let started = Instant::now();
+
+    // The gateway gives up on the stream and drops the upstream call it held.
+    let wrote_all = tokio::time::timeout(Duration::from_mins(5), wrote_all)
+        .await
+        .expect("the upstream call was dropped within the bound")
+        .unwrap();
+    assert!(!wrote_all, "the upstream wrote its whole answer");
+    assert!(started.elapsed() >= Duration::from_secs(10));
+
+    // The connection itself goes on: another request on it is answered.
+    let response = sender
+        .send_request(
+            http::Request::get("http://gateway/v1/health")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The stalled stream, read at last, ends cut: an error, never `[DONE]`.
+    let mut body = stalled.into_body();
+    let mut received = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => received.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+            Err(_) => break,
+        }
+        assert!(received.len() < 64 * 1024 * 1024, "the stream never ended");
+    }
+    assert!(!String::from_utf8_lossy(&received).contains("[DONE]"));
+    drop(served.gateway);
+}
