@@ -376,7 +376,9 @@ async fn serve_connection(
     let (active_tx, mut active) = watch::channel(0usize);
     let watchlist = h2.then(|| Arc::new(Watchlist::default()));
     let mut sweeps = watchlist.as_ref().map(|_| {
-        let mut every = tokio::time::interval(options.send_timeout / SWEEPS_PER_SEND_TIMEOUT);
+        // `interval` refuses a zero period: a send_timeout of a few nanoseconds is allowed.
+        let period = (options.send_timeout / SWEEPS_PER_SEND_TIMEOUT).max(Duration::from_millis(1));
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every
     });
