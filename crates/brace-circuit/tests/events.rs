@@ -2,13 +2,12 @@
 //! information otherwise) with the breaker's name, both states and the cause; a refused call
 //! at debug level.
 
-mod capture;
 mod common;
 
 use std::time::Duration;
 
 use brace_circuit::{CircuitBreakerLayer, CircuitState, SlidingWindow};
-use capture::Capture;
+use brace_testing::Capture;
 use common::{Call, Harness, judged};
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -3,12 +3,11 @@
 //! the cause; the cache decision at the cached level (debug); an answer from the static
 //! level (information).
 
-mod capture;
 mod support;
 
 use brace_core::BoxError;
 use brace_degrade::DegradeLayer;
-use capture::Capture;
+use brace_testing::Capture;
 use support::{Backend, Mode, Req, Resp};
 use tower::{Layer, Service, ServiceExt};
 

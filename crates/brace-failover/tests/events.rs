@@ -2,14 +2,13 @@
 //! provider and why), each move to the next provider (information), each hedge, and a
 //! request every provider failed (a warning, once).
 
-mod capture;
 mod support;
 
 use std::time::Duration;
 
 use brace_core::BoxError;
 use brace_failover::{FailoverService, HedgeConfig, Provider};
-use capture::Capture;
+use brace_testing::Capture;
 use support::{Sim, Status, Step, TestClassifier, new_log};
 use tower::{Service, ServiceExt};
 

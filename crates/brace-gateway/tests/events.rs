@@ -2,14 +2,12 @@
 //! (its `request_id`, the model asked for and, once answered, who answered), retries name the
 //! provider, and a request every provider failed is logged once with its status.
 
-mod capture;
-
 use std::sync::Arc;
 
 use brace_gateway::{Gateway, GatewayConfig};
 use brace_llm::{ChatRequest, LlmErrorKind, Message};
 use brace_sim::Behavior;
-use capture::Capture;
+use brace_testing::Capture;
 use serde_json::Value;
 use tracing::Instrument;
 

@@ -2,8 +2,6 @@
 //! commit (debug, with the time to its first token), a break after the commit (a warning,
 //! once, with the provider and why), and a continuation on another provider (information).
 
-mod capture;
-
 use std::time::Duration;
 
 use brace_llm::continuation::{ContinuationLayer, ContinuationTarget};
@@ -13,7 +11,7 @@ use brace_llm::{
     Message, ResponseBody,
 };
 use brace_sim::{Behavior, Reply, SimProvider, StreamFault};
-use capture::Capture;
+use brace_testing::Capture;
 use futures::StreamExt;
 use tower::{Layer, ServiceExt, service_fn};
 

@@ -1,13 +1,11 @@
 //! What the layer logs through `tracing`: each retry once (a warning with the layer's name,
 //! the failed attempt, the wait and why), and giving up once.
 
-mod capture;
-
 use std::time::Duration;
 
 use brace_core::BoxError;
 use brace_retry::{Backoff, RetryLayer};
-use capture::Capture;
+use brace_testing::Capture;
 use tower::{Layer, ServiceExt};
 
 const MS: Duration = Duration::from_millis(1);

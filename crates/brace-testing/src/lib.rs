@@ -1,5 +1,17 @@
-//! Captures `tracing` events as JSON lines, for assertions on what a layer logs.
-#![allow(dead_code, unreachable_pub)]
+//! Test support shared by brace's crates (not published).
+//!
+//! [`Capture`] collects `tracing` events as JSON lines, for assertions on what a layer logs:
+//!
+//! ```
+//! use brace_testing::Capture;
+//!
+//! let capture = Capture::default();
+//! tracing::subscriber::with_default(capture.subscriber(), || {
+//!     tracing::info!(provider = "primary", "circuit opened");
+//! });
+//! let opened = capture.named("circuit opened");
+//! assert_eq!(opened[0]["fields"]["provider"], "primary");
+//! ```
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -8,10 +20,11 @@ use serde_json::Value;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Everything written by the subscriber of [`Capture::subscriber`].
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
 
 /// One write into the capture.
+#[derive(Debug)]
 pub struct Writer(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Writer {
