@@ -548,57 +548,60 @@ struct Watchlist(parking_lot::Mutex<Vec<Watch>>);
 
 /// One watched body, as the sweeps last saw it.
 struct Watch {
-    stream: std::sync::Weak<WatchedStream>,
-    polls: u64,
+    stream: std::sync::Weak<parking_lot::Mutex<WatchedStream>>,
+    /// How often the body had been asked for data at the last sweep (`None`: not yet swept,
+    /// so that the first sweep only takes note and a stall is never cut sooner than
+    /// `send_timeout` after it began).
+    polls: Option<u64>,
     stale: u32,
 }
 
 /// What a watched body and the sweeps share.
 struct WatchedStream {
     /// The body; taken (and so dropped, with the request it holds) when the stream stalled.
-    body: parking_lot::Mutex<Option<Body>>,
+    body: Option<Body>,
     /// How often the body was asked for data.
-    polls: std::sync::atomic::AtomicU64,
+    polls: u64,
     /// Whether the body waits to be asked again: it has handed out a frame (or nothing yet)
     /// and has not been asked since.
-    waiting: std::sync::atomic::AtomicBool,
+    waiting: bool,
 }
 
 impl Watchlist {
     fn watch(&self, body: Body) -> Body {
-        let stream = Arc::new(WatchedStream {
-            body: parking_lot::Mutex::new(Some(body)),
-            polls: std::sync::atomic::AtomicU64::new(0),
-            waiting: std::sync::atomic::AtomicBool::new(true),
-        });
+        let stream = Arc::new(parking_lot::Mutex::new(WatchedStream {
+            body: Some(body),
+            polls: 0,
+            waiting: true,
+        }));
         self.0.lock().push(Watch {
             stream: Arc::downgrade(&stream),
-            polls: 0,
+            polls: None,
             stale: 0,
         });
         Body::new(WatchedBody(stream))
     }
 
-    /// Drops the request of every body that waited to be asked for data through more than
-    /// `sweeps` sweeps in a row, and forgets the bodies that ended.
+    /// Drops the request of every body that waited to be asked for data through `sweeps`
+    /// sweeps in a row after the one that last saw it asked, and forgets the bodies that
+    /// ended.
     fn sweep(&self, sweeps: u32) {
         let mut stalled = Vec::new();
         self.0.lock().retain_mut(|watch| {
             let Some(stream) = watch.stream.upgrade() else {
                 return false;
             };
-            let polls = stream.polls.load(Ordering::Relaxed);
-            if polls != watch.polls || !stream.waiting.load(Ordering::Relaxed) {
-                watch.polls = polls;
+            let mut shared = stream.lock();
+            if watch.polls != Some(shared.polls) || !shared.waiting {
+                watch.polls = Some(shared.polls);
                 watch.stale = 0;
                 return true;
             }
             watch.stale += 1;
-            // More sweeps than fit in `send_timeout`: never sooner than that.
-            if watch.stale <= sweeps {
+            if watch.stale < sweeps {
                 return true;
             }
-            stalled.push(stream);
+            stalled.extend(shared.body.take());
             false
         });
         if stalled.is_empty() {
@@ -609,16 +612,12 @@ impl Watchlist {
             "dropping HTTP/2 streams whose client took no data within server.send_timeout"
         );
         // Dropped outside the list's lock: a body's drop may end an upstream call.
-        let bodies: Vec<_> = stalled
-            .iter()
-            .map(|stream| stream.body.lock().take())
-            .collect();
-        drop(bodies);
+        drop(stalled);
     }
 }
 
 /// A response body on an HTTP/2 connection, watched by its [`Watchlist`].
-struct WatchedBody(Arc<WatchedStream>);
+struct WatchedBody(Arc<parking_lot::Mutex<WatchedStream>>);
 
 /// The error a stalled stream ends with, if its client ever asks again.
 #[derive(Debug)]
@@ -640,32 +639,28 @@ impl http_body::Body for WatchedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let stream = &self.0;
-        stream.polls.fetch_add(1, Ordering::Relaxed);
-        stream.waiting.store(false, Ordering::Relaxed);
-        let mut body = stream.body.lock();
-        let Some(inner) = body.as_mut() else {
+        let mut shared = self.0.lock();
+        shared.polls += 1;
+        let Some(inner) = shared.body.as_mut() else {
             return Poll::Ready(Some(Err(axum::Error::new(StreamStalled))));
         };
         let polled = Pin::new(inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(Some(Ok(_)))) {
-            stream.waiting.store(true, Ordering::Relaxed);
-        }
+        shared.waiting = matches!(polled, Poll::Ready(Some(Ok(_))));
         polled
     }
 
     fn is_end_stream(&self) -> bool {
         self.0
-            .body
             .lock()
+            .body
             .as_ref()
             .is_some_and(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.0
-            .body
             .lock()
+            .body
             .as_ref()
             .map_or_else(http_body::SizeHint::default, http_body::Body::size_hint)
     }
