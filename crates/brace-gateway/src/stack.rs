@@ -471,13 +471,7 @@ impl Gateway {
             })
             .collect();
         let healthy = providers.iter().filter(|p| p["is_healthy"] == true).count();
-        let status = if healthy == providers.len() {
-            "healthy"
-        } else if healthy > 0 {
-            "degraded"
-        } else {
-            "unavailable"
-        };
+        let status = overall_status(healthy, providers.len());
         let level = self.degradation().level();
         json!({
             "status": status,
@@ -1259,5 +1253,17 @@ fn attempt_outcome(err: &(dyn Error + 'static)) -> &'static str {
         LlmErrorKind::Timeout.as_str()
     } else {
         "error"
+    }
+}
+
+/// The gateway's status from how many of its providers are healthy, as `/v1/health` and the
+/// status page report it: `healthy` (all), `degraded` (some) or `unavailable` (none).
+pub(crate) fn overall_status(healthy: usize, providers: usize) -> &'static str {
+    if healthy == providers {
+        "healthy"
+    } else if healthy > 0 {
+        "degraded"
+    } else {
+        "unavailable"
     }
 }

@@ -356,13 +356,7 @@ impl Gateway {
             })
             .collect();
         let healthy = providers.iter().filter(|p| p["healthy"] == true).count();
-        let status = if healthy == providers.len() {
-            "healthy"
-        } else if healthy > 0 {
-            "degraded"
-        } else {
-            "unavailable"
-        };
+        let status = crate::stack::overall_status(healthy, providers.len());
 
         // The chart: rates between consecutive samples, the last one up to now.
         let mut points: Vec<&Snapshot> = history.snapshots.iter().collect();
