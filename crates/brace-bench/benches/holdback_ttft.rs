@@ -10,26 +10,16 @@
 //! 5 ms per token and 200 tokens per answer).
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod common;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use brace_gateway::{Gateway, GatewayConfig};
 use brace_sim::{Behavior, Reply, SimConfig, SimHandle, SimServer};
+use common::stats::{env_or, percentile};
 use futures_util::StreamExt;
 use tokio::time::Instant;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let at = ((values.len() - 1) as f64 * p).round() as usize;
-    values[at]
-}
 
 /// Streams one answer: (time to first content delta, time to `[DONE]`), in milliseconds.
 async fn one(client: &reqwest::Client, url: &str, model: &str) -> (f64, f64) {

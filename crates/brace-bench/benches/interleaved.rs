@@ -13,24 +13,8 @@
 
 mod common;
 
+use common::stats::{env_or, median, quartiles};
 use common::{STACKS, build};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn quartiles(values: &mut [f64]) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
-    (values[values.len() / 4], values[values.len() * 3 / 4])
-}
 
 fn main() {
     let rounds = env_or("ROUNDS", 300).max(4);

@@ -9,31 +9,17 @@
 //! calls). Without `BRACE_REDIS_URL` it says so and measures nothing.
 #![allow(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use brace_gateway::{Gateway, GatewayConfig};
 use brace_llm::{ChatRequest, Message};
+use common::stats::{env_or, median, quartiles};
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn quartiles(values: &mut [f64]) -> (f64, f64) {
-    values.sort_by(f64::total_cmp);
-    (values[values.len() / 4], values[values.len() * 3 / 4])
-}
 
 fn gateway(rt: &Runtime, url: &str, redis: bool, rate_limit: bool) -> Arc<Gateway> {
     let limit = if rate_limit {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod callgrind;
+pub mod stats;
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
