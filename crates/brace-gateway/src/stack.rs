@@ -293,11 +293,10 @@ impl Gateway {
                     .meta
                     .degradation
                     .as_ref()
-                    .map_or("full", |d| &*d.level)
-                    .to_owned();
+                    .map_or("full", |d| &*d.level);
                 self.metrics.served(
                     &response.meta.provider,
-                    &level,
+                    level,
                     response.meta.origin() == brace_llm::Origin::Cache,
                 );
                 self.metrics.request("chat", 200, start.elapsed());
