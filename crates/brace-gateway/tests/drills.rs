@@ -154,22 +154,20 @@ async fn a_drill_on_the_primary_fails_over_ends_by_itself_and_the_primary_serves
         Request::get("/metrics").body(Body::empty()).unwrap(),
     )
     .await;
-    if !metrics.body.is_empty() {
-        assert!(
-            metrics
-                .body
-                .contains("brace_chaos_active{provider=\"drilled\"} 1"),
-            "{}",
-            metrics.body
-        );
-        assert!(
-            metrics
-                .body
-                .contains("brace_chaos_injected_total{provider=\"drilled\",fault=\"error\"}"),
-            "{}",
-            metrics.body
-        );
-    }
+    assert!(
+        metrics
+            .body
+            .contains("brace_chaos_active{provider=\"drilled\"} 1"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("brace_chaos_injected_total{provider=\"drilled\",fault=\"error\"}"),
+        "{}",
+        metrics.body
+    );
 
     load.await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
