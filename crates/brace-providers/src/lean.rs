@@ -26,7 +26,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use crate::provider::{
     ClientOptions, HTTP2_KEEP_ALIVE_INTERVAL, HTTP2_KEEP_ALIVE_TIMEOUT, POOL_IDLE_TIMEOUT,
@@ -51,14 +51,14 @@ pub struct LeanClient {
 struct Inner {
     options: ClientOptions,
     /// One pool per runtime the client has been used from (few: one per core at most).
-    pools: Mutex<Vec<(tokio::runtime::Id, Pool)>>,
+    pools: RwLock<Vec<(tokio::runtime::Id, Pool)>>,
 }
 
 impl fmt::Debug for LeanClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LeanClient")
             .field("options", &self.inner.options)
-            .field("pools", &self.inner.pools.lock().len())
+            .field("pools", &self.inner.pools.read().len())
             .finish()
     }
 }
@@ -69,7 +69,7 @@ impl LeanClient {
         Self {
             inner: Arc::new(Inner {
                 options,
-                pools: Mutex::new(Vec::new()),
+                pools: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -82,7 +82,7 @@ impl LeanClient {
     /// The number of runtimes it keeps a connection pool on (one per runtime it has sent
     /// from).
     pub fn pools(&self) -> usize {
-        self.inner.pools.lock().len()
+        self.inner.pools.read().len()
     }
 
     /// Sends `request` (its URI absolute, `http`) on the current runtime's pool and waits
@@ -102,14 +102,24 @@ impl LeanClient {
         request: http::Request<Full<Bytes>>,
     ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, LlmError>> + Send + 'static
     {
-        let response = self.pool().request(request);
+        let id = tokio::runtime::Handle::current().id();
+        // The common case: this runtime's pool exists, found under a shared lock (every
+        // runtime of a per-core gateway reads it at once) and used without a clone.
+        let found = {
+            let pools = self.inner.pools.read();
+            match pools.iter().find(|(of, _)| *of == id) {
+                Some((_, pool)) => Ok(pool.request(request)),
+                None => Err(request),
+            }
+        };
+        let response = found.unwrap_or_else(|request| self.new_pool(id).request(request));
         async move { response.await.map_err(|err| error_from_hyper(&err)) }
     }
 
-    /// The current runtime's pool (made on first use).
-    fn pool(&self) -> Pool {
-        let id = tokio::runtime::Handle::current().id();
-        let mut pools = self.inner.pools.lock();
+    /// Makes the pool of runtime `id` (on its first request), unless another request made it
+    /// meanwhile.
+    fn new_pool(&self, id: tokio::runtime::Id) -> Pool {
+        let mut pools = self.inner.pools.write();
         if let Some((_, pool)) = pools.iter().find(|(of, _)| *of == id) {
             return pool.clone();
         }
