@@ -384,6 +384,12 @@ fn an_answer_cached_by_one_replica_is_served_by_another_at_the_cached_level() {
     eventually("B serves A's answer from the shared cache", || {
         replicas[1].ask(deterministic()).unwrap().meta.origin() == Origin::Cache
     });
+    // The pin reaches C through Redis too, in its own time: wait for it (asking C before
+    // it is pinned would be served live, which is right, not what this test is about).
+    eventually("C is pinned at cached", || {
+        let degradation = replicas[2].gateway.degradation();
+        degradation.is_pinned() && degradation.level().name() == "cached"
+    });
     let cached = replicas[2].ask(deterministic()).unwrap();
     assert_eq!(cached.meta.origin(), Origin::Cache);
     assert_eq!(
