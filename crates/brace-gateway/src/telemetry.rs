@@ -712,13 +712,48 @@ fn request_span_here() -> Option<tracing::Span> {
     Some(tracing::Span::current()).filter(|span| !span.is_disabled())
 }
 
+/// Records `values` on `span` in one call: each subscriber layer visits the span once for
+/// all of them (the text log layer looks the span up, takes its extensions and formats
+/// once), where a `record` per field would do all of that once per field. A `None` value
+/// is left as it was. On a span that lacks one of the names (not the request's), the
+/// values are recorded one by one, each where it fits.
+fn record_all<const N: usize>(
+    span: &tracing::Span,
+    values: [(&str, Option<&dyn tracing::Value>); N],
+) {
+    let Some(metadata) = span.metadata() else {
+        return;
+    };
+    let set = metadata.fields();
+    let fields = values.map(|(name, _)| set.field(name));
+    if fields.iter().all(Option::is_some) {
+        let fields = fields.map(|field| field.expect("checked above"));
+        let mut pairs = [(&fields[0], None); N];
+        for (pair, (field, (_, value))) in pairs.iter_mut().zip(fields.iter().zip(values)) {
+            *pair = (field, value);
+        }
+        span.record_all(&set.value_set(&pairs));
+        return;
+    }
+    for (name, value) in values {
+        if let Some(value) = value {
+            span.record(name, value);
+        }
+    }
+}
+
 /// Records what a chat request asks for on the current span (the request's).
 pub(crate) fn record_request(request: &ChatRequest) {
     let Some(span) = request_span_here() else {
         return;
     };
-    span.record("gen_ai.operation.name", "chat");
-    span.record("gen_ai.request.model", request.model.as_str());
+    record_all(
+        &span,
+        [
+            ("gen_ai.operation.name", Some(&"chat")),
+            ("gen_ai.request.model", Some(&request.model.as_str())),
+        ],
+    );
 }
 
 /// Records who answered a chat request, and how, on the current span (the request's).
@@ -727,18 +762,28 @@ pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
         return;
     };
     let meta = &response.meta;
-    span.record("http.response.status_code", 200_i64);
-    span.record("gen_ai.response.model", meta.model.as_str());
-    span.record("brace.provider", &*meta.provider);
-    span.record("brace.attempts", i64::from(attempts));
-    span.record(
-        "brace.degradation.level",
-        meta.degradation.as_ref().map_or("full", |d| &*d.level),
+    let level = meta.degradation.as_ref().map_or("full", |d| &*d.level);
+    let usage = response.completion().and_then(|c| c.usage.as_ref());
+    let (input, output) = usage.map(tokens).unzip();
+    record_all(
+        &span,
+        [
+            ("http.response.status_code", Some(&200_i64)),
+            ("gen_ai.response.model", Some(&meta.model.as_str())),
+            ("brace.provider", Some(&&*meta.provider)),
+            ("brace.attempts", Some(&i64::from(attempts))),
+            ("brace.degradation.level", Some(&level)),
+            ("brace.cache.hit", Some(&(meta.origin() == Origin::Cache))),
+            (
+                "gen_ai.usage.input_tokens",
+                input.as_ref().map(|v| v as &dyn tracing::Value),
+            ),
+            (
+                "gen_ai.usage.output_tokens",
+                output.as_ref().map(|v| v as &dyn tracing::Value),
+            ),
+        ],
     );
-    span.record("brace.cache.hit", meta.origin() == Origin::Cache);
-    if let Some(usage) = response.completion().and_then(|c| c.usage.as_ref()) {
-        record_usage(&span, usage);
-    }
 }
 
 /// Records a chat request the stack could not answer on the current span.
@@ -746,12 +791,24 @@ pub(crate) fn record_failure(status: http::StatusCode, attempts: u32) {
     let Some(span) = request_span_here() else {
         return;
     };
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    span.record("brace.attempts", i64::from(attempts));
-    if status.is_server_error() {
-        span.record("error.type", status.as_str());
-        span.record("otel.status_code", "error");
-    }
+    let code = i64::from(status.as_u16());
+    let attempts = i64::from(attempts);
+    let error = status.is_server_error().then(|| status.as_str());
+    record_all(
+        &span,
+        [
+            ("http.response.status_code", Some(&code)),
+            ("brace.attempts", Some(&attempts)),
+            (
+                "error.type",
+                error.as_ref().map(|v| v as &dyn tracing::Value),
+            ),
+            (
+                "otel.status_code",
+                error.map(|_| &"error" as &dyn tracing::Value),
+            ),
+        ],
+    );
 }
 
 /// Records the token usage a stream reported at its end on the current span (the
@@ -763,6 +820,17 @@ pub(crate) fn record_stream_usage(usage: &Usage) {
     record_usage(&span, usage);
 }
 
+fn record_usage(span: &tracing::Span, usage: &Usage) {
+    let (input, output) = tokens(usage);
+    record_all(
+        span,
+        [
+            ("gen_ai.usage.input_tokens", Some(&input)),
+            ("gen_ai.usage.output_tokens", Some(&output)),
+        ],
+    );
+}
+
 /// Records the provider that continued a broken stream on the current span.
 pub(crate) fn record_continuation(provider: &str) {
     let Some(span) = request_span_here() else {
@@ -771,15 +839,12 @@ pub(crate) fn record_continuation(provider: &str) {
     span.record("brace.continuation", provider);
 }
 
-fn record_usage(span: &tracing::Span, usage: &Usage) {
-    span.record(
-        "gen_ai.usage.input_tokens",
+/// Input and output tokens as span values.
+fn tokens(usage: &Usage) -> (i64, i64) {
+    (
         i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
-    );
-    span.record(
-        "gen_ai.usage.output_tokens",
         i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
-    );
+    )
 }
 
 // ===== the attempt span =====
