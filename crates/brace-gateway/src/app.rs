@@ -16,6 +16,7 @@ use serde_json::json;
 use brace_llm::{ChatRequest, ChatResponse, Message, Origin, ResponseBody};
 
 use crate::error::ApiError;
+use crate::json_body::JsonBody;
 use crate::stack::Gateway;
 
 /// Builds the gateway's router.
@@ -37,14 +38,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/completions/circuit", post(seed_completions_circuit))
         .route("/v1/models", get(models))
         .route_layer(in_flight)
-        .route_layer(axum::middleware::from_fn_with_state(
-            gateway.clone(),
-            crate::auth::require_key,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            gateway.clone(),
-            crate::ops::chaos_header,
-        ));
+        .route_layer(crate::auth::RequireKeyLayer::new(gateway.clone()))
+        .route_layer(crate::ops::chaos_header_layer(gateway.clone()));
     Router::new()
         .merge(data_plane)
         .route("/v1/health", get(health))
@@ -62,7 +57,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(tower::util::MapRequestLayer::new(
             crate::limits::time_request_body(server.body_timeout, server.request_timeout),
         ))
-        .layer(axum::middleware::from_fn(crate::error::openai_shape))
+        .layer(crate::error::OpenAiShapeLayer)
         .with_state(gateway)
 }
 
@@ -88,9 +83,9 @@ fn body_error(rejection: &(dyn std::error::Error + 'static)) -> Option<ApiError>
 
 // ===== chat completions =====
 
-fn parse_json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+fn parse_json<T>(body: Result<JsonBody<T>, JsonRejection>) -> Result<T, ApiError> {
     match body {
-        Ok(Json(value)) => Ok(value),
+        Ok(JsonBody(value)) => Ok(value),
         Err(rejection) => {
             if let Some(err) = body_error(&rejection) {
                 return Err(err);
@@ -130,7 +125,7 @@ fn parse_json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 
 async fn chat_completions(
     State(gateway): State<Arc<Gateway>>,
-    body: Result<Json<ChatRequest>, JsonRejection>,
+    body: Result<JsonBody<ChatRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let started = tokio::time::Instant::now();
     let request = parse_json(body)?;
@@ -246,7 +241,7 @@ struct SeedRequest {
 
 async fn seed_completions(
     State(gateway): State<Arc<Gateway>>,
-    body: Result<Json<SeedRequest>, JsonRejection>,
+    body: Result<JsonBody<SeedRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (response, json) = seed_call(&gateway, body).await?;
     Ok((meta_headers(&response.0, response.1), Json(json)).into_response())
@@ -254,7 +249,7 @@ async fn seed_completions(
 
 async fn seed_completions_circuit(
     State(gateway): State<Arc<Gateway>>,
-    body: Result<Json<SeedRequest>, JsonRejection>,
+    body: Result<JsonBody<SeedRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (response, mut json) = seed_call(&gateway, body).await?;
     let provider = response.0.meta.provider.to_string();
@@ -264,7 +259,7 @@ async fn seed_completions_circuit(
 
 async fn seed_call(
     gateway: &Gateway,
-    body: Result<Json<SeedRequest>, JsonRejection>,
+    body: Result<JsonBody<SeedRequest>, JsonRejection>,
 ) -> Result<((ChatResponse, u32), serde_json::Value), ApiError> {
     let seed = parse_json(body)?;
     let model = seed

@@ -21,8 +21,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use parking_lot::{Mutex, RwLock};
@@ -340,28 +343,112 @@ fn parse(text: &str, separator: char) -> Result<Vec<Entry>, String> {
     Ok(entries)
 }
 
-/// The data plane's key check, as axum middleware: lets listed keys in (recording the key's
-/// id in the request's span, its extensions and the per-key metrics), answers the rest.
-pub(crate) async fn require_key(
-    State(gateway): State<Arc<Gateway>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(keys) = gateway.client_keys() else {
-        return next.run(request).await;
-    };
-    match keys.check(request.headers()) {
-        Ok(key) => {
-            tracing::Span::current().record("key", key.id());
-            let id = key.id.clone();
-            request.extensions_mut().insert(key);
-            let response = next.run(request).await;
-            gateway.metrics.client_request(&id, response.status());
-            response
+/// The data plane's key check (see the module docs), as a tower layer: a request without a
+/// listed key is answered 401 (or 429 over its rate) in OpenAI's shape and goes no further;
+/// an accepted one carries its [`ClientKey`] in its extensions and its id on the request
+/// span, and its answer is counted per key. Without an `auth` section requests pass as they
+/// are. A layer rather than an `axum::middleware::from_fn`: no boxed future and no clone of
+/// the routes per request.
+#[derive(Clone)]
+pub(crate) struct RequireKeyLayer {
+    gateway: Arc<Gateway>,
+}
+
+impl RequireKeyLayer {
+    pub(crate) fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+impl<S> tower::Layer<S> for RequireKeyLayer {
+    type Service = RequireKey<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireKey {
+            inner,
+            gateway: self.gateway.clone(),
         }
-        Err(err) => {
-            gateway.metrics.auth_refused(err.status());
-            err.into_response()
+    }
+}
+
+/// The service of [`RequireKeyLayer`].
+#[derive(Clone)]
+pub(crate) struct RequireKey<S> {
+    inner: S,
+    gateway: Arc<Gateway>,
+}
+
+impl<S> tower::Service<Request> for RequireKey<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RequireKeyFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let Some(keys) = self.gateway.client_keys() else {
+            return RequireKeyFuture::Passed {
+                future: self.inner.call(request),
+                counted: None,
+            };
+        };
+        match keys.check(request.headers()) {
+            Ok(key) => {
+                tracing::Span::current().record("key", key.id());
+                let id = key.id.clone();
+                request.extensions_mut().insert(key);
+                RequireKeyFuture::Passed {
+                    future: self.inner.call(request),
+                    counted: Some((id, self.gateway.clone())),
+                }
+            }
+            Err(err) => {
+                self.gateway.metrics.auth_refused(err.status());
+                RequireKeyFuture::Refused {
+                    response: Some(err.into_response()),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequireKey`].
+    #[project = RequireKeyProj]
+    pub(crate) enum RequireKeyFuture<F> {
+        Refused { response: Option<Response> },
+        Passed {
+            #[pin]
+            future: F,
+            // The key to count the answer for, when there are keys.
+            counted: Option<(Arc<str>, Arc<Gateway>)>,
+        },
+    }
+}
+
+impl<F, E> Future for RequireKeyFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RequireKeyProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("RequireKeyFuture polled after completion"))),
+            RequireKeyProj::Passed { future, counted } => {
+                let response = ready!(future.poll(cx))?;
+                if let Some((id, gateway)) = counted.take() {
+                    gateway.metrics.client_request(&id, response.status());
+                }
+                Poll::Ready(Ok(response))
+            }
         }
     }
 }

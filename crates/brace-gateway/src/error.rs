@@ -1,6 +1,9 @@
 //! Errors as the OpenAI API shapes them: `{"error": {"message", "type", "code"}}`.
 
 use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Json;
@@ -247,27 +250,109 @@ impl Error for ApiError {}
 
 /// Puts every error answer in OpenAI's shape, the framework's own included: a 405 for a
 /// wrong method, a rejected query or body, anything answered as plain text. Answers that
-/// are already JSON, and successes, pass as they are.
-pub(crate) async fn openai_shape(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let method = request.method().clone();
-    // `Uri` clones share its bytes.
-    let uri = request.uri().clone();
-    let response = next.run(request).await;
+/// are already JSON, and successes, pass as they are — without a boxed future or a clone
+/// of the routes (a tower layer, not an `axum::middleware::from_fn`); only an answer to
+/// reshape is read, in a boxed future of its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OpenAiShapeLayer;
+
+impl<S> tower::Layer<S> for OpenAiShapeLayer {
+    type Service = OpenAiShape<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OpenAiShape { inner }
+    }
+}
+
+/// The service of [`OpenAiShapeLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct OpenAiShape<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<axum::extract::Request> for OpenAiShape<S>
+where
+    S: tower::Service<axum::extract::Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = OpenAiShapeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        let method = request.method().clone();
+        // `Uri` clones share its bytes.
+        let uri = request.uri().clone();
+        OpenAiShapeFuture::Inner {
+            future: self.inner.call(request),
+            asked: Some((method, uri)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`OpenAiShape`].
+    #[project = OpenAiShapeProj]
+    pub(crate) enum OpenAiShapeFuture<F> {
+        Inner {
+            #[pin]
+            future: F,
+            asked: Option<(http::Method, http::Uri)>,
+        },
+        Reshaping {
+            future: Pin<Box<dyn Future<Output = Response> + Send>>,
+        },
+    }
+}
+
+impl<F, E> Future for OpenAiShapeFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                OpenAiShapeProj::Inner { future, asked } => {
+                    let response = ready!(future.poll(cx))?;
+                    if !needs_shape(&response) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let (method, uri) = asked
+                        .take()
+                        .expect("OpenAiShapeFuture polled after completion");
+                    let future = Box::pin(reshape(response, method, uri));
+                    self.set(OpenAiShapeFuture::Reshaping { future });
+                }
+                OpenAiShapeProj::Reshaping { future } => {
+                    return future.as_mut().poll(cx).map(Ok);
+                }
+            }
+        }
+    }
+}
+
+/// An error answer that is not JSON yet.
+fn needs_shape(response: &Response) -> bool {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+        return false;
     }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
+    !is_json
+}
+
+/// The error answer `response` in OpenAI's shape, its text (if short) as the message.
+async fn reshape(response: Response, method: http::Method, uri: http::Uri) -> Response {
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     // Rejection texts are short; anything longer is not worth echoing.
     let text = axum::body::to_bytes(body, 4096)

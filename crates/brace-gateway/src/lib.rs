@@ -48,6 +48,7 @@ pub mod chaos;
 pub mod config;
 pub mod demo;
 pub mod error;
+mod json_body;
 pub mod limits;
 mod locate;
 pub mod metrics;

@@ -17,8 +17,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::middleware::Next;
+use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -207,19 +206,19 @@ async fn stop_drill(
     Ok(Json(json!({ "provider": provider, "stopped": stopped })))
 }
 
-/// Adds `x-brace-chaos` to the answers of the data plane while a drill runs.
-pub(crate) async fn chaos_header(
-    State(gateway): State<Arc<Gateway>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(value) = gateway.chaos.header()
-        && let Ok(value) = HeaderValue::from_str(&value)
-    {
-        response.headers_mut().insert("x-brace-chaos", value);
-    }
-    response
+/// Adds `x-brace-chaos` to every data-plane answer while a drill runs: a `map_response`
+/// layer (no boxed future, nothing cloned per request but the gateway's `Arc`).
+pub(crate) fn chaos_header_layer(
+    gateway: Arc<Gateway>,
+) -> tower::util::MapResponseLayer<impl Fn(Response) -> Response + Clone> {
+    tower::util::MapResponseLayer::new(move |mut response: Response| {
+        if let Some(value) = gateway.chaos.header()
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            response.headers_mut().insert("x-brace-chaos", value);
+        }
+        response
+    })
 }
 
 // ===== configuration and status =====
