@@ -53,7 +53,8 @@
 # "mt:--runtime,multi-thread 1w:--runtime,multi-thread,--worker-threads,1": NAME:ARGS
 # gateways that join the rounds — the gateway itself runs its default, one runtime per
 # core on this size of machine; these run tokio's multi-threaded runtime, with its default
-# workers and with one — ARGS comma-separated; empty turns them off), CLOSED_ROUNDS (3), CLOSED_CONCURRENCY (32), CHAOS_RATE (500),
+# workers and with one — ARGS comma-separated, a first `bin=PATH` runs another build; empty
+# turns them off), CLOSED_ROUNDS (3), CLOSED_CONCURRENCY (32), CHAOS_RATE (500),
 # PEER_RATES (default "10 50"), PEER_DURATION (10), LL_CHAOS_RATE (20), PHASES (default
 # "load closed streams chaos peers"), SKIP_NGINX, SKIP_PORTKEY, SKIP_LITELLM (1 leaves one
 # out), LITELLM_VENV, PORTKEY_DIR, CARGO_TARGET_DIR. Every loop is bounded in count and
@@ -240,10 +241,16 @@ start_gateway() {
 }
 # launch_gateway NAME CONFIG [GATEWAY-ARGS...]: starts a gateway, waits until it listens;
 # sets LAUNCHED_PID and LAUNCHED_URL.
+# GATEWAY_BINARY replaces the build under test; a first argument `bin=PATH` runs another
+# build for one variant (`sys:bin=/tmp/old/gateway` compares two builds in the same rounds).
 launch_gateway() {
-    local name=$1 config=$2
+    local name=$1 config=$2 binary="${GATEWAY_BINARY:-$BIN/examples/gateway}"
     shift 2
-    "$BIN/examples/gateway" --config "$config" --listen 127.0.0.1:0 "$@" > "$OUT/gateway-$name.log" 2>&1 &
+    if [[ "${1:-}" == bin=* ]]; then
+        binary=${1#bin=}
+        shift
+    fi
+    "$binary" --config "$config" --listen 127.0.0.1:0 "$@" > "$OUT/gateway-$name.log" 2>&1 &
     LAUNCHED_PID=$!
     PIDS+=("$LAUNCHED_PID")
     wait_for "$OUT/gateway-$name.log" 100 'listening on'

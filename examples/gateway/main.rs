@@ -16,6 +16,14 @@
 //!   (`brace_gateway::per_core`), or tokio's multi-threaded runtime; `auto` (the default)
 //!   takes per-core on machines with up to 4 cores, where it measured faster (BENCHMARKS.md).
 
+// The allocator: a request through the gateway makes a couple of hundred small,
+// short-lived allocations (headers, JSON values, futures, log fields), and mimalloc serves
+// them from per-thread free lists for much less CPU than the system allocator. Built
+// without transparent huge pages (`no_thp`): with them, 1 000 open streams held about 100
+// MiB instead of 67. The measurements are in BENCHMARKS.md ("Allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
