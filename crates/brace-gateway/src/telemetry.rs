@@ -721,7 +721,7 @@ fn record_all<const N: usize>(
     span: &tracing::Span,
     values: [(&str, Option<&dyn tracing::Value>); N],
 ) {
-    let Some(metadata) = span.metadata() else {
+    let Some(metadata) = span.metadata().filter(|_| N > 0) else {
         return;
     };
     let set = metadata.fields();
