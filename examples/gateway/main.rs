@@ -16,13 +16,11 @@
 //!   (`brace_gateway::per_core`), or tokio's multi-threaded runtime; `auto` (the default)
 //!   takes per-core on machines with up to 4 cores, where it measured faster (BENCHMARKS.md).
 
-// The allocator: a request through the gateway makes a couple of hundred small,
-// short-lived allocations (headers, JSON values, futures, log fields), and mimalloc serves
-// them from per-thread free lists for much less CPU than the system allocator. Built
-// without transparent huge pages (`no_thp`): with them, 1 000 open streams held about 100
-// MiB instead of 67. The measurements are in BENCHMARKS.md ("Allocator").
+// The allocator: mimalloc, which serves the couple of hundred small allocations of each
+// request for much less CPU than the system allocator, set up by `brace_alloc` to give freed
+// memory back at once (see that crate, and BENCHMARKS.md "Allocator").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: brace_alloc::Allocator = brace_alloc::Allocator;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,6 +96,7 @@ impl RuntimeKind {
 }
 
 fn main() -> std::process::ExitCode {
+    brace_alloc::give_back_at_once();
     let mut args = Args::parse();
     args.runtime = args.runtime.resolve(args.demo);
     // Per core: this runtime builds the gateway and runs its background tasks, the serving
