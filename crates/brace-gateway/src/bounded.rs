@@ -277,20 +277,33 @@ mod tests {
         (fast, slow)
     }
 
+    /// A callsite of its own for the fields the test records (an event's, at info level).
     struct Fields;
     impl tracing::callsite::Callsite for Fields {
         fn set_interest(&self, _: tracing::subscriber::Interest) {}
         fn metadata(&self) -> &tracing::Metadata<'_> {
-            unimplemented!("only the fields' names are used")
+            &METADATA
         }
     }
     static CALLSITE: Fields = Fields;
-    static NAMES: &[&str] = &["message", "model", "r#type", "count", "delta", "hit"];
+    static METADATA: tracing::Metadata<'static> = tracing::Metadata::new(
+        "bounded test",
+        module_path!(),
+        tracing::Level::INFO,
+        Some(file!()),
+        Some(line!()),
+        Some(module_path!()),
+        tracing::field::FieldSet::new(
+            &["message", "model", "r#type", "count", "delta", "hit"],
+            tracing::callsite::Identifier(&CALLSITE),
+        ),
+        tracing::metadata::Kind::EVENT,
+    );
 
     fn field(name: &str) -> tracing::field::Field {
-        tracing::field::FieldSet::new(NAMES, tracing::callsite::Identifier(&CALLSITE))
-            .field(name)
-            .unwrap()
+        use tracing::callsite::Callsite as _;
+
+        CALLSITE.metadata().fields().field(name).unwrap()
     }
 
     #[test]
