@@ -6,12 +6,16 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use axum::body::Body;
-use brace_gateway::{Gateway, GatewayConfig, app::router};
-use http::Request;
-use http_body_util::BodyExt;
+use brace_gateway::{Gateway, GatewayConfig};
 use serde_json::json;
-use tower::ServiceExt;
+
+mod support;
+
+use support::{get, post, send};
+
+fn chat() -> http::Request<axum::body::Body> {
+    support::chat("anything", false)
+}
 
 fn deploy(path: &str) -> String {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,22 +74,6 @@ cache:
   admit: all
 ";
 
-async fn send(gateway: &std::sync::Arc<Gateway>, request: Request<Body>) -> String {
-    let response = router(gateway.clone()).oneshot(request).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-fn chat() -> Request<Body> {
-    Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"model": "anything", "messages": [{"role": "user", "content": "hi"}]})
-                .to_string(),
-        ))
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_rules_and_the_dashboard_use_metrics_the_gateway_exports() {
     let rules = deploy("prometheus/brace-alerts.yml");
@@ -107,30 +95,17 @@ async fn the_rules_and_the_dashboard_use_metrics_the_gateway_exports() {
     send(&gateway, chat()).await;
     gateway.degradation().release();
     let _ = gateway.reload_from_file(std::path::Path::new("/nonexistent/brace.yaml"));
+    let drill = json!({"provider": "alert-secondary", "latency": "1ms", "duration": "1m"});
+    send(&gateway, post("/v1/chaos", drill.to_string())).await;
     send(
         &gateway,
-        Request::post("/v1/chaos")
-            .header("content-type", "application/json")
-            .body(Body::from(
-                json!({"provider": "alert-secondary", "latency": "1ms", "duration": "1m"})
-                    .to_string(),
-            ))
-            .unwrap(),
+        post(
+            "/v1/circuits/alert-secondary",
+            r#"{"state": "metrics_only"}"#,
+        ),
     )
     .await;
-    send(
-        &gateway,
-        Request::post("/v1/circuits/alert-secondary")
-            .header("content-type", "application/json")
-            .body(Body::from(r#"{"state": "metrics_only"}"#))
-            .unwrap(),
-    )
-    .await;
-    let metrics = send(
-        &gateway,
-        Request::get("/metrics").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let metrics = send(&gateway, get("/metrics")).await.body;
     assert!(!metrics.is_empty(), "this test binary owns the recorder");
     let exported: BTreeSet<String> = metrics
         .lines()

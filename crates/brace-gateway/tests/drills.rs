@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use brace_gateway::{Gateway, GatewayConfig, app::router};
+use brace_gateway::{Gateway, GatewayConfig};
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use tower::ServiceExt;
+
+mod support;
+
+use support::{get, post, send};
 
 const TWO_SIMS: &str = r"
 providers:
@@ -35,49 +37,12 @@ degradation:
     enabled: false
 ";
 
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
-    let response = router(gateway.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
 fn chat() -> Request<Body> {
-    Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"model": "anything", "messages": [{"role": "user", "content": "hi"}]})
-                .to_string(),
-        ))
-        .unwrap()
+    support::chat("anything", false)
 }
 
 fn post_json(path: &str, body: &Value) -> Request<Body> {
-    Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
+    post(path, body.to_string())
 }
 
 /// One answer of the steady load: when it was sent, its status, who answered, and the
@@ -111,8 +76,11 @@ async fn a_drill_on_the_primary_fails_over_ends_by_itself_and_the_primary_serves
                     answers.lock().push(Answer {
                         sent,
                         status: reply.status,
-                        provider: reply.header("x-brace-provider").unwrap_or("").to_owned(),
-                        chaos: reply.header("x-brace-chaos").map(str::to_owned),
+                        provider: reply.header("x-brace-provider").to_owned(),
+                        chaos: reply
+                            .headers
+                            .get("x-brace-chaos")
+                            .map(|v| v.to_str().unwrap().to_owned()),
                     });
                 });
             }
@@ -135,25 +103,13 @@ async fn a_drill_on_the_primary_fails_over_ends_by_itself_and_the_primary_serves
 
     // While it runs it shows in the drill list, the status and the metrics.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let drills = send(
-        &gateway,
-        Request::get("/v1/chaos").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let drills = send(&gateway, get("/v1/chaos")).await;
     assert_eq!(drills.json()["drills"][0]["fault"], "error");
-    let status = send(
-        &gateway,
-        Request::get("/v1/status").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let status = send(&gateway, get("/v1/status")).await;
     let primary = &status.json()["providers"][0];
     assert_eq!(primary["name"], "drilled");
     assert_eq!(primary["drill"]["status"], 503);
-    let metrics = send(
-        &gateway,
-        Request::get("/metrics").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let metrics = send(&gateway, get("/metrics")).await;
     assert!(
         metrics
             .body
@@ -205,11 +161,7 @@ async fn a_drill_on_the_primary_fails_over_ends_by_itself_and_the_primary_serves
         .position(|a| a.provider == "drilled")
         .expect("the primary serves again");
     assert!(after[back..].iter().all(|a| a.provider == "drilled"));
-    let drills = send(
-        &gateway,
-        Request::get("/v1/chaos").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let drills = send(&gateway, get("/v1/chaos")).await;
     assert_eq!(drills.json()["drills"], json!([]));
     let injected = gateway.config_json();
     assert_eq!(injected["reloads"]["applied"], 0, "no reload was needed");
@@ -224,13 +176,13 @@ async fn a_drill_in_the_configuration_starts_with_the_gateway() {
     let started = Instant::now();
     let reply = send(&gateway, chat()).await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.header("x-brace-provider"), Some("secondary"));
-    assert_eq!(reply.header("x-brace-chaos"), Some("primary=stall@100%"));
+    assert_eq!(reply.header("x-brace-provider"), "secondary");
+    assert_eq!(reply.header("x-brace-chaos"), "primary=stall@100%");
     assert_eq!(started.elapsed(), Duration::from_millis(500));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let reply = send(&gateway, chat()).await;
-    assert_eq!(reply.header("x-brace-provider"), Some("primary"));
-    assert_eq!(reply.header("x-brace-chaos"), None);
+    assert_eq!(reply.header("x-brace-provider"), "primary");
+    assert!(reply.headers.get("x-brace-chaos").is_none());
 }
 
 #[tokio::test(start_paused = true)]

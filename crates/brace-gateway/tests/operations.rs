@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use brace_gateway::{Gateway, GatewayConfig, app::router};
+use brace_gateway::{Gateway, GatewayConfig};
 use brace_llm::LlmErrorKind;
 use brace_sim::Behavior;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
+
+mod support;
+
+use support::{chat, get, post, send};
 
 const TWO_SIMS: &str = r"
 providers:
@@ -33,51 +35,16 @@ degradation:
     enabled: false
 ";
 
-struct Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-}
-
-async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
-    let response = router(gateway.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
-}
-
 fn set_state(name: &str, state: &str) -> Request<Body> {
-    Request::post(format!("/v1/circuits/{name}"))
-        .header("content-type", "application/json")
-        .body(Body::from(json!({ "state": state }).to_string()))
-        .unwrap()
+    post(
+        &format!("/v1/circuits/{name}"),
+        json!({ "state": state }).to_string(),
+    )
 }
 
 /// Who answers a chat request now.
 async fn answered_by(gateway: &Arc<Gateway>) -> String {
-    let request = Request::post("/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            json!({"model": "anything", "messages": [{"role": "user", "content": "hi"}]})
-                .to_string(),
-        ))
-        .unwrap();
-    let reply = send(gateway, request).await;
+    let reply = send(gateway, chat("anything", false)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.headers["x-brace-provider"]
         .to_str()
