@@ -394,19 +394,34 @@ async fn flooding_upstream(chunks: usize) -> (String, tokio::task::JoinHandle<Op
     (format!("http://{addr}/v1"), wrote_all)
 }
 
+/// A gateway over the flooding upstream at `base_url`, with a 10 s send timeout and
+/// `more_server` (YAML lines of the `server` section).
+fn flooded(base_url: &str, more_server: &str) -> String {
+    format!(
+        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+         api_key_env: ''\n    base_url: {base_url}\n    timeout: 1h\n\
+         fallback:\n  max_retries: 0\n\
+         degradation:\n  auto:\n    enabled: false\n\
+         server:\n  send_timeout: 10s\n{more_server}"
+    )
+}
+
+/// When the upstream was hung up on, `started` being when the client stopped reading: not
+/// before the send timeout (10 s), and within a quarter of it after (the sweeps' period).
+fn assert_hung_up_at_the_send_timeout(hung_up: Instant, started: Instant) {
+    let after = hung_up - started;
+    assert!(
+        after >= Duration::from_secs(10) && after <= Duration::from_secs(13),
+        "{after:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout_with_its_upstream_stream() {
     // 4 096 events of 8 KiB: 32 MiB, more than every socket buffer between the upstream and
     // a client that reads nothing can hold.
     let (base_url, wrote_all) = flooding_upstream(4096).await;
-    let yaml = format!(
-        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
-         api_key_env: ''\n    base_url: {base_url}\n    timeout: 1h\n\
-         fallback:\n  max_retries: 0\n\
-         degradation:\n  auto:\n    enabled: false\n\
-         server:\n  send_timeout: 10s\n"
-    );
-    let served = serve(&yaml).await;
+    let served = serve(&flooded(&base_url, "")).await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -454,11 +469,7 @@ async fn a_client_that_stops_reading_is_cut_off_at_the_send_timeout_with_its_ups
         .await
         .unwrap()
         .expect("the upstream wrote its whole answer to a gateway whose client reads nothing");
-    let after = hung_up - started;
-    assert!(
-        after >= Duration::from_secs(10) && after <= Duration::from_secs(13),
-        "{after:?}"
-    );
+    assert_hung_up_at_the_send_timeout(hung_up, started);
     drop(served.gateway);
 }
 
@@ -467,14 +478,11 @@ async fn an_http2_stream_whose_window_stays_shut_is_dropped_at_the_send_timeout_
     // The same 32 MiB stream, to an HTTP/2 client that answers pings (its connection looks
     // alive) but never reads the stream, so its flow-control window stays shut.
     let (base_url, wrote_all) = flooding_upstream(4096).await;
-    let yaml = format!(
-        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
-         api_key_env: ''\n    base_url: {base_url}\n    timeout: 1h\n\
-         fallback:\n  max_retries: 0\n\
-         degradation:\n  auto:\n    enabled: false\n\
-         server:\n  send_timeout: 10s\n  idle_timeout: 1h\n  body_timeout: 1h\n  request_timeout: 1h\n"
-    );
-    let served = serve(&yaml).await;
+    let served = serve(&flooded(
+        &base_url,
+        "  idle_timeout: 1h\n  body_timeout: 1h\n  request_timeout: 1h\n",
+    ))
+    .await;
     let stream = TcpStream::connect(served.addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -502,12 +510,7 @@ async fn an_http2_stream_whose_window_stays_shut_is_dropped_at_the_send_timeout_
         .expect("the upstream call was dropped within the bound")
         .unwrap()
         .expect("the upstream wrote its whole answer");
-    // Not before the send timeout, and within a quarter of it after (the sweeps' period).
-    let after = hung_up - started;
-    assert!(
-        after >= Duration::from_secs(10) && after <= Duration::from_secs(13),
-        "{after:?}"
-    );
+    assert_hung_up_at_the_send_timeout(hung_up, started);
 
     // The connection itself goes on: another request on it is answered.
     let response = sender
