@@ -78,8 +78,12 @@ struct Memo<T> {
 /// than the rest of the lookup.
 type HashMap<K, V> = StdHashMap<K, V, BuildHasherDefault<Fnv>>;
 
+/// The same fast map for other per-request lookups keyed by configured names (the status
+/// page's per-provider totals).
+pub(crate) type FastMap<K, V> = HashMap<K, V>;
+
 /// FNV-1a, 64-bit.
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Default for Fnv {
     fn default() -> Self {

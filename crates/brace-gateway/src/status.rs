@@ -13,8 +13,8 @@
 //! when the gateway is built inside a tokio runtime; it ends with the gateway).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -48,7 +48,9 @@ pub(crate) struct Tally {
     errors: AtomicU64,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
-    providers: RwLock<HashMap<String, Arc<ProviderTally>>>,
+    // Looked up on every provider call: the metrics' fast-hashed map, and the totals
+    // updated under the read guard (no `Arc` to clone).
+    providers: RwLock<crate::metrics::FastMap<String, ProviderTally>>,
 }
 
 /// One provider's running totals.
@@ -78,28 +80,28 @@ impl Tally {
     }
 
     pub(crate) fn attempt(&self, provider: &str, ok: bool) {
-        let tally = self.provider(provider);
-        tally.attempts.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            tally.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        self.with_provider(provider, |tally| {
+            tally.attempts.fetch_add(1, Ordering::Relaxed);
+            if !ok {
+                tally.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
 
     pub(crate) fn cost(&self, provider: &str, microdollars: u64) {
-        self.provider(provider)
-            .cost_microdollars
-            .fetch_add(microdollars, Ordering::Relaxed);
+        self.with_provider(provider, |tally| {
+            tally
+                .cost_microdollars
+                .fetch_add(microdollars, Ordering::Relaxed);
+        });
     }
 
-    fn provider(&self, name: &str) -> Arc<ProviderTally> {
+    /// Runs `update` on `name`'s totals, created on its first call.
+    fn with_provider(&self, name: &str, update: impl FnOnce(&ProviderTally)) {
         if let Some(tally) = self.providers.read().get(name) {
-            return tally.clone();
+            return update(tally);
         }
-        self.providers
-            .write()
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
+        update(self.providers.write().entry(name.to_owned()).or_default());
     }
 
     fn snapshot(&self, at: Instant, level: usize) -> Snapshot {
