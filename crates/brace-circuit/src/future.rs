@@ -1,5 +1,6 @@
 //! [`ResponseFuture`].
 
+use brace_core::clock;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -61,17 +62,19 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Called { future } => {
-                // Judged as every layer judges: the error boxed, as the layer returns it.
-                let result = ready!(future.poll(cx)).map_err(Into::into);
-                if let Some(permit) = this.permit.take() {
-                    permit.complete(&this.classifier.classify(result.as_ref()));
+        clock::coherent(move || -> Poll<Self::Output> {
+            let this = self.project();
+            match this.kind.project() {
+                KindProj::Called { future } => {
+                    // Judged as every layer judges: the error boxed, as the layer returns it.
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    if let Some(permit) = this.permit.take() {
+                        permit.complete(&this.classifier.classify(result.as_ref()));
+                    }
+                    Poll::Ready(result)
                 }
-                Poll::Ready(result)
+                KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
-        }
+        })
     }
 }

@@ -6,6 +6,7 @@
 //! admitted under an older generation can never trip, re-open or close the breaker, and a
 //! half-open permit is always returned to the generation that issued it.
 
+use brace_core::clock;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -227,7 +228,7 @@ const EVENT_CAPACITY: usize = 64;
 
 impl Shared {
     pub(crate) fn new(name: Arc<str>, settings: Settings) -> Self {
-        let now = Instant::now();
+        let now = clock::now();
         let closed = match settings.sliding_window {
             SlidingWindow::Count(size) => Window::Count(CountWindow::new(size)),
             SlidingWindow::Time(seconds) => Window::Time(TimeWindow::new(seconds)),
@@ -324,7 +325,7 @@ impl Shared {
             }
             CircuitState::ForcedOpen => Admission::Reject(self.refusal(None)),
             CircuitState::Open => {
-                let elapsed = self.nanos(Instant::now());
+                let elapsed = self.nanos(clock::now());
                 let until = self.open_until.load(Ordering::Acquire);
                 if elapsed < until {
                     Admission::Reject(self.refusal(Some(Duration::from_nanos(until - elapsed))))
@@ -346,7 +347,7 @@ impl Shared {
         let word = self.load();
         word.state() == CircuitState::Open
             && self.gate_allows()
-            && self.try_transition(word, CircuitState::HalfOpen, Instant::now())
+            && self.try_transition(word, CircuitState::HalfOpen, clock::now())
     }
 
     fn exceeds(&self, totals: Totals, minimum_calls: u64) -> bool {
@@ -368,7 +369,7 @@ impl Shared {
                 CircuitState::Disabled => return Ok(None),
                 CircuitState::ForcedOpen => return Err(self.reject(None)),
                 CircuitState::Open => {
-                    let now = Instant::now();
+                    let now = clock::now();
                     let elapsed = self.nanos(now);
                     let until = self.open_until.load(Ordering::Acquire);
                     if elapsed < until {
@@ -381,7 +382,7 @@ impl Shared {
                 }
                 CircuitState::HalfOpen => {
                     if self.settings.max_wait_in_half_open.is_some() {
-                        let now = Instant::now();
+                        let now = clock::now();
                         if self.nanos(now) >= self.half_open_until.load(Ordering::Acquire) {
                             self.try_transition(word, CircuitState::Open, now);
                             continue;
@@ -439,7 +440,7 @@ impl Shared {
             }
             return;
         }
-        let now = self.needs_clock.then(Instant::now);
+        let now = self.needs_clock.then(clock::now);
         let slow = match (started, now) {
             (Some(started), Some(now)) => {
                 now.saturating_duration_since(started) > self.settings.slow_call_duration
@@ -468,7 +469,7 @@ impl Shared {
                     && self.consecutive_trips(sample.failed)
                     && word.state() == CircuitState::Closed
                 {
-                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(Instant::now));
+                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(clock::now));
                 }
                 let elapsed = now.map_or(Duration::ZERO, |now| self.since_base(now));
                 let Some(totals) = self.closed.record(sample, elapsed) else {
@@ -479,7 +480,7 @@ impl Shared {
                     && word.state() == CircuitState::Closed
                     && self.exceeds(totals, self.minimum_calls)
                 {
-                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(Instant::now));
+                    self.try_transition(word, CircuitState::Open, now.unwrap_or_else(clock::now));
                 }
             }
             PermitKind::HalfOpen => {
@@ -498,7 +499,7 @@ impl Shared {
                     } else {
                         CircuitState::Closed
                     };
-                    self.try_transition(word, to, now.unwrap_or_else(Instant::now));
+                    self.try_transition(word, to, now.unwrap_or_else(clock::now));
                 }
             }
         }
@@ -538,7 +539,7 @@ impl Shared {
         let mut transitions = self.transitions.lock();
         let current = self.load();
         if current.state() != to {
-            self.enter(&mut transitions, current, to, Instant::now(), How::LOCAL);
+            self.enter(&mut transitions, current, to, clock::now(), How::LOCAL);
         }
     }
 
@@ -551,7 +552,7 @@ impl Shared {
         };
         let mut transitions = self.transitions.lock();
         let current = self.load();
-        let now = Instant::now();
+        let now = clock::now();
         match to {
             // A trial is a replica's own business: nobody else's half-open is applied.
             CircuitState::HalfOpen => false,
@@ -583,7 +584,7 @@ impl Shared {
     pub(crate) fn reset(self: &Arc<Self>) {
         let mut transitions = self.transitions.lock();
         let current = self.load();
-        let now = Instant::now();
+        let now = clock::now();
         if current.state() == CircuitState::Closed {
             self.closed.reset();
             self.consecutive.store(0, Ordering::Relaxed);
@@ -723,14 +724,14 @@ impl Shared {
             if let Some(shared) = shared.upgrade()
                 && (to != CircuitState::HalfOpen || shared.gate_allows())
             {
-                shared.try_transition(expected, to, Instant::now());
+                shared.try_transition(expected, to, clock::now());
             }
         });
     }
 
     pub(crate) fn metrics(&self) -> CircuitMetrics {
         let transitions = self.transitions.lock();
-        let now = Instant::now();
+        let now = clock::now();
         let word = self.load();
         let (totals, minimum) = match word.state() {
             CircuitState::HalfOpen => (
@@ -809,7 +810,7 @@ impl Permit {
             shared: shared.clone(),
             generation: word.generation(),
             kind,
-            started: shared.settings.track_slow_calls.then(Instant::now),
+            started: shared.settings.track_slow_calls.then(clock::now),
             armed: true,
         }
     }

@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+use crate::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -58,7 +59,7 @@ pub fn current() -> Option<Instant> {
 /// How much time the call being polled has left (zero once its deadline passed), if a
 /// layer above set a deadline.
 pub fn remaining() -> Option<Duration> {
-    current().map(|at| at.saturating_duration_since(Instant::now()))
+    current().map(|at| at.saturating_duration_since(clock::now()))
 }
 
 /// `true` if the call being polled has a deadline and it falls before `at`: work that
@@ -201,7 +202,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let started = Instant::now();
+        let started = clock::now();
         ResponseFuture {
             inner: self.inner.call(request),
             own: started.checked_add(self.timeout),
@@ -248,39 +249,41 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let outer = current();
-        let at = match (*this.own, outer) {
-            (Some(own), Some(outer)) => Some(own.min(outer)),
-            (own, outer) => own.or(outer),
-        };
-        let inner = this.inner;
-        let polled = match at {
-            Some(at) => DEADLINE.sync_scope(at, || inner.poll(cx)),
-            None => inner.poll(cx),
-        };
-        if let Poll::Ready(result) = polled {
-            return Poll::Ready(result.map_err(Into::into));
-        }
-        let Some(at) = at else {
-            return Poll::Pending;
-        };
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if sleep.deadline() != at {
-            sleep.as_mut().reset(at);
-        }
-        ready!(sleep.as_mut().poll(cx));
-        let cut_by_outer = outer.is_some_and(|outer| this.own.is_none_or(|own| outer < own));
-        let err: BoxError = if *this.kind == Kind::Attempt && !cut_by_outer {
-            Box::new(tower::timeout::error::Elapsed::new())
-        } else {
-            Box::new(DeadlineExceeded::new(
-                at.saturating_duration_since(*this.started),
-            ))
-        };
-        Poll::Ready(Err(err))
+        clock::coherent(move || -> Poll<Self::Output> {
+            let this = self.project();
+            let outer = current();
+            let at = match (*this.own, outer) {
+                (Some(own), Some(outer)) => Some(own.min(outer)),
+                (own, outer) => own.or(outer),
+            };
+            let inner = this.inner;
+            let polled = match at {
+                Some(at) => DEADLINE.sync_scope(at, || inner.poll(cx)),
+                None => inner.poll(cx),
+            };
+            if let Poll::Ready(result) = polled {
+                return Poll::Ready(result.map_err(Into::into));
+            }
+            let Some(at) = at else {
+                return Poll::Pending;
+            };
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if sleep.deadline() != at {
+                sleep.as_mut().reset(at);
+            }
+            ready!(sleep.as_mut().poll(cx));
+            let cut_by_outer = outer.is_some_and(|outer| this.own.is_none_or(|own| outer < own));
+            let err: BoxError = if *this.kind == Kind::Attempt && !cut_by_outer {
+                Box::new(tower::timeout::error::Elapsed::new())
+            } else {
+                Box::new(DeadlineExceeded::new(
+                    at.saturating_duration_since(*this.started),
+                ))
+            };
+            Poll::Ready(Err(err))
+        })
     }
 }
 

@@ -32,6 +32,7 @@
 mod macros;
 
 pub mod classify;
+pub mod clock;
 pub mod commit;
 pub mod deadline;
 pub mod degrade;

@@ -1,5 +1,6 @@
 //! The response cache: bounded by entries and bytes, with a time to live.
 
+use brace_core::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -127,7 +128,7 @@ impl<V: Send + Sync + 'static> ResponseCache<V> {
         let entry = Entry {
             value,
             weight: u32::try_from(size).unwrap_or(u32::MAX),
-            expires: Instant::now() + self.ttl,
+            expires: clock::now() + self.ttl,
         };
         self.inner.insert(key, Arc::new(entry));
     }
@@ -135,7 +136,7 @@ impl<V: Send + Sync + 'static> ResponseCache<V> {
     /// The value stored under `key`, unless it has expired, passed to `f`.
     pub fn get_with<T>(&self, key: &CacheKey, f: impl FnOnce(&V) -> T) -> Option<T> {
         let entry = self.inner.get(key)?;
-        if Instant::now() >= entry.expires {
+        if clock::now() >= entry.expires {
             self.inner.invalidate(key);
             return None;
         }

@@ -1,6 +1,7 @@
 //! The current level and the rules that move it, shared by every clone of the service,
 //! its layer and its handles.
 
+use brace_core::clock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -60,7 +61,7 @@ impl Drop for ProbeGuard {
 
 impl Shared {
     pub(crate) fn new(ladder: Ladder, auto: AutoConfig, start: usize) -> Self {
-        let now = Instant::now();
+        let now = clock::now();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Self {
             ladder,
@@ -126,7 +127,8 @@ impl Shared {
         {
             let movement = self.movement.lock();
             let due = movement.successes >= self.auto.recovery_successes
-                || movement.since.elapsed() >= self.auto.probe_interval;
+                || clock::now().saturating_duration_since(movement.since)
+                    >= self.auto.probe_interval;
             if !due {
                 return plain;
             }
@@ -175,7 +177,7 @@ impl Shared {
         if self.current() != level {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         if now.duration_since(movement.window_start) > self.auto.window {
             movement.window_start = now;
             movement.failures = 0;
@@ -196,7 +198,7 @@ impl Shared {
             self.move_to(&mut movement, current - 1, Cause::Recovered);
         } else {
             movement.successes = 0;
-            movement.since = Instant::now();
+            movement.since = clock::now();
         }
     }
 
@@ -212,7 +214,7 @@ impl Shared {
     pub(crate) fn release(&self) {
         let mut movement = self.movement.lock();
         self.pinned.store(false, Ordering::Release);
-        let now = Instant::now();
+        let now = clock::now();
         movement.since = now;
         movement.window_start = now;
         movement.failures = 0;
@@ -220,7 +222,7 @@ impl Shared {
     }
 
     fn move_to(&self, movement: &mut Movement, to: usize, cause: Cause) {
-        let now = Instant::now();
+        let now = clock::now();
         movement.window_start = now;
         movement.failures = 0;
         movement.successes = 0;

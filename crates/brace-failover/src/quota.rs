@@ -34,6 +34,7 @@
 //! the prompt's length), and [`QuotaPermit::settle`] charges the difference when the real
 //! usage is known (more is charged to the window, less goes back to the allowance).
 
+use brace_core::clock;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,7 +241,7 @@ impl RateLimiter {
                 Err(err) => Acquired::Refused(err),
             };
         }
-        let now = Instant::now();
+        let now = clock::now();
         let mut taken = Taken::default();
         for (kind, units) in [(QuotaKind::Requests, 1), (QuotaKind::Tokens, tokens)] {
             let Some(dimension) = self.dimension(kind) else {
@@ -277,14 +278,14 @@ impl RateLimiter {
             if taken.has(kind) {
                 continue;
             }
-            let mut outcome = dimension.take_shared(units, Instant::now());
+            let mut outcome = dimension.take_shared(units, clock::now());
             if let Take::Short = outcome {
                 if dimension.refill(&*self.inner.store, units).await.is_err() {
                     // The store failed: this call is counted locally.
                     self.put_back(taken, tokens);
                     return self.local(tokens);
                 }
-                outcome = dimension.take_shared(units, Instant::now());
+                outcome = dimension.take_shared(units, clock::now());
             }
             if let Take::Taken = outcome {
                 taken.set(kind);
@@ -293,7 +294,7 @@ impl RateLimiter {
                 return Err(self.exceeded(kind));
             }
         }
-        self.prefetch(Instant::now());
+        self.prefetch(clock::now());
         Ok(self.permit(tokens, true))
     }
 
@@ -320,7 +321,7 @@ impl RateLimiter {
 
     /// Counts one call in the process's own windows.
     fn local(&self, tokens: u64) -> Result<QuotaPermit, QuotaExceeded> {
-        let now = Instant::now();
+        let now = clock::now();
         if let Some(requests) = &self.inner.requests
             && !requests.take_local(1, now)
         {
@@ -418,7 +419,7 @@ impl QuotaPermit {
         if used_tokens == self.estimate {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         if used_tokens > self.estimate {
             let extra = used_tokens - self.estimate;
             if self.shared {
@@ -472,7 +473,7 @@ struct Allowance {
 
 impl Dimension {
     fn new(provider: &str, kind: QuotaKind, limit: u64) -> Self {
-        let now = Instant::now();
+        let now = clock::now();
         Self {
             kind,
             key: format!("{provider}:{}", kind.as_str()),
@@ -516,7 +517,7 @@ impl Dimension {
 
     fn put_back(&self, units: u64) {
         let mut allowance = self.allowance.lock();
-        if Instant::now() < allowance.expires {
+        if clock::now() < allowance.expires {
             allowance.units = allowance.units.saturating_add(units);
         }
     }
@@ -541,7 +542,7 @@ impl Dimension {
         let granted = store
             .reserve(&self.key, self.limit, WINDOW + ALLOWANCE_TTL, want)
             .await?;
-        let now = Instant::now();
+        let now = clock::now();
         let mut allowance = self.allowance.lock();
         if now >= allowance.expires {
             allowance.units = 0;

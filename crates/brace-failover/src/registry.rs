@@ -1,6 +1,7 @@
 //! The provider registry: one record per provider, shared by every failover service (every
 //! route) and every endpoint that reports on providers.
 
+use brace_core::clock;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
@@ -373,7 +374,7 @@ impl ProviderEntry {
                 Verdict::Failure => {
                     stats.failures += 1;
                     stats.consecutive_failures = stats.consecutive_failures.saturating_add(1);
-                    stats.last_failure = Some(Instant::now());
+                    stats.last_failure = Some(clock::now());
                 }
             }
         }
@@ -446,7 +447,7 @@ impl ProviderEntry {
         let circuit = self.circuit();
         let admission = self.admission();
         let stats = self.0.stats.lock();
-        let now = Instant::now();
+        let now = clock::now();
         ProviderHealth {
             name: self.0.name.clone(),
             model: None,

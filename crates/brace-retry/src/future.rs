@@ -1,5 +1,6 @@
 //! The [`ResponseFuture`] of [`Retry`](crate::Retry).
 
+use brace_core::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -156,7 +157,7 @@ fn first_limits(
     attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
 ) -> (Option<Instant>, Option<Instant>, Option<Instant>) {
-    let now = Instant::now();
+    let now = clock::now();
     let deadline = deadline.and_then(|deadline| now.checked_add(deadline));
     (
         Some(now),
@@ -180,7 +181,7 @@ fn attempt_limit(
 
 /// `delay` from now; a delay past what the clock can represent waits about a year instead.
 fn after(delay: Duration) -> Instant {
-    let now = Instant::now();
+    let now = clock::now();
     now.checked_add(delay)
         .or_else(|| now.checked_add(Duration::from_hours(24 * 365)))
         .unwrap_or(now)
@@ -217,7 +218,7 @@ fn effective_deadline(own: Option<Instant>) -> Option<Instant> {
 
 /// `true` if the call's deadline (its own or the one above) has passed.
 fn deadline_passed(own: Option<Instant>) -> bool {
-    effective_deadline(own).is_some_and(|at| Instant::now() >= at)
+    effective_deadline(own).is_some_and(|at| clock::now() >= at)
 }
 
 /// The error for a call cut by a deadline: the layer's own one reports its length, one set
@@ -227,7 +228,7 @@ fn deadline_exceeded<T, C>(
     own: Option<Instant>,
     started: Option<Instant>,
 ) -> Poll<Result<T, BoxError>> {
-    let now = Instant::now();
+    let now = clock::now();
     let after = match (policy.deadline, own) {
         (Some(after), Some(own)) if now >= own => after,
         _ => started.map_or(Duration::ZERO, |started| {
@@ -248,113 +249,123 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let policy: &Policy<C> = this.policy;
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Called { future } => {
-                    let attempt = match future.poll(cx) {
-                        Poll::Ready(result) => Attempt::Done(result),
-                        Poll::Pending => {
-                            if !policy.is_timed() || !fired(this.timer, cx) {
-                                return Poll::Pending;
+        clock::coherent(move || -> Poll<Self::Output> {
+            let mut this = self.project();
+            let policy: &Policy<C> = this.policy;
+            loop {
+                match this.state.as_mut().project() {
+                    StateProj::Called { future } => {
+                        let attempt = match future.poll(cx) {
+                            Poll::Ready(result) => Attempt::Done(result),
+                            Poll::Pending => {
+                                if !policy.is_timed() || !fired(this.timer, cx) {
+                                    return Poll::Pending;
+                                }
+                                if deadline_passed(*this.deadline) {
+                                    return deadline_exceeded(
+                                        policy,
+                                        *this.deadline,
+                                        *this.started,
+                                    );
+                                }
+                                Attempt::TimedOut
                             }
-                            if deadline_passed(*this.deadline) {
-                                return deadline_exceeded(policy, *this.deadline, *this.started);
+                        };
+                        let (outcome, result) = match attempt {
+                            Attempt::Done(result) => {
+                                // Judged as every layer judges: the error boxed.
+                                let result = result.map_err(Into::into);
+                                (policy.classifier.classify(result.as_ref()), result)
                             }
-                            Attempt::TimedOut
-                        }
-                    };
-                    let (outcome, result) = match attempt {
-                        Attempt::Done(result) => {
-                            // Judged as every layer judges: the error boxed.
-                            let result = result.map_err(Into::into);
-                            (policy.classifier.classify(result.as_ref()), result)
-                        }
-                        Attempt::TimedOut => {
-                            let outcome = if policy.retry_attempt_timeouts {
-                                Outcome::transient()
-                            } else {
-                                Outcome::failure()
+                            Attempt::TimedOut => {
+                                let outcome = if policy.retry_attempt_timeouts {
+                                    Outcome::transient()
+                                } else {
+                                    Outcome::failure()
+                                }
+                                .with_class(FailureClass::Timeout);
+                                (outcome, Err(Box::new(Elapsed::new()) as BoxError))
                             }
-                            .with_class(FailureClass::Timeout);
-                            (outcome, Err(Box::new(Elapsed::new()) as BoxError))
+                        };
+                        if !outcome.is_retryable() {
+                            return Poll::Ready(result);
                         }
-                    };
-                    if !outcome.is_retryable() {
-                        return Poll::Ready(result);
+                        let delay = match decide(
+                            policy,
+                            *this.attempts,
+                            this.previous_delay,
+                            *this.deadline,
+                            this.request.is_some(),
+                            outcome,
+                            result,
+                        ) {
+                            Ok(delay) => delay,
+                            Err(output) => return Poll::Ready(output),
+                        };
+                        if delay.is_zero() {
+                            this.state.set(State::Readying);
+                            if let Some(deadline) = *this.deadline {
+                                arm(this.timer, deadline);
+                            }
+                        } else {
+                            this.state.set(State::Waiting);
+                            arm(this.timer, after(delay));
+                        }
                     }
-                    let delay = match decide(
-                        policy,
-                        *this.attempts,
-                        this.previous_delay,
-                        *this.deadline,
-                        this.request.is_some(),
-                        outcome,
-                        result,
-                    ) {
-                        Ok(delay) => delay,
-                        Err(output) => return Poll::Ready(output),
-                    };
-                    if delay.is_zero() {
+                    StateProj::Waiting => {
+                        if let Some(sleep) = this.timer.as_mut() {
+                            ready!(sleep.as_mut().poll(cx));
+                        }
                         this.state.set(State::Readying);
                         if let Some(deadline) = *this.deadline {
                             arm(this.timer, deadline);
                         }
-                    } else {
-                        this.state.set(State::Waiting);
-                        arm(this.timer, after(delay));
                     }
-                }
-                StateProj::Waiting => {
-                    if let Some(sleep) = this.timer.as_mut() {
-                        ready!(sleep.as_mut().poll(cx));
-                    }
-                    this.state.set(State::Readying);
-                    if let Some(deadline) = *this.deadline {
-                        arm(this.timer, deadline);
-                    }
-                }
-                StateProj::Readying => {
-                    match this.service.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
-                        Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
-                        Poll::Pending => {
-                            if this.deadline.is_some() && fired(this.timer, cx) {
-                                return deadline_exceeded(policy, *this.deadline, *this.started);
+                    StateProj::Readying => {
+                        match this.service.poll_ready(cx) {
+                            Poll::Ready(Ok(())) => {}
+                            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                            Poll::Pending => {
+                                if this.deadline.is_some() && fired(this.timer, cx) {
+                                    return deadline_exceeded(
+                                        policy,
+                                        *this.deadline,
+                                        *this.started,
+                                    );
+                                }
+                                return Poll::Pending;
                             }
-                            return Poll::Pending;
                         }
-                    }
-                    *this.attempts += 1;
-                    // No class allows a retry after this attempt: it takes the kept copy.
-                    let last_possible = *this.attempts > policy.max_retries_any;
-                    let request = if last_possible {
-                        this.request.take()
-                    } else {
-                        this.request.clone()
-                    }
-                    .expect("a retry is only scheduled while a request copy is kept");
-                    let future = this.service.call(request);
-                    let limit = if policy.is_timed() {
-                        let limit =
-                            attempt_limit(Instant::now(), policy.attempt_timeout, *this.deadline);
-                        match limit {
-                            Some(at) => arm(this.timer, at),
-                            // Limits too far for the clock: no bound, and no stale timer
-                            // (the backoff's, already fired) to cut the attempt.
-                            None => *this.timer = None,
+                        *this.attempts += 1;
+                        // No class allows a retry after this attempt: it takes the kept copy.
+                        let last_possible = *this.attempts > policy.max_retries_any;
+                        let request = if last_possible {
+                            this.request.take()
+                        } else {
+                            this.request.clone()
                         }
-                        limit
-                    } else {
-                        None
-                    };
-                    this.state.set(State::Called {
-                        future: attempt(future, limit),
-                    });
+                        .expect("a retry is only scheduled while a request copy is kept");
+                        let future = this.service.call(request);
+                        let limit = if policy.is_timed() {
+                            let limit =
+                                attempt_limit(clock::now(), policy.attempt_timeout, *this.deadline);
+                            match limit {
+                                Some(at) => arm(this.timer, at),
+                                // Limits too far for the clock: no bound, and no stale timer
+                                // (the backoff's, already fired) to cut the attempt.
+                                None => *this.timer = None,
+                            }
+                            limit
+                        } else {
+                            None
+                        };
+                        this.state.set(State::Called {
+                            future: attempt(future, limit),
+                        });
+                    }
                 }
             }
-        }
+        })
     }
 }
 
@@ -399,7 +410,7 @@ fn decide<C, T>(
     let delay = hint.map_or(backoff, |hint| hint.max(backoff));
     // Read at each decision: a deadline set above may be earlier than the layer's own.
     if let Some(deadline) = effective_deadline(deadline)
-        && Instant::now()
+        && clock::now()
             .checked_add(delay)
             .is_none_or(|end| end >= deadline)
     {
