@@ -101,6 +101,24 @@ fn print_sizes() {
         println!("| {what} | {bytes} |");
     }
     println!();
+    println!("Values every layer moves (bytes):");
+    println!("| value | size |");
+    println!("|---|---|");
+    for (what, bytes) in [
+        ("ChatRequest", size_of::<ChatRequest>()),
+        ("ChatResponse", size_of::<brace_llm::ChatResponse>()),
+        ("ResponseMeta", size_of::<brace_llm::ResponseMeta>()),
+        ("ResponseBody", size_of::<brace_llm::ResponseBody>()),
+        ("ChatCompletion", size_of::<brace_llm::ChatCompletion>()),
+        ("Degradation", size_of::<brace_llm::degrade::Degradation>()),
+        (
+            "Result<ChatResponse, BoxError>",
+            size_of::<Result<brace_llm::ChatResponse, brace_core::BoxError>>(),
+        ),
+    ] {
+        println!("| {what} | {bytes} |");
+    }
+    println!();
 }
 
 /// Instructions valgrind counted for `calls` calls through `stack` (start-up included).

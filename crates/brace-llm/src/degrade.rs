@@ -480,7 +480,7 @@ impl DegradeResponse<Reshaped> for ChatResponse {
                 fill(CachedChat {
                     provider: meta.provider.clone(),
                     model: meta.model.clone(),
-                    completion: completion.clone(),
+                    completion: ChatCompletion::clone(&completion),
                 });
                 ResponseBody::Complete(completion)
             }
@@ -501,7 +501,7 @@ impl DegradeResponse<Reshaped> for ChatResponse {
             let chunks = cached.completion.to_chunks(false);
             ResponseBody::Stream(ChatStream::from_items(chunks.into_iter().map(Ok).collect()))
         } else {
-            ResponseBody::Complete(cached.completion.clone())
+            ResponseBody::Complete(Box::new(cached.completion.clone()))
         };
         ChatResponse { meta, body }
     }

@@ -90,8 +90,9 @@ impl Stream for ChatStream {
 /// The body of a response: a whole completion or a stream.
 #[derive(Debug)]
 pub enum ResponseBody {
-    /// A whole completion.
-    Complete(ChatCompletion),
+    /// A whole completion. Boxed: every layer passes the response up by value, and a
+    /// completion inline would make each of those moves copy three times the bytes.
+    Complete(Box<ChatCompletion>),
     /// A stream of chunks.
     Stream(ChatStream),
 }
@@ -110,7 +111,7 @@ impl ChatResponse {
     pub fn complete(provider: impl Into<Arc<str>>, completion: ChatCompletion) -> Self {
         Self {
             meta: ResponseMeta::new(provider, completion.model.clone()),
-            body: ResponseBody::Complete(completion),
+            body: ResponseBody::Complete(Box::new(completion)),
         }
     }
 
@@ -149,7 +150,7 @@ impl ChatResponse {
     /// [`LlmErrorKind::StreamInterrupted`]: crate::LlmErrorKind::StreamInterrupted
     pub async fn into_completion(self) -> Result<ChatCompletion, LlmError> {
         match self.body {
-            ResponseBody::Complete(completion) => Ok(completion),
+            ResponseBody::Complete(completion) => Ok(*completion),
             ResponseBody::Stream(mut stream) => {
                 let mut accumulator = StreamAccumulator::new();
                 while let Some(chunk) =

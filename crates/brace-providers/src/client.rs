@@ -224,7 +224,7 @@ impl<A: ProviderApi> Service<ChatRequest> for ProviderClient<A> {
                     let completion = whole.into_completion().await?;
                     Ok(ChatResponse {
                         meta: ResponseMeta::new(meta.provider, completion.model.clone()),
-                        body: ResponseBody::Complete(completion),
+                        body: ResponseBody::Complete(Box::new(completion)),
                     })
                 }
                 body => Ok(ChatResponse {
@@ -263,6 +263,6 @@ async fn read<A: ProviderApi>(
     };
     Ok(ChatResponse {
         meta: ResponseMeta::new(provider, answered),
-        body: ResponseBody::Complete(completion),
+        body: ResponseBody::Complete(Box::new(completion)),
     })
 }
