@@ -171,10 +171,13 @@ where
                         let Some(level) = ladder.get(*this.level) else {
                             return Poll::Ready(give_up(this.last, this.trail, *this.cut));
                         };
-                        let mut degradation = Degradation {
+                        // Built only for an answer given here (a live level's is built
+                        // when its call ends).
+                        let index = *this.level;
+                        let degradation = |origin| Degradation {
                             level: level.name_arc().clone(),
-                            index: *this.level,
-                            origin: Origin::Cache,
+                            index,
+                            origin,
                             reshaped: R::Reshaped::nothing(),
                         };
                         match level.kind() {
@@ -195,7 +198,7 @@ where
                                 });
                                 log_cache(level.name(), hit.is_some());
                                 if let Some(mut response) = hit {
-                                    response.annotate(&degradation);
+                                    response.annotate(&degradation(Origin::Cache));
                                     return Poll::Ready(Ok(response));
                                 }
                                 if let Some(tier) = &this.core.tier
@@ -218,8 +221,7 @@ where
                                 }
                                 log_static(level.name());
                                 let mut response = this.request.static_response(message);
-                                degradation.origin = Origin::Static;
-                                response.annotate(&degradation);
+                                response.annotate(&degradation(Origin::Static));
                                 return Poll::Ready(Ok(response));
                             }
                         }

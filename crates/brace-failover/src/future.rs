@@ -67,7 +67,8 @@ pin_project! {
         Ready {
             index: usize,
             started: Option<Instant>,
-            service: S,
+            // Taken out when called, to be given back to the provider's instances.
+            service: Option<S>,
             request: Option<Req>,
             // Armed the first time the provider is not ready, when a ready timeout is set.
             deadline: Option<Pin<Box<Sleep>>>,
@@ -200,9 +201,7 @@ where
                     if attempt.is_idle() {
                         continue;
                     }
-                    if let Poll::Ready(done) =
-                        attempt.poll_attempt(cx, &shared.commit, shared.ready_timeout)
-                    {
+                    if let Poll::Ready(done) = attempt.poll_attempt(cx, shared) {
                         settled = true;
                         if let Some(output) = settle(shared, done, this.failures, this.fallback) {
                             this.primary.set(Attempt::Idle);
@@ -483,21 +482,20 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
         Attempt::Ready {
             index,
             started: now,
-            service: shared.services[index].lock().clone(),
+            service: Some(shared.services[index].lock().take()),
             request: Some(request.clone()),
             deadline: None,
         }
     }
 
     /// Drives the attempt: readiness of this provider only, the call, then the commit.
-    fn poll_attempt<K, T>(
+    fn poll_attempt<C, K, T>(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        commit: &K,
-        ready_timeout: Option<Duration>,
+        shared: &Shared<S, C, K>,
     ) -> Poll<Done<T>>
     where
-        S: Service<Req, Response = T, Future = F>,
+        S: Service<Req, Response = T, Future = F> + Clone,
         S::Error: Into<BoxError>,
         F: Future<Output = Result<T, S::Error>>,
         K: Commit<T, Future = CF>,
@@ -515,10 +513,25 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                     deadline,
                 } => {
                     let (index, started) = (*index, *started);
-                    match service.poll_ready(cx) {
+                    // Both are there until the call (which leaves this state at once).
+                    let Some(ready) = service.as_mut().filter(|_| request.is_some()) else {
+                        self.set(Attempt::Idle);
+                        return Poll::Ready(Done {
+                            index,
+                            started,
+                            result: Err("a failover attempt was polled after its call".into()),
+                        });
+                    };
+                    match ready.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {
-                            let request = request.take().expect("an attempt is called once");
-                            let future = service.call(request);
+                            let (Some(request), Some(mut called)) =
+                                (request.take(), service.take())
+                            else {
+                                continue;
+                            };
+                            let future = called.call(request);
+                            let surplus = shared.services[index].lock().give_back(called);
+                            drop(surplus);
                             self.set(Attempt::Calling {
                                 index,
                                 started,
@@ -528,7 +541,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                         }
                         Poll::Ready(Err(err)) => (index, started, Err(err.into())),
                         Poll::Pending => {
-                            let Some(timeout) = ready_timeout else {
+                            let Some(timeout) = shared.ready_timeout else {
                                 return Poll::Pending;
                             };
                             if deadline.is_none() {
@@ -553,7 +566,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                 } => {
                     let (index, started) = (*index, *started);
                     match ready!(future.poll(cx)) {
-                        Ok(response) => match commit.commit_now(response) {
+                        Ok(response) => match shared.commit.commit_now(response) {
                             Commitment::Now(result) => (index, started, result.map_err(Into::into)),
                             Commitment::Later(future) => {
                                 self.set(Attempt::Committing {

@@ -52,7 +52,7 @@ impl<S> Layer<S> for StreamAccountingLayer {
     fn layer(&self, inner: S) -> Self::Service {
         StreamAccounting {
             inner,
-            config: self.clone(),
+            config: Arc::new(self.clone()),
         }
     }
 }
@@ -61,7 +61,8 @@ impl<S> Layer<S> for StreamAccountingLayer {
 #[derive(Clone)]
 pub(crate) struct StreamAccounting<S> {
     inner: S,
-    config: StreamAccountingLayer,
+    // Shared: the provider's stack is cloned for every attempt.
+    config: Arc<StreamAccountingLayer>,
 }
 
 impl<S> Service<ChatRequest> for StreamAccounting<S>
@@ -82,11 +83,13 @@ where
             .is_stream()
             .then(|| Usage::estimate_prompt_tokens(&request));
         let call = self.inner.call(request);
-        let config = self.config.clone();
+        // Only a stream is tapped: a whole answer is accounted by the gateway's own metrics,
+        // and the metrics handles (a dozen reference counts) are not copied for it.
+        let tap = prompt_estimate.map(|estimate| (self.config.clone(), estimate));
         Box::pin(async move {
             let ChatResponse { meta, body } = call.await?;
-            let body = match (body, prompt_estimate) {
-                (ResponseBody::Stream(stream), Some(prompt_estimate)) => {
+            let body = match (body, tap) {
+                (ResponseBody::Stream(stream), Some((config, prompt_estimate))) => {
                     ResponseBody::Stream(ChatStream::new(Tap {
                         stream,
                         config,
@@ -106,7 +109,7 @@ where
 /// A provider's stream, recording how it ended.
 struct Tap {
     stream: ChatStream,
-    config: StreamAccountingLayer,
+    config: Arc<StreamAccountingLayer>,
     prompt_estimate: u64,
     /// Content deltas seen.
     tokens: u64,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use parking_lot::RwLock;
+use parking_lot::{MappedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use brace_llm::{LlmError, Usage};
 
@@ -52,8 +52,15 @@ fn handle() -> Option<&'static PrometheusHandle> {
 /// every call, which cost more than the whole resilience stack per request.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    handles: Arc<Handles>,
-    tally: Arc<crate::status::Tally>,
+    // One shared allocation: a clone (each provider stack holds several) is one
+    // reference-count update.
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    handles: Handles,
+    tally: crate::status::Tally,
 }
 
 /// Registered counters and histograms, by metric name and label values.
@@ -125,26 +132,55 @@ impl<T> fmt::Debug for Memo<T> {
 
 impl<T: Clone> Memo<T> {
     /// The handle of `metric` with label values `a` and `b` (`""` when unused), registered
-    /// by `register` the first time.
-    fn get(&self, metric: &'static str, a: &str, b: &str, register: impl FnOnce() -> T) -> T {
-        if let Some(handle) = self
-            .map
-            .read()
-            .get(metric)
-            .and_then(|by_a| by_a.get(a))
-            .and_then(|by_b| by_b.get(b))
-        {
-            return handle.clone();
+    /// by `register` the first time. Once registered it is lent under the read lock, not
+    /// cloned: a clone and its drop are two reference-count updates per metric per request,
+    /// on counts every thread shares.
+    fn get(
+        &self,
+        metric: &'static str,
+        a: &str,
+        b: &str,
+        register: impl FnOnce() -> T,
+    ) -> Handle<'_, T> {
+        let known = RwLockReadGuard::try_map(self.map.read(), |map| {
+            map.get(metric)
+                .and_then(|by_a| by_a.get(a))
+                .and_then(|by_b| by_b.get(b))
+        });
+        match known {
+            Ok(handle) => return Handle::Lent(handle),
+            // The read lock goes before the write lock is taken.
+            Err(unlocked) => drop(unlocked),
         }
-        self.map
-            .write()
-            .entry(metric)
-            .or_default()
-            .entry(a.into())
-            .or_default()
-            .entry(b.into())
-            .or_insert_with(register)
-            .clone()
+        Handle::Owned(
+            self.map
+                .write()
+                .entry(metric)
+                .or_default()
+                .entry(a.into())
+                .or_default()
+                .entry(b.into())
+                .or_insert_with(register)
+                .clone(),
+        )
+    }
+}
+
+/// A metric handle from a [`Memo`]: lent under its read lock (held until the end of the
+/// statement that used it), or a copy the first time, when it was registered.
+enum Handle<'a, T> {
+    Lent(MappedRwLockReadGuard<'a, T>),
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for Handle<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Self::Lent(handle) => handle,
+            Self::Owned(handle) => handle,
+        }
     }
 }
 
@@ -161,8 +197,8 @@ impl Metrics {
         a: &str,
         b: &str,
         register: impl FnOnce() -> Counter,
-    ) -> Counter {
-        self.handles.counters.get(metric, a, b, register)
+    ) -> Handle<'_, Counter> {
+        self.shared.handles.counters.get(metric, a, b, register)
     }
 
     fn histogram(
@@ -170,35 +206,35 @@ impl Metrics {
         metric: &'static str,
         a: &str,
         register: impl FnOnce() -> Histogram,
-    ) -> Histogram {
-        self.handles.histograms.get(metric, a, "", register)
+    ) -> Handle<'_, Histogram> {
+        self.shared.handles.histograms.get(metric, a, "", register)
     }
 
     /// The running totals behind the status page.
     pub(crate) fn tally(&self) -> &crate::status::Tally {
-        &self.tally
+        &self.shared.tally
     }
 
     /// A request to `endpoint` finished with `status` after `elapsed`.
     pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
-        self.tally.request(status);
-        let known = self
-            .handles
-            .requests
-            .read()
-            .get(&(endpoint, status))
-            .cloned();
-        let counter = known.unwrap_or_else(|| {
-            self.handles
-                .requests
-                .write()
-                .entry((endpoint, status))
-                .or_insert_with(|| {
-                    metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
-                })
-                .clone()
+        self.shared.tally.request(status);
+        let known = RwLockReadGuard::try_map(self.shared.handles.requests.read(), |requests| {
+            requests.get(&(endpoint, status))
         });
-        counter.increment(1);
+        match known {
+            Ok(counter) => counter.increment(1),
+            Err(unknown) => {
+                drop(unknown);
+                self.shared.handles
+                    .requests
+                    .write()
+                    .entry((endpoint, status))
+                    .or_insert_with(|| {
+                        metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+                    })
+                    .increment(1);
+            }
+        }
         self.histogram(
             "brace_request_duration_seconds",
             endpoint,
@@ -209,7 +245,7 @@ impl Metrics {
 
     /// One attempt at `provider` finished with `outcome` (`ok` or an error kind).
     pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
-        self.tally.attempt(provider, outcome == "ok");
+        self.shared.tally.attempt(provider, outcome == "ok");
         self.counter("brace_provider_attempts_total", provider, outcome, || {
             metrics::counter!("brace_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
         })
@@ -244,7 +280,7 @@ impl Metrics {
             metrics::counter!("brace_served_total", "provider" => provider.to_owned(), "level" => level.to_owned())
         })
         .increment(1);
-        self.tally.cache(cache_hit);
+        self.shared.tally.cache(cache_hit);
         let name = if cache_hit {
             "brace_cache_hits_total"
         } else {
@@ -270,7 +306,8 @@ impl Metrics {
                 + usage.completion_tokens as f64 * price.output)
                 / 1_000_000.0;
             // Counters are integers: cost is kept in micro-dollars.
-            self.tally
+            self.shared
+                .tally
                 .cost(provider, (cost * 1_000_000.0).round() as u64);
             self.counter("brace_cost_microdollars_total", provider, "", || {
                 metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())

@@ -1163,7 +1163,10 @@ struct Instrument {
 
 impl Instrument {
     fn wrap<S>(self, inner: S) -> Instrumented<S> {
-        Instrumented { inner, meta: self }
+        Instrumented {
+            inner,
+            meta: Arc::new(self),
+        }
     }
 }
 
@@ -1173,7 +1176,8 @@ impl Instrument {
 #[derive(Clone)]
 struct Instrumented<S> {
     inner: S,
-    meta: Instrument,
+    // Shared: the stack is cloned for every attempt, and each attempt keeps a copy.
+    meta: Arc<Instrument>,
 }
 
 impl<S> Service<ChatRequest> for Instrumented<S>
@@ -1196,7 +1200,7 @@ where
         }
         let mut attempt = AttemptRecord {
             meta: Some(self.meta.clone()),
-            start: Instant::now(),
+            start: brace_core::clock::now(),
         };
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -1209,11 +1213,15 @@ where
 
 /// Records one attempt when it ends, or as `cancelled` if it is dropped first.
 struct AttemptRecord {
-    meta: Option<Instrument>,
+    meta: Option<Arc<Instrument>>,
     start: Instant,
 }
 
 impl AttemptRecord {
+    fn elapsed(&self) -> std::time::Duration {
+        brace_core::clock::now().saturating_duration_since(self.start)
+    }
+
     fn finish(&mut self, result: &Result<ChatResponse, BoxError>) {
         let Some(meta) = self.meta.take() else {
             return;
@@ -1223,7 +1231,7 @@ impl AttemptRecord {
             Err(err) => attempt_outcome(&**err),
         };
         meta.metrics
-            .attempt(&meta.provider, outcome, self.start.elapsed());
+            .attempt(&meta.provider, outcome, self.elapsed());
         if let Ok(response) = result
             && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
         {
@@ -1238,7 +1246,7 @@ impl Drop for AttemptRecord {
             meta.metrics.attempt(
                 &meta.provider,
                 LlmErrorKind::Cancelled.as_str(),
-                self.start.elapsed(),
+                self.elapsed(),
             );
         }
     }
