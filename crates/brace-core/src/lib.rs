@@ -40,6 +40,7 @@ pub mod duration;
 pub mod error;
 pub mod exclude;
 pub mod grpc;
+pub mod instances;
 pub mod on_error;
 pub mod retry_after;
 

@@ -482,7 +482,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
         Attempt::Ready {
             index,
             started: now,
-            service: Some(shared.services[index].lock().take()),
+            service: Some(shared.services[index].take()),
             request: Some(request.clone()),
             deadline: None,
         }
@@ -530,8 +530,7 @@ impl<S, Req, F, CF> Attempt<S, Req, F, CF> {
                                 continue;
                             };
                             let future = called.call(request);
-                            let surplus = shared.services[index].lock().give_back(called);
-                            drop(surplus);
+                            shared.services[index].give_back(called);
                             self.set(Attempt::Calling {
                                 index,
                                 started,

@@ -6,9 +6,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use brace_core::commit::{Commit, Immediate};
+use brace_core::instances::Instances;
 use brace_core::{BoxError, Classify, DefaultClassifier};
 use fastrand::Rng;
-use parking_lot::Mutex;
 use tower_service::Service;
 
 use crate::config::{FailoverConfig, HedgeConfig, Selection};
@@ -79,10 +79,10 @@ pub struct FailoverService<S, C = DefaultClassifier, K = Immediate, P = NoPrefer
 /// What every clone of a service and every response future share.
 pub(crate) struct Shared<S, C, K> {
     pub(crate) providers: Vec<ProviderMeta>,
-    /// Each provider's service instances, behind a lock that is only held to take or give
-    /// back one, so that `S` need only be `Send` (as `BoxCloneService` is) for the response
-    /// future to be `Send`.
-    pub(crate) services: Vec<Mutex<Instances<S>>>,
+    /// Each provider's service instances: an attempt takes one, calls it, and gives it back
+    /// (see [`Instances`]). Their lock is only held to take or give back one, so `S` need
+    /// only be `Send` (as `BoxCloneService` is) for the response future to be `Send`.
+    pub(crate) services: Vec<Instances<S>>,
     /// Each provider's record in the registry, in the order of `providers`.
     pub(crate) entries: Vec<ProviderEntry>,
     pub(crate) registry: ProviderRegistry,
@@ -93,50 +93,6 @@ pub(crate) struct Shared<S, C, K> {
     pub(crate) timed: bool,
     pub(crate) classifier: C,
     pub(crate) commit: K,
-}
-
-/// How many used instances of one provider's service are kept for later attempts.
-const IDLE_INSTANCES: usize = 8;
-
-/// One provider's service: the instance every other is cloned from, and instances that
-/// have made a call and can make the next one.
-///
-/// An attempt takes an instance, drives it to ready, calls it, and gives it back: cloning a
-/// provider's stack for every attempt cost more than the rest of the failover (a boxed
-/// stack's clone allocates, and every layer's shared state is one more reference count to
-/// update, twice). An instance is given back only after `call` consumed its readiness, so a
-/// kept instance holds nothing reserved (a permit, a slot); one that failed readiness or
-/// whose attempt was dropped before calling is dropped.
-pub(crate) struct Instances<S> {
-    template: S,
-    idle: Vec<S>,
-}
-
-impl<S> Instances<S> {
-    fn new(template: S) -> Self {
-        Self {
-            template,
-            idle: Vec::new(),
-        }
-    }
-}
-
-impl<S: Clone> Instances<S> {
-    /// An instance for an attempt: a kept one, else a new clone.
-    pub(crate) fn take(&mut self) -> S {
-        self.idle.pop().unwrap_or_else(|| self.template.clone())
-    }
-
-    /// Keeps `used` for a later attempt; hands it back to be dropped (outside the lock) when
-    /// enough are kept.
-    pub(crate) fn give_back(&mut self, used: S) -> Option<S> {
-        if self.idle.len() < IDLE_INSTANCES {
-            self.idle.push(used);
-            None
-        } else {
-            Some(used)
-        }
-    }
 }
 
 type ProbeSpawner = Box<dyn FnOnce(&tokio::runtime::Handle, &[ProviderEntry], Duration) + Send>;
@@ -452,10 +408,7 @@ impl<S, C, K, P> FailoverBuilder<S, C, K, P> {
         Ok(FailoverService {
             shared: Arc::new(Shared {
                 providers,
-                services: services
-                    .into_iter()
-                    .map(|service| Mutex::new(Instances::new(service)))
-                    .collect(),
+                services: services.into_iter().map(Instances::new).collect(),
                 entries,
                 registry,
                 selection: self.config.selection,

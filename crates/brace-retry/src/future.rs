@@ -19,6 +19,7 @@ use tower_service::Service;
 
 use crate::event::{GiveUpEvent, RetryEvent};
 use crate::policy::Policy;
+use crate::service::Shared;
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry): sends the request, and again after a
@@ -38,10 +39,11 @@ pin_project! {
         // deadline while waiting for readiness. Boxed, and only once needed, so that the
         // success path without timeouts carries (and moves) a small future.
         timer: Option<Pin<Box<Sleep>>>,
-        service: S,
+        // The instance a retry is sent on, taken from the shared ones when one is due.
+        service: Option<S>,
         // The copy to send next; `None` once no further attempt can be made.
         request: Option<Req>,
-        policy: Arc<Policy<C>>,
+        shared: Arc<Shared<S, C>>,
         attempts: u32,
         previous_delay: Duration,
         // The layer's own deadline, if it has one.
@@ -120,7 +122,8 @@ where
 {
     /// Sends the first attempt on `service`, which must be ready.
     #[inline]
-    pub(crate) fn new(mut service: S, request: Req, policy: Arc<Policy<C>>) -> Self {
+    pub(crate) fn new(service: &mut S, request: Req, shared: Arc<Shared<S, C>>) -> Self {
+        let policy = &shared.policy;
         if let Some(budget) = &policy.budget {
             budget.deposit();
         }
@@ -139,9 +142,9 @@ where
                 future: attempt(future, limit),
             },
             timer: limit.map(|at| Box::pin(sleep_until(at))),
-            service,
+            service: None,
             request,
-            policy,
+            shared,
             attempts: 1,
             previous_delay: Duration::ZERO,
             deadline,
@@ -240,7 +243,7 @@ fn deadline_exceeded<T, C>(
 
 impl<S, Req, C> Future for ResponseFuture<S, Req, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     C: Classify<S::Response, BoxError>,
     Req: Clone,
@@ -251,7 +254,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         clock::coherent(move || -> Poll<Self::Output> {
             let mut this = self.project();
-            let policy: &Policy<C> = this.policy;
+            let shared: &Shared<S, C> = this.shared;
+            let policy: &Policy<C> = &shared.policy;
             loop {
                 match this.state.as_mut().project() {
                     StateProj::Called { future } => {
@@ -322,9 +326,18 @@ where
                         }
                     }
                     StateProj::Readying => {
-                        match this.service.poll_ready(cx) {
+                        // Set at the first call whenever retries are allowed.
+                        let Some(instances) = shared.instances.get() else {
+                            return Poll::Ready(Err("retry without a service instance".into()));
+                        };
+                        let service = this.service.get_or_insert_with(|| instances.take());
+                        match service.poll_ready(cx) {
                             Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+                            Poll::Ready(Err(err)) => {
+                                // A service that failed readiness is not kept.
+                                *this.service = None;
+                                return Poll::Ready(Err(err.into()));
+                            }
                             Poll::Pending => {
                                 if this.deadline.is_some() && fired(this.timer, cx) {
                                     return deadline_exceeded(
@@ -345,7 +358,10 @@ where
                             this.request.clone()
                         }
                         .expect("a retry is only scheduled while a request copy is kept");
-                        let future = this.service.call(request);
+                        let future = service.call(request);
+                        if let Some(used) = this.service.take() {
+                            instances.give_back(used);
+                        }
                         let limit = if policy.is_timed() {
                             let limit =
                                 attempt_limit(clock::now(), policy.attempt_timeout, *this.deadline);

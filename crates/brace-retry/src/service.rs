@@ -1,10 +1,10 @@
 //! The [`Retry`] service.
 
 use std::fmt;
-use std::mem;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use brace_core::instances::Instances;
 use brace_core::{BoxError, Classify, DefaultClassifier};
 use tower_service::Service;
 
@@ -25,10 +25,15 @@ use crate::policy::Policy;
 ///
 /// # Clone
 ///
-/// The inner service must be [`Clone`]: each response future owns the instance the first
-/// attempt was sent on and polls it ready again before every retry (use
-/// `tower::buffer::Buffer` to make any service cloneable). Clones of a `Retry` share its
-/// policy (budget, random generator, hooks).
+/// The inner service must be [`Clone`]. The first attempt is sent on the instance
+/// `poll_ready` made ready; a future that retries takes an instance of its own — one an
+/// earlier retry gave back, else a clone of the service as it was after its first call —
+/// polls it ready, sends the retry on it and gives it back (see
+/// [`brace_core::instances`]). So the success path clones nothing, where tower's retry
+/// clones the inner stack for every call. As with tower's, retries go to copies: state a
+/// service keeps per instance, rather than shares between its clones, is not carried from
+/// one to another. Use `tower::buffer::Buffer` to make any service cloneable. Clones of a
+/// `Retry` share its policy (budget, random generator, hooks) and its kept instances.
 ///
 /// # Errors
 ///
@@ -48,7 +53,14 @@ use crate::policy::Policy;
 /// hook says why.
 pub struct Retry<S, C = DefaultClassifier> {
     inner: S,
-    policy: Arc<Policy<C>>,
+    shared: Arc<Shared<S, C>>,
+}
+
+/// What a `Retry`, its clones and their futures share.
+pub(crate) struct Shared<S, C> {
+    pub(crate) policy: Arc<Policy<C>>,
+    /// Instances for retries, from a clone of the inner service taken at the first call.
+    pub(crate) instances: OnceLock<Instances<S>>,
 }
 
 impl<S> Retry<S> {
@@ -60,7 +72,13 @@ impl<S> Retry<S> {
 
 impl<S, C> Retry<S, C> {
     pub(crate) fn from_policy(inner: S, policy: Arc<Policy<C>>) -> Self {
-        Self { inner, policy }
+        Self {
+            inner,
+            shared: Arc::new(Shared {
+                policy,
+                instances: OnceLock::new(),
+            }),
+        }
     }
 
     brace_core::define_inner_service_accessors!();
@@ -70,7 +88,7 @@ impl<S: Clone, C> Clone for Retry<S, C> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            policy: Arc::clone(&self.policy),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -79,7 +97,7 @@ impl<S: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("policy", &self.policy)
+            .field("policy", &self.shared.policy)
             .finish()
     }
 }
@@ -102,10 +120,16 @@ where
 
     #[inline]
     fn call(&mut self, request: Req) -> Self::Future {
-        // The instance made ready by `poll_ready` takes this call and goes with the future;
-        // a fresh clone stays here for the next `poll_ready`.
-        let clone = self.inner.clone();
-        let service = mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(service, request, Arc::clone(&self.policy))
+        // The instance made ready by `poll_ready` takes the first attempt and stays here;
+        // retries are sent on instances of their own, cloned from this one as it is after
+        // its first call (as tower's retry clones it after each call).
+        let future = ResponseFuture::new(&mut self.inner, request, Arc::clone(&self.shared));
+        if self.shared.policy.max_retries_any > 0 {
+            let inner = &self.inner;
+            self.shared
+                .instances
+                .get_or_init(|| Instances::new(inner.clone()));
+        }
+        future
     }
 }

@@ -1153,3 +1153,73 @@ async fn an_attempt_timeout_is_cut_at_the_deadline_above_and_not_retried() {
     assert_eq!(exceeded.after(), Duration::from_secs(3));
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// Answers from a shared script and counts how often it was cloned.
+struct CountedClones {
+    clones: Arc<AtomicUsize>,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl Clone for CountedClones {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: self.clones.clone(),
+            failures_left: self.failures_left.clone(),
+        }
+    }
+}
+
+impl Service<u32> for CountedClones {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u32) -> Self::Future {
+        let failed = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        std::future::ready(if failed {
+            Err("transient".into())
+        } else {
+            Ok(request)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_clone_the_inner_service_once_and_retries_reuse_their_instances() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let failures_left = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::builder()
+        .classifier(|result: Result<&u32, &BoxError>| match result {
+            Ok(_) => Outcome::success(),
+            Err(_) => Outcome::transient(),
+        })
+        .max_retries(1)
+        .backoff(Backoff::none())
+        .no_budget()
+        .build()
+        .layer(CountedClones {
+            clones: clones.clone(),
+            failures_left: failures_left.clone(),
+        });
+    for n in 0..20 {
+        assert_eq!(service.ready().await.unwrap().call(n).await.unwrap(), n);
+    }
+    // tower's retry (and this layer before) cloned the inner service for every call: 20.
+    assert_eq!(clones.load(Ordering::SeqCst), 1, "only the retry template");
+    for n in 0..20 {
+        failures_left.store(1, Ordering::SeqCst);
+        assert_eq!(service.ready().await.unwrap().call(n).await.unwrap(), n);
+    }
+    // Twenty retries, one after another: one instance, cloned once and given back each time.
+    assert_eq!(clones.load(Ordering::SeqCst), 2);
+}
