@@ -14,7 +14,7 @@
 //! - honours the server's hint ([`Outcome::retry_after`](brace_core::Outcome::retry_after),
 //!   from `Retry-After` in seconds or as an HTTP date) up to a cap, and gives up at once
 //!   past it rather than sleep for minutes;
-//! - spends retries from a shared [`RetryBudget`] (tower's `TpsBudget`), so a fully failing
+//! - spends retries from a shared [`RetryBudget`] (the accounting of tower's `TpsBudget`, without its lock), so a fully failing
 //!   upstream sees at most about `(1 + ratio) ×` the offered load;
 //! - keeps to the call's one deadline ([`brace_core::deadline`]): the one set above it, or
 //!   its own, which the layers below then see; no backoff wait starts that would end at or
