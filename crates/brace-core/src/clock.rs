@@ -17,7 +17,7 @@
 //! reads as zero, where separate readings would differ by the nanoseconds the code between
 //! them took. Anything that waits ends in a later poll, with a reading of its own.
 //!
-//! The clock is tokio's: [`tokio::time::pause`] and [`advance`](tokio::time::advance) move it.
+//! The clock is tokio's: `tokio::time::pause` and `advance` (its `test-util` feature) move it.
 //!
 //! # Example
 //!

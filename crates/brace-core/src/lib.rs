@@ -31,6 +31,7 @@
 
 mod macros;
 
+pub mod budget;
 pub mod classify;
 pub mod clock;
 pub mod commit;

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use brace_core::budget::Budget;
 use parking_lot::Mutex;
-use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::config::HedgeConfig;
 
@@ -15,7 +15,7 @@ const RECOMPUTE_EVERY: u32 = 16;
 
 pub(crate) struct Hedging {
     config: HedgeConfig,
-    budget: TpsBudget,
+    budget: Budget,
     latencies: Mutex<Latencies>,
 }
 
@@ -28,16 +28,11 @@ struct Latencies {
 
 impl Hedging {
     pub(crate) fn new(config: HedgeConfig) -> Self {
-        let budget = TpsBudget::new(
-            config
-                .budget_ttl
-                .clamp(Duration::from_secs(1), Duration::from_mins(1)),
-            config.budget_min_per_sec.min(i32::MAX as u32 - 1),
-            if config.budget_ratio.is_nan() {
-                0.0
-            } else {
-                config.budget_ratio.clamp(0.0, 1000.0)
-            },
+        // Out-of-range values are clamped by the budget.
+        let budget = Budget::new(
+            config.budget_ttl,
+            config.budget_ratio,
+            config.budget_min_per_sec,
         );
         Self {
             config,

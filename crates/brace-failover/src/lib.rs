@@ -69,7 +69,7 @@
 //! - [`Preference`]: a per-request preferred provider (a [`PreferredProvider`] extension, a
 //!   field, anything a `fn(&Req) -> Option<&str>` can read).
 //! - [`HedgeConfig`]: a second provider after a fixed delay or a latency percentile,
-//!   bounded by a budget (tower's `TpsBudget`).
+//!   bounded by a budget ([`brace_core::budget::Budget`]).
 //! - Per call: providers a layer above [excluded](brace_core::exclude) are skipped, and no
 //!   provider is started after the call's [deadline](brace_core::deadline).
 //!

@@ -2,50 +2,24 @@
 //! floor per second, so that a failing upstream is never hit by a retry storm.
 
 use std::fmt;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use brace_core::clock;
-use parking_lot::Mutex;
-use tokio::time::Instant;
-
-/// How many slots the window is cut into: a deposit is forgotten between 9/10 of the
-/// window and the whole window after it was made.
-const SLOTS: usize = 10;
+use brace_core::budget::Budget;
 
 /// A retry budget shared by every service built from one [`RetryLayer`](crate::RetryLayer).
 ///
 /// Each first attempt deposits into the budget; each retry withdraws. Over the sliding
 /// `window`, retries are limited to `ratio ×` the first attempts seen plus
 /// `min_per_second × window` — so a service that fails every call receives at most about
-/// `(1 + ratio) ×` the offered load, plus the floor. The accounting is that of Finagle's
-/// retry budget and tower's `TpsBudget`; a deposit costs one atomic addition and reads the
-/// clock through [`brace_core::clock`] (shared with the layers polled with it), where
-/// tower's takes a lock and reads the clock on its own.
+/// `(1 + ratio) ×` the offered load, plus the floor. It is a [`brace_core::budget::Budget`]:
+/// the accounting of Finagle's retry budget and tower's `TpsBudget`, where a deposit is one
+/// atomic addition and reads no clock of its own.
 ///
 /// The budget counts in whole tokens: for a ratio of at most 1 one retry costs
 /// `⌊1 / ratio⌋` deposits, so a ratio such as `0.3` is rounded up to `1/3`. Ratios whose
 /// inverse is whole (`0.1`, `0.2`, `0.25`, `0.5`, `1`) are exact.
 pub struct RetryBudget {
-    /// Tokens deposited (less those withdrawn) in each past slot of the window.
-    slots: [AtomicI64; SLOTS],
-    /// Tokens of the current slot, moved into `slots` when the slot ends.
-    current: AtomicI64,
-    /// The current slot's number, counted in slot lengths from `base`.
-    tick: AtomicU64,
-    /// When the current slot ends, in nanoseconds from `base`: until then a deposit only
-    /// compares the clock with it.
-    slot_ends: AtomicU64,
-    /// Held while the window moves on.
-    rotation: Mutex<()>,
-    base: Instant,
-    slot: Duration,
-    reserve: i64,
-    deposit_amount: i64,
-    withdraw_amount: i64,
-    window: Duration,
-    min_per_second: u32,
-    ratio: f32,
+    inner: Budget,
 }
 
 impl RetryBudget {
@@ -59,117 +33,35 @@ impl RetryBudget {
     /// rejected: `window` to 1s–60s, `ratio` to 0–1000 (NaN is 0), `min_per_second` below
     /// `i32::MAX`.
     pub fn with_window(window: Duration, ratio: f32, min_per_second: u32) -> Self {
-        let window = window.clamp(Duration::from_secs(1), Duration::from_mins(1));
-        let ratio = if ratio.is_nan() {
-            0.0
-        } else {
-            ratio.clamp(0.0, 1000.0)
-        };
-        let min_per_second = min_per_second.min(i32::MAX as u32 - 1);
-        // Whole tokens: a deposit is 1 (or 1000 for ratios above 1), a withdrawal as many
-        // deposits as one retry is worth.
-        let (deposit_amount, withdraw_amount) = if ratio == 0.0 {
-            (0, 1)
-        } else if ratio <= 1.0 {
-            (1, (1.0 / ratio) as i64)
-        } else {
-            (1000, (1000.0 / ratio) as i64)
-        };
-        let reserve = i64::from(min_per_second)
-            // At most 60: the window is clamped above.
-            .saturating_mul(i64::try_from(window.as_secs()).unwrap_or(i64::MAX))
-            .saturating_mul(withdraw_amount);
         Self {
-            slots: std::array::from_fn(|_| AtomicI64::new(0)),
-            current: AtomicI64::new(0),
-            tick: AtomicU64::new(0),
-            slot_ends: AtomicU64::new(nanos(window / SLOTS as u32)),
-            rotation: Mutex::new(()),
-            base: clock::now(),
-            slot: window / SLOTS as u32,
-            reserve,
-            deposit_amount,
-            withdraw_amount,
-            window,
-            min_per_second,
-            ratio,
+            inner: Budget::new(window, ratio, min_per_second),
         }
     }
 
     /// Records a first attempt.
     pub fn deposit(&self) {
-        self.move_on();
-        self.current
-            .fetch_add(self.deposit_amount, Ordering::Relaxed);
+        self.inner.deposit();
     }
 
     /// Takes one retry from the budget; `false` if none is left.
     pub fn withdraw(&self) -> bool {
-        self.move_on();
-        if self.balance() < self.withdraw_amount {
-            return false;
-        }
-        self.current
-            .fetch_sub(self.withdraw_amount, Ordering::Relaxed);
-        true
-    }
-
-    /// The tokens left: deposits in the window less withdrawals, plus the floor.
-    fn balance(&self) -> i64 {
-        self.slots
-            .iter()
-            .map(|slot| slot.load(Ordering::Relaxed))
-            .fold(self.current.load(Ordering::Relaxed), i64::saturating_add)
-            .saturating_add(self.reserve)
-    }
-
-    /// Moves the window on to now: the current slot's tokens go into its place in the ring,
-    /// and slots older than the window are cleared. Only a lock-free read when the slot has
-    /// not changed.
-    fn move_on(&self) {
-        let now = nanos(clock::now().saturating_duration_since(self.base));
-        if now < self.slot_ends.load(Ordering::Acquire) {
-            return;
-        }
-        let _rotating = self.rotation.lock();
-        let slot = nanos(self.slot).max(1);
-        let tick = now / slot;
-        let last = self.tick.load(Ordering::Acquire);
-        if tick <= last {
-            return;
-        }
-        let ended = self.current.swap(0, Ordering::AcqRel);
-        self.slots[(last % SLOTS as u64) as usize].store(ended, Ordering::Relaxed);
-        // Slots the clock has passed since, up to a whole window's worth, start empty.
-        for passed in (last + 1)..tick.min(last + SLOTS as u64 + 1) {
-            self.slots[(passed % SLOTS as u64) as usize].store(0, Ordering::Relaxed);
-        }
-        self.tick.store(tick, Ordering::Release);
-        self.slot_ends.store(
-            tick.saturating_add(1).saturating_mul(slot),
-            Ordering::Release,
-        );
+        self.inner.withdraw()
     }
 
     /// The ratio of retries to first attempts.
     pub fn ratio(&self) -> f32 {
-        self.ratio
+        self.inner.ratio()
     }
 
     /// The retries allowed per second whatever the traffic.
     pub fn min_per_second(&self) -> u32 {
-        self.min_per_second
+        self.inner.min_per_second()
     }
 
     /// The sliding window deposits are remembered for.
     pub fn window(&self) -> Duration {
-        self.window
+        self.inner.window()
     }
-}
-
-/// `duration` in whole nanoseconds (saturating: 584 years).
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Default for RetryBudget {
@@ -181,12 +73,7 @@ impl Default for RetryBudget {
 
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryBudget")
-            .field("ratio", &self.ratio)
-            .field("min_per_second", &self.min_per_second)
-            .field("window", &self.window)
-            .field("balance", &self.balance())
-            .finish_non_exhaustive()
+        f.debug_tuple("RetryBudget").field(&self.inner).finish()
     }
 }
 
@@ -194,21 +81,8 @@ impl fmt::Debug for RetryBudget {
 mod tests {
     use super::*;
 
-    #[test]
-    fn out_of_range_values_are_clamped_not_panicking() {
-        let budget = RetryBudget::with_window(Duration::ZERO, f32::NAN, u32::MAX);
-        assert_eq!(budget.window(), Duration::from_secs(1));
-        assert_eq!(budget.ratio(), 0.0);
-        let budget = RetryBudget::with_window(Duration::from_hours(1), 1e9, 0);
-        assert_eq!(budget.window(), Duration::from_mins(1));
-        assert_eq!(budget.ratio(), 1000.0);
-        let budget = RetryBudget::new(-1.0, 0);
-        assert_eq!(budget.ratio(), 0.0);
-        assert!(!budget.withdraw());
-    }
-
     #[tokio::test(start_paused = true)]
-    async fn withdrawals_follow_deposits_and_ratio() {
+    async fn a_retry_costs_one_over_the_ratio_first_attempts() {
         let budget = RetryBudget::new(0.5, 0);
         assert!(!budget.withdraw());
         for _ in 0..4 {
@@ -216,46 +90,6 @@ mod tests {
         }
         assert!(budget.withdraw());
         assert!(budget.withdraw());
-        assert!(!budget.withdraw());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn deposits_are_forgotten_once_the_window_has_passed() {
-        // Inside the window (9 s of 10 later) three deposits pay for three retries.
-        let budget = RetryBudget::with_window(Duration::from_secs(10), 1.0, 0);
-        for _ in 0..3 {
-            budget.deposit();
-        }
-        tokio::time::advance(Duration::from_secs(9)).await;
-        for _ in 0..3 {
-            assert!(budget.withdraw());
-        }
-        assert!(!budget.withdraw());
-
-        // Past their window only a later deposit counts.
-        let budget = RetryBudget::with_window(Duration::from_secs(10), 1.0, 0);
-        for _ in 0..3 {
-            budget.deposit();
-        }
-        tokio::time::advance(Duration::from_secs(9)).await;
-        budget.deposit();
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(budget.withdraw());
-        assert!(!budget.withdraw(), "the first deposits outlived the window");
-        // Long after everything: nothing left, and the ring starts over cleanly.
-        tokio::time::advance(Duration::from_mins(10)).await;
-        assert!(!budget.withdraw());
-        budget.deposit();
-        assert!(budget.withdraw());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_floor_allows_min_per_second_over_the_window_without_deposits() {
-        let budget = RetryBudget::with_window(Duration::from_secs(2), 0.5, 3);
-        // 3 per second over 2 s: 6 retries with nothing deposited.
-        for _ in 0..6 {
-            assert!(budget.withdraw());
-        }
         assert!(!budget.withdraw());
     }
 }
