@@ -56,7 +56,9 @@ const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
 /// `poll_ready` is always ready: the provider a request goes to is only known in `call`,
 /// and waiting for every provider to be ready would let one stalled provider block them
 /// all (the head-of-line blocking tower's `Steer` warns about). Each attempt drives the
-/// readiness of the provider it calls, and only that one; with a
+/// readiness of the provider it calls, and only that one, on an instance of its own: one an
+/// earlier attempt gave back after its call, else a clone of the provider's service (see
+/// [`brace_core::instances`]: a provider's stack is not cloned per attempt). With a
 /// [ready timeout](FailoverBuilder::ready_timeout) a provider that stays unready is charged a
 /// [`NotReady`](crate::NotReady) error and the request moves on.
 ///
