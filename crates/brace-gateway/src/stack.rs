@@ -41,10 +41,31 @@ use crate::sse::StreamShutdown;
 /// One service of the stack: what every layer is boxed into.
 pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
 
-/// Counts the provider attempts one request makes; the handler puts it in the request's
-/// extensions and every attempt adds one.
+/// Counts the provider attempts one request makes: [`Gateway::call`] sets it for the call
+/// (a task-local, like the deadline) and every attempt adds one.
+///
+/// Not a request extension: the request is copied by every layer that may send it again
+/// (degradation, failover, retry), and an extension makes each copy allocate a map.
 #[derive(Debug, Clone, Default)]
 pub struct Attempts(pub(crate) Arc<AtomicU32>);
+
+tokio::task_local! {
+    static ATTEMPTS: Attempts;
+}
+
+impl Attempts {
+    /// Counts one attempt of the request being polled, if it is counted.
+    fn count_one() {
+        let _ = ATTEMPTS.try_with(|attempts| attempts.0.fetch_add(1, Ordering::Relaxed));
+    }
+
+    /// How many attempts the request being polled has made so far, if it is counted.
+    pub(crate) fn so_far() -> Option<u32> {
+        ATTEMPTS
+            .try_with(|attempts| attempts.0.load(Ordering::Relaxed))
+            .ok()
+    }
+}
 
 /// The stack could not be built from the configuration.
 #[derive(Debug)]
@@ -266,9 +287,8 @@ impl Gateway {
     /// # Errors
     ///
     /// The stack's failure, mapped to an HTTP answer.
-    pub async fn call(&self, mut request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
+    pub async fn call(&self, request: ChatRequest) -> Result<(ChatResponse, u32), ApiError> {
         let attempts = Attempts::default();
-        request.extensions.insert(attempts.clone());
         crate::telemetry::record_request(&request);
         let start = Instant::now();
         // The request runs on the stack in force now, to its end, whatever a reload does.
@@ -283,7 +303,10 @@ impl Gateway {
         // One deadline for the whole request: every layer below reads what is left of it
         // (retry backoffs, failover, hedges, each attempt's timeout), and the degradation
         // layer answers from cache or the static level just before it, when it can.
-        let call = brace_core::deadline::within(start + deadline, service.oneshot(request));
+        let call = ATTEMPTS.scope(
+            attempts.clone(),
+            brace_core::deadline::within(start + deadline, service.oneshot(request)),
+        );
         let result = tokio::time::timeout(deadline, call).await;
         let count = attempts.0.load(Ordering::Relaxed);
         self.metrics.attempts(count);
@@ -1195,9 +1218,7 @@ where
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        if let Some(attempts) = request.extensions.get::<Attempts>() {
-            attempts.0.fetch_add(1, Ordering::Relaxed);
-        }
+        Attempts::count_one();
         let mut attempt = AttemptRecord {
             meta: Some(self.meta.clone()),
             start: brace_core::clock::now(),

@@ -974,17 +974,13 @@ where
                 record: None,
             };
         }
-        let attempts = request.extensions.get::<crate::stack::Attempts>().cloned();
         // Entered while the call is made: a client that sends from `call` sends the
         // attempt's trace context.
         let future = span.in_scope(|| self.inner.call(request));
         // The request's attempts are counted by the time the call is made (above or below
         // this layer): the count is this attempt's number.
-        if let Some(attempts) = attempts {
-            span.record(
-                "brace.attempt",
-                i64::from(attempts.0.load(Ordering::Relaxed)),
-            );
+        if let Some(attempt) = crate::stack::Attempts::so_far() {
+            span.record("brace.attempt", i64::from(attempt));
         }
         AttemptFuture {
             future,
