@@ -142,27 +142,39 @@ impl<T: Clone> Memo<T> {
         b: &str,
         register: impl FnOnce() -> T,
     ) -> Handle<'_, T> {
-        let known = RwLockReadGuard::try_map(self.map.read(), |map| {
-            map.get(metric)
-                .and_then(|by_a| by_a.get(a))
-                .and_then(|by_b| by_b.get(b))
-        });
-        match known {
-            Ok(handle) => return Handle::Lent(handle),
-            // The read lock goes before the write lock is taken.
-            Err(unlocked) => drop(unlocked),
-        }
-        Handle::Owned(
-            self.map
-                .write()
-                .entry(metric)
-                .or_default()
-                .entry(a.into())
-                .or_default()
-                .entry(b.into())
-                .or_insert_with(register)
-                .clone(),
+        lend(
+            &self.map,
+            |map| {
+                map.get(metric)
+                    .and_then(|by_a| by_a.get(a))
+                    .and_then(|by_b| by_b.get(b))
+            },
+            |map| {
+                map.entry(metric)
+                    .or_default()
+                    .entry(a.into())
+                    .or_default()
+                    .entry(b.into())
+                    .or_insert_with(register)
+            },
         )
+    }
+}
+
+/// The handle `find` finds under `lock`'s read lock, lent; else the one `insert` puts in
+/// (registering it the first time) under the write lock, copied.
+fn lend<M, T: Clone>(
+    lock: &RwLock<M>,
+    find: impl FnOnce(&M) -> Option<&T>,
+    insert: impl FnOnce(&mut M) -> &mut T,
+) -> Handle<'_, T> {
+    match RwLockReadGuard::try_map(lock.read(), find) {
+        Ok(handle) => Handle::Lent(handle),
+        Err(unlocked) => {
+            // The read lock goes before the write lock is taken.
+            drop(unlocked);
+            Handle::Owned(insert(&mut lock.write()).clone())
+        }
     }
 }
 
@@ -218,23 +230,16 @@ impl Metrics {
     /// A request to `endpoint` finished with `status` after `elapsed`.
     pub fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
         self.shared.tally.request(status);
-        let known = RwLockReadGuard::try_map(self.shared.handles.requests.read(), |requests| {
-            requests.get(&(endpoint, status))
-        });
-        match known {
-            Ok(counter) => counter.increment(1),
-            Err(unknown) => {
-                drop(unknown);
-                self.shared.handles
-                    .requests
-                    .write()
-                    .entry((endpoint, status))
-                    .or_insert_with(|| {
-                        metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
-                    })
-                    .increment(1);
-            }
-        }
+        lend(
+            &self.shared.handles.requests,
+            |requests| requests.get(&(endpoint, status)),
+            |requests| {
+                requests.entry((endpoint, status)).or_insert_with(|| {
+                    metrics::counter!("brace_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+                })
+            },
+        )
+        .increment(1);
         self.histogram(
             "brace_request_duration_seconds",
             endpoint,
