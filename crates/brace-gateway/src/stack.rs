@@ -47,7 +47,7 @@ pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, BoxError>;
 /// Not a request extension: the request is copied by every layer that may send it again
 /// (degradation, failover, retry), and an extension makes each copy allocate a map.
 #[derive(Debug, Clone, Default)]
-pub struct Attempts(pub(crate) Arc<AtomicU32>);
+pub(crate) struct Attempts(Arc<AtomicU32>);
 
 tokio::task_local! {
     static ATTEMPTS: Attempts;
