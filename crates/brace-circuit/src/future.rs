@@ -1,10 +1,10 @@
 //! [`ResponseFuture`].
 
-use brace_core::clock;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use brace_core::clock;
 use brace_core::{BoxError, CircuitOpen, Classify};
 use pin_project_lite::pin_project;
 

@@ -6,13 +6,13 @@
 //! admitted under an older generation can never trip, re-open or close the breaker, and a
 //! half-open permit is always returned to the generation that issued it.
 
-use brace_core::clock;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use brace_core::{CircuitOpen, FailureClass, Outcome, Verdict};
+use brace_core::{clock, duration};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU8, AtomicU32};
@@ -289,12 +289,11 @@ impl Shared {
     }
 
     fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(self.since_base(now).as_nanos()).unwrap_or(u64::MAX)
+        duration::nanos(self.since_base(now))
     }
 
     fn after(&self, now: Instant, wait: Duration) -> u64 {
-        self.nanos(now)
-            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX))
+        self.nanos(now).saturating_add(duration::nanos(wait))
     }
 
     fn reject(&self, retry_after: Option<Duration>) -> CircuitOpen {

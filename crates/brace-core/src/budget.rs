@@ -32,6 +32,7 @@ use std::sync::{Mutex, PoisonError};
 use tokio::time::Instant;
 
 use crate::clock;
+use crate::duration::nanos;
 
 /// How many slots the window is cut into: a deposit is forgotten between 9/10 of the
 /// window and the whole window after it was made.
@@ -176,11 +177,6 @@ impl Budget {
     pub fn window(&self) -> Duration {
         self.window
     }
-}
-
-/// `duration` in whole nanoseconds (saturating: 584 years).
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for Budget {

@@ -32,7 +32,6 @@
 //! # }
 //! ```
 
-use crate::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +44,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::clock;
 use crate::error::DeadlineExceeded;
 
 tokio::task_local! {

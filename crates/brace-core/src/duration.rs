@@ -4,6 +4,7 @@
 //! `250ms`, `30s`, `5m` or `1h 30m` (humantime), or a bare number of seconds (`60`, `0.5`),
 //! as the seed configuration's `reset_timeout: 60` does. Use it with
 //! `#[serde(with = "brace_core::duration")]`, or [`option`] for an `Option<Duration>`.
+//! [`nanos`] counts a duration in whole nanoseconds for the layers' atomic clocks.
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,6 +27,11 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
+
+/// `duration` in whole nanoseconds, saturating at `u64::MAX` (584 years).
+pub fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// Serializes a duration as humantime text (`1s 500ms`).
 pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {

@@ -1,12 +1,12 @@
 //! The response cache: bounded by entries and bytes, with a time to live.
 
-use brace_core::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brace_core::clock;
 use brace_core::degrade::Degradable;
 use tokio::time::Instant;
 

@@ -1,6 +1,5 @@
 //! [`ResponseFuture`]: one request's way down the ladder.
 
-use brace_core::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use std::time::Duration;
 
+use brace_core::clock;
 use brace_core::degrade::{Degradable, Degradation, DegradeResponse, Origin, Reshape};
 use brace_core::exclude::{Excluded, Exclusions};
 use brace_core::{

@@ -1,10 +1,10 @@
 //! The current level and the rules that move it, shared by every clone of the service,
 //! its layer and its handles.
 
-use brace_core::clock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use brace_core::clock;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 use tokio::time::Instant;

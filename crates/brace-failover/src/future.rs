@@ -1,6 +1,5 @@
 //! The response future of [`FailoverService`](crate::FailoverService).
 
-use brace_core::clock;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
@@ -11,6 +10,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use brace_circuit::Admission;
+use brace_core::clock;
 use brace_core::commit::{Commit, Commitment};
 use brace_core::exclude::Exclusions;
 use brace_core::{AllProvidersFailed, BoxError, CircuitOpen, Classify, ProviderFailure};

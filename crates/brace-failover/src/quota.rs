@@ -34,12 +34,12 @@
 //! the prompt's length), and [`QuotaPermit::settle`] charges the difference when the real
 //! usage is known (more is charged to the window, less goes back to the allowance).
 
-use brace_core::clock;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use brace_core::clock;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;

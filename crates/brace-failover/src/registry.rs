@@ -1,7 +1,6 @@
 //! The provider registry: one record per provider, shared by every failover service (every
 //! route) and every endpoint that reports on providers.
 
-use brace_core::clock;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::fmt;
@@ -10,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use brace_circuit::{Admission, CircuitHandle, CircuitState};
+use brace_core::clock;
 use brace_core::{Outcome, Verdict};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;

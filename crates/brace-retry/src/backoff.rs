@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use brace_core::duration::nanos;
 use serde::{Deserialize, Serialize};
 
 /// The shape of a [`Backoff`], as named in configuration (`backoff: exponential`).
@@ -154,7 +155,6 @@ impl Backoff {
 
 /// A uniform random duration in `[low, high]` (nanosecond resolution).
 fn uniform(rng: &mut fastrand::Rng, low: Duration, high: Duration) -> Duration {
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     let (low, high) = (nanos(low), nanos(high));
     if high <= low {
         return Duration::from_nanos(low);

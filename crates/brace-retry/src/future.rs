@@ -1,6 +1,5 @@
 //! The [`ResponseFuture`] of [`Retry`](crate::Retry).
 
-use brace_core::clock;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use brace_core::clock;
 use brace_core::deadline::{self, Within};
 use brace_core::{
     BoxError, Classify, DeadlineExceeded, FailureClass, GiveUpReason, Outcome, RetriesExhausted,
