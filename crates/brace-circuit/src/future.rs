@@ -62,19 +62,30 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        clock::coherent(move || -> Poll<Self::Output> {
-            let this = self.project();
-            match this.kind.project() {
-                KindProj::Called { future } => {
-                    // Judged as every layer judges: the error boxed, as the layer returns it.
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
-                    if let Some(permit) = this.permit.take() {
-                        permit.complete(&this.classifier.classify(result.as_ref()));
-                    }
-                    Poll::Ready(result)
+        // Every layer polled in here reads one clock reading (see `brace_core::clock`).
+        clock::coherent(move || self.poll_coherent(cx))
+    }
+}
+
+impl<F, C, T, E> ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
+{
+    #[inline]
+    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Called { future } => {
+                // Judged as every layer judges: the error boxed, as the layer returns it.
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                if let Some(permit) = this.permit.take() {
+                    permit.complete(&this.classifier.classify(result.as_ref()));
                 }
-                KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
+                Poll::Ready(result)
             }
-        })
+            KindProj::Rejected { error } => Poll::Ready(Err(Box::new(error.clone()))),
+        }
     }
 }

@@ -249,41 +249,51 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        clock::coherent(move || -> Poll<Self::Output> {
-            let this = self.project();
-            let outer = current();
-            let at = match (*this.own, outer) {
-                (Some(own), Some(outer)) => Some(own.min(outer)),
-                (own, outer) => own.or(outer),
-            };
-            let inner = this.inner;
-            let polled = match at {
-                Some(at) => DEADLINE.sync_scope(at, || inner.poll(cx)),
-                None => inner.poll(cx),
-            };
-            if let Poll::Ready(result) = polled {
-                return Poll::Ready(result.map_err(Into::into));
-            }
-            let Some(at) = at else {
-                return Poll::Pending;
-            };
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if sleep.deadline() != at {
-                sleep.as_mut().reset(at);
-            }
-            ready!(sleep.as_mut().poll(cx));
-            let cut_by_outer = outer.is_some_and(|outer| this.own.is_none_or(|own| outer < own));
-            let err: BoxError = if *this.kind == Kind::Attempt && !cut_by_outer {
-                Box::new(tower::timeout::error::Elapsed::new())
-            } else {
-                Box::new(DeadlineExceeded::new(
-                    at.saturating_duration_since(*this.started),
-                ))
-            };
-            Poll::Ready(Err(err))
-        })
+        // Every layer polled in here reads one clock reading (see `brace_core::clock`).
+        clock::coherent(move || self.poll_coherent(cx))
+    }
+}
+
+impl<F, T, E> ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    #[inline]
+    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let this = self.project();
+        let outer = current();
+        let at = match (*this.own, outer) {
+            (Some(own), Some(outer)) => Some(own.min(outer)),
+            (own, outer) => own.or(outer),
+        };
+        let inner = this.inner;
+        let polled = match at {
+            Some(at) => DEADLINE.sync_scope(at, || inner.poll(cx)),
+            None => inner.poll(cx),
+        };
+        if let Poll::Ready(result) = polled {
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        let Some(at) = at else {
+            return Poll::Pending;
+        };
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        ready!(sleep.as_mut().poll(cx));
+        let cut_by_outer = outer.is_some_and(|outer| this.own.is_none_or(|own| outer < own));
+        let err: BoxError = if *this.kind == Kind::Attempt && !cut_by_outer {
+            Box::new(tower::timeout::error::Elapsed::new())
+        } else {
+            Box::new(DeadlineExceeded::new(
+                at.saturating_duration_since(*this.started),
+            ))
+        };
+        Poll::Ready(Err(err))
     }
 }
 

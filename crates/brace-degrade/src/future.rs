@@ -162,228 +162,237 @@ where
     type Output = Result<R::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        clock::coherent(move || -> Poll<Self::Output> {
-            let mut this = self.project();
-            loop {
-                match this.state.as_mut().project() {
-                    StateProj::Route => {
-                        let ladder = &this.core.shared.ladder;
-                        let Some(level) = ladder.get(*this.level) else {
-                            return Poll::Ready(give_up(this.last, this.trail, *this.cut));
-                        };
-                        // Built only for an answer given here (a live level's is built
-                        // when its call ends).
-                        let index = *this.level;
-                        let degradation = |origin| Degradation {
-                            level: level.name_arc().clone(),
-                            index,
-                            origin,
-                            reshaped: R::Reshaped::nothing(),
-                        };
-                        match level.kind() {
-                            LevelKind::Live(_) => {
-                                if *this.live_left == 0 || *this.svc_broken {
-                                    *this.level += 1;
-                                } else {
-                                    this.state.set(State::Ready);
-                                }
-                            }
-                            LevelKind::Cached => {
-                                let hit = this.core.cache.as_ref().and_then(|cache| {
-                                    let key = key_of(this.key, &*this.request)?;
-                                    let stream = this.request.wants_stream();
-                                    cache.get_with(&key, |cached| {
-                                        R::Response::from_cached(cached, stream)
-                                    })
-                                });
-                                log_cache(level.name(), hit.is_some());
-                                if let Some(mut response) = hit {
-                                    response.annotate(&degradation(Origin::Cache));
-                                    return Poll::Ready(Ok(response));
-                                }
-                                if let Some(tier) = &this.core.tier
-                                    && let Some(key) = key_of(this.key, &*this.request)
-                                {
-                                    let future = tier.get(&key);
-                                    this.state.set(State::Tier { future });
-                                    continue;
-                                }
+        // Every layer polled in here reads one clock reading (see `brace_core::clock`).
+        clock::coherent(move || self.poll_coherent(cx))
+    }
+}
+
+impl<S, R, C> ResponseFuture<S, R, C>
+where
+    R: Degradable + Clone,
+    S: Service<R, Response = R::Response>,
+    S::Error: Into<BoxError>,
+    C: Classify<R::Response, BoxError>,
+{
+    #[inline]
+    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Route => {
+                    let ladder = &this.core.shared.ladder;
+                    let Some(level) = ladder.get(*this.level) else {
+                        return Poll::Ready(give_up(this.last, this.trail, *this.cut));
+                    };
+                    // Built only for an answer given here (a live level's is built
+                    // when its call ends).
+                    let index = *this.level;
+                    let degradation = |origin| Degradation {
+                        level: level.name_arc().clone(),
+                        index,
+                        origin,
+                        reshaped: R::Reshaped::nothing(),
+                    };
+                    match level.kind() {
+                        LevelKind::Live(_) => {
+                            if *this.live_left == 0 || *this.svc_broken {
                                 *this.level += 1;
+                            } else {
+                                this.state.set(State::Ready);
                             }
-                            LevelKind::Static(message) => {
-                                let failed =
-                                    this.last.is_some() || this.trail.is_some() || *this.cut;
-                                if !this.core.fallback_to_static
-                                    && *this.level != this.start.current
-                                    && failed
-                                {
-                                    return Poll::Ready(give_up(this.last, this.trail, *this.cut));
-                                }
-                                log_static(level.name());
-                                let mut response = this.request.static_response(message);
-                                response.annotate(&degradation(Origin::Static));
+                        }
+                        LevelKind::Cached => {
+                            let hit = this.core.cache.as_ref().and_then(|cache| {
+                                let key = key_of(this.key, &*this.request)?;
+                                let stream = this.request.wants_stream();
+                                cache.get_with(&key, |cached| {
+                                    R::Response::from_cached(cached, stream)
+                                })
+                            });
+                            log_cache(level.name(), hit.is_some());
+                            if let Some(mut response) = hit {
+                                response.annotate(&degradation(Origin::Cache));
                                 return Poll::Ready(Ok(response));
                             }
+                            if let Some(tier) = &this.core.tier
+                                && let Some(key) = key_of(this.key, &*this.request)
+                            {
+                                let future = tier.get(&key);
+                                this.state.set(State::Tier { future });
+                                continue;
+                            }
+                            *this.level += 1;
+                        }
+                        LevelKind::Static(message) => {
+                            let failed = this.last.is_some() || this.trail.is_some() || *this.cut;
+                            if !this.core.fallback_to_static
+                                && *this.level != this.start.current
+                                && failed
+                            {
+                                return Poll::Ready(give_up(this.last, this.trail, *this.cut));
+                            }
+                            log_static(level.name());
+                            let mut response = this.request.static_response(message);
+                            response.annotate(&degradation(Origin::Static));
+                            return Poll::Ready(Ok(response));
                         }
                     }
-                    StateProj::Ready => {
-                        if !*this.svc_ready
-                            && let Err(err) = ready!(this.svc.poll_ready(cx))
-                        {
-                            // A service that failed readiness is unusable: no more live levels.
-                            this.core.shared.record(*this.level, this.start, false);
-                            *this.svc_broken = true;
-                            *this.last = Some(Box::new(Err(err.into())));
+                }
+                StateProj::Ready => {
+                    if !*this.svc_ready
+                        && let Err(err) = ready!(this.svc.poll_ready(cx))
+                    {
+                        // A service that failed readiness is unusable: no more live levels.
+                        this.core.shared.record(*this.level, this.start, false);
+                        *this.svc_broken = true;
+                        *this.last = Some(Box::new(Err(err.into())));
+                        *this.level += 1;
+                        this.state.set(State::Route);
+                        continue;
+                    }
+                    let Some(LevelKind::Live(shape)) = this
+                        .core
+                        .ladder
+                        .get(*this.level)
+                        .map(crate::level::Level::kind)
+                    else {
+                        // Only entered at a live level; move on rather than panic.
+                        *this.level += 1;
+                        this.state.set(State::Route);
+                        continue;
+                    };
+                    let mut request = this.request.clone();
+                    if *this.level > 0 {
+                        request.set_level(this.core.shared.ladder.levels()[*this.level].name_arc());
+                    }
+                    let reshaped = request.reshape(shape);
+                    // A later pass is worth its calls only if it sends a different request
+                    // to someone whose failure that can change.
+                    if let Some(previous) = &*this.previous {
+                        let model_changed = reshaped.retargets(previous);
+                        let level = this.core.shared.ladder.levels()[*this.level].name_arc();
+                        let worth_it = reshaped != *previous
+                            && match this.trail.as_deref() {
+                                Some(trail) => {
+                                    *this.exclusions = exclusions(
+                                        trail,
+                                        level,
+                                        &this.core.classifier,
+                                        model_changed,
+                                    );
+                                    !nobody_left(trail, this.exclusions)
+                                }
+                                None => model_changed || *this.last_reshapable,
+                            };
+                        if !worth_it {
                             *this.level += 1;
                             this.state.set(State::Route);
                             continue;
                         }
-                        let Some(LevelKind::Live(shape)) = this
-                            .core
-                            .ladder
-                            .get(*this.level)
-                            .map(crate::level::Level::kind)
-                        else {
-                            // Only entered at a live level; move on rather than panic.
+                    }
+                    *this.svc_ready = false;
+                    *this.live_left -= 1;
+                    *this.reshaped = reshaped.clone();
+                    *this.previous = Some(reshaped);
+                    if this.cutoff.is_none() && has_fallback(this.core, &*this.request) {
+                        *this.cutoff = cutoff();
+                    }
+                    let future = this.svc.call(request);
+                    let future = brace_core::exclude::within(this.exclusions.clone(), future);
+                    this.state.set(State::Call { future });
+                }
+                StateProj::Call { future } => {
+                    let result = match future.poll(cx) {
+                        // Judged as every layer judges: the error boxed.
+                        Poll::Ready(result) => result.map_err(Into::into),
+                        Poll::Pending => {
+                            let Some(cutoff) = this.cutoff.as_mut() else {
+                                return Poll::Pending;
+                            };
+                            ready!(cutoff.as_mut().poll(cx));
+                            // The deadline is about to pass: drop the call for a cached or
+                            // static answer (no more live levels), else a 504.
+                            *this.cutoff = None;
+                            *this.cut = true;
+                            *this.live_left = 0;
                             *this.level += 1;
                             this.state.set(State::Route);
                             continue;
-                        };
-                        let mut request = this.request.clone();
-                        if *this.level > 0 {
-                            request.set_level(
-                                this.core.shared.ladder.levels()[*this.level].name_arc(),
-                            );
                         }
-                        let reshaped = request.reshape(shape);
-                        // A later pass is worth its calls only if it sends a different request
-                        // to someone whose failure that can change.
-                        if let Some(previous) = &*this.previous {
-                            let model_changed = reshaped.retargets(previous);
-                            let level = this.core.shared.ladder.levels()[*this.level].name_arc();
-                            let worth_it = reshaped != *previous
-                                && match this.trail.as_deref() {
-                                    Some(trail) => {
-                                        *this.exclusions = exclusions(
-                                            trail,
-                                            level,
-                                            &this.core.classifier,
-                                            model_changed,
-                                        );
-                                        !nobody_left(trail, this.exclusions)
+                    };
+                    let outcome = this.core.classifier.classify(result.as_ref());
+                    let failed = outcome.is_failure() || outcome.should_failover();
+                    // The caller's own mistakes (ignored, not failing over) say nothing
+                    // about the level's health either way.
+                    if failed || outcome.is_success() {
+                        this.core.shared.record(*this.level, this.start, !failed);
+                    }
+                    let degradation = Degradation {
+                        level: this.core.shared.ladder.levels()[*this.level]
+                            .name_arc()
+                            .clone(),
+                        index: *this.level,
+                        origin: Origin::Live,
+                        reshaped: std::mem::replace(this.reshaped, R::Reshaped::nothing()),
+                    };
+                    match result {
+                        Ok(mut response) => {
+                            response.annotate(&degradation);
+                            if !failed {
+                                return Poll::Ready(Ok(fill(
+                                    response,
+                                    this.core,
+                                    this.key,
+                                    &*this.request,
+                                )));
+                            }
+                            *this.last = Some(Box::new(Ok(response)));
+                        }
+                        Err(err) if !failed => return Poll::Ready(Err(err)),
+                        Err(err) => {
+                            let level = &degradation.level;
+                            match err.downcast::<AllProvidersFailed>() {
+                                Ok(all) => {
+                                    let all = all.in_pass(level);
+                                    match this.trail {
+                                        Some(trail) => trail.extend(all),
+                                        None => *this.trail = Some(Box::new(all)),
                                     }
-                                    None => model_changed || *this.last_reshapable,
-                                };
-                            if !worth_it {
-                                *this.level += 1;
-                                this.state.set(State::Route);
-                                continue;
+                                }
+                                Err(err) => {
+                                    *this.last_reshapable = outcome.reshaping_may_help();
+                                    *this.last = Some(Box::new(Err(err)));
+                                }
                             }
                         }
-                        *this.svc_ready = false;
-                        *this.live_left -= 1;
-                        *this.reshaped = reshaped.clone();
-                        *this.previous = Some(reshaped);
-                        if this.cutoff.is_none() && has_fallback(this.core, &*this.request) {
-                            *this.cutoff = cutoff();
-                        }
-                        let future = this.svc.call(request);
-                        let future = brace_core::exclude::within(this.exclusions.clone(), future);
-                        this.state.set(State::Call { future });
                     }
-                    StateProj::Call { future } => {
-                        let result = match future.poll(cx) {
-                            // Judged as every layer judges: the error boxed.
-                            Poll::Ready(result) => result.map_err(Into::into),
-                            Poll::Pending => {
-                                let Some(cutoff) = this.cutoff.as_mut() else {
-                                    return Poll::Pending;
-                                };
-                                ready!(cutoff.as_mut().poll(cx));
-                                // The deadline is about to pass: drop the call for a cached or
-                                // static answer (no more live levels), else a 504.
-                                *this.cutoff = None;
-                                *this.cut = true;
-                                *this.live_left = 0;
-                                *this.level += 1;
-                                this.state.set(State::Route);
-                                continue;
-                            }
-                        };
-                        let outcome = this.core.classifier.classify(result.as_ref());
-                        let failed = outcome.is_failure() || outcome.should_failover();
-                        // The caller's own mistakes (ignored, not failing over) say nothing
-                        // about the level's health either way.
-                        if failed || outcome.is_success() {
-                            this.core.shared.record(*this.level, this.start, !failed);
-                        }
-                        let degradation = Degradation {
+                    *this.level += 1;
+                    this.state.set(State::Route);
+                }
+                StateProj::Tier { future } => {
+                    let found = ready!(future.as_mut().poll(cx));
+                    if let (Some(cached), Some(cache), KeyState::Known(key)) =
+                        (found, &this.core.cache, *this.key)
+                    {
+                        let mut response =
+                            R::Response::from_cached(&cached, this.request.wants_stream());
+                        let size = R::Response::cached_size(&cached);
+                        cache.insert(key, cached, size);
+                        response.annotate(&Degradation {
                             level: this.core.shared.ladder.levels()[*this.level]
                                 .name_arc()
                                 .clone(),
                             index: *this.level,
-                            origin: Origin::Live,
-                            reshaped: std::mem::replace(this.reshaped, R::Reshaped::nothing()),
-                        };
-                        match result {
-                            Ok(mut response) => {
-                                response.annotate(&degradation);
-                                if !failed {
-                                    return Poll::Ready(Ok(fill(
-                                        response,
-                                        this.core,
-                                        this.key,
-                                        &*this.request,
-                                    )));
-                                }
-                                *this.last = Some(Box::new(Ok(response)));
-                            }
-                            Err(err) if !failed => return Poll::Ready(Err(err)),
-                            Err(err) => {
-                                let level = &degradation.level;
-                                match err.downcast::<AllProvidersFailed>() {
-                                    Ok(all) => {
-                                        let all = all.in_pass(level);
-                                        match this.trail {
-                                            Some(trail) => trail.extend(all),
-                                            None => *this.trail = Some(Box::new(all)),
-                                        }
-                                    }
-                                    Err(err) => {
-                                        *this.last_reshapable = outcome.reshaping_may_help();
-                                        *this.last = Some(Box::new(Err(err)));
-                                    }
-                                }
-                            }
-                        }
-                        *this.level += 1;
-                        this.state.set(State::Route);
+                            origin: Origin::Cache,
+                            reshaped: R::Reshaped::nothing(),
+                        });
+                        return Poll::Ready(Ok(response));
                     }
-                    StateProj::Tier { future } => {
-                        let found = ready!(future.as_mut().poll(cx));
-                        if let (Some(cached), Some(cache), KeyState::Known(key)) =
-                            (found, &this.core.cache, *this.key)
-                        {
-                            let mut response =
-                                R::Response::from_cached(&cached, this.request.wants_stream());
-                            let size = R::Response::cached_size(&cached);
-                            cache.insert(key, cached, size);
-                            response.annotate(&Degradation {
-                                level: this.core.shared.ladder.levels()[*this.level]
-                                    .name_arc()
-                                    .clone(),
-                                index: *this.level,
-                                origin: Origin::Cache,
-                                reshaped: R::Reshaped::nothing(),
-                            });
-                            return Poll::Ready(Ok(response));
-                        }
-                        *this.level += 1;
-                        this.state.set(State::Route);
-                    }
+                    *this.level += 1;
+                    this.state.set(State::Route);
                 }
             }
-        })
+        }
     }
 }
 

@@ -135,124 +135,127 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        clock::coherent(move || -> Poll<Self::Output> {
-            let mut this = self.project();
-            let shared = &**this.shared;
-            loop {
-                let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
-                if this.primary.is_idle() && hedge_idle {
-                    let first = *this.tried == 0;
-                    if first {
-                        *this.exclusions = brace_core::exclude::current().filter(|e| !e.is_empty());
+        // Every layer polled in here reads one clock reading (see `brace_core::clock`).
+        clock::coherent(move || self.poll_coherent(cx))
+    }
+}
+
+impl<S, Req, C, K> ResponseFuture<S, Req, C, K>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    Req: Clone,
+    C: Classify<S::Response, BoxError>,
+    K: Commit<S::Response>,
+    K::Error: Into<BoxError>,
+{
+    #[inline]
+    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let mut this = self.project();
+        let shared = &**this.shared;
+        loop {
+            let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
+            if this.primary.is_idle() && hedge_idle {
+                let first = *this.tried == 0;
+                if first {
+                    *this.exclusions = brace_core::exclude::current().filter(|e| !e.is_empty());
+                }
+                let now = shared.timed.then(clock::now);
+                let picked = if first || !deadline_passed() {
+                    pick(
+                        shared,
+                        this.tried,
+                        *this.preferred,
+                        this.rng,
+                        this.exclusions.as_ref(),
+                    )
+                } else {
+                    None
+                };
+                let Some(index) = picked else {
+                    *this.hedge_timer = None;
+                    return Poll::Ready(match this.fallback.take() {
+                        Some(response) => Ok(*response),
+                        None => {
+                            skip_rest(shared, *this.tried, this.exclusions.as_ref(), this.failures);
+                            log_all_failed(this.failures);
+                            Err(Box::new(AllProvidersFailed::new(mem::take(this.failures))))
+                        }
+                    });
+                };
+                if !first {
+                    log_failover(shared.entries[index].name(), *this.tried);
+                }
+                this.primary
+                    .set(Attempt::start(shared, this.request, index, now));
+                if first
+                    && let Some(hedging) = &shared.hedging
+                    && let Some(delay) = hedging.delay()
+                    && let Some(at) = now.unwrap_or_else(clock::now).checked_add(delay)
+                    && !brace_core::deadline::ends_before(at)
+                {
+                    *this.hedge_timer = Some(Box::pin(tokio::time::sleep_until(at)));
+                }
+            }
+
+            let mut settled = false;
+            for second in [false, true] {
+                let attempt = if second {
+                    match this.secondary.as_mut() {
+                        Some(hedge) => hedge.as_mut(),
+                        None => continue,
                     }
-                    let now = shared.timed.then(clock::now);
-                    let picked = if first || !deadline_passed() {
-                        pick(
+                } else {
+                    this.primary.as_mut()
+                };
+                if attempt.is_idle() {
+                    continue;
+                }
+                if let Poll::Ready(done) = attempt.poll_attempt(cx, shared) {
+                    settled = true;
+                    if let Some(output) = settle(shared, done, this.failures, this.fallback) {
+                        this.primary.set(Attempt::Idle);
+                        *this.secondary = None;
+                        *this.hedge_timer = None;
+                        return Poll::Ready(output);
+                    }
+                }
+            }
+            if settled {
+                continue;
+            }
+
+            if let Some(timer) = this.hedge_timer.as_mut()
+                && timer.as_mut().poll(cx).is_ready()
+            {
+                *this.hedge_timer = None;
+                let now = Some(clock::now());
+                let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
+                if !*this.hedged && !this.primary.is_idle() && hedge_idle && !deadline_passed() {
+                    *this.hedged = true;
+                    if let Some(hedging) = &shared.hedging
+                        && has_candidate(shared, *this.tried, this.rng, this.exclusions.as_ref())
+                        && hedging.withdraw()
+                        && let Some(index) = pick(
                             shared,
                             this.tried,
                             *this.preferred,
                             this.rng,
                             this.exclusions.as_ref(),
                         )
-                    } else {
-                        None
-                    };
-                    let Some(index) = picked else {
-                        *this.hedge_timer = None;
-                        return Poll::Ready(match this.fallback.take() {
-                            Some(response) => Ok(*response),
-                            None => {
-                                skip_rest(
-                                    shared,
-                                    *this.tried,
-                                    this.exclusions.as_ref(),
-                                    this.failures,
-                                );
-                                log_all_failed(this.failures);
-                                Err(Box::new(AllProvidersFailed::new(mem::take(this.failures))))
-                            }
-                        });
-                    };
-                    if !first {
-                        log_failover(shared.entries[index].name(), *this.tried);
-                    }
-                    this.primary
-                        .set(Attempt::start(shared, this.request, index, now));
-                    if first
-                        && let Some(hedging) = &shared.hedging
-                        && let Some(delay) = hedging.delay()
-                        && let Some(at) = now.unwrap_or_else(clock::now).checked_add(delay)
-                        && !brace_core::deadline::ends_before(at)
                     {
-                        *this.hedge_timer = Some(Box::pin(tokio::time::sleep_until(at)));
-                    }
-                }
-
-                let mut settled = false;
-                for second in [false, true] {
-                    let attempt = if second {
+                        log_hedge(shared.entries[index].name(), hedging.delay());
+                        let attempt = Attempt::start(shared, this.request, index, now);
                         match this.secondary.as_mut() {
-                            Some(hedge) => hedge.as_mut(),
-                            None => continue,
+                            Some(hedge) => hedge.as_mut().set(attempt),
+                            None => *this.secondary = Some(Box::pin(attempt)),
                         }
-                    } else {
-                        this.primary.as_mut()
-                    };
-                    if attempt.is_idle() {
                         continue;
                     }
-                    if let Poll::Ready(done) = attempt.poll_attempt(cx, shared) {
-                        settled = true;
-                        if let Some(output) = settle(shared, done, this.failures, this.fallback) {
-                            this.primary.set(Attempt::Idle);
-                            *this.secondary = None;
-                            *this.hedge_timer = None;
-                            return Poll::Ready(output);
-                        }
-                    }
                 }
-                if settled {
-                    continue;
-                }
-
-                if let Some(timer) = this.hedge_timer.as_mut()
-                    && timer.as_mut().poll(cx).is_ready()
-                {
-                    *this.hedge_timer = None;
-                    let now = Some(clock::now());
-                    let hedge_idle = this.secondary.as_ref().is_none_or(|hedge| hedge.is_idle());
-                    if !*this.hedged && !this.primary.is_idle() && hedge_idle && !deadline_passed()
-                    {
-                        *this.hedged = true;
-                        if let Some(hedging) = &shared.hedging
-                            && has_candidate(
-                                shared,
-                                *this.tried,
-                                this.rng,
-                                this.exclusions.as_ref(),
-                            )
-                            && hedging.withdraw()
-                            && let Some(index) = pick(
-                                shared,
-                                this.tried,
-                                *this.preferred,
-                                this.rng,
-                                this.exclusions.as_ref(),
-                            )
-                        {
-                            log_hedge(shared.entries[index].name(), hedging.delay());
-                            let attempt = Attempt::start(shared, this.request, index, now);
-                            match this.secondary.as_mut() {
-                                Some(hedge) => hedge.as_mut().set(attempt),
-                                None => *this.secondary = Some(Box::pin(attempt)),
-                            }
-                            continue;
-                        }
-                    }
-                }
-                return Poll::Pending;
             }
-        })
+            return Poll::Pending;
+        }
     }
 }
 

@@ -252,136 +252,140 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        clock::coherent(move || -> Poll<Self::Output> {
-            let mut this = self.project();
-            let shared: &Shared<S, C> = this.shared;
-            let policy: &Policy<C> = &shared.policy;
-            loop {
-                match this.state.as_mut().project() {
-                    StateProj::Called { future } => {
-                        let attempt = match future.poll(cx) {
-                            Poll::Ready(result) => Attempt::Done(result),
-                            Poll::Pending => {
-                                if !policy.is_timed() || !fired(this.timer, cx) {
-                                    return Poll::Pending;
-                                }
-                                if deadline_passed(*this.deadline) {
-                                    return deadline_exceeded(
-                                        policy,
-                                        *this.deadline,
-                                        *this.started,
-                                    );
-                                }
-                                Attempt::TimedOut
+        // Every layer polled in here reads one clock reading (see `brace_core::clock`).
+        clock::coherent(move || self.poll_coherent(cx))
+    }
+}
+
+impl<S, Req, C> ResponseFuture<S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+    Req: Clone,
+{
+    #[inline]
+    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let mut this = self.project();
+        let shared: &Shared<S, C> = this.shared;
+        let policy: &Policy<C> = &shared.policy;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let attempt = match future.poll(cx) {
+                        Poll::Ready(result) => Attempt::Done(result),
+                        Poll::Pending => {
+                            if !policy.is_timed() || !fired(this.timer, cx) {
+                                return Poll::Pending;
                             }
-                        };
-                        let (outcome, result) = match attempt {
-                            Attempt::Done(result) => {
-                                // Judged as every layer judges: the error boxed.
-                                let result = result.map_err(Into::into);
-                                (policy.classifier.classify(result.as_ref()), result)
+                            if deadline_passed(*this.deadline) {
+                                return deadline_exceeded(policy, *this.deadline, *this.started);
                             }
-                            Attempt::TimedOut => {
-                                let outcome = if policy.retry_attempt_timeouts {
-                                    Outcome::transient()
-                                } else {
-                                    Outcome::failure()
-                                }
-                                .with_class(FailureClass::Timeout);
-                                (outcome, Err(Box::new(Elapsed::new()) as BoxError))
-                            }
-                        };
-                        if !outcome.is_retryable() {
-                            return Poll::Ready(result);
+                            Attempt::TimedOut
                         }
-                        let delay = match decide(
-                            policy,
-                            *this.attempts,
-                            this.previous_delay,
-                            *this.deadline,
-                            this.request.is_some(),
-                            outcome,
-                            result,
-                        ) {
-                            Ok(delay) => delay,
-                            Err(output) => return Poll::Ready(output),
-                        };
-                        if delay.is_zero() {
-                            this.state.set(State::Readying);
-                            if let Some(deadline) = *this.deadline {
-                                arm(this.timer, deadline);
-                            }
-                        } else {
-                            this.state.set(State::Waiting);
-                            arm(this.timer, after(delay));
+                    };
+                    let (outcome, result) = match attempt {
+                        Attempt::Done(result) => {
+                            // Judged as every layer judges: the error boxed.
+                            let result = result.map_err(Into::into);
+                            (policy.classifier.classify(result.as_ref()), result)
                         }
+                        Attempt::TimedOut => {
+                            let outcome = if policy.retry_attempt_timeouts {
+                                Outcome::transient()
+                            } else {
+                                Outcome::failure()
+                            }
+                            .with_class(FailureClass::Timeout);
+                            (outcome, Err(Box::new(Elapsed::new()) as BoxError))
+                        }
+                    };
+                    if !outcome.is_retryable() {
+                        return Poll::Ready(result);
                     }
-                    StateProj::Waiting => {
-                        if let Some(sleep) = this.timer.as_mut() {
-                            ready!(sleep.as_mut().poll(cx));
-                        }
+                    let delay = match decide(
+                        policy,
+                        *this.attempts,
+                        this.previous_delay,
+                        *this.deadline,
+                        this.request.is_some(),
+                        outcome,
+                        result,
+                    ) {
+                        Ok(delay) => delay,
+                        Err(output) => return Poll::Ready(output),
+                    };
+                    if delay.is_zero() {
                         this.state.set(State::Readying);
                         if let Some(deadline) = *this.deadline {
                             arm(this.timer, deadline);
                         }
-                    }
-                    StateProj::Readying => {
-                        // Set at the first call whenever retries are allowed.
-                        let Some(instances) = shared.instances.get() else {
-                            return Poll::Ready(Err("retry without a service instance".into()));
-                        };
-                        let service = this.service.get_or_insert_with(|| instances.take());
-                        match service.poll_ready(cx) {
-                            Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(err)) => {
-                                // A service that failed readiness is not kept.
-                                *this.service = None;
-                                return Poll::Ready(Err(err.into()));
-                            }
-                            Poll::Pending => {
-                                if this.deadline.is_some() && fired(this.timer, cx) {
-                                    return deadline_exceeded(
-                                        policy,
-                                        *this.deadline,
-                                        *this.started,
-                                    );
-                                }
-                                return Poll::Pending;
-                            }
-                        }
-                        *this.attempts += 1;
-                        // No class allows a retry after this attempt: it takes the kept copy.
-                        let last_possible = *this.attempts > policy.max_retries_any;
-                        let request = if last_possible {
-                            this.request.take()
-                        } else {
-                            this.request.clone()
-                        }
-                        .expect("a retry is only scheduled while a request copy is kept");
-                        let future = service.call(request);
-                        if let Some(used) = this.service.take() {
-                            instances.give_back(used);
-                        }
-                        let limit = if policy.is_timed() {
-                            let limit =
-                                attempt_limit(clock::now(), policy.attempt_timeout, *this.deadline);
-                            match limit {
-                                Some(at) => arm(this.timer, at),
-                                // Limits too far for the clock: no bound, and no stale timer
-                                // (the backoff's, already fired) to cut the attempt.
-                                None => *this.timer = None,
-                            }
-                            limit
-                        } else {
-                            None
-                        };
-                        this.state.set(State::Called {
-                            future: attempt(future, limit),
-                        });
+                    } else {
+                        this.state.set(State::Waiting);
+                        arm(this.timer, after(delay));
                     }
                 }
+                StateProj::Waiting => {
+                    if let Some(sleep) = this.timer.as_mut() {
+                        ready!(sleep.as_mut().poll(cx));
+                    }
+                    this.state.set(State::Readying);
+                    if let Some(deadline) = *this.deadline {
+                        arm(this.timer, deadline);
+                    }
+                }
+                StateProj::Readying => {
+                    // Set at the first call whenever retries are allowed.
+                    let Some(instances) = shared.instances.get() else {
+                        return Poll::Ready(Err("retry without a service instance".into()));
+                    };
+                    let service = this.service.get_or_insert_with(|| instances.take());
+                    match service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {}
+                        Poll::Ready(Err(err)) => {
+                            // A service that failed readiness is not kept.
+                            *this.service = None;
+                            return Poll::Ready(Err(err.into()));
+                        }
+                        Poll::Pending => {
+                            if this.deadline.is_some() && fired(this.timer, cx) {
+                                return deadline_exceeded(policy, *this.deadline, *this.started);
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                    *this.attempts += 1;
+                    // No class allows a retry after this attempt: it takes the kept copy.
+                    let last_possible = *this.attempts > policy.max_retries_any;
+                    let request = if last_possible {
+                        this.request.take()
+                    } else {
+                        this.request.clone()
+                    }
+                    .expect("a retry is only scheduled while a request copy is kept");
+                    let future = service.call(request);
+                    if let Some(used) = this.service.take() {
+                        instances.give_back(used);
+                    }
+                    let limit = if policy.is_timed() {
+                        let limit =
+                            attempt_limit(clock::now(), policy.attempt_timeout, *this.deadline);
+                        match limit {
+                            Some(at) => arm(this.timer, at),
+                            // Limits too far for the clock: no bound, and no stale timer
+                            // (the backoff's, already fired) to cut the attempt.
+                            None => *this.timer = None,
+                        }
+                        limit
+                    } else {
+                        None
+                    };
+                    this.state.set(State::Called {
+                        future: attempt(future, limit),
+                    });
+                }
             }
-        })
+        }
     }
 }
 
