@@ -28,18 +28,40 @@ use crate::stack::Gateway;
 /// `server.body_timeout`, and every error — the framework's own rejections included, such
 /// as 405 — is answered in OpenAI's error shape.
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let server = gateway.config().server.clone();
+    // The same edge as `serve` puts around `routes` (see there), as one router layer.
+    routes(gateway).layer(
+        tower::ServiceBuilder::new()
+            .layer(crate::error::OpenAiShapeLayer)
+            .layer(tower::util::MapRequestLayer::new(
+                crate::limits::time_request_body(server.body_timeout, server.request_timeout),
+            ))
+            .layer(axum::extract::DefaultBodyLimit::max(server.body_limit)),
+    )
+}
+
+/// The routes of [`router`] without its edge (the OpenAI error shape, the body's time and
+/// size limits), for [`serve`](crate::serve), which puts the edge around the router rather
+/// than on every route: each `Router::layer` boxes every route once more, and a request
+/// pays for each box (a clone of the boxed service and a boxed future).
+pub(crate) fn routes(gateway: Arc<Gateway>) -> Router {
     let config = gateway.config();
     let server = &config.server;
     let in_flight =
         crate::limits::InFlightLimitLayer::new(server.max_in_flight, gateway.metrics.clone());
+    // One route layer (one box per route) for the data plane's three checks, outermost
+    // first.
     let data_plane = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(seed_completions))
         .route("/v1/completions/circuit", post(seed_completions_circuit))
         .route("/v1/models", get(models))
-        .route_layer(in_flight)
-        .route_layer(crate::auth::RequireKeyLayer::new(gateway.clone()))
-        .route_layer(crate::ops::chaos_header_layer(gateway.clone()));
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(crate::ops::chaos_header_layer(gateway.clone()))
+                .layer(crate::auth::RequireKeyLayer::new(gateway.clone()))
+                .layer(in_flight),
+        );
     Router::new()
         .merge(data_plane)
         .route("/v1/health", get(health))
@@ -53,11 +75,6 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::ops::routes())
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(server.body_limit))
-        .layer(tower::util::MapRequestLayer::new(
-            crate::limits::time_request_body(server.body_timeout, server.request_timeout),
-        ))
-        .layer(crate::error::OpenAiShapeLayer)
         .with_state(gateway)
 }
 

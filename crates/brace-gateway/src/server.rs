@@ -19,6 +19,7 @@
 //! - at most `server.max_connections` are open at once; one more is answered `503` with
 //!   `Retry-After` and closed, and counted in `brace_connections_refused_total`.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
+use brace_core::BoxError;
 use bytes::Bytes;
 use http::Request;
 use pin_project_lite::pin_project;
@@ -75,23 +77,31 @@ pub async fn serve(
             "no `auth` section: anyone who can reach this address can use the configured providers"
         );
     }
-    let app = crate::app::router(gateway.clone()).layer(
-        tower::ServiceBuilder::new()
-            .layer(
-                tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                    http::header::AUTHORIZATION,
-                ]),
-            )
-            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-                crate::request_id::FastRequestId,
-            ))
-            .layer(
-                tower_http::trace::TraceLayer::new_for_http()
-                    .make_span_with(crate::telemetry::request_span::<Body>),
-            )
-            .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-            .layer(axum::Extension(ListenAddr(listening))),
-    );
+    // The edge around the router, outermost first. Put around it (not on it with
+    // `Router::layer`, which boxes every route once per layer) these cost a request no
+    // allocation of their own.
+    let server = &gateway.config().server;
+    let app = tower::ServiceBuilder::new()
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                http::header::AUTHORIZATION,
+            ]),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            crate::request_id::FastRequestId,
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(crate::telemetry::request_span::<Body>),
+        )
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(axum::Extension(ListenAddr(listening)))
+        .layer(crate::error::OpenAiShapeLayer)
+        .layer(tower::util::MapRequestLayer::new(
+            crate::limits::time_request_body(server.body_timeout, server.request_timeout),
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(server.body_limit))
+        .service(crate::app::routes(gateway.clone()));
     // Histogram samples pile up in the recorder until they are folded into buckets.
     let upkeep = {
         let metrics = gateway.metrics.clone();
@@ -331,14 +341,22 @@ async fn read_opening(stream: &mut TcpStream) -> io::Result<Opening> {
 
 /// Serves one connection until it closes, it has been idle for `idle_timeout`, or `stop`
 /// turns `true` and the requests in flight on it are answered.
-async fn serve_connection(
+async fn serve_connection<S, B>(
     mut stream: TcpStream,
-    app: axum::Router,
+    app: S,
     options: Arc<ServerConfig>,
     slot: Slot,
     mut stop: watch::Receiver<bool>,
     closed: watch::Receiver<()>,
-) {
+) where
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
 
@@ -465,9 +483,13 @@ impl Drop for Active {
     }
 }
 
-impl<S, B> Service<Request<B>> for Tracked<S>
+impl<S, B, RB> Service<Request<B>> for Tracked<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    S: Service<Request<Body>, Response = http::Response<RB>>,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -481,7 +503,8 @@ where
         TrackedFuture {
             active: Some(Active::new(&self.active)),
             watchlist: self.watchlist.clone(),
-            future: self.inner.call(request),
+            // The one box of the request body (the router would box it otherwise).
+            future: self.inner.call(request.map(Body::new)),
         }
     }
 }
@@ -496,9 +519,11 @@ pin_project! {
     }
 }
 
-impl<F, E> Future for TrackedFuture<F>
+impl<F, E, RB> Future for TrackedFuture<F>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<http::Response<RB>, E>>,
+    RB: http_body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
     type Output = Result<Response, E>;
 
