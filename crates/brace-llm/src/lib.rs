@@ -55,6 +55,7 @@ pub mod commit;
 pub mod continuation;
 pub mod degrade;
 pub mod error;
+mod extra;
 pub mod fallback;
 pub mod guard;
 pub mod response;

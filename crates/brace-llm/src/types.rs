@@ -392,40 +392,42 @@ impl Serialize for UnknownFields<'_> {
 }
 
 /// A [`ChatRequest`] as read from the wire (named `ChatRequest` so error messages are too).
-#[derive(Deserialize)]
-#[serde(rename = "ChatRequest")]
 struct OwnedWireRequest {
     model: ModelName,
     messages: Arc<[Message]>,
-    #[serde(default)]
     max_tokens: Option<u32>,
-    #[serde(default)]
     max_completion_tokens: Option<u32>,
-    #[serde(default)]
     temperature: Option<f64>,
-    #[serde(default)]
     top_p: Option<f64>,
-    #[serde(default)]
     n: Option<u32>,
-    #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
     stream_options: Option<StreamOptions>,
-    #[serde(default)]
     stop: Option<Stop>,
-    #[serde(default)]
     tools: Option<Arc<[Tool]>>,
-    #[serde(default)]
     tool_choice: Option<Value>,
-    #[serde(default)]
     response_format: Option<Value>,
-    #[serde(default)]
     seed: Option<i64>,
-    #[serde(default)]
     user: Option<String>,
-    #[serde(flatten)]
     extra: Extra,
 }
+
+crate::extra::with_extra!(OwnedWireRequest, "struct ChatRequest", {
+    model: ModelName = required,
+    messages: Arc<[Message]> = required,
+    max_tokens: Option<u32> = default,
+    max_completion_tokens: Option<u32> = default,
+    temperature: Option<f64> = default,
+    top_p: Option<f64> = default,
+    n: Option<u32> = default,
+    stream: Option<bool> = default,
+    stream_options: Option<StreamOptions> = default,
+    stop: Option<Stop> = default,
+    tools: Option<Arc<[Tool]>> = default,
+    tool_choice: Option<Value> = default,
+    response_format: Option<Value> = default,
+    seed: Option<i64> = default,
+    user: Option<String> = default,
+});
 
 /// The parameters of a [`ChatRequest`] that few requests set, kept together behind one
 /// shared pointer so that copying a request stays cheap (see [`ChatRequest::options`] and
@@ -722,7 +724,7 @@ impl Role {
 }
 
 /// One message of the conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
@@ -742,6 +744,14 @@ pub struct Message {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+crate::extra::with_extra!(Message, "struct Message", {
+    role: Role = required,
+    content: Option<Content> = default,
+    name: Option<String> = default,
+    tool_calls: Option<Vec<ToolCall>> = default,
+    tool_call_id: Option<String> = default,
+});
 
 impl Message {
     /// A message with text content.
@@ -1109,7 +1119,7 @@ impl<'de> Deserialize<'de> for FinishReason {
 }
 
 /// Token counts.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
     /// Tokens in the prompt.
     #[serde(default)]
@@ -1124,6 +1134,12 @@ pub struct Usage {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+crate::extra::with_extra!(Usage, "struct Usage", {
+    prompt_tokens: u64 = default,
+    completion_tokens: u64 = default,
+    total_tokens: u64 = default,
+});
 
 impl Usage {
     /// Usage from prompt and completion counts.
@@ -1159,7 +1175,7 @@ impl Usage {
 }
 
 /// A whole completion (`"object": "chat.completion"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatCompletion {
     /// The completion's id.
     pub id: String,
@@ -1180,6 +1196,15 @@ pub struct ChatCompletion {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+crate::extra::with_extra!(ChatCompletion, "struct ChatCompletion", {
+    id: String = required,
+    object: String = (completion_object()),
+    created: u64 = default,
+    model: String = required,
+    choices: Vec<Choice> = required,
+    usage: Option<Usage> = default,
+});
 
 fn completion_object() -> String {
     "chat.completion".to_owned()
@@ -1219,7 +1244,7 @@ impl ChatCompletion {
 }
 
 /// One choice of a completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     /// The choice's index.
     #[serde(default)]
@@ -1234,10 +1259,16 @@ pub struct Choice {
     pub extra: Extra,
 }
 
+crate::extra::with_extra!(Choice, "struct Choice", {
+    index: u32 = default,
+    message: Message = required,
+    finish_reason: Option<FinishReason> = default,
+});
+
 // ===== ChatChunk =====
 
 /// One server-sent event of a streamed completion (`"object": "chat.completion.chunk"`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatChunk {
     /// The completion's id (the same on every chunk).
     pub id: String,
@@ -1260,6 +1291,15 @@ pub struct ChatChunk {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+crate::extra::with_extra!(ChatChunk, "struct ChatChunk", {
+    id: String = required,
+    object: String = (chunk_object()),
+    created: u64 = default,
+    model: String = default,
+    choices: Vec<ChunkChoice> = default,
+    usage: Option<Usage> = default,
+});
 
 fn chunk_object() -> String {
     "chat.completion.chunk".to_owned()
@@ -1299,7 +1339,7 @@ impl ChatChunk {
 }
 
 /// One choice's delta in a chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChunkChoice {
     /// The choice's index.
     #[serde(default)]
@@ -1315,8 +1355,14 @@ pub struct ChunkChoice {
     pub extra: Extra,
 }
 
+crate::extra::with_extra!(ChunkChoice, "struct ChunkChoice", {
+    index: u32 = default,
+    delta: Delta = default,
+    finish_reason: Option<FinishReason> = default,
+});
+
 /// What one chunk adds to a choice.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Delta {
     /// Set on the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1331,6 +1377,12 @@ pub struct Delta {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+crate::extra::with_extra!(Delta, "struct Delta", {
+    role: Option<Role> = default,
+    content: Option<String> = default,
+    tool_calls: Option<Vec<ToolCallDelta>> = default,
+});
 
 impl Delta {
     /// A text delta.
