@@ -150,7 +150,7 @@ async fn chat_completions(
     let (response, attempts) = gateway.call(request).await?;
     let mut headers = meta_headers(&response, attempts);
     match response.body {
-        ResponseBody::Complete(completion) => Ok((headers, Json(completion)).into_response()),
+        ResponseBody::Complete(completion) => complete_response(&completion, headers),
         ResponseBody::Stream(chunks) => {
             let metrics = gateway.metrics.clone();
             let provider = response.meta.provider.clone();
@@ -191,6 +191,37 @@ async fn chat_completions(
     }
 }
 
+/// A complete answer: the completion as JSON under the meta headers, in one header map and
+/// one buffer sized for the completion (axum's `Json` starts at 128 bytes and grows, and a
+/// tuple of headers and body merges a second map into the response's).
+fn complete_response(
+    completion: &brace_llm::ChatCompletion,
+    mut headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let text: usize = completion
+        .choices
+        .iter()
+        .map(|choice| match &choice.message.content {
+            Some(brace_llm::Content::Text(text)) => text.len(),
+            _ => 256,
+        })
+        .sum();
+    let mut body = Vec::with_capacity(384 + text + text / 8);
+    serde_json::to_writer(&mut body, completion).map_err(|err| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the answer could not be encoded: {err}"),
+        )
+    })?;
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
 fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     use http::header::HeaderName;
     const PROVIDER: HeaderName = HeaderName::from_static("x-brace-provider");
@@ -201,7 +232,8 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     const STATIC: HeaderName = HeaderName::from_static("x-brace-static");
     const REMOVED: HeaderName = HeaderName::from_static("x-brace-removed");
 
-    let mut headers = HeaderMap::with_capacity(8);
+    // Room for the content type (a complete answer) or the two stream headers.
+    let mut headers = HeaderMap::with_capacity(10);
     // The model comes from the provider's body: its length and characters are not ours.
     let mut put = |name: HeaderName, value: &str| {
         if let Some(value) = crate::bounded::header_value(value) {

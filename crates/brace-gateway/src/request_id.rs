@@ -21,16 +21,17 @@ impl FastRequestId {
         bits = (bits & !(0xF << 76)) | (0x4 << 76);
         bits = (bits & !(0x3 << 62)) | (0x2 << 62);
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = [0u8; 36];
-        let mut nibble = 32;
-        for (at, byte) in out.iter_mut().enumerate() {
-            if matches!(at, 8 | 13 | 18 | 23) {
-                *byte = b'-';
-                continue;
-            }
-            nibble -= 1;
-            *byte = HEX[((bits >> (nibble * 4)) & 0xF) as usize];
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xF)];
         }
+        let mut out = [b'-'; 36];
+        out[..8].copy_from_slice(&hex[..8]);
+        out[9..13].copy_from_slice(&hex[8..12]);
+        out[14..18].copy_from_slice(&hex[12..16]);
+        out[19..23].copy_from_slice(&hex[16..20]);
+        out[24..].copy_from_slice(&hex[20..]);
         out
     }
 }
