@@ -1249,6 +1249,16 @@ impl RawBody {
         }
     }
 
+    /// `true` when the body is known to hold nothing more: the length it announced has all
+    /// arrived (a body without a length ends only when it says so).
+    fn is_end_stream(&self) -> bool {
+        use http_body::Body as _;
+        match self {
+            Self::Reqwest(body) => body.is_end_stream(),
+            Self::Lean(body) => body.is_end_stream(),
+        }
+    }
+
     /// The next piece of data: [`poll_data`](Self::poll_data) as a future.
     fn data(&mut self) -> impl Future<Output = Result<Option<Bytes>, LlmError>> + '_ {
         std::future::poll_fn(|cx| self.poll_data(cx).map(Option::transpose))
@@ -1309,21 +1319,38 @@ impl HttpResponse {
         let settings = &self.transport.settings;
         let cap = settings.max_response_bytes;
         let mut response = self.body;
+        // The usual answer arrives in one piece: it is kept as it came, not copied.
+        let mut first: Option<Bytes> = None;
         let mut body = BytesMut::new();
+        let mut read = 0;
         loop {
+            // A body whose announced length has all arrived is complete: its end is not
+            // waited for (that would be another wake-up of the whole request).
+            if read > 0 && response.is_end_stream() {
+                break;
+            }
             let idle = Instant::now() + settings.stream_idle_timeout;
             match tokio::time::timeout_at(self.deadline.min(idle), response.data()).await {
                 Ok(Ok(Some(piece))) => {
-                    if body.len() + piece.len() > cap {
+                    if read + piece.len() > cap {
                         return Err(LlmError::new(
                             LlmErrorKind::MalformedResponse,
                             format!("response body larger than {cap} bytes"),
                         )
                         .with_provider(settings.provider.clone()));
                     }
-                    body.extend_from_slice(&piece);
+                    read += piece.len();
+                    match first.take() {
+                        None if body.is_empty() => first = Some(piece),
+                        earlier => {
+                            if let Some(earlier) = earlier {
+                                body.extend_from_slice(&earlier);
+                            }
+                            body.extend_from_slice(&piece);
+                        }
+                    }
                 }
-                Ok(Ok(None)) => return Ok(body.freeze()),
+                Ok(Ok(None)) => break,
                 Ok(Err(err)) => {
                     return Err(err.with_provider(settings.provider.clone()));
                 }
@@ -1332,6 +1359,10 @@ impl HttpResponse {
                 }
             }
         }
+        Ok(match first {
+            Some(piece) => piece,
+            None => body.freeze(),
+        })
     }
 
     /// Reads the whole body as JSON.

@@ -285,6 +285,44 @@ async fn complete_answer_names_the_model_that_answered() {
     assert_eq!(completion.extra["system_fingerprint"], "fp_fc9f1d7035");
 }
 
+/// The completion of `steps`' answer, read through the client.
+async fn text_of(steps: Vec<Step>) -> String {
+    let server = Server::always(steps).await;
+    let response = guard(server.client().oneshot(request(false)))
+        .await
+        .unwrap();
+    let ResponseBody::Complete(completion) = response.body else {
+        panic!("expected a whole completion");
+    };
+    completion.text()
+}
+
+#[tokio::test]
+async fn an_answer_that_arrives_in_pieces_is_read_whole() {
+    // With a length: the head and three pieces of the body, each written on its own.
+    let whole = http(200, &[], COMPLETION);
+    let head_len = whole.len() - COMPLETION.len();
+    let third = COMPLETION.len() / 3;
+    let mut steps = vec![Step::Write(whole[..head_len].to_vec())];
+    for piece in whole[head_len..].chunks(third) {
+        steps.push(Step::Pause(Duration::from_millis(20)));
+        steps.push(Step::Write(piece.to_vec()));
+    }
+    assert_eq!(text_of(steps).await, "Hello! How can I assist you today?");
+
+    // Without one (chunked): the body ends when its last chunk says so.
+    let (a, b) = COMPLETION.split_at(COMPLETION.len() / 2);
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    let steps = vec![
+        Step::Write(head.to_vec()),
+        Step::Write(format!("{:x}\r\n{a}\r\n", a.len()).into_bytes()),
+        Step::Pause(Duration::from_millis(20)),
+        Step::Write(format!("{:x}\r\n{b}\r\n0\r\n\r\n", b.len()).into_bytes()),
+    ];
+    assert_eq!(text_of(steps).await, "Hello! How can I assist you today?");
+}
+
 #[tokio::test]
 async fn answers_are_not_followed_through_redirects() {
     let server = Server::always(vec![Step::Write(http(
