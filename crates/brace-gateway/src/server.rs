@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -391,7 +391,7 @@ async fn serve_connection<S, B>(
             (prefix, true)
         }
     };
-    let (active_tx, mut active) = watch::channel(0usize);
+    let activity = Arc::new(Activity::new());
     let watchlist = h2.then(|| Arc::new(Watchlist::default()));
     let mut sweeps = watchlist.as_ref().map(|_| {
         // `interval` refuses a zero period: a send_timeout of a few nanoseconds is allowed.
@@ -402,7 +402,7 @@ async fn serve_connection<S, B>(
     });
     let service = hyper_util::service::TowerToHyperService::new(Tracked {
         inner: app,
-        active: Arc::new(active_tx),
+        activity: activity.clone(),
         watchlist: watchlist.clone(),
     });
     let io = TokioIo::new(SendTimeout::new(
@@ -414,10 +414,11 @@ async fn serve_connection<S, B>(
     ));
     let connection = builder.serve_connection(io, service);
     let mut connection = std::pin::pin!(connection);
+    // The idle timer is checked when it fires rather than moved by each request: a request
+    // starting or ending does not wake this task (each wake would poll the request in
+    // flight again, through every layer).
     let idle = tokio::time::sleep(options.idle_timeout);
     let mut idle = std::pin::pin!(idle);
-    let mut idle_armed = true;
-    let mut watching = true;
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -431,21 +432,18 @@ async fn serve_connection<S, B>(
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
-            changed = active.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                idle_armed = *active.borrow_and_update() == 0;
-                if idle_armed {
-                    idle.as_mut().reset(tokio::time::Instant::now() + options.idle_timeout);
+            () = idle.as_mut(), if !stopping => {
+                let now = tokio::time::Instant::now();
+                match activity.idle_since() {
+                    None => idle.as_mut().reset(now + options.idle_timeout),
+                    Some(since) if now.saturating_duration_since(since) >= options.idle_timeout => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    Some(since) => idle.as_mut().reset(since + options.idle_timeout),
                 }
             }
-            () = idle.as_mut(), if idle_armed && !stopping => {
-                stopping = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            () = next_sweep(&mut sweeps), if !idle_armed => {
+            () = next_sweep(&mut sweeps) => {
                 if let Some(watchlist) = &watchlist {
                     watchlist.sweep(SWEEPS_PER_SEND_TIMEOUT);
                 }
@@ -462,24 +460,58 @@ async fn serve_connection<S, B>(
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    active: Arc<watch::Sender<usize>>,
+    activity: Arc<Activity>,
     /// HTTP/2 only: the response bodies watched for a client that takes none of their data.
     watchlist: Option<Arc<Watchlist>>,
 }
 
+/// A connection's requests in flight, and since when it has had none: read by the
+/// connection's idle timer when it fires, so that requests coming and going never wake the
+/// connection's task.
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in nanoseconds from `epoch`.
+    idle_since: AtomicU64,
+    epoch: tokio::time::Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    /// `None` while a request is in flight; else when the last one ended.
+    fn idle_since(&self) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let nanos = self.idle_since.load(Ordering::Acquire);
+        Some(self.epoch + Duration::from_nanos(nanos))
+    }
+}
+
 /// One request in flight.
-struct Active(Arc<watch::Sender<usize>>);
+struct Active(Arc<Activity>);
 
 impl Active {
-    fn new(active: &Arc<watch::Sender<usize>>) -> Self {
-        active.send_modify(|count| *count += 1);
-        Self(active.clone())
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.send_modify(|count| *count -= 1);
+        let activity = &self.0;
+        // The end is stored before the count falls, so whoever sees no request in flight
+        // sees when the last one ended (the latest, when several end at once).
+        let ended = brace_core::duration::nanos(activity.epoch.elapsed());
+        activity.idle_since.fetch_max(ended, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -501,7 +533,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         TrackedFuture {
-            active: Some(Active::new(&self.active)),
+            active: Some(Active::new(&self.activity)),
             watchlist: self.watchlist.clone(),
             // The one box of the request body (the router would box it otherwise).
             future: self.inner.call(request.map(Body::new)),

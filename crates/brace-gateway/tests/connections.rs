@@ -85,6 +85,56 @@ async fn a_partial_http2_preface_is_closed_at_the_header_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_connection_is_busy_while_its_answer_streams_and_closed_an_idle_timeout_after() {
+    // Four chunks 7 s apart: the answer streams for longer than the idle timeout.
+    let yaml = "providers:\n  - name: primary\n    kind: simulated\n    model: sim-model\n    \
+                simulate:\n      type: succeed\n      chunks: 4\n      chunk_delay: 7s\n\
+                degradation:\n  auto:\n    enabled: false\n\
+                server:\n  idle_timeout: 10s\n  send_timeout: 1h\n";
+    let served = serve(yaml).await;
+    let stream = TcpStream::connect(served.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = ended_tx.send(Instant::now());
+    });
+    let started = Instant::now();
+    let body = r#"{"model":"sim-model","stream":true,"messages":[{"role":"user","content":"Hello there"}]}"#;
+    let response = sender
+        .send_request(
+            http::Request::post("http://gateway/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = response.into_body().collect().await.unwrap().to_bytes();
+    let streamed_for = started.elapsed();
+    assert!(
+        events.ends_with(b"data: [DONE]\n\n"),
+        "the whole answer arrived: {events:?}"
+    );
+    assert!(streamed_for > Duration::from_secs(10), "{streamed_for:?}");
+    let idle_since = Instant::now();
+
+    let ended_at = tokio::time::timeout(Duration::from_secs(60), ended)
+        .await
+        .expect("closed within the bound")
+        .unwrap();
+    let idle_for = ended_at - idle_since;
+    assert!(
+        idle_for >= Duration::from_secs(10) && idle_for < Duration::from_secs(11),
+        "{idle_for:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_idle_http2_connection_is_closed_at_the_idle_timeout() {
     let served = serve(&config(
         "  idle_timeout: 10s\n  http2_keep_alive_interval: 1h\n",
