@@ -28,16 +28,32 @@ use crate::stack::Gateway;
 /// `server.body_timeout`, and every error — the framework's own rejections included, such
 /// as 405 — is answered in OpenAI's error shape.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let server = gateway.config().server.clone();
-    // The same edge as `serve` puts around `routes` (see there), as one router layer.
-    routes(gateway).layer(
-        tower::ServiceBuilder::new()
-            .layer(crate::error::OpenAiShapeLayer)
-            .layer(tower::util::MapRequestLayer::new(
-                crate::limits::time_request_body(server.body_timeout, server.request_timeout),
-            ))
-            .layer(axum::extract::DefaultBodyLimit::max(server.body_limit)),
-    )
+    let edge = edge(&gateway.config().server);
+    routes(gateway).layer(edge)
+}
+
+/// The edge of [`router`], outermost first: every error in OpenAI's shape, the request
+/// body read under `server.body_timeout` and `server.request_timeout`, and bounded by
+/// `server.body_limit`. [`serve`](crate::serve) puts it around [`routes`].
+pub(crate) fn edge(
+    server: &crate::config::ServerConfig,
+) -> tower::ServiceBuilder<
+    tower::layer::util::Stack<
+        axum::extract::DefaultBodyLimit,
+        tower::layer::util::Stack<
+            tower::util::MapRequestLayer<
+                impl Fn(axum::extract::Request) -> axum::extract::Request + Clone + use<>,
+            >,
+            tower::layer::util::Stack<crate::error::OpenAiShapeLayer, tower::layer::util::Identity>,
+        >,
+    >,
+> {
+    tower::ServiceBuilder::new()
+        .layer(crate::error::OpenAiShapeLayer)
+        .layer(tower::util::MapRequestLayer::new(
+            crate::limits::time_request_body(server.body_timeout, server.request_timeout),
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(server.body_limit))
 }
 
 /// The routes of [`router`] without its edge (the OpenAI error shape, the body's time and

@@ -80,7 +80,6 @@ pub async fn serve(
     // The edge around the router, outermost first. Put around it (not on it with
     // `Router::layer`, which boxes every route once per layer) these cost a request no
     // allocation of their own.
-    let server = &gateway.config().server;
     let app = tower::ServiceBuilder::new()
         .layer(
             tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
@@ -96,11 +95,7 @@ pub async fn serve(
         )
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(axum::Extension(ListenAddr(listening)))
-        .layer(crate::error::OpenAiShapeLayer)
-        .layer(tower::util::MapRequestLayer::new(
-            crate::limits::time_request_body(server.body_timeout, server.request_timeout),
-        ))
-        .layer(axum::extract::DefaultBodyLimit::max(server.body_limit))
+        .layer(crate::app::edge(&gateway.config().server))
         .service(crate::app::routes(gateway.clone()));
     // Histogram samples pile up in the recorder until they are folded into buckets.
     let upkeep = {
