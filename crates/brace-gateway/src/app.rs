@@ -32,21 +32,22 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     routes(gateway).layer(edge)
 }
 
+/// The layers of [`edge`], innermost first (as `tower::ServiceBuilder` stacks them).
+type EdgeLayers<F> = tower::layer::util::Stack<
+    axum::extract::DefaultBodyLimit,
+    tower::layer::util::Stack<
+        tower::util::MapRequestLayer<F>,
+        tower::layer::util::Stack<crate::error::OpenAiShapeLayer, tower::layer::util::Identity>,
+    >,
+>;
+
 /// The edge of [`router`], outermost first: every error in OpenAI's shape, the request
 /// body read under `server.body_timeout` and `server.request_timeout`, and bounded by
 /// `server.body_limit`. [`serve`](crate::serve) puts it around [`routes`].
 pub(crate) fn edge(
     server: &crate::config::ServerConfig,
 ) -> tower::ServiceBuilder<
-    tower::layer::util::Stack<
-        axum::extract::DefaultBodyLimit,
-        tower::layer::util::Stack<
-            tower::util::MapRequestLayer<
-                impl Fn(axum::extract::Request) -> axum::extract::Request + Clone + use<>,
-            >,
-            tower::layer::util::Stack<crate::error::OpenAiShapeLayer, tower::layer::util::Identity>,
-        >,
-    >,
+    EdgeLayers<impl Fn(axum::extract::Request) -> axum::extract::Request + Clone + use<>>,
 > {
     tower::ServiceBuilder::new()
         .layer(crate::error::OpenAiShapeLayer)
