@@ -436,6 +436,10 @@ def print_targets(runs, calls):
                 else:
                     verdict = "n/a" if m is None else ("met" if m <= goal else "not met")
                     shown = ratio_cell(s[key]) + " (ratio of the medians)" if key != "rcpu" else spread(s[key], '{:.2f}×')
+                    # A floor that is itself noise (nginx's added latency below zero in some
+                    # round) makes the ratio of the medians say nothing either way.
+                    if m is not None and key != "rcpu" and floor and min(floor) <= 0:
+                        verdict = "not judgeable: nginx's own added latency crosses zero over the rounds"
                 print(f"| {name}: {what} at {rate} req/s ÷ nginx's | {shown} "
                       f"({name} {spread(s[raw], '{:,.0f}', False)} µs; "
                       f"nginx {spread(floor, '{:,.0f}', False)} µs) | ≤ {goal}× | {verdict} |")
