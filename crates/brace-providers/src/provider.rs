@@ -1321,17 +1321,13 @@ impl HttpResponse {
         let mut response = self.body;
         // The usual answer arrives in one piece: it is kept as it came, not copied.
         let mut first: Option<Bytes> = None;
-        let mut body = BytesMut::new();
-        let mut read = 0;
-        loop {
-            // A body whose announced length has all arrived is complete: its end is not
-            // waited for (that would be another wake-up of the whole request).
-            if read > 0 && response.is_end_stream() {
-                break;
-            }
+        let mut rest = BytesMut::new();
+        // A body whose announced length has all arrived is complete: its end is not polled.
+        while !response.is_end_stream() {
             let idle = Instant::now() + settings.stream_idle_timeout;
             match tokio::time::timeout_at(self.deadline.min(idle), response.data()).await {
                 Ok(Ok(Some(piece))) => {
+                    let read = first.as_ref().map_or(0, Bytes::len) + rest.len();
                     if read + piece.len() > cap {
                         return Err(LlmError::new(
                             LlmErrorKind::MalformedResponse,
@@ -1339,15 +1335,13 @@ impl HttpResponse {
                         )
                         .with_provider(settings.provider.clone()));
                     }
-                    read += piece.len();
-                    match first.take() {
-                        None if body.is_empty() => first = Some(piece),
-                        earlier => {
-                            if let Some(earlier) = earlier {
-                                body.extend_from_slice(&earlier);
-                            }
-                            body.extend_from_slice(&piece);
+                    if first.is_none() && rest.is_empty() {
+                        first = Some(piece);
+                    } else {
+                        if let Some(first) = first.take() {
+                            rest.extend_from_slice(&first);
                         }
+                        rest.extend_from_slice(&piece);
                     }
                 }
                 Ok(Ok(None)) => break,
@@ -1359,10 +1353,7 @@ impl HttpResponse {
                 }
             }
         }
-        Ok(match first {
-            Some(piece) => piece,
-            None => body.freeze(),
-        })
+        Ok(first.unwrap_or_else(|| rest.freeze()))
     }
 
     /// Reads the whole body as JSON.
