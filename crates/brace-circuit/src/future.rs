@@ -63,18 +63,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every layer polled in here reads one clock reading (see `brace_core::clock`).
-        clock::coherent(move || self.poll_coherent(cx))
-    }
-}
-
-impl<F, C, T, E> ResponseFuture<F, C>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-    C: Classify<T, BoxError>,
-{
-    #[inline]
-    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let _clock = clock::scope();
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future } => {

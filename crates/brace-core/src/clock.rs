@@ -37,6 +37,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::marker::PhantomData;
 
 use tokio::time::Instant;
 
@@ -72,26 +73,40 @@ pub fn now() -> Instant {
 /// A scope inside another is part of the outer one. The reading is forgotten when the
 /// outermost scope ends, also when `work` panics.
 pub fn coherent<R>(work: impl FnOnce() -> R) -> R {
-    let outer = READING.with(|reading| {
-        let outer = !matches!(reading.get(), Reading::Outside);
-        if !outer {
-            reading.set(Reading::Unread);
-        }
-        outer
-    });
-    if outer {
-        return work();
-    }
-    let _end = EndScope;
+    let _scope = scope();
     work()
 }
 
-/// Ends the outermost scope when dropped (also during a panic).
-struct EndScope;
+/// Starts a scope like [`coherent`]'s that lasts until the returned guard is dropped (also
+/// during a panic): a future's `poll` begins with `let _clock = clock::scope();`.
+#[must_use = "the scope ends when the guard is dropped"]
+pub fn scope() -> Scope {
+    let outermost = READING.with(|reading| {
+        let outermost = matches!(reading.get(), Reading::Outside);
+        if outermost {
+            reading.set(Reading::Unread);
+        }
+        outermost
+    });
+    Scope {
+        outermost,
+        _thread: PhantomData,
+    }
+}
 
-impl Drop for EndScope {
+/// The guard of a [`scope`]: dropping the outermost one forgets the reading. It stays on the
+/// thread that made it.
+#[derive(Debug)]
+pub struct Scope {
+    outermost: bool,
+    _thread: PhantomData<*const ()>,
+}
+
+impl Drop for Scope {
     fn drop(&mut self) {
-        READING.with(|reading| reading.set(Reading::Outside));
+        if self.outermost {
+            READING.with(|reading| reading.set(Reading::Outside));
+        }
     }
 }
 
@@ -149,6 +164,27 @@ mod tests {
             now() > later,
             "outside every scope, the clock is read again"
         );
+    }
+
+    #[test]
+    fn a_guard_scope_holds_one_reading_until_it_is_dropped() {
+        let scope = scope();
+        let first = now();
+        tick();
+        assert_eq!(now(), first);
+        {
+            let _inner = super::scope();
+            tick();
+            assert_eq!(now(), first, "a nested guard joins the outer scope");
+        }
+        assert_eq!(
+            now(),
+            first,
+            "dropping the nested guard keeps the outer scope"
+        );
+        drop(scope);
+        tick();
+        assert!(now() > first, "the outermost guard's drop ends the scope");
     }
 
     #[test]

@@ -250,17 +250,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every layer polled in here reads one clock reading (see `brace_core::clock`).
-        clock::coherent(move || self.poll_coherent(cx))
-    }
-}
-
-impl<F, T, E> ResponseFuture<F>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
-{
-    #[inline]
-    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let _clock = clock::scope();
         let this = self.project();
         let outer = current();
         let at = match (*this.own, outer) {

@@ -163,19 +163,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every layer polled in here reads one clock reading (see `brace_core::clock`).
-        clock::coherent(move || self.poll_coherent(cx))
-    }
-}
-
-impl<S, R, C> ResponseFuture<S, R, C>
-where
-    R: Degradable + Clone,
-    S: Service<R, Response = R::Response>,
-    S::Error: Into<BoxError>,
-    C: Classify<R::Response, BoxError>,
-{
-    #[inline]
-    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let _clock = clock::scope();
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {

@@ -136,21 +136,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every layer polled in here reads one clock reading (see `brace_core::clock`).
-        clock::coherent(move || self.poll_coherent(cx))
-    }
-}
-
-impl<S, Req, C, K> ResponseFuture<S, Req, C, K>
-where
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    Req: Clone,
-    C: Classify<S::Response, BoxError>,
-    K: Commit<S::Response>,
-    K::Error: Into<BoxError>,
-{
-    #[inline]
-    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let _clock = clock::scope();
         let mut this = self.project();
         let shared = &**this.shared;
         loop {

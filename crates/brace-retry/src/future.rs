@@ -253,19 +253,7 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every layer polled in here reads one clock reading (see `brace_core::clock`).
-        clock::coherent(move || self.poll_coherent(cx))
-    }
-}
-
-impl<S, Req, C> ResponseFuture<S, Req, C>
-where
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    C: Classify<S::Response, BoxError>,
-    Req: Clone,
-{
-    #[inline]
-    fn poll_coherent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<<Self as Future>::Output> {
+        let _clock = clock::scope();
         let mut this = self.project();
         let shared: &Shared<S, C> = this.shared;
         let policy: &Policy<C> = &shared.policy;
