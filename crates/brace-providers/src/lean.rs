@@ -1,15 +1,31 @@
-//! [`LeanClient`]: a pooled client for plain-`http` providers directly on hyper-util's, for
-//! the hot path where reqwest's extra work shows.
+//! [`LeanClient`]: a pooled client for plain-`http` providers directly on hyper's
+//! connections, for the hot path where reqwest's extra work shows.
 //!
 //! reqwest wraps hyper-util's client in layers a provider call does not need: every request
 //! goes through a redirect layer (which parses the URL again, IDNA included, even with
-//! redirects off), header-sensitivity and cookie plumbing, and a URL → URI conversion. Per
-//! call that is about a tenth of what the gateway spends on a small request (counted with
-//! `cargo bench -p brace-bench --bench http_path`). A [`LeanClient`] sends the request to
-//! hyper-util's client as it is, with the same options brace configures reqwest with:
-//! connect timeout, `TCP_NODELAY`, TCP keep-alive, idle connections closed after 90 s, and
-//! HTTP/2 prior knowledge with its keep-alive ping when configured (see
-//! [`ClientOptions`]). It speaks plain `http` only: TLS and proxies stay with reqwest.
+//! redirects off), header-sensitivity and cookie plumbing, and a URL → URI conversion; and
+//! hyper-util's pooled client itself hashes its pool key (SipHash) on every checkout and
+//! return, formats the `Host` header per request, and keeps a checkout future, a waiter
+//! queue and a spawned "return to the pool when ready" task for cases a provider call rarely
+//! meets. A [`LeanClient`] keeps its own small pool of hyper's connection handles
+//! (`hyper::client::conn`): a request takes the most recently returned idle connection of
+//! its host (or opens one), and a response body read to its end returns the connection.
+//! Connections are opened by hyper-util's `HttpConnector` with the options brace configures
+//! reqwest with: connect timeout, `TCP_NODELAY`, TCP keep-alive; idle connections are closed
+//! after 90 s, and HTTP/2 prior knowledge with its keep-alive ping is used when configured
+//! (see [`ClientOptions`]). It speaks plain `http` only: TLS and proxies stay with reqwest.
+//!
+//! # Which connection
+//!
+//! - HTTP/1.1: one request at a time per connection. A connection goes back to its host's
+//!   idle list when the response body has been read to its end; a body dropped earlier
+//!   closes it (hyper cannot reuse a connection with unread bytes). A request finds the most
+//!   recently returned connection first (its socket is the warmest), skipping connections
+//!   that closed meanwhile. If a reused connection turns out to be closed before the request
+//!   was written (the server closed it while idle), the request is sent again on a new
+//!   connection — it never reached the server, so this is safe for any request.
+//! - HTTP/2 (prior knowledge): one connection per host, shared by every request at once;
+//!   a closed one is replaced by the next request.
 //!
 //! # One pool per runtime
 //!
@@ -19,14 +35,22 @@
 //! call. On tokio's multi-threaded runtime that is one pool, as with reqwest.
 
 use std::fmt;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use parking_lot::RwLock;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::{Mutex, RwLock};
+use tokio::time::Instant;
+use tower_service::Service;
 
 use crate::provider::{
     ClientOptions, HTTP2_KEEP_ALIVE_INTERVAL, HTTP2_KEEP_ALIVE_TIMEOUT, POOL_IDLE_TIMEOUT,
@@ -34,10 +58,7 @@ use crate::provider::{
 };
 use brace_llm::error::{LlmError, LlmErrorKind};
 
-/// The pooled client of one runtime.
-type Pool = Client<HttpConnector, Full<Bytes>>;
-
-/// A pooled HTTP client for plain-`http` upstreams on hyper-util's client (see the
+/// A pooled HTTP client for plain-`http` upstreams on hyper's connections (see the
 /// [module docs](self)).
 ///
 /// # Clone
@@ -51,7 +72,7 @@ pub struct LeanClient {
 struct Inner {
     options: ClientOptions,
     /// One pool per runtime the client has been used from (few: one per core at most).
-    pools: RwLock<Vec<(tokio::runtime::Id, Pool)>>,
+    pools: RwLock<Vec<(tokio::runtime::Id, Arc<Pool>)>>,
 }
 
 impl fmt::Debug for LeanClient {
@@ -85,13 +106,25 @@ impl LeanClient {
         self.inner.pools.read().len()
     }
 
+    /// The number of open connections the current runtime's pool keeps for the next
+    /// requests: HTTP/1.1 connections idle, plus the HTTP/2 connection of each host reached
+    /// over HTTP/2 (busy or not). Must be called within a tokio runtime.
+    pub fn idle_connections(&self) -> usize {
+        let id = tokio::runtime::Handle::current().id();
+        let pools = self.inner.pools.read();
+        pools
+            .iter()
+            .find(|(of, _)| *of == id)
+            .map_or(0, |(_, pool)| pool.idle_connections())
+    }
+
     /// Sends `request` (its URI absolute, `http`) on the current runtime's pool and waits
     /// for the answer's head. Must be called within a tokio runtime.
     ///
     /// # Errors
     ///
-    /// A transport failure as [`error_from_hyper`] reads it: [`LlmErrorKind::Connect`]
-    /// (refused, reset, closed before the answer) or [`LlmErrorKind::Timeout`] (the connect
+    /// A transport failure: [`LlmErrorKind::Connect`] (refused, reset, closed before the
+    /// answer, a URI that is not plain `http`) or [`LlmErrorKind::Timeout`] (the connect
     /// timeout), without the URL.
     ///
     /// # Cancel safety
@@ -100,59 +133,464 @@ impl LeanClient {
     pub fn send(
         &self,
         request: http::Request<Full<Bytes>>,
-    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, LlmError>> + Send + 'static
-    {
-        let id = tokio::runtime::Handle::current().id();
-        // The common case: this runtime's pool exists, found under a shared lock (every
-        // runtime of a per-core gateway reads it at once) and used without a clone.
-        let found = {
-            let pools = self.inner.pools.read();
-            match pools.iter().find(|(of, _)| *of == id) {
-                Some((_, pool)) => Ok(pool.request(request)),
-                None => Err(request),
-            }
-        };
-        let response = found.unwrap_or_else(|request| self.new_pool(id).request(request));
-        async move { response.await.map_err(|err| error_from_hyper(&err)) }
+    ) -> impl Future<Output = Result<http::Response<LeanBody>, LlmError>> + Send + 'static {
+        // Boxed (one allocation): the exchange's state is large, and every layer above moves
+        // the future that holds it at least once — inline, each move would copy it all.
+        Box::pin(self.pool().send(request))
     }
 
-    /// Makes the pool of runtime `id` (on its first request), unless another request made it
-    /// meanwhile.
-    fn new_pool(&self, id: tokio::runtime::Id) -> Pool {
+    /// The current runtime's pool, made on its first request.
+    fn pool(&self) -> Arc<Pool> {
+        let id = tokio::runtime::Handle::current().id();
+        // The common case: this runtime's pool exists, found under a shared lock (every
+        // runtime of a per-core gateway reads it at once).
+        if let Some((_, pool)) = self.inner.pools.read().iter().find(|(of, _)| *of == id) {
+            return pool.clone();
+        }
         let mut pools = self.inner.pools.write();
         if let Some((_, pool)) = pools.iter().find(|(of, _)| *of == id) {
             return pool.clone();
         }
-        let pool = build_pool(self.inner.options);
+        let pool = Pool::new(self.inner.options);
+        tokio::spawn(sweep(Arc::downgrade(&pool)));
         pools.push((id, pool.clone()));
         pool
     }
 }
 
-fn build_pool(options: ClientOptions) -> Pool {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(options.connect_timeout()));
-    connector.set_keepalive(Some(TCP_KEEPALIVE));
-    connector.set_keepalive_interval(Some(TCP_KEEPALIVE));
-    connector.set_keepalive_retries(Some(3));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .http2_only(options.http2_prior_knowledge())
-        .http2_keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
-        .http2_keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
-        .http2_keep_alive_while_idle(false);
-    builder.build(connector)
+/// The connections of one runtime, by host.
+struct Pool {
+    options: ClientOptions,
+    connector: HttpConnector,
+    /// A handful of hosts (a gateway's providers): found by a comparison each, no hashing.
+    hosts: Mutex<Vec<Host>>,
 }
 
-/// Reads a transport error from hyper-util's client into an [`LlmError`]: a connect
-/// timeout is [`LlmErrorKind::Timeout`], anything else before the answer's head
+/// The idle connections to one host (`authority`, plain `http`).
+struct Host {
+    authority: Authority,
+    /// The `Host` header its HTTP/1.1 requests carry, made once.
+    header: HeaderValue,
+    /// HTTP/1.1 connections waiting for a request, the most recently returned last.
+    idle: Vec<Idle>,
+    /// The HTTP/2 connection (prior knowledge), shared by every request at once, and when
+    /// a request last took it.
+    shared: Option<(http2::SendRequest<Full<Bytes>>, Instant)>,
+    /// Held by the request opening the HTTP/2 connection, awaited by the others.
+    opening: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Host {
+    /// The HTTP/2 connection, if one is open.
+    fn open_h2(&mut self) -> Option<http2::SendRequest<Full<Bytes>>> {
+        match &mut self.shared {
+            Some((sender, used)) if !sender.is_closed() => {
+                *used = Instant::now();
+                Some(sender.clone())
+            }
+            _ => None,
+        }
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+impl Pool {
+    fn new(options: ClientOptions) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.connect_timeout()));
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
+        connector.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        connector.set_keepalive_retries(Some(3));
+        Arc::new(Self {
+            options,
+            connector,
+            hosts: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn idle_connections(&self) -> usize {
+        self.hosts
+            .lock()
+            .iter()
+            .map(|host| {
+                let idle = host.idle.iter().filter(|idle| !idle.sender.is_closed());
+                let shared = host.shared.iter().filter(|(sender, _)| !sender.is_closed());
+                idle.count() + shared.count()
+            })
+            .sum()
+    }
+
+    async fn send(
+        self: Arc<Self>,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<LeanBody>, LlmError> {
+        let uri = request.uri();
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(LlmError::new(
+                LlmErrorKind::Connect,
+                "the lean HTTP client speaks plain http only",
+            ));
+        }
+        let Some(authority) = uri.authority().cloned() else {
+            return Err(LlmError::new(
+                LlmErrorKind::Connect,
+                "the request's URI names no host",
+            ));
+        };
+        if self.options.http2_prior_knowledge() {
+            self.send_h2(authority, request).await
+        } else {
+            self.send_h1(authority, request).await
+        }
+    }
+
+    async fn send_h1(
+        self: Arc<Self>,
+        authority: Authority,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<LeanBody>, LlmError> {
+        let mut request = request;
+        let (mut idle, header) = self.checkout(&authority);
+        // HTTP/1.1 names the host in a header and the target in origin form (`/path?query`).
+        request
+            .headers_mut()
+            .entry(http::header::HOST)
+            .or_insert(header);
+        let origin = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        *request.uri_mut() = origin;
+        loop {
+            let (mut sender, reused) = match idle.take() {
+                Some(sender) => (sender, true),
+                // Boxed: opening a connection is rare, and its future is large (the connector's
+                // and the handshake's); inline, every request's future would carry it.
+                None => (Box::pin(self.connect_h1(&authority)).await?, false),
+            };
+            // A returned connection finishes its previous exchange in its own task; it is
+            // ready for the next request at once, or closed (then another is taken).
+            if let Err(err) = sender.ready().await {
+                if reused {
+                    idle = self.checkout(&authority).0;
+                    continue;
+                }
+                return Err(error_from_hyper(&err));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let give_back = GiveBack {
+                        pool: Arc::downgrade(&self),
+                        authority,
+                        sender,
+                    };
+                    return Ok(response.map(|body| LeanBody::new(body, Some(give_back))));
+                }
+                Err(mut err) => match err.take_message() {
+                    // Not written: the connection closed while idle. Send it on another.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        idle = self.checkout(&authority).0;
+                    }
+                    _ => return Err(error_from_hyper(err.error())),
+                },
+            }
+        }
+    }
+
+    async fn send_h2(
+        self: Arc<Self>,
+        authority: Authority,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<LeanBody>, LlmError> {
+        let mut request = request;
+        let (mut sender, mut reused) = self.shared_h2(&authority).await?;
+        loop {
+            if let Err(err) = sender.ready().await {
+                if reused {
+                    (sender, reused) = self.shared_h2(&authority).await?;
+                    continue;
+                }
+                return Err(error_from_hyper(&err));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response.map(|body| LeanBody::new(body, None))),
+                Err(mut err) => match err.take_message() {
+                    // Not written: the connection closed meanwhile. Send it on a new one.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        (sender, reused) = self.shared_h2(&authority).await?;
+                    }
+                    _ => return Err(error_from_hyper(err.error())),
+                },
+            }
+        }
+    }
+
+    /// The host's open HTTP/2 connection (`true`: it was open already), or a new one. One
+    /// request at a time opens it; the others wait for it and share it.
+    async fn shared_h2(
+        &self,
+        authority: &Authority,
+    ) -> Result<(http2::SendRequest<Full<Bytes>>, bool), LlmError> {
+        let opening = {
+            let mut hosts = self.hosts.lock();
+            let host = Self::host(&mut hosts, authority);
+            if let Some(sender) = host.open_h2() {
+                return Ok((sender, true));
+            }
+            host.opening.clone()
+        };
+        let _opening = opening.lock().await;
+        {
+            let mut hosts = self.hosts.lock();
+            if let Some(sender) = Self::host(&mut hosts, authority).open_h2() {
+                return Ok((sender, true));
+            }
+        }
+        let sender = Box::pin(self.connect_h2(authority)).await?;
+        let mut hosts = self.hosts.lock();
+        Self::host(&mut hosts, authority).shared = Some((sender.clone(), Instant::now()));
+        Ok((sender, false))
+    }
+
+    /// The most recently returned idle HTTP/1.1 connection to `authority` that is still
+    /// open, if any, and the host's `Host` header. Connections found closed or idle for
+    /// too long are dropped on the way.
+    fn checkout(
+        &self,
+        authority: &Authority,
+    ) -> (Option<http1::SendRequest<Full<Bytes>>>, HeaderValue) {
+        let mut hosts = self.hosts.lock();
+        let host = Self::host(&mut hosts, authority);
+        let now = Instant::now();
+        while let Some(idle) = host.idle.pop() {
+            if !idle.sender.is_closed() && now.duration_since(idle.since) < POOL_IDLE_TIMEOUT {
+                return (Some(idle.sender), host.header.clone());
+            }
+        }
+        (None, host.header.clone())
+    }
+
+    /// `authority`'s entry, made on its first request.
+    fn host<'a>(hosts: &'a mut Vec<Host>, authority: &Authority) -> &'a mut Host {
+        let at = match hosts.iter().position(|host| host.authority == *authority) {
+            Some(at) => at,
+            None => {
+                hosts.push(Host {
+                    authority: authority.clone(),
+                    header: HeaderValue::from_str(authority.as_str())
+                        .expect("an authority is a valid header value"),
+                    idle: Vec::new(),
+                    shared: None,
+                    opening: Arc::default(),
+                });
+                hosts.len() - 1
+            }
+        };
+        &mut hosts[at]
+    }
+
+    /// Puts an HTTP/1.1 connection whose exchange ended back among its host's idle ones.
+    fn give_back(&self, authority: &Authority, sender: http1::SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut hosts = self.hosts.lock();
+        let host = Self::host(&mut hosts, authority);
+        host.idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drops idle connections unused for [`POOL_IDLE_TIMEOUT`] (closing them) and closed
+    /// ones.
+    fn evict(&self) {
+        let now = Instant::now();
+        let fresh = |since: Instant| now.duration_since(since) < POOL_IDLE_TIMEOUT;
+        for host in self.hosts.lock().iter_mut() {
+            host.idle
+                .retain(|idle| !idle.sender.is_closed() && fresh(idle.since));
+            if host
+                .shared
+                .as_ref()
+                .is_some_and(|(sender, used)| sender.is_closed() || !fresh(*used))
+            {
+                host.shared = None;
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+    ) -> Result<TokioIo<tokio::net::TcpStream>, LlmError> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| LlmError::new(LlmErrorKind::Connect, "the request's host is not valid"))?;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|err| classify(&err))?;
+        connector.call(uri).await.map_err(|err| classify(&err))
+    }
+
+    async fn connect_h1(
+        &self,
+        authority: &Authority,
+    ) -> Result<http1::SendRequest<Full<Bytes>>, LlmError> {
+        let io = self.connect(authority).await?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|err| error_from_hyper(&err))?;
+        tokio::spawn(async move {
+            // Its end (the server closed it, or every handle to it is gone) is seen by the
+            // requests on it; nothing to do here.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(
+        &self,
+        authority: &Authority,
+    ) -> Result<http2::SendRequest<Full<Bytes>>, LlmError> {
+        let io = self.connect(authority).await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(false)
+            .handshake(io)
+            .await
+            .map_err(|err| error_from_hyper(&err))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// Closes a pool's connections idle for too long, every [`POOL_IDLE_TIMEOUT`] / 3, until
+/// the pool is gone.
+async fn sweep(pool: Weak<Pool>) {
+    let mut ticks = tokio::time::interval(POOL_IDLE_TIMEOUT / 3);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.evict(),
+            None => return,
+        }
+    }
+}
+
+/// What an HTTP/1.1 response body gives back to its pool when it has been read to its end:
+/// the connection's handle.
+struct GiveBack {
+    pool: Weak<Pool>,
+    authority: Authority,
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+impl GiveBack {
+    fn give_back(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give_back(&self.authority, self.sender);
+        }
+    }
+}
+
+/// The body of a [`LeanClient`] response: hyper's, and, over HTTP/1.1, the connection it
+/// came on, returned to the pool when the body has been read to its end (dropped before,
+/// the connection is closed).
+pub struct LeanBody {
+    inner: Incoming,
+    give_back: Option<GiveBack>,
+}
+
+impl fmt::Debug for LeanBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeanBody")
+            .field("pooled", &self.give_back.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeanBody {
+    fn new(inner: Incoming, give_back: Option<GiveBack>) -> Self {
+        let mut body = Self { inner, give_back };
+        // Nothing to read (a `204`, an empty length): the exchange is over already.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some(give_back) = self.give_back.take() {
+            give_back.give_back();
+        }
+    }
+}
+
+impl Body for LeanBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(None) => this.release(),
+            // A broken body's connection is not reused.
+            Poll::Ready(Some(Err(_))) => this.give_back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Reads a transport error from hyper into an [`LlmError`]: a timeout is
+/// [`LlmErrorKind::Timeout`], anything else before the answer's head
 /// [`LlmErrorKind::Connect`] (the request may not have reached the provider; retrying is
 /// safe). The message is the innermost cause's (never the URL).
-pub fn error_from_hyper(err: &hyper_util::client::legacy::Error) -> LlmError {
+pub fn error_from_hyper(err: &hyper::Error) -> LlmError {
+    if err.is_timeout() {
+        return LlmError::new(
+            LlmErrorKind::Timeout,
+            innermost(err).unwrap_or_else(|| err.to_string()),
+        );
+    }
+    classify(err)
+}
+
+/// A failure before the answer's head (opening a connection included):
+/// [`LlmErrorKind::Timeout`] if an I/O timeout (the connect timeout) is among its causes,
+/// [`LlmErrorKind::Connect`] otherwise.
+fn classify(err: &(dyn std::error::Error + 'static)) -> LlmError {
     let timed_out = causes(err).any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
@@ -163,7 +601,8 @@ pub fn error_from_hyper(err: &hyper_util::client::legacy::Error) -> LlmError {
     } else {
         LlmErrorKind::Connect
     };
-    LlmError::new(kind, innermost(err).unwrap_or_else(|| kind.to_string()))
+    let message = innermost(err).unwrap_or_else(|| err.to_string());
+    LlmError::new(kind, message)
 }
 
 /// A failure while reading a body that had started: the answer is cut.

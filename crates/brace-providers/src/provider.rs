@@ -333,7 +333,8 @@ pub enum HttpClient {
     Auto,
     /// reqwest: TLS, proxies from the environment.
     Reqwest,
-    /// [`LeanClient`](crate::lean::LeanClient) on hyper-util: plain `http` only, no proxy.
+    /// [`LeanClient`](crate::lean::LeanClient), a pool of hyper connections: plain `http`
+    /// only, no proxy.
     Lean,
 }
 
@@ -1220,7 +1221,7 @@ pub struct HttpResponse {
 /// A response body from either HTTP client.
 enum RawBody {
     Reqwest(reqwest::Body),
-    Lean(hyper::body::Incoming),
+    Lean(crate::lean::LeanBody),
 }
 
 impl RawBody {

@@ -1,4 +1,4 @@
-//! The lean HTTP client (hyper-util directly) against reqwest, over real loopback sockets:
+//! The lean HTTP client (its own pool of hyper connections) against reqwest, over real loopback sockets:
 //! which one a provider gets, that both give the same answers and the same errors, and that
 //! the lean one keeps one connection pool per runtime and reuses its connections.
 
@@ -323,4 +323,255 @@ async fn the_lean_client_reuses_its_connections() {
         Some(&10)
     );
     server.shutdown().await;
+}
+
+/// How [`RawServer`] ends its exchanges.
+#[derive(Clone, Copy, PartialEq)]
+enum Closing {
+    /// Keeps each connection open for the next request.
+    KeepAlive,
+    /// Answers with `Connection: close` and closes.
+    Announced,
+    /// Answers as if it kept the connection, then closes it when told to
+    /// ([`RawServer::close_idle`]).
+    Silent,
+}
+
+/// A minimal HTTP/1.1 server on loopback that answers every request with a small JSON body
+/// and ends each exchange as `closing` says; counts connections.
+struct RawServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    close: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawServer {
+    async fn start(closing: Closing) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let close = Arc::new(tokio::sync::Notify::new());
+        let told = close.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let told = told.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    loop {
+                        // One request: a head and a body of its `content-length`.
+                        let mut chunk = [0u8; 4096];
+                        let Ok(read) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..read]);
+                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .map_or(0, |value| value.trim().parse().unwrap());
+                        if buffer.len() < end + 4 + length {
+                            continue;
+                        }
+                        buffer.drain(..end + 4 + length);
+                        let body = br#"{"ok":true}"#;
+                        let connection = if closing == Closing::Announced {
+                            "close"
+                        } else {
+                            "keep-alive"
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n",
+                            body.len()
+                        );
+                        if socket.write_all(answer.as_bytes()).await.is_err()
+                            || socket.write_all(body).await.is_err()
+                        {
+                            return;
+                        }
+                        match closing {
+                            Closing::KeepAlive => {}
+                            Closing::Announced => return,
+                            Closing::Silent => return told.notified().await,
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            close,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes the connection that answered last ([`Closing::Silent`]).
+    fn close_idle(&self) {
+        self.close.notify_one();
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn post(addr: SocketAddr) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"model":"sim-model","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap()
+}
+
+/// Sends `post(addr)` on `lean` and reads the answer's body to its end.
+async fn exchange(lean: &LeanClient, addr: SocketAddr) -> Result<String, LlmError> {
+    use http_body_util::BodyExt;
+
+    let response = guard(lean.send(post(addr))).await?;
+    assert_eq!(response.status(), 200);
+    let body = guard(response.into_body().collect()).await.unwrap();
+    Ok(String::from_utf8(body.to_bytes().to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closes_is_not_reused() {
+    // Each answer says `Connection: close`: every call needs a connection of its own, and
+    // none fails for having been sent on the closed one.
+    let server = RawServer::start(Closing::Announced).await;
+    let lean = LeanClient::new(ClientOptions::new(Duration::from_secs(5)));
+    for call in 0..4 {
+        assert_eq!(
+            exchange(&lean, server.addr).await.unwrap(),
+            r#"{"ok":true}"#,
+            "call {call}"
+        );
+    }
+    assert_eq!(server.accepted(), 4);
+    assert_eq!(lean.idle_connections(), 0);
+
+    // Closed without a word, after the connection went back to the pool: once its close
+    // has been seen, the next call does not take it.
+    let server = RawServer::start(Closing::Silent).await;
+    for call in 0..4 {
+        assert_eq!(
+            exchange(&lean, server.addr).await.unwrap(),
+            r#"{"ok":true}"#,
+            "call {call}"
+        );
+        assert_eq!(lean.idle_connections(), 1, "after call {call}");
+        server.close_idle();
+        guard(async {
+            while lean.idle_connections() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+    }
+    assert_eq!(server.accepted(), 4);
+
+    // Kept alive: one connection for all, waiting in the pool between calls.
+    let server = RawServer::start(Closing::KeepAlive).await;
+    for call in 0..4 {
+        assert_eq!(
+            exchange(&lean, server.addr).await.unwrap(),
+            r#"{"ok":true}"#,
+            "call {call}"
+        );
+        assert_eq!(lean.idle_connections(), 1, "after call {call}");
+    }
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_body_dropped_before_its_end_closes_its_connection() {
+    use http_body_util::BodyExt;
+
+    let server = sim(Behavior::reply(
+        Reply::new().with_text("one two three four five six"),
+    ))
+    .await;
+    let proxy = CountingProxy::start(sim_addr(&server)).await;
+    let lean = LeanClient::new(ClientOptions::new(Duration::from_secs(5)));
+    let streamed = http::Request::post(format!("http://{}/v1/chat/completions", proxy.addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"model":"sim-model","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let mut response = guard(lean.send(streamed)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // One piece of the stream, then the caller gives up on it.
+    let first = guard(response.body_mut().frame()).await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(response);
+    assert_eq!(
+        lean.idle_connections(),
+        0,
+        "a half-read connection is not kept"
+    );
+
+    // The next call opens a connection of its own and is answered whole.
+    let answer = exchange(&lean, proxy.addr).await.unwrap();
+    assert!(answer.contains("one two three four five six"), "{answer}");
+    assert_eq!(proxy.accepted(), 2);
+    assert_eq!(lean.idle_connections(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    // Requests go out on the real clock; only the idle waits are skipped over (a paused
+    // clock's auto-advance could otherwise jump past a request's own timers).
+    for http2 in [false, true] {
+        let server = sim(Behavior::default()).await;
+        let addr = sim_addr(&server);
+        let lean = LeanClient::new(
+            ClientOptions::new(Duration::from_secs(5)).with_http2_prior_knowledge(http2),
+        );
+        let call = || async {
+            exchange(&lean, addr).await.unwrap();
+        };
+        let idle_for = |seconds: u64| async move {
+            tokio::time::pause();
+            tokio::time::advance(Duration::from_secs(seconds)).await;
+            // The pool's sweep runs on this runtime: let it.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::resume();
+        };
+        call().await;
+        assert_eq!(lean.idle_connections(), 1, "http2: {http2}");
+
+        // Idle for less than 90 s, then used again: kept.
+        idle_for(60).await;
+        assert_eq!(lean.idle_connections(), 1, "http2: {http2}");
+        call().await;
+        idle_for(60).await;
+        assert_eq!(lean.idle_connections(), 1, "http2: {http2}");
+
+        // Idle for longer than 90 s since its last use: closed by the pool's sweep.
+        idle_for(40).await;
+        assert_eq!(lean.idle_connections(), 0, "http2: {http2}");
+        assert_eq!(server.handle().stats().calls, 2, "http2: {http2}");
+        server.shutdown().await;
+    }
 }
