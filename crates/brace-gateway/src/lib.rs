@@ -46,6 +46,7 @@ pub mod banner;
 mod bounded;
 pub mod chaos;
 pub mod config;
+mod deferred;
 pub mod demo;
 pub mod error;
 mod json_body;

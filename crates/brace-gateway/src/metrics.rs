@@ -520,17 +520,21 @@ where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
+    use crate::deferred::Deferred;
+
     let format = tracing_subscriber::fmt::layer().with_writer(writer);
+    // Span fields are formatted when a line inside the span is written, not as each is
+    // recorded: most requests write none (see `deferred`).
     if json {
-        Box::new(format.json())
+        Box::new(Deferred::new(format.json()))
     } else {
         // Fields of text logs are escaped: an upstream's error text must not start a line
         // of its own (JSON logs are escaped by JSON itself).
-        Box::new(
+        Box::new(Deferred::new(
             format
                 .with_ansi(ansi)
                 .fmt_fields(crate::bounded::EscapedFields),
-        )
+        ))
     }
 }
 
