@@ -42,21 +42,22 @@ impl<L> Deferred<L> {
 
 /// The values recorded on a span and not yet handed to the inner layer: one batch for the
 /// span's attributes, then one per `record` call.
-#[derive(Default)]
 struct Kept {
-    values: Vec<(Field, Kind)>,
+    /// Each value with its field's index in the span's field set.
+    values: Vec<(usize, Kind)>,
     /// Where each batch starts in `values` (the first, the attributes, at 0).
     batches: Vec<usize>,
     /// The text of every string, `Debug` and `Display` value, one after another.
     text: String,
 }
 
-/// A kept value.
+/// A kept value (24 bytes: the 128-bit integers are kept in halves, so that they do not
+/// align every value to 16 bytes).
 enum Kind {
     I64(i64),
     U64(u64),
-    I128(i128),
-    U128(u128),
+    I128(i64, u64),
+    U128(u64, u64),
     F64(f64),
     Bool(bool),
     /// A string, recorded as one (`record_str`).
@@ -80,11 +81,11 @@ impl Kept {
         } else {
             Kind::Str(range)
         };
-        self.values.push((field.clone(), kind));
+        self.values.push((field.index(), kind));
     }
 
     /// The batches, each as the fields and values to hand over.
-    fn each_batch(&self, mut hand_over: impl FnMut(&[(Field, Kind)], &str)) {
+    fn each_batch(&self, mut hand_over: impl FnMut(&[(usize, Kind)], &str)) {
         for (i, &start) in self.batches.iter().enumerate() {
             let end = self
                 .batches
@@ -98,27 +99,31 @@ impl Kept {
 
 impl Visit for Kept {
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.values.push((field.clone(), Kind::I64(value)));
+        self.values.push((field.index(), Kind::I64(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.values.push((field.clone(), Kind::U64(value)));
+        self.values.push((field.index(), Kind::U64(value)));
     }
 
+    #[allow(clippy::cast_possible_truncation)] // the halves, taken apart on purpose
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.values.push((field.clone(), Kind::I128(value)));
+        let kind = Kind::I128((value >> 64) as i64, value as u64);
+        self.values.push((field.index(), kind));
     }
 
+    #[allow(clippy::cast_possible_truncation)] // the halves, taken apart on purpose
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.values.push((field.clone(), Kind::U128(value)));
+        let kind = Kind::U128((value >> 64) as u64, value as u64);
+        self.values.push((field.index(), kind));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.values.push((field.clone(), Kind::F64(value)));
+        self.values.push((field.index(), Kind::F64(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.values.push((field.clone(), Kind::Bool(value)));
+        self.values.push((field.index(), Kind::Bool(value)));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -164,8 +169,8 @@ impl<'a> Again<'a> {
         match kind {
             Kind::I64(value) => Self::I64(*value),
             Kind::U64(value) => Self::U64(*value),
-            Kind::I128(value) => Self::I128(*value),
-            Kind::U128(value) => Self::U128(*value),
+            Kind::I128(high, low) => Self::I128(i128::from(*high) << 64 | i128::from(*low)),
+            Kind::U128(high, low) => Self::U128(u128::from(*high) << 64 | u128::from(*low)),
             Kind::F64(value) => Self::F64(*value),
             Kind::Bool(value) => Self::Bool(*value),
             Kind::Str(range) => Self::Str(&text[range.clone()]),
@@ -194,7 +199,8 @@ const MOST: usize = 32;
 /// Hands `values` over as value sets of `metadata`'s fields, at most [`MOST`] at a time.
 fn as_value_sets(
     metadata: &'static Metadata<'static>,
-    values: &[(Field, Kind)],
+    all: &[Field],
+    values: &[(usize, Kind)],
     text: &str,
     mut each: impl FnMut(&tracing::field::ValueSet<'_>),
 ) {
@@ -217,8 +223,8 @@ fn as_value_sets(
             .map(|(_, kind)| Again::new(kind, text))
             .collect();
         let mut pairs: [(&Field, Option<&dyn Value>); MOST] = [(&pad, None); MOST];
-        for (pair, ((field, _), value)) in pairs.iter_mut().zip(part.iter().zip(&again)) {
-            *pair = (field, Some(value.as_value()));
+        for (pair, ((index, _), value)) in pairs.iter_mut().zip(part.iter().zip(&again)) {
+            *pair = (&all[*index], Some(value.as_value()));
         }
         each(&fields.value_set(&pairs));
     }
@@ -237,10 +243,11 @@ impl<L> Deferred<L> {
             return;
         };
         let metadata = span.metadata();
+        let all: Vec<Field> = metadata.fields().iter().collect();
         let id = span.id();
         let mut first = true;
         kept.each_batch(|values, text| {
-            as_value_sets(metadata, values, text, |set| {
+            as_value_sets(metadata, &all, values, text, |set| {
                 if std::mem::take(&mut first) {
                     self.inner
                         .on_new_span(&Attributes::new(metadata, set), &id, ctx.clone());
@@ -280,7 +287,12 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut kept = Kept::default();
+        // Sized for one value per field and a few records: grown (reallocated) rarely.
+        let mut kept = Kept {
+            values: Vec::with_capacity(attrs.metadata().fields().len()),
+            batches: Vec::with_capacity(4),
+            text: String::with_capacity(128),
+        };
         kept.batch(|visit| attrs.record(visit));
         span.extensions_mut().insert(kept);
     }
@@ -396,7 +408,7 @@ mod tests {
             list = ?vec![1, 2],
             late = Empty,
         );
-        let _entered = request.enter();
+        let entered = request.enter();
         request.record("key", "k-1");
         request.record("late", 9u64);
         tracing::info!("before the attempt");
@@ -417,7 +429,7 @@ mod tests {
         let err = io::Error::other("the cause");
         failing.record("cause", &err as &(dyn std::error::Error + 'static));
         failing.in_scope(|| tracing::info!(answer = 42, "with an error recorded"));
-        drop(_entered);
+        drop(entered);
         tracing::info!("outside every span");
     }
 
