@@ -178,6 +178,8 @@ struct Host {
     shared: Option<(http2::SendRequest<Full<Bytes>>, Instant)>,
     /// Held by the request opening the HTTP/2 connection, awaited by the others.
     opening: Arc<tokio::sync::Mutex<()>>,
+    /// When the last attempt to open the HTTP/2 connection failed, and how.
+    failed: Option<(Instant, LlmErrorKind, String)>,
 }
 
 impl Host {
@@ -334,11 +336,14 @@ impl Pool {
     }
 
     /// The host's open HTTP/2 connection (`true`: it was open already), or a new one. One
-    /// request at a time opens it; the others wait for it and share it.
+    /// request at a time opens it; the others wait for it and share it — or share its
+    /// failure: had each waiter tried again in turn, the last of them would wait one connect
+    /// timeout per request ahead of it.
     async fn shared_h2(
         &self,
         authority: &Authority,
     ) -> Result<(http2::SendRequest<Full<Bytes>>, bool), LlmError> {
+        let asked = Instant::now();
         let opening = {
             let mut hosts = self.hosts.lock();
             let host = Self::host(&mut hosts, authority);
@@ -350,14 +355,30 @@ impl Pool {
         let _opening = opening.lock().await;
         {
             let mut hosts = self.hosts.lock();
-            if let Some(sender) = Self::host(&mut hosts, authority).open_h2() {
+            let host = Self::host(&mut hosts, authority);
+            if let Some(sender) = host.open_h2() {
                 return Ok((sender, true));
             }
+            if let Some((at, kind, message)) = &host.failed
+                && *at >= asked
+            {
+                return Err(LlmError::new(*kind, message.clone()));
+            }
         }
-        let sender = Box::pin(self.connect_h2(authority)).await?;
+        let opened = Box::pin(self.connect_h2(authority)).await;
         let mut hosts = self.hosts.lock();
-        Self::host(&mut hosts, authority).shared = Some((sender.clone(), Instant::now()));
-        Ok((sender, false))
+        let host = Self::host(&mut hosts, authority);
+        match opened {
+            Ok(sender) => {
+                host.shared = Some((sender.clone(), Instant::now()));
+                host.failed = None;
+                Ok((sender, false))
+            }
+            Err(err) => {
+                host.failed = Some((Instant::now(), err.kind(), err.message().to_owned()));
+                Err(err)
+            }
+        }
     }
 
     /// The most recently returned idle HTTP/1.1 connection to `authority` that is still
@@ -390,6 +411,7 @@ impl Pool {
                     idle: Vec::new(),
                     shared: None,
                     opening: Arc::default(),
+                    failed: None,
                 });
                 hosts.len() - 1
             }

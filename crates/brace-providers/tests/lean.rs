@@ -575,3 +575,35 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_waiting_for_an_http2_connection_share_its_failure() {
+    // A listener that never accepts, its backlog full: a connection to it is never
+    // established, so each attempt ends at the connect timeout (the clock is paused: the
+    // timeouts pass without waiting).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut backlog = Vec::new();
+    for _ in 0..8 {
+        let attempt = tokio::net::TcpStream::connect(addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(100), attempt).await {
+            backlog.push(stream);
+        }
+    }
+    let connect_timeout = Duration::from_secs(1);
+    let lean =
+        LeanClient::new(ClientOptions::new(connect_timeout).with_http2_prior_knowledge(true));
+    let started = tokio::time::Instant::now();
+    let calls = (0..8).map(|_| async {
+        let failed = lean.send(post(addr)).await.unwrap_err();
+        (failed.kind(), started.elapsed())
+    });
+    for (kind, after) in futures::future::join_all(calls).await {
+        assert_eq!(kind, LlmErrorKind::Timeout);
+        // One connect timeout for all of them, not one per request ahead in the queue.
+        assert!(after < 2 * connect_timeout, "failed after {after:?}");
+    }
+    drop((listener, backlog));
+}
