@@ -39,8 +39,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use futures_util::Stream;
@@ -712,27 +712,59 @@ fn request_span_here() -> Option<tracing::Span> {
     Some(tracing::Span::current()).filter(|span| !span.is_disabled())
 }
 
+/// The fields one caller of [`record_all`] names, as found in the field set of the first
+/// span they are recorded on, kept for later spans of the same callsite: the request
+/// span's fields are then found once per process instead of by comparing names at every
+/// request.
+struct Names<const N: usize>(OnceLock<(tracing::callsite::Identifier, [tracing::field::Field; N])>);
+
+impl<const N: usize> Names<N> {
+    const fn new() -> Self {
+        Self(OnceLock::new())
+    }
+
+    /// `names` in `metadata`'s field set, or `None` if one is missing.
+    fn find(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+        names: [&str; N],
+    ) -> Option<[tracing::field::Field; N]> {
+        let callsite = metadata.callsite();
+        if let Some((of, fields)) = self.0.get()
+            && *of == callsite
+        {
+            return Some(fields.clone());
+        }
+        let set = metadata.fields();
+        let found = names.map(|name| set.field(name));
+        if !found.iter().all(Option::is_some) {
+            return None;
+        }
+        let fields = found.map(|field| field.expect("checked above"));
+        // The first span kept wins; another callsite's are found each time.
+        let _ = self.0.set((callsite, fields.clone()));
+        Some(fields)
+    }
+}
+
 /// Records `values` on `span` in one call: each subscriber layer visits the span once for
-/// all of them (the text log layer looks the span up, takes its extensions and formats
-/// once), where a `record` per field would do all of that once per field. A `None` value
-/// is left as it was. On a span that lacks one of the names (not the request's), the
+/// all of them, where a `record` per field would look the span up once per field. A `None`
+/// value is left as it was. On a span that lacks one of the names (not the request's), the
 /// values are recorded one by one, each where it fits.
 fn record_all<const N: usize>(
     span: &tracing::Span,
+    names: &Names<N>,
     values: [(&str, Option<&dyn tracing::Value>); N],
 ) {
     let Some(metadata) = span.metadata().filter(|_| N > 0) else {
         return;
     };
-    let set = metadata.fields();
-    let fields = values.map(|(name, _)| set.field(name));
-    if fields.iter().all(Option::is_some) {
-        let fields = fields.map(|field| field.expect("checked above"));
+    if let Some(fields) = names.find(metadata, values.map(|(name, _)| name)) {
         let mut pairs = [(&fields[0], None); N];
         for (pair, (field, (_, value))) in pairs.iter_mut().zip(fields.iter().zip(values)) {
             *pair = (field, value);
         }
-        span.record_all(&set.value_set(&pairs));
+        span.record_all(&metadata.fields().value_set(&pairs));
         return;
     }
     for (name, value) in values {
@@ -744,11 +776,13 @@ fn record_all<const N: usize>(
 
 /// Records what a chat request asks for on the current span (the request's).
 pub(crate) fn record_request(request: &ChatRequest) {
+    static NAMES: Names<2> = Names::new();
     let Some(span) = request_span_here() else {
         return;
     };
     record_all(
         &span,
+        &NAMES,
         [
             ("gen_ai.operation.name", Some(&"chat")),
             ("gen_ai.request.model", Some(&request.model.as_str())),
@@ -758,6 +792,7 @@ pub(crate) fn record_request(request: &ChatRequest) {
 
 /// Records who answered a chat request, and how, on the current span (the request's).
 pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
+    static NAMES: Names<8> = Names::new();
     let Some(span) = request_span_here() else {
         return;
     };
@@ -767,6 +802,7 @@ pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
     let (input, output) = usage.map(tokens).unzip();
     record_all(
         &span,
+        &NAMES,
         [
             ("http.response.status_code", Some(&200_i64)),
             ("gen_ai.response.model", Some(&meta.model.as_str())),
@@ -788,6 +824,7 @@ pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
 
 /// Records a chat request the stack could not answer on the current span.
 pub(crate) fn record_failure(status: http::StatusCode, attempts: u32) {
+    static NAMES: Names<4> = Names::new();
     let Some(span) = request_span_here() else {
         return;
     };
@@ -796,6 +833,7 @@ pub(crate) fn record_failure(status: http::StatusCode, attempts: u32) {
     let error = status.is_server_error().then(|| status.as_str());
     record_all(
         &span,
+        &NAMES,
         [
             ("http.response.status_code", Some(&code)),
             ("brace.attempts", Some(&attempts)),
@@ -821,9 +859,11 @@ pub(crate) fn record_stream_usage(usage: &Usage) {
 }
 
 fn record_usage(span: &tracing::Span, usage: &Usage) {
+    static NAMES: Names<2> = Names::new();
     let (input, output) = tokens(usage);
     record_all(
         span,
+        &NAMES,
         [
             ("gen_ai.usage.input_tokens", Some(&input)),
             ("gen_ai.usage.output_tokens", Some(&output)),
@@ -1149,6 +1189,66 @@ impl Stream for TracedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_names_are_found_on_each_callsite_the_first_kept() {
+        use std::sync::Mutex;
+
+        /// The fields recorded on each span, as `name=value` text.
+        #[derive(Clone, Default)]
+        struct Seen(Arc<Mutex<Vec<String>>>);
+
+        struct Text<'a>(&'a mut String);
+
+        impl tracing::field::Visit for Text<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, "{}={value:?} ", field.name());
+            }
+        }
+
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+            fn on_record(
+                &self,
+                span: &tracing::span::Id,
+                values: &tracing::span::Record<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let mut text = format!("{}: ", span.into_u64());
+                values.record(&mut Text(&mut text));
+                self.0.lock().unwrap().push(text.trim_end().to_owned());
+            }
+        }
+
+        use tracing_subscriber::layer::SubscriberExt;
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            static NAMES: Names<2> = Names::new();
+            // Two callsites with the same names at different positions: the fields kept
+            // for the first must not be used for the second.
+            let first = tracing::info_span!("first", a = Empty, b = Empty);
+            let second = tracing::info_span!("second", x = 0, b = Empty, a = Empty);
+            for round in 0..2_i64 {
+                for span in [&first, &second] {
+                    record_all(span, &NAMES, [("a", Some(&round)), ("b", Some(&"v"))]);
+                }
+            }
+            // A span without the names: each value where it fits (here: nowhere).
+            let other = tracing::info_span!("other", c = Empty);
+            record_all(&other, &NAMES, [("a", Some(&1_i64)), ("b", None)]);
+            let ids = [&first, &second].map(|span| span.id().unwrap().into_u64());
+            assert_eq!(
+                *seen.0.lock().unwrap(),
+                [
+                    format!("{}: a=0 b=\"v\"", ids[0]),
+                    format!("{}: a=0 b=\"v\"", ids[1]),
+                    format!("{}: a=1 b=\"v\"", ids[0]),
+                    format!("{}: a=1 b=\"v\"", ids[1]),
+                ]
+            );
+        });
+    }
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
