@@ -254,9 +254,8 @@ impl Pool {
     async fn send_h1(
         self: Arc<Self>,
         authority: Authority,
-        request: http::Request<Full<Bytes>>,
+        mut request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<LeanBody>, LlmError> {
-        let mut request = request;
         let (mut idle, header) = self.checkout(&authority);
         // HTTP/1.1 names the host in a header and the target in origin form (`/path?query`).
         request
@@ -309,9 +308,8 @@ impl Pool {
     async fn send_h2(
         self: Arc<Self>,
         authority: Authority,
-        request: http::Request<Full<Bytes>>,
+        mut request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<LeanBody>, LlmError> {
-        let mut request = request;
         let (mut sender, mut reused) = self.shared_h2(&authority).await?;
         loop {
             if let Err(err) = sender.ready().await {

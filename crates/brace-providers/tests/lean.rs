@@ -451,6 +451,15 @@ async fn exchange(lean: &LeanClient, addr: SocketAddr) -> Result<String, LlmErro
     Ok(String::from_utf8(body.to_bytes().to_vec()).unwrap())
 }
 
+/// Asserts that call number `call` to the [`RawServer`] at `addr` gets its answer whole.
+async fn answered(lean: &LeanClient, addr: SocketAddr, call: usize) {
+    assert_eq!(
+        exchange(lean, addr).await.unwrap(),
+        r#"{"ok":true}"#,
+        "call {call}"
+    );
+}
+
 #[tokio::test]
 async fn a_connection_the_server_closes_is_not_reused() {
     // Each answer says `Connection: close`: every call needs a connection of its own, and
@@ -458,11 +467,7 @@ async fn a_connection_the_server_closes_is_not_reused() {
     let server = RawServer::start(Closing::Announced).await;
     let lean = LeanClient::new(ClientOptions::new(Duration::from_secs(5)));
     for call in 0..4 {
-        assert_eq!(
-            exchange(&lean, server.addr).await.unwrap(),
-            r#"{"ok":true}"#,
-            "call {call}"
-        );
+        answered(&lean, server.addr, call).await;
     }
     assert_eq!(server.accepted(), 4);
     assert_eq!(lean.idle_connections(), 0);
@@ -471,11 +476,7 @@ async fn a_connection_the_server_closes_is_not_reused() {
     // has been seen, the next call does not take it.
     let server = RawServer::start(Closing::Silent).await;
     for call in 0..4 {
-        assert_eq!(
-            exchange(&lean, server.addr).await.unwrap(),
-            r#"{"ok":true}"#,
-            "call {call}"
-        );
+        answered(&lean, server.addr, call).await;
         assert_eq!(lean.idle_connections(), 1, "after call {call}");
         server.close_idle();
         guard(async {
@@ -490,11 +491,7 @@ async fn a_connection_the_server_closes_is_not_reused() {
     // Kept alive: one connection for all, waiting in the pool between calls.
     let server = RawServer::start(Closing::KeepAlive).await;
     for call in 0..4 {
-        assert_eq!(
-            exchange(&lean, server.addr).await.unwrap(),
-            r#"{"ok":true}"#,
-            "call {call}"
-        );
+        answered(&lean, server.addr, call).await;
         assert_eq!(lean.idle_connections(), 1, "after call {call}");
     }
     assert_eq!(server.accepted(), 1);
