@@ -404,8 +404,7 @@ impl Pool {
             None => {
                 hosts.push(Host {
                     authority: authority.clone(),
-                    header: HeaderValue::from_str(authority.as_str())
-                        .expect("an authority is a valid header value"),
+                    header: host_header(authority),
                     idle: Vec::new(),
                     shared: None,
                     opening: Arc::default(),
@@ -499,6 +498,16 @@ impl Pool {
         });
         Ok(sender)
     }
+}
+
+/// The `Host` header for `authority`: its host and any port but http's default — never
+/// user information (`user:password@`), which an authority may carry.
+fn host_header(authority: &Authority) -> HeaderValue {
+    let value = match authority.port_u16() {
+        Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::from_str(&value).expect("a parsed host and port are a valid header value")
 }
 
 /// Closes a pool's connections idle for too long, every [`POOL_IDLE_TIMEOUT`] / 3, until
@@ -643,4 +652,22 @@ fn causes<'a>(
 /// The innermost cause's message, if the error has a cause.
 fn innermost(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     causes(err).skip(1).last().map(ToString::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_names_host_and_port_without_user_information() {
+        let header = |authority: &str| host_header(&authority.parse().unwrap());
+        assert_eq!(header("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(
+            header("user:secret@provider.test:8080"),
+            "provider.test:8080"
+        );
+        assert_eq!(header("provider.test:80"), "provider.test");
+        assert_eq!(header("provider.test"), "provider.test");
+        assert_eq!(header("[::1]:9000"), "[::1]:9000");
+    }
 }
