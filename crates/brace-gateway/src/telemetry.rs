@@ -723,17 +723,19 @@ impl<const N: usize> Names<N> {
         Self(OnceLock::new())
     }
 
-    /// `names` in `metadata`'s field set, or `None` if one is missing.
-    fn find(
+    /// Calls `with` on `names` as fields of `metadata`'s field set, or returns `None` if one
+    /// is missing. The kept fields are lent, not copied.
+    fn with<R>(
         &self,
         metadata: &'static tracing::Metadata<'static>,
         names: [&str; N],
-    ) -> Option<[tracing::field::Field; N]> {
+        with: impl FnOnce(&[tracing::field::Field; N]) -> R,
+    ) -> Option<R> {
         let callsite = metadata.callsite();
         if let Some((of, fields)) = self.0.get()
             && *of == callsite
         {
-            return Some(fields.clone());
+            return Some(with(fields));
         }
         let set = metadata.fields();
         let found = names.map(|name| set.field(name));
@@ -741,9 +743,11 @@ impl<const N: usize> Names<N> {
             return None;
         }
         let fields = found.map(|field| field.expect("checked above"));
-        // The first span kept wins; another callsite's are found each time.
-        let _ = self.0.set((callsite, fields.clone()));
-        Some(fields)
+        // The first callsite kept wins; another callsite's fields are found each time.
+        Some(match self.0.set((callsite, fields)) {
+            Ok(()) => with(&self.0.get().expect("just kept").1),
+            Err((_, fields)) => with(&fields),
+        })
     }
 }
 
@@ -759,12 +763,14 @@ fn record_all<const N: usize>(
     let Some(metadata) = span.metadata().filter(|_| N > 0) else {
         return;
     };
-    if let Some(fields) = names.find(metadata, values.map(|(name, _)| name)) {
+    let recorded = names.with(metadata, values.map(|(name, _)| name), |fields| {
         let mut pairs = [(&fields[0], None); N];
         for (pair, (field, (_, value))) in pairs.iter_mut().zip(fields.iter().zip(values)) {
             *pair = (field, value);
         }
         span.record_all(&metadata.fields().value_set(&pairs));
+    });
+    if recorded.is_some() {
         return;
     }
     for (name, value) in values {
