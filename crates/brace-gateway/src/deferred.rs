@@ -40,13 +40,11 @@ impl<L> Deferred<L> {
     }
 }
 
-/// The values recorded on a span and not yet handed to the inner layer: one batch for the
-/// span's attributes, then one per `record` call.
+/// The values recorded on a span and not yet handed to the inner layer: the span's
+/// attributes, then each `record` call's values after a [`Kind::Record`] mark.
 struct Kept {
     /// Each value with its field's index in the span's field set.
     values: Vec<(usize, Kind)>,
-    /// Where each batch starts in `values` (the first, the attributes, at 0).
-    batches: Vec<usize>,
     /// The text of every string, `Debug` and `Display` value, one after another.
     text: String,
 }
@@ -64,12 +62,18 @@ enum Kind {
     Str(Range<usize>),
     /// The text a `Debug` (or `Display`, or error) value wrote.
     Debug(Range<usize>),
+    /// Not a value: a `record` call's values follow.
+    Record,
 }
 
+// The size the docs of `Kind` state.
+const _: () = assert!(std::mem::size_of::<Kind>() == 24);
+
 impl Kept {
-    fn batch(&mut self, record: impl FnOnce(&mut dyn Visit)) {
-        self.batches.push(self.values.len());
-        record(self);
+    /// Keeps a `record` call's values.
+    fn record(&mut self, values: &Record<'_>) {
+        self.values.push((0, Kind::Record));
+        values.record(self);
     }
 
     fn keep_text(&mut self, field: &Field, debug: bool, write: impl FnOnce(&mut String)) {
@@ -84,16 +88,9 @@ impl Kept {
         self.values.push((field.index(), kind));
     }
 
-    /// The batches, each as the fields and values to hand over.
-    fn each_batch(&self, mut hand_over: impl FnMut(&[(usize, Kind)], &str)) {
-        for (i, &start) in self.batches.iter().enumerate() {
-            let end = self
-                .batches
-                .get(i + 1)
-                .copied()
-                .unwrap_or(self.values.len());
-            hand_over(&self.values[start..end], &self.text);
-        }
+    /// The attributes' values, then each `record` call's.
+    fn batches(&self) -> impl Iterator<Item = &[(usize, Kind)]> {
+        self.values.split(|(_, kind)| matches!(kind, Kind::Record))
     }
 }
 
@@ -175,6 +172,7 @@ impl<'a> Again<'a> {
             Kind::Bool(value) => Self::Bool(*value),
             Kind::Str(range) => Self::Str(&text[range.clone()]),
             Kind::Debug(range) => Self::Debug(tracing::field::debug(Written(&text[range.clone()]))),
+            Kind::Record => unreachable!("a mark between batches is not handed over"),
         }
     }
 
@@ -246,8 +244,8 @@ impl<L> Deferred<L> {
         let all: Vec<Field> = metadata.fields().iter().collect();
         let id = span.id();
         let mut first = true;
-        kept.each_batch(|values, text| {
-            as_value_sets(metadata, &all, values, text, |set| {
+        for values in kept.batches() {
+            as_value_sets(metadata, &all, values, &kept.text, |set| {
                 if std::mem::take(&mut first) {
                     self.inner
                         .on_new_span(&Attributes::new(metadata, set), &id, ctx.clone());
@@ -255,7 +253,7 @@ impl<L> Deferred<L> {
                     self.inner.on_record(&id, &Record::new(set), ctx.clone());
                 }
             });
-        });
+        }
     }
 }
 
@@ -287,13 +285,12 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        // Sized for one value per field and a few records: grown (reallocated) rarely.
+        // Sized for one value per field and a few record marks: grown (reallocated) rarely.
         let mut kept = Kept {
-            values: Vec::with_capacity(attrs.metadata().fields().len()),
-            batches: Vec::with_capacity(4),
+            values: Vec::with_capacity(attrs.metadata().fields().len() + 4),
             text: String::with_capacity(128),
         };
-        kept.batch(|visit| attrs.record(visit));
+        attrs.record(&mut kept);
         span.extensions_mut().insert(kept);
     }
 
@@ -302,7 +299,7 @@ where
             return;
         };
         if let Some(kept) = span.extensions_mut().get_mut::<Kept>() {
-            kept.batch(|visit| values.record(visit));
+            kept.record(values);
             return;
         }
         drop(span);
