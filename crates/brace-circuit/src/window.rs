@@ -155,10 +155,14 @@ impl CountWindow {
                 .saturating_sub(BIAS)
                 .min(max)
         };
+        // A reading taken between a recorder's swap and its add (while a reset runs) can
+        // count a failed or slow call whose call is no longer counted: never more of either
+        // than calls, so a reading is always a window that could exist.
+        let calls = field(0);
         Totals {
-            calls: field(0),
-            failed: field(FIELD_BITS),
-            slow: field(2 * FIELD_BITS),
+            calls,
+            failed: field(FIELD_BITS).min(calls),
+            slow: field(2 * FIELD_BITS).min(calls),
         }
     }
 
@@ -325,6 +329,24 @@ mod tests {
         let window = CountWindow::new(1);
         assert!(window.record(OK).is_some());
         assert_eq!(window.record(OK), None);
+    }
+
+    #[test]
+    fn a_reset_racing_a_record_never_reads_more_failures_than_calls() {
+        // The interleaving, step by step: a slot holds a failed call; a recorder swaps a
+        // good call into it; a reset then empties the window (taking the good call out);
+        // the recorder's add (good minus failed) has not happened yet.
+        let window = CountWindow::new(4);
+        window.record(FAIL);
+        window.slots[0].swap(OK.code(), Ordering::Relaxed);
+        window.reset();
+        let between = window.totals();
+        assert!(between.failed <= between.calls, "{between:?}");
+        assert!(between.slow <= between.calls, "{between:?}");
+        // The recorder's add lands: the window is exact again.
+        let delta = CountWindow::packed(OK.code()).wrapping_sub(CountWindow::packed(FAIL.code()));
+        window.totals.fetch_add(delta, Ordering::AcqRel);
+        assert_eq!(window.totals(), Totals::default());
     }
 
     #[test]
