@@ -32,7 +32,10 @@
 //! A pooled connection is a task on the runtime that opened it. The client keeps one pool
 //! per tokio runtime it is used from, so that a gateway running one current-thread runtime
 //! per core (each with its own listener) never wakes another core's runtime for an upstream
-//! call. On tokio's multi-threaded runtime that is one pool, as with reqwest.
+//! call. On tokio's multi-threaded runtime that is one pool, as with reqwest. A runtime's
+//! pool goes with it: when the runtime shuts down (and drops its tasks), the client forgets
+//! the pool, so a process that starts many runtimes over its life (a test suite, a CLI
+//! that makes one per command) does not accumulate the pools of dead ones.
 
 use std::fmt;
 use std::pin::Pin;
@@ -100,8 +103,8 @@ impl LeanClient {
         self.inner.options
     }
 
-    /// The number of runtimes it keeps a connection pool on (one per runtime it has sent
-    /// from).
+    /// The number of runtimes it keeps a connection pool on (one per live runtime it has
+    /// sent from).
     pub fn pools(&self) -> usize {
         self.inner.pools.read().len()
     }
@@ -152,7 +155,11 @@ impl LeanClient {
             return pool.clone();
         }
         let pool = Pool::new(self.inner.options);
-        tokio::spawn(sweep(Arc::downgrade(&pool)));
+        let registration = Registration {
+            client: Arc::downgrade(&self.inner),
+            id,
+        };
+        tokio::spawn(sweep(Arc::downgrade(&pool), registration));
         pools.push((id, pool.clone()));
         pool
     }
@@ -511,8 +518,9 @@ fn host_header(authority: &Authority) -> HeaderValue {
 }
 
 /// Closes a pool's connections idle for too long, every [`POOL_IDLE_TIMEOUT`] / 3, until
-/// the pool is gone.
-async fn sweep(pool: Weak<Pool>) {
+/// the pool is gone. Holds the pool's registration: when the runtime shuts down it drops
+/// this task, and with it the registration, which forgets the pool.
+async fn sweep(pool: Weak<Pool>, _registration: Registration) {
     let mut ticks = tokio::time::interval(POOL_IDLE_TIMEOUT / 3);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -520,6 +528,21 @@ async fn sweep(pool: Weak<Pool>) {
         match pool.upgrade() {
             Some(pool) => pool.evict(),
             None => return,
+        }
+    }
+}
+
+/// A runtime's place in its client's list of pools, owned by the runtime's sweep task:
+/// dropped with it (the runtime shut down), it takes the pool out of the list.
+struct Registration {
+    client: Weak<Inner>,
+    id: tokio::runtime::Id,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.upgrade() {
+            client.pools.write().retain(|(of, _)| *of != self.id);
         }
     }
 }

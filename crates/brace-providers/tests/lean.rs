@@ -176,17 +176,21 @@ fn the_lean_client_keeps_one_pool_per_runtime() {
     };
     // Two current-thread runtimes (one per core, as the gateway's per-core mode runs them),
     // side by side: a pool each.
-    std::thread::scope(|scope| {
-        for _ in 0..2 {
-            let client = provider(&lean);
-            scope.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(call(client));
-            });
-        }
+    let runtimes: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let client = provider(&lean);
+                scope.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(call(client));
+                    rt
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
     assert_eq!(lean.pools(), 2);
     // Every worker of a multi-threaded runtime shares that runtime's one pool.
@@ -204,6 +208,21 @@ fn the_lean_client_keeps_one_pool_per_runtime() {
         }
     });
     assert_eq!(lean.pools(), 3);
+    // A runtime's pool goes with it: a process that starts runtime after runtime keeps none
+    // of the dead ones' pools.
+    drop(runtimes);
+    assert_eq!(lean.pools(), 1);
+    drop(rt);
+    assert_eq!(lean.pools(), 0);
+    for _ in 0..3 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(call(provider(&lean)));
+        assert_eq!(lean.pools(), 1);
+    }
+    assert_eq!(lean.pools(), 0);
     server_rt.block_on(server.shutdown());
 }
 
