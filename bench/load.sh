@@ -459,10 +459,38 @@ stop_variants() {
     VARIANT_PIDS=()
 }
 
+# williams N ROUND: the order of N targets in ROUND (1-based), from a Williams design — a
+# Latin square balanced for carry-over: over N rounds (2N when N is odd) each target runs
+# once in every slot and right after every other target once. A plain rotation keeps the
+# same neighbours every round (the gateway always right after nginx, a variant always right
+# after the gateway), and what a run leaves behind biases the next: measured A/A, the same
+# build read ~10 % more CPU per request as `gateway` than as the variant behind it.
+williams() {
+    local n=$1 round=$(( $2 - 1 )) j a row
+    local period=$(( n % 2 == 0 ? n : 2 * n ))
+    local p=$(( round % period ))
+    row=$(( p % n ))
+    local order=()
+    for j in $(seq 0 $((n - 1))); do
+        if [ "$j" -eq 0 ]; then a=0
+        elif [ $((j % 2)) -eq 1 ]; then a=$(( (j + 1) / 2 ))
+        else a=$(( n - j / 2 )); fi
+        order+=($(( (a + row) % n )))
+    done
+    # An odd N needs the mirrored square as well for every pair to meet in both orders.
+    if [ "$p" -ge "$n" ]; then
+        local reversed=()
+        for j in $(seq $((n - 1)) -1 0); do reversed+=("${order[$j]}"); done
+        order=("${reversed[@]}")
+    fi
+    echo "${order[@]}"
+}
+
 # run_round SUFFIX ROUND loadgen-args... : one run of each round target — direct, nginx,
-# the gateway and its variants, labelled "<target> SUFFIX" — starting at a different one
-# each round: the slot in a round biases what is measured (the same build measured 5–19 %
-# less CPU per request in the fourth slot than in the third), so no target keeps one.
+# the gateway and its variants, labelled "<target> SUFFIX" — in the round's order of a
+# Williams design (see `williams`): the slot in a round biases what is measured (the same
+# build measured 5–19 % less CPU per request in the fourth slot than in the third), and so
+# does the target run just before, so no target keeps either a slot or a predecessor.
 run_round() {
     local suffix=$1 round=$2 i k n
     shift 2
@@ -473,8 +501,7 @@ run_round() {
         labels+=("gateway-${VARIANT_NAMES[$i]}"); urls+=("${VARIANT_URLS[$i]}"); pids+=("${VARIANT_PIDS[$i]}")
     done
     n=${#labels[@]}
-    for k in $(seq 0 $((n - 1))); do
-        i=$(( (k + round - 1) % n ))
+    for i in $(williams "$n" "$round"); do
         run "${labels[$i]} $suffix" "${urls[$i]}" "${pids[$i]}" "$@"
     done
 }
