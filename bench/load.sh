@@ -22,10 +22,11 @@
 # Then:
 #   1. load (phase "load"): open loop at fixed RATES, direct-to-sim vs nginx vs the gateway;
 #      at ROUND_RATE, ROUNDS rounds of direct, nginx, the gateway and each ROUND_VARIANTS
-#      gateway back to back, each round starting at the next target (labels "direct open
-#      1000 round N", "nginx open 1000 round N", "gateway open 1000 round N", "gateway-1w
-#      open 1000 round N"), so each added latency and CPU per request is a same-round
-#      difference repeated ROUNDS times;
+#      gateway back to back, each round in the order of a Williams design (see `williams`;
+#      ROUNDS a multiple of N targets, 2N when N is odd, balances slots and predecessors
+#      fully) (labels "direct open 1000 round N", "nginx open 1000 round N", "gateway open
+#      1000 round N", "gateway-1w open 1000 round N"), so each added latency and CPU per
+#      request is a same-round difference repeated ROUNDS times;
 #   2. closed loop (phase "closed"): CLOSED_ROUNDS rounds of the closed-loop maximum
 #      (32 workers) through direct, nginx, the gateway, its variants and the peers (labels
 #      "<target> closed 32 round N");
