@@ -150,17 +150,23 @@ impl LeanClient {
         if let Some((_, pool)) = self.inner.pools.read().iter().find(|(of, _)| *of == id) {
             return pool.clone();
         }
-        let mut pools = self.inner.pools.write();
-        if let Some((_, pool)) = pools.iter().find(|(of, _)| *of == id) {
-            return pool.clone();
-        }
-        let pool = Pool::new(self.inner.options);
+        let pool = {
+            let mut pools = self.inner.pools.write();
+            if let Some((_, pool)) = pools.iter().find(|(of, _)| *of == id) {
+                return pool.clone();
+            }
+            let pool = Pool::new(self.inner.options);
+            pools.push((id, pool.clone()));
+            pool
+        };
+        // Spawned after the list is unlocked, and after the pool is in it: a runtime that is
+        // shutting down drops the task at once, and with it the registration, which takes
+        // the pool out of the list again (under the same lock).
         let registration = Registration {
             client: Arc::downgrade(&self.inner),
             id,
         };
         tokio::spawn(sweep(Arc::downgrade(&pool), registration));
-        pools.push((id, pool.clone()));
         pool
     }
 }

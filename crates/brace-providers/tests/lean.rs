@@ -226,6 +226,43 @@ fn the_lean_client_keeps_one_pool_per_runtime() {
     server_rt.block_on(server.shutdown());
 }
 
+#[test]
+fn a_request_made_while_its_runtime_shuts_down_neither_hangs_nor_leaves_a_pool() {
+    // A task whose drop sends a request: its runtime, shutting down, drops it, so the pool
+    // is made on a runtime that takes no more tasks (the pool's sweep task is dropped as it
+    // is spawned). That must not hang the shutdown, and the dead runtime keeps no pool.
+    struct SendsOnDrop(LeanClient);
+    impl Drop for SendsOnDrop {
+        fn drop(&mut self) {
+            drop(self.0.send(post(SocketAddr::from(([127, 0, 0, 1], 9)))));
+        }
+    }
+    let lean = LeanClient::new(ClientOptions::new(Duration::from_secs(5)));
+    let (done, finished) = std::sync::mpsc::channel();
+    let client = lean.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let sends = SendsOnDrop(client);
+            tokio::spawn(async move {
+                let _sends = sends;
+                std::future::pending::<()>().await;
+            });
+            tokio::task::yield_now().await;
+        });
+        drop(rt);
+        done.send(()).unwrap();
+    });
+    // A bound on the test, so that a hang fails it (not a timing threshold).
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the runtime's shutdown hung");
+    assert_eq!(lean.pools(), 0);
+}
+
 /// A TCP forwarder in front of `upstream` that counts the connections it accepts: how many
 /// connections a client opened to reach the server.
 struct CountingProxy {
