@@ -42,6 +42,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
+use brace_core::clock;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
@@ -200,7 +201,7 @@ impl Host {
     fn open_h2(&mut self) -> Option<http2::SendRequest<Full<Bytes>>> {
         match &mut self.shared {
             Some((sender, used)) if !sender.is_closed() => {
-                *used = Instant::now();
+                *used = clock::now();
                 Some(sender.clone())
             }
             _ => None,
@@ -208,6 +209,9 @@ impl Host {
     }
 }
 
+/// An idle HTTP/1.1 connection, and since when. The idle times (and the HTTP/2
+/// connection's last use) are read with [`clock::now`]: on the request path that is the
+/// reading the layers above already took in the same poll, not another read of the clock.
 struct Idle {
     sender: http1::SendRequest<Full<Bytes>>,
     since: Instant,
@@ -354,7 +358,6 @@ impl Pool {
         &self,
         authority: &Authority,
     ) -> Result<(http2::SendRequest<Full<Bytes>>, bool), LlmError> {
-        let asked = Instant::now();
         let opening = {
             let mut hosts = self.hosts.lock();
             let host = Self::host(&mut hosts, authority);
@@ -363,6 +366,10 @@ impl Pool {
             }
             host.opening.clone()
         };
+        // Only when there is no connection to take (not per request), and a fresh reading:
+        // a retry sent in the same poll as the failure it follows would share that poll's
+        // reading, and take the failure it retries for one that came after it asked.
+        let asked = Instant::now();
         let _opening = opening.lock().await;
         {
             let mut hosts = self.hosts.lock();
@@ -381,7 +388,7 @@ impl Pool {
         let host = Self::host(&mut hosts, authority);
         match opened {
             Ok(sender) => {
-                host.shared = Some((sender.clone(), Instant::now()));
+                host.shared = Some((sender.clone(), clock::now()));
                 host.failed = None;
                 Ok((sender, false))
             }
@@ -401,7 +408,7 @@ impl Pool {
     ) -> (Option<http1::SendRequest<Full<Bytes>>>, HeaderValue) {
         let mut hosts = self.hosts.lock();
         let host = Self::host(&mut hosts, authority);
-        let now = Instant::now();
+        let now = clock::now();
         while let Some(idle) = host.idle.pop() {
             if !idle.sender.is_closed() && now.duration_since(idle.since) < POOL_IDLE_TIMEOUT {
                 return (Some(idle.sender), host.header.clone());
@@ -438,7 +445,7 @@ impl Pool {
         let host = Self::host(&mut hosts, authority);
         host.idle.push(Idle {
             sender,
-            since: Instant::now(),
+            since: clock::now(),
         });
     }
 
