@@ -480,8 +480,11 @@ impl Pool {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
-            .map_err(|err| classify(&err))?;
-        connector.call(uri).await.map_err(|err| classify(&err))
+            .map_err(|err| classify(&err, false))?;
+        connector
+            .call(uri)
+            .await
+            .map_err(|err| classify(&err, false))
     }
 
     async fn connect_h1(
@@ -643,24 +646,19 @@ impl Body for LeanBody {
 /// [`LlmErrorKind::Connect`] (the request may not have reached the provider; retrying is
 /// safe). The message is the innermost cause's (never the URL).
 pub fn error_from_hyper(err: &hyper::Error) -> LlmError {
-    if err.is_timeout() {
-        return LlmError::new(
-            LlmErrorKind::Timeout,
-            innermost(err).unwrap_or_else(|| err.to_string()),
-        );
-    }
-    classify(err)
+    classify(err, err.is_timeout())
 }
 
 /// A failure before the answer's head (opening a connection included):
-/// [`LlmErrorKind::Timeout`] if an I/O timeout (the connect timeout) is among its causes,
-/// [`LlmErrorKind::Connect`] otherwise.
-fn classify(err: &(dyn std::error::Error + 'static)) -> LlmError {
-    let timed_out = causes(err).any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-    });
+/// [`LlmErrorKind::Timeout`] if `timed_out` or an I/O timeout (the connect timeout) is among
+/// its causes, [`LlmErrorKind::Connect`] otherwise.
+fn classify(err: &(dyn std::error::Error + 'static), timed_out: bool) -> LlmError {
+    let timed_out = timed_out
+        || causes(err).any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
     let kind = if timed_out {
         LlmErrorKind::Timeout
     } else {
