@@ -269,6 +269,7 @@ fn pick<S, C, K>(
 ) -> Option<usize> {
     let index = select::next(
         &shared.providers,
+        &shared.order,
         &shared.entries,
         *tried,
         preferred,
@@ -291,6 +292,7 @@ fn has_candidate<S, C, K>(
     let mut probe = rng.clone();
     select::next(
         &shared.providers,
+        &shared.order,
         &shared.entries,
         tried,
         None,

@@ -81,6 +81,8 @@ pub struct FailoverService<S, C = DefaultClassifier, K = Immediate, P = NoPrefer
 /// What every clone of a service and every response future share.
 pub(crate) struct Shared<S, C, K> {
     pub(crate) providers: Vec<ProviderMeta>,
+    /// The providers' positions by priority, then position (what `select::next` walks).
+    pub(crate) order: Vec<usize>,
     /// Each provider's service instances: an attempt takes one, calls it, and gives it back
     /// (see [`Instances`]). Their lock is only held to take or give back one, so `S` need
     /// only be `Send` (as `BoxCloneService` is) for the response future to be `Send`.
@@ -409,6 +411,7 @@ impl<S, C, K, P> FailoverBuilder<S, C, K, P> {
             );
         Ok(FailoverService {
             shared: Arc::new(Shared {
+                order: crate::select::by_priority(&providers),
                 providers,
                 services: services.into_iter().map(Instances::new).collect(),
                 entries,
