@@ -40,7 +40,10 @@
 #      "nginx dead R round N", each gateway primed first;
 #   5. peers (phase "peers"): PEER_RATES (rates the peers sustain) through every target, and
 #      Portkey's and LiteLLM's chaos at LL_CHAOS_RATE;
-#   6. stalled bodies (phase "stalled", not in the default PHASES): STALLED_CONNECTIONS
+#   6. instructions (phase "instructions", not in the default PHASES; needs valgrind): the
+#      user-space instructions nginx and the gateway each execute per request, counted by
+#      callgrind (label "instructions <target>"), a measure the machine's load does not move;
+#   7. stalled bodies (phase "stalled", not in the default PHASES): STALLED_CONNECTIONS
 #      connections (300) each send 1 MiB of a request body and stop; a gateway with
 #      `server.body_timeout: 5s` answers them 408 and closes them; its RSS is sampled idle,
 #      while they are held, and after, over STALLED_RUNS (3) runs in a row — once with glibc's
@@ -638,7 +641,74 @@ note "gateway_circuits_after_dead: $(curl -sf -m 5 "$GATEWAY/v1/circuits" | jq -
 sim_behavior "$PRIMARY" '{"type":"succeed"}'
 fi
 
-# ---- 6. stalled request bodies ------------------------------------------------------------
+# ---- 6. instructions per request ------------------------------------------------------------
+# Wall and CPU time on a shared machine move by 2x between hours; instruction counts do not.
+# Each proxy runs alone under valgrind's callgrind (nginx without its master process, the same
+# configuration otherwise; the gateway under test with gateway.yaml), takes INSTR_WARMUP
+# requests one at a time, has its counts zeroed, takes INSTR_REQUESTS more one at a time, and
+# has its counts dumped: instructions per request in user space (the proxy, its libraries
+# and its allocator). The kernel's share — the system calls, about the same for both
+# (6–7 per request at 1 000 req/s, `strace -c`) — is not counted.
+INSTR_REQUESTS=${INSTR_REQUESTS:-2000}
+INSTR_WARMUP=${INSTR_WARMUP:-200}
+# count_instructions NAME PID URL: NAME (already under callgrind as PID, writing its dumps
+# to $OUT/callgrind-NAME.PID*) measured; one line "instructions NAME" in results.jsonl.
+count_instructions() {
+    local name=$1 pid=$2 url=$3 dump total
+    log "instructions $name"
+    "$LOADGEN" --url "$url/v1/chat/completions" --mode closed --concurrency 1 --warmup 0 \
+        --max-requests "$INSTR_WARMUP" --duration 600 --timeout 60 > /dev/null
+    callgrind_control -z "$pid" > /dev/null
+    "$LOADGEN" --url "$url/v1/chat/completions" --mode closed --concurrency 1 --warmup 0 \
+        --max-requests "$INSTR_REQUESTS" --duration 600 --timeout 60 --label "instructions $name" \
+        > "$OUT/instructions-$name.json"
+    callgrind_control -d "$pid" > /dev/null
+    dump=$(ls -t "$OUT/callgrind-$name.$pid".* 2>/dev/null | head -n1)
+    total=$(awk '/^totals:/ {print $2}' "$dump")
+    # Where they go, by function (self cost), beside the raw dump.
+    callgrind_annotate --inclusive=no "$dump" > "$OUT/callgrind-$name.txt" 2>/dev/null || true
+    jq -c --argjson total "$total" '. + {instructions_total: $total,
+        instructions_per_request: ($total / .sent_total)}' "$OUT/instructions-$name.json" >> "$RESULTS"
+}
+if has instructions; then
+if ! command -v valgrind > /dev/null || ! command -v callgrind_control > /dev/null; then
+    note "instructions: valgrind is not installed: skipped"
+else
+    stop_pid "${GW_PID:-}"
+    GW_PID=
+    stop_pid "$NGINX_MASTER"
+    NGINX_MASTER=
+    stop_variants
+    binary="${GATEWAY_BINARY:-$BIN/examples/gateway}"
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-gateway.%p" "$binary" \
+        --config "$OUT/gateway.yaml" --listen 127.0.0.1:0 > "$OUT/gateway-callgrind.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_for "$OUT/gateway-callgrind.log" 1200 'listening on'
+    count_instructions gateway "$pid" "$(grep -m1 -o 'http://[0-9.:]*' "$OUT/gateway-callgrind.log")"
+    stop_pid "$pid"
+    if [ "$SKIP_NGINX" != 1 ]; then
+        port=$(free_port)
+        # load.sh's own nginx configuration, with its one worker as the only process.
+        sed -e 's/^worker_processes 1;$/worker_processes 1;\nmaster_process off;/' \
+            -e "s#listen 127.0.0.1:[0-9]*;#listen 127.0.0.1:$port;#" \
+            -e "s#^pid .*#pid $OUT/nginx/nginx-callgrind.pid;#" \
+            "$OUT/nginx/nginx-load.conf" > "$OUT/nginx/nginx-callgrind.conf"
+        valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind-nginx.%p" \
+            nginx -c "$OUT/nginx/nginx-callgrind.conf" > "$OUT/nginx/nginx-callgrind.out" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        for _ in $(seq 300); do
+            curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/" && break
+            sleep 0.1
+        done
+        count_instructions nginx "$pid" "http://127.0.0.1:$port"
+        stop_pid "$pid"
+    fi
+fi
+fi
+
+# ---- 7. stalled request bodies ------------------------------------------------------------
 STALLED_CONNECTIONS=${STALLED_CONNECTIONS:-300}
 STALLED_RUNS=${STALLED_RUNS:-3}
 STALLED_TUNABLES=${STALLED_TUNABLES:-glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=131072}

@@ -462,9 +462,30 @@ def print_targets(runs, calls):
     print("\n(In-process full stack vs tower's retry + timeout: `cargo bench -p brace-bench --bench interleaved`.)")
 
 
+# ===== instructions per request =====
+
+def print_instructions(runs):
+    rows = {label[len("instructions "):]: r for label, r in runs.items()
+            if label.startswith("instructions ") and "instructions_per_request" in r}
+    if not rows:
+        return
+    print("\n### Instructions per request (callgrind, user space, one request at a time)\n")
+    print("The proxy's own process only: the kernel's share (the system calls) is not counted. "
+          "Unlike time, these counts do not move with the machine's load.\n")
+    print("| target | requests | errors | instructions per request | ratio to nginx |")
+    print("|---|---|---|---|---|")
+    floor = rows.get("nginx", {}).get("instructions_per_request")
+    for name in sorted(rows, key=target_order):
+        r = rows[name]
+        per = r["instructions_per_request"]
+        shown = f"**{per / floor:.2f}×**" if floor else "—"
+        print(f"| {name} | {r['sent_total']} | {r['errors']} | {per:,.0f} | {shown} |")
+
+
 def main():
     runs, calls = load(sys.argv[1])
     print_targets(runs, calls)
+    print_instructions(runs)
     for rate in round_rates(runs):
         print_open_rounds(runs, rate)
     print_open_singles(runs)
