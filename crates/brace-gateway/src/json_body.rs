@@ -28,10 +28,13 @@ where
             return Ok(Self(value));
         }
         let bytes = Bytes::from_request(request, state).await?;
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Ok(Self(value)),
-            // The rejection `Json` gives, with the path to the bad value.
-            Err(_) => Json::<T>::from_bytes(&bytes).map(|Json(value)| Self(value)),
+        // UTF-8 checked once for the whole body: `from_slice` would check each string it
+        // reads on its own, a call per field.
+        match std::str::from_utf8(&bytes).map(serde_json::from_str) {
+            Ok(Ok(value)) => Ok(Self(value)),
+            // Not UTF-8, or not the JSON asked for: the rejection `Json` gives, with the path
+            // to the bad value.
+            _ => Json::<T>::from_bytes(&bytes).map(|Json(value)| Self(value)),
         }
     }
 }
@@ -76,6 +79,13 @@ mod tests {
     /// What each extractor makes of one request: the value, or the rejection's status and
     /// message.
     async fn both(content_type: Option<&str>, body: &'static str) -> [Result<Asked, String>; 2] {
+        both_bytes(content_type, body.as_bytes()).await
+    }
+
+    async fn both_bytes(
+        content_type: Option<&str>,
+        body: &'static [u8],
+    ) -> [Result<Asked, String>; 2] {
         let request = || {
             let mut builder = http::Request::post("/");
             if let Some(content_type) = content_type {
@@ -128,6 +138,19 @@ mod tests {
         )
         .await;
         assert!(bad_role.unwrap_err().contains("messages[1].role"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_utf8_is_rejected_as_axums_json_rejects_it() {
+        // Bytes that are not UTF-8, inside a string and outside one.
+        for body in [
+            &b"{\"model\":\"m\xff\",\"messages\":[]}"[..],
+            &b"{\"model\":\"m\",\"messages\":[]}\xc3"[..],
+        ] {
+            let [ours, axums] = both_bytes(Some("application/json"), body).await;
+            assert!(ours.is_err(), "{ours:?}");
+            assert_eq!(ours, axums);
+        }
     }
 
     #[tokio::test]

@@ -546,7 +546,7 @@ pub fn finish_reason(stop_reason: &str) -> FinishReason {
 /// A [`LlmErrorKind::MalformedResponse`] error if the body is not a Messages response; the
 /// provider's error if the body is an Anthropic error object.
 pub fn decode_response(body: &[u8]) -> Result<ChatCompletion, LlmError> {
-    let response: MessagesResponse = match serde_json::from_slice(body) {
+    let response: MessagesResponse = match crate::provider::json_from_bytes(body) {
         Ok(response) => response,
         Err(err) => return Err(malformed_or_error(body, &err)),
     };

@@ -581,17 +581,18 @@ pub(crate) fn candidate_parts(
 
 /// Parses a response, turning an error object into its error.
 pub(crate) fn parse(body: &[u8]) -> Result<GenerateContentResponse, LlmError> {
-    let response: GenerateContentResponse = serde_json::from_slice(body).map_err(|err| {
-        if let Ok(value) = serde_json::from_slice::<Value>(body)
-            && let Some(error) = error_object(&value)
-        {
-            return error;
-        }
-        LlmError::new(
-            LlmErrorKind::MalformedResponse,
-            format!("not a Gemini GenerateContentResponse: {err}"),
-        )
-    })?;
+    let response: GenerateContentResponse =
+        crate::provider::json_from_bytes(body).map_err(|err| {
+            if let Ok(value) = serde_json::from_slice::<Value>(body)
+                && let Some(error) = error_object(&value)
+            {
+                return error;
+            }
+            LlmError::new(
+                LlmErrorKind::MalformedResponse,
+                format!("not a Gemini GenerateContentResponse: {err}"),
+            )
+        })?;
     if let Some(error) = &response.error {
         let wrapped = serde_json::json!({ "error": error });
         if let Some(err) = error_object(&wrapped) {
