@@ -419,7 +419,15 @@ impl Pool {
 
     /// `authority`'s entry, made on its first request.
     fn host<'a>(hosts: &'a mut Vec<Host>, authority: &Authority) -> &'a mut Host {
-        let at = match hosts.iter().position(|host| host.authority == *authority) {
+        // The same bytes first (a provider's URL is parsed once, so its requests carry the
+        // very text its entry was made from): `Authority`'s own `==` ignores ASCII case, a
+        // byte at a time, against every entry before the one that matches.
+        let same = |host: &Host| host.authority.as_str() == authority.as_str();
+        let at = match hosts
+            .iter()
+            .position(same)
+            .or_else(|| hosts.iter().position(|host| host.authority == *authority))
+        {
             Some(at) => at,
             None => {
                 hosts.push(Host {
@@ -691,6 +699,24 @@ fn innermost(err: &(dyn std::error::Error + 'static)) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_is_found_by_its_authority_whatever_its_case() {
+        let mut hosts = Vec::new();
+        for text in [
+            "127.0.0.1:1",
+            "localhost:2",
+            "LocalHost:2",
+            "127.0.0.1:1",
+            "localhost:3",
+        ] {
+            let authority: Authority = text.parse().unwrap();
+            let found = Pool::host(&mut hosts, &authority);
+            assert!(found.authority == authority, "{text}");
+        }
+        // "LocalHost:2" is "localhost:2"'s entry, not one of its own.
+        assert_eq!(hosts.len(), 3);
+    }
 
     #[test]
     fn the_host_header_names_host_and_port_without_user_information() {
