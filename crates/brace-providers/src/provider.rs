@@ -671,7 +671,7 @@ impl Prepared {
 
     /// The request for the lean client (`None`: its URL is not an `http` URI, or its body
     /// is a stream).
-    fn into_http(self) -> Option<http::Request<http_body_util::Full<Bytes>>> {
+    fn into_http(self, uris: &UriCache) -> Option<http::Request<http_body_util::Full<Bytes>>> {
         let (headers, body) = match self.reqwest {
             Some(request) => {
                 let body = match request.body() {
@@ -684,7 +684,7 @@ impl Prepared {
         };
         let uri = match self.target {
             Target::Uri(uri) => uri,
-            Target::Url(url) => http::Uri::try_from(url.as_str()).ok()?,
+            Target::Url(url) => uris.get(&url)?,
         };
         let mut request = http::Request::new(http_body_util::Full::new(body));
         *request.method_mut() = self.method;
@@ -963,6 +963,35 @@ struct Settings {
     stats: Arc<ProviderStats>,
     secret: Option<ApiKey>,
     request_hook: Option<RequestHook>,
+    uris: UriCache,
+}
+
+/// The `http::Uri`s of the URLs a transport sends to most — its chat endpoint, its health
+/// probe's — each parsed from its `Url`'s text once: the lean client sends to an
+/// `http::Uri`, and parsing one cost more than the rest of building the request. Slots are
+/// filled by the first URLs sent to and never emptied; any other URL is parsed each time.
+#[derive(Default)]
+struct UriCache([OnceLock<(Box<str>, Option<http::Uri>)>; 2]);
+
+impl fmt::Debug for UriCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URLs: a provider may take its key in the query (Gemini's `key=`).
+        let kept = self.0.iter().filter(|slot| slot.get().is_some()).count();
+        f.debug_struct("UriCache").field("kept", &kept).finish()
+    }
+}
+
+impl UriCache {
+    fn get(&self, url: &reqwest::Url) -> Option<http::Uri> {
+        let text = url.as_str();
+        for slot in &self.0 {
+            let (kept, uri) = slot.get_or_init(|| (text.into(), http::Uri::try_from(text).ok()));
+            if **kept == *text {
+                return uri.clone();
+            }
+        }
+        http::Uri::try_from(text).ok()
+    }
 }
 
 impl fmt::Debug for Transport {
@@ -1025,6 +1054,7 @@ impl Transport {
                 stats: Arc::new(ProviderStats::default()),
                 secret: config.resolve_api_key().ok().flatten(),
                 request_hook: config.request_hook.clone(),
+                uris: UriCache::default(),
             }),
         }
     }
@@ -1134,7 +1164,9 @@ impl Transport {
                 })
             }
             Backend::Lean(client) => {
-                let request = request.into_http().ok_or_else(unsendable)?;
+                let request = request
+                    .into_http(&self.settings.uris)
+                    .ok_or_else(unsendable)?;
                 let call = client.send(request);
                 futures_util::future::Either::Right(async move {
                     let (parts, body) = call.await?.into_parts();
@@ -1634,6 +1666,31 @@ pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), LlmError>> + Send>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_sent_to_as_the_uri_it_parses_to_whether_kept_or_not() {
+        let cache = UriCache::default();
+        let urls = [
+            "http://127.0.0.1:1/v1/chat/completions",
+            "http://127.0.0.1:1/v1/models?limit=1",
+            "http://127.0.0.1:1/v1/chat/completions",
+            // Past the kept ones: parsed each time.
+            "http://127.0.0.1:2/v1beta/models/m:generateContent?alt=sse",
+            "http://127.0.0.1:2/v1beta/models/m:generateContent?alt=sse",
+        ];
+        for text in urls {
+            let url = reqwest::Url::parse(text).unwrap();
+            let uri = cache.get(&url).unwrap();
+            assert_eq!(uri, http::Uri::try_from(text).unwrap(), "{text}");
+        }
+        let kept: Vec<_> = cache
+            .0
+            .iter()
+            .filter_map(|slot| slot.get())
+            .map(|(text, _)| &**text)
+            .collect();
+        assert_eq!(kept, [urls[0], urls[1]]);
+    }
 
     #[test]
     fn json_is_read_alike_whether_or_not_the_body_is_utf8() {
