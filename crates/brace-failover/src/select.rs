@@ -43,20 +43,31 @@ pub(crate) fn next(
     let first = order[at];
     let priority = providers[first].priority;
     let rest = &order[at + 1..];
-    let candidates = || {
+    choose(providers, entries, selection, rng, || {
         std::iter::once(first).chain(
             rest.iter()
                 .copied()
                 .take_while(move |&i| providers[i].priority == priority)
                 .filter(move |&i| eligible(i)),
         )
-    };
+    })
+}
+
+/// One of `candidates` — the untried providers of the best priority left that may be tried,
+/// in position order, never none — chosen by `selection`.
+fn choose<I: Iterator<Item = usize>>(
+    providers: &[ProviderMeta],
+    entries: &[ProviderEntry],
+    selection: Selection,
+    rng: &mut Rng,
+    candidates: impl Fn() -> I,
+) -> Option<usize> {
     match selection {
-        Selection::Ordered => Some(first),
+        Selection::Ordered => candidates().next(),
         Selection::Weighted => {
             let total: u64 = candidates().map(|i| u64::from(providers[i].weight)).sum();
             if total == 0 {
-                return Some(first);
+                return candidates().next();
             }
             let mut point = rng.u64(0..total);
             candidates().find(|&i| {
@@ -73,7 +84,7 @@ pub(crate) fn next(
         Selection::PowerOfTwoChoices => {
             let count = candidates().count();
             if count < 2 {
-                return Some(first);
+                return candidates().next();
             }
             let a = rng.usize(0..count);
             let mut b = rng.usize(0..count - 1);
@@ -116,8 +127,9 @@ mod tests {
     use super::*;
     use crate::registry::ProviderRegistry;
 
-    /// The rule `next` implements, written as it reads (every provider asked, in position
-    /// order): the fast walk over `order` must pick exactly what this picks.
+    /// Which providers `next` chooses among, by the rule as it reads (every provider asked,
+    /// in position order, the best priority first found), then chosen as `next` chooses: the
+    /// walk over `order` must come to the same pick.
     fn by_definition(
         providers: &[ProviderMeta],
         entries: &[ProviderEntry],
@@ -137,50 +149,9 @@ mod tests {
             .filter(|&i| eligible(i))
             .map(|i| providers[i].priority)
             .min()?;
-        let candidates = || {
+        choose(providers, entries, selection, rng, || {
             (0..providers.len()).filter(move |&i| providers[i].priority == priority && eligible(i))
-        };
-        match selection {
-            Selection::Ordered => candidates().next(),
-            Selection::Weighted => {
-                let total: u64 = candidates().map(|i| u64::from(providers[i].weight)).sum();
-                if total == 0 {
-                    return candidates().next();
-                }
-                let mut point = rng.u64(0..total);
-                candidates().find(|&i| {
-                    let weight = u64::from(providers[i].weight);
-                    if point < weight {
-                        true
-                    } else {
-                        point -= weight;
-                        false
-                    }
-                })
-            }
-            Selection::LeastLatency => candidates().min_by_key(|&i| entries[i].latency_ns()),
-            Selection::PowerOfTwoChoices => {
-                let count = candidates().count();
-                if count < 2 {
-                    return candidates().next();
-                }
-                let a = rng.usize(0..count);
-                let mut b = rng.usize(0..count - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (a, b) = (candidates().nth(a)?, candidates().nth(b)?);
-                if entries[b].latency_ns() < entries[a].latency_ns() {
-                    Some(b)
-                } else {
-                    Some(a)
-                }
-            }
-            Selection::Cheapest => candidates().min_by(|&a, &b| {
-                let cost = |i: usize| providers[i].cost.unwrap_or(f64::INFINITY);
-                cost(a).total_cmp(&cost(b))
-            }),
-        }
+        })
     }
 
     /// One provider: priority, weight, cost, latency sample (ms), eligible now.
