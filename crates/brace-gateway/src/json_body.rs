@@ -28,13 +28,11 @@ where
             return Ok(Self(value));
         }
         let bytes = Bytes::from_request(request, state).await?;
-        // UTF-8 checked once for the whole body: `from_slice` would check each string it
-        // reads on its own, a call per field.
-        match std::str::from_utf8(&bytes).map(serde_json::from_str) {
-            Ok(Ok(value)) => Ok(Self(value)),
+        match brace_providers::provider::json_from_bytes(&bytes) {
+            Ok(value) => Ok(Self(value)),
             // Not UTF-8, or not the JSON asked for: the rejection `Json` gives, with the path
             // to the bad value.
-            _ => Json::<T>::from_bytes(&bytes).map(|Json(value)| Self(value)),
+            Err(_) => Json::<T>::from_bytes(&bytes).map(|Json(value)| Self(value)),
         }
     }
 }

@@ -99,7 +99,7 @@ impl CacheTier<CachedChat> for StoreTier {
         let found = self.store.cache_get(key.as_bytes());
         Box::pin(async move {
             let bytes = found.await?;
-            serde_json::from_slice(&bytes).ok()
+            brace_providers::provider::json_from_bytes(&bytes).ok()
         })
     }
 
