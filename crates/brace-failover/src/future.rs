@@ -220,7 +220,7 @@ where
                 if !*this.hedged && !this.primary.is_idle() && hedge_idle && !deadline_passed() {
                     *this.hedged = true;
                     if let Some(hedging) = &shared.hedging
-                        && has_candidate(shared, *this.tried, this.rng, this.exclusions.as_ref())
+                        && has_candidate(shared, *this.tried, this.exclusions.as_ref())
                         && hedging.withdraw()
                         && let Some(index) = pick(
                             shared,
@@ -267,40 +267,22 @@ fn pick<S, C, K>(
     rng: &mut Rng,
     exclusions: Option<&Exclusions>,
 ) -> Option<usize> {
-    let index = select::next(
-        &shared.providers,
-        &shared.order,
-        &shared.entries,
-        *tried,
-        preferred,
-        shared.selection,
-        rng,
-        &|i| eligible(&shared.entries, exclusions, i),
-    )?;
+    let index = select::next(shared.roster(), *tried, preferred, rng, &|i| {
+        eligible(&shared.entries, exclusions, i)
+    })?;
     *tried |= bit(index);
     Some(index)
 }
 
-/// Whether a provider that may be tried is left (without consuming randomness the caller's
-/// pick will use).
+/// Whether a provider that may be tried is left: one untried and eligible (what makes
+/// [`pick`] find one, whatever the selection).
 fn has_candidate<S, C, K>(
     shared: &Shared<S, C, K>,
     tried: Tried,
-    rng: &Rng,
     exclusions: Option<&Exclusions>,
 ) -> bool {
-    let mut probe = rng.clone();
-    select::next(
-        &shared.providers,
-        &shared.order,
-        &shared.entries,
-        tried,
-        None,
-        shared.selection,
-        &mut probe,
-        &|i| eligible(&shared.entries, exclusions, i),
-    )
-    .is_some()
+    (0..shared.entries.len())
+        .any(|i| tried & bit(i) == 0 && eligible(&shared.entries, exclusions, i))
 }
 
 /// Names every provider the request did not try in its trail, with why: excluded from this

@@ -14,25 +14,38 @@ pub(crate) fn bit(index: usize) -> Tried {
     1 << index
 }
 
+/// What a pick reads of a failover service's providers: see [`Shared::roster`](crate::service::Shared::roster).
+#[derive(Clone, Copy)]
+pub(crate) struct Roster<'a> {
+    pub(crate) providers: &'a [ProviderMeta],
+    /// Every provider's position, by priority, then by position (see [`by_priority`]).
+    pub(crate) order: &'a [usize],
+    /// Each provider's record in the registry, in the order of `providers`.
+    pub(crate) entries: &'a [ProviderEntry],
+    pub(crate) selection: Selection,
+}
+
 /// Picks the next provider for a request: the preferred one if it may be tried; otherwise,
-/// among the untried providers of the best priority that may be tried, one chosen by
-/// `selection`. `order` lists every provider by priority, then by position (see
-/// [`by_priority`]), so the first eligible one in it has the best priority left and its
-/// equals follow it: the common pick (the first provider, or [`Selection::Ordered`]) asks
+/// among the untried providers of the best priority that may be tried, one chosen by the
+/// roster's selection. The roster's `order` lists every provider by priority, then by
+/// position, so the first eligible one in it has the best priority left and its equals
+/// follow it: the common pick (the first provider, or [`Selection::Ordered`]) asks
 /// `eligible` once instead of once per provider. `eligible` says whether a provider may be
 /// tried now (its circuit admits a call, it is not excluded). `None` when no provider is
 /// left.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn next(
-    providers: &[ProviderMeta],
-    order: &[usize],
-    entries: &[ProviderEntry],
+    roster: Roster<'_>,
     tried: Tried,
     preferred: Option<usize>,
-    selection: Selection,
     rng: &mut Rng,
     eligible: &dyn Fn(usize) -> bool,
 ) -> Option<usize> {
+    let Roster {
+        providers,
+        order,
+        entries,
+        selection,
+    } = roster;
     let eligible = |i: usize| tried & bit(i) == 0 && eligible(i);
     if let Some(i) = preferred
         && eligible(i)
@@ -131,14 +144,19 @@ mod tests {
     /// in position order, the best priority first found), then chosen as `next` chooses: the
     /// walk over `order` must come to the same pick.
     fn by_definition(
-        providers: &[ProviderMeta],
-        entries: &[ProviderEntry],
+        roster: Roster<'_>,
         tried: Tried,
         preferred: Option<usize>,
-        selection: Selection,
         rng: &mut Rng,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
+        // Not `roster.order`: the rule asks every provider.
+        let Roster {
+            providers,
+            entries,
+            selection,
+            ..
+        } = roster;
         let eligible = |i: usize| tried & bit(i) == 0 && eligible(i);
         if let Some(i) = preferred
             && eligible(i)
@@ -205,8 +223,9 @@ mod tests {
             let tried = Tried::from(tried) & ((1 << specs.len()) - 1);
             let order = by_priority(&providers);
             let (mut fast_rng, mut rule_rng) = (Rng::with_seed(seed), Rng::with_seed(seed));
-            let fast = next(&providers, &order, &entries, tried, preferred, selection, &mut fast_rng, &eligible);
-            let rule = by_definition(&providers, &entries, tried, preferred, selection, &mut rule_rng, &eligible);
+            let roster = Roster { providers: &providers, order: &order, entries: &entries, selection };
+            let fast = next(roster, tried, preferred, &mut fast_rng, &eligible);
+            let rule = by_definition(roster, tried, preferred, &mut rule_rng, &eligible);
             prop_assert_eq!(fast, rule);
             // The same randomness consumed: later picks of the request stay the same too.
             prop_assert_eq!(fast_rng.u64(..), rule_rng.u64(..));
@@ -233,29 +252,17 @@ mod tests {
         };
         let order = by_priority(&providers);
         assert_eq!(order, [1, 2, 0]);
-        let picked = next(
-            &providers,
-            &order,
-            &entries,
-            0,
-            None,
-            Selection::Ordered,
-            &mut Rng::with_seed(1),
-            &eligible,
-        );
+        let roster = Roster {
+            providers: &providers,
+            order: &order,
+            entries: &entries,
+            selection: Selection::Ordered,
+        };
+        let picked = next(roster, 0, None, &mut Rng::with_seed(1), &eligible);
         assert_eq!(picked, Some(1));
         assert_eq!(asked.get(), 1);
         // With "a" tried, "b" is next.
-        let picked = next(
-            &providers,
-            &order,
-            &entries,
-            bit(1),
-            None,
-            Selection::Ordered,
-            &mut Rng::with_seed(1),
-            &eligible,
-        );
+        let picked = next(roster, bit(1), None, &mut Rng::with_seed(1), &eligible);
         assert_eq!(picked, Some(2));
     }
 }

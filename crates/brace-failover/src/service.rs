@@ -99,6 +99,19 @@ pub(crate) struct Shared<S, C, K> {
     pub(crate) commit: K,
 }
 
+impl<S, C, K> Shared<S, C, K> {
+    /// What a pick reads: the providers, their order by priority, their records, the
+    /// selection.
+    pub(crate) fn roster(&self) -> crate::select::Roster<'_> {
+        crate::select::Roster {
+            providers: &self.providers,
+            order: &self.order,
+            entries: &self.entries,
+            selection: self.selection,
+        }
+    }
+}
+
 type ProbeSpawner = Box<dyn FnOnce(&tokio::runtime::Handle, &[ProviderEntry], Duration) + Send>;
 
 /// Builds a [`FailoverService`].
