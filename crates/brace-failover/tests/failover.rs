@@ -857,6 +857,42 @@ async fn empty_hedge_budget_sends_no_hedges() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hedge_with_nowhere_to_go_spends_none_of_the_budget() {
+    let log = new_log();
+    let slow = Sim::new("slow", &log, |_| {
+        Step::ok().after(Duration::from_millis(200))
+    });
+    let other = Sim::new("other", &log, |_| Step::ok());
+    // A budget of one hedge for the second.
+    let mut svc = FailoverService::builder()
+        .provider(Provider::new("slow", slow))
+        .provider(Provider::new("other", other.clone()).priority(1))
+        .hedge(HedgeConfig {
+            budget_ratio: 0.0,
+            budget_min_per_sec: 1,
+            budget_ttl: Duration::from_secs(1),
+            ..HedgeConfig::after(Duration::from_millis(10))
+        })
+        .build()
+        .unwrap();
+    // A layer above leaves "other" out of the first request: its hedge has nowhere to go.
+    let left_out = brace_core::exclude::Exclusions::new([(
+        "other",
+        brace_core::exclude::Excluded::new("test", brace_core::FailureClass::RateLimited),
+    )]);
+    let call = ServiceExt::<String>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call("hello".to_owned());
+    let first = brace_core::exclude::within(left_out, call).await;
+    assert_eq!(first.unwrap(), "slow");
+    assert_eq!(other.calls(), 0);
+    // The budget's hedge was not spent on it: the next slow request is hedged.
+    assert_eq!(send(&mut svc).await.unwrap(), "other");
+    assert_eq!(other.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn health_snapshot_counts_calls_errors_and_latency() {
     let log = new_log();
     let a = Sim::new("a", &log, |n| match n {
