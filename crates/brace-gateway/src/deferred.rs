@@ -162,8 +162,10 @@ enum Again<'a> {
 }
 
 impl<'a> Again<'a> {
-    fn new(kind: &Kind, text: &'a str) -> Self {
-        match kind {
+    /// `kind`'s value again; `None` for a mark between batches (never handed over: the
+    /// batches are split on them).
+    fn new(kind: &Kind, text: &'a str) -> Option<Self> {
+        Some(match kind {
             Kind::I64(value) => Self::I64(*value),
             Kind::U64(value) => Self::U64(*value),
             Kind::I128(high, low) => Self::I128(i128::from(*high) << 64 | i128::from(*low)),
@@ -172,8 +174,8 @@ impl<'a> Again<'a> {
             Kind::Bool(value) => Self::Bool(*value),
             Kind::Str(range) => Self::Str(&text[range.clone()]),
             Kind::Debug(range) => Self::Debug(tracing::field::debug(Written(&text[range.clone()]))),
-            Kind::Record => unreachable!("a mark between batches is not handed over"),
-        }
+            Kind::Record => return None,
+        })
     }
 
     fn as_value(&self) -> &dyn Value {
@@ -216,13 +218,13 @@ fn as_value_sets(
         return;
     }
     for part in parts {
-        let again: Vec<Again<'_>> = part
+        let again: Vec<Option<Again<'_>>> = part
             .iter()
             .map(|(_, kind)| Again::new(kind, text))
             .collect();
         let mut pairs: [(&Field, Option<&dyn Value>); MOST] = [(&pad, None); MOST];
         for (pair, ((index, _), value)) in pairs.iter_mut().zip(part.iter().zip(&again)) {
-            *pair = (&all[*index], Some(value.as_value()));
+            *pair = (&all[*index], value.as_ref().map(Again::as_value));
         }
         each(&fields.value_set(&pairs));
     }
