@@ -68,11 +68,10 @@ pub(crate) struct StreamAccounting<S> {
 impl<S> Service<ChatRequest> for StreamAccounting<S>
 where
     S: Service<ChatRequest, Response = ChatResponse, Error = LlmError>,
-    S::Future: Send + 'static,
 {
     type Response = ChatResponse;
     type Error = LlmError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, LlmError>> + Send>>;
+    type Future = AccountingFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
         self.inner.poll_ready(cx)
@@ -86,23 +85,42 @@ where
         // Only a stream is tapped: a whole answer is accounted by the gateway's own metrics,
         // and the metrics handles (a dozen reference counts) are not copied for it.
         let tap = prompt_estimate.map(|estimate| (self.config.clone(), estimate));
-        Box::pin(async move {
-            let ChatResponse { meta, body } = call.await?;
-            let body = match (body, tap) {
-                (ResponseBody::Stream(stream), Some((config, prompt_estimate))) => {
-                    ResponseBody::Stream(ChatStream::new(Tap {
-                        stream,
-                        config,
-                        prompt_estimate,
-                        tokens: 0,
-                        usage: None,
-                        done: false,
-                    }))
-                }
-                (body, _) => body,
-            };
-            Ok(ChatResponse { meta, body })
-        })
+        AccountingFuture { call, tap }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`StreamAccounting`]: the provider's answer, its stream tapped.
+    pub(crate) struct AccountingFuture<F> {
+        #[pin]
+        call: F,
+        tap: Option<(Arc<StreamAccountingLayer>, u64)>,
+    }
+}
+
+impl<F> Future for AccountingFuture<F>
+where
+    F: Future<Output = Result<ChatResponse, LlmError>>,
+{
+    type Output = Result<ChatResponse, LlmError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let ChatResponse { meta, body } = std::task::ready!(this.call.poll(cx))?;
+        let body = match (body, this.tap.take()) {
+            (ResponseBody::Stream(stream), Some((config, prompt_estimate))) => {
+                ResponseBody::Stream(ChatStream::new(Tap {
+                    stream,
+                    config,
+                    prompt_estimate,
+                    tokens: 0,
+                    usage: None,
+                    done: false,
+                }))
+            }
+            (body, _) => body,
+        };
+        Poll::Ready(Ok(ChatResponse { meta, body }))
     }
 }
 

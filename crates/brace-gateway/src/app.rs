@@ -252,31 +252,41 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     // Room for the content type (a complete answer) or the two stream headers.
     let mut headers = HeaderMap::with_capacity(10);
     // The model comes from the provider's body: its length and characters are not ours.
-    let mut put = |name: HeaderName, value: &str| {
+    let put = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Some(value) = crate::bounded::header_value(value) {
             headers.insert(name, value);
         }
     };
-    put(PROVIDER, &response.meta.provider);
-    put(MODEL, &response.meta.model);
-    let level = response
-        .meta
-        .degradation
-        .as_ref()
-        .map_or("full", |degradation| &degradation.level);
-    put(DEGRADATION, level);
-    if let Some(degradation) = &response.meta.degradation {
-        // What the level took away; a model change shows in `x-brace-model`.
-        let removed: Vec<_> = degradation
-            .reshaped
-            .changes()
-            .filter(|change| *change != "model")
-            .collect();
-        if !removed.is_empty() {
-            put(REMOVED, &removed.join(","));
+    put(&mut headers, PROVIDER, &response.meta.provider);
+    put(&mut headers, MODEL, &response.meta.model);
+    match &response.meta.degradation {
+        // The usual answer: no text copied into a header value.
+        None => {
+            headers.insert(DEGRADATION, HeaderValue::from_static("full"));
+        }
+        Some(degradation) => {
+            put(&mut headers, DEGRADATION, &degradation.level);
+            // What the level took away; a model change shows in `x-brace-model`.
+            let removed: Vec<_> = degradation
+                .reshaped
+                .changes()
+                .filter(|change| *change != "model")
+                .collect();
+            if !removed.is_empty() {
+                put(&mut headers, REMOVED, &removed.join(","));
+            }
         }
     }
-    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
+    // The usual counts, without formatting one.
+    const FEW: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let attempts = usize::try_from(attempts)
+        .ok()
+        .and_then(|n| FEW.get(n))
+        .map_or_else(
+            || HeaderValue::from(attempts),
+            |n| HeaderValue::from_static(n),
+        );
+    headers.insert(ATTEMPTS, attempts);
     let cache = if response.meta.origin() == Origin::Cache {
         "hit"
     } else {
@@ -460,4 +470,41 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         gateway.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> ChatResponse {
+        let completion = serde_json::from_value(serde_json::json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m-1",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi"},
+                "finish_reason": "stop"
+            }]
+        }))
+        .unwrap();
+        ChatResponse::complete("primary", completion)
+    }
+
+    #[test]
+    fn meta_headers_count_every_attempt_and_name_a_full_answer() {
+        let response = answer();
+        for (attempts, text) in [(0, "0"), (1, "1"), (9, "9"), (10, "10"), (12, "12")] {
+            let headers = meta_headers(&response, attempts);
+            assert_eq!(headers["x-brace-attempts"], text);
+        }
+        let headers = meta_headers(&response, u32::MAX);
+        assert_eq!(headers["x-brace-attempts"], "4294967295");
+        assert_eq!(headers["x-brace-degradation"], "full");
+        assert_eq!(headers["x-brace-provider"], "primary");
+        assert_eq!(headers["x-brace-model"], "m-1");
+        assert_eq!(headers["x-brace-cache"], "miss");
+        assert!(headers.get("x-brace-removed").is_none());
+    }
 }

@@ -1034,7 +1034,7 @@ fn provider_stack(
         // Each provider's own tokens, cost and how its stream ended.
         .layer(accounting)
         .layer(guard)
-        .service(BoxCloneSyncService::new(chaos.layer(client)));
+        .service(chaos.layer(client));
     Ok((BoxCloneSyncService::new(stack), handle))
 }
 
@@ -1044,7 +1044,40 @@ fn provider_stack(
 type PreferenceFn = fn(&ChatRequest) -> Option<&str>;
 
 /// The failover service of one route.
-type Failover = FailoverService<ChatService, LlmClassifier, RouteCommit, PreferenceFn>;
+type Failover = FailoverService<TargetStack, LlmClassifier, RouteCommit, PreferenceFn>;
+
+/// One provider's stack as a route asks it: with the route's model for it (none: the
+/// requested model as is), or the provider's own model for the request's degradation level,
+/// which wins over the route's.
+#[derive(Clone)]
+struct TargetStack {
+    stack: ChatService,
+    model: Option<ModelName>,
+    per_level: Option<Arc<HashMap<String, ModelName>>>,
+}
+
+impl Service<ChatRequest> for TargetStack {
+    type Response = ChatResponse;
+    type Error = BoxError;
+    type Future = <ChatService as Service<ChatRequest>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: ChatRequest) -> Self::Future {
+        let at_level = self.per_level.as_ref().and_then(|per_level| {
+            request
+                .extensions
+                .get::<brace_llm::degrade::DegradationLevel>()
+                .and_then(|level| per_level.get(&*level.0))
+        });
+        if let Some(model) = at_level.or(self.model.as_ref()) {
+            request.model = model.clone();
+        }
+        self.stack.call(request)
+    }
+}
 
 fn preferred(request: &ChatRequest) -> Option<&str> {
     request
@@ -1084,34 +1117,18 @@ fn failover_for(
                 .map(|(level, model)| (level.clone(), ModelName::from(model.as_str())))
                 .collect(),
         );
-        let service = match (model.clone(), per_level.is_empty()) {
-            (Some(model), true) => {
-                let model = ModelName::from(model);
-                BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
-                    request.model = model.clone();
-                    request
-                }))
-            }
-            (None, true) => stack,
-            // A model of its own for a degradation level wins over the level's and the
-            // route's.
-            (model, false) => {
-                let model = model.map(ModelName::from);
-                BoxCloneSyncService::new(stack.map_request(move |mut request: ChatRequest| {
-                    let at_level = request
-                        .extensions
-                        .get::<brace_llm::degrade::DegradationLevel>()
-                        .and_then(|level| per_level.get(&*level.0));
-                    if let Some(model) = at_level.or(model.as_ref()) {
-                        request.model = model.clone();
-                    }
-                    request
-                }))
-            }
+        let per_level = (!per_level.is_empty()).then_some(per_level);
+        let service = TargetStack {
+            stack,
+            model: model.clone().map(ModelName::from),
+            per_level,
         };
         continuation_targets.push(
-            ContinuationTarget::new(provider.name.as_str(), service.clone())
-                .accepts_prefill(provider.accepts_prefill),
+            ContinuationTarget::new(
+                provider.name.as_str(),
+                BoxCloneSyncService::new(service.clone()),
+            )
+            .accepts_prefill(provider.accepts_prefill),
         );
         let priority = if route_order {
             index as u32
@@ -1158,7 +1175,7 @@ struct Router {
 impl Service<ChatRequest> for Router {
     type Response = ChatResponse;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, BoxError>> + Send>>;
+    type Future = tower::util::Oneshot<ChatService, ChatRequest>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Readiness is driven per route in `call` (the route is not known yet).
@@ -1171,7 +1188,7 @@ impl Service<ChatRequest> for Router {
             .iter()
             .find(|(route, _)| route.matches(&request.model))
             .map_or_else(|| self.default.clone(), |(_, service)| service.clone());
-        Box::pin(service.oneshot(request))
+        service.oneshot(request)
     }
 }
 
@@ -1211,7 +1228,7 @@ where
 {
     type Response = ChatResponse;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<ChatResponse, BoxError>> + Send>>;
+    type Future = InstrumentedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -1219,16 +1236,39 @@ where
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         Attempts::count_one();
-        let mut attempt = AttemptRecord {
+        let attempt = AttemptRecord {
             meta: Some(self.meta.clone()),
             start: brace_core::clock::now(),
         };
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let result = call.await.map_err(Into::into);
-            attempt.finish(&result);
-            result
-        })
+        InstrumentedFuture {
+            call: self.inner.call(request),
+            attempt,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one [`Instrumented`] attempt: the attempt is recorded when it ends, or
+    /// as `cancelled` when the future is dropped first (`AttemptRecord`'s `Drop`).
+    struct InstrumentedFuture<F> {
+        #[pin]
+        call: F,
+        attempt: AttemptRecord,
+    }
+}
+
+impl<F, E> Future for InstrumentedFuture<F>
+where
+    F: Future<Output = Result<ChatResponse, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<ChatResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.call.poll(cx)).map_err(Into::into);
+        this.attempt.finish(&result);
+        Poll::Ready(result)
     }
 }
 
