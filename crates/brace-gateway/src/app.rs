@@ -259,22 +259,26 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     };
     put(&mut headers, PROVIDER, &response.meta.provider);
     put(&mut headers, MODEL, &response.meta.model);
-    match &response.meta.degradation {
-        // The usual answer: no text copied into a header value.
-        None => {
-            headers.insert(DEGRADATION, HeaderValue::from_static("full"));
-        }
-        Some(degradation) => {
-            put(&mut headers, DEGRADATION, &degradation.level);
-            // What the level took away; a model change shows in `x-brace-model`.
-            let removed: Vec<_> = degradation
-                .reshaped
-                .changes()
-                .filter(|change| *change != "model")
-                .collect();
-            if !removed.is_empty() {
-                put(&mut headers, REMOVED, &removed.join(","));
-            }
+    let level = response
+        .meta
+        .degradation
+        .as_ref()
+        .map_or("full", |degradation| &degradation.level);
+    if level == "full" {
+        // The usual answer (the top level's default name): no text copied.
+        headers.insert(DEGRADATION, HeaderValue::from_static("full"));
+    } else {
+        put(&mut headers, DEGRADATION, level);
+    }
+    if let Some(degradation) = &response.meta.degradation {
+        // What the level took away; a model change shows in `x-brace-model`.
+        let removed: Vec<_> = degradation
+            .reshaped
+            .changes()
+            .filter(|change| *change != "model")
+            .collect();
+        if !removed.is_empty() {
+            put(&mut headers, REMOVED, &removed.join(","));
         }
     }
     // The usual counts, without formatting one.
@@ -490,6 +494,22 @@ mod tests {
         }))
         .unwrap();
         ChatResponse::complete("primary", completion)
+    }
+
+    #[test]
+    fn meta_headers_name_the_level_that_answered() {
+        use brace_core::degrade::{Degradation, Origin};
+        let mut response = answer();
+        for level in ["full", "economy", "fallback-1"] {
+            response.meta.degradation = Some(Degradation {
+                level: level.into(),
+                index: usize::from(level != "full"),
+                origin: Origin::Live,
+                reshaped: brace_llm::degrade::Reshaped::nothing(),
+            });
+            let headers = meta_headers(&response, 1);
+            assert_eq!(headers["x-brace-degradation"], level);
+        }
     }
 
     #[test]

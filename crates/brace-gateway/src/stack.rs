@@ -815,13 +815,51 @@ fn routes_for(
 // ===== provider clients =====
 
 type LlmService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
+
+/// A provider's client as its stack calls it: a real one directly (its future is boxed
+/// already, and a clone is a few reference counts), any other (simulated, failing) boxed.
+#[derive(Clone)]
+enum Client {
+    OpenAi(brace_providers::openai::OpenAiClient),
+    Anthropic(brace_providers::anthropic::AnthropicClient),
+    Gemini(brace_providers::gemini::GeminiClient),
+    Other(LlmService),
+}
+
+impl Service<ChatRequest> for Client {
+    type Response = ChatResponse;
+    type Error = LlmError;
+    type Future = futures_util::future::Either<
+        brace_providers::provider::ResponseFuture,
+        <LlmService as Service<ChatRequest>>::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
+        match self {
+            Self::OpenAi(client) => client.poll_ready(cx),
+            Self::Anthropic(client) => client.poll_ready(cx),
+            Self::Gemini(client) => client.poll_ready(cx),
+            Self::Other(client) => client.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        use futures_util::future::Either;
+        match self {
+            Self::OpenAi(client) => Either::Left(client.call(request)),
+            Self::Anthropic(client) => Either::Left(client.call(request)),
+            Self::Gemini(client) => Either::Left(client.call(request)),
+            Self::Other(client) => Either::Right(client.call(request)),
+        }
+    }
+}
 type ProbeFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), LlmError>> + Send>> + Send + Sync>;
 
 fn client_for(
     provider: &ProviderConfig,
     sims: &mut HashMap<String, SimHandle>,
-) -> Result<(LlmService, ProbeFn), GatewayBuildError> {
+) -> Result<(Client, ProbeFn), GatewayBuildError> {
     let name = provider.name.as_str();
     let client_config = || {
         let mut config = ClientConfig::new(
@@ -846,15 +884,15 @@ fn client_for(
         }
         config
     };
-    macro_rules! boxed {
-        ($client:expr) => {{
+    macro_rules! client {
+        ($variant:ident, $client:expr) => {{
             let client = $client;
             let for_probe = client.clone();
             let probe: ProbeFn = Arc::new(move || for_probe.probe());
-            Ok((BoxCloneSyncService::new(client), probe))
+            Ok((Client::$variant(client), probe))
         }};
     }
-    let result: Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> =
+    let result: Result<(Client, ProbeFn), brace_providers::ClientConfigError> =
         match provider.kind() {
             ProviderKind::Simulated if provider.base_url.is_none() => {
                 // It answers as the model it is asked for: the provider's, or the route's.
@@ -866,7 +904,7 @@ fn client_for(
                 });
                 sims.insert(provider.name.clone(), sim.handle().clone());
                 let probe: ProbeFn = Arc::new(|| Box::pin(async { Ok(()) }));
-                Ok((BoxCloneSyncService::new(sim), probe))
+                Ok((Client::Other(BoxCloneSyncService::new(sim)), probe))
             }
             ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Simulated => {
                 let api = if provider.kind() == ProviderKind::Openai {
@@ -875,9 +913,12 @@ fn client_for(
                     brace_providers::openai::OpenAiApi::Compatible
                 };
                 keyed(provider, || {
-                    boxed!(brace_providers::openai::OpenAiClient::new(
-                        brace_providers::openai::OpenAiConfig::new(client_config(), api)
-                    )?)
+                    client!(
+                        OpenAi,
+                        brace_providers::openai::OpenAiClient::new(
+                            brace_providers::openai::OpenAiConfig::new(client_config(), api)
+                        )?
+                    )
                 })
             }
             ProviderKind::Azure => keyed(provider, || {
@@ -886,17 +927,24 @@ fn client_for(
                         brace_providers::openai::DEFAULT_AZURE_API_VERSION.to_owned()
                     }),
                 };
-                boxed!(brace_providers::openai::OpenAiClient::new(
-                    brace_providers::openai::OpenAiConfig::new(client_config(), api)
-                )?)
+                client!(
+                    OpenAi,
+                    brace_providers::openai::OpenAiClient::new(
+                        brace_providers::openai::OpenAiConfig::new(client_config(), api)
+                    )?
+                )
             }),
             ProviderKind::Anthropic => keyed(provider, || {
-                boxed!(brace_providers::anthropic::AnthropicClient::new(
-                    client_config()
-                )?)
+                client!(
+                    Anthropic,
+                    brace_providers::anthropic::AnthropicClient::new(client_config())?
+                )
             }),
             ProviderKind::Gemini => keyed(provider, || {
-                boxed!(brace_providers::gemini::GeminiClient::new(client_config())?)
+                client!(
+                    Gemini,
+                    brace_providers::gemini::GeminiClient::new(client_config())?
+                )
             }),
         };
     result.map_err(|err| build_error(format!("provider `{name}`"), err))
@@ -907,8 +955,8 @@ fn client_for(
 /// answer instead).
 fn keyed(
     provider: &ProviderConfig,
-    build: impl FnOnce() -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError>,
-) -> Result<(LlmService, ProbeFn), brace_providers::ClientConfigError> {
+    build: impl FnOnce() -> Result<(Client, ProbeFn), brace_providers::ClientConfigError>,
+) -> Result<(Client, ProbeFn), brace_providers::ClientConfigError> {
     if let Some(var) = provider.key_env()
         && std::env::var(var).map_or(true, |key| key.trim().is_empty())
     {
@@ -929,7 +977,7 @@ fn keyed(
                 LlmError::new(LlmErrorKind::Auth, message.clone()).with_provider(name.clone());
             Box::pin(async move { Err(err) })
         });
-        return Ok((BoxCloneSyncService::new(fail), probe));
+        return Ok((Client::Other(BoxCloneSyncService::new(fail)), probe));
     }
     build()
 }
@@ -947,7 +995,7 @@ fn default_base_url(kind: ProviderKind) -> &'static str {
 
 fn provider_stack(
     provider: &ProviderConfig,
-    client: LlmService,
+    client: Client,
     breaker_config: &brace_circuit::CircuitBreakerConfig,
     retry_config: &brace_retry::RetryConfig,
     parts: &Parts<'_>,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::Method;
+use http::{HeaderMap, Method};
 use tower_service::Service;
 
 use crate::api::{ProviderApi, probe_headers, request_headers};
@@ -69,6 +69,10 @@ use brace_llm::types::ChatRequest;
 /// Clones share the API, the connection pool and the statistics.
 pub struct ProviderClient<A> {
     api: Arc<A>,
+    // The API's headers with `Accept` for a whole answer and for a stream, made once: a
+    // request clones one (a clone of the API's headers had room for nothing more, and
+    // adding `Accept` grew and rehashed it on every request).
+    headers: Arc<[HeaderMap; 2]>,
     transport: Transport,
 }
 
@@ -76,6 +80,7 @@ impl<A> Clone for ProviderClient<A> {
     fn clone(&self) -> Self {
         Self {
             api: self.api.clone(),
+            headers: self.headers.clone(),
             transport: self.transport.clone(),
         }
     }
@@ -86,7 +91,8 @@ impl<A: fmt::Debug> fmt::Debug for ProviderClient<A> {
         f.debug_struct("ProviderClient")
             .field("api", &self.api)
             .field("transport", &self.transport)
-            .finish()
+            // `headers`: the API's, already in `api` (their secrets marked sensitive).
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,9 +124,17 @@ impl<A: ProviderApi> ProviderClient<A> {
     /// A client for an API already made, sending through `transport`.
     pub fn from_api(api: A, transport: Transport) -> Self {
         Self {
+            headers: Self::headers_of(&api),
             api: Arc::new(api),
             transport,
         }
+    }
+
+    fn headers_of(api: &A) -> Arc<[HeaderMap; 2]> {
+        Arc::new([
+            request_headers(api.headers(), false),
+            request_headers(api.headers(), true),
+        ])
     }
 
     /// The provider's name, as errors and responses carry it.
@@ -133,13 +147,14 @@ impl<A: ProviderApi> ProviderClient<A> {
         &self.api
     }
 
-    /// The API, to change it before the client is shared (a clone made earlier keeps the
-    /// API it had).
-    pub(crate) fn api_mut(&mut self) -> &mut A
+    /// Changes the API before the client is shared (a clone made earlier keeps the API it
+    /// had).
+    pub(crate) fn change_api(&mut self, change: impl FnOnce(&mut A))
     where
         A: Clone,
     {
-        Arc::make_mut(&mut self.api)
+        change(Arc::make_mut(&mut self.api));
+        self.headers = Self::headers_of(&self.api);
     }
 
     /// The client configuration.
@@ -197,7 +212,7 @@ impl<A: ProviderApi> Service<ChatRequest> for ProviderClient<A> {
         };
         let stream = request.is_stream();
         let include_usage = request.wants_stream_usage();
-        let headers = request_headers(self.api.headers(), stream);
+        let headers = self.headers[usize::from(stream)].clone();
         let http = prepared_request(Method::POST, encoded.url, headers, encoded.body);
         let send = self.transport.send_request_with(http, A::decode_error);
         let api = self.api.clone();

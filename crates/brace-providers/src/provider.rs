@@ -1134,9 +1134,8 @@ impl Transport {
         if let Some(hook) = &self.settings.request_hook {
             hook.apply(request.headers_mut());
         }
-        let transport = self.clone();
         let deadline = Instant::now() + self.settings.timeout;
-        async move { transport.send_until(request, deadline, decode_error).await }
+        self.clone().send_until(request, deadline, decode_error)
     }
 
     async fn send_until(

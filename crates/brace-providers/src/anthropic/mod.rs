@@ -54,7 +54,7 @@ impl AnthropicClient {
     /// [`DEFAULT_MAX_TOKENS`]); clones made before keep theirs.
     #[must_use]
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
-        self.api_mut().set_default_max_tokens(max_tokens);
+        self.change_api(|api| api.set_default_max_tokens(max_tokens));
         self
     }
 }
