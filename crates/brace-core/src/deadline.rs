@@ -48,12 +48,26 @@ use crate::clock;
 use crate::error::DeadlineExceeded;
 
 tokio::task_local! {
-    static DEADLINE: Instant;
+    static DEADLINE: Scope;
+}
+
+/// What the call being polled knows of its deadline.
+#[derive(Clone, Copy)]
+struct Scope {
+    /// The deadline: the earliest set above.
+    at: Instant,
+    /// The earliest time at which a layer above cuts the call with a clock of its own (a
+    /// [`within`] sets a deadline and arms none).
+    enforced: Option<Instant>,
+}
+
+fn scope() -> Option<Scope> {
+    DEADLINE.try_with(|scope| *scope).ok()
 }
 
 /// The deadline of the call being polled, if a layer above set one.
 pub fn current() -> Option<Instant> {
-    DEADLINE.try_with(|at| *at).ok()
+    scope().map(|scope| scope.at)
 }
 
 /// How much time the call being polled has left (zero once its deadline passed), if a
@@ -92,9 +106,105 @@ impl<F: Future> Future for Within<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let at = current().map_or(*this.at, |outer| outer.min(*this.at));
+        let scope = scope().map_or(
+            Scope {
+                at: *this.at,
+                enforced: None,
+            },
+            |outer| Scope {
+                at: outer.at.min(*this.at),
+                ..outer
+            },
+        );
         let inner = this.inner;
-        DEADLINE.sync_scope(at, || inner.poll(cx))
+        DEADLINE.sync_scope(scope, || inner.poll(cx))
+    }
+}
+
+/// Runs `future` until `at`, failing it with tower's
+/// [`Elapsed`](tower::timeout::error::Elapsed) when `at` passes — like
+/// `tokio::time::timeout_at`, but with no clock of its own while a layer above
+/// ([`DeadlineLayer`], [`TimeoutLayer`]) already cuts the call at `at` or earlier: one
+/// clock per limit, not one per layer that states it. The deadline it reads is the one in
+/// force at each poll, so a bound that the layers above do not cover gets its own sleep.
+///
+/// It does not set a deadline for `future` (see [`within`] for that).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use brace_core::deadline::{self, TimeoutLayer};
+/// use tower::{Layer, Service, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let inner = service_fn(|_: ()| async {
+///     // A bound of 60 s inside an attempt cut at 1 s: the attempt's clock is the one
+///     // that fires.
+///     let at = tokio::time::Instant::now() + Duration::from_secs(60);
+///     let slow = tokio::time::sleep(Duration::from_hours(1));
+///     Ok::<_, std::io::Error>(deadline::timeout_at(at, slow).await.is_err())
+/// });
+/// let mut attempt = TimeoutLayer::new(Duration::from_secs(1)).layer(inner);
+/// let err = attempt.ready().await.unwrap().call(()).await.unwrap_err();
+/// assert!(err.is::<tower::timeout::error::Elapsed>());
+/// # }
+/// ```
+pub fn timeout_at<F: Future>(at: Instant, future: F) -> TimeoutAt<F> {
+    TimeoutAt {
+        inner: future,
+        at,
+        sleep: None,
+    }
+}
+
+pin_project! {
+    /// A future bounded by an instant: see [`timeout_at`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As cancel safe as the future it wraps.
+    pub struct TimeoutAt<F> {
+        #[pin]
+        inner: F,
+        at: Instant,
+        // Armed only while no layer above cuts the call by `at`.
+        sleep: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+impl<F> fmt::Debug for TimeoutAt<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeoutAt")
+            .field("at", &self.at)
+            .field("armed", &self.sleep.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for TimeoutAt<F> {
+    type Output = Result<F::Output, tower::timeout::error::Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let at = *this.at;
+        if scope()
+            .and_then(|scope| scope.enforced)
+            .is_some_and(|enforced| enforced <= at)
+        {
+            // Cut by a clock above, no later than this bound's.
+            *this.sleep = None;
+            return Poll::Pending;
+        }
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(tower::timeout::error::Elapsed::new()))
     }
 }
 
@@ -258,8 +368,15 @@ where
             (own, outer) => own.or(outer),
         };
         let inner = this.inner;
+        // Whatever is pending below is cut at `at` by this future's own sleep.
         let polled = match at {
-            Some(at) => DEADLINE.sync_scope(at, || inner.poll(cx)),
+            Some(at) => DEADLINE.sync_scope(
+                Scope {
+                    at,
+                    enforced: Some(at),
+                },
+                || inner.poll(cx),
+            ),
             None => inner.poll(cx),
         };
         if let Poll::Ready(result) = polled {
@@ -347,6 +464,64 @@ mod tests {
             outer.oneshot(()).await.unwrap(),
             Some(Duration::from_secs(1))
         );
+    }
+
+    /// A service whose call is bounded by `timeout_at`, `bound` after it starts: `Ok(true)`
+    /// when that bound fired.
+    fn bounded(
+        bound: Duration,
+    ) -> impl Service<(), Response = bool, Error = Infallible, Future: Send> + Clone {
+        service_fn(move |()| async move {
+            let at = Instant::now() + bound;
+            let slow = tokio::time::sleep(Duration::from_hours(1));
+            Ok(timeout_at(at, slow).await.is_err())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bound_the_layer_above_covers_arms_no_clock_of_its_own() {
+        // The same instant as the attempt's: with a clock of its own, it would fire in the
+        // same tick and, polled first, answer `Ok(true)`; the attempt's clock cuts it.
+        let attempt =
+            TimeoutLayer::new(Duration::from_secs(1)).layer(bounded(Duration::from_secs(1)));
+        let started = Instant::now();
+        let err = attempt.oneshot(()).await.unwrap_err();
+        assert!(err.is::<tower::timeout::error::Elapsed>());
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+        // Inside a deadline above, the same.
+        let deadline =
+            DeadlineLayer::new(Duration::from_secs(2)).layer(bounded(Duration::from_secs(5)));
+        let err = deadline.oneshot(()).await.unwrap_err();
+        assert!(err.is::<DeadlineExceeded>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bound_before_the_layers_above_fires_itself() {
+        let attempt =
+            TimeoutLayer::new(Duration::from_secs(1)).layer(bounded(Duration::from_millis(400)));
+        let started = Instant::now();
+        assert!(attempt.oneshot(()).await.unwrap());
+        assert_eq!(started.elapsed(), Duration::from_millis(400));
+
+        // Alone, it is `tokio::time::timeout_at`.
+        let started = Instant::now();
+        assert!(bounded(Duration::from_secs(2)).oneshot(()).await.unwrap());
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_set_with_within_arms_nothing_so_a_bound_keeps_its_clock() {
+        // `within` states a deadline and cuts nothing: the bound inside it is the only clock.
+        let started = Instant::now();
+        let cut = within(
+            started + Duration::from_secs(1),
+            bounded(Duration::from_secs(2)).oneshot(()),
+        )
+        .await
+        .unwrap();
+        assert!(cut);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]

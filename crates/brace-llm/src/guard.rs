@@ -85,6 +85,12 @@ impl StreamGuardLayer {
     }
 
     /// The longest a whole streamed answer may take, from the call to its last chunk.
+    ///
+    /// Until the commit point, a deadline or attempt timeout above
+    /// ([`brace_core::deadline`]) that cuts the call no later stands in for this limit's
+    /// clock (see [`timeout_at`](brace_core::deadline::timeout_at)): under an attempt
+    /// timeout of the same length, a call that runs out of time before it commits fails with
+    /// the error of the clock that cut it, not the guard's "no token" error.
     #[must_use]
     pub fn total_timeout(mut self, limit: Duration) -> Self {
         self.total_timeout = Some(limit);
@@ -151,8 +157,10 @@ where
                     Commitment::Later(waiting) => waiting.await,
                 }
             };
+            // No clock of its own where a layer above (an attempt's timeout) already cuts
+            // the call by then: one clock per limit.
             let response = match commit_deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, committed)
+                Some(deadline) => brace_core::deadline::timeout_at(deadline, committed)
                     .await
                     .map_err(|_| {
                         first_token_elapsed(config.first_token_timeout.or(config.total_timeout))
