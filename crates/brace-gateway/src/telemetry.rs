@@ -702,14 +702,74 @@ fn span_name(method: &http::Method, path: &str) -> &'static str {
     }
 }
 
-/// The current span, where the request's span may be: `None` when no subscriber takes
-/// info-level spans (a check of a global flag, so that a gateway without logs pays nothing
-/// more).
-fn request_span_here() -> Option<tracing::Span> {
+/// Calls `record` with the current span, where the request's span may be; not when no
+/// subscriber takes info-level spans (a check of a global flag, so that a gateway without
+/// logs pays nothing more). The span is the subscriber's current one as it knows it: no
+/// `tracing::Span` handle is made for it (a reference counted up, then down and checked for
+/// closing, twice per request).
+fn in_request_span(record: impl FnOnce(&Current<'_>)) {
     if !tracing::level_enabled!(tracing::Level::INFO) {
-        return None;
+        return;
     }
-    Some(tracing::Span::current()).filter(|span| !span.is_disabled())
+    let mut record = Some(record);
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        if let (Some(id), Some(metadata), Some(record)) =
+            (current.id(), current.metadata(), record.take())
+        {
+            record(&Current {
+                dispatch,
+                id,
+                metadata,
+            });
+        }
+    });
+}
+
+/// A span values are recorded on.
+trait Target {
+    fn metadata(&self) -> Option<&'static tracing::Metadata<'static>>;
+
+    fn record_values(&self, values: &tracing::field::ValueSet<'_>);
+
+    /// Records `value` as the field `name`, if the span has one.
+    fn record_one(&self, name: &str, value: &dyn tracing::Value) {
+        let Some(metadata) = self.metadata() else {
+            return;
+        };
+        let fields = metadata.fields();
+        if let Some(field) = fields.field(name) {
+            self.record_values(&fields.value_set(&[(&field, Some(value))]));
+        }
+    }
+}
+
+impl Target for tracing::Span {
+    fn metadata(&self) -> Option<&'static tracing::Metadata<'static>> {
+        tracing::Span::metadata(self)
+    }
+
+    fn record_values(&self, values: &tracing::field::ValueSet<'_>) {
+        self.record_all(values);
+    }
+}
+
+/// The current span, as its subscriber knows it.
+struct Current<'a> {
+    dispatch: &'a tracing::Dispatch,
+    id: &'a tracing::span::Id,
+    metadata: &'static tracing::Metadata<'static>,
+}
+
+impl Target for Current<'_> {
+    fn metadata(&self) -> Option<&'static tracing::Metadata<'static>> {
+        Some(self.metadata)
+    }
+
+    fn record_values(&self, values: &tracing::field::ValueSet<'_>) {
+        self.dispatch
+            .record(self.id, &tracing::span::Record::new(values));
+    }
 }
 
 /// The fields one caller of [`record_all`] names, as found in the field set of the first
@@ -756,7 +816,7 @@ impl<const N: usize> Names<N> {
 /// value is left as it was. On a span that lacks one of the names (not the request's), the
 /// values are recorded one by one, each where it fits.
 fn record_all<const N: usize>(
-    span: &tracing::Span,
+    span: &impl Target,
     names: &Names<N>,
     values: [(&str, Option<&dyn tracing::Value>); N],
 ) {
@@ -768,14 +828,14 @@ fn record_all<const N: usize>(
         for (pair, (field, (_, value))) in pairs.iter_mut().zip(fields.iter().zip(values)) {
             *pair = (field, value);
         }
-        span.record_all(&metadata.fields().value_set(&pairs));
+        span.record_values(&metadata.fields().value_set(&pairs));
     });
     if recorded.is_some() {
         return;
     }
     for (name, value) in values {
         if let Some(value) = value {
-            span.record(name, value);
+            span.record_one(name, value);
         }
     }
 }
@@ -783,88 +843,82 @@ fn record_all<const N: usize>(
 /// Records what a chat request asks for on the current span (the request's).
 pub(crate) fn record_request(request: &ChatRequest) {
     static NAMES: Names<2> = Names::new();
-    let Some(span) = request_span_here() else {
-        return;
-    };
-    record_all(
-        &span,
-        &NAMES,
-        [
-            ("gen_ai.operation.name", Some(&"chat")),
-            ("gen_ai.request.model", Some(&request.model.as_str())),
-        ],
-    );
+    in_request_span(|span| {
+        record_all(
+            span,
+            &NAMES,
+            [
+                ("gen_ai.operation.name", Some(&"chat")),
+                ("gen_ai.request.model", Some(&request.model.as_str())),
+            ],
+        );
+    });
 }
 
 /// Records who answered a chat request, and how, on the current span (the request's).
 pub(crate) fn record_answer(response: &ChatResponse, attempts: u32) {
     static NAMES: Names<8> = Names::new();
-    let Some(span) = request_span_here() else {
-        return;
-    };
     let meta = &response.meta;
     let level = meta.degradation.as_ref().map_or("full", |d| &*d.level);
     let usage = response.completion().and_then(|c| c.usage.as_ref());
     let (input, output) = usage.map(tokens).unzip();
-    record_all(
-        &span,
-        &NAMES,
-        [
-            ("http.response.status_code", Some(&200_i64)),
-            ("gen_ai.response.model", Some(&meta.model.as_str())),
-            ("brace.provider", Some(&&*meta.provider)),
-            ("brace.attempts", Some(&i64::from(attempts))),
-            ("brace.degradation.level", Some(&level)),
-            ("brace.cache.hit", Some(&(meta.origin() == Origin::Cache))),
-            (
-                "gen_ai.usage.input_tokens",
-                input.as_ref().map(|v| v as &dyn tracing::Value),
-            ),
-            (
-                "gen_ai.usage.output_tokens",
-                output.as_ref().map(|v| v as &dyn tracing::Value),
-            ),
-        ],
-    );
+    in_request_span(|span| {
+        record_all(
+            span,
+            &NAMES,
+            [
+                ("http.response.status_code", Some(&200_i64)),
+                ("gen_ai.response.model", Some(&meta.model.as_str())),
+                ("brace.provider", Some(&&*meta.provider)),
+                ("brace.attempts", Some(&i64::from(attempts))),
+                ("brace.degradation.level", Some(&level)),
+                ("brace.cache.hit", Some(&(meta.origin() == Origin::Cache))),
+                (
+                    "gen_ai.usage.input_tokens",
+                    input.as_ref().map(|v| v as &dyn tracing::Value),
+                ),
+                (
+                    "gen_ai.usage.output_tokens",
+                    output.as_ref().map(|v| v as &dyn tracing::Value),
+                ),
+            ],
+        );
+    });
 }
 
 /// Records a chat request the stack could not answer on the current span.
 pub(crate) fn record_failure(status: http::StatusCode, attempts: u32) {
     static NAMES: Names<4> = Names::new();
-    let Some(span) = request_span_here() else {
-        return;
-    };
     let code = i64::from(status.as_u16());
     let attempts = i64::from(attempts);
     let error = status.is_server_error().then(|| status.as_str());
-    record_all(
-        &span,
-        &NAMES,
-        [
-            ("http.response.status_code", Some(&code)),
-            ("brace.attempts", Some(&attempts)),
-            (
-                "error.type",
-                error.as_ref().map(|v| v as &dyn tracing::Value),
-            ),
-            (
-                "otel.status_code",
-                error.map(|_| &"error" as &dyn tracing::Value),
-            ),
-        ],
-    );
+    in_request_span(|span| {
+        record_all(
+            span,
+            &NAMES,
+            [
+                ("http.response.status_code", Some(&code)),
+                ("brace.attempts", Some(&attempts)),
+                (
+                    "error.type",
+                    error.as_ref().map(|v| v as &dyn tracing::Value),
+                ),
+                (
+                    "otel.status_code",
+                    error.map(|_| &"error" as &dyn tracing::Value),
+                ),
+            ],
+        );
+    });
 }
 
 /// Records the token usage a stream reported at its end on the current span (the
 /// request's, while its body is sent).
 pub(crate) fn record_stream_usage(usage: &Usage) {
-    let Some(span) = request_span_here() else {
-        return;
-    };
-    record_usage(&span, usage);
+    in_request_span(|span| record_usage(span, usage));
 }
 
-fn record_usage(span: &tracing::Span, usage: &Usage) {
+fn record_usage(span: &impl Target, usage: &Usage) {
     static NAMES: Names<2> = Names::new();
     let (input, output) = tokens(usage);
     record_all(
@@ -879,10 +933,7 @@ fn record_usage(span: &tracing::Span, usage: &Usage) {
 
 /// Records the provider that continued a broken stream on the current span.
 pub(crate) fn record_continuation(provider: &str) {
-    let Some(span) = request_span_here() else {
-        return;
-    };
-    span.record("brace.continuation", provider);
+    in_request_span(|span| span.record_one("brace.continuation", &provider));
 }
 
 /// Input and output tokens as span values.

@@ -525,9 +525,31 @@ impl fmt::Debug for ChatOptions {
 /// assert!(model.starts_with("gpt-4o"));
 /// assert_eq!(model.clone().as_str(), "gpt-4o-mini");
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ModelName(Arc<str>);
+
+/// Read straight into the shared string: `Arc<str>`'s own `Deserialize` reads a `String`
+/// first, then copies it (an allocation and a copy more per request).
+impl<'de> Deserialize<'de> for ModelName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+
+        impl serde::de::Visitor<'_> for Name {
+            type Value = ModelName;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<ModelName, E> {
+                Ok(ModelName::from(name))
+            }
+        }
+
+        deserializer.deserialize_str(Name)
+    }
+}
 
 impl ModelName {
     /// The name.
