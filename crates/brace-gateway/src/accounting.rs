@@ -17,7 +17,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -25,24 +24,17 @@ use tower::{Layer, Service};
 
 use brace_llm::{ChatChunk, ChatRequest, ChatResponse, ChatStream, LlmError, ResponseBody, Usage};
 
-use crate::config::Price;
-use crate::metrics::Metrics;
+use crate::metrics::ProviderMetrics;
 
 /// Adds the stream tap to a provider's stack.
 #[derive(Clone)]
 pub(crate) struct StreamAccountingLayer {
-    provider: Arc<str>,
-    metrics: Metrics,
-    price: Option<Price>,
+    metrics: ProviderMetrics,
 }
 
 impl StreamAccountingLayer {
-    pub(crate) fn new(provider: Arc<str>, metrics: Metrics, price: Option<Price>) -> Self {
-        Self {
-            provider,
-            metrics,
-            price,
-        }
+    pub(crate) fn new(metrics: ProviderMetrics) -> Self {
+        Self { metrics }
     }
 }
 
@@ -52,7 +44,7 @@ impl<S> Layer<S> for StreamAccountingLayer {
     fn layer(&self, inner: S) -> Self::Service {
         StreamAccounting {
             inner,
-            config: Arc::new(self.clone()),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -62,7 +54,7 @@ impl<S> Layer<S> for StreamAccountingLayer {
 pub(crate) struct StreamAccounting<S> {
     inner: S,
     // Shared: the provider's stack is cloned for every attempt.
-    config: Arc<StreamAccountingLayer>,
+    metrics: ProviderMetrics,
 }
 
 impl<S> Service<ChatRequest> for StreamAccounting<S>
@@ -83,8 +75,8 @@ where
             .then(|| Usage::estimate_prompt_tokens(&request));
         let call = self.inner.call(request);
         // Only a stream is tapped: a whole answer is accounted by the gateway's own metrics,
-        // and the metrics handles (a dozen reference counts) are not copied for it.
-        let tap = prompt_estimate.map(|estimate| (self.config.clone(), estimate));
+        // and the provider's handles are not copied for it.
+        let tap = prompt_estimate.map(|estimate| (self.metrics.clone(), estimate));
         AccountingFuture { call, tap }
     }
 }
@@ -94,7 +86,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct AccountingFuture<F> {
         #[pin]
         call: F,
-        tap: Option<(Arc<StreamAccountingLayer>, u64)>,
+        tap: Option<(ProviderMetrics, u64)>,
     }
 }
 
@@ -108,10 +100,10 @@ where
         let this = self.project();
         let ChatResponse { meta, body } = std::task::ready!(this.call.poll(cx))?;
         let body = match (body, this.tap.take()) {
-            (ResponseBody::Stream(stream), Some((config, prompt_estimate))) => {
+            (ResponseBody::Stream(stream), Some((metrics, prompt_estimate))) => {
                 ResponseBody::Stream(ChatStream::new(Tap {
                     stream,
-                    config,
+                    metrics,
                     prompt_estimate,
                     tokens: 0,
                     usage: None,
@@ -127,7 +119,7 @@ where
 /// A provider's stream, recording how it ended.
 struct Tap {
     stream: ChatStream,
-    config: Arc<StreamAccountingLayer>,
+    metrics: ProviderMetrics,
     prompt_estimate: u64,
     /// Content deltas seen.
     tokens: u64,
@@ -144,11 +136,10 @@ impl Tap {
             .usage
             .take()
             .unwrap_or_else(|| Usage::new(self.prompt_estimate, self.tokens));
-        let config = &self.config;
-        config
-            .metrics
-            .tokens(&config.provider, &usage, config.price);
-        config.metrics.stream_outcome(&config.provider, outcome);
+        self.metrics.tokens(&usage);
+        self.metrics
+            .metrics()
+            .stream_outcome(self.metrics.provider(), outcome);
     }
 
     fn seen(&mut self, chunk: &ChatChunk) {

@@ -251,14 +251,40 @@ impl Metrics {
     /// One attempt at `provider` finished with `outcome` (`ok` or an error kind).
     pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
         self.shared.tally.attempt(provider, outcome == "ok");
+        self.attempts_counter(provider, outcome).increment(1);
+        self.latency_histogram(provider)
+            .record(elapsed.as_secs_f64());
+    }
+
+    fn attempts_counter(&self, provider: &str, outcome: &'static str) -> Handle<'_, Counter> {
         self.counter("brace_provider_attempts_total", provider, outcome, || {
             metrics::counter!("brace_provider_attempts_total", "provider" => provider.to_owned(), "outcome" => outcome)
         })
-        .increment(1);
+    }
+
+    fn latency_histogram(&self, provider: &str) -> Handle<'_, Histogram> {
         self.histogram("brace_provider_latency_seconds", provider, || {
             metrics::histogram!("brace_provider_latency_seconds", "provider" => provider.to_owned())
         })
-        .record(elapsed.as_secs_f64());
+    }
+
+    /// `provider`'s handles for what its attempts record, each looked up the first time it
+    /// is used and kept (see [`ProviderMetrics`]).
+    pub(crate) fn provider(
+        &self,
+        provider: Arc<str>,
+        price: Option<crate::config::Price>,
+    ) -> ProviderMetrics {
+        ProviderMetrics(Arc::new(ProviderHandles {
+            metrics: self.clone(),
+            provider,
+            price,
+            ok: OnceLock::new(),
+            latency: OnceLock::new(),
+            tokens: [OnceLock::new(), OnceLock::new()],
+            cost: OnceLock::new(),
+            tally: OnceLock::new(),
+        }))
     }
 
     /// A request needed `attempts` attempts in all; more than one means it was retried or
@@ -297,28 +323,26 @@ impl Metrics {
 
     /// Tokens used at `provider`, and their cost if priced (per million tokens).
     pub fn tokens(&self, provider: &str, usage: &Usage, price: Option<crate::config::Price>) {
-        for (direction, tokens) in [
-            ("input", usage.prompt_tokens),
-            ("output", usage.completion_tokens),
-        ] {
-            self.counter("brace_tokens_total", provider, direction, || {
-                metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => direction)
-            })
-            .increment(tokens);
+        for (direction, tokens) in directions(usage) {
+            self.tokens_counter(provider, direction).increment(tokens);
         }
         if let Some(price) = price {
-            let cost = (usage.prompt_tokens as f64 * price.input
-                + usage.completion_tokens as f64 * price.output)
-                / 1_000_000.0;
-            // Counters are integers: cost is kept in micro-dollars.
-            self.shared
-                .tally
-                .cost(provider, (cost * 1_000_000.0).round() as u64);
-            self.counter("brace_cost_microdollars_total", provider, "", || {
-                metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())
-            })
-            .increment((cost * 1_000_000.0).round() as u64);
+            let cost = microdollars(usage, price);
+            self.shared.tally.cost(provider, cost);
+            self.cost_counter(provider).increment(cost);
         }
+    }
+
+    fn tokens_counter(&self, provider: &str, direction: &'static str) -> Handle<'_, Counter> {
+        self.counter("brace_tokens_total", provider, direction, || {
+            metrics::counter!("brace_tokens_total", "provider" => provider.to_owned(), "direction" => direction)
+        })
+    }
+
+    fn cost_counter(&self, provider: &str) -> Handle<'_, Counter> {
+        self.counter("brace_cost_microdollars_total", provider, "", || {
+            metrics::counter!("brace_cost_microdollars_total", "provider" => provider.to_owned())
+        })
     }
 
     /// Time to the first streamed token at `provider`.
@@ -538,6 +562,107 @@ where
     }
 }
 
+/// The tokens of `usage` by direction, as `brace_tokens_total` labels them.
+fn directions(usage: &Usage) -> [(&'static str, u64); 2] {
+    [
+        ("input", usage.prompt_tokens),
+        ("output", usage.completion_tokens),
+    ]
+}
+
+/// The cost of `usage` at `price` (per million tokens), in micro-dollars: counters are
+/// integers.
+fn microdollars(usage: &Usage, price: crate::config::Price) -> u64 {
+    let cost = (usage.prompt_tokens as f64 * price.input
+        + usage.completion_tokens as f64 * price.output)
+        / 1_000_000.0;
+    (cost * 1_000_000.0).round() as u64
+}
+
+/// One provider's metric handles, kept once looked up: what each attempt at it records —
+/// its outcome, latency, tokens and cost, and the status page's totals — without finding
+/// each handle by name (a read lock and three map lookups per metric) on every attempt.
+/// Records exactly what [`Metrics::attempt`] and [`Metrics::tokens`] record, into the same
+/// series.
+#[derive(Clone, Debug)]
+pub(crate) struct ProviderMetrics(Arc<ProviderHandles>);
+
+#[derive(Debug)]
+struct ProviderHandles {
+    metrics: Metrics,
+    provider: Arc<str>,
+    price: Option<crate::config::Price>,
+    // Each made on first use, as the name-based calls do: a series appears when it is
+    // first recorded, not when the provider is configured.
+    ok: OnceLock<Counter>,
+    latency: OnceLock<Histogram>,
+    tokens: [OnceLock<Counter>; 2],
+    cost: OnceLock<Counter>,
+    tally: OnceLock<Arc<crate::status::ProviderTally>>,
+}
+
+impl ProviderMetrics {
+    /// The provider's name.
+    pub(crate) fn provider(&self) -> &Arc<str> {
+        &self.0.provider
+    }
+
+    /// The metrics these handles record into.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// One attempt finished with `outcome` (`ok` or an error kind) after `elapsed`.
+    pub(crate) fn attempt(&self, outcome: &'static str, elapsed: Duration) {
+        let handles = &*self.0;
+        let ok = outcome == "ok";
+        handles
+            .tally
+            .get_or_init(|| handles.metrics.shared.tally.provider(&handles.provider))
+            .attempt(ok);
+        if ok {
+            handles
+                .ok
+                .get_or_init(|| {
+                    Counter::clone(&handles.metrics.attempts_counter(&handles.provider, outcome))
+                })
+                .increment(1);
+        } else {
+            handles
+                .metrics
+                .attempts_counter(&handles.provider, outcome)
+                .increment(1);
+        }
+        handles
+            .latency
+            .get_or_init(|| Histogram::clone(&handles.metrics.latency_histogram(&handles.provider)))
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// Tokens used, and their cost if the provider is priced.
+    pub(crate) fn tokens(&self, usage: &Usage) {
+        let handles = &*self.0;
+        for ((direction, tokens), counter) in directions(usage).into_iter().zip(&handles.tokens) {
+            counter
+                .get_or_init(|| {
+                    Counter::clone(&handles.metrics.tokens_counter(&handles.provider, direction))
+                })
+                .increment(tokens);
+        }
+        if let Some(price) = handles.price {
+            let cost = microdollars(usage, price);
+            handles
+                .tally
+                .get_or_init(|| handles.metrics.shared.tally.provider(&handles.provider))
+                .cost(cost);
+            handles
+                .cost
+                .get_or_init(|| Counter::clone(&handles.metrics.cost_counter(&handles.provider)))
+                .increment(cost);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,6 +673,92 @@ mod tests {
             .lines()
             .find_map(|line| line.strip_prefix(line_start))
             .and_then(|rest| rest.trim().parse().ok())
+    }
+
+    #[test]
+    fn a_providers_kept_handles_record_what_the_named_calls_record() {
+        // The recorder is process-wide: these provider names are used by no other test.
+        let metrics = Metrics::new();
+        let price = crate::config::Price {
+            input: 2.0,
+            output: 10.0,
+        };
+        let kept = metrics.provider("kept-a".into(), Some(price));
+        let usage = Usage {
+            prompt_tokens: 1_000,
+            completion_tokens: 500,
+            ..Usage::default()
+        };
+        // The same things, once through the kept handles and once by name.
+        kept.attempt("ok", Duration::from_millis(3));
+        kept.attempt("ok", Duration::from_millis(3));
+        kept.attempt("server_error", Duration::from_millis(3));
+        kept.tokens(&usage);
+        metrics.attempt("kept-a", "ok", Duration::from_millis(3));
+        metrics.attempt("kept-a", "timeout", Duration::from_millis(3));
+        metrics.tokens("kept-a", &usage, Some(price));
+        // Another provider's kept handles are its own.
+        metrics
+            .provider("kept-b".into(), None)
+            .attempt("ok", Duration::from_millis(3));
+
+        // The status page's totals: 5 attempts, 2 failed, 2 × (2 000 + 5 000) micro-dollars.
+        assert_eq!(metrics.tally().provider("kept-a").totals(), (5, 2, 14_000));
+        assert_eq!(metrics.tally().provider("kept-b").totals(), (1, 0, 0));
+
+        let rendered = metrics.render();
+        if rendered.is_empty() {
+            // Another recorder owns the process: nothing to read back.
+            return;
+        }
+        for (series, expected) in [
+            (
+                "brace_provider_attempts_total{provider=\"kept-a\",outcome=\"ok\"}",
+                3.0,
+            ),
+            (
+                "brace_provider_attempts_total{provider=\"kept-a\",outcome=\"server_error\"}",
+                1.0,
+            ),
+            (
+                "brace_provider_attempts_total{provider=\"kept-a\",outcome=\"timeout\"}",
+                1.0,
+            ),
+            (
+                "brace_provider_attempts_total{provider=\"kept-b\",outcome=\"ok\"}",
+                1.0,
+            ),
+            (
+                "brace_provider_latency_seconds_count{provider=\"kept-a\"}",
+                5.0,
+            ),
+            (
+                "brace_tokens_total{provider=\"kept-a\",direction=\"input\"}",
+                2_000.0,
+            ),
+            (
+                "brace_tokens_total{provider=\"kept-a\",direction=\"output\"}",
+                1_000.0,
+            ),
+            (
+                "brace_cost_microdollars_total{provider=\"kept-a\"}",
+                14_000.0,
+            ),
+        ] {
+            assert_eq!(
+                value(&rendered, series),
+                Some(expected),
+                "{series} in:\n{rendered}"
+            );
+        }
+        // Nothing priced, nothing spent: no cost series for the provider without a price.
+        assert_eq!(
+            value(
+                &rendered,
+                "brace_cost_microdollars_total{provider=\"kept-b\"}"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1038,22 +1038,14 @@ fn provider_stack(
         })
     };
 
-    let instrument = Instrument {
-        provider: provider.name.as_str().into(),
-        metrics: metrics.clone(),
-        price: provider.price,
-    };
+    let provider_metrics = metrics.provider(provider.name.as_str().into(), provider.price);
     // The bulkhead is outermost: a call it sheds reaches neither the breaker nor an attempt.
     // Attempts are counted outside the timeout and the stream guard, so that an attempt
     // they cut is counted with its outcome.
     let bulkhead = provider.max_in_flight.map(|limit| {
         crate::limits::BulkheadLayer::new(provider.name.as_str(), limit, metrics.clone())
     });
-    let accounting = crate::accounting::StreamAccountingLayer::new(
-        provider.name.as_str().into(),
-        metrics.clone(),
-        provider.price,
-    );
+    let accounting = crate::accounting::StreamAccountingLayer::new(provider_metrics.clone());
     // The rate limit comes next (a shed call spends no quota): a call it refuses reaches
     // neither the breaker nor an attempt, and failover moves on (the bulkhead's error).
     let rate_limit = provider.rate_limit.map(|quota| {
@@ -1072,8 +1064,9 @@ fn provider_stack(
         .option_layer(rate_limit)
         .layer(breaker)
         .layer(retry)
-        .layer(tower::layer::layer_fn(move |inner| {
-            instrument.clone().wrap(inner)
+        .layer(tower::layer::layer_fn(move |inner| Instrumented {
+            inner,
+            metrics: provider_metrics.clone(),
         }))
         // One span per attempt, its outcome timeouts included.
         .layer(attempt_span)
@@ -1242,22 +1235,6 @@ impl Service<ChatRequest> for Router {
 
 // ===== per-attempt instrumentation =====
 
-#[derive(Clone)]
-struct Instrument {
-    provider: Arc<str>,
-    metrics: Metrics,
-    price: Option<crate::config::Price>,
-}
-
-impl Instrument {
-    fn wrap<S>(self, inner: S) -> Instrumented<S> {
-        Instrumented {
-            inner,
-            meta: Arc::new(self),
-        }
-    }
-}
-
 /// Counts and times every attempt, with its outcome: `ok`, an error kind (`timeout` for one
 /// the timeout layer or the stream guard cut), or `cancelled` for one dropped before it
 /// ended (a hedge that lost, a caller gone, the global deadline).
@@ -1265,7 +1242,7 @@ impl Instrument {
 struct Instrumented<S> {
     inner: S,
     // Shared: the stack is cloned for every attempt, and each attempt keeps a copy.
-    meta: Arc<Instrument>,
+    metrics: crate::metrics::ProviderMetrics,
 }
 
 impl<S> Service<ChatRequest> for Instrumented<S>
@@ -1285,7 +1262,7 @@ where
     fn call(&mut self, request: ChatRequest) -> Self::Future {
         Attempts::count_one();
         let attempt = AttemptRecord {
-            meta: Some(self.meta.clone()),
+            metrics: Some(self.metrics.clone()),
             start: brace_core::clock::now(),
         };
         InstrumentedFuture {
@@ -1322,7 +1299,7 @@ where
 
 /// Records one attempt when it ends, or as `cancelled` if it is dropped first.
 struct AttemptRecord {
-    meta: Option<Arc<Instrument>>,
+    metrics: Option<crate::metrics::ProviderMetrics>,
     start: Instant,
 }
 
@@ -1332,31 +1309,26 @@ impl AttemptRecord {
     }
 
     fn finish(&mut self, result: &Result<ChatResponse, BoxError>) {
-        let Some(meta) = self.meta.take() else {
+        let Some(metrics) = self.metrics.take() else {
             return;
         };
         let outcome = match result {
             Ok(_) => "ok",
             Err(err) => attempt_outcome(&**err),
         };
-        meta.metrics
-            .attempt(&meta.provider, outcome, self.elapsed());
+        metrics.attempt(outcome, self.elapsed());
         if let Ok(response) = result
             && let Some(usage) = response.completion().and_then(|c| c.usage.as_ref())
         {
-            meta.metrics.tokens(&meta.provider, usage, meta.price);
+            metrics.tokens(usage);
         }
     }
 }
 
 impl Drop for AttemptRecord {
     fn drop(&mut self) {
-        if let Some(meta) = self.meta.take() {
-            meta.metrics.attempt(
-                &meta.provider,
-                LlmErrorKind::Cancelled.as_str(),
-                self.elapsed(),
-            );
+        if let Some(metrics) = self.metrics.take() {
+            metrics.attempt(LlmErrorKind::Cancelled.as_str(), self.elapsed());
         }
     }
 }

@@ -13,8 +13,8 @@
 //! when the gateway is built inside a tokio runtime; it ends with the gateway).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -50,15 +50,40 @@ pub(crate) struct Tally {
     cache_misses: AtomicU64,
     // Looked up on every provider call: the metrics' fast-hashed map, and the totals
     // updated under the read guard (no `Arc` to clone).
-    providers: RwLock<crate::metrics::FastMap<String, ProviderTally>>,
+    // Shared with each provider's kept handles (`ProviderMetrics`); never removed.
+    providers: RwLock<crate::metrics::FastMap<String, Arc<ProviderTally>>>,
 }
 
 /// One provider's running totals.
 #[derive(Debug, Default)]
-struct ProviderTally {
+pub(crate) struct ProviderTally {
     attempts: AtomicU64,
     errors: AtomicU64,
     cost_microdollars: AtomicU64,
+}
+
+impl ProviderTally {
+    pub(crate) fn attempt(&self, ok: bool) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn cost(&self, microdollars: u64) {
+        self.cost_microdollars
+            .fetch_add(microdollars, Ordering::Relaxed);
+    }
+
+    /// Attempts, failed attempts and cost in micro-dollars so far.
+    #[cfg(test)]
+    pub(crate) fn totals(&self) -> (u64, u64, u64) {
+        (
+            self.attempts.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.cost_microdollars.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Tally {
@@ -80,20 +105,23 @@ impl Tally {
     }
 
     pub(crate) fn attempt(&self, provider: &str, ok: bool) {
-        self.with_provider(provider, |tally| {
-            tally.attempts.fetch_add(1, Ordering::Relaxed);
-            if !ok {
-                tally.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        });
+        self.with_provider(provider, |tally| tally.attempt(ok));
     }
 
     pub(crate) fn cost(&self, provider: &str, microdollars: u64) {
-        self.with_provider(provider, |tally| {
-            tally
-                .cost_microdollars
-                .fetch_add(microdollars, Ordering::Relaxed);
-        });
+        self.with_provider(provider, |tally| tally.cost(microdollars));
+    }
+
+    /// `name`'s totals, created on first use, to keep.
+    pub(crate) fn provider(&self, name: &str) -> Arc<ProviderTally> {
+        if let Some(tally) = self.providers.read().get(name) {
+            return tally.clone();
+        }
+        self.providers
+            .write()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Runs `update` on `name`'s totals, created on its first call.
