@@ -71,6 +71,12 @@ struct Handles {
     /// `brace_requests_total` by endpoint and status (a number, kept apart so that looking
     /// it up needs no string).
     requests: RwLock<HashMap<(&'static str, u16), Counter>>,
+    /// The metrics without labels every request records, kept once made (each made on first
+    /// use, as the named lookups make them).
+    attempts_per_request: OnceLock<Histogram>,
+    retried: OnceLock<Counter>,
+    cache_hits: OnceLock<Counter>,
+    cache_misses: OnceLock<Counter>,
 }
 
 /// Handles by metric name and up to two label values, found without allocating once
@@ -290,18 +296,16 @@ impl Metrics {
     /// A request needed `attempts` attempts in all; more than one means it was retried or
     /// failed over.
     pub fn attempts(&self, attempts: u32) {
-        self.histogram("brace_attempts_per_request", "", || {
-            metrics::histogram!("brace_attempts_per_request")
-        })
-        .record(f64::from(attempts));
+        let handles = &self.shared.handles;
+        handles
+            .attempts_per_request
+            .get_or_init(|| metrics::histogram!("brace_attempts_per_request"))
+            .record(f64::from(attempts));
         if attempts > 1 {
-            self.counter(
-                "brace_requests_with_failover_or_retry_total",
-                "",
-                "",
-                || metrics::counter!("brace_requests_with_failover_or_retry_total"),
-            )
-            .increment(1);
+            handles
+                .retried
+                .get_or_init(|| metrics::counter!("brace_requests_with_failover_or_retry_total"))
+                .increment(1);
         }
     }
 
@@ -312,13 +316,13 @@ impl Metrics {
         })
         .increment(1);
         self.shared.tally.cache(cache_hit);
-        let name = if cache_hit {
-            "brace_cache_hits_total"
+        let handles = &self.shared.handles;
+        let (kept, name) = if cache_hit {
+            (&handles.cache_hits, "brace_cache_hits_total")
         } else {
-            "brace_cache_misses_total"
+            (&handles.cache_misses, "brace_cache_misses_total")
         };
-        self.counter(name, "", "", || metrics::counter!(name))
-            .increment(1);
+        kept.get_or_init(|| metrics::counter!(name)).increment(1);
     }
 
     /// Tokens used at `provider`, and their cost if priced (per million tokens).
@@ -759,6 +763,34 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn the_kept_unlabelled_counters_count() {
+        let metrics = Metrics::new();
+        let before = metrics.render();
+        metrics.served("kept-c", "full", true);
+        metrics.served("kept-c", "full", false);
+        metrics.served("kept-c", "full", false);
+        for attempts in [1, 2, 3] {
+            metrics.attempts(attempts);
+        }
+        let after = metrics.render();
+        if after.is_empty() {
+            // Another recorder owns the process: nothing to read back.
+            return;
+        }
+        // Unlabelled, so other tests of this process may add to them too: at least these.
+        for (series, added) in [
+            ("brace_cache_hits_total", 1.0),
+            ("brace_cache_misses_total", 2.0),
+            ("brace_requests_with_failover_or_retry_total", 2.0),
+            ("brace_attempts_per_request_count", 3.0),
+        ] {
+            let was = value(&before, series).unwrap_or(0.0);
+            let now = value(&after, series).unwrap_or(0.0);
+            assert!(now - was >= added, "{series}: {was} -> {now} in:\n{after}");
+        }
     }
 
     #[test]
