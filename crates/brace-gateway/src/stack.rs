@@ -853,6 +853,7 @@ impl Service<ChatRequest> for Client {
         }
     }
 }
+
 type ProbeFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), LlmError>> + Send>> + Send + Sync>;
 
