@@ -254,12 +254,12 @@ impl Metrics {
         .record(elapsed.as_secs_f64());
     }
 
-    /// One attempt at `provider` finished with `outcome` (`ok` or an error kind).
+    /// One attempt at `provider` finished with `outcome` (`ok` or an error kind). The
+    /// gateway's own stacks record through each provider's kept handles
+    /// ([`ProviderMetrics`]); this finds them by name on every call.
     pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
-        self.shared.tally.attempt(provider, outcome == "ok");
-        self.attempts_counter(provider, outcome).increment(1);
-        self.latency_histogram(provider)
-            .record(elapsed.as_secs_f64());
+        self.provider(provider.into(), None)
+            .attempt(outcome, elapsed);
     }
 
     fn attempts_counter(&self, provider: &str, outcome: &'static str) -> Handle<'_, Counter> {
@@ -325,16 +325,10 @@ impl Metrics {
         kept.get_or_init(|| metrics::counter!(name)).increment(1);
     }
 
-    /// Tokens used at `provider`, and their cost if priced (per million tokens).
+    /// Tokens used at `provider`, and their cost if priced (per million tokens); as
+    /// [`attempt`](Self::attempt), by name.
     pub fn tokens(&self, provider: &str, usage: &Usage, price: Option<crate::config::Price>) {
-        for (direction, tokens) in directions(usage) {
-            self.tokens_counter(provider, direction).increment(tokens);
-        }
-        if let Some(price) = price {
-            let cost = microdollars(usage, price);
-            self.shared.tally.cost(provider, cost);
-            self.cost_counter(provider).increment(cost);
-        }
+        self.provider(provider.into(), price).tokens(usage);
     }
 
     fn tokens_counter(&self, provider: &str, direction: &'static str) -> Handle<'_, Counter> {
@@ -586,8 +580,7 @@ fn microdollars(usage: &Usage, price: crate::config::Price) -> u64 {
 /// One provider's metric handles, kept once looked up: what each attempt at it records —
 /// its outcome, latency, tokens and cost, and the status page's totals — without finding
 /// each handle by name (a read lock and three map lookups per metric) on every attempt.
-/// Records exactly what [`Metrics::attempt`] and [`Metrics::tokens`] record, into the same
-/// series.
+/// [`Metrics::attempt`] and [`Metrics::tokens`] record through a set made for the call.
 #[derive(Clone, Debug)]
 pub(crate) struct ProviderMetrics(Arc<ProviderHandles>);
 

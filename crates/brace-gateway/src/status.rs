@@ -104,14 +104,6 @@ impl Tally {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn attempt(&self, provider: &str, ok: bool) {
-        self.with_provider(provider, |tally| tally.attempt(ok));
-    }
-
-    pub(crate) fn cost(&self, provider: &str, microdollars: u64) {
-        self.with_provider(provider, |tally| tally.cost(microdollars));
-    }
-
     /// `name`'s totals, created on first use, to keep.
     pub(crate) fn provider(&self, name: &str) -> Arc<ProviderTally> {
         if let Some(tally) = self.providers.read().get(name) {
@@ -122,14 +114,6 @@ impl Tally {
             .entry(name.to_owned())
             .or_default()
             .clone()
-    }
-
-    /// Runs `update` on `name`'s totals, created on its first call.
-    fn with_provider(&self, name: &str, update: impl FnOnce(&ProviderTally)) {
-        if let Some(tally) = self.providers.read().get(name) {
-            return update(tally);
-        }
-        update(self.providers.write().entry(name.to_owned()).or_default());
     }
 
     fn snapshot(&self, at: Instant, level: usize) -> Snapshot {
