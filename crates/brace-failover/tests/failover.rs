@@ -835,21 +835,30 @@ async fn hedging_by_percentile_cuts_p99_when_one_provider_is_slow() {
     assert_eq!(hedged[9], Duration::from_secs(2));
 }
 
-#[tokio::test(start_paused = true)]
-async fn empty_hedge_budget_sends_no_hedges() {
+/// A provider that answers after `slow`, and another behind it, hedged to after 10 ms with
+/// a budget of `per_sec` hedges a second (none earned from traffic); the other is returned
+/// to count its calls.
+fn slow_then_hedged(slow: Duration, per_sec: u32) -> (FailoverService<Sim>, Sim) {
     let log = new_log();
-    let slow = Sim::new("slow", &log, |_| Step::ok().after(Duration::from_secs(1)));
+    let first = Sim::new("slow", &log, move |_| Step::ok().after(slow));
     let other = Sim::new("other", &log, |_| Step::ok());
-    let mut svc = FailoverService::builder()
-        .provider(Provider::new("slow", slow))
+    let svc = FailoverService::builder()
+        .provider(Provider::new("slow", first))
         .provider(Provider::new("other", other.clone()).priority(1))
         .hedge(HedgeConfig {
             budget_ratio: 0.0,
-            budget_min_per_sec: 0,
+            budget_min_per_sec: per_sec,
+            budget_ttl: Duration::from_secs(1),
             ..HedgeConfig::after(Duration::from_millis(10))
         })
         .build()
         .unwrap();
+    (svc, other)
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_hedge_budget_sends_no_hedges() {
+    let (mut svc, other) = slow_then_hedged(Duration::from_secs(1), 0);
     for _ in 0..5 {
         assert_eq!(send(&mut svc).await.unwrap(), "slow");
     }
@@ -858,23 +867,8 @@ async fn empty_hedge_budget_sends_no_hedges() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hedge_with_nowhere_to_go_spends_none_of_the_budget() {
-    let log = new_log();
-    let slow = Sim::new("slow", &log, |_| {
-        Step::ok().after(Duration::from_millis(200))
-    });
-    let other = Sim::new("other", &log, |_| Step::ok());
     // A budget of one hedge for the second.
-    let mut svc = FailoverService::builder()
-        .provider(Provider::new("slow", slow))
-        .provider(Provider::new("other", other.clone()).priority(1))
-        .hedge(HedgeConfig {
-            budget_ratio: 0.0,
-            budget_min_per_sec: 1,
-            budget_ttl: Duration::from_secs(1),
-            ..HedgeConfig::after(Duration::from_millis(10))
-        })
-        .build()
-        .unwrap();
+    let (mut svc, other) = slow_then_hedged(Duration::from_millis(200), 1);
     // A layer above leaves "other" out of the first request: its hedge has nowhere to go.
     let left_out = brace_core::exclude::Exclusions::new([(
         "other",
