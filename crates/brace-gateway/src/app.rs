@@ -264,12 +264,7 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
         .degradation
         .as_ref()
         .map_or("full", |degradation| &degradation.level);
-    if level == "full" {
-        // The usual answer (the top level's default name): no text copied.
-        headers.insert(DEGRADATION, HeaderValue::from_static("full"));
-    } else {
-        put(&mut headers, DEGRADATION, level);
-    }
+    put(&mut headers, DEGRADATION, level);
     if let Some(degradation) = &response.meta.degradation {
         // What the level took away; a model change shows in `x-brace-model`.
         let removed: Vec<_> = degradation
