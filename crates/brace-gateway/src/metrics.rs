@@ -256,7 +256,7 @@ impl Metrics {
 
     /// One attempt at `provider` finished with `outcome` (`ok` or an error kind). The
     /// gateway's own stacks record through each provider's kept handles
-    /// ([`ProviderMetrics`]); this finds them by name on every call.
+    /// (`ProviderMetrics`); this finds them by name on every call.
     pub fn attempt(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
         self.provider(provider.into(), None)
             .attempt(outcome, elapsed);
