@@ -208,23 +208,15 @@ async fn chat_completions(
     }
 }
 
-/// A complete answer: the completion as JSON under the meta headers, in one header map and
-/// one buffer sized for the completion (axum's `Json` starts at 128 bytes and grows, and a
-/// tuple of headers and body merges a second map into the response's).
+/// A complete answer: the completion as JSON under the meta headers, in one header map. The
+/// JSON is the provider's own when it answered in OpenAI's format and nothing changed the
+/// completion since (forwarded without a copy, as a proxy would), else written out in one
+/// buffer sized for the completion.
 fn complete_response(
-    completion: &brace_llm::ChatCompletion,
+    completion: &brace_llm::CompletionBody,
     mut headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let text: usize = completion
-        .choices
-        .iter()
-        .map(|choice| match &choice.message.content {
-            Some(brace_llm::Content::Text(text)) => text.len(),
-            _ => 256,
-        })
-        .sum();
-    let mut body = Vec::with_capacity(384 + text + text / 8);
-    serde_json::to_writer(&mut body, completion).map_err(|err| {
+    let body = completion.to_json().map_err(|err| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the answer could not be encoded: {err}"),

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{behind_hostile_upstream, chat, send};
+use support::{ODD_FORMAT_ANSWER, behind_hostile_upstream, chat, send};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,33 @@ async fn a_huge_model_name_from_upstream_is_cut_and_cleaned_before_it_becomes_a_
     assert!(!reply.headers.contains_key("x-injected"));
     // The body says what the upstream said, JSON-escaped.
     assert!(reply.json()["model"].as_str().unwrap().len() > 100 * 1024);
+}
+
+#[tokio::test]
+async fn an_openai_compatible_answer_reaches_the_client_as_the_provider_wrote_it() {
+    // A whole answer in OpenAI's format is forwarded as it came, not read and written out
+    // again: its spacing, field order, escapes and numbers are the provider's.
+    let gateway = behind_hostile_upstream("  json_logs: false\n").await;
+    let reply = send(&gateway, chat("odd-format", false)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, ODD_FORMAT_ANSWER);
+    assert_eq!(reply.header("content-type"), "application/json");
+    // It was still read: the meta headers name the model it gave.
+    assert_eq!(reply.header("x-brace-model"), "m/odd");
+    assert_eq!(
+        reply.json()["choices"][0]["message"]["content"],
+        "caf\u{e9}"
+    );
+
+    // Asked as a stream, the same answer is re-encoded as chunks.
+    let reply = send(&gateway, chat("odd-format", true)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        reply.body.contains("\"content\":\"caf\u{e9}\""),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.ends_with("data: [DONE]\n\n"), "{}", reply.body);
 }
 
 #[tokio::test]

@@ -51,7 +51,9 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use crate::error::LlmError;
-use crate::response::{ChatResponse, ChatStream, ResponseBody, ResponseMeta, StreamAccumulator};
+use crate::response::{
+    ChatResponse, ChatStream, CompletionBody, ResponseBody, ResponseMeta, StreamAccumulator,
+};
 use crate::types::{ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, Message};
 
 // ===== what a level does to a chat request =====
@@ -501,7 +503,7 @@ impl DegradeResponse<Reshaped> for ChatResponse {
             let chunks = cached.completion.to_chunks(false);
             ResponseBody::Stream(ChatStream::from_items(chunks.into_iter().map(Ok).collect()))
         } else {
-            ResponseBody::Complete(Box::new(cached.completion.clone()))
+            ResponseBody::Complete(CompletionBody::new(cached.completion.clone()))
         };
         ChatResponse { meta, body }
     }

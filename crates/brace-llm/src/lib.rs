@@ -64,7 +64,8 @@ pub mod types;
 pub use self::classify::LlmClassifier;
 pub use self::error::{LlmError, LlmErrorKind};
 pub use self::response::{
-    ChatResponse, ChatStream, Degradation, Origin, ResponseBody, ResponseMeta, StreamAccumulator,
+    ChatResponse, ChatStream, CompletionBody, Degradation, Origin, ResponseBody, ResponseMeta,
+    StreamAccumulator,
 };
 pub use self::types::{
     ChatChunk, ChatCompletion, ChatOptions, ChatRequest, Choice, ChunkChoice, Content, ContentPart,

@@ -1,10 +1,12 @@
 //! [`ChatResponse`]: a whole completion or a stream of chunks, and who served it.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::error::LlmError;
@@ -90,11 +92,150 @@ impl Stream for ChatStream {
 /// The body of a response: a whole completion or a stream.
 #[derive(Debug)]
 pub enum ResponseBody {
-    /// A whole completion. Boxed: every layer passes the response up by value, and a
-    /// completion inline would make each of those moves copy three times the bytes.
-    Complete(Box<ChatCompletion>),
+    /// A whole completion.
+    Complete(CompletionBody),
     /// A stream of chunks.
     Stream(ChatStream),
+}
+
+/// A whole completion as a response carries it: the [`ChatCompletion`], and the JSON it was
+/// read from for as long as nothing has changed it.
+///
+/// A provider that answers in OpenAI's format sends the very JSON a caller of an
+/// OpenAI-compatible API expects; [`to_json`](Self::to_json) gives those bytes back as they
+/// came instead of writing the completion out again (a gateway forwards a whole answer
+/// without encoding it, as a proxy would). The kept JSON goes the moment the completion is
+/// borrowed mutably ([`DerefMut`]), so what is written is always what the completion
+/// holds.
+///
+/// It dereferences to the [`ChatCompletion`].
+///
+/// ```
+/// use brace_llm::response::CompletionBody;
+///
+/// let json = r#"{"id":"c-1","object":"chat.completion","created":1,"model":"m",
+///     "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+/// let mut body = CompletionBody::from_json(json.into()).unwrap();
+/// assert_eq!(body.text(), "hi");
+/// // Unchanged: the JSON as it came.
+/// assert_eq!(body.to_json().unwrap(), json.as_bytes());
+///
+/// // Changed: written out from the completion.
+/// body.model = "other".to_owned();
+/// assert!(body.json().is_none());
+/// let written: serde_json::Value = serde_json::from_slice(&body.to_json().unwrap()).unwrap();
+/// assert_eq!(written["model"], "other");
+/// ```
+#[derive(Clone)]
+pub struct CompletionBody {
+    // Boxed: every layer passes the response up by value, and a completion inline would
+    // make each of those moves copy three times the bytes.
+    completion: Box<ChatCompletion>,
+    json: Option<Bytes>,
+}
+
+impl CompletionBody {
+    /// A completion with no JSON kept: [`to_json`](Self::to_json) writes it out.
+    pub fn new(completion: ChatCompletion) -> Self {
+        Self {
+            completion: Box::new(completion),
+            json: None,
+        }
+    }
+
+    /// Reads a completion from OpenAI's JSON and keeps the JSON. Its UTF-8 is checked once,
+    /// up front (`serde_json::from_slice` checks every string on its own).
+    ///
+    /// # Errors
+    ///
+    /// `serde_json`'s error, if `json` is not a chat completion.
+    pub fn from_json(json: Bytes) -> serde_json::Result<Self> {
+        let completion = match std::str::from_utf8(&json) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(&json)?,
+        };
+        Ok(Self {
+            completion: Box::new(completion),
+            json: Some(json),
+        })
+    }
+
+    /// The JSON the completion was read from, if it came as JSON and has not been changed
+    /// since.
+    pub fn json(&self) -> Option<&Bytes> {
+        self.json.as_ref()
+    }
+
+    /// The completion as OpenAI's JSON: the JSON it was read from while unchanged (no copy),
+    /// else written out.
+    ///
+    /// # Errors
+    ///
+    /// `serde_json`'s error if the completion cannot be written (an extra field whose map
+    /// has non-string keys cannot occur in a completion read from JSON).
+    pub fn to_json(&self) -> serde_json::Result<Bytes> {
+        if let Some(json) = &self.json {
+            return Ok(json.clone());
+        }
+        let text: usize = self
+            .completion
+            .choices
+            .iter()
+            .map(|choice| match &choice.message.content {
+                Some(crate::Content::Text(text)) => text.len(),
+                _ => 256,
+            })
+            .sum();
+        // One buffer sized for the completion: its text plus room for escapes, and the
+        // fields around it.
+        let mut out = Vec::with_capacity(384 + text + text / 8);
+        serde_json::to_writer(&mut out, &*self.completion)?;
+        Ok(out.into())
+    }
+
+    /// The completion.
+    pub fn into_inner(self) -> ChatCompletion {
+        *self.completion
+    }
+}
+
+impl From<ChatCompletion> for CompletionBody {
+    fn from(completion: ChatCompletion) -> Self {
+        Self::new(completion)
+    }
+}
+
+impl Deref for CompletionBody {
+    type Target = ChatCompletion;
+
+    fn deref(&self) -> &ChatCompletion {
+        &self.completion
+    }
+}
+
+impl DerefMut for CompletionBody {
+    /// The completion, to change: the JSON it was read from is no longer its JSON, and is
+    /// let go.
+    fn deref_mut(&mut self) -> &mut ChatCompletion {
+        self.json = None;
+        &mut self.completion
+    }
+}
+
+impl PartialEq for CompletionBody {
+    /// Compares the completions (not whether JSON is kept).
+    fn eq(&self, other: &Self) -> bool {
+        self.completion == other.completion
+    }
+}
+
+impl fmt::Debug for CompletionBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletionBody")
+            .field("completion", &self.completion)
+            .field("json_bytes", &self.json.as_ref().map(Bytes::len))
+            .finish()
+    }
 }
 
 /// What a provider service returns: the answer and who served it.
@@ -111,7 +252,7 @@ impl ChatResponse {
     pub fn complete(provider: impl Into<Arc<str>>, completion: ChatCompletion) -> Self {
         Self {
             meta: ResponseMeta::new(provider, completion.model.clone()),
-            body: ResponseBody::Complete(Box::new(completion)),
+            body: ResponseBody::Complete(CompletionBody::new(completion)),
         }
     }
 
@@ -150,7 +291,7 @@ impl ChatResponse {
     /// [`LlmErrorKind::StreamInterrupted`]: crate::LlmErrorKind::StreamInterrupted
     pub async fn into_completion(self) -> Result<ChatCompletion, LlmError> {
         match self.body {
-            ResponseBody::Complete(completion) => Ok(*completion),
+            ResponseBody::Complete(completion) => Ok(completion.into_inner()),
             ResponseBody::Stream(mut stream) => {
                 let mut accumulator = StreamAccumulator::new();
                 while let Some(chunk) =

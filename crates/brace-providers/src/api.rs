@@ -13,6 +13,7 @@ use http::{Method, Request, StatusCode};
 use crate::provider::{ClientConfig, ClientConfigError};
 use crate::sse::SseDecoder;
 use brace_llm::error::{LlmError, LlmErrorKind};
+use brace_llm::response::CompletionBody;
 use brace_llm::types::{ChatCompletion, ChatRequest};
 
 /// One provider's HTTP API: the pure half of a provider client.
@@ -67,6 +68,21 @@ pub trait ProviderApi: std::fmt::Debug + Send + Sync + Sized + 'static {
     /// [`LlmErrorKind::MalformedResponse`] naming what is wrong, or the error the body holds
     /// if it is an error object.
     fn decode(&self, body: &[u8], model: &str) -> Result<ChatCompletion, LlmError>;
+
+    /// A whole answer's body read into the completion a response carries — what
+    /// [`ProviderClient`](crate::ProviderClient) calls.
+    ///
+    /// The default reads it with [`decode`](Self::decode) and keeps no JSON. An API whose
+    /// answers are OpenAI's chat-completion JSON keeps the body with the completion
+    /// ([`CompletionBody::from_json`]), so that a caller speaking OpenAI's format is given
+    /// it as it came rather than written out again.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode).
+    fn decode_body(&self, body: Bytes, model: &str) -> Result<CompletionBody, LlmError> {
+        self.decode(&body, model).map(CompletionBody::new)
+    }
 
     /// The state that reads a streamed answer to a request for `model`; `include_usage`:
     /// the caller asked for a usage chunk at the end.

@@ -239,7 +239,7 @@ impl<A: ProviderApi> Service<ChatRequest> for ProviderClient<A> {
                     let completion = whole.into_completion().await?;
                     Ok(ChatResponse {
                         meta: ResponseMeta::new(meta.provider, completion.model.clone()),
-                        body: ResponseBody::Complete(Box::new(completion)),
+                        body: ResponseBody::Complete(completion.into()),
                     })
                 }
                 body => Ok(ChatResponse {
@@ -269,7 +269,7 @@ async fn read<A: ProviderApi>(
     let transport = response.transport().clone();
     let body = response.bytes().await?;
     let completion = api
-        .decode(&body, model)
+        .decode_body(body, model)
         .map_err(|err| transport.scrub(err.with_provider(provider.clone()).with_status(status)))?;
     let answered = if completion.model.is_empty() {
         model.to_owned()
@@ -278,6 +278,6 @@ async fn read<A: ProviderApi>(
     };
     Ok(ChatResponse {
         meta: ResponseMeta::new(provider, answered),
-        body: ResponseBody::Complete(Box::new(completion)),
+        body: ResponseBody::Complete(completion),
     })
 }

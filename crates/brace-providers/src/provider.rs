@@ -1441,17 +1441,27 @@ pub fn parse_json_body<T: DeserializeOwned>(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Result<T, LlmError> {
-    json_from_bytes(body).map_err(|err| {
-        if looks_like_error(body) {
-            LlmError::from_response(status, headers, body)
-        } else {
-            LlmError::new(
-                LlmErrorKind::MalformedResponse,
-                format!("the response body is not a valid answer: {err}"),
-            )
-            .with_status(status.as_u16())
-        }
-    })
+    json_from_bytes(body).map_err(|err| answer_error(body, status, headers, &err))
+}
+
+/// What a 2xx body that did not read as the expected answer is: the error it holds if it is
+/// an error object (some compatible servers answer errors with 200), else a malformed
+/// response saying what `serde_json` found.
+pub(crate) fn answer_error(
+    body: &[u8],
+    status: StatusCode,
+    headers: &HeaderMap,
+    err: &serde_json::Error,
+) -> LlmError {
+    if looks_like_error(body) {
+        LlmError::from_response(status, headers, body)
+    } else {
+        LlmError::new(
+            LlmErrorKind::MalformedResponse,
+            format!("the response body is not a valid answer: {err}"),
+        )
+        .with_status(status.as_u16())
+    }
 }
 
 /// `serde_json::from_slice`, with the body's UTF-8 checked once, up front: `from_slice`

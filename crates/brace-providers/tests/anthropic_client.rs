@@ -63,6 +63,12 @@ async fn sends_a_messages_request_with_headers_and_reads_the_answer() {
     assert_eq!(response.meta.model, "claude-sonnet-4-5-20250929");
     let completion = response.completion().unwrap();
     assert_eq!(completion.text(), "Hi! My name is Claude. How can I help?");
+    // Anthropic's JSON is not OpenAI's: nothing is kept to forward, the completion is
+    // written out for an OpenAI-compatible caller.
+    let ResponseBody::Complete(body) = &response.body else {
+        panic!("expected a whole completion");
+    };
+    assert!(body.json().is_none());
 
     let seen = &server.requests()[0];
     assert_eq!(seen.method, "POST");

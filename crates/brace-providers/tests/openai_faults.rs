@@ -283,6 +283,26 @@ async fn complete_answer_names_the_model_that_answered() {
     };
     assert_eq!(completion.text(), "Hello! How can I assist you today?");
     assert_eq!(completion.extra["system_fingerprint"], "fp_fc9f1d7035");
+    // The body is kept with the completion, to be forwarded as it came.
+    assert_eq!(completion.json().unwrap(), COMPLETION.as_bytes());
+    assert_eq!(completion.to_json().unwrap(), COMPLETION.as_bytes());
+}
+
+#[tokio::test]
+async fn an_answer_changed_after_it_was_read_is_written_out_as_changed() {
+    let server = Server::always(vec![Step::Write(http(200, &[], COMPLETION))]).await;
+    let response = guard(server.client().oneshot(request(false)))
+        .await
+        .unwrap();
+    let ResponseBody::Complete(mut completion) = response.body else {
+        panic!("expected a whole completion");
+    };
+    completion.choices[0].message = brace_llm::Message::assistant("changed");
+    assert!(completion.json().is_none());
+    let written: serde_json::Value =
+        serde_json::from_slice(&completion.to_json().unwrap()).unwrap();
+    assert_eq!(written["choices"][0]["message"]["content"], "changed");
+    assert_eq!(written["system_fingerprint"], "fp_fc9f1d7035");
 }
 
 /// The completion of `steps`' answer, read through the client.

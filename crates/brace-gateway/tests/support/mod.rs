@@ -75,6 +75,16 @@ pub fn chat(model: &str, stream: bool) -> Request<Body> {
 
 // ===== a misbehaving upstream =====
 
+/// What the hostile upstream answers to model `odd-format`: a valid completion written as
+/// no serializer would write it (spaces, fields out of order, a field brace does not know,
+/// an escaped slash, an exponent).
+pub const ODD_FORMAT_ANSWER: &str = r#"{ "model" : "m\/odd", "choices": [ {"finish_reason":"stop",
+    "message": {"content":"caf\u00e9", "role":"assistant"}, "index":0} ],
+  "id":"chatcmpl-odd", "created": 1700000000, "object":"chat.completion",
+  "usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},
+  "x_vendor": {"kept": [1, 2.50, 1e3]} }
+"#;
+
 /// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
 /// 100 KB model name, an absurd Retry-After, an error text with CR/LF in it.
 pub async fn hostile_upstream() -> String {
@@ -91,6 +101,11 @@ pub async fn hostile_upstream() -> String {
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }))
             .into_response(),
+            "odd-format" => (
+                [("content-type", "application/json")],
+                ODD_FORMAT_ANSWER,
+            )
+                .into_response(),
             "limited" => (
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", "99999999999")],

@@ -14,6 +14,7 @@ use crate::api::{Encoded, ProviderApi};
 use crate::provider::{ClientConfig, ClientConfigError, endpoint};
 use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
+use brace_llm::response::CompletionBody;
 use brace_llm::types::{ChatChunk, ChatCompletion, ChatRequest};
 
 /// OpenAI's chat-completions API in one of its flavours ([`OpenAiApi`]): requests built,
@@ -227,6 +228,24 @@ impl ProviderApi for OpenAiWire {
         parse_completion(body)
     }
 
+    /// The completion with the body kept: it is already the JSON an OpenAI-compatible
+    /// caller expects.
+    fn decode_body(&self, body: Bytes, _model: &str) -> Result<CompletionBody, LlmError> {
+        let completion = match CompletionBody::from_json(body.clone()) {
+            Ok(completion) => completion,
+            Err(err) => {
+                return Err(crate::provider::answer_error(
+                    &body,
+                    StatusCode::OK,
+                    &HeaderMap::new(),
+                    &err,
+                ));
+            }
+        };
+        has_choices(&completion)?;
+        Ok(completion)
+    }
+
     fn decoder(&self, _model: &str, _include_usage: bool) -> OpenAiDecoder {
         OpenAiDecoder::new()
     }
@@ -248,13 +267,18 @@ impl ProviderApi for OpenAiWire {
 pub fn parse_completion(body: &[u8]) -> Result<ChatCompletion, LlmError> {
     let completion: ChatCompletion =
         crate::provider::parse_json_body(body, StatusCode::OK, &HeaderMap::new())?;
+    has_choices(&completion)?;
+    Ok(completion)
+}
+
+fn has_choices(completion: &ChatCompletion) -> Result<(), LlmError> {
     if completion.choices.is_empty() {
         return Err(LlmError::new(
             LlmErrorKind::MalformedResponse,
             "the completion has no choices",
         ));
     }
-    Ok(completion)
+    Ok(())
 }
 
 /// OpenAI's stream events as chunks: `data: {chunk}` is a chunk, `data: [DONE]` ends the
