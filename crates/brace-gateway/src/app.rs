@@ -306,6 +306,8 @@ struct SeedRequest {
     preferred_provider: Option<String>,
 }
 
+impl crate::json_body::FromJson for SeedRequest {}
+
 async fn seed_completions(
     State(gateway): State<Arc<Gateway>>,
     body: Result<JsonBody<SeedRequest>, JsonRejection>,

@@ -6,6 +6,24 @@ use axum::extract::{FromRequest, Request};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+/// A value read from a JSON request body.
+pub(crate) trait FromJson: DeserializeOwned {
+    /// Reads the value from `bytes`, checking their UTF-8 once.
+    fn from_json(bytes: &Bytes) -> serde_json::Result<Self> {
+        brace_providers::provider::json_from_bytes(bytes)
+    }
+}
+
+/// A chat request keeps the JSON it came in: a provider that speaks OpenAI's format is sent
+/// it as it came while nothing changes the request ([`ChatRequest::json`]).
+///
+/// [`ChatRequest::json`]: brace_llm::ChatRequest::json
+impl FromJson for brace_llm::ChatRequest {
+    fn from_json(bytes: &Bytes) -> serde_json::Result<Self> {
+        Self::from_json(bytes.clone())
+    }
+}
+
 /// A JSON request body, extracted as axum's [`Json`] extracts it — the same content-type
 /// check, body limit and rejections, with the same messages — but parsed with plain
 /// `serde_json` first. axum's extractor records the path of every key it reads (to say
@@ -16,7 +34,7 @@ pub(crate) struct JsonBody<T>(pub(crate) T);
 
 impl<T, S> FromRequest<S> for JsonBody<T>
 where
-    T: DeserializeOwned,
+    T: FromJson,
     S: Send + Sync,
 {
     type Rejection = JsonRejection;
@@ -28,7 +46,7 @@ where
             return Ok(Self(value));
         }
         let bytes = Bytes::from_request(request, state).await?;
-        match brace_providers::provider::json_from_bytes(&bytes) {
+        match T::from_json(&bytes) {
             Ok(value) => Ok(Self(value)),
             // Not UTF-8, or not the JSON asked for: the rejection `Json` gives, with the path
             // to the bad value.
@@ -62,6 +80,8 @@ mod tests {
         model: String,
         messages: Vec<Message>,
     }
+
+    impl FromJson for Asked {}
 
     #[derive(Debug, Deserialize, PartialEq)]
     struct Message {

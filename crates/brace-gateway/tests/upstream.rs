@@ -55,6 +55,43 @@ async fn an_openai_compatible_answer_reaches_the_client_as_the_provider_wrote_it
 }
 
 #[tokio::test]
+async fn a_request_nothing_changes_reaches_the_provider_as_the_client_wrote_it() {
+    // Sent as it came, not read and written out again: its spacing, field order, a field
+    // brace does not know and an explicit null are the client's.
+    let gateway = behind_hostile_upstream("  json_logs: false\n").await;
+    let sent = "{ \"messages\" : [ {\"content\":\"caf\\u00e9\", \"role\":\"user\"} ],\n \
+                \"temperature\": null, \"model\":\"echo-body\", \"x_vendor\": [1, 2.50] }";
+    let reply = send(&gateway, support::post("/v1/chat/completions", sent)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["choices"][0]["message"]["content"], sent);
+
+    // A request the gateway changes is written out with the change: here the route asks
+    // the provider for another model.
+    let base_url = support::hostile_upstream().await;
+    let yaml = format!(
+        "providers:\n  - name: upstream\n    kind: openai-compatible\n    model: m\n    \
+         api_key_env: ''\n    base_url: {base_url}\n\
+         routes:\n  - match: '*'\n    providers:\n      - name: upstream\n        model: echo-renamed\n\
+         fallback:\n  max_retries: 0\n\
+         degradation:\n  auto:\n    enabled: false\n"
+    );
+    let gateway = Gateway::build(GatewayConfig::from_yaml(&yaml).unwrap()).unwrap();
+    let reply = send(&gateway, support::post("/v1/chat/completions", sent)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let upstream = reply.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let upstream: serde_json::Value = serde_json::from_str(&upstream).unwrap();
+    assert_eq!(upstream["model"], "echo-renamed", "{upstream}");
+    assert_eq!(upstream["x_vendor"][1], 2.5, "{upstream}");
+    assert_eq!(
+        upstream["messages"][0]["content"], "caf\u{e9}",
+        "{upstream}"
+    );
+}
+
+#[tokio::test]
 async fn an_absurd_retry_after_from_upstream_is_clamped() {
     let gateway = behind_hostile_upstream("  max_retry_after: 1h\n").await;
     let reply = send(&gateway, chat("limited", false)).await;

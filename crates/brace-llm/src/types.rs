@@ -70,6 +70,31 @@ pub struct ChatRequest {
     options: Option<Arc<ChatOptions>>,
     /// Per-request data that is not part of the wire format.
     pub extensions: http::Extensions,
+    /// The JSON the request was read from, with what it held then (see [`Self::json`]).
+    source: Option<Arc<Source>>,
+}
+
+/// The JSON a request was read from and the wire fields it held then: the JSON is the
+/// request's own while every field is still these (the shared ones compared by pointer,
+/// which a change through `Arc::make_mut` or a new value always moves: the clones kept here
+/// make sure of it).
+struct Source {
+    json: bytes::Bytes,
+    model: ModelName,
+    messages: Arc<[Message]>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    stream: Option<bool>,
+    tools: Option<Arc<[Tool]>>,
+    options: Option<Arc<ChatOptions>>,
+}
+
+fn same<T: ?Sized>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl fmt::Debug for ChatRequest {
@@ -106,6 +131,61 @@ impl ChatRequest {
             messages: messages.into(),
             ..Self::default()
         }
+    }
+
+    /// Reads a request from OpenAI's JSON and keeps the JSON, for [`json`](Self::json). Its
+    /// UTF-8 is checked once, up front (`serde_json::from_slice` checks every string on its
+    /// own).
+    ///
+    /// ```
+    /// use brace_llm::ChatRequest;
+    ///
+    /// let json = r#"{ "model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}] }"#;
+    /// let mut request = ChatRequest::from_json(json.into()).unwrap();
+    /// assert_eq!(request.json().unwrap(), json.as_bytes());
+    ///
+    /// // Changed: the JSON read is no longer this request's.
+    /// request.max_tokens = Some(16);
+    /// assert!(request.json().is_none());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `serde_json`'s error, if `json` is not a chat request.
+    pub fn from_json(json: bytes::Bytes) -> serde_json::Result<Self> {
+        let mut request: Self = match std::str::from_utf8(&json) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(&json)?,
+        };
+        request.source = Some(Arc::new(Source {
+            json,
+            model: request.model.clone(),
+            messages: request.messages.clone(),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            stream: request.stream,
+            tools: request.tools.clone(),
+            options: request.options.clone(),
+        }));
+        Ok(request)
+    }
+
+    /// The JSON the request was read from ([`from_json`](Self::from_json)), while every
+    /// field it sends is what that JSON said: a provider that speaks OpenAI's format can be
+    /// sent these bytes as they came instead of the request written out again. `None` once
+    /// any of those fields has changed (the model to another name, the messages, tools or
+    /// rare parameters to other values — even equal ones — or borrowed to change them).
+    /// [`extensions`](Self::extensions) are not sent and do not count.
+    pub fn json(&self) -> Option<&bytes::Bytes> {
+        let source = self.source.as_deref()?;
+        let unchanged = self.model == source.model
+            && Arc::ptr_eq(&self.messages, &source.messages)
+            && self.max_tokens == source.max_tokens
+            && self.temperature.map(f64::to_bits) == source.temperature.map(f64::to_bits)
+            && self.stream == source.stream
+            && same(self.tools.as_ref(), source.tools.as_ref())
+            && same(self.options.as_ref(), source.options.as_ref());
+        unchanged.then_some(&source.json)
     }
 
     /// Sets `max_tokens`.
@@ -305,6 +385,7 @@ impl<'de> Deserialize<'de> for ChatRequest {
             tools: wire.tools,
             options: None,
             extensions: http::Extensions::new(),
+            source: None,
         }
         .with_options(options))
     }

@@ -545,3 +545,48 @@ fn an_unexpected_upstream_status_is_the_providers_failure_not_the_callers() {
     let bad = LlmError::from_response(StatusCode::IM_A_TEAPOT, &HeaderMap::new(), b"");
     assert_eq!(bad.kind(), LlmErrorKind::BadRequest);
 }
+
+#[test]
+fn a_request_keeps_the_json_it_was_read_from_until_a_sent_field_changes() {
+    let json = r#"{"model":"m","messages":[{"role":"user","content":"Hi"}],"temperature":0.5,"tools":[{"type":"function","function":{"name":"f"}}],"seed":1}"#;
+    let read = || ChatRequest::from_json(json.into()).unwrap();
+    assert_eq!(read().json().unwrap(), json.as_bytes());
+    // A clone shares it; what is not sent does not count; the same model by another copy of
+    // its name is the same model.
+    let mut same = read().clone();
+    same.extensions.insert(7_u8);
+    same.model = "m".into();
+    assert_eq!(same.json().unwrap(), json.as_bytes());
+
+    type Change = fn(&mut ChatRequest);
+    let changes: [(&str, Change); 8] = [
+        ("model", |r| r.model = "other".into()),
+        ("messages, even to equal ones", |r| {
+            r.messages = r.messages.iter().cloned().collect();
+        }),
+        ("max_tokens", |r| r.max_tokens = Some(1)),
+        ("temperature", |r| r.temperature = Some(0.25)),
+        ("stream", |r| r.stream = Some(false)),
+        ("tools", |r| r.tools = None),
+        ("options, borrowed to change", |r| {
+            r.options_mut();
+        }),
+        ("options, replaced", |r| {
+            *r = r.clone().with_options(r.options().clone());
+        }),
+    ];
+    for (what, change) in changes {
+        let mut request = read();
+        change(&mut request);
+        assert!(request.json().is_none(), "{what}");
+    }
+
+    // Made by hand, or read as a plain value: nothing kept.
+    assert!(ChatRequest::new("m", vec![]).json().is_none());
+    assert!(
+        serde_json::from_str::<ChatRequest>(json)
+            .unwrap()
+            .json()
+            .is_none()
+    );
+}

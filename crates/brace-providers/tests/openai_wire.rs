@@ -375,3 +375,29 @@ proptest! {
         prop_assert_eq!(events, whole);
     }
 }
+
+#[test]
+fn a_request_read_from_json_and_unchanged_is_sent_as_it_came() {
+    let json = r#"{ "model" : "gpt-4o", "messages": [ {"role":"user","content":"Hi"} ], "seed": 7, "x_vendor": null }"#;
+    let wire = OpenAiWire::new(openai()).unwrap();
+    let request = ChatRequest::from_json(json.into()).unwrap();
+    let sent = wire.chat_request(&request).unwrap();
+    assert_eq!(sent.body(), json.as_bytes());
+
+    // Changed after it was read: written out, with the change.
+    let mut changed = request.clone();
+    changed.options_mut().seed = Some(8);
+    let sent = wire.chat_request(&changed).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(sent.body()).unwrap();
+    assert_eq!(body["seed"], 8);
+    assert_eq!(body["model"], "gpt-4o");
+
+    // A model the provider knows by another name: written out under that name.
+    let mapped =
+        OpenAiWire::new(openai().map_client(|c| c.with_model("gpt-4o", "gpt-4o-2024-08-06")))
+            .unwrap();
+    let sent = mapped.chat_request(&request).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(sent.body()).unwrap();
+    assert_eq!(body["model"], "gpt-4o-2024-08-06");
+    assert_eq!(body["seed"], 7);
+}

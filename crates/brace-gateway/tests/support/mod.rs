@@ -86,11 +86,23 @@ pub const ODD_FORMAT_ANSWER: &str = r#"{ "model" : "m\/odd", "choices": [ {"fini
 "#;
 
 /// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
-/// 100 KB model name, an absurd Retry-After, an error text with CR/LF in it.
+/// 100 KB model name, an oddly written answer, the request's own body echoed, an absurd
+/// Retry-After, an error text with CR/LF in it.
 pub async fn hostile_upstream() -> String {
-    async fn answer(axum::Json(request): axum::Json<Value>) -> axum::response::Response {
+    async fn answer(body: bytes::Bytes) -> axum::response::Response {
         use axum::response::IntoResponse;
+        let request: Value = serde_json::from_slice(&body).unwrap_or_default();
         match request["model"].as_str().unwrap_or_default() {
+            // The request body as it arrived, as the answer's text.
+            model if model.starts_with("echo") => axum::Json(json!({
+                "id": "chatcmpl-echo",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "role": "assistant", "content": String::from_utf8_lossy(&body)}}],
+            }))
+            .into_response(),
             "huge-model" => axum::Json(json!({
                 "id": "chatcmpl-1",
                 "object": "chat.completion",

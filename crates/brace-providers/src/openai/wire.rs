@@ -204,22 +204,29 @@ impl ProviderApi for OpenAiWire {
     }
 
     /// `POST {base}/chat/completions` (Azure: the deployment's URL with `api-version`) with
-    /// the request as it came — unknown fields included — but its model resolved.
+    /// the request as it came — unknown fields included — but its model resolved. A
+    /// request read from JSON and unchanged since ([`ChatRequest::json`]), whose model
+    /// resolves to itself, is sent as those bytes, not written out again.
     ///
     /// # Errors
     ///
     /// [`LlmErrorKind::BadRequest`] if the request cannot be serialized.
     fn encode(&self, request: &ChatRequest) -> Result<Encoded, LlmError> {
         let model = self.resolve_model(&request.model);
-        let body = serde_json::to_vec(&request.wire().with_model(model)).map_err(|err| {
-            LlmError::new(
-                LlmErrorKind::BadRequest,
-                format!("the request cannot be serialized: {err}"),
-            )
-        })?;
+        let body = match request.json() {
+            Some(json) if request.model == model => json.clone(),
+            _ => serde_json::to_vec(&request.wire().with_model(model))
+                .map_err(|err| {
+                    LlmError::new(
+                        LlmErrorKind::BadRequest,
+                        format!("the request cannot be serialized: {err}"),
+                    )
+                })?
+                .into(),
+        };
         Ok(Encoded {
             url: self.urls.chat(model),
-            body: Bytes::from(body),
+            body,
             model: model.to_owned(),
         })
     }
