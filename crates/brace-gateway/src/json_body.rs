@@ -15,12 +15,14 @@ pub(crate) trait FromJson: DeserializeOwned {
 }
 
 /// A chat request keeps the JSON it came in: a provider that speaks OpenAI's format is sent
-/// it as it came while nothing changes the request ([`ChatRequest::json`]).
+/// it as it came while nothing changes the request ([`ChatRequest::json`]). It keeps a copy:
+/// the body as read is a slice of the connection's read buffer, which a request kept for a
+/// whole stream would otherwise hold on to (and the connection would allocate another).
 ///
 /// [`ChatRequest::json`]: brace_llm::ChatRequest::json
 impl FromJson for brace_llm::ChatRequest {
     fn from_json(bytes: &Bytes) -> serde_json::Result<Self> {
-        Self::from_json(bytes.clone())
+        Self::from_json(Bytes::copy_from_slice(bytes))
     }
 }
 

@@ -127,20 +127,25 @@ pub enum ResponseBody {
 /// assert_eq!(written["model"], "other");
 /// ```
 #[derive(Clone)]
-pub struct CompletionBody {
-    // Boxed: every layer passes the response up by value, and a completion inline would
-    // make each of those moves copy three times the bytes.
-    completion: Box<ChatCompletion>,
+pub struct CompletionBody(
+    // Boxed, the JSON with it: every layer passes the response up by value, and inline they
+    // would make each of those moves copy several times the bytes.
+    Box<Kept>,
+);
+
+#[derive(Clone)]
+struct Kept {
+    completion: ChatCompletion,
     json: Option<Bytes>,
 }
 
 impl CompletionBody {
     /// A completion with no JSON kept: [`to_json`](Self::to_json) writes it out.
     pub fn new(completion: ChatCompletion) -> Self {
-        Self {
-            completion: Box::new(completion),
+        Self(Box::new(Kept {
+            completion,
             json: None,
-        }
+        }))
     }
 
     /// Reads a completion from OpenAI's JSON and keeps the JSON. Its UTF-8 is checked once,
@@ -154,16 +159,16 @@ impl CompletionBody {
             Ok(text) => serde_json::from_str(text)?,
             Err(_) => serde_json::from_slice(&json)?,
         };
-        Ok(Self {
-            completion: Box::new(completion),
+        Ok(Self(Box::new(Kept {
+            completion,
             json: Some(json),
-        })
+        })))
     }
 
     /// The JSON the completion was read from, if it came as JSON and has not been changed
     /// since.
     pub fn json(&self) -> Option<&Bytes> {
-        self.json.as_ref()
+        self.0.json.as_ref()
     }
 
     /// The completion as OpenAI's JSON: the JSON it was read from while unchanged (no copy),
@@ -174,10 +179,11 @@ impl CompletionBody {
     /// `serde_json`'s error if the completion cannot be written (an extra field whose map
     /// has non-string keys cannot occur in a completion read from JSON).
     pub fn to_json(&self) -> serde_json::Result<Bytes> {
-        if let Some(json) = &self.json {
+        if let Some(json) = &self.0.json {
             return Ok(json.clone());
         }
         let text: usize = self
+            .0
             .completion
             .choices
             .iter()
@@ -189,13 +195,13 @@ impl CompletionBody {
         // One buffer sized for the completion: its text plus room for escapes, and the
         // fields around it.
         let mut out = Vec::with_capacity(384 + text + text / 8);
-        serde_json::to_writer(&mut out, &*self.completion)?;
+        serde_json::to_writer(&mut out, &self.0.completion)?;
         Ok(out.into())
     }
 
     /// The completion.
     pub fn into_inner(self) -> ChatCompletion {
-        *self.completion
+        self.0.completion
     }
 }
 
@@ -209,7 +215,7 @@ impl Deref for CompletionBody {
     type Target = ChatCompletion;
 
     fn deref(&self) -> &ChatCompletion {
-        &self.completion
+        &self.0.completion
     }
 }
 
@@ -217,23 +223,23 @@ impl DerefMut for CompletionBody {
     /// The completion, to change: the JSON it was read from is no longer its JSON, and is
     /// let go.
     fn deref_mut(&mut self) -> &mut ChatCompletion {
-        self.json = None;
-        &mut self.completion
+        self.0.json = None;
+        &mut self.0.completion
     }
 }
 
 impl PartialEq for CompletionBody {
     /// Compares the completions (not whether JSON is kept).
     fn eq(&self, other: &Self) -> bool {
-        self.completion == other.completion
+        self.0.completion == other.0.completion
     }
 }
 
 impl fmt::Debug for CompletionBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompletionBody")
-            .field("completion", &self.completion)
-            .field("json_bytes", &self.json.as_ref().map(Bytes::len))
+            .field("completion", &self.0.completion)
+            .field("json_bytes", &self.0.json.as_ref().map(Bytes::len))
             .finish()
     }
 }

@@ -149,6 +149,10 @@ impl ChatRequest {
     /// assert!(request.json().is_none());
     /// ```
     ///
+    /// The bytes are kept for as long as the request (and its clones) live: a slice of a
+    /// larger buffer keeps all of that buffer, so copy one out first if the request may
+    /// live long (a stream's).
+    ///
     /// # Errors
     ///
     /// `serde_json`'s error, if `json` is not a chat request.
