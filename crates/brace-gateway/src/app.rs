@@ -29,7 +29,7 @@ use crate::stack::Gateway;
 /// as 405 — is answered in OpenAI's error shape.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let edge = edge(&gateway.config().server);
-    routes(gateway).layer(edge)
+    routes(gateway, None).layer(edge)
 }
 
 /// The layers of [`edge`], innermost first (as `tower::ServiceBuilder` stacks them).
@@ -61,7 +61,11 @@ pub(crate) fn edge(
 /// size limits), for [`serve`](crate::serve), which puts the edge around the router rather
 /// than on every route: each `Router::layer` boxes every route once more, and a request
 /// pays for each box (a clone of the boxed service and a boxed future).
-pub(crate) fn routes(gateway: Arc<Gateway>) -> Router {
+///
+/// With `listening`, the admin endpoints find it in their requests' extensions
+/// ([`ListenAddr`](crate::server::ListenAddr), for their loopback check); the data plane's
+/// requests do not carry it, having no use for it.
+pub(crate) fn routes(gateway: Arc<Gateway>, listening: Option<std::net::SocketAddr>) -> Router {
     let config = gateway.config();
     let server = &config.server;
     let in_flight =
@@ -79,18 +83,23 @@ pub(crate) fn routes(gateway: Arc<Gateway>) -> Router {
                 .layer(crate::auth::RequireKeyLayer::new(gateway.clone()))
                 .layer(in_flight),
         );
+    let mut admin = Router::new()
+        .route(
+            "/v1/degradation/level",
+            post(set_degradation_level).get(degradation_level),
+        )
+        .merge(crate::ops::routes());
+    if let Some(listening) = listening {
+        admin = admin.layer(Extension(crate::server::ListenAddr(listening)));
+    }
     Router::new()
         .merge(data_plane)
         .route("/v1/health", get(health))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/v1/circuits", get(circuits))
-        .route(
-            "/v1/degradation/level",
-            post(set_degradation_level).get(degradation_level),
-        )
         .route("/metrics", get(metrics))
-        .merge(crate::ops::routes())
+        .merge(admin)
         .fallback(not_found)
         .with_state(gateway)
 }

@@ -45,8 +45,10 @@ use crate::limits::Holding;
 use crate::metrics::Metrics;
 use crate::stack::Gateway;
 
-/// The address the gateway listens on, in each request's extensions (set by [`serve`]).
-/// Without it — a router served some other way — the configured `listen` is assumed.
+/// The address the gateway listens on, in each admin request's extensions (set by
+/// [`serve`]; the admin endpoints allow a request without a token only on a loopback
+/// address). Without it — a router served some other way — the configured `listen` is
+/// assumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenAddr(pub SocketAddr);
 
@@ -94,9 +96,8 @@ pub async fn serve(
                 .make_span_with(crate::telemetry::request_span::<Body>),
         )
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(axum::Extension(ListenAddr(listening)))
         .layer(crate::app::edge(&gateway.config().server))
-        .service(crate::app::routes(gateway.clone()));
+        .service(crate::app::routes(gateway.clone(), Some(listening)));
     // Histogram samples pile up in the recorder until they are folded into buckets.
     let upkeep = {
         let metrics = gateway.metrics.clone();

@@ -163,6 +163,13 @@ async fn over_a_real_loopback_socket_admin_calls_without_a_section_go_through() 
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(gateway.degradation().level().name(), "minimal");
+    // The operator's endpoints too.
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/config"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 // ===== client keys =====
