@@ -60,6 +60,7 @@ pub mod policy;
 pub mod reload;
 mod request_id;
 pub mod server;
+mod span;
 pub mod sse;
 pub mod stack;
 mod state;

@@ -91,10 +91,9 @@ pub async fn serve(
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             crate::request_id::FastRequestId,
         ))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(crate::telemetry::request_span::<Body>),
-        )
+        .layer(crate::span::RequestSpanLayer::new(
+            crate::telemetry::request_span::<Body>,
+        ))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(crate::app::edge(&gateway.config().server))
         .service(crate::app::routes(gateway.clone(), Some(listening)));

@@ -86,8 +86,8 @@ pub const ODD_FORMAT_ANSWER: &str = r#"{ "model" : "m\/odd", "choices": [ {"fini
 "#;
 
 /// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
-/// 100 KB model name, an oddly written answer, the request's own body echoed, an absurd
-/// Retry-After, an error text with CR/LF in it.
+/// 100 KB model name, an oddly written answer, the request's own body echoed, a stream cut
+/// after one chunk, a server error, an absurd Retry-After, an error text with CR/LF in it.
 pub async fn hostile_upstream() -> String {
     async fn answer(body: bytes::Bytes) -> axum::response::Response {
         use axum::response::IntoResponse;
@@ -116,6 +116,19 @@ pub async fn hostile_upstream() -> String {
             "odd-format" => (
                 [("content-type", "application/json")],
                 ODD_FORMAT_ANSWER,
+            )
+                .into_response(),
+            // A stream that ends after one chunk: no finish reason, no `[DONE]`.
+            "cut-stream" => (
+                [("content-type", "text/event-stream")],
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\
+                 \"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\
+                 \"content\":\"Hel\"},\"finish_reason\":null}]}\n\n",
+            )
+                .into_response(),
+            "server-error" => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": {"message": "upstream broke", "type": "server_error"}})),
             )
                 .into_response(),
             "limited" => (
