@@ -6,51 +6,30 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
+use brace_testing::Capture;
 use serde_json::{Value, json};
-use support::behind_hostile_upstream;
+use support::{behind_hostile_upstream, serve_on_loopback};
 
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The JSON log lines whose message contains `message`.
-fn lines_saying(captured: &Captured, message: &str) -> Vec<Value> {
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line.to_string().contains(message))
+/// The captured log lines whose message starts with `message`.
+fn lines_saying(capture: &Capture, message: &str) -> Vec<Value> {
+    capture
+        .events()
+        .into_iter()
+        .filter(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|said| said.starts_with(message))
+        })
         .collect()
 }
 
 #[tokio::test]
 async fn logs_written_while_a_served_answer_streams_carry_the_request_span() {
     let gateway = behind_hostile_upstream("  json_logs: true\n").await;
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = brace_gateway::metrics::subscriber(true, false, false, move || writer.clone());
+    let capture = Capture::default();
+    let subscriber = brace_gateway::metrics::subscriber(true, false, false, capture.clone());
     let _logging = tracing::subscriber::set_default(subscriber);
-
-    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(brace_gateway::serve(gateway, listener, async move {
-        let _ = stopped.await;
-    }));
+    let (addr, _stop) = serve_on_loopback(gateway).await;
     let client = reqwest::Client::new();
     let ask = |model: &str, stream: bool| {
         client
@@ -70,7 +49,7 @@ async fn logs_written_while_a_served_answer_streams_carry_the_request_span() {
         .to_owned();
     let body = response.text().await.unwrap();
     assert!(body.contains("\"error\""), "{body}");
-    let lines = lines_saying(&captured, "stream ended with an error event");
+    let lines = lines_saying(&capture, "stream ended with an error event");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].to_string().contains(&id),
@@ -85,7 +64,7 @@ async fn logs_written_while_a_served_answer_streams_carry_the_request_span() {
         .to_str()
         .unwrap()
         .to_owned();
-    let lines = lines_saying(&captured, "response failed");
+    let lines = lines_saying(&capture, "response failed");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].to_string().contains(&id), "{}", lines[0]);
     assert_eq!(lines[0]["level"], "ERROR", "{}", lines[0]);

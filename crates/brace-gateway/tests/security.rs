@@ -1,6 +1,8 @@
 //! Who may do what: the admin endpoints fail closed, and the data plane takes only listed
 //! client keys, each within its rate.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,17 +147,7 @@ async fn over_a_real_loopback_socket_admin_calls_without_a_section_go_through() 
     brace_providers::provider::install_crypto_provider();
     let gateway = build(&format!("listen: 0.0.0.0:8080\n{ONE_SIM}"), &[]);
     // Configured for every interface, but served on 127.0.0.1: the real listener counts.
-    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(brace_gateway::serve(
-        gateway.clone(),
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (addr, _stop) = support::serve_on_loopback(gateway.clone()).await;
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/v1/degradation/level?level=minimal"))
         .send()
@@ -351,13 +343,7 @@ async fn the_keys_file_is_read_again_on_sighup() {
 async fn client_keys_over_a_real_socket_none_wrong_and_listed() {
     brace_providers::provider::install_crypto_provider();
     let gateway = build(&format!("{ONE_SIM}{KEYS}"), &[("CLIENT_KEYS", "sk-listed")]);
-    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(brace_gateway::serve(gateway, listener, async move {
-        let _ = stopped.await;
-    }));
+    let (addr, _stop) = support::serve_on_loopback(gateway).await;
     let client = reqwest::Client::new();
     let body = json!({"model": "sim-model", "messages": [{"role": "user", "content": "Hi"}]});
     for (key, expected) in [

@@ -45,6 +45,20 @@ pub async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
     }
 }
 
+/// Serves `gateway` on a free loopback port until the returned sender is dropped.
+pub async fn serve_on_loopback(
+    gateway: Arc<Gateway>,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(brace_gateway::serve(gateway, listener, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
 /// A JSON `POST` to `path`.
 pub fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
     Request::post(path)
