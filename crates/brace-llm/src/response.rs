@@ -148,17 +148,14 @@ impl CompletionBody {
         }))
     }
 
-    /// Reads a completion from OpenAI's JSON and keeps the JSON. Its UTF-8 is checked once,
-    /// up front (`serde_json::from_slice` checks every string on its own).
+    /// Reads a completion from OpenAI's JSON
+    /// ([`json_from_bytes`](crate::types::json_from_bytes)) and keeps the JSON.
     ///
     /// # Errors
     ///
     /// `serde_json`'s error, if `json` is not a chat completion.
     pub fn from_json(json: Bytes) -> serde_json::Result<Self> {
-        let completion = match std::str::from_utf8(&json) {
-            Ok(text) => serde_json::from_str(text)?,
-            Err(_) => serde_json::from_slice(&json)?,
-        };
+        let completion = crate::types::json_from_bytes(&json)?;
         Ok(Self(Box::new(Kept {
             completion,
             json: Some(json),

@@ -1464,31 +1464,9 @@ pub(crate) fn answer_error(
     }
 }
 
-/// `serde_json::from_slice`, with the body's UTF-8 checked once, up front: `from_slice`
-/// checks every string it reads on its own (a call per field, in the profile of a gateway
-/// request, about 2 % of the instructions), `from_str` trusts text already checked. A body
-/// that is not UTF-8 goes to `from_slice`, whose error says where.
-///
-/// # Errors
-///
-/// `from_slice`'s error, word for word, for a body that is not the JSON of a `T`.
-///
-/// # Example
-///
-/// ```
-/// use brace_providers::provider::json_from_bytes;
-///
-/// let value: serde_json::Value = json_from_bytes(br#"{"model":"m"}"#).unwrap();
-/// assert_eq!(value["model"], "m");
-/// let err = json_from_bytes::<serde_json::Value>(b"{\"model\":\"\xff\"}").unwrap_err();
-/// assert!(err.to_string().contains("line 1 column"));
-/// ```
-pub fn json_from_bytes<T: DeserializeOwned>(body: &[u8]) -> serde_json::Result<T> {
-    match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(body),
-    }
-}
+/// `serde_json::from_slice` with the body's UTF-8 checked once (brace-llm's, used by the
+/// providers' decoders and by the gateway).
+pub use brace_llm::types::json_from_bytes;
 
 fn looks_like_error(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
