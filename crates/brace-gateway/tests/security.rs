@@ -148,20 +148,16 @@ async fn over_a_real_loopback_socket_admin_calls_without_a_section_go_through() 
     let gateway = build(&format!("listen: 0.0.0.0:8080\n{ONE_SIM}"), &[]);
     // Configured for every interface, but served on 127.0.0.1: the real listener counts.
     let (addr, _stop) = support::serve_on_loopback(gateway.clone()).await;
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/degradation/level?level=minimal"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    // The degradation level, and the operator's endpoints.
+    let client = reqwest::Client::new();
+    for request in [
+        client.post(format!("http://{addr}/v1/degradation/level?level=minimal")),
+        client.get(format!("http://{addr}/v1/config")),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{}", response.url());
+    }
     assert_eq!(gateway.degradation().level().name(), "minimal");
-    // The operator's endpoints too.
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/config"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
 }
 
 // ===== client keys =====

@@ -272,15 +272,9 @@ async fn error_object_with_a_success_status_is_read_as_an_error() {
 
 #[tokio::test]
 async fn complete_answer_names_the_model_that_answered() {
-    let server = Server::always(vec![Step::Write(http(200, &[], COMPLETION))]).await;
-    let response = guard(server.client().oneshot(request(false)))
-        .await
-        .unwrap();
-    assert_eq!(&*response.meta.provider, "openai-test");
-    assert_eq!(response.meta.model, "gpt-4o-2024-08-06");
-    let ResponseBody::Complete(completion) = response.body else {
-        panic!("expected a whole completion");
-    };
+    let (meta, completion) = completion_of(vec![Step::Write(http(200, &[], COMPLETION))]).await;
+    assert_eq!(&*meta.provider, "openai-test");
+    assert_eq!(meta.model, "gpt-4o-2024-08-06");
     assert_eq!(completion.text(), "Hello! How can I assist you today?");
     assert_eq!(completion.extra["system_fingerprint"], "fp_fc9f1d7035");
     // The body is kept with the completion, to be forwarded as it came.
@@ -290,13 +284,7 @@ async fn complete_answer_names_the_model_that_answered() {
 
 #[tokio::test]
 async fn an_answer_changed_after_it_was_read_is_written_out_as_changed() {
-    let server = Server::always(vec![Step::Write(http(200, &[], COMPLETION))]).await;
-    let response = guard(server.client().oneshot(request(false)))
-        .await
-        .unwrap();
-    let ResponseBody::Complete(mut completion) = response.body else {
-        panic!("expected a whole completion");
-    };
+    let (_, mut completion) = completion_of(vec![Step::Write(http(200, &[], COMPLETION))]).await;
     completion.choices[0].message = brace_llm::Message::assistant("changed");
     assert!(completion.json().is_none());
     let written: serde_json::Value =
@@ -305,8 +293,8 @@ async fn an_answer_changed_after_it_was_read_is_written_out_as_changed() {
     assert_eq!(written["system_fingerprint"], "fp_fc9f1d7035");
 }
 
-/// The completion of `steps`' answer, read through the client.
-async fn text_of(steps: Vec<Step>) -> String {
+/// Who answered and the whole completion of `steps`' answer, read through the client.
+async fn completion_of(steps: Vec<Step>) -> (brace_llm::ResponseMeta, brace_llm::CompletionBody) {
     let server = Server::always(steps).await;
     let response = guard(server.client().oneshot(request(false)))
         .await
@@ -314,7 +302,12 @@ async fn text_of(steps: Vec<Step>) -> String {
     let ResponseBody::Complete(completion) = response.body else {
         panic!("expected a whole completion");
     };
-    completion.text()
+    (response.meta, completion)
+}
+
+/// The text of `steps`' answer, read through the client.
+async fn text_of(steps: Vec<Step>) -> String {
+    completion_of(steps).await.1.text()
 }
 
 #[tokio::test]
