@@ -2,8 +2,8 @@
 //! for it, and nothing else is done per request.
 //!
 //! tower-http's `TraceLayer` does this and more: it reads the clock when a request comes in,
-//! when its answer is ready, and twice for every frame of the body (five to seven readings
-//! for a whole answer), to hand latencies to callbacks that by default write debug lines, and
+//! when its answer is ready, when the body starts and twice for every frame of the body
+//! (five readings for a whole answer in the gateway's profile), to hand latencies to callbacks that by default write debug lines, and
 //! it clones the span into the body. The gateway needs the span (its logs carry the request's
 //! fields, its traces are exported from it) and the one callback that writes at the default
 //! level: an error line for a 5xx answer or a body that fails. This layer does those and
