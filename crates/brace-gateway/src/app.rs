@@ -260,12 +260,15 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     };
     put(&mut headers, PROVIDER, &response.meta.provider);
     put(&mut headers, MODEL, &response.meta.model);
-    let level = response
-        .meta
-        .degradation
-        .as_ref()
-        .map_or("full", |degradation| &degradation.level);
-    put(&mut headers, DEGRADATION, level);
+    match response.meta.degradation.as_ref() {
+        // Full service, the usual answer: a static value, nothing to check or copy.
+        Some(degradation) if &*degradation.level != "full" => {
+            put(&mut headers, DEGRADATION, &degradation.level);
+        }
+        _ => {
+            headers.insert(DEGRADATION, HeaderValue::from_static("full"));
+        }
+    }
     if let Some(degradation) = &response.meta.degradation {
         // What the level took away; a model change shows in `x-brace-model`.
         let removed: Vec<_> = degradation
