@@ -1,9 +1,10 @@
 //! The gateway binary's allocator: [mimalloc] (v2, built without transparent huge pages),
 //! and the one setting it needs to behave like a server's allocator should.
 //!
-//! A request through the gateway makes a couple of hundred small, short-lived allocations;
+//! A request through the gateway makes about seventy small, short-lived allocations;
 //! mimalloc serves them from per-thread free lists for much less CPU than glibc's malloc
-//! (BENCHMARKS.md, "Allocator"). Out of the box, though, it keeps memory a thread freed until
+//! (BENCHMARKS.md, "Allocator"), and [`Allocator`] asks for them by the shortest call each
+//! allows. Out of the box, though, it keeps memory a thread freed until
 //! that thread allocates again after a 10 ms delay: a burst that held hundreds of MiB (300
 //! stalled 1 MiB request bodies) stayed resident while the gateway was idle afterwards.
 //! [`give_back_at_once`] sets that delay to zero, so freed memory goes back to the system

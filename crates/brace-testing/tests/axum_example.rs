@@ -11,7 +11,7 @@ use brace::sim::{Behavior, SimConfig, SimProvider};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-#[path = "../examples/axum_compose.rs"]
+#[path = "../../../examples/axum_compose.rs"]
 #[allow(dead_code)] // the example's `main` is not called here
 mod example;
 

@@ -3,6 +3,8 @@
 //! with paused time: every case ends in the complete answer or a clear error, never a
 //! truncated success, and nothing waits past its configured limit.
 
+// Shared with the root package's `tests/stream_http.rs`.
+#[path = "../../../tests/stream_support/mod.rs"]
 mod stream_support;
 
 use std::time::Duration;
