@@ -517,18 +517,228 @@ where
 
 /// Which logs are written: the directives in `RUST_LOG`, else `info`; `error` when `quiet`
 /// (the demo, whose live view shows what the warnings would say: every retry and failover
-/// is a warning).
-pub fn log_filter(quiet: bool) -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-
+/// is a warning). See [`LogFilter`].
+pub fn log_filter(quiet: bool) -> LogFilter {
     let default = if quiet {
         "error"
     } else {
         "info,tower_http=info"
     };
     match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
-        _ => EnvFilter::new(default),
+        Ok(directives) if !directives.trim().is_empty() => LogFilter::new(&directives),
+        _ => LogFilter::new(default),
+    }
+}
+
+/// `RUST_LOG`-style directives as a log filter, usable as a layer or as a layer's filter.
+///
+/// Directives that name only targets and levels (`info`, `info,brace_retry=debug,hyper=warn`:
+/// the usual ones) become a [`Targets`](tracing_subscriber::filter::Targets) filter, decided
+/// once per call site. Directives that filter by span or field (`brace[request]=debug`) need
+/// an [`EnvFilter`](tracing_subscriber::EnvFilter), which looks every span up under a lock
+/// when it is entered and left — several times per request, with every thread taking the
+/// same lock. Both read the directives the same way; invalid ones are ignored, as
+/// `EnvFilter` does.
+///
+/// ```
+/// use brace_gateway::metrics::LogFilter;
+///
+/// assert!(!LogFilter::new("info,brace_retry=debug").tracks_spans());
+/// assert!(LogFilter::new("info,brace_gateway[request]=debug").tracks_spans());
+/// ```
+#[derive(Debug)]
+pub struct LogFilter(FilterKind);
+
+#[derive(Debug)]
+enum FilterKind {
+    Targets(tracing_subscriber::filter::Targets),
+    // Boxed: it is large, and only span and field directives need it.
+    Env(Box<tracing_subscriber::EnvFilter>),
+}
+
+impl LogFilter {
+    /// The filter for `directives` (comma-separated, as in `RUST_LOG`).
+    pub fn new(directives: &str) -> Self {
+        // Only plain `target=level`, `target` and `level` parts: anything else (spans,
+        // fields, quoting, spaces — which `EnvFilter` takes as part of a target) is the
+        // environment filter's to read.
+        let plain = |part: &str| {
+            part.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'='))
+        };
+        let parts: Vec<&str> = directives
+            .split(',')
+            .filter(|part| !part.is_empty())
+            .collect();
+        if parts.iter().all(|part| plain(part))
+            && let Ok(targets) = parts.join(",").parse()
+        {
+            return Self(FilterKind::Targets(targets));
+        }
+        Self(FilterKind::Env(Box::new(
+            tracing_subscriber::EnvFilter::new(directives),
+        )))
+    }
+
+    /// Whether the filter does work whenever a span is entered or left (only directives
+    /// that filter by span or field need it).
+    pub fn tracks_spans(&self) -> bool {
+        matches!(self.0, FilterKind::Env(_))
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for LogFilter
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        match &self.0 {
+            FilterKind::Targets(targets) => {
+                tracing_subscriber::Layer::<S>::register_callsite(targets, metadata)
+            }
+            FilterKind::Env(env) => {
+                tracing_subscriber::Layer::<S>::register_callsite(&**env, metadata)
+            }
+        }
+    }
+
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        match &self.0 {
+            FilterKind::Targets(targets) => {
+                tracing_subscriber::Layer::<S>::enabled(targets, metadata, ctx)
+            }
+            FilterKind::Env(env) => tracing_subscriber::Layer::<S>::enabled(&**env, metadata, ctx),
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        match &self.0 {
+            FilterKind::Targets(targets) => tracing_subscriber::Layer::<S>::max_level_hint(targets),
+            FilterKind::Env(env) => tracing_subscriber::Layer::<S>::max_level_hint(&**env),
+        }
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::Layer::on_new_span(&**env, attrs, id, ctx);
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::Layer::on_record(&**env, id, values, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::Layer::on_enter(&**env, id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::Layer::on_exit(&**env, id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::Layer::on_close(&**env, id, ctx);
+        }
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for LogFilter
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        use tracing_subscriber::layer::Filter;
+        match &self.0 {
+            FilterKind::Targets(targets) => Filter::<S>::enabled(targets, metadata, ctx),
+            FilterKind::Env(env) => Filter::<S>::enabled(&**env, metadata, ctx),
+        }
+    }
+
+    fn callsite_enabled(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        use tracing_subscriber::layer::Filter;
+        match &self.0 {
+            FilterKind::Targets(targets) => Filter::<S>::callsite_enabled(targets, metadata),
+            FilterKind::Env(env) => Filter::<S>::callsite_enabled(&**env, metadata),
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        use tracing_subscriber::layer::Filter;
+        match &self.0 {
+            FilterKind::Targets(targets) => Filter::<S>::max_level_hint(targets),
+            FilterKind::Env(env) => Filter::<S>::max_level_hint(&**env),
+        }
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::layer::Filter::on_new_span(&**env, attrs, id, ctx);
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::layer::Filter::on_record(&**env, id, values, ctx);
+        }
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::layer::Filter::on_enter(&**env, id, ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::layer::Filter::on_exit(&**env, id, ctx);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if let FilterKind::Env(env) = &self.0 {
+            tracing_subscriber::layer::Filter::on_close(&**env, id, ctx);
+        }
     }
 }
 
