@@ -1174,7 +1174,9 @@ impl Transport {
                 })
             }
         };
-        let (parts, body) = match tokio::time::timeout_at(deadline, head).await {
+        // The call's timeout, with no timer of its own while a layer above (an attempt's
+        // timeout, the gateway's) already cuts the call by then.
+        let (parts, body) = match brace_core::deadline::timeout_at(deadline, head).await {
             Ok(Ok(head)) => head,
             Ok(Err(err)) => return Err(self.scrub(err.with_provider(provider))),
             Err(_) => return Err(self.timeout_error("no response")),
