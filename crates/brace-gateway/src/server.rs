@@ -96,7 +96,7 @@ pub async fn serve(
         ))
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(crate::app::edge(&gateway.config().server))
-        .service(crate::app::routes(gateway.clone(), Some(listening)));
+        .service(crate::app::chat_first(gateway.clone(), Some(listening)));
     // Histogram samples pile up in the recorder until they are folded into buckets.
     let upkeep = {
         let metrics = gateway.metrics.clone();

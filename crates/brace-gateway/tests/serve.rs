@@ -129,3 +129,40 @@ async fn a_request_without_an_id_gets_a_fresh_uuid_and_a_given_id_is_kept() {
     let _ = served.stop.send(());
     served.server.await.unwrap().unwrap();
 }
+
+/// `serve` answers chat requests without the router; everything else on that path is the
+/// router's: another method is a 405, a near miss of the path a 404, both in OpenAI's shape.
+#[tokio::test]
+async fn the_chat_path_answers_posts_and_leaves_the_rest_to_the_router() {
+    let served = serve().await;
+    let client = reqwest::Client::new();
+    let chat = format!("{}/v1/chat/completions", served.url);
+    let body =
+        serde_json::json!({"model": "sim-model", "messages": [{"role": "user", "content": "hi"}]});
+
+    let answer = client.post(&chat).json(&body).send().await.unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    assert_eq!(answer.headers()["x-brace-provider"], "primary");
+    assert!(answer.headers().contains_key("x-request-id"));
+    let completion: serde_json::Value = answer.json().await.unwrap();
+    assert!(completion["choices"][0]["message"]["content"].is_string());
+
+    for (request, status) in [
+        (client.get(&chat), reqwest::StatusCode::METHOD_NOT_ALLOWED),
+        (
+            client.put(&chat).json(&body),
+            reqwest::StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            client.post(format!("{chat}/")).json(&body),
+            reqwest::StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status);
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert!(error["error"]["message"].is_string(), "{error}");
+    }
+    let _ = served.stop.send(());
+    served.server.await.unwrap().unwrap();
+}
