@@ -88,13 +88,10 @@ pub async fn serve(
                 http::header::AUTHORIZATION,
             ]),
         )
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-            crate::request_id::FastRequestId,
-        ))
+        .layer(crate::request_id::RequestIdLayer)
         .layer(crate::span::RequestSpanLayer::new(
             crate::telemetry::request_span::<Body>,
         ))
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
         .layer(crate::app::edge(&gateway.config().server))
         .service(crate::app::chat_first(gateway.clone(), Some(listening)));
     // Histogram samples pile up in the recorder until they are folded into buckets.
