@@ -123,10 +123,11 @@ fn data_plane_checks(
 /// answered by its handler under the data plane's checks directly, not through the router:
 /// the router's path lookup, its boxed route (a clone of the boxed service and a boxed
 /// future per request) and the path parameters it inserts into every request's extensions
-/// cost a chat request ~1.5 K instructions for nothing (the route has no parameters). Every
-/// other request, and any other method on that path (a 405), goes to the router. What a
-/// request meets is the same either way: the same checks in the same order, the same
-/// handler, and the edge [`serve`](crate::serve) puts around both.
+/// cost a chat request ~2.7 K instructions and seven allocations for nothing (the route has
+/// no parameters; BENCHMARKS.md, issue 22's tenth pass). Every other request, and any
+/// other method on that path (a 405), goes to the router. What a request meets is the same
+/// either way: the same checks in the same order, the same handler, and the edge
+/// [`serve`](crate::serve) puts around both.
 #[derive(Clone)]
 pub(crate) struct ChatFirst<C> {
     chat: C,
