@@ -52,6 +52,7 @@ pub mod error;
 mod json_body;
 pub mod limits;
 mod locate;
+mod log_filter;
 pub mod metrics;
 mod ops;
 #[cfg(unix)]
