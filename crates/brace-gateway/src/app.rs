@@ -68,7 +68,7 @@ pub(crate) fn edge(
 pub(crate) fn routes(gateway: Arc<Gateway>, listening: Option<std::net::SocketAddr>) -> Router {
     // One route layer (one box per route) for the data plane's three checks.
     let data_plane = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
+        .route(CHAT_COMPLETIONS, post(chat_completions))
         .route("/v1/completions", post(seed_completions))
         .route("/v1/completions/circuit", post(seed_completions_circuit))
         .route("/v1/models", get(models))
@@ -93,6 +93,9 @@ pub(crate) fn routes(gateway: Arc<Gateway>, listening: Option<std::net::SocketAd
         .fallback(not_found)
         .with_state(gateway)
 }
+
+/// The chat route's path: in the router, and where [`ChatFirst`] answers it without one.
+const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 
 /// The layers of [`data_plane_checks`], innermost first (as `tower::ServiceBuilder` stacks
 /// them).
@@ -183,8 +186,7 @@ where
     }
 
     fn call(&mut self, request: axum::extract::Request) -> Self::Future {
-        if request.method() == http::Method::POST && request.uri().path() == "/v1/chat/completions"
-        {
+        if request.method() == http::Method::POST && request.uri().path() == CHAT_COMPLETIONS {
             futures_util::future::Either::Left(self.chat.call(request))
         } else {
             futures_util::future::Either::Right(self.router.call(request))
@@ -348,14 +350,16 @@ fn meta_headers(response: &ChatResponse, attempts: u32) -> HeaderMap {
     };
     put(&mut headers, PROVIDER, &response.meta.provider);
     put(&mut headers, MODEL, &response.meta.model);
-    match response.meta.degradation.as_ref() {
+    let level = response
+        .meta
+        .degradation
+        .as_ref()
+        .map_or("full", |degradation| &degradation.level);
+    if level == "full" {
         // Full service, the usual answer: a static value, nothing to check or copy.
-        Some(degradation) if &*degradation.level != "full" => {
-            put(&mut headers, DEGRADATION, &degradation.level);
-        }
-        _ => {
-            headers.insert(DEGRADATION, HeaderValue::from_static("full"));
-        }
+        headers.insert(DEGRADATION, HeaderValue::from_static("full"));
+    } else {
+        put(&mut headers, DEGRADATION, level);
     }
     if let Some(degradation) = &response.meta.degradation {
         // What the level took away; a model change shows in `x-brace-model`.

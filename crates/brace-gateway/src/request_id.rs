@@ -37,7 +37,7 @@ impl FastRequestId {
 }
 
 /// The header a request's id travels in, both ways.
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Gives every request an `x-request-id` — the client's own, or a new one from
 /// [`FastRequestId`] — and sends it back on the answer unless the answer has one already.

@@ -618,7 +618,7 @@ mod otel {
 pub fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     let id = request
         .headers()
-        .get("x-request-id")
+        .get(crate::request_id::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let span = tracing::info_span!(
