@@ -1175,7 +1175,7 @@ impl Transport {
             }
         };
         // The call's timeout, with no timer of its own while a layer above (an attempt's
-        // timeout, the gateway's) already cuts the call by then.
+        // timeout, the gateway's) already cuts the call by then; so are the body's reads.
         let (parts, body) = match brace_core::deadline::timeout_at(deadline, head).await {
             Ok(Ok(head)) => head,
             Ok(Err(err)) => return Err(self.scrub(err.with_provider(provider))),
@@ -1226,7 +1226,7 @@ async fn read_capped(
     let mut body = BytesMut::new();
     loop {
         let idle = Instant::now() + settings.stream_idle_timeout;
-        match tokio::time::timeout_at(deadline.min(idle), response.data()).await {
+        match brace_core::deadline::timeout_at(deadline.min(idle), response.data()).await {
             Ok(Ok(Some(piece))) => {
                 let room = cap.saturating_sub(body.len());
                 body.extend_from_slice(&piece[..piece.len().min(room)]);
@@ -1360,7 +1360,7 @@ impl HttpResponse {
         // A body whose announced length has all arrived is complete: its end is not polled.
         while !response.is_end_stream() {
             let idle = Instant::now() + settings.stream_idle_timeout;
-            match tokio::time::timeout_at(self.deadline.min(idle), response.data()).await {
+            match brace_core::deadline::timeout_at(self.deadline.min(idle), response.data()).await {
                 Ok(Ok(Some(piece))) => {
                     let read = first.as_ref().map_or(0, Bytes::len) + rest.len();
                     if read + piece.len() > cap {
