@@ -49,7 +49,7 @@ use http::{HeaderValue, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parking_lot::{Mutex, RwLock};
@@ -61,6 +61,8 @@ use crate::provider::{
     TCP_KEEPALIVE,
 };
 use brace_llm::error::{LlmError, LlmErrorKind};
+
+mod h1;
 
 /// A pooled HTTP client for plain-`http` upstreams on hyper's connections (see the
 /// [module docs](self)).
@@ -213,7 +215,7 @@ impl Host {
 /// connection's last use) are read with [`clock::now`]: on the request path that is the
 /// reading the layers above already took in the same poll, not another read of the clock.
 struct Idle {
-    sender: http1::SendRequest<Full<Bytes>>,
+    conn: h1::Conn,
     since: Instant,
 }
 
@@ -237,7 +239,7 @@ impl Pool {
             .lock()
             .iter()
             .map(|host| {
-                let idle = host.idle.iter().filter(|idle| !idle.sender.is_closed());
+                let idle = host.idle.iter().filter(|idle| !idle.conn.is_closed());
                 let shared = host.shared.iter().filter(|(sender, _)| !sender.is_closed());
                 idle.count() + shared.count()
             })
@@ -271,53 +273,36 @@ impl Pool {
     async fn send_h1(
         self: Arc<Self>,
         authority: Authority,
-        mut request: http::Request<Full<Bytes>>,
+        request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<LeanBody>, LlmError> {
         let (mut idle, header) = self.checkout(&authority);
-        // HTTP/1.1 names the host in a header and the target in origin form (`/path?query`).
-        request
-            .headers_mut()
-            .entry(http::header::HOST)
-            .or_insert(header);
-        let origin = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
-        *request.uri_mut() = origin;
+        let (parts, body) = request.into_parts();
+        let body = full_bytes(body);
+        let head = h1::encode_head(&parts, &header, body.len())?;
         loop {
-            let (mut sender, reused) = match idle.take() {
-                Some(sender) => (sender, true),
-                // Boxed: opening a connection is rare, and its future is large (the connector's
-                // and the handshake's); inline, every request's future would carry it.
+            let (conn, reused) = match idle.take() {
+                Some(conn) => (conn, true),
+                // Boxed: opening a connection is rare, and its future is large (the
+                // connector's); inline, every request's future would carry it.
                 None => (Box::pin(self.connect_h1(&authority)).await?, false),
             };
-            // A returned connection finishes its previous exchange in its own task; it is
-            // ready for the next request at once, or closed (then another is taken).
-            if let Err(err) = sender.ready().await {
-                if reused {
-                    idle = self.checkout(&authority).0;
-                    continue;
-                }
-                return Err(error_from_hyper(&err));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
+            match h1::exchange(conn, &parts.method, &head, &body).await {
+                Ok((answer, body)) => {
                     let give_back = GiveBack {
                         pool: Arc::downgrade(&self),
                         authority,
-                        sender,
                     };
-                    return Ok(response.map(|body| LeanBody::new(body, Some(give_back))));
+                    let mut response = http::Response::new(LeanBody::h1(body, give_back));
+                    *response.status_mut() = answer.status;
+                    *response.version_mut() = answer.version;
+                    *response.headers_mut() = answer.headers;
+                    return Ok(response);
                 }
-                Err(mut err) => match err.take_message() {
-                    // Not written: the connection closed while idle. Send it on another.
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        idle = self.checkout(&authority).0;
-                    }
-                    _ => return Err(error_from_hyper(err.error())),
-                },
+                // Not written: the connection had closed while idle. Send it on another.
+                Err(failed) if failed.unsent && reused => {
+                    idle = self.checkout(&authority).0;
+                }
+                Err(failed) => return Err(failed.error),
             }
         }
     }
@@ -337,7 +322,7 @@ impl Pool {
                 return Err(error_from_hyper(&err));
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(response.map(|body| LeanBody::new(body, None))),
+                Ok(response) => return Ok(response.map(LeanBody::h2)),
                 Err(mut err) => match err.take_message() {
                     // Not written: the connection closed meanwhile. Send it on a new one.
                     Some(unsent) if reused => {
@@ -402,16 +387,13 @@ impl Pool {
     /// The most recently returned idle HTTP/1.1 connection to `authority` that is still
     /// open, if any, and the host's `Host` header. Connections found closed or idle for
     /// too long are dropped on the way.
-    fn checkout(
-        &self,
-        authority: &Authority,
-    ) -> (Option<http1::SendRequest<Full<Bytes>>>, HeaderValue) {
+    fn checkout(&self, authority: &Authority) -> (Option<h1::Conn>, HeaderValue) {
         let mut hosts = self.hosts.lock();
         let host = Self::host(&mut hosts, authority);
         let now = clock::now();
         while let Some(idle) = host.idle.pop() {
-            if !idle.sender.is_closed() && now.duration_since(idle.since) < POOL_IDLE_TIMEOUT {
-                return (Some(idle.sender), host.header.clone());
+            if !idle.conn.is_closed() && now.duration_since(idle.since) < POOL_IDLE_TIMEOUT {
+                return (Some(idle.conn), host.header.clone());
             }
         }
         (None, host.header.clone())
@@ -445,14 +427,11 @@ impl Pool {
     }
 
     /// Puts an HTTP/1.1 connection whose exchange ended back among its host's idle ones.
-    fn give_back(&self, authority: &Authority, sender: http1::SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn give_back(&self, authority: &Authority, conn: h1::Conn) {
         let mut hosts = self.hosts.lock();
         let host = Self::host(&mut hosts, authority);
         host.idle.push(Idle {
-            sender,
+            conn,
             since: clock::now(),
         });
     }
@@ -464,7 +443,7 @@ impl Pool {
         let fresh = |since: Instant| now.duration_since(since) < POOL_IDLE_TIMEOUT;
         for host in self.hosts.lock().iter_mut() {
             host.idle
-                .retain(|idle| !idle.sender.is_closed() && fresh(idle.since));
+                .retain(|idle| !idle.conn.is_closed() && fresh(idle.since));
             if host
                 .shared
                 .as_ref()
@@ -495,20 +474,8 @@ impl Pool {
             .map_err(|err| classify(&err, false))
     }
 
-    async fn connect_h1(
-        &self,
-        authority: &Authority,
-    ) -> Result<http1::SendRequest<Full<Bytes>>, LlmError> {
-        let io = self.connect(authority).await?;
-        let (sender, connection) = http1::handshake(io)
-            .await
-            .map_err(|err| error_from_hyper(&err))?;
-        tokio::spawn(async move {
-            // Its end (the server closed it, or every handle to it is gone) is seen by the
-            // requests on it; nothing to do here.
-            let _ = connection.await;
-        });
-        Ok(sender)
+    async fn connect_h1(&self, authority: &Authority) -> Result<h1::Conn, LlmError> {
+        Ok(h1::Conn::new(self.connect(authority).await?.into_inner()))
     }
 
     async fn connect_h2(
@@ -571,81 +538,130 @@ impl Drop for Registration {
     }
 }
 
-/// What an HTTP/1.1 response body gives back to its pool when it has been read to its end:
-/// the connection's handle.
+/// Where an HTTP/1.1 response body returns its connection when it has been read to its end.
 struct GiveBack {
     pool: Weak<Pool>,
     authority: Authority,
-    sender: http1::SendRequest<Full<Bytes>>,
 }
 
-impl GiveBack {
-    fn give_back(self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.give_back(&self.authority, self.sender);
-        }
+/// The bytes of a request body made whole (a [`Full`] is ready at once, with one piece).
+fn full_bytes(body: Full<Bytes>) -> Bytes {
+    let mut body = std::pin::pin!(body);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
     }
 }
 
-/// The body of a [`LeanClient`] response: hyper's, and, over HTTP/1.1, the connection it
-/// came on, returned to the pool when the body has been read to its end (dropped before,
-/// the connection is closed).
+/// The body of a [`LeanClient`] response. Over HTTP/1.1 it reads its connection itself
+/// (see the [module docs](self)) and returns it to the pool when read to its end (dropped
+/// before, the connection is closed); over HTTP/2 it is hyper's.
+///
+/// # Errors
+///
+/// A body cut before its end is [`LlmErrorKind::StreamInterrupted`]; one whose framing is
+/// broken (a bad chunk) [`LlmErrorKind::MalformedResponse`].
 pub struct LeanBody {
-    inner: Incoming,
-    give_back: Option<GiveBack>,
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    H1 {
+        body: h1::Body,
+        give_back: Option<GiveBack>,
+    },
+    H2(Incoming),
 }
 
 impl fmt::Debug for LeanBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pooled = matches!(
+            &self.kind,
+            BodyKind::H1 {
+                give_back: Some(_),
+                ..
+            }
+        );
         f.debug_struct("LeanBody")
-            .field("pooled", &self.give_back.is_some())
+            .field("pooled", &pooled)
             .finish_non_exhaustive()
     }
 }
 
 impl LeanBody {
-    fn new(inner: Incoming, give_back: Option<GiveBack>) -> Self {
-        let mut body = Self { inner, give_back };
+    fn h1(body: h1::Body, give_back: GiveBack) -> Self {
+        let mut body = Self {
+            kind: BodyKind::H1 {
+                body,
+                give_back: Some(give_back),
+            },
+        };
         // Nothing to read (a `204`, an empty length): the exchange is over already.
-        if body.inner.is_end_stream() {
-            body.release();
-        }
+        body.release();
         body
     }
 
+    fn h2(body: Incoming) -> Self {
+        Self {
+            kind: BodyKind::H2(body),
+        }
+    }
+
+    /// Returns an HTTP/1.1 body's connection to the pool if the body has been read to its
+    /// end and the connection may carry another request.
     fn release(&mut self) {
-        if let Some(give_back) = self.give_back.take() {
-            give_back.give_back();
+        let BodyKind::H1 { body, give_back } = &mut self.kind else {
+            return;
+        };
+        let Some(ended) = body.take_ended() else {
+            return;
+        };
+        if let (h1::Ended::Reusable(conn), Some(give_back)) = (ended, give_back.take())
+            && let Some(pool) = give_back.pool.upgrade()
+        {
+            pool.give_back(&give_back.authority, conn);
         }
     }
 }
 
 impl Body for LeanBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = LlmError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, LlmError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(None) => this.release(),
-            // A broken body's connection is not reused.
-            Poll::Ready(Some(Err(_))) => this.give_back = None,
-            _ => {}
+        match &mut this.kind {
+            BodyKind::H1 { body, .. } => {
+                let polled = std::task::ready!(body.poll_data(cx));
+                // Read to its end now (a length fully read, or the end seen): give the
+                // connection back before the caller asks again.
+                this.release();
+                Poll::Ready(polled.map(|data| data.map(Frame::data)).transpose())
+            }
+            BodyKind::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|err| body_error_from_hyper(&err)),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            BodyKind::H1 { body, .. } => body.is_end_stream(),
+            BodyKind::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            BodyKind::H1 { body, .. } => body
+                .remaining()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            BodyKind::H2(body) => body.size_hint(),
+        }
     }
 }
 
@@ -677,7 +693,7 @@ fn classify(err: &(dyn std::error::Error + 'static), timed_out: bool) -> LlmErro
 }
 
 /// A failure while reading a body that had started: the answer is cut.
-pub(crate) fn body_error_from_hyper(err: &hyper::Error) -> LlmError {
+fn body_error_from_hyper(err: &hyper::Error) -> LlmError {
     let detail = innermost(err).unwrap_or_else(|| err.to_string());
     LlmError::new(
         LlmErrorKind::StreamInterrupted,

@@ -1272,9 +1272,7 @@ impl RawBody {
                 },
                 Self::Lean(body) => match std::task::ready!(Pin::new(body).poll_frame(cx)) {
                     Some(Ok(frame)) => frame,
-                    Some(Err(err)) => {
-                        return Poll::Ready(Some(Err(crate::lean::body_error_from_hyper(&err))));
-                    }
+                    Some(Err(err)) => return Poll::Ready(Some(Err(err))),
                     None => return Poll::Ready(None),
                 },
             };

@@ -1,0 +1,791 @@
+//! HTTP/1.1 for the lean client, driven by the task that makes the call.
+//!
+//! hyper's client connection is a task of its own: a request goes to it through a channel,
+//! it writes the request from its write buffer, reads the answer into its read buffer and
+//! hands the body back through another channel — two wake-ups of another task per request
+//! (and one per piece of a streamed body), and per connection a task, a channel block and two
+//! buffers, held for as long as a stream lasts. A provider call sends one request at a time
+//! on a connection and reads its answer to the end, so here the caller's own future does it
+//! all on the socket: the request's head and body go out in one vectored write straight from
+//! where they are, and the answer is read into one buffer, from which the head is parsed
+//! (`httparse`, as hyper does) and the body's pieces are split off without copying.
+//!
+//! What it reads (RFC 9112): a status line and header fields (interim `1xx` answers other
+//! than `101` skipped), then a body framed by `Transfer-Encoding: chunked` (chunk
+//! extensions and trailer fields read and dropped), by `Content-Length`, or by the
+//! connection's close; `204`, `304` and answers to `HEAD` have none. A connection is kept for
+//! another request only when its answer was HTTP/1.1, did not say `Connection: close`, had
+//! a length or chunked framing, and was read exactly to its end.
+
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use brace_llm::error::{LlmError, LlmErrorKind};
+
+/// How much an answer's head may take, header fields included (hyper's default limit is
+/// about 400 KiB; a provider's head is one or two).
+const MAX_HEAD: usize = 256 * 1024;
+/// How many header fields an answer's head may have (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// The buffer a connection reads into, and how much it asks for at a time while the size
+/// of what comes is not known. Small: a stream holds it for its whole length, and a
+/// streamed answer's events are a few hundred bytes each.
+const READ_SIZE: usize = 4 * 1024;
+/// The most read at once for a body of a known length.
+const MAX_READ: usize = 64 * 1024;
+/// The longest chunk-size line (extensions included) and the most trailer bytes accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// An open HTTP/1.1 connection with no exchange in progress.
+#[derive(Debug)]
+pub(super) struct Conn {
+    io: TcpStream,
+    /// Read but not yet consumed; empty between exchanges (its allocation is reused).
+    buf: BytesMut,
+}
+
+impl Conn {
+    pub(super) fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether the server closed it (or sent something nobody asked for) since its last
+    /// exchange: such a connection must not carry another request. Reads only what the
+    /// runtime already knows has arrived; a close not yet seen shows on the next request.
+    pub(super) fn is_closed(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.io.try_read(&mut probe) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
+            // The end of the stream, bytes between exchanges, or an error.
+            Ok(_) | Err(_) => true,
+        }
+    }
+
+    /// Reads what has arrived into the buffer, with room for at least `want` bytes.
+    /// `Ok(0)`: the server closed the connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+        loop {
+            match self.io.try_read_buf(&mut self.buf) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_read_ready(cx))?;
+                }
+                read => return Poll::Ready(read),
+            }
+        }
+    }
+}
+
+/// A request's head in HTTP/1.1's wire form: the target in origin form, `host` (unless the
+/// request names its own), the request's fields, and `content-length` for a body of
+/// `length` bytes (for a method that may have a body, also when it is empty).
+///
+/// # Errors
+///
+/// A request with a `transfer-encoding` of its own: bodies are sent with a length.
+pub(super) fn encode_head(
+    parts: &http::request::Parts,
+    host: &HeaderValue,
+    length: usize,
+) -> Result<Vec<u8>, LlmError> {
+    if parts.headers.contains_key(TRANSFER_ENCODING) {
+        return Err(LlmError::new(
+            LlmErrorKind::BadRequest,
+            "the lean HTTP client sends bodies of a known length only",
+        ));
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut head = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 96);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(HOST) {
+        field(&mut head, HOST.as_str(), host.as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        field(&mut head, name.as_str(), value.as_bytes());
+    }
+    let may_have_body = !matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if !parts.headers.contains_key(CONTENT_LENGTH) && (length > 0 || may_have_body) {
+        let mut digits = [0u8; 20];
+        field(
+            &mut head,
+            CONTENT_LENGTH.as_str(),
+            decimal(length, &mut digits),
+        );
+    }
+    head.extend_from_slice(b"\r\n");
+    Ok(head)
+}
+
+fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `digits`.
+fn decimal(mut n: usize, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
+/// Why an exchange failed, and whether any of the request was written (a request that was
+/// not may go out on another connection).
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub(super) error: LlmError,
+    pub(super) unsent: bool,
+}
+
+/// An answer's head, read.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub(super) status: StatusCode,
+    pub(super) version: Version,
+    pub(super) headers: HeaderMap,
+}
+
+/// Sends a request (`head` from [`encode_head`], then `body`) on `conn` and reads the
+/// answer's head; the body is read from the returned [`Body`].
+pub(super) async fn exchange(
+    mut conn: Conn,
+    method: &Method,
+    head: &[u8],
+    body: &[u8],
+) -> Result<(Head, Body), Failed> {
+    let mut written = 0;
+    let total = head.len() + body.len();
+    while written < total {
+        let slices = if written < head.len() {
+            [IoSlice::new(&head[written..]), IoSlice::new(body)]
+        } else {
+            [
+                IoSlice::new(&body[written - head.len()..]),
+                IoSlice::new(&[]),
+            ]
+        };
+        match conn.io.write_vectored(&slices).await {
+            Ok(0) => {
+                return Err(Failed {
+                    error: connect("the connection closed while the request was written"),
+                    unsent: written == 0,
+                });
+            }
+            Ok(n) => written += n,
+            Err(err) => {
+                return Err(Failed {
+                    error: LlmError::new(LlmErrorKind::Connect, err.to_string()),
+                    unsent: written == 0,
+                });
+            }
+        }
+    }
+    let sent = |error| Failed {
+        error,
+        unsent: false,
+    };
+    loop {
+        let parsed = std::future::poll_fn(|cx| poll_head(&mut conn, cx))
+            .await
+            .map_err(sent)?;
+        let Some(head) = parsed else {
+            // An interim answer (`100 Continue`, `103 Early Hints`): the final one follows.
+            continue;
+        };
+        let framing = framing(method, &head).map_err(sent)?;
+        // Both framings given: the length is not trusted, nor the connection after it.
+        let ambiguous = head.headers.contains_key(TRANSFER_ENCODING)
+            && head.headers.contains_key(CONTENT_LENGTH);
+        let keep_alive = head.version == Version::HTTP_11
+            && framing != Framing::Close
+            && !ambiguous
+            && !has_token(&head.headers, &CONNECTION, "close");
+        let body = Body {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+            trailers: 0,
+        };
+        return Ok((head, body));
+    }
+}
+
+/// Reads until a whole head is in the buffer and parses it: `Ok(None)` for an interim
+/// (`1xx`) answer, which has been consumed.
+fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<Option<Head>, LlmError>> {
+    loop {
+        if !conn.buf.is_empty() {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut fields);
+            match response.parse(&conn.buf) {
+                Ok(httparse::Status::Complete(length)) => {
+                    let head = read_head(&response)?;
+                    conn.buf.advance(length);
+                    if head.status.is_informational() {
+                        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                            return Poll::Ready(Err(malformed(
+                                "the provider switched protocols, which was not asked for",
+                            )));
+                        }
+                        return Poll::Ready(Ok(None));
+                    }
+                    return Poll::Ready(Ok(Some(head)));
+                }
+                Ok(httparse::Status::Partial) if conn.buf.len() >= MAX_HEAD => {
+                    return Poll::Ready(Err(malformed("the answer's head is too large")));
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Poll::Ready(Err(malformed(
+                        "the answer's head has more than 100 header fields",
+                    )));
+                }
+                Err(err) => {
+                    return Poll::Ready(Err(malformed(&format!(
+                        "the answer's head is not valid HTTP/1.1: {err}"
+                    ))));
+                }
+            }
+        }
+        match ready!(conn.poll_fill(cx, READ_SIZE)) {
+            Ok(0) if conn.buf.is_empty() => {
+                return Poll::Ready(Err(connect(
+                    "the connection closed before the answer's head",
+                )));
+            }
+            Ok(0) => {
+                return Poll::Ready(Err(malformed(
+                    "the connection closed in the middle of the answer's head",
+                )));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                return Poll::Ready(Err(LlmError::new(LlmErrorKind::Connect, err.to_string())));
+            }
+        }
+    }
+}
+
+fn read_head(response: &httparse::Response<'_, '_>) -> Result<Head, LlmError> {
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| malformed("the answer's status is not valid"))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| malformed("an answer's header name is not valid"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| malformed("an answer's header value is not valid"))?;
+        headers.append(name, value);
+    }
+    Ok(Head {
+        status,
+        version,
+        headers,
+    })
+}
+
+/// How an answer's body ends (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the server closes the connection.
+    Close,
+}
+
+/// Where a chunked body's reading is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes still to come.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields until an empty line.
+    Trailers,
+}
+
+fn framing(method: &Method, head: &Head) -> Result<Framing, LlmError> {
+    if method == Method::HEAD
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Length(0));
+    }
+    if head.headers.contains_key(TRANSFER_ENCODING) {
+        // Chunked only when it is the final coding; otherwise the body lasts until the close.
+        let last = head
+            .headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .rfind(|coding| !coding.is_empty());
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+            _ => Framing::Close,
+        });
+    }
+    let mut length = None;
+    for value in head.headers.get_all(CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| malformed("the answer's content-length is not a number"))?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(malformed("the answer's content-length is not a number"));
+            }
+            let parsed: u64 = part
+                .parse()
+                .map_err(|_| malformed("the answer's content-length is too large"))?;
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(malformed("the answer gives two different content-lengths"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// Whether a field lists `token` (case aside), as `Connection: close` does.
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|part| part.trim().eq_ignore_ascii_case(token))
+}
+
+/// One step of reading a body out of the buffer.
+enum Step {
+    Data(Bytes),
+    /// More bytes are needed.
+    More,
+    End,
+}
+
+/// An answer's body, read from its connection by whoever polls it.
+#[derive(Debug)]
+pub(super) struct Body {
+    /// `None` once the body has ended or failed.
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    /// Trailer bytes seen so far.
+    trailers: usize,
+}
+
+/// What a body's end leaves: its connection, when it can carry another request.
+#[derive(Debug)]
+pub(super) enum Ended {
+    Reusable(Conn),
+    Closed,
+}
+
+impl Body {
+    /// Whether nothing more is to come (a length read to its end).
+    pub(super) fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing == Framing::Length(0)
+    }
+
+    /// The body's length left, when it has one.
+    pub(super) fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Takes the connection of a body read to its end (`None` until then).
+    pub(super) fn take_ended(&mut self) -> Option<Ended> {
+        if self.framing != Framing::Length(0) {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        Some(if self.keep_alive && conn.buf.is_empty() {
+            Ended::Reusable(conn)
+        } else {
+            Ended::Closed
+        })
+    }
+
+    /// The next piece of the body, `Ok(None)` at its end (then [`take_ended`](Self::take_ended)
+    /// gives its connection).
+    pub(super) fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, LlmError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
+        loop {
+            let step = match step(&mut self.framing, &mut conn.buf, &mut self.trailers) {
+                Ok(step) => step,
+                Err(err) => {
+                    self.conn = None;
+                    return Poll::Ready(Err(err));
+                }
+            };
+            match step {
+                Step::Data(data) => return Poll::Ready(Ok(Some(data))),
+                Step::End => {
+                    // Read to its end: a length of zero left marks it.
+                    self.framing = Framing::Length(0);
+                    return Poll::Ready(Ok(None));
+                }
+                Step::More => {}
+            }
+            let want = match self.framing {
+                Framing::Length(left) => {
+                    usize::try_from(left).unwrap_or(MAX_READ).clamp(1, MAX_READ)
+                }
+                _ => READ_SIZE,
+            };
+            match ready!(conn.poll_fill(cx, want)) {
+                Ok(0) if self.framing == Framing::Close => {
+                    self.keep_alive = false;
+                    self.framing = Framing::Length(0);
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(0) => {
+                    self.conn = None;
+                    return Poll::Ready(Err(interrupted(
+                        "the connection closed before the answer's end",
+                    )));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    self.conn = None;
+                    return Poll::Ready(Err(interrupted(&err.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Takes what `framing` says comes next out of `buf`.
+fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Result<Step, LlmError> {
+    loop {
+        match framing {
+            Framing::Length(0) => return Ok(Step::End),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+                *left -= take as u64;
+                return Ok(Step::Data(buf.split_to(take).freeze()));
+            }
+            Framing::Close => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                return Ok(Step::Data(buf.split().freeze()));
+            }
+            Framing::Chunked(Chunk::Size) => {
+                let Some(end) = line_end(buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(malformed("a chunk-size line is too long"));
+                    }
+                    return Ok(Step::More);
+                };
+                let size = chunk_size(&buf[..end])?;
+                buf.advance(end + 2);
+                *framing = Framing::Chunked(if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                });
+            }
+            Framing::Chunked(Chunk::Data(left)) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+                *left -= take as u64;
+                if *left == 0 {
+                    *framing = Framing::Chunked(Chunk::DataEnd);
+                }
+                return Ok(Step::Data(buf.split_to(take).freeze()));
+            }
+            Framing::Chunked(Chunk::DataEnd) => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(malformed("a chunk does not end where its size says"));
+                }
+                buf.advance(2);
+                *framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(Chunk::Trailers) => {
+                let Some(end) = line_end(buf) else {
+                    if *trailers + buf.len() > MAX_TRAILERS {
+                        return Err(malformed("the answer's trailer fields are too large"));
+                    }
+                    return Ok(Step::More);
+                };
+                buf.advance(end + 2);
+                if end == 0 {
+                    return Ok(Step::End);
+                }
+                *trailers += end + 2;
+                if *trailers > MAX_TRAILERS {
+                    return Err(malformed("the answer's trailer fields are too large"));
+                }
+            }
+        }
+    }
+}
+
+/// Where the first CRLF in `buf` starts.
+///
+/// # Errors
+///
+/// Not here: a bare LF is found by the caller's parse of the line (it is not a digit).
+fn line_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|pair| pair == b"\r\n")
+}
+
+/// A chunk-size line's size: hexadecimal digits, then optional whitespace and extensions.
+fn chunk_size(line: &[u8]) -> Result<u64, LlmError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(malformed("a chunk-size line has no size"));
+    }
+    let rest = &line[digits..];
+    let rest = rest.trim_ascii_start();
+    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        return Err(malformed("a chunk-size line is not valid"));
+    }
+    line[..digits].iter().try_fold(0u64, |size, digit| {
+        let value = u64::from(char::from(*digit).to_digit(16).unwrap_or(0));
+        size.checked_mul(16)
+            .and_then(|size| size.checked_add(value))
+            .ok_or_else(|| malformed("a chunk's size is too large"))
+    })
+}
+
+fn connect(message: &str) -> LlmError {
+    LlmError::new(LlmErrorKind::Connect, message)
+}
+
+fn malformed(message: &str) -> LlmError {
+    LlmError::new(LlmErrorKind::MalformedResponse, message)
+}
+
+fn interrupted(detail: &str) -> LlmError {
+    LlmError::new(
+        LlmErrorKind::StreamInterrupted,
+        format!("the connection broke during the body: {detail}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(framing: Framing, wire: &[u8], piece: usize) -> Result<(Vec<u8>, bool), LlmError> {
+        let mut framing = framing;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut trailers = 0;
+        let mut fed = 0;
+        loop {
+            match step(&mut framing, &mut buf, &mut trailers)? {
+                Step::Data(data) => out.extend_from_slice(&data),
+                Step::End => return Ok((out, buf.is_empty())),
+                Step::More if fed == wire.len() => return Ok((out, false)),
+                Step::More => {
+                    let next = (fed + piece).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    const CHUNKED: &[u8] =
+        b"5\r\nhello\r\n1;name=value\r\n \r\nA \r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+
+    #[test]
+    fn a_chunked_body_decodes_whatever_pieces_it_arrives_in() {
+        for piece in [1, 2, 3, 7, CHUNKED.len()] {
+            let (body, exact) = decode(Framing::Chunked(Chunk::Size), CHUNKED, piece).unwrap();
+            assert_eq!(body, b"hello 0123456789", "pieces of {piece}");
+            assert!(exact, "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_cut_short_has_no_end() {
+        let cut = &CHUNKED[..CHUNKED.len() - 2];
+        let (_, ended) = decode(Framing::Chunked(Chunk::Size), cut, 4).unwrap();
+        assert!(!ended);
+    }
+
+    #[test]
+    fn bad_chunks_are_malformed_answers() {
+        for wire in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let err = decode(Framing::Chunked(Chunk::Size), wire, 3).unwrap_err();
+            assert_eq!(err.kind(), LlmErrorKind::MalformedResponse, "{wire:?}");
+        }
+        let endless = vec![b'1'; MAX_CHUNK_LINE + 10];
+        let err = decode(Framing::Chunked(Chunk::Size), &endless, 512).unwrap_err();
+        assert_eq!(err.kind(), LlmErrorKind::MalformedResponse);
+    }
+
+    #[test]
+    fn a_length_body_ends_at_its_length() {
+        let (body, exact) = decode(Framing::Length(5), b"hello", 2).unwrap();
+        assert_eq!(body, b"hello");
+        assert!(exact);
+        // Bytes after the length are not the body's, and make the connection unusable.
+        let (body, exact) = decode(Framing::Length(5), b"helloEXTRA", 10).unwrap();
+        assert_eq!(body, b"hello");
+        assert!(!exact);
+    }
+
+    fn head(status: u16, fields: &[(&str, &str)]) -> Head {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Head {
+            status: StatusCode::from_u16(status).unwrap(),
+            version: Version::HTTP_11,
+            headers,
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let post = Method::POST;
+        let chunked = Framing::Chunked(Chunk::Size);
+        assert_eq!(
+            framing(&post, &head(200, &[("content-length", "12")])).unwrap(),
+            Framing::Length(12)
+        );
+        assert_eq!(
+            framing(&post, &head(200, &[("content-length", "7, 7")])).unwrap(),
+            Framing::Length(7)
+        );
+        assert_eq!(
+            framing(&post, &head(200, &[("transfer-encoding", "chunked")])).unwrap(),
+            chunked
+        );
+        assert_eq!(
+            framing(&post, &head(200, &[("transfer-encoding", "gzip, Chunked")])).unwrap(),
+            chunked
+        );
+        assert_eq!(
+            framing(
+                &post,
+                &head(
+                    200,
+                    &[("transfer-encoding", "chunked"), ("content-length", "3")]
+                )
+            )
+            .unwrap(),
+            chunked
+        );
+        assert_eq!(
+            framing(&post, &head(200, &[("transfer-encoding", "gzip")])).unwrap(),
+            Framing::Close
+        );
+        assert_eq!(framing(&post, &head(200, &[])).unwrap(), Framing::Close);
+        assert_eq!(
+            framing(&post, &head(204, &[("content-length", "5")])).unwrap(),
+            Framing::Length(0)
+        );
+        assert_eq!(
+            framing(&Method::HEAD, &head(200, &[("content-length", "5")])).unwrap(),
+            Framing::Length(0)
+        );
+        for bad in ["-1", "1.5", "", "5, 6", "99999999999999999999999"] {
+            let err = framing(&post, &head(200, &[("content-length", bad)])).unwrap_err();
+            assert_eq!(err.kind(), LlmErrorKind::MalformedResponse, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_head_is_written_in_origin_form_with_its_length() {
+        let request = http::Request::post("http://127.0.0.1:9/v1/chat?x=1")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let head = encode_head(&parts, &HeaderValue::from_static("127.0.0.1:9"), 1234).unwrap();
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\ncontent-type: application/json\r\ncontent-length: 1234\r\n\r\n"
+        );
+        let (parts, ()) = http::Request::get("http://h/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let head = encode_head(&parts, &HeaderValue::from_static("h"), 0).unwrap();
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET / HTTP/1.1\r\nhost: h\r\n\r\n"
+        );
+        let (parts, ()) = http::Request::post("http://h/")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(encode_head(&parts, &HeaderValue::from_static("h"), 0).is_err());
+    }
+}
