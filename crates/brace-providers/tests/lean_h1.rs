@@ -1,0 +1,257 @@
+//! The lean client's own HTTP/1.1 reading and writing, against a loopback server that
+//! answers with exact bytes: interim answers, chunked bodies with extensions and trailers,
+//! bodies that end at the close, when a connection is kept for the next request, and which
+//! error each broken answer is.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use brace_llm::{LlmError, LlmErrorKind};
+use brace_providers::ClientOptions;
+use brace_providers::lean::LeanClient;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Bounds a wait (nothing here comes near it; it only turns a hang into a failure).
+async fn guard<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("the client hung")
+}
+
+/// A loopback server that reads each request (head and `content-length` body), keeps its
+/// head, and answers with `answer`'s bytes, a few at a time; then it closes the connection
+/// if `close`, else waits for the next request on it.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start(answer: &'static [u8], close: bool) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (counter, kept) = (accepted.clone(), heads.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                socket.set_nodelay(true).unwrap();
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let Ok(read) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..read]);
+                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+                        let length: usize = head
+                            .to_ascii_lowercase()
+                            .lines()
+                            .find_map(|line| line.strip_prefix("content-length:"))
+                            .map_or(0, |value| value.trim().parse().unwrap());
+                        if buffer.len() < end + 4 + length {
+                            continue;
+                        }
+                        buffer.drain(..end + 4 + length);
+                        kept.lock().push(head);
+                        // A few bytes per write, so the answer arrives in many pieces.
+                        for piece in answer.chunks(7) {
+                            if socket.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            heads,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const BODY: &str = r#"{"model":"sim-model","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn post(addr: SocketAddr) -> http::Request<Full<Bytes>> {
+    http::Request::post(format!("http://{addr}/v1/chat/completions?api-version=1"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .unwrap()
+}
+
+/// Sends `post(addr)` and reads the answer's body to its end: its status and text, or the
+/// error of the head or of the body.
+async fn exchange(lean: &LeanClient, addr: SocketAddr) -> Result<(u16, String), LlmError> {
+    let response = guard(lean.send(post(addr))).await?;
+    let status = response.status().as_u16();
+    let body = guard(response.into_body().collect()).await?;
+    Ok((status, String::from_utf8(body.to_bytes().to_vec()).unwrap()))
+}
+
+fn client() -> LeanClient {
+    LeanClient::new(ClientOptions::new(Duration::from_secs(5)))
+}
+
+#[tokio::test]
+async fn chunked_answers_after_an_interim_one_are_read_whole_on_one_connection() {
+    let server = Scripted::start(
+        b"HTTP/1.1 100 Continue\r\n\r\n\
+          HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4;name=value\r\n{\"ok\r\n\
+          7\r\n\":true}\r\n\
+          0\r\nx-checksum: 1\r\n\r\n",
+        false,
+    )
+    .await;
+    let lean = client();
+    for call in 0..3 {
+        let (status, text) = exchange(&lean, server.addr).await.unwrap();
+        assert_eq!(
+            (status, text.as_str()),
+            (200, r#"{"ok":true}"#),
+            "call {call}"
+        );
+        assert_eq!(lean.idle_connections(), 1, "after call {call}");
+    }
+    assert_eq!(server.accepted(), 1, "one connection for the three calls");
+
+    // What went out: origin form, the host, the body's length, the caller's fields.
+    let heads = server.heads.lock().clone();
+    assert_eq!(heads.len(), 3);
+    let port = server.addr.port();
+    assert_eq!(
+        heads[0],
+        format!(
+            "POST /v1/chat/completions?api-version=1 HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\
+             content-type: application/json\r\ncontent-length: {}",
+            BODY.len()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_connection_is_kept_only_when_its_answer_ended_exactly() {
+    // Ends at the close: read whole, and the connection is gone.
+    let server = Scripted::start(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"ok\":true}",
+        true,
+    )
+    .await;
+    let lean = client();
+    for call in 0..2 {
+        let (_, text) = exchange(&lean, server.addr).await.unwrap();
+        assert_eq!(text, r#"{"ok":true}"#, "call {call}");
+        assert_eq!(lean.idle_connections(), 0, "after call {call}");
+    }
+    assert_eq!(server.accepted(), 2);
+
+    // Bytes after the announced length, an HTTP/1.0 answer, `Connection: close`: each
+    // answer is read, and its connection is not used again.
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}EXTRA"[..],
+        b"HTTP/1.0 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}",
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 11\r\n\r\n{\"ok\":true}",
+    ] {
+        let server = Scripted::start(answer, false).await;
+        let lean = client();
+        for call in 0..2 {
+            let (_, text) = exchange(&lean, server.addr).await.unwrap();
+            assert_eq!(text, r#"{"ok":true}"#, "call {call} on {answer:?}");
+        }
+        assert_eq!(lean.idle_connections(), 0, "{answer:?}");
+        assert_eq!(server.accepted(), 2, "{answer:?}");
+    }
+
+    // An empty answer (`204`) needs no reading: its connection is back at once.
+    let server = Scripted::start(b"HTTP/1.1 204 No Content\r\n\r\n", false).await;
+    let lean = client();
+    let response = guard(lean.send(post(server.addr))).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(lean.idle_connections(), 1);
+    drop(response);
+    exchange(&lean, server.addr).await.unwrap();
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn broken_answers_are_classified_errors() {
+    let cases: [(&'static [u8], LlmErrorKind); 7] = [
+        // Not HTTP.
+        (b"SPDY/9 200 OK\r\n\r\n", LlmErrorKind::MalformedResponse),
+        // Two lengths that disagree.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+            LlmErrorKind::MalformedResponse,
+        ),
+        // A protocol switch nobody asked for.
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            LlmErrorKind::MalformedResponse,
+        ),
+        // A chunk longer than its size says.
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+            LlmErrorKind::MalformedResponse,
+        ),
+        // Cut in the middle of the body (length), and of the chunks.
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this",
+            LlmErrorKind::StreamInterrupted,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+            LlmErrorKind::StreamInterrupted,
+        ),
+        // Closed before a word of the answer.
+        (b"", LlmErrorKind::Connect),
+    ];
+    for (answer, kind) in cases {
+        let server = Scripted::start(answer, true).await;
+        let lean = client();
+        let err = exchange(&lean, server.addr).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            kind,
+            "{:?}: {err}",
+            String::from_utf8_lossy(answer)
+        );
+        assert!(
+            !err.to_string().contains(&server.addr.port().to_string()),
+            "no address in {err}"
+        );
+        assert_eq!(lean.idle_connections(), 0);
+    }
+}
