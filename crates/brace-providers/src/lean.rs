@@ -1,5 +1,5 @@
-//! [`LeanClient`]: a pooled client for plain-`http` providers directly on hyper's
-//! connections, for the hot path where reqwest's extra work shows.
+//! [`LeanClient`]: a pooled client for plain-`http` providers, for the hot path where
+//! reqwest's extra work shows.
 //!
 //! reqwest wraps hyper-util's client in layers a provider call does not need: every request
 //! goes through a redirect layer (which parses the URL again, IDNA included, even with
@@ -7,29 +7,47 @@
 //! hyper-util's pooled client itself hashes its pool key (SipHash) on every checkout and
 //! return, formats the `Host` header per request, and keeps a checkout future, a waiter
 //! queue and a spawned "return to the pool when ready" task for cases a provider call rarely
-//! meets. A [`LeanClient`] keeps its own small pool of hyper's connection handles
-//! (`hyper::client::conn`): a request takes the most recently returned idle connection of
-//! its host (or opens one), and a response body read to its end returns the connection.
-//! Connections are opened by hyper-util's `HttpConnector` with the options brace configures
-//! reqwest with: connect timeout, `TCP_NODELAY`, TCP keep-alive; idle connections are closed
-//! after 90 s, and HTTP/2 prior knowledge with its keep-alive ping is used when configured
-//! (see [`ClientOptions`]). It speaks plain `http` only: TLS and proxies stay with reqwest.
+//! meets. A [`LeanClient`] keeps its own small pool of connections: a request takes the most
+//! recently returned idle connection of its host (or opens one), and a response body read to
+//! its end returns the connection. Connections are opened by hyper-util's `HttpConnector`
+//! with the options brace configures reqwest with: connect timeout, `TCP_NODELAY`, TCP
+//! keep-alive; idle connections are closed after 90 s (see [`ClientOptions`]). It speaks
+//! plain `http` only: TLS and proxies stay with reqwest.
+//!
+//! # HTTP/1.1 without a connection task
+//!
+//! hyper's client connection is a task of its own, fed through a channel: each request and
+//! each piece of a streamed answer wakes another task, and each connection holds a task, a
+//! channel block and a read and a write buffer of 8 KiB for as long as its answer streams.
+//! A provider call sends one request at a time on a connection and reads its answer to the
+//! end, so the lean client does HTTP/1.1 itself, in the caller's own future: the request's
+//! head and body go out in one vectored write from where they are, and the answer is read
+//! into one small buffer (4 KiB to start, reused by the connection's next exchange), its
+//! head parsed with `httparse` (as hyper does), its body's pieces split off without copying.
+//! Framing follows RFC 9112: `Transfer-Encoding: chunked` (extensions and trailer fields
+//! read and dropped), `Content-Length`, or the connection's close; interim `1xx` answers are
+//! skipped. A head that is not HTTP, two different lengths or a broken chunk is a
+//! [`LlmErrorKind::MalformedResponse`]; a body cut before its end a
+//! [`LlmErrorKind::StreamInterrupted`]. HTTP/2 (prior knowledge, with its keep-alive ping)
+//! is hyper's.
 //!
 //! # Which connection
 //!
 //! - HTTP/1.1: one request at a time per connection. A connection goes back to its host's
-//!   idle list when the response body has been read to its end; a body dropped earlier
-//!   closes it (hyper cannot reuse a connection with unread bytes). A request finds the most
-//!   recently returned connection first (its socket is the warmest), skipping connections
-//!   that closed meanwhile. If a reused connection turns out to be closed before the request
-//!   was written (the server closed it while idle), the request is sent again on a new
-//!   connection — it never reached the server, so this is safe for any request.
+//!   idle list when its answer has been read exactly to its end, was HTTP/1.1, did not say
+//!   `Connection: close` and did not end at the close; a body dropped earlier closes it. A
+//!   request finds the most recently returned connection first (its socket is the warmest),
+//!   skipping connections the server closed meanwhile (as far as the runtime has seen). If
+//!   a reused connection fails before any of the request was written, the request is sent
+//!   again on a new connection — it never reached the server, so this is safe for any
+//!   request.
 //! - HTTP/2 (prior knowledge): one connection per host, shared by every request at once;
 //!   a closed one is replaced by the next request.
 //!
 //! # One pool per runtime
 //!
-//! A pooled connection is a task on the runtime that opened it. The client keeps one pool
+//! A pooled connection is registered with the runtime that opened it (an HTTP/2 one is a
+//! task there). The client keeps one pool
 //! per tokio runtime it is used from, so that a gateway running one current-thread runtime
 //! per core (each with its own listener) never wakes another core's runtime for an upstream
 //! call. On tokio's multi-threaded runtime that is one pool, as with reqwest. A runtime's
@@ -64,8 +82,7 @@ use brace_llm::error::{LlmError, LlmErrorKind};
 
 mod h1;
 
-/// A pooled HTTP client for plain-`http` upstreams on hyper's connections (see the
-/// [module docs](self)).
+/// A pooled HTTP client for plain-`http` upstreams (see the [module docs](self)).
 ///
 /// # Clone
 ///

@@ -333,8 +333,8 @@ pub enum HttpClient {
     Auto,
     /// reqwest: TLS, proxies from the environment.
     Reqwest,
-    /// [`LeanClient`](crate::lean::LeanClient), a pool of hyper connections: plain `http`
-    /// only, no proxy.
+    /// [`LeanClient`](crate::lean::LeanClient), its own pool of connections (HTTP/1.1 read
+    /// and written by the calling task): plain `http` only, no proxy.
     Lean,
 }
 

@@ -1,4 +1,4 @@
-//! The lean HTTP client (its own pool of hyper connections) against reqwest, over real loopback sockets:
+//! The lean HTTP client (its own pool of connections) against reqwest, over real loopback sockets:
 //! which one a provider gets, that both give the same answers and the same errors, and that
 //! the lean one keeps one connection pool per runtime and reuses its connections.
 

@@ -1,21 +1,5 @@
-//! HTTP/1.1 for the lean client, driven by the task that makes the call.
-//!
-//! hyper's client connection is a task of its own: a request goes to it through a channel,
-//! it writes the request from its write buffer, reads the answer into its read buffer and
-//! hands the body back through another channel — two wake-ups of another task per request
-//! (and one per piece of a streamed body), and per connection a task, a channel block and two
-//! buffers, held for as long as a stream lasts. A provider call sends one request at a time
-//! on a connection and reads its answer to the end, so here the caller's own future does it
-//! all on the socket: the request's head and body go out in one vectored write straight from
-//! where they are, and the answer is read into one buffer, from which the head is parsed
-//! (`httparse`, as hyper does) and the body's pieces are split off without copying.
-//!
-//! What it reads (RFC 9112): a status line and header fields (interim `1xx` answers other
-//! than `101` skipped), then a body framed by `Transfer-Encoding: chunked` (chunk
-//! extensions and trailer fields read and dropped), by `Content-Length`, or by the
-//! connection's close; `204`, `304` and answers to `HEAD` have none. A connection is kept for
-//! another request only when its answer was HTTP/1.1, did not say `Connection: close`, had
-//! a length or chunked framing, and was read exactly to its end.
+//! HTTP/1.1 for the lean client, read and written by the task that makes the call (why, and
+//! what it reads: the [parent module's docs](super)).
 
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
@@ -73,18 +57,18 @@ impl Conn {
 
     /// Reads what has arrived into the buffer, with room for at least `want` bytes.
     /// `Ok(0)`: the server closed the connection.
+    ///
+    /// Through tokio's `poll_read`, which takes a read that did not fill the room it had as
+    /// the socket drained and forgets its readiness: the next read (or [`is_closed`]'s
+    /// probe between exchanges) then waits for the runtime's word instead of making a
+    /// system call only to hear "nothing yet".
+    ///
+    /// [`is_closed`]: Self::is_closed
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        loop {
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
-                }
-                read => return Poll::Ready(read),
-            }
-        }
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
     }
 }
 
