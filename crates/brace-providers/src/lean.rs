@@ -254,11 +254,14 @@ impl Pool {
     fn idle_connections(&self) -> usize {
         self.hosts
             .lock()
-            .iter()
+            .iter_mut()
             .map(|host| {
-                let idle = host.idle.iter().filter(|idle| !idle.conn.is_closed());
+                let mut open = 0;
+                for idle in &mut host.idle {
+                    open += usize::from(!idle.conn.is_closed());
+                }
                 let shared = host.shared.iter().filter(|(sender, _)| !sender.is_closed());
-                idle.count() + shared.count()
+                open + shared.count()
             })
             .sum()
     }
@@ -408,7 +411,7 @@ impl Pool {
         let mut hosts = self.hosts.lock();
         let host = Self::host(&mut hosts, authority);
         let now = clock::now();
-        while let Some(idle) = host.idle.pop() {
+        while let Some(mut idle) = host.idle.pop() {
             if !idle.conn.is_closed() && now.duration_since(idle.since) < POOL_IDLE_TIMEOUT {
                 return (Some(idle.conn), host.header.clone());
             }
@@ -460,7 +463,7 @@ impl Pool {
         let fresh = |since: Instant| now.duration_since(since) < POOL_IDLE_TIMEOUT;
         for host in self.hosts.lock().iter_mut() {
             host.idle
-                .retain(|idle| !idle.conn.is_closed() && fresh(idle.since));
+                .retain_mut(|idle| !idle.conn.is_closed() && fresh(idle.since));
             if host
                 .shared
                 .as_ref()

@@ -33,6 +33,8 @@ pub(super) struct Conn {
     io: TcpStream,
     /// Read but not yet consumed; empty between exchanges (its allocation is reused).
     buf: BytesMut,
+    /// Found closed (or sent something unasked) while idle: never used again.
+    closed: bool,
 }
 
 impl Conn {
@@ -40,19 +42,24 @@ impl Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            closed: false,
         }
     }
 
     /// Whether the server closed it (or sent something nobody asked for) since its last
     /// exchange: such a connection must not carry another request. Reads only what the
-    /// runtime already knows has arrived; a close not yet seen shows on the next request.
-    pub(super) fn is_closed(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.io.try_read(&mut probe) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
-            // The end of the stream, bytes between exchanges, or an error.
-            Ok(_) | Err(_) => true,
+    /// runtime already knows has arrived (no system call while it knows of nothing); a close
+    /// not yet seen shows on the next request.
+    pub(super) fn is_closed(&mut self) -> bool {
+        if !self.closed {
+            let mut probe = [0u8; 1];
+            self.closed = match self.io.try_read(&mut probe) {
+                Err(err) => err.kind() != io::ErrorKind::WouldBlock,
+                // The end of the stream, or bytes between exchanges.
+                Ok(_) => true,
+            };
         }
+        self.closed
     }
 
     /// Reads what has arrived into the buffer, with room for at least `want` bytes.
