@@ -91,6 +91,7 @@ pub(crate) fn routes(gateway: Arc<Gateway>, listening: Option<std::net::SocketAd
         .route("/metrics", get(metrics))
         .merge(admin)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
 }
 
@@ -196,6 +197,21 @@ where
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// A route's path asked with a method it does not take (the router adds the `Allow`
+/// header). Answered here, where the request is at hand, so that the edge's
+/// [`OpenAiShape`](crate::error::OpenAiShapeLayer) need not keep every request's URI for
+/// the message — a clone of the URI shares the connection's read buffer, which a stream
+/// would then hold for as long as it waits for its first token.
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {method} is not allowed for {}; the `Allow` header lists those that are",
+            uri.path()
+        ),
+    )
 }
 
 /// The answer to a request body that could not be read: 408 when it stalled, 413 when it is

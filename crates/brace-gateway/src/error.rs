@@ -283,12 +283,12 @@ where
     }
 
     fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        // Not the URI: a clone shares the connection's read buffer, which the request's
+        // future would then hold while it waits (the router's own 405 names the path).
         let method = request.method().clone();
-        // `Uri` clones share its bytes.
-        let uri = request.uri().clone();
         OpenAiShapeFuture::Inner {
             future: self.inner.call(request),
-            asked: Some((method, uri)),
+            asked: Some(method),
         }
     }
 }
@@ -300,7 +300,7 @@ pin_project_lite::pin_project! {
         Inner {
             #[pin]
             future: F,
-            asked: Option<(http::Method, http::Uri)>,
+            asked: Option<http::Method>,
         },
         Reshaping {
             future: Pin<Box<dyn Future<Output = Response> + Send>>,
@@ -322,10 +322,10 @@ where
                     if !needs_shape(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let (method, uri) = asked
+                    let method = asked
                         .take()
                         .expect("OpenAiShapeFuture polled after completion");
-                    let future = Box::pin(reshape(response, method, uri));
+                    let future = Box::pin(reshape(response, method));
                     self.set(OpenAiShapeFuture::Reshaping { future });
                 }
                 OpenAiShapeProj::Reshaping { future } => {
@@ -351,7 +351,7 @@ fn needs_shape(response: &Response) -> bool {
 }
 
 /// The error answer `response` in OpenAI's shape, its text (if short) as the message.
-async fn reshape(response: Response, method: http::Method, uri: http::Uri) -> Response {
+async fn reshape(response: Response, method: http::Method) -> Response {
     let status = response.status();
     let (mut parts, body) = response.into_parts();
     // Rejection texts are short; anything longer is not worth echoing.
@@ -361,11 +361,8 @@ async fn reshape(response: Response, method: http::Method, uri: http::Uri) -> Re
         .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
         .unwrap_or_default();
     let message = if status == StatusCode::METHOD_NOT_ALLOWED {
-        // The router adds the `Allow` header itself, after this.
-        format!(
-            "method {method} is not allowed for {}; the `Allow` header lists those that are",
-            uri.path()
-        )
+        // The router's routes answer this themselves (with the path); another service's.
+        format!("method {method} is not allowed here")
     } else if text.is_empty() {
         status
             .canonical_reason()
