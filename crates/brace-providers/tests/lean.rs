@@ -15,6 +15,8 @@ use brace_sim::{Behavior, Reply, SimConfig, SimHandle, SimServer, StreamFault};
 use futures::StreamExt;
 use tower::ServiceExt;
 
+mod raw_http;
+
 async fn sim(behavior: Behavior) -> SimServer {
     SimServer::start(SimHandle::new(
         SimConfig::new("sim-lean")
@@ -404,7 +406,7 @@ struct RawServer {
 
 impl RawServer {
     async fn start(closing: Closing) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -418,28 +420,10 @@ impl RawServer {
                 let told = told.clone();
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
-                    loop {
-                        // One request: a head and a body of its `content-length`.
-                        let mut chunk = [0u8; 4096];
-                        let Ok(read) = socket.read(&mut chunk).await else {
-                            return;
-                        };
-                        if read == 0 {
-                            return;
-                        }
-                        buffer.extend_from_slice(&chunk[..read]);
-                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|line| line.strip_prefix("content-length:"))
-                            .map_or(0, |value| value.trim().parse().unwrap());
-                        if buffer.len() < end + 4 + length {
-                            continue;
-                        }
-                        buffer.drain(..end + 4 + length);
+                    while raw_http::next_request(&mut socket, &mut buffer)
+                        .await
+                        .is_some()
+                    {
                         let body = br#"{"ok":true}"#;
                         let connection = if closing == Closing::Announced {
                             "close"

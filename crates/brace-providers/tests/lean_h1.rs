@@ -14,7 +14,9 @@ use brace_providers::lean::LeanClient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+mod raw_http;
 
 /// Bounds a wait (nothing here comes near it; it only turns a hang into a failure).
 async fn guard<F: std::future::Future>(future: F) -> F::Output {
@@ -47,28 +49,7 @@ impl Scripted {
                 let kept = kept.clone();
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
-                    loop {
-                        let mut chunk = [0u8; 4096];
-                        let Ok(read) = socket.read(&mut chunk).await else {
-                            return;
-                        };
-                        if read == 0 {
-                            return;
-                        }
-                        buffer.extend_from_slice(&chunk[..read]);
-                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                        let length: usize = head
-                            .to_ascii_lowercase()
-                            .lines()
-                            .find_map(|line| line.strip_prefix("content-length:"))
-                            .map_or(0, |value| value.trim().parse().unwrap());
-                        if buffer.len() < end + 4 + length {
-                            continue;
-                        }
-                        buffer.drain(..end + 4 + length);
+                    while let Some(head) = raw_http::next_request(&mut socket, &mut buffer).await {
                         kept.lock().push(head);
                         // A few bytes per write, so the answer arrives in many pieces.
                         for piece in answer.chunks(7) {
