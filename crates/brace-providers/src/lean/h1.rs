@@ -208,30 +208,30 @@ pub(super) async fn exchange(
         error,
         unsent: false,
     };
-    loop {
-        let parsed = std::future::poll_fn(|cx| poll_head(&mut conn, cx))
+    // Interim answers (`100 Continue`, `103 Early Hints`) are read past: the final one follows.
+    let head = loop {
+        if let Some(head) = std::future::poll_fn(|cx| poll_head(&mut conn, cx))
             .await
-            .map_err(sent)?;
-        let Some(head) = parsed else {
-            // An interim answer (`100 Continue`, `103 Early Hints`): the final one follows.
-            continue;
-        };
-        let framing = framing(method, &head).map_err(sent)?;
-        // Both framings given: the length is not trusted, nor the connection after it.
-        let ambiguous = head.headers.contains_key(TRANSFER_ENCODING)
-            && head.headers.contains_key(CONTENT_LENGTH);
-        let keep_alive = head.version == Version::HTTP_11
-            && framing != Framing::Close
-            && !ambiguous
-            && !has_token(&head.headers, &CONNECTION, "close");
-        let body = Body {
-            conn: Some(conn),
-            framing,
-            keep_alive,
-            trailers: 0,
-        };
-        return Ok((head, body));
-    }
+            .map_err(sent)?
+        {
+            break head;
+        }
+    };
+    let framing = framing(method, &head).map_err(sent)?;
+    // Both framings given: the length is not trusted, nor the connection after it.
+    let ambiguous =
+        head.headers.contains_key(TRANSFER_ENCODING) && head.headers.contains_key(CONTENT_LENGTH);
+    let keep_alive = head.version == Version::HTTP_11
+        && framing != Framing::Close
+        && !ambiguous
+        && !has_token(&head.headers, &CONNECTION, "close");
+    let body = Body {
+        conn: Some(conn),
+        framing,
+        keep_alive,
+        trailers: 0,
+    };
+    Ok((head, body))
 }
 
 /// Reads until a whole head is in the buffer and parses it: `Ok(None)` for an interim
