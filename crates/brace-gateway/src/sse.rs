@@ -223,9 +223,15 @@ where
                 .unwrap_or_default();
             self.continued = Some((by.to_owned(), how.to_owned()));
         }
-        Event::default()
-            .json_data(chunk)
-            .unwrap_or_else(|_| Event::default().data("{}"))
+        // Written whole, then handed over as the event's data: `Event::json_data` serializes
+        // straight into the event, and checks every one of the serializer's small writes (a
+        // quote, a key, a colon) for line breaks — about 100 K instructions per streamed
+        // answer here (BENCHMARKS.md, issue 22's eleventh pass). Compact JSON has no raw line
+        // break, so the event's one check of the whole text finds none.
+        match serde_json::to_string(chunk) {
+            Ok(json) => Event::default().data(json),
+            Err(_) => Event::default().data("{}"),
+        }
     }
 }
 
