@@ -47,10 +47,9 @@
 //! # One pool per runtime
 //!
 //! A pooled connection is registered with the runtime that opened it (an HTTP/2 one is a
-//! task there). The client keeps one pool
-//! per tokio runtime it is used from, so that a gateway running one current-thread runtime
-//! per core (each with its own listener) never wakes another core's runtime for an upstream
-//! call. On tokio's multi-threaded runtime that is one pool, as with reqwest. A runtime's
+//! task there). The client keeps one pool per tokio runtime it is used from, so that a
+//! gateway running one current-thread runtime per core (each with its own listener) never
+//! wakes another core's runtime for an upstream call. On tokio's multi-threaded runtime that is one pool, as with reqwest. A runtime's
 //! pool goes with it: when the runtime shuts down (and drops its tasks), the client forgets
 //! the pool, so a process that starts many runtimes over its life (a test suite, a CLI
 //! that makes one per command) does not accumulate the pools of dead ones.
@@ -295,10 +294,19 @@ impl Pool {
         authority: Authority,
         request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<LeanBody>, LlmError> {
+        if request
+            .headers()
+            .contains_key(http::header::TRANSFER_ENCODING)
+        {
+            return Err(LlmError::new(
+                LlmErrorKind::BadRequest,
+                "the lean HTTP client sends bodies of a known length only",
+            ));
+        }
         let (mut idle, header) = self.checkout(&authority);
         let (parts, body) = request.into_parts();
         let body = full_bytes(body);
-        let head = h1::encode_head(&parts, &header, body.len())?;
+        let head = h1::encode_head(&parts, &header, body.len());
         loop {
             let (conn, reused) = match idle.take() {
                 Some(conn) => (conn, true),

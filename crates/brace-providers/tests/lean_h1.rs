@@ -236,3 +236,21 @@ async fn broken_answers_are_classified_errors() {
         assert_eq!(lean.idle_connections(), 0);
     }
 }
+
+#[tokio::test]
+async fn a_request_with_a_transfer_encoding_of_its_own_is_refused_before_it_goes_out() {
+    let server = Scripted::start(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", false).await;
+    let lean = client();
+    // A connection in the pool first: refusing the request must not cost it.
+    exchange(&lean, server.addr).await.unwrap();
+    assert_eq!(lean.idle_connections(), 1);
+    let mut request = post(server.addr);
+    request.headers_mut().insert(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
+    let err = guard(lean.send(request)).await.unwrap_err();
+    assert_eq!(err.kind(), LlmErrorKind::BadRequest, "{err}");
+    assert_eq!(lean.idle_connections(), 1, "the pooled connection is kept");
+    assert_eq!(server.heads.lock().len(), 1, "nothing more went out");
+}

@@ -81,22 +81,13 @@ impl Conn {
 
 /// A request's head in HTTP/1.1's wire form: the target in origin form, `host` (unless the
 /// request names its own), the request's fields, and `content-length` for a body of
-/// `length` bytes (for a method that may have a body, also when it is empty).
-///
-/// # Errors
-///
-/// A request with a `transfer-encoding` of its own: bodies are sent with a length.
+/// `length` bytes (for a method that may have a body, also when it is empty). The request
+/// has no `transfer-encoding` of its own (the caller refuses one: bodies go with a length).
 pub(super) fn encode_head(
     parts: &http::request::Parts,
     host: &HeaderValue,
     length: usize,
-) -> Result<Vec<u8>, LlmError> {
-    if parts.headers.contains_key(TRANSFER_ENCODING) {
-        return Err(LlmError::new(
-            LlmErrorKind::BadRequest,
-            "the lean HTTP client sends bodies of a known length only",
-        ));
-    }
+) -> Vec<u8> {
     let target = parts
         .uri
         .path_and_query()
@@ -130,7 +121,7 @@ pub(super) fn encode_head(
         );
     }
     head.extend_from_slice(b"\r\n");
-    Ok(head)
+    head
 }
 
 fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -821,7 +812,7 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = request.into_parts();
-        let head = encode_head(&parts, &HeaderValue::from_static("127.0.0.1:9"), 1234).unwrap();
+        let head = encode_head(&parts, &HeaderValue::from_static("127.0.0.1:9"), 1234);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\ncontent-type: application/json\r\ncontent-length: 1234\r\n\r\n"
@@ -830,16 +821,10 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let head = encode_head(&parts, &HeaderValue::from_static("h"), 0).unwrap();
+        let head = encode_head(&parts, &HeaderValue::from_static("h"), 0);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "GET / HTTP/1.1\r\nhost: h\r\n\r\n"
         );
-        let (parts, ()) = http::Request::post("http://h/")
-            .header("transfer-encoding", "chunked")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert!(encode_head(&parts, &HeaderValue::from_static("h"), 0).is_err());
     }
 }
