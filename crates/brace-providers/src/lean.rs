@@ -722,11 +722,7 @@ fn classify(err: &(dyn std::error::Error + 'static), timed_out: bool) -> LlmErro
 
 /// A failure while reading a body that had started: the answer is cut.
 fn body_error_from_hyper(err: &hyper::Error) -> LlmError {
-    let detail = innermost(err).unwrap_or_else(|| err.to_string());
-    LlmError::new(
-        LlmErrorKind::StreamInterrupted,
-        format!("the connection broke during the body: {detail}"),
-    )
+    crate::provider::body_broke(&innermost(err).unwrap_or_else(|| err.to_string()))
 }
 
 fn causes<'a>(

@@ -1526,6 +1526,12 @@ fn body_error(err: &reqwest::Error) -> LlmError {
         .message()
         .strip_prefix(&prefix)
         .unwrap_or(read.message());
+    body_broke(detail)
+}
+
+/// A body that had started and broke: [`LlmErrorKind::StreamInterrupted`], in the one
+/// wording every HTTP client of this crate gives it, with what the transport said.
+pub(crate) fn body_broke(detail: &str) -> LlmError {
     LlmError::new(
         LlmErrorKind::StreamInterrupted,
         format!("the connection broke during the body: {detail}"),

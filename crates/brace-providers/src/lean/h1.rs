@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 
 use brace_llm::error::{LlmError, LlmErrorKind};
 
+use crate::provider::body_broke;
+
 /// How much an answer's head may take, header fields included (hyper's default limit is
 /// about 400 KiB; a provider's head is one or two).
 const MAX_HEAD: usize = 256 * 1024;
@@ -475,14 +477,14 @@ impl Body {
                 }
                 Ok(0) => {
                     self.conn = None;
-                    return Poll::Ready(Err(interrupted(
+                    return Poll::Ready(Err(body_broke(
                         "the connection closed before the answer's end",
                     )));
                 }
                 Ok(_) => {}
                 Err(err) => {
                     self.conn = None;
-                    return Poll::Ready(Err(interrupted(&err.to_string())));
+                    return Poll::Ready(Err(body_broke(&err.to_string())));
                 }
             }
         }
@@ -598,13 +600,6 @@ fn connect(message: &str) -> LlmError {
 
 fn malformed(message: &str) -> LlmError {
     LlmError::new(LlmErrorKind::MalformedResponse, message)
-}
-
-fn interrupted(detail: &str) -> LlmError {
-    LlmError::new(
-        LlmErrorKind::StreamInterrupted,
-        format!("the connection broke during the body: {detail}"),
-    )
 }
 
 #[cfg(test)]
