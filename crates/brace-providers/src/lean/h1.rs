@@ -115,11 +115,10 @@ pub(super) fn encode_head(
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
     if !parts.headers.contains_key(CONTENT_LENGTH) && (length > 0 || may_have_body) {
-        let mut digits = [0u8; 20];
         field(
             &mut head,
             CONTENT_LENGTH.as_str(),
-            decimal(length, &mut digits),
+            itoa::Buffer::new().format(length).as_bytes(),
         );
     }
     head.extend_from_slice(b"\r\n");
@@ -131,19 +130,6 @@ fn field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(b": ");
     head.extend_from_slice(value);
     head.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written at the end of `digits`.
-fn decimal(mut n: usize, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &digits[at..];
-        }
-    }
 }
 
 /// Why an exchange failed, and whether any of the request was written (a request that was
@@ -511,7 +497,7 @@ fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Resu
                 return Ok(Step::Data(buf.split().freeze()));
             }
             Framing::Chunked(Chunk::Size) => {
-                let Some(end) = line_end(buf) else {
+                let Some(end) = line_end(buf)? else {
                     if buf.len() > MAX_CHUNK_LINE {
                         return Err(malformed("a chunk-size line is too long"));
                     }
@@ -547,7 +533,7 @@ fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Resu
                 *framing = Framing::Chunked(Chunk::Size);
             }
             Framing::Chunked(Chunk::Trailers) => {
-                let Some(end) = line_end(buf) else {
+                let Some(end) = line_end(buf)? else {
                     if *trailers + buf.len() > MAX_TRAILERS {
                         return Err(malformed("the answer's trailer fields are too large"));
                     }
@@ -566,13 +552,18 @@ fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Resu
     }
 }
 
-/// Where the first CRLF in `buf` starts.
+/// Where the line at the start of `buf` ends (its CR), if a whole one has arrived: found
+/// with `memchr`, a streamed answer's every chunk-size line passes through here.
 ///
 /// # Errors
 ///
-/// Not here: a bare LF is found by the caller's parse of the line (it is not a digit).
-fn line_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|pair| pair == b"\r\n")
+/// A line ended by a bare LF: HTTP/1.1's chunked framing ends lines with CRLF.
+fn line_end(buf: &[u8]) -> Result<Option<usize>, LlmError> {
+    match memchr::memchr(b'\n', buf) {
+        None => Ok(None),
+        Some(lf) if lf > 0 && buf[lf - 1] == b'\r' => Ok(Some(lf - 1)),
+        Some(_) => Err(malformed("a line of the chunked body ends without a CR")),
+    }
 }
 
 /// A chunk-size line's size: hexadecimal digits, then optional whitespace and extensions.
@@ -652,6 +643,7 @@ mod tests {
             b"5\r\nhelloXX0\r\n\r\n",
             b"11111111111111111\r\n",
             b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
         ] {
             let err = decode(Framing::Chunked(Chunk::Size), wire, 3).unwrap_err();
             assert_eq!(err.kind(), LlmErrorKind::MalformedResponse, "{wire:?}");
