@@ -33,7 +33,8 @@ const MAX_TRAILERS: usize = 16 * 1024;
 #[derive(Debug)]
 pub(super) struct Conn {
     io: TcpStream,
-    /// Read but not yet consumed; empty between exchanges (its allocation is reused).
+    /// Read but not yet consumed; empty between exchanges (its allocation is reused once
+    /// the pieces split off it for the last answer are dropped).
     buf: BytesMut,
     /// Found closed (or sent something unasked) while idle: never used again.
     closed: bool,
