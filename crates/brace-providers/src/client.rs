@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::TryFutureExt;
 use http::{HeaderMap, Method};
 use tower_service::Service;
 
@@ -217,48 +218,63 @@ impl<A: ProviderApi> Service<ChatRequest> for ProviderClient<A> {
         let send = self.transport.send_request_with(http, A::decode_error);
         let api = self.api.clone();
         let model = encoded.model;
-        ResponseFuture::new(async move {
-            let response = read(&*api, send.await?, &model, include_usage).await?;
-            match response.body {
-                ResponseBody::Complete(completion) if stream => Ok(ChatResponse {
-                    meta: response.meta,
-                    body: ResponseBody::Stream(ChatStream::from_items(
-                        completion
-                            .to_chunks(include_usage)
-                            .into_iter()
-                            .map(Ok)
-                            .collect(),
-                    )),
-                }),
-                ResponseBody::Stream(chunks) if !stream => {
-                    let meta = response.meta;
-                    let whole = ChatResponse {
-                        meta: meta.clone(),
-                        body: ResponseBody::Stream(chunks),
-                    };
-                    let completion = whole.into_completion().await?;
-                    Ok(ChatResponse {
-                        meta: ResponseMeta::new(meta.provider, completion.model.clone()),
-                        body: ResponseBody::Complete(completion.into()),
-                    })
-                }
-                body => Ok(ChatResponse {
-                    meta: response.meta,
-                    body,
-                }),
-            }
-        })
+        // One step after another, each future taking the place of the one before (an
+        // async block would keep `send`, made outside it, beside `read` for the whole call:
+        // twice the size, in every request's allocation).
+        ResponseFuture::new(
+            send.and_then(move |response| read(api, response, model, include_usage))
+                .and_then(move |response| as_asked(response, stream, include_usage)),
+        )
+    }
+}
+
+/// The answer in the form the request asked for: a complete answer to a streamed request
+/// is streamed from memory; a stream answering a request that did not ask for one is read
+/// whole.
+async fn as_asked(
+    response: ChatResponse,
+    stream: bool,
+    include_usage: bool,
+) -> Result<ChatResponse, LlmError> {
+    match response.body {
+        ResponseBody::Complete(completion) if stream => Ok(ChatResponse {
+            meta: response.meta,
+            body: ResponseBody::Stream(ChatStream::from_items(
+                completion
+                    .to_chunks(include_usage)
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+            )),
+        }),
+        ResponseBody::Stream(chunks) if !stream => {
+            let meta = response.meta;
+            let whole = ChatResponse {
+                meta: meta.clone(),
+                body: ResponseBody::Stream(chunks),
+            };
+            let completion = whole.into_completion().await?;
+            Ok(ChatResponse {
+                meta: ResponseMeta::new(meta.provider, completion.model.clone()),
+                body: ResponseBody::Complete(completion.into()),
+            })
+        }
+        body => Ok(ChatResponse {
+            meta: response.meta,
+            body,
+        }),
     }
 }
 
 /// Reads a successful answer as it came: a stream of chunks (once the first has arrived)
 /// or a whole completion.
 async fn read<A: ProviderApi>(
-    api: &A,
+    api: Arc<A>,
     response: HttpResponse,
-    model: &str,
+    model: String,
     include_usage: bool,
 ) -> Result<ChatResponse, LlmError> {
+    let model = model.as_str();
     let provider = response.provider().clone();
     if response.is_event_stream() {
         let chunks = response.into_chunks(api.decoder(model, include_usage));

@@ -107,6 +107,24 @@ impl fmt::Debug for LeanClient {
     }
 }
 
+/// A request's exchange, boxed.
+type Exchange =
+    Pin<Box<dyn Future<Output = Result<http::Response<LeanBody>, LlmError>> + Send + 'static>>;
+
+/// The host a request goes to, if the lean client can reach it (plain `http`).
+fn target(request: &http::Request<Full<Bytes>>) -> Result<Authority, LlmError> {
+    let uri = request.uri();
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return Err(LlmError::new(
+            LlmErrorKind::Connect,
+            "the lean HTTP client speaks plain http only",
+        ));
+    }
+    uri.authority()
+        .cloned()
+        .ok_or_else(|| LlmError::new(LlmErrorKind::Connect, "the request's URI names no host"))
+}
+
 impl LeanClient {
     /// A client with `options` (nothing is connected until the first request).
     pub fn new(options: ClientOptions) -> Self {
@@ -158,8 +176,19 @@ impl LeanClient {
         request: http::Request<Full<Bytes>>,
     ) -> impl Future<Output = Result<http::Response<LeanBody>, LlmError>> + Send + 'static {
         // Boxed (one allocation): the exchange's state is large, and every layer above moves
-        // the future that holds it at least once — inline, each move would copy it all.
-        Box::pin(self.pool().send(request))
+        // the future that holds it at least once — inline, each move would copy it all. One
+        // protocol's exchange per box: a pool speaks one, and a future able to run either
+        // would be as large as the larger for every request.
+        let pool = self.pool();
+        let authority = match target(&request) {
+            Ok(authority) => authority,
+            Err(err) => return Box::pin(std::future::ready(Err(err))) as Exchange,
+        };
+        if pool.options.http2_prior_knowledge() {
+            Box::pin(pool.send_h2(authority, request))
+        } else {
+            Box::pin(pool.send_h1(authority, request))
+        }
     }
 
     /// The current runtime's pool, made on its first request.
@@ -264,30 +293,6 @@ impl Pool {
                 open + shared.count()
             })
             .sum()
-    }
-
-    async fn send(
-        self: Arc<Self>,
-        request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<LeanBody>, LlmError> {
-        let uri = request.uri();
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(LlmError::new(
-                LlmErrorKind::Connect,
-                "the lean HTTP client speaks plain http only",
-            ));
-        }
-        let Some(authority) = uri.authority().cloned() else {
-            return Err(LlmError::new(
-                LlmErrorKind::Connect,
-                "the request's URI names no host",
-            ));
-        };
-        if self.options.http2_prior_knowledge() {
-            self.send_h2(authority, request).await
-        } else {
-            self.send_h1(authority, request).await
-        }
     }
 
     async fn send_h1(
