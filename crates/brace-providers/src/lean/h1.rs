@@ -19,12 +19,40 @@ use crate::provider::body_broke;
 const MAX_HEAD: usize = 256 * 1024;
 /// How many header fields an answer's head may have (hyper's default).
 const MAX_HEADERS: usize = 100;
-/// The buffer a connection reads into, and how much it asks for at a time while the size
-/// of what comes is not known. Small: a stream holds it for its whole length, and a
-/// streamed answer's events are a few hundred bytes each.
-const READ_SIZE: usize = 4 * 1024;
-/// The most read at once for a body of a known length.
+/// How much a connection asks for at first while the size of what comes is not known.
+/// Small: a stream holds its connection's buffer for its whole length, and a streamed
+/// answer's events are a few hundred bytes each (at 1 000 streams, 4 KiB here held 2 MiB
+/// more than 1 KiB). Grown while reads fill it, see [`ReadSize`].
+const READ_SIZE: usize = 1024;
+/// The most read at once.
 const MAX_READ: usize = 64 * 1024;
+
+/// How much the next read asks room for when the size of what comes is not known (a head,
+/// a chunked body): it doubles after a read that filled what it asked, up to [`MAX_READ`],
+/// and halves after one that took less than half, down to [`READ_SIZE`] — so a large
+/// answer is read in few system calls and a trickle of small events keeps a small buffer
+/// (hyper's adaptive read strategy, in short).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReadSize(usize);
+
+impl ReadSize {
+    const fn new() -> Self {
+        Self(READ_SIZE)
+    }
+
+    fn get(self) -> usize {
+        self.0
+    }
+
+    /// Takes note of a read of `read` bytes that asked for `asked`.
+    fn record(&mut self, asked: usize, read: usize) {
+        if read >= asked {
+            self.0 = (self.0 * 2).min(MAX_READ);
+        } else if read < self.0 / 2 {
+            self.0 = (self.0 / 2).max(READ_SIZE);
+        }
+    }
+}
 /// The longest chunk-size line (extensions included) and the most trailer bytes accepted.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -38,6 +66,8 @@ pub(super) struct Conn {
     buf: BytesMut,
     /// Found closed (or sent something unasked) while idle: never used again.
     closed: bool,
+    /// Room asked for by reads of unknown length.
+    read_size: ReadSize,
 }
 
 impl Conn {
@@ -46,6 +76,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             closed: false,
+            read_size: ReadSize::new(),
         }
     }
 
@@ -79,6 +110,17 @@ impl Conn {
             self.buf.reserve(want);
         }
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// [`poll_fill`](Self::poll_fill) for what is of unknown length: asks for the room the
+    /// reads so far call for.
+    fn poll_fill_unknown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let asked = self.read_size.get();
+        let result = ready!(self.poll_fill(cx, asked));
+        if let Ok(read) = result {
+            self.read_size.record(asked, read);
+        }
+        Poll::Ready(result)
     }
 }
 
@@ -251,7 +293,7 @@ fn poll_head(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<Option<Head>,
                 }
             }
         }
-        match ready!(conn.poll_fill(cx, READ_SIZE)) {
+        match ready!(conn.poll_fill_unknown(cx)) {
             Ok(0) if conn.buf.is_empty() => {
                 return Poll::Ready(Err(connect(
                     "the connection closed before the answer's head",
@@ -450,13 +492,14 @@ impl Body {
                 }
                 Step::More => {}
             }
-            let want = match self.framing {
+            let filled = match self.framing {
                 Framing::Length(left) => {
-                    usize::try_from(left).unwrap_or(MAX_READ).clamp(1, MAX_READ)
+                    let want = usize::try_from(left).unwrap_or(MAX_READ).clamp(1, MAX_READ);
+                    conn.poll_fill(cx, want)
                 }
-                _ => READ_SIZE,
+                _ => conn.poll_fill_unknown(cx),
             };
-            match ready!(conn.poll_fill(cx, want)) {
+            match ready!(filled) {
                 Ok(0) if self.framing == Framing::Close => {
                     self.keep_alive = false;
                     self.framing = Framing::Length(0);
@@ -616,6 +659,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_read_size_grows_while_reads_fill_it_and_shrinks_back_for_small_ones() {
+        let mut size = ReadSize::new();
+        assert_eq!(size.get(), READ_SIZE);
+        // A large answer: every read fills what it asked for.
+        let mut seen = vec![size.get()];
+        for _ in 0..10 {
+            let asked = size.get();
+            size.record(asked, asked);
+            seen.push(size.get());
+        }
+        assert_eq!(
+            seen,
+            [
+                1024, 2048, 4096, 8192, 16384, 32768, 65536, 65536, 65536, 65536, 65536
+            ]
+        );
+        // A read that took between half and all of it changes nothing.
+        size.record(MAX_READ, MAX_READ / 2);
+        assert_eq!(size.get(), MAX_READ);
+        // Small events: back down, never below the start.
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let asked = size.get();
+            size.record(asked, 300);
+            seen.push(size.get());
+        }
+        assert_eq!(seen, [32768, 16384, 8192, 4096, 2048, 1024, 1024, 1024]);
     }
 
     const CHUNKED: &[u8] =
