@@ -26,6 +26,8 @@ const MAX_HEADERS: usize = 100;
 const READ_SIZE: usize = 1024;
 /// The most read at once.
 const MAX_READ: usize = 64 * 1024;
+/// The largest read buffer a connection keeps while idle in the pool.
+const MAX_IDLE_BUFFER: usize = 4 * READ_SIZE;
 
 /// How much the next read asks room for when the size of what comes is not known (a head,
 /// a chunked body): it doubles after a read that filled what it asked, up to [`MAX_READ`],
@@ -110,6 +112,17 @@ impl Conn {
             self.buf.reserve(want);
         }
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Readies a connection whose exchange ended for the pool: it keeps a buffer of the
+    /// usual size for its next exchange, but not one a large answer grew (a stream later
+    /// carried on it would hold that for its whole length), and its next reads start
+    /// small again.
+    fn rest(&mut self) {
+        if self.buf.capacity() > MAX_IDLE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        self.read_size = ReadSize::new();
     }
 
     /// [`poll_fill`](Self::poll_fill) for what is of unknown length: asks for the room the
@@ -458,8 +471,9 @@ impl Body {
         if self.framing != Framing::Length(0) {
             return None;
         }
-        let conn = self.conn.take()?;
+        let mut conn = self.conn.take()?;
         Some(if self.keep_alive && conn.buf.is_empty() {
+            conn.rest();
             Ended::Reusable(conn)
         } else {
             Ended::Closed
@@ -689,6 +703,29 @@ mod tests {
             seen.push(size.get());
         }
         assert_eq!(seen, [32768, 16384, 8192, 4096, 2048, 1024, 1024, 1024]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_back_in_the_pool_keeps_no_buffer_a_large_answer_grew() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut conn = Conn::new(stream);
+        // After a small exchange: the buffer stays for the next one.
+        conn.buf.reserve(READ_SIZE);
+        conn.rest();
+        assert!(conn.buf.capacity() >= READ_SIZE);
+        // After a large answer (reads grown to their most, the buffer with them).
+        conn.buf.reserve(MAX_READ);
+        conn.read_size = ReadSize(MAX_READ);
+        conn.rest();
+        assert!(
+            conn.buf.capacity() <= MAX_IDLE_BUFFER,
+            "{}",
+            conn.buf.capacity()
+        );
+        assert_eq!(conn.read_size, ReadSize::new());
     }
 
     const CHUNKED: &[u8] =
