@@ -106,6 +106,31 @@ fn client() -> LeanClient {
     LeanClient::new(ClientOptions::new(Duration::from_secs(5)))
 }
 
+/// A chunked answer far larger than a connection's first read buffer (1 KiB): read whole,
+/// twice on one connection, the second time after the connection went back to the pool.
+#[tokio::test]
+async fn a_large_chunked_answer_is_read_whole_and_its_connection_kept() {
+    let text: String = (0..70_000)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap()))
+        .collect();
+    let mut answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for piece in text.as_bytes().chunks(5_000) {
+        answer.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        answer.extend_from_slice(piece);
+        answer.extend_from_slice(b"\r\n");
+    }
+    answer.extend_from_slice(b"0\r\n\r\n");
+    let server = Scripted::start(Vec::leak(answer), false).await;
+    let lean = client();
+    for call in 0..2 {
+        let (status, body) = exchange(&lean, server.addr).await.unwrap();
+        assert_eq!(status, 200, "call {call}");
+        assert!(body == text, "call {call}: {} bytes read", body.len());
+        assert_eq!(lean.idle_connections(), 1, "after call {call}");
+    }
+    assert_eq!(server.accepted(), 1, "one connection for both calls");
+}
+
 #[tokio::test]
 async fn chunked_answers_after_an_interim_one_are_read_whole_on_one_connection() {
     let server = Scripted::start(
