@@ -28,6 +28,9 @@ const READ_SIZE: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
 /// The largest read buffer a connection keeps while idle in the pool.
 const MAX_IDLE_BUFFER: usize = 4 * READ_SIZE;
+/// The longest chunk-size line (extensions included) and the most trailer bytes accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
 
 /// How much the next read asks room for when the size of what comes is not known (a head,
 /// a chunked body): it doubles after a read that filled what it asked, up to [`MAX_READ`],
@@ -55,9 +58,6 @@ impl ReadSize {
         }
     }
 }
-/// The longest chunk-size line (extensions included) and the most trailer bytes accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
 
 /// An open HTTP/1.1 connection with no exchange in progress.
 #[derive(Debug)]
