@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brace_llm::{ChatRequest, ChatResponse, LlmError, LlmErrorKind, Message, ResponseBody};
@@ -267,45 +266,14 @@ fn a_request_made_while_its_runtime_shuts_down_neither_hangs_nor_leaves_a_pool()
 
 /// A TCP forwarder in front of `upstream` that counts the connections it accepts: how many
 /// connections a client opened to reach the server.
-struct CountingProxy {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CountingProxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-            }
-        });
-        Self {
-            addr,
-            accepted,
-            task,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+async fn counting_proxy(upstream: SocketAddr) -> raw_http::Counted {
+    raw_http::Counted::start(move |mut inbound| async move {
+        let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    })
+    .await
 }
 
 /// The sim server's socket address, from its base URL (`http://127.0.0.1:port`).
@@ -337,7 +305,7 @@ async fn the_lean_client_reuses_its_connections() {
 
     // HTTP/1.1: one call after another, streamed or not, all on the first connection (each
     // body read to its end returns the connection to the pool).
-    let proxy = CountingProxy::start(upstream).await;
+    let proxy = counting_proxy(upstream).await;
     let client = lean_provider(proxy.addr, false);
     for round in 0..6 {
         let answer = text(guard(client.clone().oneshot(request(round % 2 == 1))).await).await;
@@ -366,7 +334,7 @@ async fn the_lean_client_reuses_its_connections() {
     assert_eq!(proxy.accepted(), after_burst, "calls after the burst");
 
     // HTTP/2 with prior knowledge: ten calls at once share one connection.
-    let proxy = CountingProxy::start(upstream).await;
+    let proxy = counting_proxy(upstream).await;
     let client = lean_provider(proxy.addr, true);
     let calls = (0..10).map(|_| {
         let client = client.clone();
@@ -398,77 +366,63 @@ enum Closing {
 /// A minimal HTTP/1.1 server on loopback that answers every request with a small JSON body
 /// and ends each exchange as `closing` says; counts connections.
 struct RawServer {
+    server: raw_http::Counted,
     addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
     close: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl RawServer {
     async fn start(closing: Closing) -> Self {
         use tokio::io::AsyncWriteExt;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
         let close = Arc::new(tokio::sync::Notify::new());
         let told = close.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let told = told.clone();
-                tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    while raw_http::next_request(&mut socket, &mut buffer)
-                        .await
-                        .is_some()
+        let server = raw_http::Counted::start(move |mut socket| {
+            let told = told.clone();
+            async move {
+                let mut buffer = Vec::new();
+                while raw_http::next_request(&mut socket, &mut buffer)
+                    .await
+                    .is_some()
+                {
+                    let body = br#"{"ok":true}"#;
+                    let connection = if closing == Closing::Announced {
+                        "close"
+                    } else {
+                        "keep-alive"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err()
+                        || socket.write_all(body).await.is_err()
                     {
-                        let body = br#"{"ok":true}"#;
-                        let connection = if closing == Closing::Announced {
-                            "close"
-                        } else {
-                            "keep-alive"
-                        };
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n",
-                            body.len()
-                        );
-                        if socket.write_all(answer.as_bytes()).await.is_err()
-                            || socket.write_all(body).await.is_err()
-                        {
-                            return;
-                        }
-                        match closing {
-                            Closing::KeepAlive => {}
-                            Closing::Announced => return,
-                            Closing::Silent => return told.notified().await,
-                        }
+                        return;
                     }
-                });
+                    match closing {
+                        Closing::KeepAlive => {}
+                        Closing::Announced => return,
+                        Closing::Silent => return told.notified().await,
+                    }
+                }
             }
-        });
+        })
+        .await;
         Self {
-            addr,
-            accepted,
+            addr: server.addr,
+            server,
             close,
-            task,
         }
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.server.accepted()
     }
 
     /// Closes the connection that answered last ([`Closing::Silent`]).
     fn close_idle(&self) {
         self.close.notify_one();
-    }
-}
-
-impl Drop for RawServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -545,7 +499,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
         Reply::new().with_text("one two three four five six"),
     ))
     .await;
-    let proxy = CountingProxy::start(sim_addr(&server)).await;
+    let proxy = counting_proxy(sim_addr(&server)).await;
     let lean = LeanClient::new(ClientOptions::new(Duration::from_secs(5)));
     let streamed = http::Request::post(format!("http://{}/v1/chat/completions", proxy.addr))
         .header("content-type", "application/json")

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use brace_llm::{LlmError, LlmErrorKind};
@@ -29,58 +28,45 @@ async fn guard<F: std::future::Future>(future: F) -> F::Output {
 /// head, and answers with `answer`'s bytes, a few at a time; then it closes the connection
 /// if `close`, else waits for the next request on it.
 struct Scripted {
+    server: raw_http::Counted,
     addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
     heads: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Scripted {
     async fn start(answer: &'static [u8], close: bool) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
         let heads = Arc::new(Mutex::new(Vec::new()));
-        let (counter, kept) = (accepted.clone(), heads.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
+        let kept = heads.clone();
+        let server = raw_http::Counted::start(move |mut socket| {
+            let kept = kept.clone();
+            async move {
                 socket.set_nodelay(true).unwrap();
-                let kept = kept.clone();
-                tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    while let Some(head) = raw_http::next_request(&mut socket, &mut buffer).await {
-                        kept.lock().push(head);
-                        // A few bytes per write, so the answer arrives in many pieces.
-                        for piece in answer.chunks(7) {
-                            if socket.write_all(piece).await.is_err() {
-                                return;
-                            }
-                            tokio::task::yield_now().await;
-                        }
-                        if close {
+                let mut buffer = Vec::new();
+                while let Some(head) = raw_http::next_request(&mut socket, &mut buffer).await {
+                    kept.lock().push(head);
+                    // A few bytes per write, so the answer arrives in many pieces.
+                    for piece in answer.chunks(7) {
+                        if socket.write_all(piece).await.is_err() {
                             return;
                         }
+                        tokio::task::yield_now().await;
                     }
-                });
+                    if close {
+                        return;
+                    }
+                }
             }
-        });
+        })
+        .await;
         Self {
-            addr,
-            accepted,
+            addr: server.addr,
+            server,
             heads,
-            task,
         }
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.server.accepted()
     }
 }
 
