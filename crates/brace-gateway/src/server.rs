@@ -371,17 +371,20 @@ async fn serve_connection<S, B>(
             options.send_timeout,
         ))
     };
+    // HTTP/2 only: its response bodies watched for a client that takes none of their data.
+    let watchlist = matches!(opening, Opening::Http2(_)).then(|| Arc::new(Watchlist::default()));
+    let service = hyper_util::service::TowerToHyperService::new(Tracked {
+        inner: app,
+        activity: activity.clone(),
+        watchlist: watchlist.clone(),
+    });
     // Each protocol's connection served by hyper's own builder for it, the protocol known
     // from the opening: a connection able to become either (hyper-util's `auto`) is as
     // large as the larger, HTTP/2's, on every HTTP/1.1 connection (1 504 bytes against 608
-    // for hyper's HTTP/1.1 connection alone), and reads through one more wrapper.
+    // for hyper's HTTP/1.1 connection alone, with a plain service), and reads through one
+    // more wrapper.
     match opening {
         Opening::Http1(prefix) => {
-            let service = hyper_util::service::TowerToHyperService::new(Tracked {
-                inner: app,
-                activity: activity.clone(),
-                watchlist: None,
-            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 // The same bound on every request head that follows, idle keep-alive waits
@@ -389,39 +392,27 @@ async fn serve_connection<S, B>(
                 .header_read_timeout(options.header_timeout)
                 .serve_connection(io(prefix), service);
             let connection = std::pin::pin!(connection);
-            drive(
-                connection,
-                hyper::server::conn::http1::Connection::graceful_shutdown,
-                &options,
-                stop,
-                &activity,
-                None,
-            )
-            .await;
+            let shutdown = hyper::server::conn::http1::Connection::graceful_shutdown;
+            drive(connection, shutdown, &options, stop, &activity, None).await;
         }
         Opening::Http2(prefix) => {
             // Boxed: the HTTP/2 connection and its sweeps would otherwise widen every
             // connection's task, HTTP/1.1's included.
             Box::pin(async {
-                let watchlist = Arc::new(Watchlist::default());
-                let service = hyper_util::service::TowerToHyperService::new(Tracked {
-                    inner: app,
-                    activity: activity.clone(),
-                    watchlist: Some(watchlist.clone()),
-                });
                 let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .keep_alive_interval(options.http2_keep_alive_interval)
                     .keep_alive_timeout(options.http2_keep_alive_timeout)
                     .serve_connection(io(prefix), service);
                 let connection = std::pin::pin!(connection);
+                let shutdown = hyper::server::conn::http2::Connection::graceful_shutdown;
                 drive(
                     connection,
-                    hyper::server::conn::http2::Connection::graceful_shutdown,
+                    shutdown,
                     &options,
                     stop,
                     &activity,
-                    Some(&watchlist),
+                    watchlist.as_ref(),
                 )
                 .await;
             })
