@@ -22,8 +22,9 @@
 //! A provider call sends one request at a time on a connection and reads its answer to the
 //! end, so the lean client does HTTP/1.1 itself, in the caller's own future: the request's
 //! head and body go out in one vectored write from where they are, and the answer is read
-//! into one small buffer (4 KiB to start; the connection's next exchange reuses it once the
-//! previous answer's pieces are gone), its
+//! into one small buffer (1 KiB to start, grown while reads fill it; the connection's next
+//! exchange reuses it once the previous answer's pieces are gone, unless a large answer
+//! grew it), its
 //! head parsed with `httparse` (as hyper does), its body's pieces split off without copying.
 //! Framing follows RFC 9112: `Transfer-Encoding: chunked` (extensions and trailer fields
 //! read and dropped), `Content-Length`, or the connection's close; interim `1xx` answers are

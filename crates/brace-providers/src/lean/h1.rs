@@ -108,9 +108,8 @@ impl Conn {
     ///
     /// [`is_closed`]: Self::is_closed
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < want {
-            self.buf.reserve(want);
-        }
+        // Nothing to do when the room is there already (`reserve` checks first).
+        self.buf.reserve(want);
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
@@ -381,14 +380,7 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, LlmError> {
     }
     if head.headers.contains_key(TRANSFER_ENCODING) {
         // Chunked only when it is the final coding; otherwise the body lasts until the close.
-        let last = head
-            .headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
+        let last = tokens(&head.headers, &TRANSFER_ENCODING).rfind(|coding| !coding.is_empty());
         return Ok(match last {
             Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
             _ => Framing::Close,
@@ -416,14 +408,22 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, LlmError> {
     Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
-/// Whether a field lists `token` (case aside), as `Connection: close` does.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+/// The comma-separated items of every `name` field, trimmed, in order.
+fn tokens<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl DoubleEndedIterator<Item = &'a str> {
     headers
         .get_all(name)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .any(|part| part.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
+}
+
+/// Whether a field lists `token` (case aside), as `Connection: close` does.
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|part| part.eq_ignore_ascii_case(token))
 }
 
 /// One step of reading a body out of the buffer.
@@ -544,9 +544,7 @@ fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Resu
                 if buf.is_empty() {
                     return Ok(Step::More);
                 }
-                let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
-                *left -= take as u64;
-                return Ok(Step::Data(buf.split_to(take).freeze()));
+                return Ok(Step::Data(take(buf, left)));
             }
             Framing::Close => {
                 if buf.is_empty() {
@@ -573,12 +571,11 @@ fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Resu
                 if buf.is_empty() {
                     return Ok(Step::More);
                 }
-                let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
-                *left -= take as u64;
+                let data = take(buf, left);
                 if *left == 0 {
                     *framing = Framing::Chunked(Chunk::DataEnd);
                 }
-                return Ok(Step::Data(buf.split_to(take).freeze()));
+                return Ok(Step::Data(data));
             }
             Framing::Chunked(Chunk::DataEnd) => {
                 if buf.len() < 2 {
@@ -608,6 +605,13 @@ fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Resu
             }
         }
     }
+}
+
+/// Splits off as much of `buf` as is there, up to `left` bytes, and counts it off `left`.
+fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
+    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+    *left -= take as u64;
+    buf.split_to(take).freeze()
 }
 
 /// Where the line at the start of `buf` ends (its CR), if a whole one has arrived: found
