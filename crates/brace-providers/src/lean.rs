@@ -24,8 +24,8 @@
 //! head and body go out in one vectored write from where they are, and the answer is read
 //! into one small buffer (1 KiB to start, grown while reads fill it; the connection's next
 //! exchange reuses it once the previous answer's pieces are gone, unless a large answer
-//! grew it), its
-//! head parsed with `httparse` (as hyper does), its body's pieces split off without copying.
+//! grew it), its head parsed with `httparse` (as hyper does), its body's pieces split off
+//! without copying.
 //! Framing follows RFC 9112: `Transfer-Encoding: chunked` (extensions and trailer fields
 //! read and dropped), `Content-Length`, or the connection's close; interim `1xx` answers are
 //! skipped. A head that is not HTTP, two different lengths or a broken chunk is a
