@@ -45,6 +45,8 @@ use crate::limits::Holding;
 use crate::metrics::Metrics;
 use crate::stack::Gateway;
 
+mod h1;
+
 /// The address the gateway listens on, in each admin request's extensions (set by
 /// [`serve`]; the admin endpoints allow a request without a token only on a loopback
 /// address). Without it — a router served some other way — the configured `listen` is
@@ -349,11 +351,10 @@ async fn serve_connection<S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-
     configure_socket(&stream);
+    let first_head_by = tokio::time::Instant::now() + options.header_timeout;
     let opening = tokio::select! {
-        opening = tokio::time::timeout(options.header_timeout, read_opening(&mut stream)) => match opening {
+        opening = tokio::time::timeout_at(first_head_by, read_opening(&mut stream)) => match opening {
             Ok(Ok(opening)) => opening,
             // A connection that sends nothing, or only part of the preface, within the head
             // timeout is not kept open; nor one that fails or closes meanwhile.
@@ -361,93 +362,66 @@ async fn serve_connection<S, B>(
         },
         _ = stop.wait_for(|stopped| *stopped) => return,
     };
-    let activity = Arc::new(Activity::new());
-    let io = |prefix| {
-        TokioIo::new(SendTimeout::new(
-            Prefixed {
-                prefix,
-                inner: stream,
-            },
-            options.send_timeout,
-        ))
-    };
-    // HTTP/2 only: its response bodies watched for a client that takes none of their data.
-    let watchlist = matches!(opening, Opening::Http2(_)).then(|| Arc::new(Watchlist::default()));
-    let service = hyper_util::service::TowerToHyperService::new(Tracked {
-        inner: app,
-        activity: activity.clone(),
-        watchlist: watchlist.clone(),
-    });
-    // Each protocol's connection served by hyper's own builder for it, the protocol known
-    // from the opening: a connection able to become either (hyper-util's `auto`) is as
-    // large as the larger, HTTP/2's, on every HTTP/1.1 connection (1 504 bytes against 608
-    // for hyper's HTTP/1.1 connection alone, with a plain service), and reads through one
-    // more wrapper.
     match opening {
-        Opening::Http1(prefix) => {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                // The same bound on every request head that follows, idle keep-alive waits
-                // included.
-                .header_read_timeout(options.header_timeout)
-                .serve_connection(io(prefix), service);
-            let connection = std::pin::pin!(connection);
-            let shutdown = hyper::server::conn::http1::Connection::graceful_shutdown;
-            drive(connection, shutdown, &options, stop, &activity, None).await;
+        // HTTP/1.1 in this task, without hyper's per-connection buffers (see `h1`).
+        Opening::Http1(read) => {
+            h1::serve(stream, read, app, &options, stop, first_head_by).await;
         }
-        Opening::Http2(prefix) => {
-            // Boxed: the HTTP/2 connection and its sweeps would otherwise widen every
-            // connection's task, HTTP/1.1's included.
-            Box::pin(async {
-                let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .keep_alive_interval(options.http2_keep_alive_interval)
-                    .keep_alive_timeout(options.http2_keep_alive_timeout)
-                    .serve_connection(io(prefix), service);
-                let connection = std::pin::pin!(connection);
-                let shutdown = hyper::server::conn::http2::Connection::graceful_shutdown;
-                drive(
-                    connection,
-                    shutdown,
-                    &options,
-                    stop,
-                    &activity,
-                    watchlist.as_ref(),
-                )
-                .await;
-            })
-            .await;
+        // Boxed: the HTTP/2 connection and its sweeps would otherwise widen every
+        // connection's task, HTTP/1.1's included.
+        Opening::Http2(read) => {
+            Box::pin(serve_http2(stream, read, app, &options, stop)).await;
         }
     }
     drop(slot);
     drop(closed);
 }
 
-/// Drives `connection` (pinned where it was made: a future moved into this one would be
-/// kept twice in it) until it closes, it has been idle for `idle_timeout`, or `stop` turns
-/// `true` and the requests in flight on it are answered (asked with `graceful_shutdown`, the
-/// connection type's own); for HTTP/2, sweeps `watchlist` for streams whose client takes no
-/// data.
-async fn drive<C, E>(
-    mut connection: Pin<&mut C>,
-    graceful_shutdown: fn(Pin<&mut C>),
+/// Serves an HTTP/2 connection with hyper, within the limits of the [module docs](self).
+async fn serve_http2<S, B>(
+    stream: TcpStream,
+    read: Bytes,
+    app: S,
     options: &ServerConfig,
     mut stop: watch::Receiver<bool>,
-    activity: &Activity,
-    watchlist: Option<&Arc<Watchlist>>,
 ) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    let mut sweeps = watchlist.map(|_| {
-        // `interval` refuses a zero period: a send_timeout of a few nanoseconds is allowed.
-        let period = (options.send_timeout / SWEEPS_PER_SEND_TIMEOUT).max(Duration::from_millis(1));
-        let mut every = tokio::time::interval(period);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+    let activity = Arc::new(Activity::new());
+    // Its response bodies watched for a client that takes none of their data.
+    let watchlist = Arc::new(Watchlist::default());
+    let service = hyper_util::service::TowerToHyperService::new(Tracked {
+        inner: app,
+        activity: activity.clone(),
+        watchlist: watchlist.clone(),
     });
+    let io = TokioIo::new(SendTimeout::new(
+        Prefixed {
+            prefix: read,
+            inner: stream,
+        },
+        options.send_timeout,
+    ));
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.http2_keep_alive_interval)
+        .keep_alive_timeout(options.http2_keep_alive_timeout)
+        .serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    // `interval` refuses a zero period: a send_timeout of a few nanoseconds is allowed.
+    let period = (options.send_timeout / SWEEPS_PER_SEND_TIMEOUT).max(Duration::from_millis(1));
+    let mut sweeps = tokio::time::interval(period);
+    sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The idle timer is checked when it fires rather than moved by each request: a request
-    // starting or ending does not wake this task (each wake would poll the request in
+    // starting or ending does not wake this task (each wake would poll the requests in
     // flight again, through every layer).
     let idle = tokio::time::sleep(options.idle_timeout);
     let mut idle = std::pin::pin!(idle);
@@ -462,7 +436,7 @@ async fn drive<C, E>(
             }
             _ = stop.wait_for(|stopped| *stopped), if !stopping => {
                 stopping = true;
-                graceful_shutdown(connection.as_mut());
+                connection.as_mut().graceful_shutdown();
             }
             () = idle.as_mut(), if !stopping => {
                 let now = tokio::time::Instant::now();
@@ -470,16 +444,12 @@ async fn drive<C, E>(
                     None => idle.as_mut().reset(now + options.idle_timeout),
                     Some(since) if now.saturating_duration_since(since) >= options.idle_timeout => {
                         stopping = true;
-                        graceful_shutdown(connection.as_mut());
+                        connection.as_mut().graceful_shutdown();
                     }
                     Some(since) => idle.as_mut().reset(since + options.idle_timeout),
                 }
             }
-            () = next_sweep(&mut sweeps) => {
-                if let Some(watchlist) = watchlist {
-                    watchlist.sweep(SWEEPS_PER_SEND_TIMEOUT);
-                }
-            }
+            _ = sweeps.tick() => watchlist.sweep(SWEEPS_PER_SEND_TIMEOUT),
         }
     }
 }
@@ -491,8 +461,8 @@ async fn drive<C, E>(
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
-    /// HTTP/2 only: the response bodies watched for a client that takes none of their data.
-    watchlist: Option<Arc<Watchlist>>,
+    /// The response bodies watched for a client that takes none of their data.
+    watchlist: Arc<Watchlist>,
 }
 
 /// A connection's requests in flight, and since when it has had none: read by the
@@ -577,7 +547,7 @@ pin_project! {
         #[pin]
         future: F,
         active: Option<Active>,
-        watchlist: Option<Arc<Watchlist>>,
+        watchlist: Arc<Watchlist>,
     }
 }
 
@@ -594,11 +564,7 @@ where
         let response = ready!(this.future.poll(cx))?;
         let active = this.active.take().expect("polled after completion");
         Poll::Ready(Ok(response.map(|body| {
-            let body = Body::new(Holding::new(body, active));
-            match this.watchlist {
-                Some(watchlist) => watchlist.watch(body),
-                None => body,
-            }
+            this.watchlist.watch(Body::new(Holding::new(body, active)))
         })))
     }
 }
@@ -608,17 +574,6 @@ where
 /// How often, per `send_timeout`, an HTTP/2 connection's response bodies are checked: a
 /// stalled stream is reset between 1 and 1¼ `send_timeout` after its client last took data.
 const SWEEPS_PER_SEND_TIMEOUT: u32 = 4;
-
-/// The next sweep of an HTTP/2 connection; never, for HTTP/1 (whose stalls end at the socket:
-/// see [`SendTimeout`]).
-async fn next_sweep(sweeps: &mut Option<tokio::time::Interval>) {
-    match sweeps {
-        Some(every) => {
-            every.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
 
 /// The response bodies of one HTTP/2 connection, watched for a client that takes none of
 /// their data.
