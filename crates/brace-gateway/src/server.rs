@@ -1,6 +1,16 @@
 //! Serving the gateway on a TCP listener: the accept loop, and how long each connection may
 //! live.
 //!
+//! A connection that opens with HTTP/2's preface is served by hyper's HTTP/2 server; any
+//! other is read as HTTP/1.1 by the gateway's own connection code, in the connection's task,
+//! which holds a read buffer only while there are bytes in it and writes each response from
+//! where its pieces are (hyper's HTTP/1.1 server keeps an 8 KiB read and an 8 KiB write buffer
+//! per connection for its whole life: with 1 000 streams open, the gateway's resident memory
+//! is about 6 MiB less without them).
+//! Request heads may take 64 KiB and 100 header fields; a head beyond either is answered
+//! `431`, one HTTP/1.1 cannot read one way (a bad field, `Transfer-Encoding` with
+//! `Content-Length`, two different lengths) `400`, each with a message saying what was wrong.
+//!
 //! No connection is held open without a bound:
 //!
 //! - the first bytes — for HTTP/2 the whole 24-byte connection preface — and every request
@@ -303,9 +313,7 @@ enum Opening {
 /// The first bytes are peeked, not read: a connection that does not open with the preface
 /// goes to the HTTP/1 server with nothing consumed, whose read buffer then sees the request
 /// head whole, and one whose first segment holds the whole preface goes to the HTTP/2
-/// server likewise. (Reading them through hyper-util's version detection hands HTTP/1 a
-/// 24-byte prefix first, which makes its 8 KiB read buffer grow to 16 KiB on every
-/// connection.) Only an opening that arrives in pieces is read here, until it stops
+/// server likewise. Only an opening that arrives in pieces is read here, until it stops
 /// matching the preface or the preface is complete, and handed on with those bytes.
 async fn read_opening(stream: &mut TcpStream) -> io::Result<Opening> {
     let mut first = [0u8; H2_PREFACE.len()];

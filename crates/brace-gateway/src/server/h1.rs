@@ -146,16 +146,13 @@ pub(super) async fn serve<S, B>(
         });
         let head_only = request.method() == Method::HEAD;
         let version = request.version();
-        // The router is always ready; the match is for a service that is not.
-        match poll_fn(|cx| app.poll_ready(cx)).await {
-            Ok(()) => {}
-            Err(never) => match never {},
-        }
+        let Ok(()) = poll_fn(|cx| app.poll_ready(cx)).await;
         let future = app.call(request);
         let answered = {
             let mut future = pin!(future);
             poll_fn(|cx| {
-                if let Poll::Ready(Ok(response)) = future.as_mut().poll(cx) {
+                if let Poll::Ready(answered) = future.as_mut().poll(cx) {
+                    let Ok(response) = answered;
                     return Poll::Ready(Some(response));
                 }
                 match reader.lock().poll_gone(cx) {
@@ -1377,6 +1374,43 @@ mod tests {
         assert_eq!(
             chunk_size_line(usize::MAX, &mut out),
             b"ffffffffffffffff\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_keeps_no_read_buffer_once_a_body_is_read_and_nothing_waits() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut client = client.unwrap();
+        let (io, _write) = accepted.unwrap().0.into_split();
+        let mut reader = Reader {
+            io,
+            buf: BytesMut::new(),
+            body: Framing::Length(5),
+            request: 1,
+            closed: false,
+        };
+        client.write_all(b"hello").await.unwrap();
+        let data = poll_fn(|cx| reader.poll_body(cx)).await.unwrap().unwrap();
+        assert_eq!(data, "hello");
+        assert!(poll_fn(|cx| reader.poll_body(cx)).await.is_none());
+        // What was read is handed on (`data` holds it); the connection holds nothing.
+        assert_eq!(reader.buf.capacity(), 0);
+
+        // A body followed by the next request's bytes: those are kept.
+        reader.body = Framing::Length(2);
+        client.write_all(b"hiGET / HTTP/1.1\r\n").await.unwrap();
+        let mut data = Vec::new();
+        while let Some(piece) = poll_fn(|cx| reader.poll_body(cx)).await {
+            data.extend_from_slice(&piece.unwrap());
+        }
+        assert_eq!(data, b"hi");
+        assert!(
+            b"GET / HTTP/1.1\r\n".starts_with(&reader.buf),
+            "{:?}",
+            reader.buf
         );
     }
 
