@@ -22,13 +22,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::stack::Gateway;
-
-/// The listen backlog of each socket (tokio's `TcpListener::bind` uses the same).
-const BACKLOG: u32 = 1024;
 
 /// A gateway served by one current-thread runtime per thread, each with its own
 /// `SO_REUSEPORT` listener on one address (see the [module docs](self)).
@@ -66,7 +63,7 @@ impl PerCore {
                         .enable_io()
                         .build()?;
                     let _entered = rt.enter();
-                    listener(addr)?.into_std()
+                    crate::server::listen(addr, true)?.into_std()
                 })
                 .join()
                 .map_err(|_| io::Error::other("the socket thread panicked"))?
@@ -88,7 +85,7 @@ impl PerCore {
                     rt.block_on(async move {
                         let socket = match first {
                             Some(first) => TcpListener::from_std(first)?,
-                            None => listener(addr)?,
+                            None => crate::server::listen(addr, true)?,
                         };
                         let shutdown = async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
@@ -145,17 +142,4 @@ impl PerCore {
         }
         result
     }
-}
-
-/// A listening socket on `addr` that shares its port with the others (`SO_REUSEPORT`).
-fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }

@@ -892,13 +892,43 @@ async fn accept_error(err: &io::Error) {
 
 /// Binds `addr` (port 0 picks a free port) and returns the listener and its address.
 ///
+/// The listener holds up to 1 024 connections the kernel has completed for `accept`: std's
+/// and mio's (so tokio's) `bind` listen with a backlog of 128, which a burst of new clients
+/// overflows — and each connection attempt dropped on the floor waits a second for its
+/// client to try again.
+///
 /// # Errors
 ///
 /// The bind error.
+#[allow(
+    clippy::unused_async,
+    reason = "async in the public API, as tokio's bind; it no longer awaits"
+)]
 pub async fn bind(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = listen(addr, false)?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+/// The listen backlog of the gateway's sockets.
+const BACKLOG: u32 = 1024;
+
+/// A listening socket on `addr` with the gateway's backlog; with `reuse_port`, one that
+/// shares its port with others (`SO_REUSEPORT`, see [`per_core`](crate::per_core)).
+pub(crate) fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's `bind` does: a restarted gateway binds its port while the previous one's
+    // connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -927,6 +957,22 @@ pub async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_backlog_with_none_dropped() {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        // Nothing accepts: each connection completes only by waiting in the backlog, and one
+        // the kernel drops would wait a second, then three more, for its retry.
+        let connects = (0..300).map(|_| TcpStream::connect(addr));
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::future::join_all(connects),
+        )
+        .await
+        .expect("every connection completed without a retried SYN");
+        assert!(connected.iter().all(Result::is_ok));
+        drop(listener);
+    }
 
     #[tokio::test]
     async fn accepted_connections_send_without_delay() {

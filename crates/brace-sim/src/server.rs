@@ -133,6 +133,10 @@ impl SimServer {
     /// # Errors
     ///
     /// If `addr` is not a loopback address, or cannot be bound.
+    #[allow(
+        clippy::unused_async,
+        reason = "async in the public API, as tokio's bind; it no longer awaits"
+    )]
     pub async fn bind(addr: SocketAddr, handle: SimHandle) -> io::Result<Self> {
         if !addr.ip().is_loopback() {
             return Err(io::Error::new(
@@ -140,7 +144,16 @@ impl SimServer {
                 format!("the simulated provider binds loopback addresses only, not {addr}"),
             ));
         }
-        let listener = TcpListener::bind(addr).await?;
+        // A backlog of 1 024 (`bind`'s is 128): a gateway opening a thousand streams at once
+        // would otherwise have some of its connections dropped and retried a second later.
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let app = app(AppState {
