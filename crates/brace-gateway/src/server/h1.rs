@@ -359,9 +359,10 @@ async fn next_frame<B: http_body::Body>(
     .await
 }
 
-/// Closes the connection after a response: the write side first, then — when the request
-/// left bytes unread — reading and dropping them for a while, so that the close does not
-/// reset the connection before the client has read the response (nginx's lingering close).
+/// Closes the connection after a response: the write side first, then reading and dropping
+/// what the client still sends until it closes too (for at most 2 s and 256 KiB), so that
+/// request bytes left unread do not make the close a reset that loses the response before
+/// the client has read it (nginx's lingering close).
 async fn close(
     reader: &parking_lot::Mutex<Reader>,
     writer: &mut SendTimeout<tokio::net::tcp::OwnedWriteHalf>,
