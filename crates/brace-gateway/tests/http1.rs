@@ -322,7 +322,7 @@ async fn a_broken_chunked_body_fails_the_request_and_closes_the_connection() {
     let answer = client.answer(false).await;
     assert_eq!(answer.status(), 400, "{answer:?}");
     assert!(
-        String::from_utf8_lossy(&answer.body).contains("not hex"),
+        String::from_utf8_lossy(&answer.body).contains("hexadecimal"),
         "{answer:?}"
     );
     assert_eq!(answer.field("connection"), Some("close"), "{answer:?}");

@@ -81,6 +81,7 @@ use crate::provider::{
 };
 use brace_llm::error::{LlmError, LlmErrorKind};
 
+pub mod chunked;
 mod h1;
 
 /// A pooled HTTP client for plain-`http` upstreams (see the [module docs](self)).

@@ -56,6 +56,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::Service;
 
+use brace_providers::lean::chunked::{Chunked, Decoded};
+
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 
@@ -69,9 +71,6 @@ const MAX_FIELDS: usize = 100;
 const HEAD_READ: usize = 1024;
 /// The most a read for a request body asks room for.
 const BODY_READ: usize = 16 * 1024;
-/// The longest chunk-size line (extensions included) and the most trailer bytes accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
 /// How long, and for how many bytes, a connection closed with request bytes unread keeps
 /// reading (and dropping) them after its response, so that closing does not reset the
 /// connection and lose the response before the client has read it.
@@ -417,22 +416,9 @@ enum Framing {
     /// Nothing (read to its end, or none).
     Done,
     Length(u64),
-    Chunked(Chunk),
+    Chunked(Chunked),
     /// The body broke its framing, or the connection broke during it.
     Broken,
-}
-
-/// Where a chunked body's reading is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// Within a chunk's data, this much left.
-    Data(u64),
-    /// At the line end after a chunk's data.
-    DataEnd,
-    /// Among the trailer fields, this many bytes read of them.
-    Trailers(usize),
 }
 
 /// Why a request body cannot be read.
@@ -545,64 +531,24 @@ impl Reader {
 /// Takes the next piece of a body framed as `body` from the front of `buf`, or says how
 /// much room the next read should ask for.
 fn step(body: &mut Framing, buf: &mut BytesMut) -> Result<Step, BodyError> {
-    loop {
-        match *body {
-            Framing::Done | Framing::Length(0) => return Ok(Step::End),
-            Framing::Broken => return Err(BodyError("the request body is broken")),
-            Framing::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::More(read_size(left)));
-                }
-                let (data, left) = take(buf, left);
-                *body = Framing::Length(left);
-                return Ok(Step::Data(data));
-            }
-            Framing::Chunked(Chunk::Size) => {
-                let Some(end) = line_end(buf, MAX_CHUNK_LINE)? else {
-                    return Ok(Step::More(HEAD_READ));
-                };
-                let size = chunk_size(&buf[..end])?;
-                buf.advance(end + 2);
-                *body = Framing::Chunked(if size == 0 {
-                    Chunk::Trailers(0)
-                } else {
-                    Chunk::Data(size)
-                });
-            }
-            Framing::Chunked(Chunk::Data(left)) => {
-                if buf.is_empty() {
-                    return Ok(Step::More(read_size(left)));
-                }
-                let (data, left) = take(buf, left);
-                *body = Framing::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                return Ok(Step::Data(data));
-            }
-            Framing::Chunked(Chunk::DataEnd) => {
-                if buf.len() < 2 {
-                    return Ok(Step::More(HEAD_READ));
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(BodyError("a chunk's data is not followed by CRLF"));
-                }
-                buf.advance(2);
-                *body = Framing::Chunked(Chunk::Size);
-            }
-            Framing::Chunked(Chunk::Trailers(read)) => {
-                let Some(end) = line_end(buf, MAX_TRAILERS - read)? else {
-                    return Ok(Step::More(HEAD_READ));
-                };
-                buf.advance(end + 2);
-                if end == 0 {
-                    return Ok(Step::End);
-                }
-                *body = Framing::Chunked(Chunk::Trailers(read + end + 2));
-            }
+    Ok(match body {
+        Framing::Done | Framing::Length(0) => Step::End,
+        Framing::Broken => return Err(BodyError("the request body is broken")),
+        Framing::Length(left) if buf.is_empty() => Step::More(read_size(*left)),
+        Framing::Length(left) => {
+            let (data, rest) = take(buf, *left);
+            *left = rest;
+            Step::Data(data)
         }
-    }
+        Framing::Chunked(chunked) => match chunked
+            .decode(buf)
+            .map_err(|err| BodyError(err.message()))?
+        {
+            Decoded::Data(data) => Step::Data(data),
+            Decoded::End => Step::End,
+            Decoded::More => Step::More(chunked.data_left().map_or(HEAD_READ, read_size)),
+        },
+    })
 }
 
 /// What the body's reading found.
@@ -623,44 +569,6 @@ fn read_size(left: u64) -> usize {
 fn take(buf: &mut BytesMut, left: u64) -> (Bytes, u64) {
     let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
     (buf.split_to(n).freeze(), left - n as u64)
-}
-
-/// Where the CRLF that ends the line at the front of `buf` begins: `None` when it has not
-/// all arrived. A bare LF, or a line longer than `max`, is an error.
-fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, BodyError> {
-    match buf
-        .iter()
-        .take(max.saturating_add(2))
-        .position(|&b| b == b'\n')
-    {
-        Some(lf) if lf > 0 && buf[lf - 1] == b'\r' => Ok(Some(lf - 1)),
-        Some(_) => Err(BodyError("a chunked body has a line ending in a bare LF")),
-        None if buf.len() > max => Err(BodyError(
-            "a chunked body has a chunk-size line or trailer section that is too long",
-        )),
-        None => Ok(None),
-    }
-}
-
-/// A chunk-size line's size: hex digits, then optional extensions after `;` (dropped).
-fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    const NOT_HEX: BodyError = BodyError("a chunked body has a chunk size that is not hex");
-    let digits = line
-        .iter()
-        .position(|&b| b == b';' || b == b' ' || b == b'\t')
-        .map_or(line, |end| &line[..end]);
-    if digits.is_empty() || digits.len() > 16 {
-        return Err(NOT_HEX);
-    }
-    digits.iter().try_fold(0u64, |size, &digit| {
-        let value = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'a'..=b'f' => digit - b'a' + 10,
-            b'A'..=b'F' => digit - b'A' + 10,
-            _ => return Err(NOT_HEX),
-        };
-        Ok(size << 4 | u64::from(value))
-    })
 }
 
 /// A request's body, read from its connection as the router asks for it.
@@ -862,7 +770,7 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Ref
                 "no transfer coding but chunked is supported",
             ));
         }
-        return Ok(Framing::Chunked(Chunk::Size));
+        return Ok(Framing::Chunked(Chunked::new()));
     }
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
@@ -1074,7 +982,7 @@ mod tests {
         let wire = b"4;name=value\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n\
                      0\r\nExpires: never\r\nX-Checksum: 1\r\n\r\nGET /next HTTP/1.1\r\n";
         for piece in [1, 2, 3, 7, wire.len()] {
-            let (data, left) = read_body(Framing::Chunked(Chunk::Size), wire, piece).unwrap();
+            let (data, left) = read_body(Framing::Chunked(Chunked::new()), wire, piece).unwrap();
             assert_eq!(data, b"Wikipedia in\r\n\r\nchunks.", "pieces of {piece}");
             // The bytes after the body are the next request's: left in the buffer (all of
             // them only when they came in the same piece).
@@ -1086,15 +994,22 @@ mod tests {
         // Upper-case hex, a chunk larger than one read.
         let big = "y".repeat(40_000);
         let wire = format!("9C40\r\n{big}\r\n0\r\n\r\n");
-        let (data, left) = read_body(Framing::Chunked(Chunk::Size), wire.as_bytes(), 5000).unwrap();
+        let (data, left) =
+            read_body(Framing::Chunked(Chunked::new()), wire.as_bytes(), 5000).unwrap();
         assert_eq!(data, big.as_bytes());
         assert!(left.is_empty());
     }
 
     #[test]
     fn broken_chunked_bodies_are_errors() {
-        let long_line = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE + 10));
-        let long_trailers = format!("0\r\nx: {}\r\n\r\n", "t".repeat(MAX_TRAILERS + 10));
+        let long_line = format!(
+            "1;{}\r\nx\r\n0\r\n\r\n",
+            "e".repeat(brace_providers::lean::chunked::MAX_CHUNK_LINE + 10)
+        );
+        let long_trailers = format!(
+            "0\r\nx: {}\r\n\r\n",
+            "t".repeat(brace_providers::lean::chunked::MAX_TRAILERS + 10)
+        );
         let cases: [&[u8]; 8] = [
             b"g\r\nx\r\n0\r\n\r\n",
             b"\r\nx\r\n0\r\n\r\n",
@@ -1108,7 +1023,7 @@ mod tests {
         for case in cases {
             for piece in [1, 3, case.len()] {
                 assert!(
-                    read_body(Framing::Chunked(Chunk::Size), case, piece).is_err(),
+                    read_body(Framing::Chunked(Chunked::new()), case, piece).is_err(),
                     "{:?} in pieces of {piece}",
                     String::from_utf8_lossy(case)
                 );
@@ -1154,7 +1069,7 @@ mod tests {
             piece in 1usize..64,
         ) {
             let wire = chunked(&body, &sizes, trailer);
-            let (data, left) = read_body(Framing::Chunked(Chunk::Size), &wire, piece).unwrap();
+            let (data, left) = read_body(Framing::Chunked(Chunked::new()), &wire, piece).unwrap();
             proptest::prop_assert_eq!(data, body);
             proptest::prop_assert!(left.is_empty());
         }
@@ -1165,7 +1080,7 @@ mod tests {
             piece in 1usize..32,
         ) {
             // Whatever it is: read (never more than arrived) or an error — never a panic.
-            if let Ok((data, _)) = read_body(Framing::Chunked(Chunk::Size), &wire, piece) {
+            if let Ok((data, _)) = read_body(Framing::Chunked(Chunked::new()), &wire, piece) {
                 proptest::prop_assert!(data.len() <= wire.len());
             }
         }
@@ -1229,7 +1144,7 @@ mod tests {
         );
         assert_eq!(
             framing(&[("transfer-encoding", "Chunked")], v11).unwrap(),
-            Framing::Chunked(Chunk::Size)
+            Framing::Chunked(Chunked::new())
         );
         let refused = [
             (&[("content-length", "5, 6")][..], v11, 400),

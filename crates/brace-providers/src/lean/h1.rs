@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use brace_llm::error::{LlmError, LlmErrorKind};
 
+use super::chunked::{Chunked, Decoded as Step};
 use crate::provider::body_broke;
 
 /// How much an answer's head may take, header fields included (hyper's default limit is
@@ -28,9 +29,6 @@ const READ_SIZE: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
 /// The largest read buffer a connection keeps while idle in the pool.
 const MAX_IDLE_BUFFER: usize = 4 * READ_SIZE;
-/// The longest chunk-size line (extensions included) and the most trailer bytes accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 16 * 1024;
 
 /// How much the next read asks room for when the size of what comes is not known (a head,
 /// a chunked body): it doubles after a read that filled what it asked, up to [`MAX_READ`],
@@ -263,7 +261,6 @@ pub(super) async fn exchange(
         conn: Some(conn),
         framing,
         keep_alive,
-        trailers: 0,
     };
     Ok((head, body))
 }
@@ -353,22 +350,9 @@ fn read_head(response: &httparse::Response<'_, '_>) -> Result<Head, LlmError> {
 enum Framing {
     /// This many bytes are still to come.
     Length(u64),
-    Chunked(Chunk),
+    Chunked(Chunked),
     /// Everything until the server closes the connection.
     Close,
-}
-
-/// Where a chunked body's reading is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Before a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes still to come.
-    Data(u64),
-    /// After a chunk's data, before its CRLF.
-    DataEnd,
-    /// After the last chunk: trailer fields until an empty line.
-    Trailers,
 }
 
 fn framing(method: &Method, head: &Head) -> Result<Framing, LlmError> {
@@ -382,7 +366,9 @@ fn framing(method: &Method, head: &Head) -> Result<Framing, LlmError> {
         // Chunked only when it is the final coding; otherwise the body lasts until the close.
         let last = tokens(&head.headers, &TRANSFER_ENCODING).rfind(|coding| !coding.is_empty());
         return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
+            Some(coding) if coding.eq_ignore_ascii_case("chunked") => {
+                Framing::Chunked(Chunked::new())
+            }
             _ => Framing::Close,
         });
     }
@@ -426,14 +412,6 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     tokens(headers, name).any(|part| part.eq_ignore_ascii_case(token))
 }
 
-/// One step of reading a body out of the buffer.
-enum Step {
-    Data(Bytes),
-    /// More bytes are needed.
-    More,
-    End,
-}
-
 /// An answer's body, read from its connection by whoever polls it.
 #[derive(Debug)]
 pub(super) struct Body {
@@ -441,8 +419,6 @@ pub(super) struct Body {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
-    /// Trailer bytes seen so far.
-    trailers: usize,
 }
 
 /// What a body's end leaves: its connection, when it can carry another request.
@@ -490,7 +466,7 @@ impl Body {
             return Poll::Ready(Ok(None));
         };
         loop {
-            let step = match step(&mut self.framing, &mut conn.buf, &mut self.trailers) {
+            let step = match step(&mut self.framing, &mut conn.buf) {
                 Ok(step) => step,
                 Err(err) => {
                     self.conn = None;
@@ -536,75 +512,16 @@ impl Body {
 }
 
 /// Takes what `framing` says comes next out of `buf`.
-fn step(framing: &mut Framing, buf: &mut BytesMut, trailers: &mut usize) -> Result<Step, LlmError> {
-    loop {
-        match framing {
-            Framing::Length(0) => return Ok(Step::End),
-            Framing::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                return Ok(Step::Data(take(buf, left)));
-            }
-            Framing::Close => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                return Ok(Step::Data(buf.split().freeze()));
-            }
-            Framing::Chunked(Chunk::Size) => {
-                let Some(end) = line_end(buf)? else {
-                    if buf.len() > MAX_CHUNK_LINE {
-                        return Err(malformed("a chunk-size line is too long"));
-                    }
-                    return Ok(Step::More);
-                };
-                let size = chunk_size(&buf[..end])?;
-                buf.advance(end + 2);
-                *framing = Framing::Chunked(if size == 0 {
-                    Chunk::Trailers
-                } else {
-                    Chunk::Data(size)
-                });
-            }
-            Framing::Chunked(Chunk::Data(left)) => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let data = take(buf, left);
-                if *left == 0 {
-                    *framing = Framing::Chunked(Chunk::DataEnd);
-                }
-                return Ok(Step::Data(data));
-            }
-            Framing::Chunked(Chunk::DataEnd) => {
-                if buf.len() < 2 {
-                    return Ok(Step::More);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(malformed("a chunk does not end where its size says"));
-                }
-                buf.advance(2);
-                *framing = Framing::Chunked(Chunk::Size);
-            }
-            Framing::Chunked(Chunk::Trailers) => {
-                let Some(end) = line_end(buf)? else {
-                    if *trailers + buf.len() > MAX_TRAILERS {
-                        return Err(malformed("the answer's trailer fields are too large"));
-                    }
-                    return Ok(Step::More);
-                };
-                buf.advance(end + 2);
-                if end == 0 {
-                    return Ok(Step::End);
-                }
-                *trailers += end + 2;
-                if *trailers > MAX_TRAILERS {
-                    return Err(malformed("the answer's trailer fields are too large"));
-                }
-            }
-        }
-    }
+fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, LlmError> {
+    Ok(match framing {
+        Framing::Length(0) => Step::End,
+        Framing::Length(_) | Framing::Close if buf.is_empty() => Step::More,
+        Framing::Length(left) => Step::Data(take(buf, left)),
+        Framing::Close => Step::Data(buf.split().freeze()),
+        Framing::Chunked(chunked) => chunked
+            .decode(buf)
+            .map_err(|err| malformed(err.message()))?,
+    })
 }
 
 /// Splits off as much of `buf` as is there, up to `left` bytes, and counts it off `left`.
@@ -612,39 +529,6 @@ fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
     let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
     *left -= take as u64;
     buf.split_to(take).freeze()
-}
-
-/// Where the line at the start of `buf` ends (its CR), if a whole one has arrived: found
-/// with `memchr`, a streamed answer's every chunk-size line passes through here.
-///
-/// # Errors
-///
-/// A line ended by a bare LF: HTTP/1.1's chunked framing ends lines with CRLF.
-fn line_end(buf: &[u8]) -> Result<Option<usize>, LlmError> {
-    match memchr::memchr(b'\n', buf) {
-        None => Ok(None),
-        Some(lf) if lf > 0 && buf[lf - 1] == b'\r' => Ok(Some(lf - 1)),
-        Some(_) => Err(malformed("a line of the chunked body ends without a CR")),
-    }
-}
-
-/// A chunk-size line's size: hexadecimal digits, then optional whitespace and extensions.
-fn chunk_size(line: &[u8]) -> Result<u64, LlmError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 {
-        return Err(malformed("a chunk-size line has no size"));
-    }
-    let rest = &line[digits..];
-    let rest = rest.trim_ascii_start();
-    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|b| *b == b'\n' || *b == b'\r') {
-        return Err(malformed("a chunk-size line is not valid"));
-    }
-    line[..digits].iter().try_fold(0u64, |size, digit| {
-        let value = u64::from(char::from(*digit).to_digit(16).unwrap_or(0));
-        size.checked_mul(16)
-            .and_then(|size| size.checked_add(value))
-            .ok_or_else(|| malformed("a chunk's size is too large"))
-    })
 }
 
 fn connect(message: &str) -> LlmError {
@@ -663,10 +547,9 @@ mod tests {
         let mut framing = framing;
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
-        let mut trailers = 0;
         let mut fed = 0;
         loop {
-            match step(&mut framing, &mut buf, &mut trailers)? {
+            match step(&mut framing, &mut buf)? {
                 Step::Data(data) => out.extend_from_slice(&data),
                 Step::End => return Ok((out, buf.is_empty())),
                 Step::More if fed == wire.len() => return Ok((out, false)),
@@ -738,7 +621,7 @@ mod tests {
     #[test]
     fn a_chunked_body_decodes_whatever_pieces_it_arrives_in() {
         for piece in [1, 2, 3, 7, CHUNKED.len()] {
-            let (body, exact) = decode(Framing::Chunked(Chunk::Size), CHUNKED, piece).unwrap();
+            let (body, exact) = decode(Framing::Chunked(Chunked::new()), CHUNKED, piece).unwrap();
             assert_eq!(body, b"hello 0123456789", "pieces of {piece}");
             assert!(exact, "pieces of {piece}");
         }
@@ -747,7 +630,7 @@ mod tests {
     #[test]
     fn a_chunked_body_cut_short_has_no_end() {
         let cut = &CHUNKED[..CHUNKED.len() - 2];
-        let (_, ended) = decode(Framing::Chunked(Chunk::Size), cut, 4).unwrap();
+        let (_, ended) = decode(Framing::Chunked(Chunked::new()), cut, 4).unwrap();
         assert!(!ended);
     }
 
@@ -760,11 +643,11 @@ mod tests {
             b"5 x\r\nhello\r\n0\r\n\r\n",
             b"5\nhello\r\n0\r\n\r\n",
         ] {
-            let err = decode(Framing::Chunked(Chunk::Size), wire, 3).unwrap_err();
+            let err = decode(Framing::Chunked(Chunked::new()), wire, 3).unwrap_err();
             assert_eq!(err.kind(), LlmErrorKind::MalformedResponse, "{wire:?}");
         }
-        let endless = vec![b'1'; MAX_CHUNK_LINE + 10];
-        let err = decode(Framing::Chunked(Chunk::Size), &endless, 512).unwrap_err();
+        let endless = vec![b'1'; crate::lean::chunked::MAX_CHUNK_LINE + 10];
+        let err = decode(Framing::Chunked(Chunked::new()), &endless, 512).unwrap_err();
         assert_eq!(err.kind(), LlmErrorKind::MalformedResponse);
     }
 
@@ -823,7 +706,7 @@ mod tests {
             piece in 1usize..64,
         ) {
             let wire = chunked(&body, &sizes, trailer);
-            let (decoded, exact) = decode(Framing::Chunked(Chunk::Size), &wire, piece).unwrap();
+            let (decoded, exact) = decode(Framing::Chunked(Chunked::new()), &wire, piece).unwrap();
             proptest::prop_assert_eq!(decoded, body);
             proptest::prop_assert!(exact);
         }
@@ -835,7 +718,7 @@ mod tests {
         ) {
             // Whatever it is: decoded (never more than arrived), waiting for more, or a
             // malformed answer — and never a panic.
-            match decode(Framing::Chunked(Chunk::Size), &wire, piece) {
+            match decode(Framing::Chunked(Chunked::new()), &wire, piece) {
                 Ok((decoded, _)) => proptest::prop_assert!(decoded.len() <= wire.len()),
                 Err(err) => proptest::prop_assert_eq!(err.kind(), LlmErrorKind::MalformedResponse),
             }
@@ -860,7 +743,7 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let post = Method::POST;
-        let chunked = Framing::Chunked(Chunk::Size);
+        let chunked = Framing::Chunked(Chunked::new());
         assert_eq!(
             framing(&post, &head(200, &[("content-length", "12")])).unwrap(),
             Framing::Length(12)
