@@ -275,7 +275,7 @@ where
             next_frame(body.as_mut(), reader).await.ok_or(())?
         };
         let head = head.take().unwrap_or_default();
-        let data = match frame {
+        let mut data = match frame {
             None if left.is_some_and(|left| left > 0) => {
                 tracing::debug!("a response body ended before its content-length");
                 write_all(writer, &mut [IoSlice::new(&head)]).await?;
@@ -308,7 +308,6 @@ where
                 }
             },
         };
-        let mut data = data;
         let mut overran = false;
         if let Some(left) = left.as_mut() {
             if data.len() as u64 > *left {
