@@ -276,6 +276,24 @@ async fn request_bodies_in_chunks_and_after_100_continue_are_read() {
 }
 
 #[tokio::test]
+async fn a_request_answered_without_its_body_is_not_asked_for_it() {
+    let addr = serve(SIMULATED).await;
+    let mut client = Client::connect(addr).await;
+    // The router answers 404 without reading the body: no `100 Continue` comes first, so
+    // the client need not send it; the connection then closes.
+    client
+        .send(
+            b"POST /nowhere HTTP/1.1\r\nhost: gateway\r\ncontent-length: 10\r\n\
+              expect: 100-continue\r\n\r\n",
+        )
+        .await;
+    let answer = client.answer(false).await;
+    assert_eq!(answer.status(), 404, "{answer:?}");
+    assert_eq!(answer.field("connection"), Some("close"), "{answer:?}");
+    assert!(client.closes().await);
+}
+
+#[tokio::test]
 async fn a_head_request_is_answered_with_the_length_and_no_body() {
     let addr = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;

@@ -13,7 +13,8 @@
 //!   before is answered); HTTP/1.0 kept alive only when it asks (`Connection: keep-alive`);
 //! - request bodies framed by `Content-Length` (several equal values allowed) or `chunked`
 //!   (extensions and trailer fields read and dropped); `Expect: 100-continue` answered with
-//!   `100 Continue` before the body is read;
+//!   `100 Continue` when the router first asks for the body (a request answered without
+//!   its body — refused, say — is not sent it, and its connection is then closed);
 //! - responses framed by their body's exact size, else by the response's `Content-Length`,
 //!   else chunked (HTTP/1.1) or ended by the close (HTTP/1.0); no body for `HEAD`, 1xx, 204
 //!   and 304; a `Date` field on every response that has none;
@@ -40,7 +41,7 @@ use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -49,7 +50,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
@@ -99,6 +100,7 @@ pub(super) async fn serve<S, B>(
         buf: BytesMut::from(&read[..]),
         body: Framing::Done,
         request: 0,
+        expect: Expect::Nothing,
         closed: false,
     }));
     drop(read);
@@ -128,11 +130,13 @@ pub(super) async fn serve<S, B>(
             let mut reader = reader.lock();
             reader.request += 1;
             reader.body = framing;
+            reader.expect = if expect_continue {
+                Expect::Waiting
+            } else {
+                Expect::Nothing
+            };
             reader.request
         };
-        if expect_continue && writer.write_all(CONTINUE).await.is_err() {
-            return;
-        }
         let request = request.map(|()| {
             if has_body {
                 Body::new(RequestBody {
@@ -149,10 +153,28 @@ pub(super) async fn serve<S, B>(
         let future = app.call(request);
         let answered = {
             let mut future = pin!(future);
+            let mut continued = 0;
             poll_fn(|cx| {
-                if let Poll::Ready(answered) = future.as_mut().poll(cx) {
-                    let Ok(response) = answered;
-                    return Poll::Ready(Some(response));
+                loop {
+                    if let Poll::Ready(answered) = future.as_mut().poll(cx) {
+                        let Ok(response) = answered;
+                        return Poll::Ready(Some(response));
+                    }
+                    if !matches!(reader.lock().expect, Expect::Asked(_)) {
+                        break;
+                    }
+                    // The router asked for the body its client holds back.
+                    match Pin::new(&mut writer).poll_write(cx, &CONTINUE[continued..]) {
+                        Poll::Ready(Ok(n)) if n > 0 => continued += n,
+                        Poll::Ready(_) => return Poll::Ready(None),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                    if continued == CONTINUE.len() {
+                        let asked = std::mem::replace(&mut reader.lock().expect, Expect::Nothing);
+                        if let Expect::Asked(waker) = asked {
+                            waker.wake();
+                        }
+                    }
                 }
                 match reader.lock().poll_gone(cx) {
                     Poll::Ready(()) => Poll::Ready(None),
@@ -405,6 +427,8 @@ struct Reader {
     body: Framing,
     /// How many requests the connection has read (the current one's number).
     request: u64,
+    /// Where the current request's `Expect: 100-continue` stands.
+    expect: Expect,
     /// The client closed its side.
     closed: bool,
 }
@@ -418,6 +442,19 @@ enum Framing {
     Chunked(Chunked),
     /// The body broke its framing, or the connection broke during it.
     Broken,
+}
+
+/// A request's `Expect: 100-continue`: its client sends the body only after `100 Continue`,
+/// which is sent when the router first asks for the body — so that a request answered
+/// without it (refused, say) is not sent a body it will not read.
+#[derive(Debug)]
+enum Expect {
+    /// No expectation (or it was met).
+    Nothing,
+    /// The client waits; the body has not been asked for.
+    Waiting,
+    /// The body was asked for: `100 Continue` is to be sent, then the body's reader woken.
+    Asked(Waker),
 }
 
 /// Why a request body cannot be read.
@@ -589,6 +626,11 @@ impl http_body::Body for RequestBody {
         let mut reader = self.reader.lock();
         if reader.request != self.request {
             return Poll::Ready(None);
+        }
+        if let Expect::Waiting | Expect::Asked(_) = reader.expect {
+            // The connection sends `100 Continue`, then wakes this reader.
+            reader.expect = Expect::Asked(cx.waker().clone());
+            return Poll::Pending;
         }
         reader
             .poll_body(cx)
@@ -1377,6 +1419,7 @@ mod tests {
             buf: BytesMut::new(),
             body: Framing::Length(5),
             request: 1,
+            expect: Expect::Nothing,
             closed: false,
         };
         client.write_all(b"hello").await.unwrap();
