@@ -151,9 +151,10 @@ pub(super) async fn serve<S, B>(
         let version = request.version();
         let Ok(()) = poll_fn(|cx| app.poll_ready(cx)).await;
         let future = app.call(request);
+        // How much of a `100 Continue` went out.
+        let mut continued = 0;
         let answered = {
             let mut future = pin!(future);
-            let mut continued = 0;
             poll_fn(|cx| {
                 loop {
                     if let Poll::Ready(answered) = future.as_mut().poll(cx) {
@@ -186,6 +187,10 @@ pub(super) async fn serve<S, B>(
         // The client left before its answer: the request (an upstream call included) is
         // dropped with it.
         let Some(response) = answered else { return };
+        // An interim answer cut short by the final one is finished first.
+        if continued > 0 && writer.write_all(&CONTINUE[continued..]).await.is_err() {
+            return;
+        }
         let wants_close = !keep_alive || *stop.borrow() || !reader.lock().body_read();
         let Ok(reuse) = respond(
             &reader,
