@@ -112,8 +112,11 @@ pub(super) async fn serve<S, B>(
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(refusal) => {
-                let answer = refusal.answer();
-                if writer.write_all(&answer).await.is_ok() {
+                // Written as every answer is, then the connection closed.
+                let answer = refusal.into_response();
+                let written =
+                    respond(&reader, &mut writer, answer, false, Version::HTTP_11, true).await;
+                if written.is_ok() {
                     close(&reader, &mut writer).await;
                 }
                 return;
@@ -687,24 +690,12 @@ impl Refusal {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    /// The whole answer: status, an OpenAI-shaped body saying what was wrong, and a close.
-    fn answer(&self) -> Vec<u8> {
-        let body = ApiError::new(self.status, self.message.clone())
+    /// The answer: its status, and an OpenAI-shaped body saying what was wrong.
+    fn into_response(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        ApiError::new(self.status, self.message)
             .with_code("invalid_http_request")
-            .body()
-            .to_string();
-        let mut answer = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nconnection: close\r\n\
-             content-length: {}\r\ndate: ",
-            self.status.as_str(),
-            self.status.canonical_reason().unwrap_or(""),
-            body.len(),
-        )
-        .into_bytes();
-        answer.extend_from_slice(&date());
-        answer.extend_from_slice(b"\r\n\r\n");
-        answer.extend_from_slice(body.as_bytes());
-        answer
+            .into_response()
     }
 }
 
@@ -1286,11 +1277,18 @@ mod tests {
         assert!(parse_head(big.as_bytes()).unwrap().is_some());
     }
 
-    #[test]
-    fn a_refusal_is_a_whole_answer_in_openai_shape_that_closes() {
-        let answer = Refusal::bad("the request head is not valid HTTP/1.1: invalid token").answer();
-        let answer = String::from_utf8(answer).unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    #[tokio::test]
+    async fn a_refusal_is_a_whole_answer_in_openai_shape_that_closes() {
+        use http_body_util::BodyExt;
+        let answer =
+            Refusal::bad("the request head is not valid HTTP/1.1: invalid token").into_response();
+        let (parts, body) = answer.into_parts();
+        let framing = Outgoing::of(&parts, &http_body::Body::size_hint(&body), false);
+        // The head `respond` writes for it (closing), and its body.
+        let head = encode_head(&parts, &framing, Version::HTTP_11, true);
+        let head = String::from_utf8(head).unwrap();
+        let body = body.collect().await.unwrap().to_bytes();
+        let body = std::str::from_utf8(&body).unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
         assert!(head.contains("\r\nconnection: close"), "{head}");
         assert!(
