@@ -50,7 +50,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::watch;
@@ -154,46 +154,36 @@ pub(super) async fn serve<S, B>(
         let version = request.version();
         let Ok(()) = poll_fn(|cx| app.poll_ready(cx)).await;
         let future = app.call(request);
-        // How much of a `100 Continue` went out.
-        let mut continued = 0;
-        let answered = {
-            let mut future = pin!(future);
-            poll_fn(|cx| {
-                loop {
-                    if let Poll::Ready(answered) = future.as_mut().poll(cx) {
-                        let Ok(response) = answered;
-                        return Poll::Ready(Some(response));
-                    }
-                    if !matches!(reader.lock().expect, Expect::Asked(_)) {
-                        break;
-                    }
-                    // The router asked for the body its client holds back.
-                    match Pin::new(&mut writer).poll_write(cx, &CONTINUE[continued..]) {
-                        Poll::Ready(Ok(n)) if n > 0 => continued += n,
-                        Poll::Ready(_) => return Poll::Ready(None),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                    if continued == CONTINUE.len() {
-                        let asked = std::mem::replace(&mut reader.lock().expect, Expect::Nothing);
-                        if let Expect::Asked(waker) = asked {
-                            waker.wake();
-                        }
-                    }
+        let mut future = pin!(future);
+        let response = loop {
+            let polled = poll_fn(|cx| {
+                if let Poll::Ready(answered) = future.as_mut().poll(cx) {
+                    let Ok(response) = answered;
+                    return Poll::Ready(Waited::Answered(response));
                 }
-                match reader.lock().poll_gone(cx) {
-                    Poll::Ready(()) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
+                if matches!(reader.lock().expect, Expect::Asked(_)) {
+                    return Poll::Ready(Waited::Continue);
                 }
+                reader.lock().poll_gone(cx).map(|()| Waited::Gone)
             })
-            .await
+            .await;
+            match polled {
+                Waited::Answered(response) => break response,
+                // The client left before its answer: the request (an upstream call
+                // included) is dropped with it.
+                Waited::Gone => return,
+                // The router asked for the body its client holds back.
+                Waited::Continue => {
+                    if writer.write_all(CONTINUE).await.is_err() {
+                        return;
+                    }
+                    let asked = std::mem::replace(&mut reader.lock().expect, Expect::Nothing);
+                    if let Expect::Asked(waker) = asked {
+                        waker.wake();
+                    }
+                }
+            }
         };
-        // The client left before its answer: the request (an upstream call included) is
-        // dropped with it.
-        let Some(response) = answered else { return };
-        // An interim answer cut short by the final one is finished first.
-        if continued > 0 && writer.write_all(&CONTINUE[continued..]).await.is_err() {
-            return;
-        }
         let wants_close = !keep_alive || *stop.borrow() || !reader.lock().body_read();
         let Ok(reuse) = respond(
             &reader,
@@ -216,6 +206,15 @@ pub(super) async fn serve<S, B>(
         idle_until = now + options.idle_timeout;
         reader.lock().release_if_empty();
     }
+}
+
+/// What waiting for the router's answer ended with.
+enum Waited<T> {
+    Answered(T),
+    /// The client closed its side.
+    Gone,
+    /// The router asked for a body whose client waits for `100 Continue`.
+    Continue,
 }
 
 /// What a client with `Expect: 100-continue` waits for before it sends its body.
