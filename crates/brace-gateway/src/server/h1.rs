@@ -965,22 +965,25 @@ fn chunk_size_line(size: usize, out: &mut [u8; 18]) -> &[u8] {
     &out[at..]
 }
 
-/// The current time as an HTTP date, formatted once a second.
+/// The current time as an HTTP date, formatted once a second on each thread (no lock shared
+/// between the threads that answer).
 fn date() -> [u8; 29] {
-    static CACHE: parking_lot::Mutex<(u64, [u8; 29])> =
-        parking_lot::const_mutex((u64::MAX, [b' '; 29]));
+    thread_local! {
+        static CACHE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [b' '; 29])) };
+    }
     let now = std::time::SystemTime::now();
     let second = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    let mut cache = CACHE.lock();
-    if cache.0 != second {
-        let text = httpdate::fmt_http_date(now);
-        if let Ok(text) = <[u8; 29]>::try_from(text.as_bytes()) {
-            *cache = (second, text);
+    CACHE.with(|cache| {
+        let (cached, text) = cache.get();
+        if cached == second {
+            return text;
         }
-    }
-    cache.1
+        let fresh = <[u8; 29]>::try_from(httpdate::fmt_http_date(now).as_bytes()).unwrap_or(text);
+        cache.set((second, fresh));
+        fresh
+    })
 }
 
 #[cfg(test)]
