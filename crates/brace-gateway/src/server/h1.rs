@@ -275,7 +275,8 @@ where
         framing = Outgoing::UntilClose;
     }
     close |= matches!(framing, Outgoing::UntilClose) || has_token(&parts.headers, "close");
-    let head = encode_head(&parts, &framing, version, close);
+    // Emptied once written.
+    let mut head = encode_head(&parts, &framing, version, close);
     let mut body = pin!(body);
     if matches!(framing, Outgoing::Empty { .. }) {
         write_all(writer, &mut [IoSlice::new(&head)]).await?;
@@ -288,22 +289,19 @@ where
     let chunked = matches!(framing, Outgoing::Chunked);
     // The head goes with the body's first piece when that is ready at once (a whole
     // answer), alone when it is not (a stream's first event is yet to come).
-    let mut head = Some(head);
     loop {
-        let frame = if head.is_some() {
-            match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-                Poll::Ready(frame) => frame,
-                Poll::Pending => {
-                    let head = head.take().unwrap_or_default();
-                    write_all(writer, &mut [IoSlice::new(&head)]).await?;
-                    continue;
-                }
-            }
-        } else {
+        let frame = if head.is_empty() {
             // `None`: the client left between pieces.
             next_frame(body.as_mut(), reader).await.ok_or(())?
+        } else if let Poll::Ready(frame) =
+            poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await
+        {
+            frame
+        } else {
+            write_all(writer, &mut [IoSlice::new(&std::mem::take(&mut head))]).await?;
+            continue;
         };
-        let head = head.take().unwrap_or_default();
+        let head = std::mem::take(&mut head);
         let mut data = match frame {
             None if left.is_some_and(|left| left > 0) => {
                 tracing::debug!("a response body ended before its content-length");
