@@ -1068,60 +1068,7 @@ mod tests {
         }
     }
 
-    /// `body` chunked in pieces of `sizes` (cycled), with extensions on some size lines and
-    /// a trailer field when `trailer`.
-    fn chunked(body: &[u8], sizes: &[usize], trailer: bool) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut rest = body;
-        for (i, size) in sizes.iter().cycle().enumerate() {
-            if rest.is_empty() {
-                break;
-            }
-            let (chunk, after) = rest.split_at((*size).min(rest.len()));
-            let extension = if i % 2 == 1 { ";name=value" } else { "" };
-            let size = if i % 3 == 2 {
-                format!("{:X}", chunk.len())
-            } else {
-                format!("{:x}", chunk.len())
-            };
-            wire.extend_from_slice(format!("{size}{extension}\r\n").as_bytes());
-            wire.extend_from_slice(chunk);
-            wire.extend_from_slice(b"\r\n");
-            rest = after;
-        }
-        wire.extend_from_slice(b"0\r\n");
-        if trailer {
-            wire.extend_from_slice(b"x-trailer: done\r\n");
-        }
-        wire.extend_from_slice(b"\r\n");
-        wire
-    }
-
     proptest::proptest! {
-        #[test]
-        fn any_chunked_body_is_read_as_itself_however_it_arrives(
-            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
-            sizes in proptest::collection::vec(1usize..300, 1..8),
-            trailer in proptest::prelude::any::<bool>(),
-            piece in 1usize..64,
-        ) {
-            let wire = chunked(&body, &sizes, trailer);
-            let (data, left) = read_body(Framing::Chunked(Chunked::new()), &wire, piece).unwrap();
-            proptest::prop_assert_eq!(data, body);
-            proptest::prop_assert!(left.is_empty());
-        }
-
-        #[test]
-        fn any_bytes_are_a_body_or_an_error_never_a_panic(
-            wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
-            piece in 1usize..32,
-        ) {
-            // Whatever it is: read (never more than arrived) or an error — never a panic.
-            if let Ok((data, _)) = read_body(Framing::Chunked(Chunked::new()), &wire, piece) {
-                proptest::prop_assert!(data.len() <= wire.len());
-            }
-        }
-
         #[test]
         fn any_head_is_read_or_refused_never_a_panic(
             wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),

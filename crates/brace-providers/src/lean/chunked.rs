@@ -203,3 +203,89 @@ fn chunk_size(line: &[u8]) -> Result<u64, ChunkedError> {
             .ok_or(ChunkedError("a chunk's size is too large"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `wire` handed over `piece` bytes at a time: the body, and whether the wire
+    /// ended exactly at the body's end (`Ok` with `false` as well when it stopped short).
+    fn decode(wire: &[u8], piece: usize) -> Result<(Vec<u8>, bool), ChunkedError> {
+        let mut chunked = Chunked::new();
+        let mut buf = BytesMut::new();
+        let mut pieces = wire.chunks(piece);
+        let mut body = Vec::new();
+        loop {
+            match chunked.decode(&mut buf)? {
+                Decoded::Data(data) => body.extend_from_slice(&data),
+                Decoded::End => return Ok((body, buf.is_empty() && pieces.next().is_none())),
+                Decoded::More => match pieces.next() {
+                    Some(piece) => buf.extend_from_slice(piece),
+                    None => return Ok((body, false)),
+                },
+            }
+        }
+    }
+
+    /// `body` in chunked framing: chunks of the sizes in `sizes` (cycled; 1 at least), each
+    /// size in hexadecimal of either case, every other one with an extension, then the last
+    /// chunk and, if `trailer`, a trailer field.
+    fn chunked(body: &[u8], sizes: &[usize], trailer: bool) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut at = 0;
+        let mut sizes = sizes.iter().cycle();
+        let mut n = 0;
+        while at < body.len() {
+            let size = sizes
+                .next()
+                .copied()
+                .unwrap_or(1)
+                .max(1)
+                .min(body.len() - at);
+            let hex = if n % 2 == 0 {
+                format!("{size:x}")
+            } else {
+                format!("{size:X};ext=\"v\"")
+            };
+            wire.extend_from_slice(hex.as_bytes());
+            wire.extend_from_slice(b"\r\n");
+            wire.extend_from_slice(&body[at..at + size]);
+            wire.extend_from_slice(b"\r\n");
+            at += size;
+            n += 1;
+        }
+        wire.extend_from_slice(b"0\r\n");
+        if trailer {
+            wire.extend_from_slice(b"x-trailer: done\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunked_body_decodes_to_itself_however_it_arrives(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            sizes in proptest::collection::vec(1usize..300, 1..8),
+            trailer in proptest::prelude::any::<bool>(),
+            piece in 1usize..64,
+        ) {
+            let wire = chunked(&body, &sizes, trailer);
+            let (decoded, exact) = decode(&wire, piece).unwrap();
+            proptest::prop_assert_eq!(decoded, body);
+            proptest::prop_assert!(exact);
+        }
+
+        #[test]
+        fn any_bytes_give_a_body_or_an_error_never_a_panic(
+            wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            piece in 1usize..32,
+        ) {
+            // Whatever it is: decoded (never more than arrived), waiting for more, or an
+            // error — and never a panic.
+            if let Ok((decoded, _)) = decode(&wire, piece) {
+                proptest::prop_assert!(decoded.len() <= wire.len());
+            }
+        }
+    }
+}

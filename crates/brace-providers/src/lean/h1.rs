@@ -662,69 +662,6 @@ mod tests {
         assert!(!exact);
     }
 
-    /// `body` in chunked framing: chunks of the sizes in `sizes` (cycled; 1 at least), each
-    /// size in hexadecimal of either case, every other one with an extension, then the last
-    /// chunk and, if `trailer`, a trailer field.
-    fn chunked(body: &[u8], sizes: &[usize], trailer: bool) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut at = 0;
-        let mut sizes = sizes.iter().cycle();
-        let mut n = 0;
-        while at < body.len() {
-            let size = sizes
-                .next()
-                .copied()
-                .unwrap_or(1)
-                .max(1)
-                .min(body.len() - at);
-            let hex = if n % 2 == 0 {
-                format!("{size:x}")
-            } else {
-                format!("{size:X};ext=\"v\"")
-            };
-            wire.extend_from_slice(hex.as_bytes());
-            wire.extend_from_slice(b"\r\n");
-            wire.extend_from_slice(&body[at..at + size]);
-            wire.extend_from_slice(b"\r\n");
-            at += size;
-            n += 1;
-        }
-        wire.extend_from_slice(b"0\r\n");
-        if trailer {
-            wire.extend_from_slice(b"x-trailer: done\r\n");
-        }
-        wire.extend_from_slice(b"\r\n");
-        wire
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_chunked_body_decodes_to_itself_however_it_arrives(
-            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
-            sizes in proptest::collection::vec(1usize..300, 1..8),
-            trailer in proptest::prelude::any::<bool>(),
-            piece in 1usize..64,
-        ) {
-            let wire = chunked(&body, &sizes, trailer);
-            let (decoded, exact) = decode(Framing::Chunked(Chunked::new()), &wire, piece).unwrap();
-            proptest::prop_assert_eq!(decoded, body);
-            proptest::prop_assert!(exact);
-        }
-
-        #[test]
-        fn any_bytes_give_an_answer_or_an_error_never_a_panic(
-            wire in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
-            piece in 1usize..32,
-        ) {
-            // Whatever it is: decoded (never more than arrived), waiting for more, or a
-            // malformed answer — and never a panic.
-            match decode(Framing::Chunked(Chunked::new()), &wire, piece) {
-                Ok((decoded, _)) => proptest::prop_assert!(decoded.len() <= wire.len()),
-                Err(err) => proptest::prop_assert_eq!(err.kind(), LlmErrorKind::MalformedResponse),
-            }
-        }
-    }
-
     fn head(status: u16, fields: &[(&str, &str)]) -> Head {
         let mut headers = HeaderMap::new();
         for (name, value) in fields {
