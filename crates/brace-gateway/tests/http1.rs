@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 
 use brace_gateway::{Gateway, GatewayConfig};
 
+mod support;
+
 const SIMULATED: &str = "providers:\n  - name: primary\n    kind: simulated\n    model: sim-model\n\
                          degradation:\n  auto:\n    enabled: false\n";
 
@@ -20,19 +22,11 @@ const STREAMED_CHAT: &str =
 /// A bound on every wait in these tests (none of them waits for a timer of the server's).
 const BOUND: Duration = Duration::from_secs(20);
 
-/// Serves `yaml` on 127.0.0.1; the address. The server stops when the test's runtime ends.
-async fn serve(yaml: &str) -> std::net::SocketAddr {
+/// Serves `yaml` on 127.0.0.1: the address, and what keeps it served (drop it to stop).
+async fn serve(yaml: &str) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     brace_providers::provider::install_crypto_provider();
     let gateway = Gateway::build(GatewayConfig::from_yaml(yaml).unwrap()).unwrap();
-    let (listener, addr) = brace_gateway::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    tokio::spawn(brace_gateway::serve(
-        gateway,
-        listener,
-        std::future::pending(),
-    ));
-    addr
+    support::serve_on_loopback(gateway).await
 }
 
 /// One answer read off the wire.
@@ -171,7 +165,7 @@ fn post(path: &str, body: &str, more: &str) -> String {
 
 #[tokio::test]
 async fn requests_on_one_connection_are_answered_in_turn_pipelined_or_not() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     client
         .send(post("/v1/chat/completions", CHAT, "").as_bytes())
@@ -203,7 +197,7 @@ async fn requests_on_one_connection_are_answered_in_turn_pipelined_or_not() {
 
 #[tokio::test]
 async fn a_streamed_answer_is_chunked_for_http_1_1_and_ended_by_the_close_for_http_1_0() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     client
         .send(post("/v1/chat/completions", STREAMED_CHAT, "").as_bytes())
@@ -244,7 +238,7 @@ async fn a_streamed_answer_is_chunked_for_http_1_1_and_ended_by_the_close_for_ht
 
 #[tokio::test]
 async fn request_bodies_in_chunks_and_after_100_continue_are_read() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     let (a, b) = CHAT.split_at(20);
     let chunked = format!(
@@ -277,7 +271,7 @@ async fn request_bodies_in_chunks_and_after_100_continue_are_read() {
 
 #[tokio::test]
 async fn a_request_answered_without_its_body_is_not_asked_for_it() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     // The router answers 404 without reading the body: no `100 Continue` comes first, so
     // the client need not send it; the connection then closes.
@@ -295,7 +289,7 @@ async fn a_request_answered_without_its_body_is_not_asked_for_it() {
 
 #[tokio::test]
 async fn a_head_request_is_answered_with_the_length_and_no_body() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     client
         .send(b"HEAD /v1/health HTTP/1.1\r\nhost: gateway\r\n\r\n")
@@ -314,7 +308,7 @@ async fn a_head_request_is_answered_with_the_length_and_no_body() {
 
 #[tokio::test]
 async fn a_request_whose_body_goes_unread_is_answered_and_its_connection_closed() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     // The router answers 404 without reading the body, so the connection cannot be reused.
     client
@@ -329,7 +323,7 @@ async fn a_request_whose_body_goes_unread_is_answered_and_its_connection_closed(
 
 #[tokio::test]
 async fn a_broken_chunked_body_fails_the_request_and_closes_the_connection() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let mut client = Client::connect(addr).await;
     client
         .send(
@@ -349,7 +343,7 @@ async fn a_broken_chunked_body_fails_the_request_and_closes_the_connection() {
 
 #[tokio::test]
 async fn heads_that_cannot_be_read_one_way_are_refused_with_what_is_wrong() {
-    let addr = serve(SIMULATED).await;
+    let (addr, _served) = serve(SIMULATED).await;
     let many_fields = "x-field: v\r\n".repeat(101);
     let cases = [
         ("GET / HTTP/1.1\r\nbad header\r\n\r\n".to_owned(), 400, "not valid HTTP/1.1"),
@@ -431,7 +425,7 @@ fn over(base_url: &str) -> String {
 #[tokio::test]
 async fn a_client_that_leaves_before_its_answer_has_its_upstream_call_dropped() {
     let (base_url, hung_up) = silent_upstream("").await;
-    let addr = serve(&over(&base_url)).await;
+    let (addr, _served) = serve(&over(&base_url)).await;
     let mut client = Client::connect(addr).await;
     client
         .send(post("/v1/chat/completions", &CHAT.replace("sim-model", "m"), "").as_bytes())
@@ -453,7 +447,7 @@ async fn a_client_that_leaves_between_stream_events_has_its_upstream_stream_drop
          \"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
     )
     .await;
-    let addr = serve(&over(&base_url)).await;
+    let (addr, _served) = serve(&over(&base_url)).await;
     let mut client = Client::connect(addr).await;
     client
         .send(
