@@ -386,11 +386,19 @@ async fn heads_that_cannot_be_read_one_way_are_refused_with_what_is_wrong() {
     }
 }
 
-/// An upstream speaking OpenAI's wire that reads a request and then answers with `answer`
-/// (if any) and nothing more; resolves when the gateway hangs up on it.
-async fn silent_upstream(answer: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+/// An upstream speaking OpenAI's wire that reads a request (then sends on `received`) and
+/// answers with `answer` (if any) and nothing more; resolves when the gateway hangs up on
+/// it.
+async fn silent_upstream(
+    answer: &'static str,
+) -> (
+    String,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (received_tx, received) = tokio::sync::oneshot::channel();
     let hung_up = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut request = Vec::new();
@@ -401,6 +409,7 @@ async fn silent_upstream(answer: &'static str) -> (String, tokio::task::JoinHand
                 Ok(n) => request.extend_from_slice(&buf[..n]),
             }
         }
+        let _ = received_tx.send(());
         if stream.write_all(answer.as_bytes()).await.is_err() {
             return;
         }
@@ -410,7 +419,7 @@ async fn silent_upstream(answer: &'static str) -> (String, tokio::task::JoinHand
             }
         }
     });
-    (format!("http://{addr}/v1"), hung_up)
+    (format!("http://{addr}/v1"), received, hung_up)
 }
 
 fn over(base_url: &str) -> String {
@@ -424,14 +433,17 @@ fn over(base_url: &str) -> String {
 
 #[tokio::test]
 async fn a_client_that_leaves_before_its_answer_has_its_upstream_call_dropped() {
-    let (base_url, hung_up) = silent_upstream("").await;
+    let (base_url, received, hung_up) = silent_upstream("").await;
     let (addr, _served) = serve(&over(&base_url)).await;
     let mut client = Client::connect(addr).await;
     client
         .send(post("/v1/chat/completions", &CHAT.replace("sim-model", "m"), "").as_bytes())
         .await;
-    // Long enough for the request to reach the upstream, then gone.
-    tokio::task::yield_now().await;
+    // Gone once the request has reached the upstream.
+    tokio::time::timeout(BOUND, received)
+        .await
+        .expect("the request reached the upstream")
+        .unwrap();
     drop(client);
     tokio::time::timeout(BOUND, hung_up)
         .await
@@ -441,7 +453,7 @@ async fn a_client_that_leaves_before_its_answer_has_its_upstream_call_dropped() 
 
 #[tokio::test]
 async fn a_client_that_leaves_between_stream_events_has_its_upstream_stream_dropped() {
-    let (base_url, hung_up) = silent_upstream(
+    let (base_url, _received, hung_up) = silent_upstream(
         "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
          data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\
          \"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
