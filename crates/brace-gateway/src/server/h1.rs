@@ -204,7 +204,6 @@ pub(super) async fn serve<S, B>(
         let now = Instant::now();
         head_by = now + options.header_timeout;
         idle_until = now + options.idle_timeout;
-        reader.lock().release_if_empty();
     }
 }
 
@@ -234,6 +233,8 @@ async fn read_head(
             let mut reader = reader.lock();
             if let Some((head, length)) = parse_head(&reader.buf)? {
                 reader.buf.advance(length);
+                // (A request without a body holds no buffer while it is answered.)
+                reader.release_if_empty();
                 return Ok(Some(head));
             }
             !reader.buf.is_empty()
@@ -535,8 +536,8 @@ impl Reader {
         }
     }
 
-    /// Lets go of the read buffer when it holds nothing: an idle connection, or one whose
-    /// answer streams, keeps none.
+    /// Lets go of the read buffer when it holds nothing once a head or a whole body has been
+    /// handed on: an idle connection, or one whose answer streams, keeps none.
     fn release_if_empty(&mut self) {
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
