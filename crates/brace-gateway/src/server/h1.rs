@@ -499,8 +499,8 @@ impl Reader {
         if self.closed {
             return Poll::Ready(Ok(0));
         }
-        let mut scratch = [0u8; 4096];
-        let mut read = ReadBuf::new(&mut scratch);
+        let mut scratch = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut read = ReadBuf::uninit(&mut scratch);
         ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
         Poll::Ready(Ok(read.filled().len()))
     }
@@ -520,8 +520,9 @@ impl Reader {
         if !self.body_read() || !self.buf.is_empty() {
             return Poll::Pending;
         }
-        let mut scratch = [0u8; 512];
-        let mut read = ReadBuf::new(&mut scratch);
+        // Polled at every wake of a request in flight (each streamed event): not zeroed.
+        let mut scratch = [std::mem::MaybeUninit::uninit(); 512];
+        let mut read = ReadBuf::uninit(&mut scratch);
         match Pin::new(&mut self.io).poll_read(cx, &mut read) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) if !read.filled().is_empty() => {
