@@ -133,12 +133,11 @@ impl Chunked {
                     if buf.is_empty() {
                         return Ok(Decoded::More);
                     }
-                    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
-                    *left -= take as u64;
+                    let data = take(buf, left);
                     if *left == 0 {
                         self.at = At::DataEnd;
                     }
-                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                    return Ok(Decoded::Data(data));
                 }
                 At::DataEnd => {
                     if buf.len() < 2 {
@@ -170,6 +169,14 @@ impl Chunked {
             }
         }
     }
+}
+
+/// Splits off as much of `buf` as is there, up to `left` bytes, and counts it off `left`
+/// (a chunk's data here, a length-framed body in the lean client).
+pub(super) fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
+    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+    *left -= take as u64;
+    buf.split_to(take).freeze()
 }
 
 /// Where the line at the start of `buf` ends (its CR), if a whole one has arrived: found

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use brace_llm::error::{LlmError, LlmErrorKind};
 
-use super::chunked::{Chunked, Decoded as Step};
+use super::chunked::{Chunked, Decoded as Step, take};
 use crate::provider::body_broke;
 
 /// How much an answer's head may take, header fields included (hyper's default limit is
@@ -522,13 +522,6 @@ fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, LlmError> {
             .decode(buf)
             .map_err(|err| malformed(err.message()))?,
     })
-}
-
-/// Splits off as much of `buf` as is there, up to `left` bytes, and counts it off `left`.
-fn take(buf: &mut BytesMut, left: &mut u64) -> Bytes {
-    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
-    *left -= take as u64;
-    buf.split_to(take).freeze()
 }
 
 fn connect(message: &str) -> LlmError {
