@@ -1,11 +1,9 @@
 //! The HTTP API: routes, handlers and the response headers that say who answered.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{Extension, Query, State};
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -307,18 +305,21 @@ async fn chat_completions(
                     *slot.lock() = Some(crate::sse::continued_trailers(by, how));
                 }
             });
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
             headers.insert("cache-control", HeaderValue::from_static("no-cache"));
             headers.insert(
                 http::header::TRAILER,
                 HeaderValue::from_static("x-brace-continued-by, x-brace-continued-how"),
             );
-            let response = (
-                headers,
-                Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
-            )
-                .into_response();
-            Ok(response
-                .map(|body| axum::body::Body::new(crate::sse::WithTrailers::new(body, trailers))))
+            let body = crate::sse::SseBody::new(events, crate::sse::KEEP_ALIVE);
+            let mut response = Response::new(axum::body::Body::new(crate::sse::WithTrailers::new(
+                body, trailers,
+            )));
+            *response.headers_mut() = headers;
+            Ok(response)
         }
     }
 }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::response::sse::Event;
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -130,14 +129,16 @@ impl StreamLimits {
 
 // ===== events =====
 
-/// Turns a chat stream into SSE events, within `limits`. `on_end` is called once when the
-/// stream ends (for metrics, logs and trailers); it is not called if the client goes away
-/// first.
+/// Turns a chat stream into SSE events, each a whole `data:` event as it goes on the wire,
+/// within `limits`. `on_end` is called once when the stream ends (for metrics, logs and
+/// trailers); it is not called if the client goes away first.
+///
+/// [`SseBody`] sends them as a response body, with keep-alive comments.
 pub fn events<F>(
     chunks: ChatStream,
     limits: StreamLimits,
     on_end: F,
-) -> impl Stream<Item = Result<Event, Infallible>>
+) -> impl Stream<Item = Bytes> + Unpin
 where
     F: FnOnce(&StreamEnd<'_>) + Send + 'static,
 {
@@ -197,7 +198,7 @@ where
         }
     }
 
-    fn fail(&mut self, err: &LlmError, api: &ApiError) -> Event {
+    fn fail(&mut self, err: &LlmError, api: &ApiError) -> Bytes {
         tracing::warn!(
             provider = err.provider().unwrap_or("gateway"),
             delivered_tokens = self.delivered,
@@ -207,10 +208,10 @@ where
             "stream ended with an error event, without [DONE]"
         );
         self.end(Err(err));
-        Event::default().data(api.body().to_string())
+        data_event(api.body().to_string().as_bytes())
     }
 
-    fn chunk(&mut self, chunk: &ChatChunk) -> Event {
+    fn chunk(&mut self, chunk: &ChatChunk) -> Bytes {
         self.delivered += u64::from(chunk.has_content());
         if chunk.usage.is_some() {
             self.usage.clone_from(&chunk.usage);
@@ -223,14 +224,62 @@ where
                 .unwrap_or_default();
             self.continued = Some((by.to_owned(), how.to_owned()));
         }
-        // Written whole, then handed over as the event's data: `Event::json_data` serializes
-        // straight into the event, and checks every one of the serializer's small writes (a
-        // quote, a key, a colon) for line breaks — 109 K instructions of a 7-chunk streamed
-        // answer here (BENCHMARKS.md, issue 22's eleventh pass). Compact JSON has no raw line
-        // break, so the event's one check of the whole text finds none.
-        match serde_json::to_string(chunk) {
-            Ok(json) => Event::default().data(json),
-            Err(_) => Event::default().data("{}"),
+        // Written straight into the event: compact JSON has no raw line break (one inside a
+        // string is escaped), so the event is `data: `, the JSON and the blank line, with no
+        // line to split and nothing to scan.
+        let text: usize = chunk
+            .choices
+            .iter()
+            .filter_map(|choice| choice.delta.content.as_deref())
+            .map(str::len)
+            .sum();
+        let mut event = Vec::with_capacity(DATA.len() + 256 + text + text / 8 + 2);
+        event.extend_from_slice(DATA);
+        if serde_json::to_writer(&mut event, chunk).is_err() {
+            event.truncate(DATA.len());
+            event.extend_from_slice(b"{}");
+        }
+        event.extend_from_slice(b"\n\n");
+        event.into()
+    }
+}
+
+/// How long a stream may go without an event before [`SseBody`] sends a keep-alive comment.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What starts an event's data line.
+const DATA: &[u8] = b"data: ";
+
+/// The event that ends a clean stream.
+const DONE: &[u8] = b"data: [DONE]\n\n";
+
+/// The comment sent to keep a quiet stream's connection from looking idle.
+const KEEP_ALIVE_COMMENT: &[u8] = b":\n\n";
+
+/// An event carrying `data`: one `data:` line per line of it (a line break in the data ends
+/// a line, as the SSE format reads it back: `\r\n`, `\n` or `\r`), then the blank line that
+/// ends the event.
+pub fn data_event(data: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(data.len() + DATA.len() + 2);
+    let mut rest = data;
+    loop {
+        event.extend_from_slice(DATA);
+        match memchr::memchr2(b'\n', b'\r', rest) {
+            Some(at) => {
+                event.extend_from_slice(&rest[..at]);
+                event.push(b'\n');
+                let skip = if rest[at..].starts_with(b"\r\n") {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[at + skip..];
+            }
+            None => {
+                event.extend_from_slice(rest);
+                event.extend_from_slice(b"\n\n");
+                return event.into();
+            }
         }
     }
 }
@@ -239,7 +288,7 @@ impl<F> Stream for Events<F>
 where
     F: FnOnce(&StreamEnd<'_>) + Send + 'static,
 {
-    type Item = Result<Event, Infallible>;
+    type Item = Bytes;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -256,7 +305,7 @@ where
             );
             let api = ApiError::new(http::StatusCode::SERVICE_UNAVAILABLE, err.message())
                 .with_code("shutting_down");
-            return Poll::Ready(Some(Ok(this.fail(&err, &api))));
+            return Poll::Ready(Some(this.fail(&err, &api)));
         }
         if let Some(deadline) = &mut this.deadline
             && deadline.as_mut().poll(cx).is_ready()
@@ -268,7 +317,7 @@ where
             let err = LlmError::new(LlmErrorKind::Timeout, message);
             let api = ApiError::new(http::StatusCode::GATEWAY_TIMEOUT, err.message())
                 .with_code("stream_deadline");
-            return Poll::Ready(Some(Ok(this.fail(&err, &api))));
+            return Poll::Ready(Some(this.fail(&err, &api)));
         }
         let chunks = this.chunks.as_mut().expect("checked above");
         let event = match std::task::ready!(Pin::new(chunks).poll_next(cx)) {
@@ -284,10 +333,98 @@ where
             None => {
                 let usage = this.usage.take();
                 this.end(Ok(usage.as_ref()));
-                Event::default().data("[DONE]")
+                Bytes::from_static(DONE)
             }
         };
-        Poll::Ready(Some(Ok(event)))
+        Poll::Ready(Some(event))
+    }
+}
+
+// ===== SseBody =====
+
+/// A response body of SSE events (each item a whole event, as [`events`] makes them), with a
+/// keep-alive comment (`:`) after every `keep_alive` without an event, so that a proxy in
+/// between does not take a stream waiting on a slow model for an idle connection.
+///
+/// The timer is set once and moved on only when it fires: an event costs a clock reading,
+/// not a timer update.
+pub struct SseBody<S> {
+    events: S,
+    keep_alive: Duration,
+    timer: Pin<Box<Sleep>>,
+    last: Instant,
+    ended: bool,
+}
+
+impl<S> fmt::Debug for SseBody<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseBody")
+            .field("keep_alive", &self.keep_alive)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> SseBody<S> {
+    /// Sends `events`, with a comment after every `keep_alive` without one. Needs a tokio
+    /// runtime with its timer.
+    pub fn new(events: S, keep_alive: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            events,
+            keep_alive,
+            timer: Box::pin(tokio::time::sleep_until(now + keep_alive)),
+            last: now,
+            ended: false,
+        }
+    }
+}
+
+impl<S> http_body::Body for SseBody<S>
+where
+    S: Stream<Item = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.events).poll_next(cx) {
+            Poll::Ready(Some(event)) => {
+                this.last = Instant::now();
+                return Poll::Ready(Some(Ok(Frame::data(event))));
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            std::task::ready!(this.timer.as_mut().poll(cx));
+            let due = this.last + this.keep_alive;
+            let now = Instant::now();
+            if now < due {
+                // An event went out since the timer was set: wait the rest from it.
+                this.timer.as_mut().reset(due);
+                continue;
+            }
+            this.last = now;
+            this.timer.as_mut().reset(now + this.keep_alive);
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                KEEP_ALIVE_COMMENT,
+            )))));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
     }
 }
 
@@ -359,5 +496,94 @@ where
 
     fn is_end_stream(&self) -> bool {
         self.sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use brace_llm::{ChatChunk, Delta};
+    use futures_util::StreamExt;
+    use http_body::Body as _;
+
+    use super::*;
+
+    fn chunk(text: &str) -> ChatChunk {
+        ChatChunk::new("c-1", "m", Delta::text(text))
+    }
+
+    /// Polls the body once, as a connection does when woken.
+    fn poll(body: &mut SseBody<impl Stream<Item = Bytes> + Unpin>) -> Poll<Option<Bytes>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(body)
+            .poll_frame(&mut cx)
+            .map(|frame| frame.map(|frame| frame.unwrap().into_data().unwrap()))
+    }
+
+    #[test]
+    fn data_event_writes_a_data_line_per_line() {
+        assert_eq!(&*data_event(b"{\"a\":1}"), b"data: {\"a\":1}\n\n");
+        assert_eq!(&*data_event(b""), b"data: \n\n");
+        // Each of the three line ends is one break, as an SSE reader reads it back.
+        assert_eq!(
+            &*data_event(b"{\n\"a\":1\r\n}\rx"),
+            b"data: {\ndata: \"a\":1\ndata: }\ndata: x\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunks_are_data_events_and_a_clean_end_is_done() {
+        let stream = ChatStream::from_items(vec![Ok(chunk("he\nllo")), Ok(chunk("!"))]);
+        let events: Vec<Bytes> = events(stream, StreamLimits::none(), |_| {}).collect().await;
+        assert_eq!(events.len(), 3);
+        for (event, text) in events.iter().zip(["he\nllo", "!"]) {
+            let line = event.strip_prefix(b"data: ").unwrap();
+            let json = line.strip_suffix(b"\n\n").unwrap();
+            // One line: the line break inside the text is escaped in the JSON.
+            assert!(!json.contains(&b'\n'));
+            let read: ChatChunk = serde_json::from_slice(json).unwrap();
+            assert_eq!(read, chunk(text));
+        }
+        assert_eq!(&*events[2], b"data: [DONE]\n\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_gets_a_comment_after_each_keep_alive() {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let events = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        let mut body = SseBody::new(events, Duration::from_secs(15));
+        assert!(poll(&mut body).is_pending());
+
+        // An event at 10 s: the comment is due 15 s after it, not 15 s after the start.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        sender.send(Bytes::from_static(b"data: 1\n\n")).unwrap();
+        assert_eq!(
+            poll(&mut body),
+            Poll::Ready(Some(Bytes::from_static(b"data: 1\n\n")))
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(
+            poll(&mut body).is_pending(),
+            "16 s from the start, 6 s from the event"
+        );
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(
+            poll(&mut body),
+            Poll::Ready(Some(Bytes::from_static(b":\n\n")))
+        );
+        // And again after another quiet 15 s.
+        assert!(poll(&mut body).is_pending());
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert!(poll(&mut body).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            poll(&mut body),
+            Poll::Ready(Some(Bytes::from_static(b":\n\n")))
+        );
+
+        drop(sender);
+        assert_eq!(poll(&mut body), Poll::Ready(None));
+        assert!(body.is_end_stream());
     }
 }
