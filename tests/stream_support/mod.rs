@@ -99,7 +99,7 @@ pub async fn items(response: ChatResponse) -> Vec<Result<ChatChunk, LlmError>> {
     let ResponseBody::Stream(stream) = response.body else {
         panic!("expected a stream");
     };
-    stream.collect().await
+    stream.map(|item| item.map(ChatChunk::from)).collect().await
 }
 
 /// The chunks before the first error, and the error.

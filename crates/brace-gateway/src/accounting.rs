@@ -22,7 +22,9 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use tower::{Layer, Service};
 
-use brace_llm::{ChatChunk, ChatRequest, ChatResponse, ChatStream, LlmError, ResponseBody, Usage};
+use brace_llm::{
+    ChatChunk, ChatRequest, ChatResponse, ChatStream, LlmError, ResponseBody, StreamChunk, Usage,
+};
 
 use crate::metrics::ProviderMetrics;
 
@@ -151,7 +153,7 @@ impl Tap {
 }
 
 impl Stream for Tap {
-    type Item = Result<ChatChunk, LlmError>;
+    type Item = Result<StreamChunk, LlmError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = std::task::ready!(Pin::new(&mut self.stream).poll_next(cx));

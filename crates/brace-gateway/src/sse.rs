@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use brace_llm::continuation::{CONTINUED_BY, CONTINUED_HOW};
-use brace_llm::{ChatChunk, ChatStream, LlmError, LlmErrorKind, Usage};
+use brace_llm::{ChatStream, LlmError, LlmErrorKind, StreamChunk, Usage};
 
 use crate::error::ApiError;
 
@@ -211,7 +211,7 @@ where
         data_event(api.body().to_string().as_bytes())
     }
 
-    fn chunk(&mut self, chunk: &ChatChunk) -> Bytes {
+    fn chunk(&mut self, chunk: &StreamChunk) -> Bytes {
         self.delivered += u64::from(chunk.has_content());
         if chunk.usage.is_some() {
             self.usage.clone_from(&chunk.usage);
@@ -224,7 +224,12 @@ where
                 .unwrap_or_default();
             self.continued = Some((by.to_owned(), how.to_owned()));
         }
-        // Written straight into the event: compact JSON has no raw line break (one inside a
+        // The provider's own JSON when it sent OpenAI's and nothing changed the chunk since:
+        // forwarded as it came, as a proxy would.
+        if let Some(json) = chunk.json() {
+            return data_event(json);
+        }
+        // Else written straight into the event: compact JSON has no raw line break (one inside a
         // string is escaped), so the event is `data: `, the JSON and the blank line, with no
         // line to split and nothing to scan.
         let text: usize = chunk
@@ -235,7 +240,7 @@ where
             .sum();
         let mut event = Vec::with_capacity(DATA.len() + 256 + text + text / 8 + 2);
         event.extend_from_slice(DATA);
-        if serde_json::to_writer(&mut event, chunk).is_err() {
+        if serde_json::to_writer(&mut event, &**chunk).is_err() {
             event.truncate(DATA.len());
             event.extend_from_slice(b"{}");
         }

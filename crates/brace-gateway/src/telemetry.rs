@@ -1211,7 +1211,7 @@ struct TracedStream {
 }
 
 impl Stream for TracedStream {
-    type Item = Result<brace_llm::ChatChunk, LlmError>;
+    type Item = Result<brace_llm::StreamChunk, LlmError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;

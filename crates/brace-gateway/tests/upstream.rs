@@ -55,6 +55,19 @@ async fn an_openai_compatible_answer_reaches_the_client_as_the_provider_wrote_it
 }
 
 #[tokio::test]
+async fn an_openai_compatible_stream_reaches_the_client_as_the_provider_wrote_it() {
+    // Each chunk of a stream in OpenAI's format is forwarded as it came, not read and
+    // written out again: its spacing, field order, escapes, unknown fields and its lines.
+    let gateway = behind_hostile_upstream("  json_logs: false\n").await;
+    let reply = send(&gateway, chat("odd-stream", true)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), "text/event-stream");
+    assert_eq!(reply.body, support::ODD_FORMAT_STREAM);
+    // It was still read: the meta headers name the model it gave.
+    assert_eq!(reply.header("x-brace-model"), "m/odd");
+}
+
+#[tokio::test]
 async fn a_request_nothing_changes_reaches_the_provider_as_the_client_wrote_it() {
     // Sent as it came, not read and written out again: its spacing, field order, a field
     // brace does not know and an explicit null are the client's.

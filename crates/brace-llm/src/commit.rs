@@ -87,7 +87,9 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 use crate::error::{LlmError, LlmErrorKind};
+use crate::response::StreamChunk;
 use crate::response::{ChatResponse, ChatStream, ResponseBody, ResponseMeta};
+#[cfg(test)]
 use crate::types::ChatChunk;
 
 /// Commits a [`ChatResponse`] at once when whole, and at its first content delta when
@@ -298,7 +300,7 @@ enum State {
     Waiting {
         meta: ResponseMeta,
         stream: ChatStream,
-        held: VecDeque<ChatChunk>,
+        held: VecDeque<StreamChunk>,
         /// Content deltas held so far.
         tokens: usize,
         finished: bool,
@@ -445,7 +447,7 @@ mod tests {
             panic!("expected a stream");
         };
         stream
-            .map(|item| item.map_err(|err| err.kind()))
+            .map(|item| item.map(ChatChunk::from).map_err(|err| err.kind()))
             .collect()
             .await
     }

@@ -130,6 +130,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::{LlmError, LlmErrorKind};
+use crate::response::StreamChunk;
 use crate::response::{ChatResponse, ChatStream, ResponseBody};
 use crate::types::{ChatChunk, ChatRequest, Message, Usage};
 
@@ -523,7 +524,7 @@ struct Started {
     stream: ChatStream,
     name: Arc<str>,
     how: How,
-    held: VecDeque<ChatChunk>,
+    held: VecDeque<StreamChunk>,
     dropped_tokens: u64,
     prompt_estimate: u64,
 }
@@ -568,7 +569,7 @@ struct State<T> {
     /// The stream being read: the original, then each continuation.
     current: Option<ChatStream>,
     /// Chunks to hand out before reading `current` again.
-    held: VecDeque<ChatChunk>,
+    held: VecDeque<StreamChunk>,
     /// The text of choice 0 that reached the caller.
     delivered: String,
     /// The parts of the answer, the one being read last.
@@ -613,7 +614,7 @@ where
         }
     }
 
-    fn into_stream(self) -> impl futures_core::Stream<Item = Result<ChatChunk, LlmError>> + Send {
+    fn into_stream(self) -> impl futures_core::Stream<Item = Result<StreamChunk, LlmError>> + Send {
         futures_util::stream::unfold(self, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
@@ -630,7 +631,7 @@ where
         self.segments.len() > 1
     }
 
-    async fn next(&mut self) -> Option<Result<ChatChunk, LlmError>> {
+    async fn next(&mut self) -> Option<Result<StreamChunk, LlmError>> {
         loop {
             if let Some(chunk) = self.held.pop_front() {
                 return Some(Ok(self.deliver(chunk)));
@@ -723,7 +724,7 @@ where
 
     /// Notes what `chunk` tells the caller, and rewrites a continued chunk as part of the
     /// original answer.
-    fn deliver(&mut self, mut chunk: ChatChunk) -> ChatChunk {
+    fn deliver(&mut self, mut chunk: StreamChunk) -> StreamChunk {
         let continued = self.continued();
         match &self.id {
             None => self.id = Some((chunk.id.clone(), chunk.created)),
@@ -951,7 +952,7 @@ where
                 .collect(),
         ),
     };
-    let mut held: VecDeque<ChatChunk> = VecDeque::new();
+    let mut held: VecDeque<StreamChunk> = VecDeque::new();
     let mut text = String::new();
     let mut content_chunks: Vec<usize> = Vec::new();
     loop {
@@ -1023,7 +1024,7 @@ where
 }
 
 /// Removes the first `len` bytes of content from `chunks`, dropping chunks left empty.
-fn strip_prefix(chunks: &mut VecDeque<ChatChunk>, mut len: usize) {
+fn strip_prefix(chunks: &mut VecDeque<StreamChunk>, mut len: usize) {
     'chunks: for chunk in chunks.iter_mut() {
         for choice in &mut chunk.choices {
             if len == 0 {

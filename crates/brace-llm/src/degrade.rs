@@ -53,8 +53,11 @@ use pin_project_lite::pin_project;
 use crate::error::LlmError;
 use crate::response::{
     ChatResponse, ChatStream, CompletionBody, ResponseBody, ResponseMeta, StreamAccumulator,
+    StreamChunk,
 };
-use crate::types::{ChatChunk, ChatCompletion, ChatRequest, Content, FinishReason, Message};
+#[cfg(test)]
+use crate::types::ChatChunk;
+use crate::types::{ChatCompletion, ChatRequest, Content, FinishReason, Message};
 
 // ===== what a level does to a chat request =====
 
@@ -529,7 +532,7 @@ impl<F> Stream for Tee<F>
 where
     F: FnOnce(CachedChat),
 {
-    type Item = Result<ChatChunk, LlmError>;
+    type Item = Result<StreamChunk, LlmError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();

@@ -38,8 +38,9 @@ use brace_core::commit::{Commit, Commitment};
 
 use crate::commit::FirstContent;
 use crate::error::{LlmError, LlmErrorKind};
+use crate::response::StreamChunk;
 use crate::response::{ChatResponse, ChatStream, ResponseBody};
-use crate::types::{ChatChunk, ChatRequest};
+use crate::types::ChatRequest;
 
 /// Called with the provider's name and the time to its first token.
 pub type FirstTokenHook = Arc<dyn Fn(&str, Duration) + Send + Sync>;
@@ -231,7 +232,7 @@ struct Guarded {
 }
 
 impl Guarded {
-    fn into_stream(self) -> impl futures_core::Stream<Item = Result<ChatChunk, LlmError>> + Send {
+    fn into_stream(self) -> impl futures_core::Stream<Item = Result<StreamChunk, LlmError>> + Send {
         futures_util::stream::unfold(self, |mut state| async move {
             let mut stream = state.stream.take()?;
             let idle_deadline = state.idle.map(|idle| Instant::now() + idle);

@@ -65,7 +65,7 @@ pub use self::classify::LlmClassifier;
 pub use self::error::{LlmError, LlmErrorKind};
 pub use self::response::{
     ChatResponse, ChatStream, CompletionBody, Degradation, Origin, ResponseBody, ResponseMeta,
-    StreamAccumulator,
+    StreamAccumulator, StreamChunk,
 };
 pub use self::types::{
     ChatChunk, ChatCompletion, ChatOptions, ChatRequest, Choice, ChunkChoice, Content, ContentPart,

@@ -54,24 +54,55 @@ impl ResponseMeta {
 /// An `Err` item is how a stream says it broke: after an error no further item is
 /// meaningful, and a stream that ends without a finish reason and without an error has been
 /// cut (see [`StreamAccumulator::finish`]).
+///
+/// Its items are [`StreamChunk`]s: each chunk with the JSON it was read from, for as long as
+/// nothing changes it. A stream can be made of plain [`ChatChunk`]s (they carry no JSON).
 pub struct ChatStream {
-    inner: Pin<Box<dyn Stream<Item = Result<ChatChunk, LlmError>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<StreamChunk, LlmError>> + Send>>,
 }
 
 impl ChatStream {
-    /// Wraps any stream of chunks.
-    pub fn new<S>(stream: S) -> Self
+    /// Wraps any stream of chunks: [`StreamChunk`]s, or [`ChatChunk`]s.
+    pub fn new<S, T>(stream: S) -> Self
     where
-        S: Stream<Item = Result<ChatChunk, LlmError>> + Send + 'static,
+        S: Stream<Item = Result<T, LlmError>> + Send + 'static,
+        T: Into<StreamChunk>,
     {
         Self {
-            inner: Box::pin(stream),
+            inner: Box::pin(IntoChunks { inner: stream }),
         }
     }
 
     /// A stream that yields the given items.
     pub fn from_items(items: Vec<Result<ChatChunk, LlmError>>) -> Self {
         Self::new(futures_util::stream::iter(items))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's items made [`StreamChunk`]s (for a stream of them already, nothing to do).
+    struct IntoChunks<S> {
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S, T> Stream for IntoChunks<S>
+where
+    S: Stream<Item = Result<T, LlmError>>,
+    T: Into<StreamChunk>,
+{
+    type Item = Result<StreamChunk, LlmError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.project()
+            .inner
+            .poll_next(cx)
+            .map(|item| item.map(|item| item.map(Into::into)))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
     }
 }
 
@@ -82,10 +113,122 @@ impl fmt::Debug for ChatStream {
 }
 
 impl Stream for ChatStream {
-    type Item = Result<ChatChunk, LlmError>;
+    type Item = Result<StreamChunk, LlmError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// A chunk as a stream carries it: the [`ChatChunk`], and the JSON it was read from for as
+/// long as nothing has changed it — what [`CompletionBody`] is to a whole completion.
+///
+/// A provider that streams in OpenAI's format sends each chunk as the very JSON a caller of
+/// an OpenAI-compatible API expects; [`json`](Self::json) gives it back as it came, so a
+/// gateway forwards an unchanged chunk without writing it out again. The kept JSON goes the
+/// moment the chunk is borrowed mutably ([`DerefMut`]), so what is sent is always what the
+/// chunk holds.
+///
+/// It dereferences to the [`ChatChunk`].
+///
+/// ```
+/// use brace_llm::response::StreamChunk;
+///
+/// let json = r#"{"id":"c-1","object":"chat.completion.chunk","created":1,"model":"m",
+///     "choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+/// let mut chunk = StreamChunk::from_json(json.into()).unwrap();
+/// assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+/// // Unchanged: the JSON as it came.
+/// assert_eq!(chunk.json().unwrap(), json.as_bytes());
+///
+/// // Changed: no JSON kept; it is written out from the chunk.
+/// chunk.model = "other".to_owned();
+/// assert!(chunk.json().is_none());
+/// ```
+#[derive(Clone)]
+pub struct StreamChunk {
+    chunk: ChatChunk,
+    json: Option<Bytes>,
+}
+
+impl StreamChunk {
+    /// A chunk with no JSON kept.
+    pub fn new(chunk: ChatChunk) -> Self {
+        Self { chunk, json: None }
+    }
+
+    /// Reads a chunk from OpenAI's JSON ([`json_from_bytes`](crate::types::json_from_bytes))
+    /// and keeps the JSON.
+    ///
+    /// # Errors
+    ///
+    /// `serde_json`'s error, if `json` is not a chat completion chunk.
+    pub fn from_json(json: Bytes) -> serde_json::Result<Self> {
+        let chunk = crate::types::json_from_bytes(&json)?;
+        Ok(Self {
+            chunk,
+            json: Some(json),
+        })
+    }
+
+    /// The JSON the chunk was read from, if it came as JSON and has not been changed since.
+    pub fn json(&self) -> Option<&Bytes> {
+        self.json.as_ref()
+    }
+
+    /// The chunk.
+    pub fn into_inner(self) -> ChatChunk {
+        self.chunk
+    }
+}
+
+impl From<ChatChunk> for StreamChunk {
+    fn from(chunk: ChatChunk) -> Self {
+        Self::new(chunk)
+    }
+}
+
+impl From<StreamChunk> for ChatChunk {
+    fn from(chunk: StreamChunk) -> Self {
+        chunk.chunk
+    }
+}
+
+impl Deref for StreamChunk {
+    type Target = ChatChunk;
+
+    fn deref(&self) -> &ChatChunk {
+        &self.chunk
+    }
+}
+
+impl DerefMut for StreamChunk {
+    /// The chunk, to change: the JSON it was read from is no longer its JSON, and is let go.
+    fn deref_mut(&mut self) -> &mut ChatChunk {
+        self.json = None;
+        &mut self.chunk
+    }
+}
+
+impl PartialEq for StreamChunk {
+    /// Compares the chunks (not whether JSON is kept).
+    fn eq(&self, other: &Self) -> bool {
+        self.chunk == other.chunk
+    }
+}
+
+impl PartialEq<ChatChunk> for StreamChunk {
+    fn eq(&self, other: &ChatChunk) -> bool {
+        self.chunk == *other
+    }
+}
+
+impl fmt::Debug for StreamChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamChunk")
+            .field("chunk", &self.chunk)
+            .field("json_bytes", &self.json.as_ref().map(Bytes::len))
+            .finish()
     }
 }
 
@@ -300,7 +443,8 @@ impl ChatResponse {
                 while let Some(chunk) =
                     std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
                 {
-                    accumulator.push(&chunk?);
+                    let chunk = chunk?;
+                    accumulator.push(&chunk);
                 }
                 accumulator
                     .finish()

@@ -62,7 +62,7 @@ async fn stream(layer: &StreamGuardLayer, steps: Vec<Step>) -> Vec<Result<ChatCh
     let ResponseBody::Stream(stream) = response.body else {
         panic!("expected a stream");
     };
-    stream.collect().await
+    stream.map(|item| item.map(ChatChunk::from)).collect().await
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,7 +149,7 @@ async fn a_continuation_is_logged_with_both_providers() {
     let ResponseBody::Stream(stream) = response.body else {
         panic!("expected a stream");
     };
-    let items: Vec<_> = stream.collect().await;
+    let items: Vec<_> = stream.map(|item| item.map(ChatChunk::from)).collect().await;
     assert!(items.iter().all(Result::is_ok));
 
     // The break is logged once, by the primary's guard; the continuation is the move to the

@@ -72,7 +72,7 @@ async fn collect(response: ChatResponse) -> Vec<Result<ChatChunk, LlmError>> {
     let brace_llm::ResponseBody::Stream(stream) = response.body else {
         panic!("expected a stream");
     };
-    stream.collect().await
+    stream.map(|item| item.map(ChatChunk::from)).collect().await
 }
 
 #[tokio::test(start_paused = true)]

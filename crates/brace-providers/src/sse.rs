@@ -1,4 +1,4 @@
-//! Incremental server-sent-events parsing, and turning events into [`ChatChunk`]s with a
+//! Incremental server-sent-events parsing, and turning events into [`ChatChunk`](brace_llm::ChatChunk)s with a
 //! provider-specific [`SseDecoder`].
 //!
 //! Three layers, each usable alone:
@@ -65,7 +65,7 @@ use serde::{Deserialize, Serialize};
 use crate::provider::{ApiKey, ProviderStats, scrub_secret};
 use brace_llm::error::{LlmError, LlmErrorKind};
 use brace_llm::response::ChatStream;
-use brace_llm::types::ChatChunk;
+use brace_llm::response::StreamChunk;
 
 /// The largest event (or line) [`SseParser`] accepts by default: 8 MiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
@@ -463,7 +463,8 @@ pub trait SseDecoder: Send + 'static {
     /// [`DecodeError::Malformed`] for an event that cannot be understood,
     /// [`DecodeError::Fatal`] for an event that reports a failure. Chunks pushed to `out`
     /// before an error are still delivered.
-    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError>;
+    fn decode(&mut self, event: &SseEvent, out: &mut Vec<StreamChunk>)
+    -> Result<Flow, DecodeError>;
 
     /// The body ended without [`Flow::Done`]; `saw_finish_reason` says whether a chunk
     /// delivered so far carried a finish reason. May push final chunks to `out`.
@@ -477,7 +478,7 @@ pub trait SseDecoder: Send + 'static {
     fn finish(
         &mut self,
         saw_finish_reason: bool,
-        out: &mut Vec<ChatChunk>,
+        out: &mut Vec<StreamChunk>,
     ) -> Result<(), LlmError> {
         let _ = out;
         if saw_finish_reason {
@@ -492,7 +493,7 @@ pub trait SseDecoder: Send + 'static {
 }
 
 pin_project! {
-    /// A stream of [`ChatChunk`]s decoded from a stream of [`SseEvent`]s. See the
+    /// A stream of [`StreamChunk`]s decoded from a stream of [`SseEvent`]s. See the
     /// [module docs](self) for how it ends.
     ///
     /// Every error it yields names the provider (if set with
@@ -501,8 +502,8 @@ pin_project! {
         #[pin]
         events: S,
         decoder: D,
-        pending: VecDeque<ChatChunk>,
-        scratch: Vec<ChatChunk>,
+        pending: VecDeque<StreamChunk>,
+        scratch: Vec<StreamChunk>,
         error: Option<LlmError>,
         ended: bool,
         // The end marker was seen; the body is read to its end (briefly) before the stream
@@ -610,7 +611,7 @@ where
     S: Stream<Item = Result<SseEvent, LlmError>>,
     D: SseDecoder,
 {
-    type Item = Result<ChatChunk, LlmError>;
+    type Item = Result<StreamChunk, LlmError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
@@ -753,15 +754,16 @@ const MAX_PEEKED_CHUNKS: usize = 8;
 /// # Cancel safety
 ///
 /// Dropping the future drops the stream.
-pub async fn start<S>(stream: S, fallback_model: &str) -> Result<(String, ChatStream), LlmError>
+pub async fn start<S, T>(stream: S, fallback_model: &str) -> Result<(String, ChatStream), LlmError>
 where
-    S: Stream<Item = Result<ChatChunk, LlmError>> + Send + 'static,
+    S: Stream<Item = Result<T, LlmError>> + Send + 'static,
+    T: Into<StreamChunk>,
 {
-    let mut stream = Box::pin(stream);
+    let mut stream = ChatStream::new(stream);
     let mut first = Vec::new();
     let mut model = None;
     while model.is_none() && first.len() < MAX_PEEKED_CHUNKS {
-        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+        match std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
             Some(Ok(chunk)) => {
                 if !chunk.model.is_empty() {
                     model = Some(chunk.model.clone());

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use brace_llm::{
     ChatChunk, ChatCompletion, ChatRequest, Delta, FinishReason, LlmError, LlmErrorKind, Message,
-    ResponseBody, Role,
+    ResponseBody, Role, StreamChunk,
 };
 use brace_providers::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_providers::{
@@ -41,19 +41,23 @@ struct EchoDecoder {
 }
 
 impl SseDecoder for EchoDecoder {
-    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+    fn decode(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<Flow, DecodeError> {
         let value: Value = serde_json::from_str(&event.data)
             .map_err(|err| DecodeError::Malformed(err.to_string()))?;
         if value["done"] == true {
             let mut last = ChatChunk::new("echo", &self.model, Delta::default());
             last.choices[0].finish_reason = Some(FinishReason::Stop);
-            out.push(last);
+            out.push(last.into());
             return Ok(Flow::Done);
         }
         let text = value["delta"]
             .as_str()
             .ok_or_else(|| DecodeError::Malformed("no delta".to_owned()))?;
-        out.push(ChatChunk::new("echo", &self.model, Delta::text(text)));
+        out.push(ChatChunk::new("echo", &self.model, Delta::text(text)).into());
         Ok(Flow::Continue)
     }
 }
@@ -194,7 +198,7 @@ async fn a_stream_is_read_by_the_api_decoder_and_ends_at_its_marker() {
     let ResponseBody::Stream(stream) = response.body else {
         panic!("expected a stream");
     };
-    let chunks: Vec<ChatChunk> = stream.map(Result::unwrap).collect().await;
+    let chunks: Vec<ChatChunk> = stream.map(|item| item.unwrap().into()).collect().await;
     let text: String = chunks
         .iter()
         .filter_map(|chunk| chunk.choices[0].delta.content.clone())
@@ -226,7 +230,7 @@ async fn a_stream_to_a_whole_request_is_read_whole_and_a_whole_answer_to_a_strea
     let ResponseBody::Stream(stream) = streamed.body else {
         panic!("expected the whole answer replayed as a stream");
     };
-    let chunks: Vec<ChatChunk> = stream.map(Result::unwrap).collect().await;
+    let chunks: Vec<ChatChunk> = stream.map(|item| item.unwrap().into()).collect().await;
     assert_eq!(chunks[0].choices[0].delta.role, Some(Role::Assistant));
     assert!(chunks.iter().any(|chunk| chunk.finish_reason().is_some()));
 }

@@ -44,7 +44,9 @@ async fn call(server: &Server, request: ChatRequest) -> Result<brace_llm::ChatRe
 
 async fn collect(response: brace_llm::ChatResponse) -> Vec<Result<ChatChunk, LlmError>> {
     match response.body {
-        ResponseBody::Stream(stream) => stream.collect().await,
+        ResponseBody::Stream(stream) => {
+            stream.map(|item| item.map(ChatChunk::from)).collect().await
+        }
         ResponseBody::Complete(_) => panic!("expected a stream"),
     }
 }

@@ -104,7 +104,8 @@ async fn fifty_concurrent_streams_over_h2c_all_complete() {
             };
             let mut accumulator = StreamAccumulator::new();
             while let Some(chunk) = guard(stream.next()).await {
-                accumulator.push(&chunk?);
+                let chunk = chunk?;
+                accumulator.push(&chunk);
             }
             accumulator.finish()
         }

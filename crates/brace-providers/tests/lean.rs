@@ -56,7 +56,7 @@ async fn text(response: Result<ChatResponse, LlmError>) -> Result<String, LlmErr
         ResponseBody::Stream(mut chunks) => {
             let mut text = String::new();
             while let Some(chunk) = chunks.next().await {
-                for choice in chunk?.choices {
+                for choice in chunk?.into_inner().choices {
                     text.push_str(choice.delta.content.as_deref().unwrap_or_default());
                 }
             }

@@ -52,7 +52,7 @@ async fn drain(response: ChatResponse) -> (Vec<ChatChunk>, Option<LlmError>) {
     let mut chunks = Vec::new();
     while let Some(item) = guard(stream.next()).await {
         match item {
-            Ok(chunk) => chunks.push(chunk),
+            Ok(chunk) => chunks.push(chunk.into()),
             Err(err) => {
                 assert!(
                     guard(stream.next()).await.is_none(),

@@ -32,7 +32,9 @@ async fn call(sim: &SimProvider, request: ChatRequest) -> Result<ChatResponse, L
 
 async fn items(response: ChatResponse) -> Vec<Result<ChatChunk, LlmError>> {
     match response.body {
-        ResponseBody::Stream(stream) => stream.collect().await,
+        ResponseBody::Stream(stream) => {
+            stream.map(|item| item.map(ChatChunk::from)).collect().await
+        }
         ResponseBody::Complete(_) => panic!("expected a stream"),
     }
 }

@@ -99,6 +99,17 @@ pub const ODD_FORMAT_ANSWER: &str = r#"{ "model" : "m\/odd", "choices": [ {"fini
   "x_vendor": {"kept": [1, 2.50, 1e3]} }
 "#;
 
+/// A stream in OpenAI's format written as no serializer would write it: spaces, fields out
+/// of order, escapes, a field brace does not know, one chunk's JSON over two `data:` lines.
+pub const ODD_FORMAT_STREAM: &str = "data: { \"choices\" : [ {\"delta\": {\"role\":\"assistant\", \
+     \"content\":\"caf\\u00e9\"}, \"index\":0, \"finish_reason\":null} ],\n\
+     data:   \"id\":\"chunk-odd\", \"object\":\"chat.completion.chunk\", \"created\": 1, \
+     \"model\":\"m\\/odd\", \"obfuscation\":\"x1\" }\n\n\
+     data: {\"id\":\"chunk-odd\",\"object\":\"chat.completion.chunk\",\"created\":1,\
+     \"model\":\"m/odd\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\
+     \"usage\" : {\"total_tokens\":2,\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n\
+     data: [DONE]\n\n";
+
 /// An OpenAI-compatible upstream on 127.0.0.1 that answers by the model asked for: a
 /// 100 KB model name, an oddly written answer, the request's own body echoed, a stream cut
 /// after one chunk, a server error, an absurd Retry-After, an error text with CR/LF in it.
@@ -130,6 +141,11 @@ pub async fn hostile_upstream() -> String {
             "odd-format" => (
                 [("content-type", "application/json")],
                 ODD_FORMAT_ANSWER,
+            )
+                .into_response(),
+            "odd-stream" => (
+                [("content-type", "text/event-stream")],
+                ODD_FORMAT_STREAM,
             )
                 .into_response(),
             // A stream that ends after one chunk: no finish reason, no `[DONE]`.

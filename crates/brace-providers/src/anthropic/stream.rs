@@ -9,6 +9,7 @@ use super::translate::{AnthropicUsage, error_event, finish_reason};
 use crate::provider::unix_now;
 use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
+use brace_llm::response::StreamChunk;
 use brace_llm::types::{
     ChatChunk, ChunkChoice, Delta, Extra, FinishReason, FunctionCallDelta, Role, ToolCallDelta,
     Usage,
@@ -329,9 +330,13 @@ impl AnthropicDecoder {
 }
 
 impl SseDecoder for AnthropicDecoder {
-    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+    fn decode(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<Flow, DecodeError> {
         match self.on_event(&event.data) {
-            Ok(Some(chunk)) => out.push(chunk),
+            Ok(Some(chunk)) => out.push(chunk.into()),
             Ok(None) => {}
             Err(err) if err.kind() == LlmErrorKind::MalformedResponse => {
                 return Err(DecodeError::Malformed(err.message().to_owned()));
@@ -348,7 +353,7 @@ impl SseDecoder for AnthropicDecoder {
     fn finish(
         &mut self,
         _saw_finish_reason: bool,
-        _out: &mut Vec<ChatChunk>,
+        _out: &mut Vec<StreamChunk>,
     ) -> Result<(), LlmError> {
         AnthropicDecoder::finish(self)
     }

@@ -5,6 +5,7 @@ use super::translate::{UsageMetadata, blocked, candidate_parts, finish_reason};
 use crate::provider::unix_now;
 use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
+use brace_llm::response::StreamChunk;
 use brace_llm::types::{
     ChatChunk, ChunkChoice, Delta, Extra, FunctionCallDelta, Role, ToolCallDelta,
 };
@@ -192,9 +193,13 @@ impl GeminiDecoder {
 }
 
 impl SseDecoder for GeminiDecoder {
-    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+    fn decode(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<Flow, DecodeError> {
         match self.on_event(&event.data) {
-            Ok(chunk) => out.push(chunk),
+            Ok(chunk) => out.push(chunk.into()),
             Err(err) if err.kind() == LlmErrorKind::MalformedResponse => {
                 return Err(DecodeError::Malformed(err.message().to_owned()));
             }
@@ -206,9 +211,13 @@ impl SseDecoder for GeminiDecoder {
     fn finish(
         &mut self,
         _saw_finish_reason: bool,
-        out: &mut Vec<ChatChunk>,
+        out: &mut Vec<StreamChunk>,
     ) -> Result<(), LlmError> {
-        out.extend(GeminiDecoder::finish(self)?);
+        out.extend(
+            GeminiDecoder::finish(self)?
+                .into_iter()
+                .map(StreamChunk::from),
+        );
         Ok(())
     }
 }

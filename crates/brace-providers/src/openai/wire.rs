@@ -14,8 +14,8 @@ use crate::api::{Encoded, ProviderApi};
 use crate::provider::{ClientConfig, ClientConfigError, endpoint};
 use crate::sse::{DecodeError, Flow, SseDecoder, SseEvent};
 use brace_llm::error::{LlmError, LlmErrorKind};
-use brace_llm::response::CompletionBody;
-use brace_llm::types::{ChatChunk, ChatCompletion, ChatRequest};
+use brace_llm::response::{CompletionBody, StreamChunk};
+use brace_llm::types::{ChatCompletion, ChatRequest};
 
 /// OpenAI's chat-completions API in one of its flavours ([`OpenAiApi`]): requests built,
 /// answers and stream events read, without I/O.
@@ -306,7 +306,11 @@ impl OpenAiDecoder {
 }
 
 impl SseDecoder for OpenAiDecoder {
-    fn decode(&mut self, event: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, DecodeError> {
+    fn decode(
+        &mut self,
+        event: &SseEvent,
+        out: &mut Vec<StreamChunk>,
+    ) -> Result<Flow, DecodeError> {
         let data = event.data.trim();
         if data == "[DONE]" {
             return Ok(Flow::Done);
@@ -315,7 +319,8 @@ impl SseDecoder for OpenAiDecoder {
             return Ok(Flow::Continue);
         }
         if event.event_type() != "error" {
-            match serde_json::from_str::<ChatChunk>(data) {
+            // The chunk keeps its JSON: unchanged, it is forwarded as it came.
+            match StreamChunk::from_json(bytes::Bytes::copy_from_slice(data.as_bytes())) {
                 Ok(chunk) => {
                     out.push(chunk);
                     return Ok(Flow::Continue);

@@ -51,7 +51,7 @@ pub async fn drain(response: ChatResponse) -> (Vec<ChatChunk>, Option<LlmError>)
     let mut chunks = Vec::new();
     while let Some(item) = stream.next().await {
         match item {
-            Ok(chunk) => chunks.push(chunk),
+            Ok(chunk) => chunks.push(chunk.into()),
             Err(err) => {
                 assert!(stream.next().await.is_none(), "an item after an error");
                 return (chunks, Some(err));
