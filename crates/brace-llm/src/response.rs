@@ -217,12 +217,6 @@ impl PartialEq for StreamChunk {
     }
 }
 
-impl PartialEq<ChatChunk> for StreamChunk {
-    fn eq(&self, other: &ChatChunk) -> bool {
-        self.chunk == *other
-    }
-}
-
 impl fmt::Debug for StreamChunk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamChunk")
